@@ -1,0 +1,351 @@
+//! Configuration: built-in defaults, then a TOML file, then `HYDRA_AUTHZ_*`
+//! environment variables (`__` separates nesting levels). Everything is
+//! validated at load time so a bad value stops start-up with the key named,
+//! instead of surfacing as a wrong decision later.
+
+use crate::decision::scopes::ScopeStrategy;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG_PATH: &str = "config/hydra-authz.toml";
+pub const ENV_PREFIX: &str = "HYDRA_AUTHZ_";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub introspection: IntrospectionConfig,
+    pub headers: HeadersConfig,
+    pub authorization: AuthorizationConfig,
+    pub rules: Vec<RuleConfig>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Envoy ext_authz + gRPC health + admin API.
+    pub grpc_addr: SocketAddr,
+    /// `/healthz`, `/readyz`.
+    pub http_addr: SocketAddr,
+    /// How long a shutdown waits for in-flight checks before giving up.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        // Loopback by default: exposing an authorizer is a deliberate choice
+        // (the Helm chart sets 0.0.0.0).
+        ServerConfig {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 9191)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 9192)),
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// RFC 7662 endpoint. Hydra v2 admin port: `/admin/oauth2/introspect`.
+    pub url: String,
+    pub timeout_ms: u64,
+    /// Clock skew tolerated when re-checking `exp`/`nbf` locally.
+    pub leeway_s: u64,
+    /// When non-empty, `iss` must be one of these.
+    pub allowed_issuers: Vec<String>,
+    /// When non-empty, `aud` must contain at least one of these.
+    pub required_audience: Vec<String>,
+    /// Introspection bodies larger than this are treated as a failure.
+    pub max_response_bytes: usize,
+    pub auth: IntrospectionAuth,
+}
+
+impl Default for IntrospectionConfig {
+    fn default() -> Self {
+        IntrospectionConfig {
+            url: "http://127.0.0.1:4445/admin/oauth2/introspect".into(),
+            timeout_ms: 800,
+            leeway_s: 5,
+            allowed_issuers: Vec::new(),
+            required_audience: Vec::new(),
+            max_response_bytes: 64 * 1024,
+            auth: IntrospectionAuth::default(),
+        }
+    }
+}
+
+/// How we authenticate to the introspection endpoint. Secrets are referenced
+/// by env var name or file path, never written into the config itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntrospectionAuth {
+    pub kind: AuthKind,
+    /// `bearer`: env var holding the API key (Ory Network).
+    pub token_env: Option<String>,
+    /// `bearer`: file holding the API key (e.g. a mounted Secret).
+    pub token_file: Option<PathBuf>,
+    /// `client_secret_basic`: our client id at the OAuth2 server.
+    pub client_id: Option<String>,
+    /// `client_secret_basic`: env var holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// `client_secret_basic`: file holding the client secret.
+    pub client_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthKind {
+    /// Self-hosted Hydra admin port (reachable only inside the cluster).
+    #[default]
+    None,
+    Bearer,
+    ClientSecretBasic,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadersConfig {
+    pub client_id: String,
+    pub scopes: String,
+    pub subject: String,
+    /// Remove the caller's `authorization` header before it reaches the upstream.
+    pub strip_authorization: bool,
+}
+
+impl Default for HeadersConfig {
+    fn default() -> Self {
+        HeadersConfig {
+            client_id: "x-client-id".into(),
+            scopes: "x-scopes".into(),
+            subject: "x-subject".into(),
+            strip_authorization: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthorizationConfig {
+    pub scope_strategy: ScopeStrategy,
+    /// `realm` in `WWW-Authenticate`.
+    pub realm: String,
+}
+
+impl Default for AuthorizationConfig {
+    fn default() -> Self {
+        AuthorizationConfig {
+            scope_strategy: ScopeStrategy::Exact,
+            realm: "hydra-authz".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleConfig {
+    pub id: String,
+    /// Optional host pattern (`api.example.com`, `*.example.com`), case-insensitive, port ignored.
+    pub host: Option<String>,
+    /// Optional HTTP methods; empty matches any.
+    pub methods: Vec<String>,
+    /// Path pattern: `*` one segment, `**` any number of segments, `{name}` one segment.
+    pub path: String,
+    /// All of these scopes are required.
+    pub scopes: Vec<String>,
+    /// Anonymous route: no token needed, identity headers removed.
+    pub public: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `hydra_authz=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Defaults, then `path` (which must exist), then the environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::MissingFile(path.to_owned()));
+        }
+        Self::from_figment(Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(path)))
+    }
+
+    /// Defaults, then a TOML string (for the embedded demo config), then the environment.
+    pub fn from_toml_str(toml: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        // HYDRA_AUTHZ_CONFIG names the file itself; it is not a config key.
+        let figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
+        let config: Config = figment.extract().map_err(|e| {
+            // figment reports every error with its key path and source; show all.
+            ConfigError::Parse(e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that serde cannot express. Rule patterns are compiled (and so
+    /// checked) by [`crate::decision::rules::RuleSet::compile`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let i = &self.introspection;
+        let url = reqwest::Url::parse(&i.url).map_err(|e| invalid("introspection.url", e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("introspection.url", "must be an http or https URL"));
+        }
+        if i.timeout_ms == 0 {
+            return Err(invalid("introspection.timeout_ms", "must be greater than 0"));
+        }
+        if i.max_response_bytes < 64 {
+            return Err(invalid("introspection.max_response_bytes", "must be at least 64"));
+        }
+        let a = &i.auth;
+        match a.kind {
+            AuthKind::None => {}
+            AuthKind::Bearer => {
+                if a.token_env.is_some() == a.token_file.is_some() {
+                    return Err(invalid(
+                        "introspection.auth",
+                        "kind = \"bearer\" needs exactly one of token_env or token_file",
+                    ));
+                }
+            }
+            AuthKind::ClientSecretBasic => {
+                if a.client_id.as_deref().unwrap_or("").is_empty() {
+                    return Err(invalid(
+                        "introspection.auth.client_id",
+                        "required when kind = \"client_secret_basic\"",
+                    ));
+                }
+                if a.client_secret_env.is_some() == a.client_secret_file.is_some() {
+                    return Err(invalid(
+                        "introspection.auth",
+                        "kind = \"client_secret_basic\" needs exactly one of client_secret_env or client_secret_file",
+                    ));
+                }
+            }
+        }
+
+        let h = &self.headers;
+        let names = [
+            ("headers.client_id", &h.client_id),
+            ("headers.scopes", &h.scopes),
+            ("headers.subject", &h.subject),
+        ];
+        for (key, name) in names {
+            validate_header_name(key, name)?;
+        }
+        if h.client_id == h.scopes || h.client_id == h.subject || h.scopes == h.subject {
+            return Err(invalid("headers", "client_id, scopes and subject headers must differ"));
+        }
+        if self.authorization.realm.contains(['"', '\\']) || self.authorization.realm.chars().any(char::is_control) {
+            return Err(invalid(
+                "authorization.realm",
+                "must not contain quotes, backslashes or control characters",
+            ));
+        }
+
+        let mut ids = std::collections::HashSet::new();
+        for (n, rule) in self.rules.iter().enumerate() {
+            let key = format!("rules[{n}]");
+            if rule.id.is_empty() {
+                return Err(invalid(format!("{key}.id"), "every rule needs an id"));
+            }
+            if !ids.insert(rule.id.as_str()) {
+                return Err(invalid(format!("{key}.id"), format!("duplicate rule id {:?}", rule.id)));
+            }
+            if rule.public && !rule.scopes.is_empty() {
+                return Err(invalid(format!("{key}.scopes"), "a public rule cannot require scopes"));
+            }
+            for m in &rule.methods {
+                if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return Err(invalid(
+                        format!("{key}.methods"),
+                        format!("{m:?} is not an upper-case HTTP method"),
+                    ));
+                }
+            }
+            for s in &rule.scopes {
+                if s.is_empty() || s.contains(char::is_whitespace) {
+                    return Err(invalid(format!("{key}.scopes"), format!("{s:?} is not a valid scope")));
+                }
+            }
+        }
+        crate::decision::rules::RuleSet::compile(&self.rules)?;
+        Ok(())
+    }
+
+    /// The effective config as TOML, safe to print: secrets are referenced by
+    /// name only, and credentials embedded in the URL are masked.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if let Ok(mut url) = reqwest::Url::parse(&shown.introspection.url) {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("REDACTED"));
+                shown.introspection.url = url.to_string();
+            }
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn validate_header_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !matches!(
+            name,
+            "authorization" | "host" | "cookie" | "content-length" | "transfer-encoding"
+        );
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{name:?} must be a lower-case header name (a-z, 0-9, '-') that is not a reserved header"),
+        ))
+    }
+}

@@ -1,0 +1,337 @@
+//! The decision engine: pure logic over plain values, no sockets.
+//!
+//! ```text
+//! AuthzRequest ─► credential well-formed? ─► route policy ─► public? ─► token? ─► authenticate ─► scopes ─► Decision
+//!                     400                      403/500        allow      401        401/503          403
+//! ```
+//!
+//! The gRPC `Check`, the admin `Explain` RPC and the CLI all call
+//! [`Engine::decide`] / [`Engine::explain`], which share one code path.
+
+pub mod request;
+pub mod route;
+pub mod rules;
+pub mod scopes;
+pub mod token;
+pub mod verdict;
+
+use crate::authn::{Authenticator, AuthnError, Identity};
+use crate::config::{Config, ConfigError};
+use request::AuthzRequest;
+use route::Resolution;
+use rules::{Mismatch, RuleSet};
+use scopes::ScopeStrategy;
+use token::Credential;
+use verdict::{Decision, DenyReason, Responder};
+
+pub struct Engine<A> {
+    rules: RuleSet,
+    strategy: ScopeStrategy,
+    responder: Responder,
+    authn: A,
+}
+
+/// Everything a decision found out, for the response, the log line and explanations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub decision: Decision,
+    /// Which rule or route policy applied.
+    pub rule_id: Option<String>,
+    pub public: bool,
+    pub required_scopes: Vec<String>,
+    /// The authenticated caller, also when then denied for scope.
+    pub identity: Option<Identity>,
+    pub token_fingerprint: Option<String>,
+}
+
+impl Outcome {
+    fn new() -> Outcome {
+        Outcome {
+            decision: Decision::Allow,
+            rule_id: None,
+            public: false,
+            required_scopes: Vec::new(),
+            identity: None,
+            token_fingerprint: None,
+        }
+    }
+
+    fn deny(mut self, reason: DenyReason) -> Outcome {
+        self.decision = Decision::Deny(reason);
+        self
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        self.decision == Decision::Allow
+    }
+}
+
+/// Formats a step only when someone is listening (explain mode), so the hot
+/// path pays nothing for narration.
+macro_rules! note {
+    ($steps:expr, $($arg:tt)*) => {
+        if let Some(steps) = $steps.as_mut() {
+            steps.push(format!($($arg)*));
+        }
+    };
+}
+
+impl<A: Authenticator> Engine<A> {
+    pub fn new(config: &Config, authn: A) -> Result<Engine<A>, ConfigError> {
+        Ok(Engine {
+            rules: RuleSet::compile(&config.rules)?,
+            strategy: config.authorization.scope_strategy,
+            responder: Responder::new(config.headers.clone(), config.authorization.realm.clone()),
+            authn,
+        })
+    }
+
+    pub fn responder(&self) -> &Responder {
+        &self.responder
+    }
+
+    pub fn authenticator(&self) -> &A {
+        &self.authn
+    }
+
+    pub async fn decide(&self, req: &AuthzRequest) -> Outcome {
+        self.run(req, &mut None).await
+    }
+
+    /// Same decision as [`Engine::decide`], with a human-readable trace.
+    pub async fn explain(&self, req: &AuthzRequest) -> (Outcome, Vec<String>) {
+        let mut steps = Some(Vec::new());
+        let outcome = self.run(req, &mut steps).await;
+        (outcome, steps.unwrap_or_default())
+    }
+
+    pub fn respond(&self, o: &Outcome) -> envoy_types::ext_authz::v3::pb::CheckResponse {
+        let identity = if o.public { None } else { o.identity.as_ref() };
+        self.responder
+            .check_response(&o.decision, identity, o.rule_id.as_deref())
+    }
+
+    async fn run(&self, req: &AuthzRequest, steps: &mut Option<Vec<String>>) -> Outcome {
+        let mut out = Outcome::new();
+        note!(steps, "request: {} {} (host {:?})", req.method, req.path, req.host);
+
+        // A malformed header is refused even on public routes: it is never an allow.
+        let token = match &req.credential {
+            Credential::Malformed(why) => {
+                note!(steps, "authorization header is malformed: {why}");
+                return out.deny(DenyReason::InvalidRequest(why));
+            }
+            Credential::Missing => None,
+            Credential::Bearer(t) => {
+                out.token_fingerprint = Some(t.fingerprint());
+                Some(t)
+            }
+        };
+
+        if steps.is_some() && req.context_extensions.is_empty() && req.route_metadata.is_none() {
+            for (rule, why) in self.rules.explain(&req.method, &req.host, &req.path) {
+                let verdict = match why {
+                    None => "matches".to_owned(),
+                    Some(Mismatch::Path) => format!("path does not match {:?}", rule.path),
+                    Some(Mismatch::Method) => format!("method not in {:?}", rule.methods),
+                    Some(Mismatch::Host) => "host does not match".to_owned(),
+                };
+                note!(steps, "rule {:?}: {verdict}", rule.id);
+            }
+        }
+        let policy = match route::resolve(req, &self.rules) {
+            Resolution::Policy(p) => p,
+            Resolution::NoRule => {
+                note!(steps, "no rule matches: default deny");
+                return out.deny(DenyReason::NoRule);
+            }
+            Resolution::Misconfigured(why) => {
+                note!(steps, "route policy unreadable: {why}");
+                return out.deny(DenyReason::RouteMisconfigured(why));
+            }
+        };
+        note!(
+            steps,
+            "policy from {:?}: {}",
+            policy.rule_id,
+            if policy.public {
+                "public".to_owned()
+            } else {
+                format!("requires scopes {:?}", policy.scopes)
+            }
+        );
+        out.rule_id = Some(policy.rule_id);
+        out.public = policy.public;
+        out.required_scopes = policy.scopes;
+        if out.public {
+            note!(steps, "public route: allow without a token; identity headers removed");
+            return out;
+        }
+
+        let Some(token) = token else {
+            note!(steps, "no bearer token");
+            return out.deny(DenyReason::MissingToken);
+        };
+        let identity = match self.authn.authenticate(token).await {
+            Ok(identity) => identity,
+            Err(AuthnError::Rejected(why)) => {
+                note!(steps, "token rejected: {why}");
+                return out.deny(DenyReason::InvalidToken(why));
+            }
+            Err(AuthnError::Unavailable { kind, detail }) => {
+                note!(steps, "cannot verify the token ({kind}): {detail}");
+                tracing::warn!(kind, %detail, "introspection failed; denying (fail closed)");
+                return out.deny(DenyReason::Unavailable(kind));
+            }
+        };
+        note!(
+            steps,
+            "token active: client_id {:?}, subject {:?}, scopes {:?}",
+            identity.client_id,
+            identity.subject,
+            identity.scopes
+        );
+        let missing = self.strategy.missing(&identity.scopes, &out.required_scopes);
+        let denied = !missing.is_empty();
+        if denied {
+            note!(steps, "scope strategy {:?}: missing {:?}", self.strategy, missing);
+        } else {
+            note!(steps, "scope strategy {:?}: all required scopes granted", self.strategy);
+        }
+        out.identity = Some(identity);
+        if denied {
+            let required = out.required_scopes.clone();
+            return out.deny(DenyReason::InsufficientScope(required));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authn::ClaimFailure;
+    use crate::config::RuleConfig;
+    use token::Token;
+
+    /// Authenticator with fixed answers per token value.
+    struct Fixed;
+
+    impl Authenticator for Fixed {
+        async fn authenticate(&self, token: &Token) -> Result<Identity, AuthnError> {
+            match token.expose() {
+                "reader" => Ok(Identity {
+                    client_id: Some("reader".into()),
+                    subject: Some("reader".into()),
+                    scopes: vec!["read_date".into()],
+                }),
+                "revoked" => Err(AuthnError::Rejected(ClaimFailure::Inactive)),
+                _ => Err(AuthnError::Unavailable {
+                    kind: "timeout",
+                    detail: "slow".into(),
+                }),
+            }
+        }
+    }
+
+    fn engine() -> Engine<Fixed> {
+        let rule = |id: &str, m: &str, p: &str, s: &[&str], public: bool| RuleConfig {
+            id: id.into(),
+            methods: vec![m.into()],
+            path: p.into(),
+            scopes: s.iter().map(|s| s.to_string()).collect(),
+            public,
+            ..Default::default()
+        };
+        let config = Config {
+            rules: vec![
+                rule("date", "GET", "/date", &["read_date"], false),
+                rule("echo", "POST", "/echo", &["post_echo"], false),
+                rule("health", "GET", "/health", &[], true),
+            ],
+            ..Default::default()
+        };
+        Engine::new(&config, Fixed).expect("engine")
+    }
+
+    fn req(method: &str, path: &str, auth: Option<&str>) -> AuthzRequest {
+        AuthzRequest {
+            method: method.into(),
+            path: path.into(),
+            credential: token::parse_authorization(auth),
+            ..Default::default()
+        }
+    }
+
+    async fn decision(method: &str, path: &str, auth: Option<&str>) -> Decision {
+        engine().decide(&req(method, path, auth)).await.decision
+    }
+
+    #[tokio::test]
+    async fn seed_scenario() {
+        assert_eq!(decision("GET", "/date", Some("Bearer reader")).await, Decision::Allow);
+        assert_eq!(
+            decision("POST", "/echo", Some("Bearer reader")).await,
+            Decision::Deny(DenyReason::InsufficientScope(vec!["post_echo".into()]))
+        );
+        assert_eq!(
+            decision("GET", "/date", None).await,
+            Decision::Deny(DenyReason::MissingToken)
+        );
+        assert_eq!(
+            decision("GET", "/date", Some("Bearer revoked")).await,
+            Decision::Deny(DenyReason::InvalidToken(ClaimFailure::Inactive))
+        );
+        assert_eq!(
+            decision("GET", "/date", Some("Bearer other")).await,
+            Decision::Deny(DenyReason::Unavailable("timeout"))
+        );
+        assert_eq!(
+            decision("GET", "/nope", Some("Bearer reader")).await,
+            Decision::Deny(DenyReason::NoRule)
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_header_is_400_even_on_public_routes() {
+        for path in ["/date", "/health", "/nope"] {
+            assert!(matches!(
+                decision("GET", path, Some("Basic abc")).await,
+                Decision::Deny(DenyReason::InvalidRequest(_))
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn public_route_needs_no_token_and_hides_identity() {
+        let e = engine();
+        let o = e.decide(&req("GET", "/health", Some("Bearer reader"))).await;
+        assert!(o.is_allowed() && o.public);
+        assert_eq!(o.identity, None, "public routes do not introspect");
+        let h = e.responder().upstream_headers(None);
+        assert_eq!(h.remove.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn context_extensions_override_rules() {
+        let mut r = req("POST", "/echo", Some("Bearer reader"));
+        r.context_extensions
+            .insert("required_scopes".into(), "read_date".into());
+        let o = engine().decide(&r).await;
+        assert!(o.is_allowed());
+        assert_eq!(o.rule_id.as_deref(), Some(route::FROM_CONTEXT_EXTENSIONS));
+    }
+
+    #[tokio::test]
+    async fn explain_tells_the_same_story() {
+        let e = engine();
+        let r = req("POST", "/echo", Some("Bearer reader"));
+        let (o, steps) = e.explain(&r).await;
+        assert_eq!(o, e.decide(&r).await);
+        let text = steps.join("\n");
+        assert!(text.contains("rule \"date\": path does not match"), "{text}");
+        assert!(text.contains("rule \"echo\": matches"), "{text}");
+        assert!(text.contains("missing [\"post_echo\"]"), "{text}");
+        assert!(!text.contains("Bearer reader"), "explanations never show the token");
+    }
+}

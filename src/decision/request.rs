@@ -1,0 +1,145 @@
+//! CheckRequest → [`AuthzRequest`]: the plain facts a decision needs, taken
+//! out of Envoy's nested protobuf once, so the rest of the engine never sees
+//! protobuf types.
+
+use super::token::{parse_authorization, Credential};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
+use envoy_types::pb::google::protobuf::Struct;
+use std::collections::HashMap;
+
+/// Route metadata namespace we read (`route_metadata_context`).
+pub const METADATA_NAMESPACE: &str = "hydra_authz";
+
+#[derive(Debug, Default)]
+pub struct AuthzRequest {
+    pub method: String,
+    pub host: String,
+    /// Path without query string or fragment.
+    pub path: String,
+    pub credential: Credential,
+    pub context_extensions: HashMap<String, String>,
+    /// The `hydra_authz` namespace of the route's metadata, if Envoy sent it.
+    pub route_metadata: Option<Struct>,
+}
+
+impl AuthzRequest {
+    /// Build from the request Envoy sent. Missing parts become empty values,
+    /// which can only lead to a deny (no rule matches an empty path).
+    pub fn from_check(mut check: CheckRequest) -> AuthzRequest {
+        let Some(attrs) = check.attributes.as_mut() else {
+            return AuthzRequest::default();
+        };
+        let context_extensions = std::mem::take(&mut attrs.context_extensions);
+        let route_metadata = attrs
+            .route_metadata_context
+            .as_mut()
+            .and_then(|m| m.filter_metadata.remove(METADATA_NAMESPACE));
+        let http = attrs.request.as_mut().and_then(|r| r.http.as_mut());
+        let Some(http) = http else {
+            return AuthzRequest {
+                context_extensions,
+                route_metadata,
+                ..Default::default()
+            };
+        };
+        AuthzRequest {
+            credential: parse_authorization(http.headers.get("authorization").map(String::as_str)),
+            method: std::mem::take(&mut http.method),
+            host: std::mem::take(&mut http.host),
+            path: strip_query(&http.path).to_owned(),
+            context_extensions,
+            route_metadata,
+        }
+    }
+
+    /// Build from loose parts (admin `Explain`, CLI). Header names are
+    /// matched case-insensitively, as HTTP does.
+    pub fn from_parts(
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &HashMap<String, String>,
+        context_extensions: HashMap<String, String>,
+    ) -> AuthzRequest {
+        let authorization = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.as_str());
+        AuthzRequest {
+            method: method.to_ascii_uppercase(),
+            host: host.to_owned(),
+            path: strip_query(path).to_owned(),
+            credential: parse_authorization(authorization),
+            context_extensions,
+            route_metadata: None,
+        }
+    }
+}
+
+fn strip_query(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::Metadata;
+    use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
+
+    fn check(path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+        let http = attribute_context::HttpRequest {
+            method: "GET".into(),
+            host: "api.local:8080".into(),
+            path: path.into(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        };
+        let mut meta = Metadata::default();
+        meta.filter_metadata
+            .insert(METADATA_NAMESPACE.into(), Struct::default());
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(http),
+                    ..Default::default()
+                }),
+                context_extensions: [("required_scopes".to_string(), "a b".to_string())].into(),
+                route_metadata_context: Some(meta),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn extracts_all_route_facts() {
+        let r = AuthzRequest::from_check(check("/date?x=1#f", &[("authorization", "Bearer t0k")]));
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.host, "api.local:8080");
+        assert_eq!(r.path, "/date");
+        assert!(matches!(r.credential, Credential::Bearer(ref t) if t.expose() == "t0k"));
+        assert_eq!(r.context_extensions["required_scopes"], "a b");
+        assert!(r.route_metadata.is_some());
+    }
+
+    #[test]
+    fn repeated_authorization_joined_by_envoy_is_malformed() {
+        let r = AuthzRequest::from_check(check("/", &[("authorization", "Bearer a,Bearer b")]));
+        assert!(matches!(r.credential, Credential::Malformed(_)));
+    }
+
+    #[test]
+    fn empty_check_request_yields_empty_facts() {
+        let r = AuthzRequest::from_check(CheckRequest::default());
+        assert_eq!(r.path, "");
+        assert_eq!(r.credential, Credential::Missing);
+    }
+
+    #[test]
+    fn from_parts_finds_authorization_in_any_case() {
+        let h = [("Authorization".to_string(), "Bearer x".to_string())].into();
+        let r = AuthzRequest::from_parts("get", "h", "/p?q", &h, HashMap::new());
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path, "/p");
+        assert!(matches!(r.credential, Credential::Bearer(_)));
+    }
+}

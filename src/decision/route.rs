@@ -1,0 +1,233 @@
+//! Which scopes does this route need? Asked in a fixed order: Envoy per-route
+//! `context_extensions`, then route metadata (`hydra_authz` namespace), then
+//! our own `[[rules]]`. The first source that speaks decides.
+
+use super::request::AuthzRequest;
+use super::rules::RuleSet;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct};
+
+/// Rule id reported when per-route `context_extensions` decided.
+pub const FROM_CONTEXT_EXTENSIONS: &str = "context_extensions";
+/// Rule id reported when route metadata decided.
+pub const FROM_ROUTE_METADATA: &str = "route_metadata";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePolicy {
+    /// A `[[rules]]` id, or one of the `FROM_*` constants.
+    pub rule_id: String,
+    pub public: bool,
+    /// All required; empty means any active token will do.
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    Policy(RoutePolicy),
+    /// Nothing describes this route: default deny.
+    NoRule,
+    /// The route carries policy we cannot read; deny rather than guess.
+    Misconfigured(String),
+}
+
+pub fn resolve(req: &AuthzRequest, rules: &RuleSet) -> Resolution {
+    if let Some(r) = from_context_extensions(req) {
+        return r;
+    }
+    if let Some(r) = req.route_metadata.as_ref().and_then(from_metadata) {
+        return r;
+    }
+    match rules.find(&req.method, &req.host, &req.path) {
+        Some(rule) => Resolution::Policy(RoutePolicy {
+            rule_id: rule.id.clone(),
+            public: rule.public,
+            scopes: rule.scopes.clone(),
+        }),
+        None => Resolution::NoRule,
+    }
+}
+
+fn from_context_extensions(req: &AuthzRequest) -> Option<Resolution> {
+    let ext = &req.context_extensions;
+    let public = match ext.get("public").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Some(Resolution::Misconfigured(format!(
+                "context_extensions public must be \"true\" or \"false\", got {other:?}"
+            )))
+        }
+    };
+    let scopes = ext.get("required_scopes");
+    if !public && scopes.is_none() {
+        return None;
+    }
+    Some(policy(
+        FROM_CONTEXT_EXTENSIONS,
+        public,
+        scopes
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
+    ))
+}
+
+fn from_metadata(meta: &Struct) -> Option<Resolution> {
+    let public = match meta.fields.get("public").and_then(|v| v.kind.as_ref()) {
+        None => false,
+        Some(Kind::BoolValue(b)) => *b,
+        Some(_) => {
+            return Some(Resolution::Misconfigured(
+                "route metadata hydra_authz.public must be a bool".into(),
+            ))
+        }
+    };
+    let scopes = match meta.fields.get("required_scopes").and_then(|v| v.kind.as_ref()) {
+        None => None,
+        Some(Kind::StringValue(s)) => Some(s.split_whitespace().map(str::to_owned).collect()),
+        Some(Kind::ListValue(list)) => {
+            let mut out = Vec::with_capacity(list.values.len());
+            for v in &list.values {
+                match &v.kind {
+                    Some(Kind::StringValue(s)) if !s.is_empty() && !s.contains(char::is_whitespace) => {
+                        out.push(s.clone())
+                    }
+                    _ => {
+                        return Some(Resolution::Misconfigured(
+                            "route metadata hydra_authz.required_scopes must list non-empty strings".into(),
+                        ))
+                    }
+                }
+            }
+            Some(out)
+        }
+        Some(_) => {
+            return Some(Resolution::Misconfigured(
+                "route metadata hydra_authz.required_scopes must be a string or a list".into(),
+            ))
+        }
+    };
+    if !public && scopes.is_none() {
+        return None;
+    }
+    Some(policy(FROM_ROUTE_METADATA, public, scopes.unwrap_or_default()))
+}
+
+fn policy(rule_id: &str, public: bool, scopes: Vec<String>) -> Resolution {
+    if public && !scopes.is_empty() {
+        return Resolution::Misconfigured(format!("{rule_id}: a public route cannot also require scopes"));
+    }
+    Resolution::Policy(RoutePolicy {
+        rule_id: rule_id.to_owned(),
+        public,
+        scopes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RuleConfig;
+    use envoy_types::pb::google::protobuf::{ListValue, Value};
+
+    fn rules() -> RuleSet {
+        RuleSet::compile(&[RuleConfig {
+            id: "date".into(),
+            methods: vec!["GET".into()],
+            path: "/date".into(),
+            scopes: vec!["read_date".into()],
+            ..Default::default()
+        }])
+        .expect("compile")
+    }
+
+    fn req(ext: &[(&str, &str)], meta: Option<Struct>) -> AuthzRequest {
+        AuthzRequest {
+            method: "GET".into(),
+            path: "/date".into(),
+            context_extensions: ext.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            route_metadata: meta,
+            ..Default::default()
+        }
+    }
+
+    fn s(v: &str) -> Value {
+        Value {
+            kind: Some(Kind::StringValue(v.into())),
+        }
+    }
+
+    fn meta(fields: Vec<(&str, Value)>) -> Struct {
+        Struct {
+            fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        }
+    }
+
+    fn scopes_of(r: Resolution) -> (String, bool, Vec<String>) {
+        match r {
+            Resolution::Policy(p) => (p.rule_id, p.public, p.scopes),
+            other => panic!("expected a policy, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn context_extensions_win_over_everything() {
+        let m = meta(vec![("required_scopes", s("meta"))]);
+        let (id, public, scopes) = scopes_of(resolve(&req(&[("required_scopes", "a  b")], Some(m)), &rules()));
+        assert_eq!(
+            (id.as_str(), public, scopes),
+            (FROM_CONTEXT_EXTENSIONS, false, vec!["a".into(), "b".into()])
+        );
+        let (_, public, _) = scopes_of(resolve(&req(&[("public", "true")], None), &rules()));
+        assert!(public);
+    }
+
+    #[test]
+    fn route_metadata_before_rules_string_or_list() {
+        let list = Value {
+            kind: Some(Kind::ListValue(ListValue {
+                values: vec![s("x"), s("y")],
+            })),
+        };
+        let (id, _, scopes) = scopes_of(resolve(
+            &req(&[], Some(meta(vec![("required_scopes", list)]))),
+            &rules(),
+        ));
+        assert_eq!(
+            (id.as_str(), scopes),
+            (FROM_ROUTE_METADATA, vec!["x".to_string(), "y".to_string()])
+        );
+        let (_, _, scopes) = scopes_of(resolve(
+            &req(&[], Some(meta(vec![("required_scopes", s("z"))]))),
+            &rules(),
+        ));
+        assert_eq!(scopes, vec!["z".to_string()]);
+    }
+
+    #[test]
+    fn falls_back_to_rules_then_no_rule() {
+        let (id, _, scopes) = scopes_of(resolve(&req(&[("public", "false")], Some(Struct::default())), &rules()));
+        assert_eq!((id.as_str(), scopes), ("date", vec!["read_date".to_string()]));
+        let mut other = req(&[], None);
+        other.path = "/other".into();
+        assert_eq!(resolve(&other, &rules()), Resolution::NoRule);
+    }
+
+    #[test]
+    fn unreadable_policy_is_misconfigured_not_allowed() {
+        for r in [
+            req(&[("public", "yes")], None),
+            req(&[("public", "true"), ("required_scopes", "a")], None),
+            req(&[], Some(meta(vec![("public", s("true"))]))),
+            req(
+                &[],
+                Some(meta(vec![(
+                    "required_scopes",
+                    Value {
+                        kind: Some(Kind::NumberValue(1.0)),
+                    },
+                )])),
+            ),
+        ] {
+            assert!(matches!(resolve(&r, &rules()), Resolution::Misconfigured(_)), "{r:?}");
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The `[[rules]]` table compiled once at load: all path patterns go into one
+//! `GlobSet`, so matching a request costs one automaton pass however many
+//! rules there are; file order decides between several matches.
+
+use crate::config::{ConfigError, RuleConfig};
+use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
+
+#[derive(Debug)]
+pub struct Rule {
+    pub id: String,
+    pub host: Option<GlobMatcher>,
+    pub methods: Vec<String>,
+    pub scopes: Vec<String>,
+    pub public: bool,
+    /// The pattern as written, for explanations.
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    paths: GlobSet,
+}
+
+/// Why a rule did not apply, for `Explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    Path,
+    Method,
+    Host,
+}
+
+impl RuleSet {
+    pub fn compile(configs: &[RuleConfig]) -> Result<RuleSet, ConfigError> {
+        let mut paths = GlobSetBuilder::new();
+        let mut rules = Vec::with_capacity(configs.len());
+        for (n, rc) in configs.iter().enumerate() {
+            let glob = path_glob(&rc.path).map_err(|message| ConfigError::Invalid {
+                key: format!("rules[{n}].path"),
+                message,
+            })?;
+            paths.add(glob);
+            let host = rc
+                .host
+                .as_deref()
+                .map(|h| host_glob(h).map(|g| g.compile_matcher()))
+                .transpose()
+                .map_err(|message| ConfigError::Invalid {
+                    key: format!("rules[{n}].host"),
+                    message,
+                })?;
+            rules.push(Rule {
+                id: rc.id.clone(),
+                host,
+                methods: rc.methods.clone(),
+                scopes: rc.scopes.clone(),
+                public: rc.public,
+                path: rc.path.clone(),
+            });
+        }
+        let paths = paths.build().map_err(|e| ConfigError::Invalid {
+            key: "rules".into(),
+            message: e.to_string(),
+        })?;
+        Ok(RuleSet { rules, paths })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// First rule, in file order, whose path, method and host all match.
+    pub fn find(&self, method: &str, host: &str, path: &str) -> Option<&Rule> {
+        let host = strip_port(host);
+        // `matches` returns indices in ascending order, i.e. file order.
+        self.paths
+            .matches(path)
+            .into_iter()
+            .map(|i| &self.rules[i])
+            .find(|r| r.mismatch_except_path(method, host).is_none())
+    }
+
+    /// Every rule with why it did or did not match; for explanations only.
+    pub fn explain<'a>(&'a self, method: &str, host: &str, path: &str) -> Vec<(&'a Rule, Option<Mismatch>)> {
+        let host = strip_port(host);
+        let hits = self.paths.matches(path);
+        self.rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let why = if hits.binary_search(&i).is_err() {
+                    Some(Mismatch::Path)
+                } else {
+                    r.mismatch_except_path(method, host)
+                };
+                (r, why)
+            })
+            .collect()
+    }
+}
+
+impl Rule {
+    fn mismatch_except_path(&self, method: &str, host: &str) -> Option<Mismatch> {
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == method) {
+            return Some(Mismatch::Method);
+        }
+        if let Some(h) = &self.host {
+            if !h.is_match(host) {
+                return Some(Mismatch::Host);
+            }
+        }
+        None
+    }
+}
+
+/// `host:port` / `[v6]:port` → host. Envoy's `host` is the `:authority`.
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').map_or(host, |(h, _)| h);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Translate our path pattern to a glob where `*` never crosses `/`.
+/// `*` and `{name}` match one non-empty segment, `**` any number of segments;
+/// `*` inside a segment (`*.json`) is a within-segment wildcard; every other
+/// character is literal.
+fn path_glob(pattern: &str) -> Result<globset::Glob, String> {
+    if !pattern.starts_with('/') {
+        return Err(format!("{pattern:?} must start with '/'"));
+    }
+    if pattern.contains(['?', '#']) {
+        return Err(format!(
+            "{pattern:?}: patterns match the path only, without query or fragment"
+        ));
+    }
+    let mut glob = String::with_capacity(pattern.len() + 8);
+    for (i, seg) in pattern.split('/').enumerate() {
+        if i > 0 {
+            glob.push('/');
+        }
+        match seg {
+            "**" => glob.push_str("**"),
+            "*" => glob.push_str("?*"),
+            _ if seg.starts_with('{') && seg.ends_with('}') => {
+                let name = &seg[1..seg.len() - 1];
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    return Err(format!("{pattern:?}: bad segment parameter {seg:?}"));
+                }
+                glob.push_str("?*");
+            }
+            _ => {
+                if seg.contains("**") || seg.contains(['{', '}']) {
+                    return Err(format!("{pattern:?}: '**' and '{{name}}' must be whole segments"));
+                }
+                for part in seg.split('*').enumerate() {
+                    if part.0 > 0 {
+                        glob.push('*');
+                    }
+                    glob.push_str(&globset::escape(part.1));
+                }
+            }
+        }
+    }
+    GlobBuilder::new(&glob)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| format!("{pattern:?}: {e}"))
+}
+
+fn host_glob(pattern: &str) -> Result<globset::Glob, String> {
+    if pattern.is_empty() || pattern.contains(['/', '?', '[', ']', '{', '}', ':']) {
+        return Err(format!(
+            "{pattern:?} must be a host name, optionally with '*' (no port)"
+        ));
+    }
+    let escaped: Vec<String> = pattern.split('*').map(globset::escape).collect();
+    GlobBuilder::new(&escaped.join("*"))
+        .case_insensitive(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| format!("{pattern:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(id: &str, methods: &[&str], path: &str) -> RuleConfig {
+        RuleConfig {
+            id: id.into(),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    fn set(rules: Vec<RuleConfig>) -> RuleSet {
+        RuleSet::compile(&rules).expect("rules compile")
+    }
+
+    fn found(s: &RuleSet, m: &str, p: &str) -> Option<String> {
+        s.find(m, "api.local", p).map(|r| r.id.clone())
+    }
+
+    #[test]
+    fn literal_paths_and_methods() {
+        let s = set(vec![rule("date", &["GET"], "/date"), rule("echo", &["POST"], "/echo")]);
+        assert_eq!(found(&s, "GET", "/date").as_deref(), Some("date"));
+        assert_eq!(found(&s, "POST", "/echo").as_deref(), Some("echo"));
+        assert_eq!(found(&s, "POST", "/date"), None);
+        assert_eq!(found(&s, "GET", "/date/"), None);
+        assert_eq!(found(&s, "GET", "/dates"), None);
+        assert_eq!(found(&s, "GET", "/DATE"), None);
+    }
+
+    #[test]
+    fn single_segment_wildcards() {
+        let s = set(vec![rule("a", &[], "/users/{id}/posts/*")]);
+        assert!(found(&s, "GET", "/users/7/posts/9").is_some());
+        assert!(found(&s, "GET", "/users/7/posts/9/x").is_none());
+        assert!(found(&s, "GET", "/users//posts/9").is_none());
+        assert!(found(&s, "GET", "/users/7/posts/").is_none());
+    }
+
+    #[test]
+    fn multi_segment_wildcard() {
+        let s = set(vec![rule("a", &[], "/static/**")]);
+        assert!(found(&s, "GET", "/static/a").is_some());
+        assert!(found(&s, "GET", "/static/a/b/c.css").is_some());
+        assert!(found(&s, "GET", "/staticx/a").is_none());
+    }
+
+    #[test]
+    fn within_segment_wildcard_and_literal_metachars() {
+        let s = set(vec![rule("json", &[], "/files/*.json"), rule("lit", &[], "/a[b]")]);
+        assert!(found(&s, "GET", "/files/x.json").is_some());
+        assert!(found(&s, "GET", "/files/x/y.json").is_none());
+        assert_eq!(found(&s, "GET", "/a[b]").as_deref(), Some("lit"));
+        assert!(found(&s, "GET", "/ab").is_none());
+    }
+
+    #[test]
+    fn first_match_in_file_order_wins() {
+        let s = set(vec![
+            rule("specific", &["GET"], "/api/health"),
+            rule("all", &[], "/api/**"),
+        ]);
+        assert_eq!(found(&s, "GET", "/api/health").as_deref(), Some("specific"));
+        assert_eq!(found(&s, "POST", "/api/health").as_deref(), Some("all"));
+    }
+
+    #[test]
+    fn host_patterns_ignore_case_and_port() {
+        let mut r = rule("h", &[], "/x");
+        r.host = Some("*.example.com".into());
+        let s = set(vec![r]);
+        assert!(s.find("GET", "API.example.com:8443", "/x").is_some());
+        assert!(s.find("GET", "example.com", "/x").is_none());
+        assert!(s.find("GET", "evil.com", "/x").is_none());
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("h:80"), "h");
+    }
+
+    #[test]
+    fn explain_reports_why_each_rule_failed() {
+        let mut r3 = rule("host", &[], "/date");
+        r3.host = Some("other".into());
+        let s = set(vec![rule("path", &[], "/echo"), rule("method", &["POST"], "/date"), r3]);
+        let why: Vec<_> = s.explain("GET", "api", "/date").into_iter().map(|(_, w)| w).collect();
+        assert_eq!(
+            why,
+            vec![Some(Mismatch::Path), Some(Mismatch::Method), Some(Mismatch::Host)]
+        );
+    }
+
+    #[test]
+    fn bad_patterns_are_rejected_with_the_key() {
+        for bad in ["date", "/a/{}", "/a/{x", "/a/b**", "/a?x=1", "/a/{x-y}"] {
+            let err = RuleSet::compile(&[rule("r", &[], bad)]).expect_err(bad).to_string();
+            assert!(err.contains("rules[0].path"), "{err}");
+        }
+    }
+}

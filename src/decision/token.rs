@@ -1,0 +1,161 @@
+//! RFC 6750 bearer credentials: parse the `authorization` header into a
+//! [`Token`] whose `Debug`/`Display` never show the secret.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Longest token we accept. Real access tokens (opaque `ory_at_…` or JWT) are
+/// far shorter; the bound keeps a hostile header from being forwarded to Hydra.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// A bearer token. The raw value is only reachable through [`Token::expose`],
+/// so it cannot end up in a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(raw: impl Into<String>) -> Self {
+        Token(raw.into())
+    }
+
+    /// The secret itself, for the introspection request body only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// First 8 hex digits of SHA-256: enough to correlate log lines, useless
+    /// to replay.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.0)
+    }
+}
+
+/// Fingerprint of an arbitrary secret; see [`Token::fingerprint`].
+pub fn fingerprint(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    hex::encode(&digest[..4])
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token(fp:{})", self.fingerprint())
+    }
+}
+
+/// What the request carried in its `authorization` header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Credential {
+    /// No `authorization` header at all.
+    #[default]
+    Missing,
+    Bearer(Token),
+    /// Present but not a single well-formed bearer token. The reason is safe
+    /// to show to the client: it never contains the header value.
+    Malformed(&'static str),
+}
+
+/// Parse an `authorization` header value per RFC 6750 §2.1:
+/// `credentials = "Bearer" 1*SP b64token`, scheme case-insensitive.
+///
+/// Envoy joins repeated headers with `,`, and `,` is not a b64token
+/// character, so two credentials are rejected here too.
+pub fn parse_authorization(value: Option<&str>) -> Credential {
+    let Some(value) = value else {
+        return Credential::Missing;
+    };
+    let value = value.trim_matches(|c| c == ' ' || c == '\t');
+    if value.is_empty() {
+        return Credential::Malformed("empty Authorization header");
+    }
+    let Some((scheme, rest)) = value.split_once(' ') else {
+        return Credential::Malformed("Authorization header must be 'Bearer <token>'");
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Credential::Malformed("Authorization scheme must be Bearer");
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() {
+        return Credential::Malformed("empty bearer token");
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Credential::Malformed("bearer token too long");
+    }
+    if !is_b64token(token) {
+        return Credential::Malformed("bearer token has characters outside RFC 6750 b64token");
+    }
+    Credential::Bearer(Token::new(token))
+}
+
+/// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
+fn is_b64token(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(s: &str) -> Credential {
+        Credential::Bearer(Token::new(s))
+    }
+
+    #[test]
+    fn accepts_well_formed_tokens_any_scheme_case() {
+        assert_eq!(
+            parse_authorization(Some("Bearer abc.DEF-_~+/1==")),
+            bearer("abc.DEF-_~+/1==")
+        );
+        assert_eq!(parse_authorization(Some("bearer ory_at_x")), bearer("ory_at_x"));
+        assert_eq!(parse_authorization(Some("BEARER  t")), bearer("t"));
+    }
+
+    #[test]
+    fn missing_header_is_missing_not_malformed() {
+        assert_eq!(parse_authorization(None), Credential::Missing);
+    }
+
+    #[test]
+    fn rejects_malformed_headers() {
+        for bad in [
+            "",
+            "Bearer",
+            "Bearer ",
+            "Basic dXNlcjpwYXNz",
+            "Token abc",
+            "Bearer a b",
+            "Bearer a,Bearer b",
+            "Bearer abc\"",
+            "Bearer ===",
+            "Bearer a=b",
+            "Bearer tok\u{e9}n",
+            "Bearerabc",
+        ] {
+            assert!(
+                matches!(parse_authorization(Some(bad)), Credential::Malformed(_)),
+                "{bad:?} should be malformed"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_oversized_token() {
+        let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN + 1));
+        assert_eq!(
+            parse_authorization(Some(&long)),
+            Credential::Malformed("bearer token too long")
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let t = Token::new("super-secret-token");
+        let shown = format!("{t:?} {:?}", Credential::Bearer(t.clone()));
+        assert!(!shown.contains("super-secret-token"));
+        assert!(shown.contains(&t.fingerprint()));
+        assert_eq!(t.fingerprint().len(), 8);
+    }
+}
