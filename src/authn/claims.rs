@@ -1,0 +1,146 @@
+//! Local re-checks of an introspection answer. Hydra already says `active`;
+//! we still check time bounds (a clock or cache may be stale), the token's
+//! kind, and optionally issuer and audience, because an active token from the
+//! wrong issuer or for another API must not pass.
+
+use super::introspection::Introspection;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimFailure {
+    Inactive,
+    Expired,
+    NotYetValid,
+    WrongTokenUse(String),
+    IssuerNotAllowed,
+    AudienceMismatch,
+}
+
+impl ClaimFailure {
+    /// Stable label for logs, metrics and `error_description`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ClaimFailure::Inactive => "inactive",
+            ClaimFailure::Expired => "expired",
+            ClaimFailure::NotYetValid => "not_yet_valid",
+            ClaimFailure::WrongTokenUse(_) => "wrong_token_use",
+            ClaimFailure::IssuerNotAllowed => "issuer_not_allowed",
+            ClaimFailure::AudienceMismatch => "audience_mismatch",
+        }
+    }
+}
+
+impl fmt::Display for ClaimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClaimFailure::Inactive => f.write_str("the token is not active (unknown, expired or revoked)"),
+            ClaimFailure::Expired => f.write_str("the token has expired"),
+            ClaimFailure::NotYetValid => f.write_str("the token is not valid yet"),
+            ClaimFailure::WrongTokenUse(u) => write!(f, "the token is a {u}, not an access_token"),
+            ClaimFailure::IssuerNotAllowed => f.write_str("the token was issued by an issuer that is not allowed"),
+            ClaimFailure::AudienceMismatch => f.write_str("the token is not meant for this audience"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClaimChecks {
+    pub leeway_s: i64,
+    pub allowed_issuers: Vec<String>,
+    pub required_audience: Vec<String>,
+}
+
+impl ClaimChecks {
+    /// First failing check, in the order a human would ask them.
+    pub fn check(&self, i: &Introspection, now_unix: i64) -> Result<(), ClaimFailure> {
+        if !i.active {
+            return Err(ClaimFailure::Inactive);
+        }
+        if let Some(exp) = i.exp {
+            if now_unix > exp.saturating_add(self.leeway_s) {
+                return Err(ClaimFailure::Expired);
+            }
+        }
+        if let Some(nbf) = i.nbf {
+            if now_unix.saturating_add(self.leeway_s) < nbf {
+                return Err(ClaimFailure::NotYetValid);
+            }
+        }
+        if let Some(use_) = &i.token_use {
+            if use_ != "access_token" {
+                return Err(ClaimFailure::WrongTokenUse(use_.clone()));
+            }
+        }
+        if !self.allowed_issuers.is_empty() && !i.iss.as_ref().is_some_and(|iss| self.allowed_issuers.contains(iss)) {
+            return Err(ClaimFailure::IssuerNotAllowed);
+        }
+        if !self.required_audience.is_empty() && !i.aud.iter().any(|a| self.required_audience.contains(a)) {
+            return Err(ClaimFailure::AudienceMismatch);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn active() -> Introspection {
+        Introspection {
+            active: true,
+            exp: Some(1_000),
+            nbf: Some(500),
+            iss: Some("https://issuer".into()),
+            aud: vec!["api".into()],
+            token_use: Some("access_token".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn active_in_window_passes() {
+        assert_eq!(ClaimChecks::default().check(&active(), 700), Ok(()));
+    }
+
+    #[test]
+    fn each_failure_is_detected() {
+        let c = ClaimChecks {
+            leeway_s: 5,
+            ..Default::default()
+        };
+        assert_eq!(c.check(&Introspection::default(), 700), Err(ClaimFailure::Inactive));
+        assert_eq!(c.check(&active(), 1_005), Ok(()), "within leeway");
+        assert_eq!(c.check(&active(), 1_006), Err(ClaimFailure::Expired));
+        assert_eq!(c.check(&active(), 495), Ok(()), "within leeway");
+        assert_eq!(c.check(&active(), 494), Err(ClaimFailure::NotYetValid));
+        let refresh = Introspection {
+            token_use: Some("refresh_token".into()),
+            ..active()
+        };
+        assert_eq!(
+            c.check(&refresh, 700),
+            Err(ClaimFailure::WrongTokenUse("refresh_token".into()))
+        );
+    }
+
+    #[test]
+    fn issuer_and_audience_only_when_configured() {
+        let c = ClaimChecks {
+            allowed_issuers: vec!["https://other".into()],
+            ..Default::default()
+        };
+        assert_eq!(c.check(&active(), 700), Err(ClaimFailure::IssuerNotAllowed));
+        let no_iss = Introspection { iss: None, ..active() };
+        assert_eq!(c.check(&no_iss, 700), Err(ClaimFailure::IssuerNotAllowed));
+        let c = ClaimChecks {
+            required_audience: vec!["billing".into(), "api".into()],
+            ..Default::default()
+        };
+        assert_eq!(c.check(&active(), 700), Ok(()));
+        let c = ClaimChecks {
+            required_audience: vec!["billing".into()],
+            ..Default::default()
+        };
+        assert_eq!(c.check(&active(), 700), Err(ClaimFailure::AudienceMismatch));
+    }
+}

@@ -1,0 +1,292 @@
+//! RFC 7662 token introspection against Ory Hydra (or any compliant server).
+//!
+//! Anything but a well-formed `200 application/json` answer with a boolean
+//! `active` is "cannot decide" ([`AuthnError::Unavailable`]), which the
+//! engine turns into a 503: we fail closed.
+
+use super::{Authenticator, AuthnError, ClaimChecks, Identity};
+use crate::config::{AuthKind, IntrospectionConfig};
+use crate::decision::token::Token;
+use serde::{Deserialize, Deserializer};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The fields of an introspection answer we use. `active` has no default:
+/// a body without it, or with `"active": "true"`, does not parse.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub sub: Option<String>,
+    #[serde(default)]
+    pub exp: Option<i64>,
+    #[serde(default)]
+    pub nbf: Option<i64>,
+    #[serde(default)]
+    pub iat: Option<i64>,
+    /// RFC 7662 allows a string or an array; Hydra sends an array.
+    #[serde(default, deserialize_with = "string_or_list")]
+    pub aud: Vec<String>,
+    #[serde(default)]
+    pub iss: Option<String>,
+    #[serde(default)]
+    pub token_type: Option<String>,
+    /// Hydra extension: `access_token` or `refresh_token`.
+    #[serde(default)]
+    pub token_use: Option<String>,
+}
+
+impl Introspection {
+    pub fn parse(body: &[u8]) -> Result<Introspection, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+
+    pub fn scopes(&self) -> Vec<String> {
+        self.scope
+            .as_deref()
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn identity(&self) -> Identity {
+        Identity {
+            client_id: self.client_id.clone().filter(|s| !s.is_empty()),
+            subject: self.sub.clone().filter(|s| !s.is_empty()),
+            scopes: self.scopes(),
+        }
+    }
+}
+
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
+}
+
+/// Pooled HTTP client for one introspection endpoint.
+#[derive(Debug, Clone)]
+pub struct HydraIntrospector {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    /// Pre-rendered `Authorization` value for the introspection call, if any.
+    auth_header: Option<reqwest::header::HeaderValue>,
+    max_body: usize,
+    checks: ClaimChecks,
+}
+
+impl HydraIntrospector {
+    /// Reads the configured secret (env var or file) now, so a missing secret
+    /// stops start-up instead of failing every check.
+    pub fn new(cfg: &IntrospectionConfig) -> anyhow::Result<HydraIntrospector> {
+        let url = reqwest::Url::parse(&cfg.url)?;
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            // Never follow redirects: the token would be re-posted to wherever we are sent.
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("hydra-authz/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(HydraIntrospector {
+            client,
+            url,
+            auth_header: auth_header(cfg)?,
+            max_body: cfg.max_response_bytes,
+            checks: ClaimChecks {
+                leeway_s: i64::try_from(cfg.leeway_s).unwrap_or(i64::MAX),
+                allowed_issuers: cfg.allowed_issuers.clone(),
+                required_audience: cfg.required_audience.clone(),
+            },
+        })
+    }
+
+    /// One introspection round trip; the raw answer, before claim checks.
+    pub async fn introspect(&self, token: &Token) -> Result<Introspection, AuthnError> {
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&[("token", token.expose())]);
+        if let Some(h) = &self.auth_header {
+            req = req.header(reqwest::header::AUTHORIZATION, h.clone());
+        }
+        let mut resp = req.send().await.map_err(transport_error)?;
+        let status = resp.status();
+        if status != reqwest::StatusCode::OK {
+            return Err(unavailable(
+                "status",
+                format!("introspection answered HTTP {}", status.as_u16()),
+            ));
+        }
+        let is_json = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !is_json {
+            return Err(unavailable(
+                "content_type",
+                "introspection answer is not application/json".into(),
+            ));
+        }
+        if resp.content_length().is_some_and(|n| n > self.max_body as u64) {
+            return Err(unavailable(
+                "too_large",
+                format!("introspection answer exceeds {} bytes", self.max_body),
+            ));
+        }
+        // Read chunk by chunk so a lying or missing Content-Length cannot make us buffer without bound.
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > self.max_body {
+                return Err(unavailable(
+                    "too_large",
+                    format!("introspection answer exceeds {} bytes", self.max_body),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Introspection::parse(&body).map_err(|e| unavailable("parse", format!("introspection answer is not valid: {e}")))
+    }
+
+    /// Introspect, then run the local claim checks.
+    pub async fn verify(&self, token: &Token) -> Result<Introspection, AuthnError> {
+        let answer = self.introspect(token).await?;
+        self.checks.check(&answer, now_unix()).map_err(AuthnError::Rejected)?;
+        Ok(answer)
+    }
+}
+
+impl Authenticator for HydraIntrospector {
+    async fn authenticate(&self, token: &Token) -> Result<Identity, AuthnError> {
+        self.verify(token).await.map(|i| i.identity())
+    }
+}
+
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn unavailable(kind: &'static str, detail: String) -> AuthnError {
+    AuthnError::Unavailable { kind, detail }
+}
+
+fn transport_error(e: reqwest::Error) -> AuthnError {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    };
+    // reqwest errors carry the URL (no token: it travels in the body), not secrets.
+    unavailable(kind, e.without_url().to_string())
+}
+
+fn auth_header(cfg: &IntrospectionConfig) -> anyhow::Result<Option<reqwest::header::HeaderValue>> {
+    use anyhow::Context;
+    let a = &cfg.auth;
+    let value = match a.kind {
+        AuthKind::None => return Ok(None),
+        AuthKind::Bearer => {
+            let key = read_secret(a.token_env.as_deref(), a.token_file.as_deref())
+                .context("introspection.auth: cannot read the bearer API key")?;
+            format!("Bearer {key}")
+        }
+        AuthKind::ClientSecretBasic => {
+            let secret = read_secret(a.client_secret_env.as_deref(), a.client_secret_file.as_deref())
+                .context("introspection.auth: cannot read the client secret")?;
+            let id = a.client_id.as_deref().unwrap_or_default();
+            // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
+            let pair = format!("{}:{}", form_encode(id), form_encode(&secret));
+            format!("Basic {}", base64_encode(pair.as_bytes()))
+        }
+    };
+    let mut value = reqwest::header::HeaderValue::from_str(&value)
+        .context("introspection.auth: secret is not a valid header value")?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
+
+fn read_secret(env: Option<&str>, file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let raw = match (env, file) {
+        (Some(var), _) => std::env::var(var).map_err(|_| anyhow::anyhow!("environment variable {var} is not set"))?,
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        (None, None) => anyhow::bail!("no secret source configured"),
+    };
+    let secret = raw.trim().to_owned();
+    anyhow::ensure!(!secret.is_empty(), "the secret is empty");
+    Ok(secret)
+}
+
+fn form_encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hydra_active_answer() {
+        let body = br#"{"active":true,"scope":"read_date other","client_id":"reader","sub":"reader",
+            "exp":2000000000,"iat":1,"nbf":1,"aud":[],"iss":"http://127.0.0.1:4444/",
+            "token_type":"Bearer","token_use":"access_token","ext":{"k":"v"}}"#;
+        let i = Introspection::parse(body).expect("parses");
+        assert!(i.active);
+        assert_eq!(i.scopes(), vec!["read_date", "other"]);
+        assert_eq!(i.identity().client_id.as_deref(), Some("reader"));
+    }
+
+    #[test]
+    fn aud_as_string_or_array() {
+        let a = Introspection::parse(br#"{"active":true,"aud":"api"}"#).expect("string aud");
+        assert_eq!(a.aud, vec!["api"]);
+        let b = Introspection::parse(br#"{"active":true,"aud":["a","b"]}"#).expect("array aud");
+        assert_eq!(b.aud, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn strict_active_typing() {
+        for bad in [
+            &br#"{"active":"true"}"#[..],
+            br#"{"active":1}"#,
+            br#"{}"#,
+            br#"[]"#,
+            b"active=true",
+            b"",
+        ] {
+            assert!(Introspection::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(!Introspection::parse(br#"{"active":false}"#).expect("inactive").active);
+    }
+
+    #[test]
+    fn basic_auth_parts_are_form_encoded() {
+        assert_eq!(form_encode("a b:c/d"), "a+b%3Ac%2Fd");
+        assert_eq!(base64_encode(b"hydra-authz:s"), "aHlkcmEtYXV0aHo6cw==");
+    }
+}

@@ -1,0 +1,36 @@
+//! "Who is this?": turn a bearer token into an [`Identity`], or say why not.
+//!
+//! [`Authenticator`] is the seam where strategies plug in: Hydra
+//! introspection today; a cache or a local JWT verifier wrap or replace it
+//! without the decision engine changing.
+
+pub mod claims;
+pub mod introspection;
+
+use crate::decision::token::Token;
+use std::future::Future;
+
+pub use claims::{ClaimChecks, ClaimFailure};
+pub use introspection::{HydraIntrospector, Introspection};
+
+/// The caller, as the upstream will learn it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub client_id: Option<String>,
+    pub subject: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthnError {
+    /// The token is not acceptable (inactive, expired, wrong issuer, …): 401.
+    #[error("token rejected: {0}")]
+    Rejected(ClaimFailure),
+    /// We could not find out (Hydra down, slow, garbled): 503, fail closed.
+    #[error("introspection failed ({kind}): {detail}")]
+    Unavailable { kind: &'static str, detail: String },
+}
+
+pub trait Authenticator: Send + Sync + 'static {
+    fn authenticate(&self, token: &Token) -> impl Future<Output = Result<Identity, AuthnError>> + Send;
+}
