@@ -1,0 +1,65 @@
+//! Our admin gRPC API (`proto/hydra_authz/admin/v1/admin.proto`).
+
+use crate::admin_proto::admin_server::Admin;
+use crate::admin_proto::{ExplainRequest, ExplainResponse};
+use crate::authn::Authenticator;
+use crate::decision::request::AuthzRequest;
+use crate::decision::verdict::{Decision, Responder};
+use crate::decision::Engine;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct AdminService<A> {
+    engine: Arc<Engine<A>>,
+}
+
+impl<A> AdminService<A> {
+    pub fn new(engine: Arc<Engine<A>>) -> Self {
+        AdminService { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl<A: Authenticator> Admin for AdminService<A> {
+    async fn explain(&self, request: Request<ExplainRequest>) -> Result<Response<ExplainResponse>, Status> {
+        let r = request.into_inner();
+        let req = AuthzRequest::from_parts(&r.method, &r.host, &r.path, &r.headers, r.context_extensions);
+        Ok(Response::new(explain(&self.engine, &req).await))
+    }
+}
+
+/// Shared by the RPC and the CLI: run the engine in explain mode and describe the result.
+pub async fn explain<A: Authenticator>(engine: &Engine<A>, req: &AuthzRequest) -> ExplainResponse {
+    let (o, steps) = engine.explain(req).await;
+    let identity = o.identity.clone().unwrap_or_default();
+    let mut resp = ExplainResponse {
+        allowed: o.is_allowed(),
+        rule_id: o.rule_id.clone().unwrap_or_default(),
+        required_scopes: o.required_scopes.clone(),
+        granted_scopes: identity.scopes.clone(),
+        client_id: identity.client_id.clone().unwrap_or_default(),
+        subject: identity.subject.clone().unwrap_or_default(),
+        steps,
+        ..Default::default()
+    };
+    match &o.decision {
+        Decision::Allow => {
+            resp.http_status = 200;
+            resp.reason = "allowed".into();
+            let h = engine
+                .responder()
+                .upstream_headers(if o.public { None } else { o.identity.as_ref() });
+            resp.headers_to_set = h.set.into_iter().collect();
+            resp.headers_to_remove = h.remove;
+        }
+        Decision::Deny(reason) => {
+            resp.http_status = u32::from(reason.http_status());
+            resp.reason = reason.label().into();
+            resp.detail = reason.detail();
+            resp.response_headers = engine.responder().deny_headers(reason).into_iter().collect();
+            resp.response_headers
+                .insert("x-problem-body".into(), Responder::problem_body(reason));
+        }
+    }
+    resp
+}

@@ -1,0 +1,153 @@
+//! The edges: listeners, services and the process lifecycle.
+//!
+//! One gRPC port carries Envoy's `Authorization`, `grpc.health.v1.Health` and
+//! our `Admin` API; one HTTP port carries `/healthz` and `/readyz`.
+
+pub mod admin;
+pub mod authz;
+pub mod http;
+
+use crate::admin_proto::admin_server::AdminServer;
+use crate::authn::HydraIntrospector;
+use crate::config::Config;
+use crate::decision::Engine;
+use anyhow::Context;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use http::Readiness;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub readiness: Readiness,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Graceful stop: not ready, stop accepting, let in-flight checks finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("server task panicked")?
+    }
+
+    /// Wait until the server stops by itself (it only does on error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.context("server task panicked")?
+    }
+}
+
+/// Build the engine from config (reads secrets, compiles rules).
+pub fn build_engine(config: &Config) -> anyhow::Result<Arc<Engine<HydraIntrospector>>> {
+    let introspector = HydraIntrospector::new(&config.introspection)?;
+    Ok(Arc::new(Engine::new(config, introspector)?))
+}
+
+/// Bind both listeners (port 0 allowed) and serve until shut down.
+pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
+    let engine = build_engine(config)?;
+    let grpc = TcpListener::bind(config.server.grpc_addr)
+        .await
+        .with_context(|| format!("cannot bind server.grpc_addr {}", config.server.grpc_addr))?;
+    let http = TcpListener::bind(config.server.http_addr)
+        .await
+        .with_context(|| format!("cannot bind server.http_addr {}", config.server.http_addr))?;
+    let grpc_addr = grpc.local_addr()?;
+    let http_addr = http.local_addr()?;
+    let drain = Duration::from_millis(config.server.drain_timeout_ms);
+
+    let readiness = Readiness::default();
+    let (stop, stopped) = watch::channel(false);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AuthorizationServer<authz::AuthzService<HydraIntrospector>>>()
+        .await;
+
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(AuthorizationServer::from_arc(Arc::new(authz::AuthzService::new(
+            engine.clone(),
+        ))))
+        .add_service(AdminServer::new(admin::AdminService::new(engine)))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+            wait_for(stopped.clone()),
+        );
+    let http_server =
+        axum::serve(http, http::router(readiness.clone())).with_graceful_shutdown(wait_for(stopped.clone()));
+
+    let ready = readiness.clone();
+    let task = tokio::spawn(async move {
+        let grpc_task = tokio::spawn(grpc_server);
+        let http_task = tokio::spawn(async move { http_server.await });
+        ready.set(true);
+        tracing::info!(%grpc_addr, %http_addr, "hydra-authz listening");
+
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+        // Readiness first, so load balancers stop sending before we stop accepting.
+        ready.set(false);
+        health
+            .set_not_serving::<AuthorizationServer<authz::AuthzService<HydraIntrospector>>>()
+            .await;
+        tracing::info!(
+            drain_timeout_ms = drain.as_millis() as u64,
+            "shutting down: draining in-flight checks"
+        );
+        let drained = tokio::time::timeout(drain, async {
+            let g = grpc_task.await;
+            let h = http_task.await;
+            (g, h)
+        })
+        .await;
+        match drained {
+            Ok((g, h)) => {
+                g.context("gRPC server panicked")?.context("gRPC server failed")?;
+                h.context("HTTP server panicked")?.context("HTTP server failed")?;
+                tracing::info!("shutdown complete");
+            }
+            Err(_) => tracing::warn!("drain timeout reached; abandoning remaining connections"),
+        }
+        Ok(())
+    });
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        readiness,
+        stop,
+        task,
+    })
+}
+
+async fn wait_for(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
