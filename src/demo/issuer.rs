@@ -1,0 +1,296 @@
+//! A tiny, in-memory, **development-only** OAuth2 server shaped like Ory
+//! Hydra v2: client-credentials tokens on the public port (`/oauth2/token`,
+//! `/oauth2/revoke`) and RFC 7662 introspection on the admin port
+//! (`/admin/oauth2/introspect`), answering with Hydra's field names.
+//!
+//! It exists so `hydra-authz demo` and the tests need nothing else. It has
+//! fixed secrets, keeps tokens in memory and binds loopback only: never use it
+//! for anything real.
+
+use axum::extract::{Form, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::net::TcpListener;
+
+use crate::authn::introspection::now_unix;
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub id: String,
+    pub secret: String,
+    pub scopes: Vec<String>,
+}
+
+/// The seed scenario's clients.
+pub fn seed_clients() -> Vec<Client> {
+    let c = |id: &str, secret: &str, scopes: &[&str]| Client {
+        id: id.into(),
+        secret: secret.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+    };
+    vec![
+        c("reader", "reader-secret", &["read_date"]),
+        c("writer", "writer-secret", &["post_echo"]),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Issued {
+    client_id: String,
+    scopes: Vec<String>,
+    iat: i64,
+    exp: i64,
+    revoked: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    issuer: String,
+    ttl_s: i64,
+    clients: HashMap<String, Client>,
+    tokens: Mutex<HashMap<String, Issued>>,
+    introspections: std::sync::atomic::AtomicU64,
+}
+
+/// Shared state of one dev issuer; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DevIssuer(Arc<Inner>);
+
+/// Addresses of a running dev issuer.
+#[derive(Debug, Clone, Copy)]
+pub struct IssuerAddrs {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl IssuerAddrs {
+    pub fn token_url(&self) -> String {
+        format!("http://{}/oauth2/token", self.public)
+    }
+    pub fn revoke_url(&self) -> String {
+        format!("http://{}/oauth2/revoke", self.public)
+    }
+    pub fn introspection_url(&self) -> String {
+        format!("http://{}/admin/oauth2/introspect", self.admin)
+    }
+}
+
+impl DevIssuer {
+    pub fn new(issuer: impl Into<String>, clients: Vec<Client>, ttl_s: i64) -> DevIssuer {
+        DevIssuer(Arc::new(Inner {
+            issuer: issuer.into(),
+            ttl_s,
+            clients: clients.into_iter().map(|c| (c.id.clone(), c)).collect(),
+            tokens: Mutex::new(HashMap::new()),
+            introspections: Default::default(),
+        }))
+    }
+
+    /// Bind the public and admin ports (loopback only) and serve in the background.
+    pub async fn serve(public: SocketAddr, admin: SocketAddr, ttl_s: i64) -> anyhow::Result<(DevIssuer, IssuerAddrs)> {
+        anyhow::ensure!(
+            public.ip().is_loopback() && admin.ip().is_loopback(),
+            "the dev issuer binds loopback addresses only"
+        );
+        let public_l = TcpListener::bind(public).await?;
+        let admin_l = TcpListener::bind(admin).await?;
+        let addrs = IssuerAddrs {
+            public: public_l.local_addr()?,
+            admin: admin_l.local_addr()?,
+        };
+        let issuer = DevIssuer::new(format!("http://{}", addrs.public), seed_clients(), ttl_s);
+        let (p, a) = (issuer.public_router(), issuer.admin_router());
+        tokio::spawn(async move { axum::serve(public_l, p).await });
+        tokio::spawn(async move { axum::serve(admin_l, a).await });
+        Ok((issuer, addrs))
+    }
+
+    pub fn public_router(&self) -> Router {
+        Router::new()
+            .route("/oauth2/token", post(token))
+            .route("/oauth2/revoke", post(revoke))
+            .with_state(self.clone())
+    }
+
+    pub fn admin_router(&self) -> Router {
+        Router::new()
+            .route("/admin/oauth2/introspect", post(introspect))
+            .with_state(self.clone())
+    }
+
+    /// Mint a token directly (demo start-up, tests).
+    pub fn mint(&self, client_id: &str, scopes: &[&str]) -> Option<String> {
+        let client = self.0.clients.get(client_id)?;
+        if !scopes.iter().all(|s| client.scopes.iter().any(|c| c == s)) {
+            return None;
+        }
+        Some(self.issue(client_id, scopes.iter().map(|s| s.to_string()).collect(), self.0.ttl_s))
+    }
+
+    /// Mint a token with its own lifetime (negative: already expired).
+    pub fn mint_with_ttl(&self, client_id: &str, scopes: &[&str], ttl_s: i64) -> String {
+        self.issue(client_id, scopes.iter().map(|s| s.to_string()).collect(), ttl_s)
+    }
+
+    pub fn revoke_token(&self, token: &str) {
+        if let Some(t) = self.tokens().get_mut(token) {
+            t.revoked = true;
+        }
+    }
+
+    /// How many introspection requests were served.
+    pub fn introspections(&self) -> u64 {
+        self.0.introspections.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn issue(&self, client_id: &str, scopes: Vec<String>, ttl_s: i64) -> String {
+        let token = format!("ory_at_{}", hex::encode(rand::random::<[u8; 32]>()));
+        let now = now_unix();
+        self.tokens().insert(
+            token.clone(),
+            Issued {
+                client_id: client_id.into(),
+                scopes,
+                iat: now,
+                exp: now + ttl_s,
+                revoked: false,
+            },
+        );
+        token
+    }
+
+    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, Issued>> {
+        self.0.tokens.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn authenticate(&self, headers: &HeaderMap, form: &HashMap<String, String>) -> Option<&Client> {
+        let (id, secret) = basic_credentials(headers)
+            .or_else(|| Some((form.get("client_id")?.clone(), form.get("client_secret")?.clone())))?;
+        self.0.clients.get(&id).filter(|c| c.secret == secret)
+    }
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let pair = String::from_utf8(decoded).ok()?;
+    let (id, secret) = pair.split_once(':')?;
+    let dec = |s: &str| {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((dec(id)?, dec(secret)?))
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let body = json!({"error": error, "error_description": description, "status_code": status.as_u16()});
+    (status, Json(body)).into_response()
+}
+
+async fn token(
+    State(issuer): State<DevIssuer>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let Some(client) = issuer.authenticate(&headers, &form).cloned() else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed.",
+        );
+    };
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Only client_credentials is supported.",
+        );
+    }
+    // Like Hydra: only the scopes asked for are granted, and each must be allowed to the client.
+    let requested: Vec<String> = form
+        .get("scope")
+        .map(|s| s.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    if let Some(bad) = requested.iter().find(|s| !client.scopes.contains(s)) {
+        let msg = format!("The OAuth 2.0 Client is not allowed to request scope '{bad}'.");
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &msg);
+    }
+    let scope = requested.join(" ");
+    let ttl = issuer.0.ttl_s;
+    let access_token = issuer.issue(&client.id, requested, ttl);
+    let body = json!({"access_token": access_token, "expires_in": ttl, "scope": scope, "token_type": "bearer"});
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+async fn revoke(
+    State(issuer): State<DevIssuer>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let Some(client) = issuer.authenticate(&headers, &form).cloned() else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed.",
+        );
+    };
+    if let Some(t) = form.get("token") {
+        if let Some(rec) = issuer.tokens().get_mut(t) {
+            // RFC 7009: a client may only revoke its own tokens; others are ignored silently.
+            if rec.client_id == client.id {
+                rec.revoked = true;
+            }
+        }
+    }
+    StatusCode::OK.into_response()
+}
+
+#[derive(Deserialize)]
+struct IntrospectForm {
+    token: Option<String>,
+}
+
+async fn introspect(State(issuer): State<DevIssuer>, Form(form): Form<IntrospectForm>) -> Response {
+    issuer
+        .0
+        .introspections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let Some(token) = form.token.filter(|t| !t.is_empty()) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The request is missing the token parameter.",
+        );
+    };
+    let now = now_unix();
+    let rec = issuer.tokens().get(&token).cloned();
+    match rec {
+        Some(r) if !r.revoked && r.exp > now => Json(json!({
+            "active": true,
+            "client_id": r.client_id,
+            "sub": r.client_id,
+            "scope": r.scopes.join(" "),
+            "exp": r.exp,
+            "iat": r.iat,
+            "nbf": r.iat,
+            "iss": issuer.0.issuer,
+            "token_type": "Bearer",
+            "token_use": "access_token",
+        }))
+        .into_response(),
+        _ => Json(json!({"active": false})).into_response(),
+    }
+}
