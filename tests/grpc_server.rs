@@ -1,0 +1,398 @@
+//! The gRPC server as Envoy sees it: every kind of request, the exact answer,
+//! plus health, the admin Explain RPC, readiness and graceful shutdown.
+
+mod support;
+
+use hydra_authz::admin_proto::admin_client::AdminClient;
+use hydra_authz::admin_proto::ExplainRequest;
+use std::time::Duration;
+use support::hydra::{FakeHydra, Fault};
+use support::{bearer, config_for, start_authz, Answer, Checker};
+
+struct Env {
+    hydra: FakeHydra,
+    server: hydra_authz::server::RunningServer,
+    check: Checker,
+    reader: String,
+    writer: String,
+}
+
+async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+async fn env_with(f: impl FnOnce(&mut hydra_authz::config::Config)) -> Env {
+    let hydra = FakeHydra::start().await;
+    let mut config = config_for(&hydra.introspection_url());
+    config.introspection.timeout_ms = 300;
+    f(&mut config);
+    let server = start_authz(&config).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    let reader = hydra.issuer.mint("reader", &["read_date"]).expect("reader");
+    let writer = hydra.issuer.mint("writer", &["post_echo"]).expect("writer");
+    Env {
+        hydra,
+        server,
+        check,
+        reader,
+        writer,
+    }
+}
+
+#[tokio::test]
+async fn seed_scenario_allows_with_identity_headers() {
+    let e = env().await;
+    let a = Answer::of(
+        &e.check
+            .check("GET", "/date?tz=utc", &[("authorization", &bearer(&e.reader))])
+            .await,
+    );
+    assert_eq!((a.grpc_code, a.http_status), (0, 200));
+    assert_eq!(a.headers["x-client-id"], "reader");
+    assert_eq!(a.headers["x-scopes"], "read_date");
+    assert_eq!(a.headers["x-subject"], "reader");
+    assert!(a.removed.is_empty());
+
+    let a = Answer::of(
+        &e.check
+            .check("POST", "/echo", &[("authorization", &bearer(&e.writer))])
+            .await,
+    );
+    assert_eq!((a.http_status, a.headers["x-client-id"].as_str()), (200, "writer"));
+}
+
+#[tokio::test]
+async fn wrong_scope_is_403_insufficient_scope_both_ways() {
+    let e = env().await;
+    for (method, path, token, needed) in [
+        ("POST", "/echo", &e.reader, "post_echo"),
+        ("GET", "/date", &e.writer, "read_date"),
+    ] {
+        let a = Answer::of(&e.check.check(method, path, &[("authorization", &bearer(token))]).await);
+        assert_eq!((a.grpc_code, a.http_status), (7, 403));
+        assert_eq!(
+            a.www_authenticate(),
+            Some(format!("Bearer realm=\"hydra-authz\", error=\"insufficient_scope\", scope=\"{needed}\"").as_str())
+        );
+        assert_eq!(a.problem()["type"], "urn:hydra-authz:problem:insufficient_scope");
+        assert!(!a.body.contains(token.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn every_kind_of_bad_credential_has_its_exact_answer() {
+    let e = env().await;
+    let expired = e.hydra.issuer.mint_with_ttl("reader", &["read_date"], -30);
+    let revoked = e.hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    e.hydra.issuer.revoke_token(&revoked);
+    let huge = format!("Bearer {}", "a".repeat(20_000));
+    // (case, Authorization header, gRPC code, HTTP status, WWW-Authenticate)
+    type Case<'a> = (&'a str, Option<String>, i32, i32, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        ("no token", None, 16, 401, Some("Bearer realm=\"hydra-authz\"")),
+        (
+            "garbage token",
+            Some(bearer("not-a-real-token")),
+            16,
+            401,
+            Some("Bearer realm=\"hydra-authz\", error=\"invalid_token\", error_description=\"inactive\""),
+        ),
+        (
+            "expired",
+            Some(bearer(&expired)),
+            16,
+            401,
+            Some("Bearer realm=\"hydra-authz\", error=\"invalid_token\", error_description=\"inactive\""),
+        ),
+        (
+            "revoked",
+            Some(bearer(&revoked)),
+            16,
+            401,
+            Some("Bearer realm=\"hydra-authz\", error=\"invalid_token\", error_description=\"inactive\""),
+        ),
+        (
+            "basic scheme",
+            Some("Basic cmVhZGVyOng=".into()),
+            3,
+            400,
+            Some("Bearer realm=\"hydra-authz\", error=\"invalid_request\""),
+        ),
+        (
+            "empty token",
+            Some("Bearer ".into()),
+            3,
+            400,
+            Some("Bearer realm=\"hydra-authz\", error=\"invalid_request\""),
+        ),
+        (
+            "bad chars",
+            Some("Bearer a\"b".into()),
+            3,
+            400,
+            Some("Bearer realm=\"hydra-authz\", error=\"invalid_request\""),
+        ),
+        (
+            "two credentials",
+            Some(format!("{},{}", bearer(&e.reader), bearer(&e.writer))),
+            3,
+            400,
+            Some("Bearer realm=\"hydra-authz\", error=\"invalid_request\""),
+        ),
+        (
+            "huge",
+            Some(huge),
+            3,
+            400,
+            Some("Bearer realm=\"hydra-authz\", error=\"invalid_request\""),
+        ),
+    ];
+    for (name, auth, grpc, http, www) in cases {
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let a = Answer::of(&e.check.check("GET", "/date", &headers).await);
+        assert_eq!((a.grpc_code, a.http_status), (grpc, http), "{name}");
+        assert_eq!(a.www_authenticate(), www, "{name}");
+        assert_eq!(a.headers["content-type"], "application/problem+json", "{name}");
+        assert_eq!(a.problem()["status"], http, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn unmatched_route_is_default_deny_without_introspection() {
+    let e = env().await;
+    let a = Answer::of(
+        &e.check
+            .check("DELETE", "/date", &[("authorization", &bearer(&e.reader))])
+            .await,
+    );
+    assert_eq!((a.grpc_code, a.http_status), (7, 403));
+    assert_eq!(a.www_authenticate(), None);
+    assert_eq!(a.problem()["type"], "urn:hydra-authz:problem:no_rule");
+    assert_eq!(e.hydra.requests(), 0);
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_never_survive() {
+    let e = env().await;
+    let spoof = [
+        ("authorization", bearer(&e.reader)),
+        ("x-client-id", "admin".to_string()),
+        ("x-scopes", "admin".to_string()),
+        ("x-subject", "root".to_string()),
+    ];
+    let headers: Vec<(&str, &str)> = spoof.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = Answer::of(&e.check.check("GET", "/date", &headers).await);
+    assert_eq!(a.headers["x-client-id"], "reader");
+    assert_eq!(a.headers["x-scopes"], "read_date");
+    assert_eq!(a.headers["x-subject"], "reader");
+
+    // Public route: no identity, so all three are removed.
+    let a = Answer::of(
+        &e.check
+            .check_with("GET", "/anything", &headers[1..], &[("public", "true")])
+            .await,
+    );
+    assert_eq!(a.http_status, 200);
+    assert!(a.headers.is_empty());
+    assert_eq!(a.removed, vec!["x-client-id", "x-scopes", "x-subject"]);
+}
+
+#[tokio::test]
+async fn context_extensions_set_per_route_scopes() {
+    let e = env().await;
+    let auth = [("authorization", bearer(&e.reader))];
+    let h: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = Answer::of(
+        &e.check
+            .check_with("GET", "/reports", &h, &[("required_scopes", "read_date")])
+            .await,
+    );
+    assert_eq!(a.http_status, 200);
+    let a = Answer::of(
+        &e.check
+            .check_with("GET", "/reports", &h, &[("required_scopes", "read_date admin")])
+            .await,
+    );
+    assert_eq!(a.http_status, 403);
+    assert!(a
+        .www_authenticate()
+        .is_some_and(|w| w.contains("scope=\"read_date admin\"")));
+    let a = Answer::of(&e.check.check_with("GET", "/reports", &h, &[("public", "maybe")]).await);
+    assert_eq!(a.http_status, 500, "unreadable route policy fails closed");
+}
+
+#[tokio::test]
+async fn hydra_trouble_is_503_fail_closed() {
+    let e = env().await;
+    for fault in [
+        Fault::Status(500, None),
+        Fault::Status(429, Some(2)),
+        Fault::Garbage,
+        Fault::ActiveAsString,
+        Fault::Hang,
+        Fault::ResetMidBody,
+    ] {
+        e.hydra.set_fault(fault.clone());
+        let a = Answer::of(
+            &e.check
+                .check("GET", "/date", &[("authorization", &bearer(&e.reader))])
+                .await,
+        );
+        assert_eq!((a.grpc_code, a.http_status), (14, 503), "{fault:?}");
+        assert_eq!(a.problem()["type"], "urn:hydra-authz:problem:introspection_unavailable");
+    }
+    e.hydra.set_fault(Fault::None);
+    let a = Answer::of(
+        &e.check
+            .check("GET", "/date", &[("authorization", &bearer(&e.reader))])
+            .await,
+    );
+    assert_eq!(a.http_status, 200, "healthy again once Hydra is");
+}
+
+#[tokio::test]
+async fn strip_authorization_and_custom_header_names() {
+    let e = env_with(|c| {
+        c.headers.strip_authorization = true;
+        c.headers.client_id = "x-caller".into();
+    })
+    .await;
+    let a = Answer::of(
+        &e.check
+            .check("GET", "/date", &[("authorization", &bearer(&e.reader))])
+            .await,
+    );
+    assert_eq!(a.headers["x-caller"], "reader");
+    assert!(!a.headers.contains_key("x-client-id"));
+    assert!(a.removed.contains(&"authorization".to_string()));
+}
+
+#[tokio::test]
+async fn dynamic_metadata_names_the_caller_and_rule() {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let e = env().await;
+    let r = e
+        .check
+        .check("GET", "/date", &[("authorization", &bearer(&e.reader))])
+        .await;
+    let meta = r.dynamic_metadata.expect("metadata");
+    let get = |k: &str| match meta.fields.get(k).and_then(|v| v.kind.clone()) {
+        Some(Kind::StringValue(s)) => s,
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(get("client_id"), "reader");
+    assert_eq!(get("scopes"), "read_date");
+    assert_eq!(get("subject"), "reader");
+    assert_eq!(get("rule_id"), "read-date");
+}
+
+#[tokio::test]
+async fn explain_rpc_runs_the_same_decision() {
+    let e = env().await;
+    let ch = tonic::transport::Channel::from_shared(format!("http://{}", e.server.grpc_addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut admin = AdminClient::new(ch);
+    let r = admin
+        .explain(ExplainRequest {
+            method: "POST".into(),
+            host: "api.local".into(),
+            path: "/echo".into(),
+            headers: [("authorization".to_string(), bearer(&e.reader))].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("explain")
+        .into_inner();
+    assert!(!r.allowed);
+    assert_eq!(
+        (r.http_status, r.reason.as_str(), r.rule_id.as_str()),
+        (403, "insufficient_scope", "post-echo")
+    );
+    assert_eq!(r.required_scopes, vec!["post_echo"]);
+    assert_eq!(r.granted_scopes, vec!["read_date"]);
+    assert!(
+        r.steps
+            .iter()
+            .any(|s| s.contains("rule \"read-date\": path does not match")),
+        "{:?}",
+        r.steps
+    );
+    assert!(!format!("{r:?}").contains(&e.reader), "explain never echoes the token");
+
+    let r = admin
+        .explain(ExplainRequest {
+            method: "GET".into(),
+            path: "/date".into(),
+            headers: [("Authorization".to_string(), bearer(&e.reader))].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("explain")
+        .into_inner();
+    assert!(r.allowed);
+    assert_eq!(r.headers_to_set["x-client-id"], "reader");
+}
+
+#[tokio::test]
+async fn grpc_health_and_http_probes() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let e = env().await;
+    let ch = tonic::transport::Channel::from_shared(format!("http://{}", e.server.grpc_addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(ch);
+    for service in ["", "envoy.service.auth.v3.Authorization"] {
+        let r = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(r.status, 1, "SERVING for {service:?}");
+    }
+    let http = reqwest::Client::new();
+    for path in ["/healthz", "/readyz"] {
+        let r = http
+            .get(format!("http://{}{path}", e.server.http_addr))
+            .send()
+            .await
+            .expect("probe");
+        assert_eq!(r.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_checks_then_refuses() {
+    let e = env().await;
+    e.hydra.set_fault(Fault::Delay(Duration::from_millis(200)));
+    let grpc_addr = e.server.grpc_addr;
+    let readiness = e.server.readiness.clone();
+    let mut in_flight = Vec::new();
+    for _ in 0..10 {
+        let c = e.check.clone();
+        let auth = bearer(&e.reader);
+        in_flight.push(tokio::spawn(async move {
+            c.check("GET", "/date", &[("authorization", &auth)]).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stop = tokio::spawn(e.server.shutdown());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!readiness.get(), "not ready as soon as shutdown starts");
+    for f in in_flight {
+        let a = Answer::of(&f.await.expect("task"));
+        assert_eq!(a.http_status, 200, "in-flight check completed");
+    }
+    stop.await.expect("join").expect("clean shutdown");
+    assert!(
+        tokio::net::TcpStream::connect(grpc_addr).await.is_err(),
+        "listener closed"
+    );
+}

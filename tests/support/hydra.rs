@@ -1,0 +1,239 @@
+//! A Hydra-shaped introspection server for contract and fault tests.
+//!
+//! Normally it answers exactly as Hydra v2's admin port does (it serves the
+//! library's dev issuer, which mirrors Hydra's field names and error shape).
+//! A [`Fault`] switches it to one of the failure modes a real Hydra or the
+//! network in between can show. It also counts requests and connections.
+
+use hydra_authz::demo::issuer::{seed_clients, DevIssuer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Answer as Hydra does.
+    None,
+    /// Answer correctly, but only after this long.
+    Delay(Duration),
+    /// Accept the connection, read the request, never answer.
+    Hang,
+    /// This status with a Hydra-style JSON error body (and optional Retry-After).
+    Status(u16, Option<u32>),
+    /// 200 application/json whose body is not JSON.
+    Garbage,
+    /// 200 with `{"active":"true"}`: a string, not a bool.
+    ActiveAsString,
+    /// 200 with a valid-looking JSON body of this many bytes.
+    Huge(usize),
+    /// 200 with a valid active body but `Content-Type: text/html`.
+    WrongContentType,
+    /// Headers and part of the body, then a TCP reset.
+    ResetMidBody,
+    /// Accept, then reset at once.
+    ResetOnAccept,
+}
+
+pub struct FakeHydra {
+    pub addr: SocketAddr,
+    pub issuer: DevIssuer,
+    fault: Arc<Mutex<Fault>>,
+    connections: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    /// The last Authorization header seen on an introspection request.
+    last_auth: Arc<Mutex<Option<String>>>,
+}
+
+impl FakeHydra {
+    pub async fn start() -> FakeHydra {
+        let listener = TcpListener::bind(super::lo0()).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let issuer = DevIssuer::new(format!("http://{addr}"), seed_clients(), 3600);
+        let fault = Arc::new(Mutex::new(Fault::None));
+        let connections = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
+        let last_auth = Arc::new(Mutex::new(None));
+        let state = Conn {
+            issuer: issuer.clone(),
+            fault: fault.clone(),
+            requests: requests.clone(),
+            last_auth: last_auth.clone(),
+        };
+        let conns = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                conns.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(state.clone().handle(stream));
+            }
+        });
+        FakeHydra {
+            addr,
+            issuer,
+            fault,
+            connections,
+            requests,
+            last_auth,
+        }
+    }
+
+    pub fn introspection_url(&self) -> String {
+        format!("http://{}/admin/oauth2/introspect", self.addr)
+    }
+
+    pub fn set_fault(&self, f: Fault) {
+        *self.fault.lock().expect("lock") = f;
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn last_authorization(&self) -> Option<String> {
+        self.last_auth.lock().expect("lock").clone()
+    }
+}
+
+#[derive(Clone)]
+struct Conn {
+    issuer: DevIssuer,
+    fault: Arc<Mutex<Fault>>,
+    requests: Arc<AtomicU64>,
+    last_auth: Arc<Mutex<Option<String>>>,
+}
+
+impl Conn {
+    async fn handle(self, mut stream: TcpStream) {
+        let fault = self.fault.lock().expect("lock").clone();
+        match fault {
+            Fault::ResetOnAccept => reset(stream),
+            Fault::Hang | Fault::ResetMidBody => {
+                let _ = read_request_head(&mut stream).await;
+                self.requests.fetch_add(1, Ordering::SeqCst);
+                if fault == Fault::Hang {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                } else {
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(br#"{"active":true,"scope":"read_"#).await;
+                    let _ = stream.flush().await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    reset(stream);
+                }
+            }
+            _ => {
+                let router = self
+                    .issuer
+                    .admin_router()
+                    .layer(axum::middleware::from_fn(move |req, next| {
+                        let c = self.clone();
+                        async move { c.respond(req, next).await }
+                    }));
+                let service = TowerToHyperService::new(router);
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+        }
+    }
+
+    async fn respond(self, req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+        use axum::http::{header, StatusCode};
+        use axum::response::IntoResponse;
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let auth = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        *self.last_auth.lock().expect("lock") = auth;
+        let fault = self.fault.lock().expect("lock").clone();
+        let json = [(header::CONTENT_TYPE, "application/json")];
+        match fault {
+            Fault::Delay(d) => {
+                tokio::time::sleep(d).await;
+                next.run(req).await
+            }
+            Fault::Status(code, retry_after) => {
+                let status = StatusCode::from_u16(code).expect("status");
+                let body =
+                    format!(r#"{{"error":"request_failed","error_description":"injected","status_code":{code}}}"#);
+                let mut resp = (status, json, body).into_response();
+                if let Some(s) = retry_after {
+                    resp.headers_mut().insert(header::RETRY_AFTER, s.into());
+                }
+                resp
+            }
+            Fault::Garbage => (StatusCode::OK, json, "<html>not json</html>").into_response(),
+            Fault::ActiveAsString => (
+                StatusCode::OK,
+                json,
+                r#"{"active":"true","scope":"read_date post_echo"}"#,
+            )
+                .into_response(),
+            Fault::Huge(n) => {
+                let mut body = String::with_capacity(n);
+                body.push_str(r#"{"active":true,"scope":"read_date","pad":""#);
+                while body.len() < n.saturating_sub(2) {
+                    body.push('x');
+                }
+                body.push_str("\"}");
+                (StatusCode::OK, json, body).into_response()
+            }
+            Fault::WrongContentType => {
+                let body = r#"{"active":true,"scope":"read_date post_echo","client_id":"reader"}"#;
+                (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], body).into_response()
+            }
+            // Connection-level faults on an already pooled connection: hang,
+            // or abort the body half-way (hyper then drops the connection).
+            Fault::Hang => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                next.run(req).await
+            }
+            Fault::ResetMidBody | Fault::ResetOnAccept => {
+                let chunks: Vec<Result<&'static [u8], std::io::Error>> = vec![
+                    Ok(br#"{"active":true,"scope":"read_"#),
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "injected reset",
+                    )),
+                ];
+                let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+                let mut resp = (StatusCode::OK, json, body).into_response();
+                resp.headers_mut().insert(header::CONTENT_LENGTH, 1000.into());
+                resp
+            }
+            Fault::None => next.run(req).await,
+        }
+    }
+}
+
+async fn read_request_head(stream: &mut TcpStream) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut seen = Vec::new();
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    Ok(())
+}
+
+/// Close with RST instead of FIN.
+fn reset(stream: TcpStream) {
+    if let Ok(std) = stream.into_std() {
+        let sock = socket2::SockRef::from(&std);
+        let _ = sock.set_linger(Some(Duration::ZERO));
+    }
+}

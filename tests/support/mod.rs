@@ -1,0 +1,164 @@
+//! Shared helpers for the integration tests: start hydra-authz on ephemeral
+//! loopback ports, talk to it as Envoy does, and read its answers.
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod hydra;
+
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
+use hydra_authz::config::Config;
+use hydra_authz::server::RunningServer;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use tonic::transport::Channel;
+
+pub fn lo0() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// The shipped config (seed rules), pointed at `introspection_url`, on ephemeral ports.
+pub fn config_for(introspection_url: &str) -> Config {
+    let mut c = Config::from_toml_str(hydra_authz::demo::DEFAULT_CONFIG).expect("shipped config is valid");
+    c.introspection.url = introspection_url.to_owned();
+    c.server.grpc_addr = lo0();
+    c.server.http_addr = lo0();
+    c.server.drain_timeout_ms = 5_000;
+    c
+}
+
+pub async fn start_authz(config: &Config) -> RunningServer {
+    hydra_authz::server::start(config).await.expect("hydra-authz starts")
+}
+
+/// An Envoy-like gRPC client for `Authorization/Check`.
+#[derive(Clone)]
+pub struct Checker(AuthorizationClient<Channel>);
+
+impl Checker {
+    pub async fn connect(addr: SocketAddr) -> Checker {
+        let ch = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        Checker(AuthorizationClient::new(ch))
+    }
+
+    pub async fn check(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> CheckResponse {
+        self.check_with(method, path, headers, &[]).await
+    }
+
+    pub async fn check_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        context_extensions: &[(&str, &str)],
+    ) -> CheckResponse {
+        let req = check_request(method, path, headers, context_extensions);
+        self.0
+            .clone()
+            .check(req)
+            .await
+            .expect("Check RPC succeeds")
+            .into_inner()
+    }
+
+    pub async fn raw(&self, req: CheckRequest) -> CheckResponse {
+        self.0
+            .clone()
+            .check(req)
+            .await
+            .expect("Check RPC succeeds")
+            .into_inner()
+    }
+}
+
+pub fn check_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    context_extensions: &[(&str, &str)],
+) -> CheckRequest {
+    let http = attribute_context::HttpRequest {
+        method: method.into(),
+        host: "api.local".into(),
+        path: path.into(),
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(http),
+                ..Default::default()
+            }),
+            context_extensions: context_extensions
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// What a CheckResponse says, flattened for assertions.
+#[derive(Debug)]
+pub struct Answer {
+    pub grpc_code: i32,
+    /// 200 on allow, else the denied HTTP status.
+    pub http_status: i32,
+    pub headers: HashMap<String, String>,
+    pub removed: Vec<String>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn of(r: &CheckResponse) -> Answer {
+        let grpc_code = r.status.as_ref().map_or(-1, |s| s.code);
+        match &r.http_response {
+            Some(HttpResponse::OkResponse(ok)) => Answer {
+                grpc_code,
+                http_status: 200,
+                headers: ok
+                    .headers
+                    .iter()
+                    .filter_map(|h| h.header.as_ref().map(|hv| (hv.key.clone(), hv.value.clone())))
+                    .collect(),
+                removed: ok.headers_to_remove.clone(),
+                body: String::new(),
+            },
+            Some(HttpResponse::DeniedResponse(d)) => Answer {
+                grpc_code,
+                http_status: d.status.as_ref().map_or(-1, |s| s.code),
+                headers: d
+                    .headers
+                    .iter()
+                    .filter_map(|h| h.header.as_ref().map(|hv| (hv.key.clone(), hv.value.clone())))
+                    .collect(),
+                removed: Vec::new(),
+                body: d.body.clone(),
+            },
+            _ => Answer {
+                grpc_code,
+                http_status: -1,
+                headers: HashMap::new(),
+                removed: Vec::new(),
+                body: String::new(),
+            },
+        }
+    }
+
+    pub fn www_authenticate(&self) -> Option<&str> {
+        self.headers.get("www-authenticate").map(String::as_str)
+    }
+
+    pub fn problem(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).expect("problem+json body")
+    }
+}
