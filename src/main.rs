@@ -13,6 +13,9 @@ use std::process::ExitCode;
     about = "Envoy/Istio external authorizer backed by Ory Hydra token introspection"
 )]
 struct Cli {
+    /// Config file (TOML). Env vars HYDRA_AUTHZ_<SECTION>__<KEY> override it.
+    #[arg(long, global = true, env = "HYDRA_AUTHZ_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -20,10 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the authorizer (the default command).
-    Serve {
-        #[arg(long, env = "HYDRA_AUTHZ_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-    },
+    Serve,
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
@@ -41,20 +41,16 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a config file (plus HYDRA_AUTHZ_* env) and print the effective config, secrets redacted.
-    Check {
-        #[arg(long, env = "HYDRA_AUTHZ_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-    },
+    Check,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve {
-        config: std::env::var_os("HYDRA_AUTHZ_CONFIG").map_or_else(|| DEFAULT_CONFIG_PATH.into(), PathBuf::from),
-    }) {
-        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(serve(config))),
+    let config = cli.config;
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime().and_then(|rt| rt.block_on(serve(config))),
         Command::Config {
-            command: ConfigCommand::Check { config },
+            command: ConfigCommand::Check,
         } => config_check(config),
         Command::Demo { envoy } => runtime().and_then(|rt| rt.block_on(demo(envoy))),
     };

@@ -1,0 +1,194 @@
+//! Config layering and validation, and `hydra-authz config check`.
+
+use figment::Jail;
+use hydra_authz::config::{AuthKind, Config, ConfigError};
+use hydra_authz::decision::scopes::ScopeStrategy;
+use std::path::Path;
+use std::process::Command;
+
+const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/hydra-authz.toml");
+
+fn load_err(toml: &str) -> String {
+    let mut msg = String::new();
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", toml)?;
+        msg = Config::load(Path::new("c.toml"))
+            .expect_err("invalid config")
+            .to_string();
+        Ok(())
+    });
+    msg
+}
+
+#[test]
+fn shipped_config_is_the_seed_scenario() {
+    let c = Config::load(Path::new(SHIPPED)).expect("shipped config loads");
+    let rules: Vec<_> = c
+        .rules
+        .iter()
+        .map(|r| (r.methods.join(","), r.path.as_str(), r.scopes.join(" ")))
+        .collect();
+    assert_eq!(
+        rules,
+        vec![
+            ("GET".into(), "/date", "read_date".into()),
+            ("POST".into(), "/echo", "post_echo".into())
+        ]
+    );
+    assert_eq!(c.introspection.url, "http://127.0.0.1:4445/admin/oauth2/introspect");
+    assert_eq!(c.introspection.auth.kind, AuthKind::None);
+}
+
+#[test]
+fn env_overrides_file_overrides_defaults() {
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", "[introspection]\ntimeout_ms = 1234\nleeway_s = 9\n")?;
+        jail.set_env(
+            "HYDRA_AUTHZ_INTROSPECTION__URL",
+            "https://acme.projects.oryapis.com/admin/oauth2/introspect",
+        );
+        jail.set_env("HYDRA_AUTHZ_INTROSPECTION__LEEWAY_S", "2");
+        jail.set_env("HYDRA_AUTHZ_AUTHORIZATION__SCOPE_STRATEGY", "wildcard");
+        jail.set_env("HYDRA_AUTHZ_CONFIG", "ignored: names the file, not a key");
+        let c = Config::load(Path::new("c.toml")).expect("loads");
+        assert_eq!(
+            c.introspection.url,
+            "https://acme.projects.oryapis.com/admin/oauth2/introspect"
+        );
+        assert_eq!(c.introspection.timeout_ms, 1234, "from the file");
+        assert_eq!(c.introspection.leeway_s, 2, "env beats file");
+        assert_eq!(c.authorization.scope_strategy, ScopeStrategy::Wildcard);
+        assert_eq!(c.headers.client_id, "x-client-id", "default kept");
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_the_key() {
+    let e = load_err("[introspection]\nurll = \"http://x\"\n");
+    assert!(e.contains("urll") && e.contains("introspection"), "{e}");
+    let e = load_err("[[rules]]\nid = \"a\"\npath = \"/a\"\nscope = [\"x\"]\n");
+    assert!(e.contains("scope"), "{e}");
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", "")?;
+        jail.set_env("HYDRA_AUTHZ_SERVER__GRPC_ADR", "127.0.0.1:1");
+        let e = Config::load(Path::new("c.toml")).expect_err("typo in env").to_string();
+        assert!(e.contains("grpc_adr"), "{e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_values_are_errors_naming_the_key() {
+    let cases = [
+        ("[authorization]\nscope_strategy = \"fuzzy\"\n", "scope_strategy"),
+        ("[server]\ngrpc_addr = \"localhost\"\n", "grpc_addr"),
+        ("[introspection]\nurl = \"not a url\"\n", "introspection.url"),
+        ("[introspection]\nurl = \"ftp://h/x\"\n", "introspection.url"),
+        ("[introspection]\ntimeout_ms = 0\n", "introspection.timeout_ms"),
+        ("[introspection.auth]\nkind = \"bearer\"\n", "introspection.auth"),
+        (
+            "[introspection.auth]\nkind = \"client_secret_basic\"\nclient_secret_env = \"X\"\n",
+            "client_id",
+        ),
+        ("[headers]\nclient_id = \"X-Client\"\n", "headers.client_id"),
+        ("[headers]\nscopes = \"x-client-id\"\n", "headers"),
+        ("[[rules]]\nid = \"a\"\npath = \"date\"\n", "rules[0].path"),
+        (
+            "[[rules]]\nid = \"a\"\npath = \"/a\"\nmethods = [\"get\"]\n",
+            "rules[0].methods",
+        ),
+        (
+            "[[rules]]\nid = \"a\"\npath = \"/a\"\n[[rules]]\nid = \"a\"\npath = \"/b\"\n",
+            "rules[1].id",
+        ),
+        (
+            "[[rules]]\nid = \"a\"\npath = \"/a\"\npublic = true\nscopes = [\"x\"]\n",
+            "rules[0].scopes",
+        ),
+        (
+            "[[rules]]\nid = \"a\"\npath = \"/a\"\nhost = \"h:80\"\n",
+            "rules[0].host",
+        ),
+    ];
+    for (toml, key) in cases {
+        let e = load_err(toml);
+        assert!(e.contains(key), "{toml:?}: {e}");
+    }
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let e = Config::load(Path::new("/nonexistent/hydra-authz.toml")).expect_err("missing");
+    assert!(matches!(e, ConfigError::MissingFile(_)));
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hydra-authz"))
+}
+
+#[test]
+fn config_check_prints_the_effective_config_redacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[introspection]\nurl = \"https://user:hunter2@hydra.internal/admin/oauth2/introspect\"\n",
+    )
+    .expect("write");
+    let out = bin()
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(": OK"));
+    assert!(
+        stdout.contains("scope_strategy = \"exact\""),
+        "defaults are shown: {stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "secret in URL redacted");
+    assert!(stdout.contains("REDACTED"));
+}
+
+#[test]
+fn config_check_fails_with_the_key_and_exit_code_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[[rules]]\nid = \"x\"\npath = \"/a/{bad-name}\"\n").expect("write");
+    let out = bin()
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rules[0].path"));
+}
+
+#[test]
+fn config_check_reports_an_unreadable_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[introspection.auth]\nkind = \"bearer\"\ntoken_file = \"/nonexistent/key\"\n",
+    )
+    .expect("write");
+    let out = bin()
+        .args(["config", "check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("introspection.auth"));
+}
+
+#[test]
+fn shipped_config_passes_config_check() {
+    let out = bin()
+        .args(["config", "check", "--config", SHIPPED])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,148 @@
+//! The end-to-end stack: a real OAuth2 server (npm oidc-provider, started
+//! from tests/oauth2-server), hydra-authz, the echo upstream and a real Envoy
+//! from deploy/envoy/envoy.yaml, all on ephemeral loopback ports.
+
+use hydra_authz::config::AuthKind;
+use hydra_authz::demo::envoy::{self, Envoy, EnvoyPorts};
+use hydra_authz::server::RunningServer;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// npm `oidc-provider` running tests/oauth2-server/server.mjs.
+pub struct OAuth2Server {
+    child: Child,
+    pub base: String,
+}
+
+impl OAuth2Server {
+    pub async fn start() -> OAuth2Server {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oauth2-server");
+        assert!(
+            dir.join("node_modules/oidc-provider").is_dir(),
+            "run `npm ci` in tests/oauth2-server (scripts/test.sh does it)"
+        );
+        let mut child = Command::new("node")
+            .arg("server.mjs")
+            .current_dir(&dir)
+            .env("PORT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start node tests/oauth2-server/server.mjs");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("OAuth2 server ready within 30 s")
+            .expect("read stdout")
+            .expect("a READY line");
+        let port: u16 = line
+            .strip_prefix("READY ")
+            .and_then(|p| p.trim().parse().ok())
+            .expect("READY <port>");
+        OAuth2Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    pub fn introspection_url(&self) -> String {
+        format!("{}/token/introspection", self.base)
+    }
+
+    /// client_credentials grant; the access token.
+    pub async fn token(&self, client: &str, scope: &str) -> String {
+        let r = http()
+            .post(format!("{}/token", self.base))
+            .basic_auth(client, Some(format!("{client}-secret")))
+            .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+            .send()
+            .await
+            .expect("token request");
+        assert_eq!(r.status(), 200, "token for {client}");
+        let body: serde_json::Value = r.json().await.expect("token json");
+        body["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    /// RFC 7009 revocation by the token's own client.
+    pub async fn revoke(&self, client: &str, token: &str) {
+        let r = http()
+            .post(format!("{}/token/revocation", self.base))
+            .basic_auth(client, Some(format!("{client}-secret")))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("revocation request");
+        assert_eq!(r.status(), 200, "revocation");
+    }
+
+    pub async fn stop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().expect("client")
+}
+
+pub fn envoy_binary() -> PathBuf {
+    envoy::find_binary().expect("Envoy not found: set ENVOY_BIN or run scripts/install-envoy.sh (scripts/test.sh does)")
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+pub struct Stack {
+    pub oauth2: OAuth2Server,
+    pub authz: RunningServer,
+    pub envoy: Envoy,
+    _secret_dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        let oauth2 = OAuth2Server::start().await;
+        // hydra-authz authenticates to the introspection endpoint with client_secret_basic.
+        let secret_dir = tempfile::tempdir().expect("tempdir");
+        let secret = secret_dir.path().join("client-secret");
+        std::fs::write(&secret, "hydra-authz-secret\n").expect("write secret");
+        let mut config = super::config_for(&oauth2.introspection_url());
+        config.introspection.auth.kind = AuthKind::ClientSecretBasic;
+        config.introspection.auth.client_id = Some("hydra-authz".into());
+        config.introspection.auth.client_secret_file = Some(secret);
+        config.introspection.timeout_ms = 2_000;
+        let authz = super::start_authz(&config).await;
+
+        let upstream = hydra_authz::demo::upstream::serve(super::lo0())
+            .await
+            .expect("upstream");
+        let ports = EnvoyPorts {
+            admin: free_port(),
+            listener: free_port(),
+            authz: authz.grpc_addr.port(),
+            upstream: upstream.port(),
+        };
+        let rendered = envoy::render(ports).expect("render envoy.yaml");
+        let envoy = Envoy::start(&envoy_binary(), &rendered, ports)
+            .await
+            .expect("Envoy starts");
+        Stack {
+            oauth2,
+            authz,
+            envoy,
+            _secret_dir: secret_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.envoy.listener)
+    }
+}
