@@ -1,4 +1,5 @@
 //! Config layering and validation, and `hydra-authz config check`.
+#![allow(clippy::result_large_err)] // figment::Jail closures return figment::Error, which is large by design
 
 use figment::Jail;
 use hydra_authz::config::{AuthKind, Config, ConfigError};
