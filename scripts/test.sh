@@ -12,4 +12,15 @@ export ENVOY_BIN
 if [[ ! -d tests/oauth2-server/node_modules ]] || [[ tests/oauth2-server/package-lock.json -nt tests/oauth2-server/node_modules ]]; then
     (cd tests/oauth2-server && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
-exec cargo test --locked "$@"
+
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+
+# One closing line over all test binaries.
+passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+echo
+echo "all tests: ${passed} passed, ${failed} failed"
+exit "$status"
