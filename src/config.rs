@@ -22,6 +22,7 @@ pub struct Config {
     pub authorization: AuthorizationConfig,
     pub rules: Vec<RuleConfig>,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +186,52 @@ pub enum LogFormat {
     Json,
 }
 
+/// OpenTelemetry tracing. Off unless an endpoint is set here or in
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`; the other standard `OTEL_*` variables
+/// (service name, sampler, resource attributes) are honoured as usual.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// e.g. `http://otel-collector:4317` (grpc) or `http://otel-collector:4318` (http/protobuf).
+    pub otlp_endpoint: String,
+    pub otlp_protocol: OtlpProtocol,
+    /// Used unless `OTEL_SERVICE_NAME` is set.
+    pub service_name: String,
+    /// Trace context formats read from the request Envoy forwards (and sent to Hydra).
+    pub propagators: Vec<Propagator>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: String::new(),
+            otlp_protocol: OtlpProtocol::Grpc,
+            service_name: "hydra-authz".into(),
+            propagators: vec![Propagator::Tracecontext, Propagator::Baggage],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Propagator {
+    /// W3C `traceparent` / `tracestate`.
+    Tracecontext,
+    /// W3C `baggage`.
+    Baggage,
+    /// Zipkin B3, single (`b3`) and multi-header (`x-b3-*`).
+    B3,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config file {0} does not exist")]
@@ -314,6 +361,13 @@ impl Config {
             }
         }
         crate::decision::rules::RuleSet::compile(&self.rules)?;
+        let endpoint = &self.telemetry.otlp_endpoint;
+        if !endpoint.is_empty() && reqwest::Url::parse(endpoint).is_err() {
+            return Err(invalid(
+                "telemetry.otlp_endpoint",
+                "must be a URL such as http://collector:4317",
+            ));
+        }
         Ok(())
     }
 

@@ -20,6 +20,7 @@ pub mod authn;
 pub mod config;
 pub mod decision;
 pub mod demo;
+pub mod metrics;
 pub mod server;
 pub mod telemetry;
 

@@ -72,16 +72,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
-    hydra_authz::telemetry::init(&config.log)?;
+    let telemetry = hydra_authz::telemetry::init(&config.log, &config.telemetry)?;
     let server = hydra_authz::server::start(&config).await?;
     hydra_authz::server::termination_signal().await;
-    server.shutdown().await
+    let result = server.shutdown().await;
+    telemetry.shutdown();
+    result
 }
 
 fn config_check(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     // Also build the engine: reads the referenced secrets and compiles rules.
-    hydra_authz::server::build_engine(&config)?;
+    hydra_authz::server::build_engine(&config, Default::default())?;
     println!("# {}: OK", path.display());
     print!("{}", config.to_redacted_toml());
     Ok(())
@@ -89,6 +91,6 @@ fn config_check(path: PathBuf) -> anyhow::Result<()> {
 
 async fn demo(envoy: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::from_toml_str(hydra_authz::demo::DEFAULT_CONFIG)?;
-    hydra_authz::telemetry::init(&config.log)?;
+    let _telemetry = hydra_authz::telemetry::init(&config.log, &config.telemetry)?;
     hydra_authz::demo::run(hydra_authz::demo::DemoOptions { envoy }).await
 }

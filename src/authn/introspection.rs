@@ -9,6 +9,8 @@ use crate::config::{AuthKind, IntrospectionConfig};
 use crate::decision::token::Token;
 use serde::{Deserialize, Deserializer};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The fields of an introspection answer we use. `active` has no default:
 /// a body without it, or with `"active": "true"`, does not parse.
@@ -79,6 +81,8 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
 pub struct HydraIntrospector {
     client: reqwest::Client,
     url: reqwest::Url,
+    /// The URL without any userinfo, for traces.
+    shown_url: String,
     /// Pre-rendered `Authorization` value for the introspection call, if any.
     auth_header: Option<reqwest::header::HeaderValue>,
     max_body: usize,
@@ -101,8 +105,12 @@ impl HydraIntrospector {
             .no_proxy()
             .user_agent(concat!("hydra-authz/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let mut shown = url.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
         Ok(HydraIntrospector {
             client,
+            shown_url: shown.to_string(),
             url,
             auth_header: auth_header(cfg)?,
             max_body: cfg.max_response_bytes,
@@ -115,17 +123,41 @@ impl HydraIntrospector {
     }
 
     /// One introspection round trip; the raw answer, before claim checks.
+    /// Traced as an HTTP client span whose context is propagated to Hydra.
     pub async fn introspect(&self, token: &Token) -> Result<Introspection, AuthnError> {
-        let mut req = self
+        let span = tracing::info_span!("POST", otel.kind = "client");
+        span.set_attribute("http.request.method", "POST");
+        span.set_attribute("url.full", self.shown_url.clone());
+        if let Some(host) = self.url.host_str() {
+            span.set_attribute("server.address", host.to_owned());
+        }
+        if let Some(port) = self.url.port_or_known_default() {
+            span.set_attribute("server.port", i64::from(port));
+        }
+        let result = self.round_trip(token, &span).instrument(span.clone()).await;
+        if let Err(AuthnError::Unavailable { kind, .. }) = &result {
+            span.set_attribute("error.type", *kind);
+        }
+        result
+    }
+
+    async fn round_trip(&self, token: &Token, span: &tracing::Span) -> Result<Introspection, AuthnError> {
+        let mut builder = self
             .client
             .post(self.url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&[("token", token.expose())]);
         if let Some(h) = &self.auth_header {
-            req = req.header(reqwest::header::AUTHORIZATION, h.clone());
+            builder = builder.header(reqwest::header::AUTHORIZATION, h.clone());
         }
-        let mut resp = req.send().await.map_err(transport_error)?;
+        let mut request = builder.build().map_err(transport_error)?;
+        let cx = span.context();
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.inject_context(&cx, &mut opentelemetry_http::HeaderInjector(request.headers_mut()))
+        });
+        let mut resp = self.client.execute(request).await.map_err(transport_error)?;
         let status = resp.status();
+        span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
         if status != reqwest::StatusCode::OK {
             return Err(unavailable(
                 "status",

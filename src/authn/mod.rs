@@ -5,6 +5,7 @@
 //! without the decision engine changing.
 
 pub mod claims;
+pub mod instrumented;
 pub mod introspection;
 
 use crate::decision::token::Token;

@@ -1,22 +1,28 @@
 //! Envoy's `envoy.service.auth.v3.Authorization/Check`: extract, decide,
-//! respond, and log one line per decision.
+//! respond; one span (child of the caller's trace), one log line and the
+//! decision metrics per check.
 
 use crate::authn::Authenticator;
 use crate::decision::request::AuthzRequest;
 use crate::decision::verdict::Decision;
 use crate::decision::{Engine, Outcome};
+use crate::metrics::Metrics;
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
+use envoy_types::ext_authz::v3::CheckRequestExt;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub struct AuthzService<A> {
     engine: Arc<Engine<A>>,
+    metrics: Arc<Metrics>,
 }
 
 impl<A> AuthzService<A> {
-    pub fn new(engine: Arc<Engine<A>>) -> Self {
-        AuthzService { engine }
+    pub fn new(engine: Arc<Engine<A>>, metrics: Arc<Metrics>) -> Self {
+        AuthzService { engine, metrics }
     }
 }
 
@@ -24,19 +30,63 @@ impl<A> AuthzService<A> {
 impl<A: Authenticator> Authorization for AuthzService<A> {
     async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
-        let req = AuthzRequest::from_check(request.into_inner());
-        let outcome = self.engine.decide(&req).await;
-        log_decision(&req, &outcome, started);
+        let _in_flight = self.metrics.in_flight();
+        let check = request.into_inner();
+        let span = tracing::info_span!("envoy.service.auth.v3.Authorization/Check", otel.kind = "server");
+        if let Some(headers) = check.get_client_headers() {
+            // W3C traceparent (and B3 when configured) from the client's request: our span joins the mesh trace.
+            let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(headers));
+            let _ = span.set_parent(parent);
+        }
+        let req = AuthzRequest::from_check(check);
+        let outcome = self.engine.decide(&req).instrument(span.clone()).await;
+        let (decision, status, reason) = summary(&outcome);
+        annotate(&span, &req, &outcome, status, reason);
+        span.in_scope(|| log_decision(&req, &outcome, started));
+        self.metrics.observe_decision(decision, reason, started.elapsed());
         Ok(Response::new(self.engine.respond(&outcome)))
     }
 }
 
-/// The one line per decision. Fields only; the token appears as its fingerprint.
-fn log_decision(req: &AuthzRequest, o: &Outcome, started: Instant) {
-    let (decision, status, reason) = match &o.decision {
+fn summary(o: &Outcome) -> (&'static str, u16, &'static str) {
+    match &o.decision {
         Decision::Allow => ("allow", 200, "allowed"),
         Decision::Deny(r) => ("deny", r.http_status(), r.label()),
+    }
+}
+
+/// Span attributes (OpenTelemetry only; the log line carries its own fields).
+fn annotate(span: &tracing::Span, req: &AuthzRequest, o: &Outcome, status: u16, reason: &'static str) {
+    span.set_attribute("rpc.system", "grpc");
+    span.set_attribute("rpc.service", "envoy.service.auth.v3.Authorization");
+    span.set_attribute("rpc.method", "Check");
+    span.set_attribute("http.request.method", req.method.clone());
+    span.set_attribute("url.path", req.path.clone());
+    span.set_attribute("hydra_authz.decision", if o.is_allowed() { "allow" } else { "deny" });
+    span.set_attribute("hydra_authz.reason", reason);
+    span.set_attribute("http.response.status_code", i64::from(status));
+    if let Some(rule) = &o.rule_id {
+        span.set_attribute("hydra_authz.rule_id", rule.clone());
+    }
+    if let Some(client) = o.identity.as_ref().and_then(|i| i.client_id.clone()) {
+        span.set_attribute("hydra_authz.client_id", client);
+    }
+    if !o.required_scopes.is_empty() {
+        span.set_attribute("hydra_authz.scopes.required", o.required_scopes.join(" "));
+    }
+    let scope_check = match (&o.decision, &o.identity) {
+        (Decision::Deny(crate::decision::verdict::DenyReason::InsufficientScope(_)), _) => "insufficient",
+        (Decision::Allow, Some(_)) => "granted",
+        _ => "not_checked",
     };
+    span.set_attribute("hydra_authz.scopes.result", scope_check);
+    // No cache yet: every verified token was introspected.
+    span.set_attribute("hydra_authz.cache.hit", false);
+}
+
+/// The one line per decision. Fields only; the token appears as its fingerprint.
+fn log_decision(req: &AuthzRequest, o: &Outcome, started: Instant) {
+    let (decision, status, reason) = summary(o);
     tracing::info!(
         target: "hydra_authz::decision",
         decision,

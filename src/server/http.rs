@@ -1,7 +1,10 @@
-//! The small HTTP listener: liveness and readiness for kubelets and load balancers.
+//! The small HTTP listener: liveness and readiness for kubelets and load
+//! balancers, and Prometheus metrics.
 
+use crate::metrics::Metrics;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,15 +25,32 @@ impl Readiness {
     }
 }
 
-pub fn router(ready: Readiness) -> Router {
+#[derive(Clone)]
+struct AdminState {
+    ready: Readiness,
+    metrics: Arc<Metrics>,
+}
+
+pub fn router(ready: Readiness, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(ready)
+        .route("/metrics", get(metrics_text))
+        .with_state(AdminState { ready, metrics })
 }
 
-async fn readyz(State(ready): State<Readiness>) -> (StatusCode, &'static str) {
-    if ready.get() {
+async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
+    if s.ready.get() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

@@ -8,9 +8,11 @@ pub mod authz;
 pub mod http;
 
 use crate::admin_proto::admin_server::AdminServer;
+use crate::authn::instrumented::Instrumented;
 use crate::authn::HydraIntrospector;
 use crate::config::Config;
 use crate::decision::Engine;
+use crate::metrics::Metrics;
 use anyhow::Context;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use http::Readiness;
@@ -43,15 +45,19 @@ impl RunningServer {
     }
 }
 
+/// The authenticator stack the server runs: Hydra introspection, measured.
+pub type ServerAuthn = Instrumented<HydraIntrospector>;
+
 /// Build the engine from config (reads secrets, compiles rules).
-pub fn build_engine(config: &Config) -> anyhow::Result<Arc<Engine<HydraIntrospector>>> {
-    let introspector = HydraIntrospector::new(&config.introspection)?;
+pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Engine<ServerAuthn>>> {
+    let introspector = Instrumented::new(HydraIntrospector::new(&config.introspection)?, metrics);
     Ok(Arc::new(Engine::new(config, introspector)?))
 }
 
 /// Bind both listeners (port 0 allowed) and serve until shut down.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
-    let engine = build_engine(config)?;
+    let metrics = Arc::new(Metrics::new());
+    let engine = build_engine(config, metrics.clone())?;
     let grpc = TcpListener::bind(config.server.grpc_addr)
         .await
         .with_context(|| format!("cannot bind server.grpc_addr {}", config.server.grpc_addr))?;
@@ -66,21 +72,22 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let (stop, stopped) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<AuthorizationServer<authz::AuthzService<HydraIntrospector>>>()
+        .set_serving::<AuthorizationServer<authz::AuthzService<ServerAuthn>>>()
         .await;
 
     let grpc_server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(AuthorizationServer::from_arc(Arc::new(authz::AuthzService::new(
             engine.clone(),
+            metrics.clone(),
         ))))
         .add_service(AdminServer::new(admin::AdminService::new(engine)))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             wait_for(stopped.clone()),
         );
-    let http_server =
-        axum::serve(http, http::router(readiness.clone())).with_graceful_shutdown(wait_for(stopped.clone()));
+    let http_server = axum::serve(http, http::router(readiness.clone(), metrics.clone()))
+        .with_graceful_shutdown(wait_for(stopped.clone()));
 
     let ready = readiness.clone();
     let task = tokio::spawn(async move {
@@ -94,7 +101,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         // Readiness first, so load balancers stop sending before we stop accepting.
         ready.set(false);
         health
-            .set_not_serving::<AuthorizationServer<authz::AuthzService<HydraIntrospector>>>()
+            .set_not_serving::<AuthorizationServer<authz::AuthzService<ServerAuthn>>>()
             .await;
         tracing::info!(
             drain_timeout_ms = drain.as_millis() as u64,

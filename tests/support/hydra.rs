@@ -48,6 +48,8 @@ pub struct FakeHydra {
     requests: Arc<AtomicU64>,
     /// The last Authorization header seen on an introspection request.
     last_auth: Arc<Mutex<Option<String>>>,
+    /// The last W3C traceparent header seen on an introspection request.
+    last_traceparent: Arc<Mutex<Option<String>>>,
 }
 
 impl FakeHydra {
@@ -59,11 +61,13 @@ impl FakeHydra {
         let connections = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
         let last_auth = Arc::new(Mutex::new(None));
+        let last_traceparent = Arc::new(Mutex::new(None));
         let state = Conn {
             issuer: issuer.clone(),
             fault: fault.clone(),
             requests: requests.clone(),
             last_auth: last_auth.clone(),
+            last_traceparent: last_traceparent.clone(),
         };
         let conns = connections.clone();
         tokio::spawn(async move {
@@ -79,6 +83,7 @@ impl FakeHydra {
             connections,
             requests,
             last_auth,
+            last_traceparent,
         }
     }
 
@@ -101,6 +106,10 @@ impl FakeHydra {
     pub fn last_authorization(&self) -> Option<String> {
         self.last_auth.lock().expect("lock").clone()
     }
+
+    pub fn last_traceparent(&self) -> Option<String> {
+        self.last_traceparent.lock().expect("lock").clone()
+    }
 }
 
 #[derive(Clone)]
@@ -109,6 +118,7 @@ struct Conn {
     fault: Arc<Mutex<Fault>>,
     requests: Arc<AtomicU64>,
     last_auth: Arc<Mutex<Option<String>>>,
+    last_traceparent: Arc<Mutex<Option<String>>>,
 }
 
 impl Conn {
@@ -156,6 +166,12 @@ impl Conn {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         *self.last_auth.lock().expect("lock") = auth;
+        let tp = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        *self.last_traceparent.lock().expect("lock") = tp;
         let fault = self.fault.lock().expect("lock").clone();
         let json = [(header::CONTENT_TYPE, "application/json")];
         match fault {

@@ -1,0 +1,131 @@
+//! Prometheus metrics, served as OpenMetrics text at `GET /metrics` on the
+//! HTTP listener. One registry per server (no globals), so tests and several
+//! servers in one process do not share counters.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub check_duration: Histogram,
+    pub introspection_duration: Histogram,
+    pub introspection_errors: Family<KindLabels, Counter>,
+    pub checks_in_flight: Gauge,
+    pub config_reloads: Family<ResultLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("hydra_authz");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register("decisions", "Check decisions by outcome and reason", decisions.clone());
+        // 50 µs .. ~1.6 s: cached decisions sit at the bottom, slow Hydra calls at the top.
+        let check_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "check_duration_seconds",
+            "Time to answer one Check",
+            check_duration.clone(),
+        );
+        let introspection_duration = Histogram::new(exponential_buckets(0.000_1, 2.0, 15));
+        registry.register(
+            "introspection_duration_seconds",
+            "Time of one token verification at the introspection endpoint",
+            introspection_duration.clone(),
+        );
+        let introspection_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "introspection_errors",
+            "Introspection calls that could not decide, by kind (timeout, connect, status, parse, ...)",
+            introspection_errors.clone(),
+        );
+        let checks_in_flight = Gauge::default();
+        registry.register(
+            "checks_in_flight",
+            "Checks being decided right now",
+            checks_in_flight.clone(),
+        );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            config_reloads.clone(),
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Metrics {
+            registry,
+            decisions,
+            check_duration,
+            introspection_duration,
+            introspection_errors,
+            checks_in_flight,
+            config_reloads,
+        }
+    }
+
+    /// OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+
+    pub fn observe_decision(&self, decision: &'static str, reason: &'static str, took: Duration) {
+        self.decisions.get_or_create(&DecisionLabels { decision, reason }).inc();
+        self.check_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts a check as in flight until the guard is dropped (also on cancellation).
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.checks_in_flight.inc();
+        InFlight(&self.checks_in_flight)
+    }
+}
+
+pub struct InFlight<'a>(&'a Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
