@@ -157,6 +157,9 @@ pub struct RuleConfig {
     pub path: String,
     /// All of these scopes are required.
     pub scopes: Vec<String>,
+    /// Alternatives (OpenAPI security requirement objects): at least one of
+    /// these sets must be granted in full, in addition to `scopes`.
+    pub any_of: Vec<Vec<String>>,
     /// Anonymous route: no token needed, identity headers removed.
     pub public: bool,
 }
@@ -343,8 +346,14 @@ impl Config {
             if !ids.insert(rule.id.as_str()) {
                 return Err(invalid(format!("{key}.id"), format!("duplicate rule id {:?}", rule.id)));
             }
-            if rule.public && !rule.scopes.is_empty() {
+            if rule.public && !(rule.scopes.is_empty() && rule.any_of.is_empty()) {
                 return Err(invalid(format!("{key}.scopes"), "a public rule cannot require scopes"));
+            }
+            if rule.any_of.iter().any(Vec::is_empty) {
+                return Err(invalid(
+                    format!("{key}.any_of"),
+                    "each alternative must name at least one scope",
+                ));
             }
             for m in &rule.methods {
                 if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -354,7 +363,7 @@ impl Config {
                     ));
                 }
             }
-            for s in &rule.scopes {
+            for s in rule.scopes.iter().chain(rule.any_of.iter().flatten()) {
                 if s.is_empty() || s.contains(char::is_whitespace) {
                     return Err(invalid(format!("{key}.scopes"), format!("{s:?} is not a valid scope")));
                 }

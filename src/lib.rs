@@ -17,10 +17,12 @@
 //! logic behind traits so the CLI and admin `Explain` reuse them unchanged.
 
 pub mod authn;
+pub mod cmd;
 pub mod config;
 pub mod decision;
 pub mod demo;
 pub mod metrics;
+pub mod openapi;
 pub mod server;
 pub mod telemetry;
 

@@ -1,7 +1,9 @@
-//! The `hydra-authz` binary: a thin CLI over the library.
+//! The `hydra-authz` binary: a thin CLI over the library; each command lives
+//! in `hydra_authz::cmd`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use hydra_authz::cmd;
 use hydra_authz::config::{Config, DEFAULT_CONFIG_PATH};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,13 +26,21 @@ struct Cli {
 enum Command {
     /// Run the authorizer (the default command).
     Serve,
+    /// Decide one request as the server would, and explain why (exit 0 allow, 1 deny, 2 error).
+    Check(cmd::check::CheckArgs),
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Run a self-contained demo on loopback: dev issuer, Envoy, echo upstream.
-    /// DEVELOPMENT ONLY.
+    /// Work with rules.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Fetch a client-credentials access token and print only the token.
+    Token(cmd::token::TokenArgs),
+    /// Run a self-contained demo on loopback: dev issuer, Envoy, echo upstream. DEVELOPMENT ONLY.
     Demo {
         /// Envoy binary (default: $ENVOY_BIN, .venv-envoy, then PATH).
         #[arg(long)]
@@ -40,18 +50,46 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a config file (plus HYDRA_AUTHZ_* env) and print the effective config, secrets redacted.
-    Check,
+    /// Validate a config file (plus HYDRA_AUTHZ_* env), warn about dead rules, print the effective config (secrets redacted).
+    Check(cmd::config::CheckArgs),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Generate [[rules]] TOML from an OpenAPI 3.0/3.1 document's security requirements.
+    FromOpenapi(cmd::rules::FromOpenApiArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = cli.config;
+    let path = cli.config;
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => runtime().and_then(|rt| rt.block_on(serve(config))),
+        Command::Serve => runtime().and_then(|rt| rt.block_on(serve(path))),
+        Command::Check(args) => {
+            // Its own exit codes: 0 allow, 1 deny, 2 error.
+            let outcome = Config::load(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| runtime()?.block_on(cmd::check::run(&c, args)));
+            return match outcome {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("hydra-authz: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Config {
-            command: ConfigCommand::Check,
-        } => config_check(config),
+            command: ConfigCommand::Check(args),
+        } => Config::load(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| cmd::config::run(&path, &c, &args)),
+        Command::Rules {
+            command: RulesCommand::FromOpenapi(args),
+        } => cmd::rules::from_openapi(&args),
+        Command::Token(args) => runtime()
+            .and_then(|rt| rt.block_on(cmd::token::run(&args)))
+            .map(|t| println!("{t}")),
         Command::Demo { envoy } => runtime().and_then(|rt| rt.block_on(demo(envoy))),
     };
     match result {
@@ -78,15 +116,6 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let result = server.shutdown().await;
     telemetry.shutdown();
     result
-}
-
-fn config_check(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path)?;
-    // Also build the engine: reads the referenced secrets and compiles rules.
-    hydra_authz::server::build_engine(&config, Default::default())?;
-    println!("# {}: OK", path.display());
-    print!("{}", config.to_redacted_toml());
-    Ok(())
 }
 
 async fn demo(envoy: Option<PathBuf>) -> anyhow::Result<()> {

@@ -58,6 +58,10 @@ impl Introspection {
             client_id: self.client_id.clone().filter(|s| !s.is_empty()),
             subject: self.sub.clone().filter(|s| !s.is_empty()),
             scopes: self.scopes(),
+            expires_at: self.exp,
+            issuer: self.iss.clone(),
+            audience: self.aud.clone(),
+            token_use: self.token_use.clone(),
         }
     }
 }
@@ -229,8 +233,17 @@ fn transport_error(e: reqwest::Error) -> AuthnError {
     } else {
         "transport"
     };
-    // reqwest errors carry the URL (no token: it travels in the body), not secrets.
-    unavailable(kind, e.without_url().to_string())
+    // The whole cause chain ("error sending request: connection refused"),
+    // without the URL; reqwest errors never carry the body, so no token.
+    let e = e.without_url();
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    unavailable(kind, detail)
 }
 
 fn auth_header(cfg: &IntrospectionConfig) -> anyhow::Result<Option<reqwest::header::HeaderValue>> {

@@ -14,12 +14,18 @@ use std::future::Future;
 pub use claims::{ClaimChecks, ClaimFailure};
 pub use introspection::{HydraIntrospector, Introspection};
 
-/// The caller, as the upstream will learn it.
+/// The caller, as the upstream will learn it, plus the verified claims that
+/// explanations show and a cache needs (`expires_at`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     pub client_id: Option<String>,
     pub subject: Option<String>,
     pub scopes: Vec<String>,
+    /// `exp`, unix seconds.
+    pub expires_at: Option<i64>,
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+    pub token_use: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

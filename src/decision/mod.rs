@@ -39,6 +39,8 @@ pub struct Outcome {
     pub rule_id: Option<String>,
     pub public: bool,
     pub required_scopes: Vec<String>,
+    /// Alternative scope sets, one of which must be granted (OpenAPI-style).
+    pub any_of: Vec<Vec<String>>,
     /// The authenticated caller, also when then denied for scope.
     pub identity: Option<Identity>,
     pub token_fingerprint: Option<String>,
@@ -51,6 +53,7 @@ impl Outcome {
             rule_id: None,
             public: false,
             required_scopes: Vec::new(),
+            any_of: Vec::new(),
             identity: None,
             token_fingerprint: None,
         }
@@ -163,6 +166,7 @@ impl<A: Authenticator> Engine<A> {
         out.rule_id = Some(policy.rule_id);
         out.public = policy.public;
         out.required_scopes = policy.scopes;
+        out.any_of = policy.any_of;
         if out.public {
             note!(steps, "public route: allow without a token; identity headers removed");
             return out;
@@ -191,20 +195,56 @@ impl<A: Authenticator> Engine<A> {
             identity.subject,
             identity.scopes
         );
-        let missing = self.strategy.missing(&identity.scopes, &out.required_scopes);
-        let denied = !missing.is_empty();
-        if denied {
-            note!(steps, "scope strategy {:?}: missing {:?}", self.strategy, missing);
-        } else {
+        note!(steps, "claims checked: {}", describe_claims(&identity));
+        let mut missing: Vec<&str> = self.strategy.missing(&identity.scopes, &out.required_scopes);
+        let alternative_ok = out.any_of.is_empty()
+            || out
+                .any_of
+                .iter()
+                .any(|set| self.strategy.missing(&identity.scopes, set).is_empty());
+        if !alternative_ok {
+            note!(steps, "none of the alternative scope sets {:?} is granted", out.any_of);
+            missing.extend(out.any_of[0].iter().map(String::as_str));
+        }
+        if missing.is_empty() {
             note!(steps, "scope strategy {:?}: all required scopes granted", self.strategy);
+            out.identity = Some(identity);
+            return out;
+        }
+        note!(steps, "scope strategy {:?}: missing {:?}", self.strategy, missing);
+        // RFC 6750: the scope attribute names what the route needs (the first alternative when there are several).
+        let mut needed = out.required_scopes.clone();
+        if !alternative_ok {
+            needed.extend(out.any_of[0].iter().cloned());
         }
         out.identity = Some(identity);
-        if denied {
-            let required = out.required_scopes.clone();
-            return out.deny(DenyReason::InsufficientScope(required));
-        }
-        out
+        out.deny(DenyReason::InsufficientScope(needed))
     }
+}
+
+/// One line of the claim checks that passed, for explanations.
+fn describe_claims(i: &Identity) -> String {
+    let exp = match i.expires_at {
+        Some(exp) => format!(
+            "exp ok (expires in {} s)",
+            exp.saturating_sub(crate::authn::introspection::now_unix())
+        ),
+        None => "exp absent".to_owned(),
+    };
+    let iss = i
+        .issuer
+        .as_deref()
+        .map_or("iss absent".to_owned(), |s| format!("iss {s:?} ok"));
+    let aud = if i.audience.is_empty() {
+        "aud absent".to_owned()
+    } else {
+        format!("aud {:?} ok", i.audience)
+    };
+    let token_use = i
+        .token_use
+        .as_deref()
+        .map_or("token_use absent".to_owned(), |u| format!("token_use {u:?} ok"));
+    format!("active ok; {exp}; {iss}; {aud}; {token_use}")
 }
 
 #[cfg(test)]
@@ -224,6 +264,8 @@ mod tests {
                     client_id: Some("reader".into()),
                     subject: Some("reader".into()),
                     scopes: vec!["read_date".into()],
+                    expires_at: Some(i64::MAX),
+                    ..Default::default()
                 }),
                 "revoked" => Err(AuthnError::Rejected(ClaimFailure::Inactive)),
                 _ => Err(AuthnError::Unavailable {
@@ -320,6 +362,35 @@ mod tests {
         let o = engine().decide(&r).await;
         assert!(o.is_allowed());
         assert_eq!(o.rule_id.as_deref(), Some(route::FROM_CONTEXT_EXTENSIONS));
+    }
+
+    #[tokio::test]
+    async fn any_of_needs_one_full_alternative() {
+        let config = Config {
+            rules: vec![RuleConfig {
+                id: "alt".into(),
+                path: "/alt".into(),
+                any_of: vec![vec!["admin".into()], vec!["read_date".into()]],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let e = Engine::new(&config, Fixed).expect("engine");
+        assert!(e.decide(&req("GET", "/alt", Some("Bearer reader"))).await.is_allowed());
+        let config = Config {
+            rules: vec![RuleConfig {
+                id: "alt".into(),
+                path: "/alt".into(),
+                any_of: vec![vec!["admin".into()], vec!["read_date".into(), "post_echo".into()]],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let e = Engine::new(&config, Fixed).expect("engine");
+        assert_eq!(
+            e.decide(&req("GET", "/alt", Some("Bearer reader"))).await.decision,
+            Decision::Deny(DenyReason::InsufficientScope(vec!["admin".into()]))
+        );
     }
 
     #[tokio::test]

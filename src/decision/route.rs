@@ -18,6 +18,8 @@ pub struct RoutePolicy {
     pub public: bool,
     /// All required; empty means any active token will do.
     pub scopes: Vec<String>,
+    /// When non-empty, one of these sets must also be granted in full.
+    pub any_of: Vec<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +43,7 @@ pub fn resolve(req: &AuthzRequest, rules: &RuleSet) -> Resolution {
             rule_id: rule.id.clone(),
             public: rule.public,
             scopes: rule.scopes.clone(),
+            any_of: rule.any_of.clone(),
         }),
         None => Resolution::NoRule,
     }
@@ -119,6 +122,7 @@ fn policy(rule_id: &str, public: bool, scopes: Vec<String>) -> Resolution {
         rule_id: rule_id.to_owned(),
         public,
         scopes,
+        any_of: Vec::new(),
     })
 }
 

@@ -11,6 +11,7 @@ pub struct Rule {
     pub host: Option<GlobMatcher>,
     pub methods: Vec<String>,
     pub scopes: Vec<String>,
+    pub any_of: Vec<Vec<String>>,
     pub public: bool,
     /// The pattern as written, for explanations.
     pub path: String,
@@ -20,6 +21,8 @@ pub struct Rule {
 pub struct RuleSet {
     rules: Vec<Rule>,
     paths: GlobSet,
+    /// Host patterns as written, for the shadowing lint.
+    hosts: Vec<Option<String>>,
 }
 
 /// Why a rule did not apply, for `Explain`.
@@ -54,6 +57,7 @@ impl RuleSet {
                 host,
                 methods: rc.methods.clone(),
                 scopes: rc.scopes.clone(),
+                any_of: rc.any_of.clone(),
                 public: rc.public,
                 path: rc.path.clone(),
             });
@@ -62,7 +66,38 @@ impl RuleSet {
             key: "rules".into(),
             message: e.to_string(),
         })?;
-        Ok(RuleSet { rules, paths })
+        let hosts = configs
+            .iter()
+            .map(|c| c.host.as_ref().map(|h| h.to_ascii_lowercase()))
+            .collect();
+        Ok(RuleSet { rules, paths, hosts })
+    }
+
+    /// Rules that can never match because an earlier rule matches every
+    /// request they would: `(shadowed id, earlier id)`. A lint, not a proof:
+    /// it samples each `*`/`{name}`/`**` of the later pattern.
+    pub fn shadowed(&self) -> Vec<(&str, &str)> {
+        let mut out = Vec::new();
+        for (j, later) in self.rules.iter().enumerate() {
+            let samples = [
+                later.path.replace("**", "__seg__/__seg__"),
+                later.path.replace("**", "__seg__"),
+            ];
+            let earlier = self.rules[..j].iter().enumerate().find(|(i, r)| {
+                // An any-method rule covers everything; a listed set covers only listed subsets.
+                let methods = r.methods.is_empty()
+                    || (!later.methods.is_empty() && later.methods.iter().all(|m| r.methods.contains(m)));
+                let host = self.hosts[*i].is_none() || self.hosts[*i] == self.hosts[j];
+                let path = path_glob(&r.path)
+                    .map(|g| g.compile_matcher())
+                    .is_ok_and(|m| samples.iter().all(|s| m.is_match(s)));
+                methods && host && path
+            });
+            if let Some((_, r)) = earlier {
+                out.push((later.id.as_str(), r.id.as_str()));
+            }
+        }
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -279,6 +314,29 @@ mod tests {
         assert_eq!(
             why,
             vec![Some(Mismatch::Path), Some(Mismatch::Method), Some(Mismatch::Host)]
+        );
+    }
+
+    #[test]
+    fn shadowed_rules_are_found() {
+        let mut hosted = rule("hosted", &[], "/x");
+        hosted.host = Some("a.example".into());
+        let s = set(vec![
+            rule("all-api", &[], "/api/**"),
+            rule("api-get", &["GET"], "/api/{id}"),
+            rule("date", &["GET"], "/date"),
+            rule("date-post", &["POST"], "/date"),
+            rule("date-again", &["GET"], "/date"),
+            rule("one", &["GET"], "/files/*"),
+            rule("deep", &["GET"], "/files/**"),
+            hosted,
+            rule("unhosted", &[], "/x"),
+        ]);
+        assert_eq!(s.shadowed(), vec![("api-get", "all-api"), ("date-again", "date")]);
+        let s = set(vec![rule("get-only", &["GET"], "/a"), rule("any", &[], "/a")]);
+        assert!(
+            s.shadowed().is_empty(),
+            "a method-restricted rule does not shadow an any-method rule"
         );
     }
 

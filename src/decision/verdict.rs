@@ -271,6 +271,7 @@ mod tests {
             client_id: Some("reader".into()),
             subject: Some("reader".into()),
             scopes: vec!["read_date".into(), "x".into()],
+            ..Default::default()
         }
     }
 

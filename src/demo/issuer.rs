@@ -219,11 +219,12 @@ async fn token(
             "Only client_credentials is supported.",
         );
     }
-    // Like Hydra: only the scopes asked for are granted, and each must be allowed to the client.
-    let requested: Vec<String> = form
-        .get("scope")
-        .map(|s| s.split_whitespace().map(str::to_owned).collect())
-        .unwrap_or_default();
+    // Like Hydra: each requested scope must be allowed to the client; with no
+    // `scope` parameter the client's registered scopes are granted.
+    let requested: Vec<String> = match form.get("scope") {
+        Some(s) => s.split_whitespace().map(str::to_owned).collect(),
+        None => client.scopes.clone(),
+    };
     if let Some(bad) = requested.iter().find(|s| !client.scopes.contains(s)) {
         let msg = format!("The OAuth 2.0 Client is not allowed to request scope '{bad}'.");
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &msg);

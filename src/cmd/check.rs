@@ -1,0 +1,160 @@
+//! `hydra-authz check`: run the server's exact decision for one request and
+//! explain it. Same engine and same `explain` as the admin `Explain` RPC.
+
+use crate::admin_proto::ExplainResponse;
+use crate::config::Config;
+use crate::decision::request::AuthzRequest;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  hydra-authz check --method GET --path /date --token-env READER_TOKEN
+  hydra-authz check --method POST --path /echo --header 'authorization: Bearer abc' --output json
+  hydra-authz check --method GET --path /reports --context-extension required_scopes=read_date
+
+Exit codes: 0 allow, 1 deny, 2 error.")]
+pub struct CheckArgs {
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    #[arg(long)]
+    pub path: String,
+    #[arg(long, default_value = "")]
+    pub host: String,
+    /// A request header, `Name: value`; repeatable.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// The bearer token itself (visible in your shell history: prefer --token-env or --token-file).
+    #[arg(long, conflicts_with_all = ["token_env", "token_file"])]
+    pub token: Option<String>,
+    /// Environment variable holding the bearer token.
+    #[arg(long, conflicts_with = "token_file")]
+    pub token_env: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Envoy per-route context extension, `key=value`; repeatable.
+    #[arg(long = "context-extension", value_name = "KEY=VALUE")]
+    pub context_extensions: Vec<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
+    let mut headers = HashMap::new();
+    for h in &args.headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--header {h:?}: expected 'Name: value'"))?;
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+    }
+    let token = match (&args.token, &args.token_env, &args.token_file) {
+        (Some(t), _, _) => Some(t.clone()),
+        (None, None, None) => None,
+        (None, env, file) => Some(super::read_secret_arg(env.as_deref(), file.as_deref())?),
+    };
+    if let Some(t) = token {
+        headers.insert("authorization".into(), format!("Bearer {t}"));
+    }
+    let mut ext = HashMap::new();
+    for kv in &args.context_extensions {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--context-extension {kv:?}: expected key=value"))?;
+        ext.insert(k.to_owned(), v.to_owned());
+    }
+    let engine = crate::server::build_engine(config, Default::default())?;
+    let req = AuthzRequest::from_parts(&args.method, &args.host, &args.path, &headers, ext);
+    let explained = crate::server::admin::explain(&engine, &req).await;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&to_json(&explained, config))?),
+        Output::Text => print!("{}", to_text(&explained, config)),
+    }
+    Ok(explained.allowed)
+}
+
+fn strategy(config: &Config) -> String {
+    format!("{:?}", config.authorization.scope_strategy).to_ascii_lowercase()
+}
+
+pub fn to_json(e: &ExplainResponse, config: &Config) -> serde_json::Value {
+    serde_json::json!({
+        "allowed": e.allowed,
+        "http_status": e.http_status,
+        "reason": e.reason,
+        "detail": e.detail,
+        "rule_id": e.rule_id,
+        "required_scopes": e.required_scopes,
+        "granted_scopes": e.granted_scopes,
+        "scope_strategy": strategy(config),
+        "client_id": e.client_id,
+        "subject": e.subject,
+        "steps": e.steps,
+        "headers_to_set": e.headers_to_set,
+        "headers_to_remove": e.headers_to_remove,
+        "response_headers": e.response_headers,
+        "response_body": e.response_body,
+    })
+}
+
+pub fn to_text(e: &ExplainResponse, config: &Config) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let verdict = if e.allowed { "ALLOW" } else { "DENY" };
+    let _ = writeln!(
+        s,
+        "{verdict} {} {}{}",
+        e.http_status,
+        e.reason,
+        if e.detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", e.detail)
+        }
+    );
+    let or_dash = |v: &str| if v.is_empty() { "-".to_owned() } else { v.to_owned() };
+    let _ = writeln!(s, "  rule:      {}", or_dash(&e.rule_id));
+    let _ = writeln!(
+        s,
+        "  needs:     {} (strategy {})",
+        or_dash(&e.required_scopes.join(" ")),
+        strategy(config)
+    );
+    let _ = writeln!(s, "  granted:   {}", or_dash(&e.granted_scopes.join(" ")));
+    let _ = writeln!(
+        s,
+        "  client_id: {}   subject: {}",
+        or_dash(&e.client_id),
+        or_dash(&e.subject)
+    );
+    let _ = writeln!(s, "steps:");
+    for (n, step) in e.steps.iter().enumerate() {
+        let _ = writeln!(s, "  {}. {step}", n + 1);
+    }
+    if e.allowed {
+        let _ = writeln!(s, "upstream headers:");
+        let mut set: Vec<_> = e.headers_to_set.iter().collect();
+        set.sort();
+        for (k, v) in set {
+            let _ = writeln!(s, "  set    {k}: {v}");
+        }
+        for k in &e.headers_to_remove {
+            let _ = writeln!(s, "  remove {k}");
+        }
+    } else {
+        let _ = writeln!(s, "response headers:");
+        let mut hs: Vec<_> = e.response_headers.iter().collect();
+        hs.sort();
+        for (k, v) in hs {
+            let _ = writeln!(s, "  {k}: {v}");
+        }
+        let _ = writeln!(s, "response body:\n  {}", e.response_body);
+    }
+    s
+}

@@ -1,0 +1,52 @@
+//! `hydra-authz config check`: validate, lint, print the effective config.
+
+use crate::config::Config;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  hydra-authz config check --config config/hydra-authz.toml
+  HYDRA_AUTHZ_INTROSPECTION__URL=https://acme.projects.oryapis.com/admin/oauth2/introspect hydra-authz config check
+  hydra-authz config check --openapi config/examples/seed-api.openapi.yaml   # also warn about routes without a rule")]
+pub struct CheckArgs {
+    /// An OpenAPI document listing the API's routes: warn about operations no rule matches.
+    #[arg(long)]
+    pub openapi: Option<PathBuf>,
+}
+
+/// Warnings about a valid config: rules that can never match, API routes no rule covers.
+pub fn lint(config: &Config, openapi: Option<&Path>) -> anyhow::Result<Vec<String>> {
+    let rules = crate::decision::rules::RuleSet::compile(&config.rules)?;
+    let mut warnings: Vec<String> = rules
+        .shadowed()
+        .into_iter()
+        .map(|(later, earlier)| {
+            format!("rule {later:?} can never match: rule {earlier:?} comes first and matches all its requests")
+        })
+        .collect();
+    if let Some(path) = openapi {
+        let doc = crate::openapi::parse(&std::fs::read_to_string(path)?)?;
+        for (method, template) in crate::openapi::operations(&doc) {
+            // A concrete example of the templated path: `{id}` -> `id`.
+            let sample: String = template.replace(['{', '}'], "");
+            if rules.find(&method, "", &sample).is_none() {
+                warnings.push(format!(
+                    "{method} {template} (from {}) has no rule: it will be denied",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+pub fn run(path: &Path, config: &Config, args: &CheckArgs) -> anyhow::Result<()> {
+    // Also build the engine: reads the referenced secrets and compiles rules.
+    crate::server::build_engine(config, Default::default())?;
+    for w in lint(config, args.openapi.as_deref())? {
+        eprintln!("warning: {w}");
+    }
+    println!("# {}: OK", path.display());
+    print!("{}", config.to_redacted_toml());
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! Import `[[rules]]` from an OpenAPI 3.0/3.1 document: one rule per
+//! path + method, scopes from the operation's (or the document's) `security`
+//! requirements for one OAuth2 / OpenID Connect scheme.
+//!
+//! Mapping (safe by default):
+//! - `security: []` or an empty requirement `{}` among the alternatives → public;
+//! - one requirement naming our scheme → `scopes`; several → `any_of`;
+//! - requirements that name only other schemes (API keys, ...) cannot be
+//!   checked by hydra-authz and are dropped with a warning;
+//! - no `security` anywhere → no rule (default deny), with a warning.
+//!
+//! The document is read as plain YAML/JSON (3.0 and 3.1 share the parts we
+//! use), so no model of the whole specification is needed.
+
+use crate::config::RuleConfig;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenApiError {
+    #[error("cannot parse the document as YAML or JSON: {0}")]
+    Parse(String),
+    #[error("not an OpenAPI 3.x document (missing `openapi: 3.x`)")]
+    NotOpenApi,
+    #[error("{0}")]
+    Scheme(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Imported {
+    pub rules: Vec<RuleConfig>,
+    pub warnings: Vec<String>,
+}
+
+/// Parse YAML or JSON (JSON is YAML).
+pub fn parse(text: &str) -> Result<Value, OpenApiError> {
+    let doc: Value = serde_norway::from_str(text).map_err(|e| OpenApiError::Parse(e.to_string()))?;
+    match doc.get("openapi").and_then(Value::as_str) {
+        Some(v) if v.starts_with("3.") => Ok(doc),
+        _ => Err(OpenApiError::NotOpenApi),
+    }
+}
+
+/// Every `(METHOD, path template)` the document declares, in document order.
+pub fn operations(doc: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (path, item) in doc.get("paths").and_then(Value::as_object).into_iter().flatten() {
+        for m in METHODS {
+            if item.get(m).is_some_and(Value::is_object) {
+                out.push((m.to_ascii_uppercase(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+pub fn import(doc: &Value, scheme: Option<&str>) -> Result<Imported, OpenApiError> {
+    let scheme = pick_scheme(doc, scheme)?;
+    let global = doc.get("security");
+    let mut out = Imported::default();
+    let mut ids = std::collections::HashSet::new();
+    for (path, item) in doc.get("paths").and_then(Value::as_object).into_iter().flatten() {
+        for m in METHODS {
+            let Some(op) = item.get(m).and_then(Value::as_object) else {
+                continue;
+            };
+            let method = m.to_ascii_uppercase();
+            let what = format!("{method} {path}");
+            // Operation-level security replaces the document's.
+            let Some(requirements) = op.get("security").or(global) else {
+                out.warnings.push(format!(
+                    "{what}: no security requirements declared; no rule emitted (default deny)"
+                ));
+                continue;
+            };
+            let Some(requirements) = requirements.as_array() else {
+                out.warnings
+                    .push(format!("{what}: `security` is not a list; no rule emitted"));
+                continue;
+            };
+            let mut rule = RuleConfig {
+                id: unique_id(&mut ids, op, &method, path),
+                methods: vec![method.clone()],
+                path: path.clone(),
+                ..Default::default()
+            };
+            match alternatives(requirements, &scheme, &what, &mut out.warnings) {
+                Requirement::Public => rule.public = true,
+                Requirement::Scopes(mut sets) if sets.len() == 1 => rule.scopes = sets.remove(0),
+                Requirement::Scopes(sets) if !sets.is_empty() => rule.any_of = sets,
+                Requirement::Scopes(_) => {
+                    out.warnings.push(format!(
+                        "{what}: no requirement uses scheme {scheme:?}; no rule emitted"
+                    ));
+                    continue;
+                }
+            }
+            out.rules.push(rule);
+        }
+    }
+    // OpenAPI matches concrete paths before templated ones (`/users/me` before
+    // `/users/{id}`); rules are first-match, so order them that way (stable).
+    out.rules
+        .sort_by_key(|r| r.path.split('/').filter(|s| s.starts_with('{')).count());
+    Ok(out)
+}
+
+enum Requirement {
+    Public,
+    Scopes(Vec<Vec<String>>),
+}
+
+fn alternatives(reqs: &[Value], scheme: &str, what: &str, warnings: &mut Vec<String>) -> Requirement {
+    if reqs.is_empty() {
+        return Requirement::Public;
+    }
+    let mut sets = Vec::new();
+    for req in reqs {
+        let Some(obj) = req.as_object() else { continue };
+        if obj.is_empty() {
+            // `{}`: authentication is optional for this operation.
+            return Requirement::Public;
+        }
+        match obj.get(scheme) {
+            Some(scopes) => {
+                let others: Vec<&String> = obj.keys().filter(|k| *k != scheme).collect();
+                if !others.is_empty() {
+                    warnings.push(format!(
+                        "{what}: also requires {others:?}, which hydra-authz does not check"
+                    ));
+                }
+                let scopes: Vec<String> = scopes
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect();
+                if !sets.contains(&scopes) {
+                    sets.push(scopes);
+                }
+            }
+            None => warnings.push(format!(
+                "{what}: alternative {:?} does not use scheme {scheme:?}; dropped",
+                obj.keys().collect::<Vec<_>>()
+            )),
+        }
+    }
+    // An alternative with no scopes means any valid token passes.
+    if sets.iter().any(Vec::is_empty) {
+        return Requirement::Scopes(vec![Vec::new()]);
+    }
+    Requirement::Scopes(sets)
+}
+
+fn pick_scheme(doc: &Value, wanted: Option<&str>) -> Result<String, OpenApiError> {
+    let empty = Map::new();
+    let schemes = doc
+        .pointer("/components/securitySchemes")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let is_oauth = |v: &Value| matches!(v.get("type").and_then(Value::as_str), Some("oauth2" | "openIdConnect"));
+    if let Some(name) = wanted {
+        return match schemes.get(name) {
+            Some(v) if is_oauth(v) => Ok(name.to_owned()),
+            Some(_) => Err(OpenApiError::Scheme(format!(
+                "security scheme {name:?} is not oauth2 or openIdConnect"
+            ))),
+            None => Err(OpenApiError::Scheme(format!("no security scheme named {name:?}"))),
+        };
+    }
+    let candidates: Vec<&String> = schemes.iter().filter(|(_, v)| is_oauth(v)).map(|(k, _)| k).collect();
+    match candidates.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(OpenApiError::Scheme(
+            "the document defines no oauth2 or openIdConnect security scheme".into(),
+        )),
+        many => Err(OpenApiError::Scheme(format!(
+            "several OAuth2 schemes ({many:?}); choose one with --scheme"
+        ))),
+    }
+}
+
+fn unique_id(ids: &mut std::collections::HashSet<String>, op: &Map<String, Value>, method: &str, path: &str) -> String {
+    let base = op
+        .get("operationId")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let slug: String = path
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            format!("{}-{}", method.to_ascii_lowercase(), slug.trim_matches('-'))
+        });
+    let mut id = base.clone();
+    let mut n = 2;
+    while !ids.insert(id.clone()) {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    id
+}
+
+/// `[[rules]]` TOML, showing only the keys that matter.
+pub fn to_toml(rules: &[RuleConfig]) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        rules: Vec<OutRule<'a>>,
+    }
+    #[derive(Serialize)]
+    struct OutRule<'a> {
+        id: &'a str,
+        methods: &'a [String],
+        path: &'a str,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        scopes: &'a [String],
+        #[serde(skip_serializing_if = "<[Vec<String>]>::is_empty")]
+        any_of: &'a [Vec<String>],
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        public: bool,
+    }
+    let out = Out {
+        rules: rules
+            .iter()
+            .map(|r| OutRule {
+                id: &r.id,
+                methods: &r.methods,
+                path: &r.path,
+                scopes: &r.scopes,
+                any_of: &r.any_of,
+                public: r.public,
+            })
+            .collect(),
+    };
+    toml::to_string(&out).unwrap_or_else(|e| format!("# cannot render rules: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(yaml: &str) -> Value {
+        parse(yaml).expect("valid document")
+    }
+
+    const BASE: &str = "openapi: 3.1.0\ninfo: {title: t, version: '1'}\ncomponents:\n  securitySchemes:\n    oauth:\n      type: oauth2\n      flows: {clientCredentials: {tokenUrl: 'https://h/oauth2/token', scopes: {a: a, b: b, c: c}}}\n    key: {type: apiKey, in: header, name: x-key}\n";
+
+    fn imported(paths: &str) -> Imported {
+        import(&doc(&format!("{BASE}{paths}")), None).expect("import")
+    }
+
+    #[test]
+    fn operation_security_overrides_global_and_empty_means_public() {
+        let i = imported(
+            "security: [{oauth: [a]}]\npaths:\n  /x:\n    get: {}\n    post: {security: [{oauth: [b]}]}\n  /health:\n    get: {security: []}\n",
+        );
+        let r: Vec<_> = i
+            .rules
+            .iter()
+            .map(|r| (r.methods[0].as_str(), r.path.as_str(), r.scopes.clone(), r.public))
+            .collect();
+        assert_eq!(
+            r,
+            vec![
+                ("GET", "/x", vec!["a".to_string()], false),
+                ("POST", "/x", vec!["b".to_string()], false),
+                ("GET", "/health", vec![], true),
+            ]
+        );
+    }
+
+    #[test]
+    fn alternatives_become_any_of_and_foreign_schemes_are_dropped() {
+        let i = imported("paths:\n  /x:\n    get:\n      security: [{oauth: [a, b]}, {oauth: [c]}, {key: []}]\n");
+        assert_eq!(
+            i.rules[0].any_of,
+            vec![vec!["a".to_string(), "b".to_string()], vec!["c".to_string()]]
+        );
+        assert!(i.warnings.iter().any(|w| w.contains("dropped")), "{:?}", i.warnings);
+    }
+
+    #[test]
+    fn missing_security_is_default_deny_with_a_warning() {
+        let i = imported("paths:\n  /x:\n    get: {operationId: getX}\n");
+        assert!(i.rules.is_empty());
+        assert!(i.warnings[0].contains("default deny"));
+        let i = imported("paths:\n  /x:\n    get: {security: [{key: []}]}\n");
+        assert!(i.rules.is_empty(), "API-key-only operations cannot be checked");
+    }
+
+    #[test]
+    fn optional_auth_is_public_and_concrete_paths_come_first() {
+        let i = imported("paths:\n  /u/{id}:\n    get: {security: [{oauth: [a]}]}\n  /u/me:\n    get: {security: [{}, {oauth: [a]}]}\n");
+        assert_eq!(i.rules[0].path, "/u/me");
+        assert!(i.rules[0].public);
+        assert_eq!(i.rules[1].path, "/u/{id}");
+    }
+
+    #[test]
+    fn scheme_choice() {
+        let two = format!("{BASE}    oidc: {{type: openIdConnect, openIdConnectUrl: 'https://h'}}\npaths: {{}}\n");
+        assert!(import(&doc(&two), None).is_err());
+        assert!(import(&doc(&two), Some("oidc")).is_ok());
+        assert!(import(&doc(&two), Some("key")).is_err());
+        assert!(parse("swagger: '2.0'").is_err());
+    }
+
+    #[test]
+    fn ids_are_unique_and_toml_round_trips() {
+        let i = imported(
+            "paths:\n  /a-b:\n    get: {security: [{oauth: [a]}]}\n  /a/b:\n    get: {security: [{oauth: [a]}]}\n",
+        );
+        assert_eq!(i.rules[0].id, "get-a-b");
+        assert_eq!(i.rules[1].id, "get-a-b-2");
+        let text = to_toml(&i.rules);
+        let back: crate::config::Config = toml::from_str(&text).expect("valid config TOML");
+        assert_eq!(back.rules, i.rules);
+    }
+}

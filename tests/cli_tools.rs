@@ -1,0 +1,346 @@
+//! Operator tooling, run as the real binary: `check`, `token`,
+//! `rules from-openapi`, and `config check` warnings, against the
+//! Hydra-shaped server and the real OAuth2 server (oidc-provider).
+
+mod support;
+
+use hydra_authz::authn::{Authenticator, AuthnError, Identity};
+use hydra_authz::config::Config;
+use hydra_authz::decision::request::AuthzRequest;
+use hydra_authz::decision::token::Token;
+use hydra_authz::decision::Engine;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Output;
+use support::hydra::FakeHydra;
+use support::stack::OAuth2Server;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hydra-authz"));
+    cmd.args(args).current_dir(ROOT).env_remove("HYDRA_AUTHZ_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().await.expect("run hydra-authz")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The shipped config pointed at `url`, written to a temp file.
+fn config_file(dir: &tempfile::TempDir, url: &str, extra: &str) -> String {
+    let shipped = std::fs::read_to_string(Path::new(ROOT).join("config/hydra-authz.toml")).expect("read");
+    let text = shipped
+        .replace("http://127.0.0.1:4445/admin/oauth2/introspect", url)
+        .replace("kind = \"none\"", extra);
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).expect("write");
+    path.to_string_lossy().into_owned()
+}
+
+#[tokio::test]
+async fn check_explains_allow_deny_and_errors_with_exit_codes() {
+    let hydra = FakeHydra::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_file(&dir, &hydra.introspection_url(), "kind = \"none\"");
+    let reader = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+
+    let allow = run(
+        &[
+            "check",
+            "--config",
+            &cfg,
+            "--method",
+            "GET",
+            "--path",
+            "/date",
+            "--token-env",
+            "T",
+            "--header",
+            "x-client-id: admin",
+        ],
+        &[("T", &reader)],
+    )
+    .await;
+    assert_eq!(allow.status.code(), Some(0), "{}", stderr(&allow));
+    let out = stdout(&allow);
+    assert!(out.starts_with("ALLOW 200 allowed"), "{out}");
+    assert!(out.contains("rule:      read-date"), "{out}");
+    assert!(out.contains("set    x-client-id: reader"), "{out}");
+    assert!(out.contains("active ok; exp ok"), "claim checks shown: {out}");
+    assert!(!out.contains(&reader), "never prints the token");
+
+    let deny = run(
+        &[
+            "check", "--config", &cfg, "--method", "POST", "--path", "/echo", "--token", &reader, "--output", "json",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(deny.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&deny)).expect("json output");
+    assert_eq!(json["reason"], "insufficient_scope");
+    assert_eq!(json["http_status"], 403);
+    assert_eq!(json["required_scopes"], serde_json::json!(["post_echo"]));
+    assert_eq!(json["granted_scopes"], serde_json::json!(["read_date"]));
+    assert_eq!(json["scope_strategy"], "exact");
+    assert!(json["response_headers"]["www-authenticate"]
+        .as_str()
+        .is_some_and(|w| w.contains("insufficient_scope")));
+    assert!(!stdout(&deny).contains(&reader));
+
+    let ctx = run(
+        &[
+            "check",
+            "--config",
+            &cfg,
+            "--path",
+            "/reports",
+            "--token",
+            &reader,
+            "--context-extension",
+            "required_scopes=read_date",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(ctx.status.code(), Some(0), "{}", stdout(&ctx));
+
+    let error = run(&["check", "--config", "/nonexistent.toml", "--path", "/date"], &[]).await;
+    assert_eq!(error.status.code(), Some(2));
+    let bad_header = run(
+        &["check", "--config", &cfg, "--path", "/date", "--header", "no-colon"],
+        &[],
+    )
+    .await;
+    assert_eq!(bad_header.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn token_and_check_against_the_real_oauth2_server() {
+    let oauth2 = OAuth2Server::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("introspect-secret");
+    std::fs::write(&secret, "hydra-authz-secret").expect("write");
+    let auth = format!(
+        "kind = \"client_secret_basic\"\nclient_id = \"hydra-authz\"\nclient_secret_file = \"{}\"",
+        secret.display()
+    );
+    let cfg = config_file(&dir, &oauth2.introspection_url(), &auth);
+    let token_url = format!("{}/token", oauth2.base);
+
+    let tok = run(
+        &[
+            "token",
+            "--token-url",
+            &token_url,
+            "--client-id",
+            "writer",
+            "--client-secret-env",
+            "S",
+            "--scope",
+            "post_echo",
+        ],
+        &[("S", "writer-secret")],
+    )
+    .await;
+    assert_eq!(tok.status.code(), Some(0), "{}", stderr(&tok));
+    let token = stdout(&tok).trim().to_owned();
+    assert_eq!(stdout(&tok).lines().count(), 1, "only the token is printed");
+    assert!(!token.is_empty());
+
+    let allow = run(
+        &[
+            "check", "--config", &cfg, "--method", "POST", "--path", "/echo", "--token", &token,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(allow.status.code(), Some(0), "{}{}", stdout(&allow), stderr(&allow));
+    assert!(stdout(&allow).contains("set    x-client-id: writer"));
+    let deny = run(
+        &[
+            "check", "--config", &cfg, "--method", "GET", "--path", "/date", "--token", &token,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(deny.status.code(), Some(1));
+
+    let bad = run(
+        &[
+            "token",
+            "--token-url",
+            &token_url,
+            "--client-id",
+            "writer",
+            "--client-secret-env",
+            "S",
+        ],
+        &[("S", "wrong")],
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("invalid_client"), "{}", stderr(&bad));
+    assert!(stdout(&bad).is_empty());
+}
+
+#[tokio::test]
+async fn token_against_the_hydra_shaped_issuer_with_post_auth() {
+    let (issuer, addrs) = hydra_authz::demo::issuer::DevIssuer::serve(support::lo0(), support::lo0(), 60)
+        .await
+        .expect("issuer");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("s");
+    std::fs::write(&secret, "reader-secret\n").expect("write");
+    let secret = secret.to_string_lossy().into_owned();
+    let out = run(
+        &[
+            "token",
+            "--token-url",
+            &addrs.token_url(),
+            "--client-id",
+            "reader",
+            "--client-secret-file",
+            &secret,
+            "--client-secret-post",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let token = stdout(&out).trim().to_owned();
+    assert!(token.starts_with("ory_at_"));
+    // Hydra grants the client's registered scopes when none are requested.
+    let http = reqwest::Client::new();
+    let body: serde_json::Value = serde_json::from_slice(
+        &http
+            .post(addrs.introspection_url())
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .expect("introspect")
+            .bytes()
+            .await
+            .expect("body"),
+    )
+    .expect("json");
+    assert_eq!(body["active"], true);
+    assert_eq!(body["scope"], "read_date");
+    drop(issuer);
+}
+
+#[tokio::test]
+async fn from_openapi_reproduces_the_committed_seed_rules() {
+    let out = run(&["rules", "from-openapi", "config/examples/seed-api.openapi.yaml"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let committed = std::fs::read_to_string(Path::new(ROOT).join("config/examples/seed-api.rules.toml")).expect("read");
+    assert_eq!(stdout(&out), committed);
+    assert!(
+        stderr(&out).is_empty(),
+        "no warnings for the seed API: {}",
+        stderr(&out)
+    );
+
+    let missing = run(&["rules", "from-openapi", "config/examples/nope.yaml"], &[]).await;
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+/// Answers by token value, so two rule sets can be compared without a network.
+struct ByName;
+
+impl Authenticator for ByName {
+    async fn authenticate(&self, token: &Token) -> Result<Identity, AuthnError> {
+        let scopes: Vec<String> = match token.expose() {
+            "reader" => vec!["read_date".into()],
+            "writer" => vec!["post_echo".into()],
+            "both" => vec!["read_date".into(), "post_echo".into()],
+            _ => vec![],
+        };
+        Ok(Identity {
+            client_id: Some(token.expose().to_owned()),
+            scopes,
+            ..Default::default()
+        })
+    }
+}
+
+#[tokio::test]
+async fn generated_rules_decide_exactly_like_the_hand_written_ones() {
+    let hand = Config::load(&Path::new(ROOT).join("config/hydra-authz.toml")).expect("shipped config");
+    let mut generated = hand.clone();
+    let text = std::fs::read_to_string(Path::new(ROOT).join("config/examples/seed-api.rules.toml")).expect("read");
+    generated.rules = toml::from_str::<Config>(&text).expect("rules TOML").rules;
+    let a = Engine::new(&hand, ByName).expect("engine");
+    let b = Engine::new(&generated, ByName).expect("engine");
+    let mut compared = 0;
+    for method in ["GET", "POST", "PUT", "DELETE", "HEAD"] {
+        for path in ["/date", "/echo", "/date/", "/date/x", "/echoes", "/", "/Date"] {
+            for token in [
+                None,
+                Some("Bearer reader"),
+                Some("Bearer writer"),
+                Some("Bearer both"),
+                Some("Bearer none"),
+            ] {
+                let headers: HashMap<String, String> = token
+                    .map(|t| ("authorization".to_string(), t.to_string()))
+                    .into_iter()
+                    .collect();
+                let req = AuthzRequest::from_parts(method, "api", path, &headers, HashMap::new());
+                let (da, db) = (a.decide(&req).await.decision, b.decide(&req).await.decision);
+                assert_eq!(da, db, "{method} {path} {token:?}");
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 175);
+}
+
+#[tokio::test]
+async fn config_check_warns_about_shadowed_rules_and_uncovered_routes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[[rules]]\nid = \"everything\"\npath = \"/**\"\nscopes = [\"admin\"]\n[[rules]]\nid = \"date\"\nmethods = [\"GET\"]\npath = \"/date\"\nscopes = [\"read_date\"]\n",
+    )
+    .expect("write");
+    let p = path.to_string_lossy().into_owned();
+    let out = run(&["config", "check", "--config", &p], &[]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("warning: rule \"date\" can never match: rule \"everything\""),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(
+        &path,
+        "[[rules]]\nid = \"date\"\nmethods = [\"GET\"]\npath = \"/date\"\nscopes = [\"read_date\"]\n",
+    )
+    .expect("write");
+    let out = run(
+        &[
+            "config",
+            "check",
+            "--config",
+            &p,
+            "--openapi",
+            "config/examples/seed-api.openapi.yaml",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(err.contains("warning: POST /echo"), "{err}");
+    assert!(!err.contains("GET /date"), "{err}");
+}
