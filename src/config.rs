@@ -63,6 +63,32 @@ pub struct IntrospectionConfig {
     /// Introspection bodies larger than this are treated as a failure.
     pub max_response_bytes: usize,
     pub auth: IntrospectionAuth,
+    pub cache: CacheConfig,
+}
+
+/// Opt-in cache of verification results. A cached token stays accepted after
+/// it is revoked at Hydra until its entry expires (at most `ttl_ms`) or is
+/// purged through the admin API: that is the staleness window you opt into.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Upper bound for remembering an active token (never past its `exp`).
+    pub ttl_ms: u64,
+    /// How long an inactive/rejected token is remembered; 0 = never.
+    pub negative_ttl_ms: u64,
+    pub max_entries: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: false,
+            ttl_ms: 30_000,
+            negative_ttl_ms: 0,
+            max_entries: 100_000,
+        }
+    }
 }
 
 impl Default for IntrospectionConfig {
@@ -75,6 +101,7 @@ impl Default for IntrospectionConfig {
             required_audience: Vec::new(),
             max_response_bytes: 64 * 1024,
             auth: IntrospectionAuth::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -287,6 +314,15 @@ impl Config {
         }
         if i.timeout_ms == 0 {
             return Err(invalid("introspection.timeout_ms", "must be greater than 0"));
+        }
+        if i.cache.enabled && i.cache.ttl_ms == 0 {
+            return Err(invalid(
+                "introspection.cache.ttl_ms",
+                "must be greater than 0 when the cache is enabled",
+            ));
+        }
+        if i.cache.max_entries == 0 {
+            return Err(invalid("introspection.cache.max_entries", "must be greater than 0"));
         }
         if i.max_response_bytes < 64 {
             return Err(invalid("introspection.max_response_bytes", "must be at least 64"));

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub introspection_errors: Family<KindLabels, Counter>,
     pub checks_in_flight: Gauge,
     pub config_reloads: Family<ResultLabels, Counter>,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub cache_entries: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -85,6 +88,24 @@ impl Metrics {
             "Configuration reloads by result",
             config_reloads.clone(),
         );
+        let cache_hits = Counter::default();
+        registry.register(
+            "cache_hits",
+            "Verifications answered from the cache or by joining an in-flight introspection",
+            cache_hits.clone(),
+        );
+        let cache_misses = Counter::default();
+        registry.register(
+            "cache_misses",
+            "Verifications that called the introspection endpoint",
+            cache_misses.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Verification results held in the cache",
+            cache_entries.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -98,6 +119,9 @@ impl Metrics {
             introspection_errors,
             checks_in_flight,
             config_reloads,
+            cache_hits,
+            cache_misses,
+            cache_entries,
         }
     }
 

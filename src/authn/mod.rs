@@ -4,6 +4,7 @@
 //! introspection today; a cache or a local JWT verifier wrap or replace it
 //! without the decision engine changing.
 
+pub mod cache;
 pub mod claims;
 pub mod instrumented;
 pub mod introspection;
@@ -28,7 +29,7 @@ pub struct Identity {
     pub token_use: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthnError {
     /// The token is not acceptable (inactive, expired, wrong issuer, …): 401.
     #[error("token rejected: {0}")]

@@ -1,9 +1,12 @@
 //! Our admin gRPC API (`proto/hydra_authz/admin/v1/admin.proto`).
 
 use crate::admin_proto::admin_server::Admin;
-use crate::admin_proto::{ExplainRequest, ExplainResponse};
+use crate::admin_proto::purge_token_request::Target;
+use crate::admin_proto::{ExplainRequest, ExplainResponse, PurgeAllRequest, PurgeResponse, PurgeTokenRequest};
+use crate::authn::cache::Purge;
 use crate::authn::Authenticator;
 use crate::decision::request::AuthzRequest;
+use crate::decision::token::Token;
 use crate::decision::verdict::{Decision, Responder};
 use crate::decision::Engine;
 use std::sync::Arc;
@@ -20,11 +23,34 @@ impl<A> AdminService<A> {
 }
 
 #[tonic::async_trait]
-impl<A: Authenticator> Admin for AdminService<A> {
+impl<A: Authenticator + Purge> Admin for AdminService<A> {
     async fn explain(&self, request: Request<ExplainRequest>) -> Result<Response<ExplainResponse>, Status> {
         let r = request.into_inner();
         let req = AuthzRequest::from_parts(&r.method, &r.host, &r.path, &r.headers, r.context_extensions);
         Ok(Response::new(explain(&self.engine, &req).await))
+    }
+
+    async fn purge_token(&self, request: Request<PurgeTokenRequest>) -> Result<Response<PurgeResponse>, Status> {
+        let cache = self.engine.authenticator();
+        match request.into_inner().target {
+            Some(Target::Token(t)) if !t.is_empty() => {
+                let token = Token::new(t);
+                cache.purge_token(&token).await;
+                tracing::info!(token_fp = %token.fingerprint(), "purged a token from the cache");
+            }
+            Some(Target::Fingerprint(fp)) => {
+                cache.purge_fingerprint(&fp).map_err(Status::invalid_argument)?;
+                tracing::info!(token_fp = %fp, "purged a fingerprint from the cache");
+            }
+            _ => return Err(Status::invalid_argument("give a token or a fingerprint")),
+        }
+        Ok(Response::new(PurgeResponse {}))
+    }
+
+    async fn purge_all(&self, _request: Request<PurgeAllRequest>) -> Result<Response<PurgeResponse>, Status> {
+        self.engine.authenticator().purge_all();
+        tracing::info!("purged the whole cache");
+        Ok(Response::new(PurgeResponse {}))
     }
 }
 

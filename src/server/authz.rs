@@ -80,8 +80,7 @@ fn annotate(span: &tracing::Span, req: &AuthzRequest, o: &Outcome, status: u16, 
         _ => "not_checked",
     };
     span.set_attribute("hydra_authz.scopes.result", scope_check);
-    // No cache yet: every verified token was introspected.
-    span.set_attribute("hydra_authz.cache.hit", false);
+    // hydra_authz.cache.hit is set by the cache layer when a token is verified.
 }
 
 /// The one line per decision. Fields only; the token appears as its fingerprint.

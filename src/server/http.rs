@@ -1,6 +1,8 @@
 //! The small HTTP listener: liveness and readiness for kubelets and load
 //! balancers, and Prometheus metrics.
 
+use super::ServerAuthn;
+use crate::decision::Engine;
 use crate::metrics::Metrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -29,17 +31,19 @@ impl Readiness {
 struct AdminState {
     ready: Readiness,
     metrics: Arc<Metrics>,
+    engine: Arc<Engine<ServerAuthn>>,
 }
 
-pub fn router(ready: Readiness, metrics: Arc<Metrics>) -> Router {
+pub fn router(ready: Readiness, metrics: Arc<Metrics>, engine: Arc<Engine<ServerAuthn>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AdminState { ready, metrics })
+        .with_state(AdminState { ready, metrics, engine })
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+    s.engine.authenticator().refresh_metrics().await;
     (
         [(
             header::CONTENT_TYPE,

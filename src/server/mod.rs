@@ -8,6 +8,7 @@ pub mod authz;
 pub mod http;
 
 use crate::admin_proto::admin_server::AdminServer;
+use crate::authn::cache::SharedVerifier;
 use crate::authn::instrumented::Instrumented;
 use crate::authn::HydraIntrospector;
 use crate::config::Config;
@@ -45,13 +46,15 @@ impl RunningServer {
     }
 }
 
-/// The authenticator stack the server runs: Hydra introspection, measured.
-pub type ServerAuthn = Instrumented<HydraIntrospector>;
+/// The authenticator stack the server runs, outermost first: single-flight
+/// and optional cache, then latency/error metrics, then the Hydra client.
+pub type ServerAuthn = SharedVerifier<Instrumented<HydraIntrospector>>;
 
 /// Build the engine from config (reads secrets, compiles rules).
 pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Engine<ServerAuthn>>> {
-    let introspector = Instrumented::new(HydraIntrospector::new(&config.introspection)?, metrics);
-    Ok(Arc::new(Engine::new(config, introspector)?))
+    let introspector = Instrumented::new(HydraIntrospector::new(&config.introspection)?, metrics.clone());
+    let shared = SharedVerifier::new(introspector, &config.introspection.cache, metrics);
+    Ok(Arc::new(Engine::new(config, shared)?))
 }
 
 /// Bind both listeners (port 0 allowed) and serve until shut down.
@@ -81,12 +84,12 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             engine.clone(),
             metrics.clone(),
         ))))
-        .add_service(AdminServer::new(admin::AdminService::new(engine)))
+        .add_service(AdminServer::new(admin::AdminService::new(engine.clone())))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             wait_for(stopped.clone()),
         );
-    let http_server = axum::serve(http, http::router(readiness.clone(), metrics.clone()))
+    let http_server = axum::serve(http, http::router(readiness.clone(), metrics.clone(), engine))
         .with_graceful_shutdown(wait_for(stopped.clone()));
 
     let ready = readiness.clone();
