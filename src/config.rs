@@ -64,6 +64,48 @@ pub struct IntrospectionConfig {
     pub max_response_bytes: usize,
     pub auth: IntrospectionAuth,
     pub cache: CacheConfig,
+    /// `introspect` (default): ask Hydra for every token. `jwt`: verify JWT
+    /// access tokens locally against the JWKS. `auto`: JWT-shaped tokens
+    /// locally, opaque ones by introspection.
+    pub mode: VerifyMode,
+    pub jwt: JwtConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyMode {
+    #[default]
+    Introspect,
+    Jwt,
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Hydra: `https://<public host>/.well-known/jwks.json`.
+    pub jwks_url: String,
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// A token with an unknown `kid` refreshes the JWKS at most this often.
+    pub refresh_min_interval_ms: u64,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            jwks_url: String::new(),
+            algorithms: vec![JwtAlgorithm::RS256, JwtAlgorithm::ES256, JwtAlgorithm::EdDSA],
+            refresh_min_interval_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum JwtAlgorithm {
+    RS256,
+    ES256,
+    EdDSA,
 }
 
 /// Opt-in cache of verification results. A cached token stays accepted after
@@ -102,6 +144,8 @@ impl Default for IntrospectionConfig {
             max_response_bytes: 64 * 1024,
             auth: IntrospectionAuth::default(),
             cache: CacheConfig::default(),
+            mode: VerifyMode::Introspect,
+            jwt: JwtConfig::default(),
         }
     }
 }
@@ -323,6 +367,18 @@ impl Config {
         }
         if i.cache.max_entries == 0 {
             return Err(invalid("introspection.cache.max_entries", "must be greater than 0"));
+        }
+        if i.mode != VerifyMode::Introspect {
+            let ok = reqwest::Url::parse(&i.jwt.jwks_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                return Err(invalid(
+                    "introspection.jwt.jwks_url",
+                    "an http(s) URL is required when mode is jwt or auto",
+                ));
+            }
+            if i.jwt.algorithms.is_empty() {
+                return Err(invalid("introspection.jwt.algorithms", "list at least one algorithm"));
+            }
         }
         if i.max_response_bytes < 64 {
             return Err(invalid("introspection.max_response_bytes", "must be at least 64"));

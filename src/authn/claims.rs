@@ -14,6 +14,14 @@ pub enum ClaimFailure {
     WrongTokenUse(String),
     IssuerNotAllowed,
     AudienceMismatch,
+    /// JWT mode: not a well-formed JWS, or unusable claims.
+    MalformedJwt,
+    /// JWT mode: `alg` not in the allow-list (or not the key's).
+    AlgorithmNotAllowed,
+    /// JWT mode: no key in the JWKS with the token's `kid`.
+    UnknownKey,
+    /// JWT mode: the signature does not verify.
+    BadSignature,
 }
 
 impl ClaimFailure {
@@ -26,6 +34,10 @@ impl ClaimFailure {
             ClaimFailure::WrongTokenUse(_) => "wrong_token_use",
             ClaimFailure::IssuerNotAllowed => "issuer_not_allowed",
             ClaimFailure::AudienceMismatch => "audience_mismatch",
+            ClaimFailure::MalformedJwt => "malformed_jwt",
+            ClaimFailure::AlgorithmNotAllowed => "algorithm_not_allowed",
+            ClaimFailure::UnknownKey => "unknown_key",
+            ClaimFailure::BadSignature => "bad_signature",
         }
     }
 }
@@ -39,6 +51,10 @@ impl fmt::Display for ClaimFailure {
             ClaimFailure::WrongTokenUse(u) => write!(f, "the token is a {u}, not an access_token"),
             ClaimFailure::IssuerNotAllowed => f.write_str("the token was issued by an issuer that is not allowed"),
             ClaimFailure::AudienceMismatch => f.write_str("the token is not meant for this audience"),
+            ClaimFailure::MalformedJwt => f.write_str("the token is not a well-formed JWT"),
+            ClaimFailure::AlgorithmNotAllowed => f.write_str("the token's signing algorithm is not allowed"),
+            ClaimFailure::UnknownKey => f.write_str("the token was signed with an unknown key"),
+            ClaimFailure::BadSignature => f.write_str("the token's signature is invalid"),
         }
     }
 }

@@ -8,6 +8,8 @@ pub mod cache;
 pub mod claims;
 pub mod instrumented;
 pub mod introspection;
+pub mod jwt;
+pub mod verifier;
 
 use crate::decision::token::Token;
 use std::future::Future;

@@ -50,13 +50,82 @@ struct Issued {
     revoked: bool,
 }
 
-#[derive(Debug)]
+/// Which access tokens the issuer mints, like Hydra's `strategies.access_token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFormat {
+    /// `ory_at_…` opaque strings (Hydra's default).
+    Opaque,
+    /// JWTs signed with Ed25519 (`EdDSA`).
+    JwtEdDsa,
+    /// JWTs signed with P-256 (`ES256`).
+    JwtEs256,
+}
+
+struct SigningKey {
+    kid: String,
+    alg: jsonwebtoken::Algorithm,
+    key: jsonwebtoken::EncodingKey,
+    jwk: serde_json::Value,
+}
+
+impl SigningKey {
+    fn generate(format: TokenFormat) -> Option<SigningKey> {
+        use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let kid = hex::encode(rand::random::<[u8; 8]>());
+        match format {
+            TokenFormat::Opaque => None,
+            TokenFormat::JwtEdDsa => {
+                let der = Ed25519KeyPair::generate_pkcs8(&rng).ok()?;
+                let public = Ed25519KeyPair::from_pkcs8(der.as_ref())
+                    .ok()?
+                    .public_key()
+                    .as_ref()
+                    .to_vec();
+                Some(SigningKey {
+                    jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": b64(&public), "kid": kid, "alg": "EdDSA", "use": "sig"}),
+                    kid,
+                    alg: jsonwebtoken::Algorithm::EdDSA,
+                    key: jsonwebtoken::EncodingKey::from_ed_der(der.as_ref()),
+                })
+            }
+            TokenFormat::JwtEs256 => {
+                let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).ok()?;
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_ref()).ok()?;
+                let point = pair.public_key().as_ref().to_vec(); // 0x04 || X || Y
+                Some(SigningKey {
+                    jwk: json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65]),
+                                "kid": kid, "alg": "ES256", "use": "sig"}),
+                    kid,
+                    alg: jsonwebtoken::Algorithm::ES256,
+                    key: jsonwebtoken::EncodingKey::from_ec_der(der.as_ref()),
+                })
+            }
+        }
+    }
+}
+
 struct Inner {
     issuer: String,
     ttl_s: i64,
     clients: HashMap<String, Client>,
     tokens: Mutex<HashMap<String, Issued>>,
     introspections: std::sync::atomic::AtomicU64,
+    format: TokenFormat,
+    /// Current signing key first; older ones stay published after a rotation.
+    keys: Mutex<Vec<SigningKey>>,
+    jwks_fetches: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevIssuer")
+            .field("issuer", &self.issuer)
+            .field("format", &self.format)
+            .finish()
+    }
 }
 
 /// Shared state of one dev issuer; cheap to clone.
@@ -80,21 +149,57 @@ impl IssuerAddrs {
     pub fn introspection_url(&self) -> String {
         format!("http://{}/admin/oauth2/introspect", self.admin)
     }
+    pub fn jwks_url(&self) -> String {
+        format!("http://{}/.well-known/jwks.json", self.public)
+    }
 }
 
 impl DevIssuer {
     pub fn new(issuer: impl Into<String>, clients: Vec<Client>, ttl_s: i64) -> DevIssuer {
+        Self::with_format(issuer, clients, ttl_s, TokenFormat::Opaque)
+    }
+
+    pub fn with_format(issuer: impl Into<String>, clients: Vec<Client>, ttl_s: i64, format: TokenFormat) -> DevIssuer {
         DevIssuer(Arc::new(Inner {
             issuer: issuer.into(),
             ttl_s,
             clients: clients.into_iter().map(|c| (c.id.clone(), c)).collect(),
             tokens: Mutex::new(HashMap::new()),
             introspections: Default::default(),
+            format,
+            keys: Mutex::new(SigningKey::generate(format).into_iter().collect()),
+            jwks_fetches: Default::default(),
         }))
+    }
+
+    /// Start signing with a new key (new `kid`); the old one stays published.
+    pub fn rotate_key(&self) {
+        if let Some(k) = SigningKey::generate(self.0.format) {
+            self.keys().insert(0, k);
+        }
+    }
+
+    /// How many times `/.well-known/jwks.json` was fetched.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.0.jwks_fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, Vec<SigningKey>> {
+        self.0.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Bind the public and admin ports (loopback only) and serve in the background.
     pub async fn serve(public: SocketAddr, admin: SocketAddr, ttl_s: i64) -> anyhow::Result<(DevIssuer, IssuerAddrs)> {
+        Self::serve_with(public, admin, ttl_s, TokenFormat::Opaque).await
+    }
+
+    /// As [`DevIssuer::serve`], minting tokens in `format`.
+    pub async fn serve_with(
+        public: SocketAddr,
+        admin: SocketAddr,
+        ttl_s: i64,
+        format: TokenFormat,
+    ) -> anyhow::Result<(DevIssuer, IssuerAddrs)> {
         anyhow::ensure!(
             public.ip().is_loopback() && admin.ip().is_loopback(),
             "the dev issuer binds loopback addresses only"
@@ -105,7 +210,7 @@ impl DevIssuer {
             public: public_l.local_addr()?,
             admin: admin_l.local_addr()?,
         };
-        let issuer = DevIssuer::new(format!("http://{}", addrs.public), seed_clients(), ttl_s);
+        let issuer = DevIssuer::with_format(format!("http://{}", addrs.public), seed_clients(), ttl_s, format);
         let (p, a) = (issuer.public_router(), issuer.admin_router());
         tokio::spawn(async move { axum::serve(public_l, p).await });
         tokio::spawn(async move { axum::serve(admin_l, a).await });
@@ -116,6 +221,7 @@ impl DevIssuer {
         Router::new()
             .route("/oauth2/token", post(token))
             .route("/oauth2/revoke", post(revoke))
+            .route("/.well-known/jwks.json", axum::routing::get(jwks))
             .with_state(self.clone())
     }
 
@@ -151,8 +257,21 @@ impl DevIssuer {
     }
 
     fn issue(&self, client_id: &str, scopes: Vec<String>, ttl_s: i64) -> String {
-        let token = format!("ory_at_{}", hex::encode(rand::random::<[u8; 32]>()));
         let now = now_unix();
+        let token = match self.keys().first() {
+            None => format!("ory_at_{}", hex::encode(rand::random::<[u8; 32]>())),
+            Some(k) => {
+                // Hydra's JWT access token claims.
+                let claims = json!({
+                    "iss": self.0.issuer, "sub": client_id, "aud": [], "client_id": client_id,
+                    "exp": now + ttl_s, "iat": now, "nbf": now, "jti": hex::encode(rand::random::<[u8; 16]>()),
+                    "scp": scopes, "ext": {},
+                });
+                let mut header = jsonwebtoken::Header::new(k.alg);
+                header.kid = Some(k.kid.clone());
+                jsonwebtoken::encode(&header, &claims, &k.key).unwrap_or_default()
+            }
+        };
         self.tokens().insert(
             token.clone(),
             Issued {
@@ -257,6 +376,12 @@ async fn revoke(
         }
     }
     StatusCode::OK.into_response()
+}
+
+async fn jwks(State(issuer): State<DevIssuer>) -> Response {
+    issuer.0.jwks_fetches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let keys: Vec<serde_json::Value> = issuer.keys().iter().map(|k| k.jwk.clone()).collect();
+    Json(json!({ "keys": keys })).into_response()
 }
 
 #[derive(Deserialize)]

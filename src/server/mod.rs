@@ -10,7 +10,7 @@ pub mod http;
 use crate::admin_proto::admin_server::AdminServer;
 use crate::authn::cache::SharedVerifier;
 use crate::authn::instrumented::Instrumented;
-use crate::authn::HydraIntrospector;
+use crate::authn::verifier::Verifier;
 use crate::config::Config;
 use crate::decision::Engine;
 use crate::metrics::Metrics;
@@ -47,12 +47,13 @@ impl RunningServer {
 }
 
 /// The authenticator stack the server runs, outermost first: single-flight
-/// and optional cache, then latency/error metrics, then the Hydra client.
-pub type ServerAuthn = SharedVerifier<Instrumented<HydraIntrospector>>;
+/// and optional cache, then latency/error metrics, then introspection or
+/// local JWT validation (per `introspection.mode`).
+pub type ServerAuthn = SharedVerifier<Instrumented<Verifier>>;
 
 /// Build the engine from config (reads secrets, compiles rules).
 pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Engine<ServerAuthn>>> {
-    let introspector = Instrumented::new(HydraIntrospector::new(&config.introspection)?, metrics.clone());
+    let introspector = Instrumented::new(Verifier::new(&config.introspection)?, metrics.clone());
     let shared = SharedVerifier::new(introspector, &config.introspection.cache, metrics);
     Ok(Arc::new(Engine::new(config, shared)?))
 }

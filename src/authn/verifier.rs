@@ -1,0 +1,48 @@
+//! Picks how a token is verified, per `introspection.mode`.
+
+use super::jwt::{looks_like_jwt, JwtVerifier};
+use super::{Authenticator, AuthnError, HydraIntrospector, Identity};
+use crate::config::{IntrospectionConfig, VerifyMode};
+use crate::decision::token::Token;
+
+// One instance per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Verifier {
+    Introspect(HydraIntrospector),
+    Jwt(JwtVerifier),
+    /// JWT-shaped tokens locally, opaque ones (Hydra's `ory_at_…`) by introspection.
+    Auto {
+        jwt: JwtVerifier,
+        introspect: HydraIntrospector,
+    },
+}
+
+impl Verifier {
+    /// Builds only what the mode uses, so e.g. jwt mode needs no introspection secret.
+    pub fn new(cfg: &IntrospectionConfig) -> anyhow::Result<Verifier> {
+        Ok(match cfg.mode {
+            VerifyMode::Introspect => Verifier::Introspect(HydraIntrospector::new(cfg)?),
+            VerifyMode::Jwt => Verifier::Jwt(JwtVerifier::new(cfg)?),
+            VerifyMode::Auto => Verifier::Auto {
+                jwt: JwtVerifier::new(cfg)?,
+                introspect: HydraIntrospector::new(cfg)?,
+            },
+        })
+    }
+}
+
+impl Authenticator for Verifier {
+    async fn authenticate(&self, token: &Token) -> Result<Identity, AuthnError> {
+        match self {
+            Verifier::Introspect(i) => i.authenticate(token).await,
+            Verifier::Jwt(j) => j.authenticate(token).await,
+            Verifier::Auto { jwt, introspect } => {
+                if looks_like_jwt(token.expose()) {
+                    jwt.authenticate(token).await
+                } else {
+                    introspect.authenticate(token).await
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Local JWT validation (introspection.mode = jwt | auto) against the dev
+//! issuer in Hydra's jwt access-token strategy, EdDSA and ES256.
+
+mod support;
+
+use base64::Engine;
+use hydra_authz::config::{Config, VerifyMode};
+use hydra_authz::demo::issuer::{DevIssuer, IssuerAddrs, TokenFormat};
+use support::hydra::FakeHydra;
+use support::{bearer, config_for, lo0, start_authz, Answer, Checker};
+
+async fn jwt_issuer(format: TokenFormat) -> (DevIssuer, IssuerAddrs) {
+    DevIssuer::serve_with(lo0(), lo0(), 3600, format).await.expect("issuer")
+}
+
+async fn authz(introspection_url: &str, jwks_url: &str, mode: VerifyMode, f: impl FnOnce(&mut Config)) -> Checker {
+    let mut c = config_for(introspection_url);
+    c.introspection.mode = mode;
+    c.introspection.jwt.jwks_url = jwks_url.to_owned();
+    f(&mut c);
+    let server = start_authz(&c).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    std::mem::forget(server); // lives for the test process
+    check
+}
+
+async fn get(check: &Checker, path: &str, token: &str) -> Answer {
+    let method = if path == "/echo" { "POST" } else { "GET" };
+    Answer::of(&check.check(method, path, &[("authorization", &bearer(token))]).await)
+}
+
+fn description(a: &Answer) -> String {
+    a.www_authenticate().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn jwt_mode_verifies_locally_without_introspection() {
+    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    let check = authz(&addrs.introspection_url(), &addrs.jwks_url(), VerifyMode::Jwt, |_| {}).await;
+    let reader = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(reader.split('.').count(), 3, "a JWT");
+
+    let a = get(&check, "/date", &reader).await;
+    assert_eq!(a.http_status, 200, "{}", a.body);
+    assert_eq!(a.headers["x-client-id"], "reader");
+    assert_eq!(a.headers["x-scopes"], "read_date", "scopes from the scp claim");
+    assert_eq!(get(&check, "/echo", &reader).await.http_status, 403);
+    assert_eq!(issuer.introspections(), 0, "no introspection in jwt mode");
+
+    // Signature tampered: one character in the middle of the signature changed
+    // (not the last one, whose low bits are base64 padding).
+    let sig_at = reader.rfind('.').expect("signature") + 10;
+    let mut forged = reader.clone().into_bytes();
+    forged[sig_at] = if forged[sig_at] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).expect("ascii");
+    let a = get(&check, "/date", &forged).await;
+    assert_eq!(a.http_status, 401);
+    assert!(description(&a).contains("bad_signature"), "{}", description(&a));
+
+    // Payload swapped for one with more scopes, original signature kept.
+    let parts: Vec<&str> = reader.split('.').collect();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut claims: serde_json::Value = serde_json::from_slice(&b64.decode(parts[1]).expect("b64")).expect("json");
+    claims["scp"] = serde_json::json!(["read_date", "post_echo"]);
+    let swapped = format!("{}.{}.{}", parts[0], b64.encode(claims.to_string()), parts[2]);
+    assert_eq!(get(&check, "/echo", &swapped).await.http_status, 401);
+
+    let expired = issuer.mint_with_ttl("reader", &["read_date"], -120);
+    let a = get(&check, "/date", &expired).await;
+    assert_eq!(a.http_status, 401);
+    assert!(description(&a).contains("expired"), "{}", description(&a));
+
+    // alg=none and HS256 (a key-confusion attempt) are refused before any key lookup.
+    let header = serde_json::json!({"alg": "none", "typ": "JWT", "kid": "x"});
+    let none = format!("{}.{}.", b64.encode(header.to_string()), parts[1]);
+    let a = get(&check, "/date", &none).await;
+    assert_eq!(a.http_status, 401);
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"guess"),
+    )
+    .expect("hs256");
+    let a = get(&check, "/date", &hs).await;
+    assert_eq!(a.http_status, 401);
+    assert!(description(&a).contains("algorithm_not_allowed"), "{}", description(&a));
+}
+
+#[tokio::test]
+async fn unknown_kid_refreshes_the_jwks_at_a_bounded_rate() {
+    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    let check = authz(&addrs.introspection_url(), &addrs.jwks_url(), VerifyMode::Jwt, |c| {
+        c.introspection.jwt.refresh_min_interval_ms = 300;
+    })
+    .await;
+    let first = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(get(&check, "/date", &first).await.http_status, 200);
+    assert_eq!(issuer.jwks_fetches(), 1);
+
+    // Hydra rotated its key: once the refresh interval has passed, a token
+    // with the new kid triggers one refresh...
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    issuer.rotate_key();
+    let rotated = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(get(&check, "/date", &rotated).await.http_status, 200);
+    assert_eq!(issuer.jwks_fetches(), 2);
+    // ...but a stream of tokens with unknown kids does not hammer the JWKS.
+    issuer.rotate_key();
+    for _ in 0..20 {
+        let unknown = issuer.mint("reader", &["read_date"]).expect("mint");
+        let a = get(&check, "/date", &unknown).await;
+        assert_eq!(a.http_status, 401);
+        assert!(description(&a).contains("unknown_key"));
+    }
+    assert_eq!(issuer.jwks_fetches(), 2, "refresh_min_interval_ms bounds refreshes");
+    assert_eq!(
+        get(&check, "/date", &first).await.http_status,
+        200,
+        "known keys keep working"
+    );
+}
+
+#[tokio::test]
+async fn es256_tokens_and_issuer_policy() {
+    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEs256).await;
+    let check = authz(&addrs.introspection_url(), &addrs.jwks_url(), VerifyMode::Jwt, |_| {}).await;
+    let writer = issuer.mint("writer", &["post_echo"]).expect("mint");
+    let a = get(&check, "/echo", &writer).await;
+    assert_eq!(a.http_status, 200, "{}", a.body);
+    assert_eq!(a.headers["x-client-id"], "writer");
+
+    let strict = authz(&addrs.introspection_url(), &addrs.jwks_url(), VerifyMode::Jwt, |c| {
+        c.introspection.allowed_issuers = vec!["https://someone-else".into()];
+    })
+    .await;
+    let a = get(&strict, "/echo", &writer).await;
+    assert_eq!(a.http_status, 401);
+    assert!(description(&a).contains("issuer_not_allowed"));
+    // Only EdDSA allowed: an ES256 token is refused.
+    let eddsa_only = authz(&addrs.introspection_url(), &addrs.jwks_url(), VerifyMode::Jwt, |c| {
+        c.introspection.jwt.algorithms = vec![hydra_authz::config::JwtAlgorithm::EdDSA];
+    })
+    .await;
+    assert_eq!(get(&eddsa_only, "/echo", &writer).await.http_status, 401);
+}
+
+#[tokio::test]
+async fn auto_mode_verifies_jwts_locally_and_introspects_opaque_tokens() {
+    let (jwt_iss, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    let hydra = FakeHydra::start().await; // opaque tokens
+    let check = authz(&hydra.introspection_url(), &addrs.jwks_url(), VerifyMode::Auto, |_| {}).await;
+    let jwt = jwt_iss.mint("reader", &["read_date"]).expect("mint");
+    let opaque = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(get(&check, "/date", &jwt).await.http_status, 200);
+    assert_eq!(hydra.requests(), 0, "the JWT was verified locally");
+    assert_eq!(get(&check, "/date", &opaque).await.http_status, 200);
+    assert_eq!(hydra.requests(), 1, "the opaque token was introspected");
+}
+
+#[tokio::test]
+async fn jwks_unreachable_is_503() {
+    let (issuer, _addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let check = authz(
+        "http://127.0.0.1:1/x",
+        &format!("http://127.0.0.1:{port}/.well-known/jwks.json"),
+        VerifyMode::Jwt,
+        |_| {},
+    )
+    .await;
+    let token = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(get(&check, "/date", &token).await.http_status, 503);
+}
