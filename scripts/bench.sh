@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The load benchmark in one command: builds release binaries and runs
+# authz-bench, which prints a markdown table (every row against a baseline
+# measured in the same run). Loopback only; each row runs for --duration-s.
+#   scripts/bench.sh [--duration-s 10] [--concurrency 32] [--no-envoy] [--no-memory]
+# Needs wrk for the Envoy rows (apt-get install wrk); they are skipped without it.
+# Micro-benchmarks: cargo bench --bench decision
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ENVOY_BIN="${ENVOY_BIN:-$(scripts/install-envoy.sh)}"
+export ENVOY_BIN
+cargo build --release --locked --bins >&2
+exec target/release/authz-bench "$@"

@@ -1,0 +1,626 @@
+//! authz-bench: one run, one machine, every row measured against a baseline
+//! from the same run. Loopback only; every load loop is bounded in time.
+//!
+//!   cargo build --release --bins && target/release/authz-bench [--duration-s 5] [--concurrency 32]
+//!
+//! Rows (see README "Performance"):
+//!   a  no-op ext_authz server (always allows; lives here only) — the floor
+//!   b  hydra-authz, cache hits                                    vs a
+//!   c  hydra-authz, jwt mode (local EdDSA verification)           vs a
+//!   d  hydra-authz uncached, Hydra-shaped issuer +0 ms / +5 ms      (introspections per check)
+//!   e  real Envoy answering direct_response, driven by wrk: plain, + no-op ext_authz, + hydra-authz (cached)
+//! plus p99 at a fixed 1,000 checks/s, and RSS idle / with 100,000 cached tokens.
+
+use envoy_types::ext_authz::v3::pb::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
+use hydra_authz::demo::issuer::{seed_clients, DevIssuer, TokenFormat};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+#[derive(clap::Parser)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Seconds of load per row.
+    #[arg(long, default_value_t = 5)]
+    duration_s: u64,
+    /// Concurrent in-flight checks.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Envoy binary for rows e (default: $ENVOY_BIN, .venv-envoy, PATH).
+    #[arg(long)]
+    envoy: Option<PathBuf>,
+    /// Skip the Envoy rows.
+    #[arg(long)]
+    no_envoy: bool,
+    /// Skip the 100,000-token memory measurement.
+    #[arg(long)]
+    no_memory: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Internal: serve the no-op ext_authz on ADDR (row a's server process).
+    NoopServer { addr: SocketAddr },
+}
+
+struct Noop;
+
+#[tonic::async_trait]
+impl Authorization for Noop {
+    async fn check(&self, _r: tonic::Request<CheckRequest>) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(CheckResponse {
+            status: Some(envoy_types::pb::google::rpc::Status::default()),
+            ..Default::default()
+        }))
+    }
+}
+
+#[derive(Default, Clone)]
+struct Row {
+    name: String,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    rss_mib: f64,
+    note: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    use clap::Parser;
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(Cmd::NoopServer { addr }) = args.cmd {
+        return rt.block_on(async move {
+            tonic::transport::Server::builder()
+                .add_service(AuthorizationServer::new(Noop))
+                .serve(addr)
+                .await?;
+            Ok(())
+        });
+    }
+    rt.block_on(run(args))
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().map(|d| d.join(name)).filter(|p| p.is_file());
+    p.ok_or_else(|| anyhow::anyhow!("{name} not found next to authz-bench: cargo build --release --bins"))
+}
+
+/// A server process we measure; killed on drop.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    /// hydra-authz's HTTP listener (metrics), when it has one.
+    metrics_addr: SocketAddr,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+}
+
+async fn wait_port(addr: SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("nothing listening on {addr}")
+}
+
+async fn spawn_noop() -> anyhow::Result<Proc> {
+    let addr = free_addr();
+    let child = Command::new(std::env::current_exe()?)
+        .args(["noop-server", &addr.to_string()])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_port(addr).await?;
+    Ok(Proc {
+        child,
+        addr,
+        metrics_addr: addr,
+    })
+}
+
+async fn spawn_authz(dir: &Path, name: &str, config_extra: &str, introspection: &str) -> anyhow::Result<Proc> {
+    let (grpc, http) = (free_addr(), free_addr());
+    let config = format!(
+        "[server]\ngrpc_addr = \"{grpc}\"\nhttp_addr = \"{http}\"\n[introspection]\nurl = \"{introspection}\"\ntimeout_ms = 2000\n{config_extra}\n[log]\nlevel = \"warn\"\n[[rules]]\nid = \"bench\"\npath = \"/**\"\nscopes = [\"read_date\"]\n"
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config)?;
+    let child = Command::new(sibling("hydra-authz")?)
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_port(grpc).await?;
+    Ok(Proc {
+        child,
+        addr: grpc,
+        metrics_addr: http,
+    })
+}
+
+/// Upper bound of the histogram bucket holding the 99th percentile of the
+/// server's own check_duration since start (coarse: buckets double).
+async fn server_p99_bucket_us(http: SocketAddr) -> Option<f64> {
+    let text = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("hydra_authz_check_duration_seconds_bucket"))
+    {
+        let le = line.split("le=\"").nth(1)?.split('"').next()?;
+        let count: f64 = line.rsplit(' ').next()?.parse().ok()?;
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+        buckets.push((le, count));
+    }
+    let total = buckets.last()?.1;
+    buckets.iter().find(|(_, c)| *c >= total * 0.99).map(|(le, _)| le * 1e6)
+}
+
+fn check_request(token: &str) -> CheckRequest {
+    let headers = [
+        ("authorization", format!("Bearer {token}")),
+        (":authority", "api.example.com".into()),
+        ("user-agent", "authz-bench".into()),
+        ("x-request-id", "2b7b1f0e-9a7c-4a57-9d5e-0a8f9e3c1d22".into()),
+    ];
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: "GET".into(),
+                    host: "api.example.com".into(),
+                    path: "/date".into(),
+                    headers: headers.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Closed-loop gRPC load: `concurrency` workers over 4 HTTP/2 connections for
+/// `duration` (or paced to `rate` checks/s when given). Tokens round-robin.
+async fn grpc_load(
+    addr: SocketAddr,
+    tokens: &[String],
+    concurrency: usize,
+    duration: Duration,
+    rate: Option<u64>,
+) -> anyhow::Result<(Row, u64)> {
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(Channel::from_shared(format!("http://{addr}"))?.connect().await?);
+    }
+    let requests: Vec<CheckRequest> = tokens.iter().map(|t| check_request(t)).collect();
+    let requests = std::sync::Arc::new(requests);
+    let deadline = Instant::now() + duration;
+    let per_worker_interval = rate.map(|r| Duration::from_secs_f64(concurrency as f64 / r as f64));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let mut client = AuthorizationClient::new(channels[w % channels.len()].clone());
+        let requests = requests.clone();
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100_000);
+            let mut denied = 0u64;
+            let mut i = w;
+            let mut next = Instant::now();
+            while Instant::now() < deadline {
+                if let Some(iv) = per_worker_interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += iv;
+                }
+                let req = requests[i % requests.len()].clone();
+                i += concurrency;
+                let t = Instant::now();
+                let r = client.check(req).await;
+                lat.push(t.elapsed().as_micros() as u32);
+                if !matches!(r, Ok(ref resp) if resp.get_ref().status.as_ref().is_some_and(|s| s.code == 0)) {
+                    denied += 1;
+                }
+            }
+            (lat, denied)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut denied = 0;
+    for w in workers {
+        let (l, d) = w.await?;
+        lat.extend(l);
+        denied += d;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+    };
+    Ok((
+        Row {
+            rps: lat.len() as f64 / elapsed,
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+            p999_us: pct(0.999),
+            ..Default::default()
+        },
+        denied,
+    ))
+}
+
+/// Hydra-shaped issuer with an injected delay on introspection.
+async fn issuer(format: TokenFormat, delay: Duration) -> anyhow::Result<(DevIssuer, SocketAddr, SocketAddr)> {
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (pa, aa) = (public.local_addr()?, admin.local_addr()?);
+    let iss = DevIssuer::with_format(format!("http://{pa}"), seed_clients(), 3600, format);
+    let admin_router = iss.admin_router().layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            next.run(req).await
+        },
+    ));
+    let pr = iss.public_router();
+    tokio::spawn(async move { axum::serve(public, pr).await });
+    tokio::spawn(async move { axum::serve(admin, admin_router).await });
+    Ok((iss, pa, aa))
+}
+
+fn mint(iss: &DevIssuer, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| iss.mint("reader", &["read_date"]).unwrap_or_default())
+        .collect()
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let dur = Duration::from_secs(args.duration_s);
+    let c = args.concurrency;
+    let dir = tempfile::tempdir()?;
+    let mut rows: Vec<Row> = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!(
+        "authz-bench: {cores} cores, {}s per row, concurrency {c}",
+        args.duration_s
+    );
+
+    // a. no-op floor.
+    let (opaque, _pa, admin) = issuer(TokenFormat::Opaque, Duration::ZERO).await?;
+    let one = mint(&opaque, 1);
+    let noop = spawn_noop().await?;
+    let (mut a, _) = grpc_load(noop.addr, &one, c, dur, None).await?;
+    a.name = "a. no-op ext_authz (floor)".into();
+    a.rss_mib = rss_mib(noop.pid());
+    rows.push(a.clone());
+
+    // b. cached.
+    let intro = format!("http://{admin}/admin/oauth2/introspect");
+    let cached = spawn_authz(
+        dir.path(),
+        "cached",
+        "[introspection.cache]\nenabled = true\nttl_ms = 600000",
+        &intro,
+    )
+    .await?;
+    let idle_rss = rss_mib(cached.pid());
+    let before = opaque.introspections();
+    let (mut b, denied) = grpc_load(cached.addr, &one, c, dur, None).await?;
+    b.name = "b. hydra-authz, cache hits".into();
+    b.rss_mib = rss_mib(cached.pid());
+    b.note = format!(
+        "{:.2}x a; {} introspection(s); {denied} non-allow",
+        b.rps / a.rps,
+        opaque.introspections() - before
+    );
+    rows.push(b.clone());
+
+    // Fixed 1,000 checks/s against the cached server: latency when not saturated.
+    let (mut paced, _) = grpc_load(cached.addr, &one, 8, dur, Some(1000)).await?;
+    paced.name = "b'. cache hits at a fixed 1,000 checks/s".into();
+    paced.rss_mib = rss_mib(cached.pid());
+    paced.note = format!(
+        "client-observed; server-side p99 ≤ {} µs (check_duration histogram bucket); target < 1 ms",
+        server_p99_bucket_us(cached.metrics_addr)
+            .await
+            .map_or("?".into(), |v| format!("{v:.0}"))
+    );
+    rows.push(paced);
+
+    // c. jwt mode.
+    let (jwt_iss, jwt_pub, _) = issuer(TokenFormat::JwtEdDsa, Duration::ZERO).await?;
+    let jwt_tokens = mint(&jwt_iss, 1);
+    let extra = format!("mode = \"jwt\"\n[introspection.jwt]\njwks_url = \"http://{jwt_pub}/.well-known/jwks.json\"");
+    let jwt = spawn_authz(dir.path(), "jwt", &extra, &intro).await?;
+    let (mut cj, denied) = grpc_load(jwt.addr, &jwt_tokens, c, dur, None).await?;
+    cj.name = "c. hydra-authz, jwt mode (EdDSA)".into();
+    cj.rss_mib = rss_mib(jwt.pid());
+    cj.note = format!("{:.2}x a; {denied} non-allow", cj.rps / a.rps);
+    rows.push(cj);
+    drop(jwt);
+
+    // d. uncached, distinct tokens so single-flight rarely coalesces.
+    for delay_ms in [0u64, 5] {
+        let (iss, _, adm) = issuer(TokenFormat::Opaque, Duration::from_millis(delay_ms)).await?;
+        let tokens = mint(&iss, 20_000);
+        let url = format!("http://{adm}/admin/oauth2/introspect");
+        let srv = spawn_authz(dir.path(), &format!("uncached{delay_ms}"), "", &url).await?;
+        let (mut d, denied) = grpc_load(srv.addr, &tokens, c, dur, None).await?;
+        let checks = d.rps * dur.as_secs_f64();
+        d.name = format!("d. hydra-authz uncached, Hydra +{delay_ms} ms");
+        d.rss_mib = rss_mib(srv.pid());
+        d.note = format!(
+            "{:.2} introspections/check; saturated; {denied} non-allow",
+            iss.introspections() as f64 / checks.max(1.0),
+        );
+        rows.push(d);
+        // Overhead over the injected latency, measured below saturation.
+        let (mut dp, _) = grpc_load(srv.addr, &tokens, 4, dur, Some(200)).await?;
+        dp.name = format!("d'. same at a fixed 200 checks/s, Hydra +{delay_ms} ms");
+        dp.rss_mib = rss_mib(srv.pid());
+        dp.note = format!(
+            "p50 overhead over the injected {delay_ms} ms: {:.0} µs (target ≤ 200)",
+            dp.p50_us - (delay_ms * 1000) as f64
+        );
+        rows.push(dp);
+    }
+
+    // e. real Envoy with wrk.
+    if !args.no_envoy {
+        match envoy_rows(&args, dir.path(), noop.addr, cached.addr, &one[0], dur).await {
+            Ok(mut r) => rows.append(&mut r),
+            Err(e) => eprintln!("authz-bench: Envoy rows skipped: {e:#}"),
+        }
+    }
+
+    // Memory with 100,000 cached tokens.
+    let mut mem = format!("RSS idle (hydra-authz, cache on): {idle_rss:.1} MiB");
+    if !args.no_memory {
+        let (iss, _, adm) = issuer(TokenFormat::Opaque, Duration::ZERO).await?;
+        let url = format!("http://{adm}/admin/oauth2/introspect");
+        let srv = spawn_authz(
+            dir.path(),
+            "mem",
+            "[introspection.cache]\nenabled = true\nttl_ms = 600000\nmax_entries = 200000",
+            &url,
+        )
+        .await?;
+        let tokens = mint(&iss, 100_000);
+        // One pass over all tokens (bounded: stops after 120 s whatever happens).
+        let per = tokens.len() / 64;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for chunk in tokens.chunks(per.max(1)) {
+            let chunk = chunk.to_vec();
+            let ch = Channel::from_shared(format!("http://{}", srv.addr))?.connect().await?;
+            tasks.push(tokio::spawn(async move {
+                let mut client = AuthorizationClient::new(ch);
+                for t in chunk {
+                    if started.elapsed() > Duration::from_secs(120) {
+                        break;
+                    }
+                    let _ = client.check(check_request(&t)).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await?;
+        }
+        mem.push_str(&format!(
+            "; with 100,000 cached tokens: {:.1} MiB ({} introspections)",
+            rss_mib(srv.pid()),
+            iss.introspections()
+        ));
+    }
+
+    println!("\n| row | checks/s | p50 µs | p99 µs | p99.9 µs | server RSS MiB | notes |");
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    for r in &rows {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {} |",
+            r.name,
+            r.rps,
+            r.p50_us,
+            r.p99_us,
+            if r.p999_us > 0.0 {
+                format!("{:.0}", r.p999_us)
+            } else {
+                "–".into()
+            },
+            r.rss_mib,
+            r.note
+        );
+    }
+    println!("\n{mem}\n{cores} cores; load generator, issuer and servers share them.");
+    drop((noop, cached));
+    Ok(())
+}
+
+const ENVOY_DIRECT: &str = r#"
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: ADMIN}}}
+static_resources:
+  listeners:
+  - address: {socket_address: {address: 127.0.0.1, port_value: LISTEN}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                direct_response: {status: 200, body: {inline_string: "ok"}}
+          http_filters:
+FILTERS          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: authz
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment:
+      cluster_name: authz
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: AUTHZ}}}}]}]
+"#;
+
+const EXT_AUTHZ: &str = r#"          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              grpc_service: {envoy_grpc: {cluster_name: authz}, timeout: 2s}
+              transport_api_version: V3
+              failure_mode_allow: false
+"#;
+
+async fn envoy_rows(
+    args: &Args,
+    dir: &Path,
+    noop: SocketAddr,
+    authz: SocketAddr,
+    token: &str,
+    dur: Duration,
+) -> anyhow::Result<Vec<Row>> {
+    let envoy = args
+        .envoy
+        .clone()
+        .or_else(hydra_authz::demo::envoy::find_binary)
+        .ok_or_else(|| anyhow::anyhow!("no Envoy binary"))?;
+    which("wrk").ok_or_else(|| anyhow::anyhow!("wrk not installed (apt-get install wrk)"))?;
+    let mut rows = Vec::new();
+    let mut plain_rps = 0.0;
+    let mut noop_rps = 0.0;
+    for (name, target) in [
+        ("e1. Envoy direct_response (plain)", None),
+        ("e2. Envoy + no-op ext_authz", Some(noop)),
+        ("e3. Envoy + hydra-authz (cached)", Some(authz)),
+    ] {
+        let (admin, listen) = (free_addr(), free_addr());
+        let cfg = ENVOY_DIRECT
+            .replace("ADMIN", &admin.port().to_string())
+            .replace("LISTEN", &listen.port().to_string())
+            .replace("AUTHZ", &target.map_or(1, |t| t.port()).to_string())
+            .replace("FILTERS", if target.is_some() { EXT_AUTHZ } else { "" });
+        let path = dir.join("envoy-bench.yaml");
+        std::fs::write(&path, cfg)?;
+        let mut child = Command::new(&envoy)
+            .arg("-c")
+            .arg(&path)
+            .args(["--log-level", "error", "--disable-hot-restart", "--concurrency", "1"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        wait_port(listen).await?;
+        let out = Command::new("wrk")
+            .args([
+                "-t",
+                "1",
+                "-c",
+                "32",
+                "-d",
+                &format!("{}s", dur.as_secs()),
+                "--latency",
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+            ])
+            .arg(format!("http://{listen}/date"))
+            .output()
+            .await?;
+        let rss = rss_mib(child.id().unwrap_or(0));
+        let _ = child.start_kill();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut row = parse_wrk(&text);
+        row.name = name.into();
+        row.rss_mib = rss;
+        if text.contains("Non-2xx") {
+            row.note = "NON-2XX ANSWERS: check the setup; ".into();
+        }
+        match target {
+            None => plain_rps = row.rps,
+            Some(t) if t == noop => {
+                noop_rps = row.rps;
+                row.note.push_str(&format!("{:.2}x plain", row.rps / plain_rps));
+            }
+            Some(_) => row
+                .note
+                .push_str(&format!("{:.2}x Envoy + no-op (target ≥ 0.9)", row.rps / noop_rps)),
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(cmd)).find(|p| p.is_file()))
+}
+
+/// `Requests/sec:` and the `--latency` distribution (50%, 99%) of wrk's output.
+fn parse_wrk(text: &str) -> Row {
+    let to_us = |v: &str| -> f64 {
+        let v = v.trim();
+        let (num, mul) = if let Some(n) = v.strip_suffix("us") {
+            (n, 1.0)
+        } else if let Some(n) = v.strip_suffix("ms") {
+            (n, 1000.0)
+        } else if let Some(n) = v.strip_suffix('s') {
+            (n, 1_000_000.0)
+        } else {
+            (v, 1.0)
+        };
+        num.parse::<f64>().unwrap_or(0.0) * mul
+    };
+    let mut row = Row::default();
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            row.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("50%") {
+            row.p50_us = to_us(v);
+        } else if let Some(v) = l.strip_prefix("99%") {
+            row.p99_us = to_us(v);
+        }
+    }
+    row
+}
