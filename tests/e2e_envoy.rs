@@ -157,3 +157,112 @@ async fn hydra_authz_down_is_denied_by_envoy_not_allowed() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     drop(oauth2);
 }
+
+/// A raw HTTP/1.1 request, so the path reaches Envoy byte for byte (HTTP
+/// client libraries normalize `..` and escapes themselves).
+async fn raw(stack: &Stack, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(stack.envoy.listener)
+        .await
+        .expect("connect");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: api.local\r\nConnection: close\r\nContent-Length: 0\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp).await;
+    let status = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn path_tricks_never_reach_a_rule_they_should_not() {
+    let stack = Stack::start().await;
+    let writer = format!("Bearer {}", stack.oauth2.token("writer", "post_echo").await);
+    let reader = format!("Bearer {}", stack.oauth2.token("reader", "read_date").await);
+    // The writer may not read the date, however the path is spelled...
+    for path in [
+        "/date",
+        "//date",
+        "/%64ate",
+        "/DATE",
+        "/date/",
+        "/date;x",
+        "/date%3Bx",
+        "/./date",
+        "/x/../date",
+        "/echo/../date",
+        "/echo/%2e%2e/date",
+        "/echo%2F..%2Fdate",
+        "/echo\\..\\date",
+        "/d%C3%A0te",
+    ] {
+        let (status, body) = raw(&stack, "GET", path, &[("authorization", &writer)]).await;
+        assert_ne!(status, 200, "writer reached {path}: {body}");
+        assert!(status >= 400, "{path}: {status}");
+    }
+    // ...and the reader may not post an echo.
+    for path in [
+        "/echo",
+        "//echo",
+        "/%65cho",
+        "/date/../echo",
+        "/date/%2e%2e/echo",
+        "/echo;x",
+        "/ECHO",
+    ] {
+        let (status, body) = raw(&stack, "POST", path, &[("authorization", &reader)]).await;
+        assert_ne!(status, 200, "reader posted to {path}: {body}");
+    }
+    // The legitimate spellings still work.
+    for path in ["/date", "//date", "/date?x=1"] {
+        assert_eq!(
+            raw(&stack, "GET", path, &[("authorization", &reader)]).await.0,
+            200,
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_in_every_form_end_as_ours() {
+    let stack = Stack::start().await;
+    let reader = format!("Bearer {}", stack.oauth2.token("reader", "read_date").await);
+    let spoofs: Vec<Vec<(&str, &str)>> = vec![
+        vec![("x-client-id", "admin")],
+        vec![("X-Client-Id", "admin")],
+        vec![("X-CLIENT-ID", "admin"), ("x-client-id", "root")],
+        vec![("x-client-id", "admin, reader")],
+        vec![("x-scopes", "admin post_echo"), ("X-Scopes", "root")],
+        vec![("x-subject", "root"), ("X-Subject", "admin")],
+    ];
+    for spoof in spoofs {
+        let mut headers = vec![("authorization", reader.as_str())];
+        headers.extend(spoof.iter().copied());
+        let (status, body) = raw(&stack, "GET", "/date", &headers).await;
+        assert_eq!(status, 200, "{spoof:?}");
+        let seen: serde_json::Value = serde_json::from_str(&body).expect("echo json");
+        assert_eq!(seen["headers"]["x-client-id"], "reader", "{spoof:?}: {body}");
+        assert_eq!(seen["headers"]["x-scopes"], "read_date", "{spoof:?}: {body}");
+        assert!(
+            seen["headers"].get("x-subject").is_none(),
+            "no sub from oidc-provider, so removed: {spoof:?}: {body}"
+        );
+    }
+    // On a public route every identity header is stripped, in any spelling.
+    let (status, body) = raw(
+        &stack,
+        "GET",
+        "/public",
+        &[("X-Client-Id", "admin"), ("x-scopes", "root"), ("X-SUBJECT", "x")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen: serde_json::Value = serde_json::from_str(&body).expect("echo json");
+    for h in ["x-client-id", "x-scopes", "x-subject"] {
+        assert!(seen["headers"].get(h).is_none(), "{h}: {body}");
+    }
+}

@@ -8,6 +8,7 @@
 //! The gRPC `Check`, the admin `Explain` RPC and the CLI all call
 //! [`Engine::decide`] / [`Engine::explain`], which share one code path.
 
+pub mod path;
 pub mod request;
 pub mod route;
 pub mod rules;
@@ -130,6 +131,11 @@ impl<A: Authenticator> Engine<A> {
                 Some(t)
             }
         };
+
+        if let Some(why) = req.path_error {
+            note!(steps, "path refused: {why}");
+            return out.deny(DenyReason::InvalidPath(why));
+        }
 
         if steps.is_some() && req.context_extensions.is_empty() && req.route_metadata.is_none() {
             for (rule, why) in self.rules.explain(&req.method, &req.host, &req.path) {
@@ -341,6 +347,56 @@ mod tests {
                 decision("GET", path, Some("Basic abc")).await,
                 Decision::Deny(DenyReason::InvalidRequest(_))
             ));
+        }
+    }
+
+    /// Path tricks never reach a rule they should not: each input and its answer.
+    #[tokio::test]
+    async fn path_corpus_through_the_engine() {
+        let e = engine();
+        let cases: [(&str, &str, Decision); 10] = [
+            ("GET", "/%64ate", Decision::Allow),
+            ("GET", "//date", Decision::Allow),
+            ("GET", "/date?x=/echo", Decision::Allow),
+            ("GET", "/DATE", Decision::Deny(DenyReason::NoRule)),
+            ("GET", "/d\u{0430}te", Decision::Deny(DenyReason::NoRule)),
+            ("GET", "/%2564ate", Decision::Deny(DenyReason::NoRule)),
+            (
+                "POST",
+                "/date/../echo",
+                Decision::Deny(DenyReason::InvalidPath(
+                    "dot segments ('.', '..') are not allowed in the path",
+                )),
+            ),
+            (
+                "GET",
+                "/date;x",
+                Decision::Deny(DenyReason::InvalidPath("path parameters (';') are not allowed")),
+            ),
+            (
+                "GET",
+                "/date%2F..",
+                Decision::Deny(DenyReason::InvalidPath(
+                    "encoded slashes and backslashes are not allowed in the path",
+                )),
+            ),
+            (
+                "GET",
+                "/health/..%2Fdate",
+                Decision::Deny(DenyReason::InvalidPath(
+                    "encoded slashes and backslashes are not allowed in the path",
+                )),
+            ),
+        ];
+        for (method, path, want) in cases {
+            let r = AuthzRequest::from_parts(
+                method,
+                "",
+                path,
+                &[("authorization".to_string(), "Bearer reader".to_string())].into(),
+                Default::default(),
+            );
+            assert_eq!(e.decide(&r).await.decision, want, "{method} {path}");
         }
     }
 

@@ -14,8 +14,10 @@ pub const METADATA_NAMESPACE: &str = "hydra_authz";
 pub struct AuthzRequest {
     pub method: String,
     pub host: String,
-    /// Path without query string or fragment.
+    /// Normalized path ([`super::path::normalize`]); on refusal, the raw
+    /// path (for logs) and `path_error` says why.
     pub path: String,
+    pub path_error: Option<&'static str>,
     pub credential: Credential,
     pub context_extensions: HashMap<String, String>,
     /// The `hydra_authz` namespace of the route's metadata, if Envoy sent it.
@@ -46,9 +48,9 @@ impl AuthzRequest {
             credential: parse_authorization(http.headers.get("authorization").map(String::as_str)),
             method: std::mem::take(&mut http.method),
             host: std::mem::take(&mut http.host),
-            path: strip_query(&http.path).to_owned(),
             context_extensions,
             route_metadata,
+            ..AuthzRequest::with_path(&http.path)
         }
     }
 
@@ -68,16 +70,32 @@ impl AuthzRequest {
         AuthzRequest {
             method: method.to_ascii_uppercase(),
             host: host.to_owned(),
-            path: strip_query(path).to_owned(),
             credential: parse_authorization(authorization),
             context_extensions,
             route_metadata: None,
+            ..AuthzRequest::with_path(path)
         }
     }
-}
 
-fn strip_query(path: &str) -> &str {
-    path.split(['?', '#']).next().unwrap_or("")
+    fn with_path(raw: &str) -> AuthzRequest {
+        let (path, path_error) = match super::path::normalize(raw) {
+            Ok(p) => (p, None),
+            // Keep a bounded, query-less, printable copy for the log line
+            // (no CR/LF: a refused path must not forge log lines).
+            Err(why) => {
+                let shown = raw.split(['?', '#']).next().unwrap_or("").chars().take(256);
+                (
+                    shown.map(|c| if c.is_ascii_graphic() { c } else { '?' }).collect(),
+                    Some(why),
+                )
+            }
+        };
+        AuthzRequest {
+            path,
+            path_error,
+            ..Default::default()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +149,10 @@ mod tests {
     fn empty_check_request_yields_empty_facts() {
         let r = AuthzRequest::from_check(CheckRequest::default());
         assert_eq!(r.path, "");
+        assert!(
+            r.path_error.is_none(),
+            "no HTTP attributes at all: nothing to match, default deny"
+        );
         assert_eq!(r.credential, Credential::Missing);
     }
 

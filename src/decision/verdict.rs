@@ -15,6 +15,8 @@ use envoy_types::pb::google::rpc;
 pub enum DenyReason {
     /// Malformed Authorization header (RFC 6750 `invalid_request`).
     InvalidRequest(&'static str),
+    /// A path we refuse to match (see `decision::path`).
+    InvalidPath(&'static str),
     MissingToken,
     InvalidToken(ClaimFailure),
     /// The route's required scopes (all of them, as RFC 6750 advises).
@@ -28,7 +30,7 @@ pub enum DenyReason {
 impl DenyReason {
     pub fn http_status(&self) -> u16 {
         match self {
-            DenyReason::InvalidRequest(_) => 400,
+            DenyReason::InvalidRequest(_) | DenyReason::InvalidPath(_) => 400,
             DenyReason::MissingToken | DenyReason::InvalidToken(_) => 401,
             DenyReason::InsufficientScope(_) | DenyReason::NoRule => 403,
             DenyReason::RouteMisconfigured(_) => 500,
@@ -39,7 +41,7 @@ impl DenyReason {
     /// Any non-OK code makes Envoy deny; the HTTP status comes from `denied_response`.
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            DenyReason::InvalidRequest(_) => tonic::Code::InvalidArgument,
+            DenyReason::InvalidRequest(_) | DenyReason::InvalidPath(_) => tonic::Code::InvalidArgument,
             DenyReason::MissingToken | DenyReason::InvalidToken(_) => tonic::Code::Unauthenticated,
             DenyReason::InsufficientScope(_) | DenyReason::NoRule => tonic::Code::PermissionDenied,
             DenyReason::RouteMisconfigured(_) => tonic::Code::Internal,
@@ -51,6 +53,7 @@ impl DenyReason {
     pub fn label(&self) -> &'static str {
         match self {
             DenyReason::InvalidRequest(_) => "invalid_request",
+            DenyReason::InvalidPath(_) => "invalid_path",
             DenyReason::MissingToken => "missing_token",
             DenyReason::InvalidToken(_) => "invalid_token",
             DenyReason::InsufficientScope(_) => "insufficient_scope",
@@ -63,6 +66,7 @@ impl DenyReason {
     fn title(&self) -> &'static str {
         match self {
             DenyReason::InvalidRequest(_) => "Malformed credentials",
+            DenyReason::InvalidPath(_) => "Invalid path",
             DenyReason::MissingToken => "Authentication required",
             DenyReason::InvalidToken(_) => "Invalid token",
             DenyReason::InsufficientScope(_) => "Insufficient scope",
@@ -75,7 +79,7 @@ impl DenyReason {
     /// Safe to send to the client: never the token, never internal addresses.
     pub fn detail(&self) -> String {
         match self {
-            DenyReason::InvalidRequest(why) => (*why).to_owned(),
+            DenyReason::InvalidRequest(why) | DenyReason::InvalidPath(why) => (*why).to_owned(),
             DenyReason::MissingToken => "a bearer token is required".into(),
             DenyReason::InvalidToken(f) => f.to_string(),
             DenyReason::InsufficientScope(s) => format!("the token lacks a required scope: {}", s.join(" ")),
