@@ -112,6 +112,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     let telemetry = hydra_authz::telemetry::init(&config.log, &config.telemetry)?;
     let server = hydra_authz::server::start(&config).await?;
+    server.watch_config(path)?;
     hydra_authz::server::termination_signal().await;
     let result = server.shutdown().await;
     telemetry.shutdown();

@@ -29,7 +29,9 @@ pub struct Engine<A> {
     rules: RuleSet,
     strategy: ScopeStrategy,
     responder: Responder,
-    authn: A,
+    /// Shared so a config reload that leaves `[introspection]` alone keeps
+    /// the same client pool and cache.
+    authn: std::sync::Arc<A>,
 }
 
 /// Everything a decision found out, for the response, the log line and explanations.
@@ -82,12 +84,21 @@ macro_rules! note {
 
 impl<A: Authenticator> Engine<A> {
     pub fn new(config: &Config, authn: A) -> Result<Engine<A>, ConfigError> {
+        Self::with_shared(config, std::sync::Arc::new(authn))
+    }
+
+    pub fn with_shared(config: &Config, authn: std::sync::Arc<A>) -> Result<Engine<A>, ConfigError> {
         Ok(Engine {
             rules: RuleSet::compile(&config.rules)?,
             strategy: config.authorization.scope_strategy,
             responder: Responder::new(config.headers.clone(), config.authorization.realm.clone()),
             authn,
         })
+    }
+
+    /// The shared authenticator, for a reload that keeps it.
+    pub fn shared_authenticator(&self) -> std::sync::Arc<A> {
+        self.authn.clone()
     }
 
     pub fn responder(&self) -> &Responder {

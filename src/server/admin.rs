@@ -13,11 +13,11 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct AdminService<A> {
-    engine: Arc<Engine<A>>,
+    engine: Arc<arc_swap::ArcSwap<Engine<A>>>,
 }
 
 impl<A> AdminService<A> {
-    pub fn new(engine: Arc<Engine<A>>) -> Self {
+    pub fn new(engine: Arc<arc_swap::ArcSwap<Engine<A>>>) -> Self {
         AdminService { engine }
     }
 }
@@ -27,11 +27,12 @@ impl<A: Authenticator + Purge> Admin for AdminService<A> {
     async fn explain(&self, request: Request<ExplainRequest>) -> Result<Response<ExplainResponse>, Status> {
         let r = request.into_inner();
         let req = AuthzRequest::from_parts(&r.method, &r.host, &r.path, &r.headers, r.context_extensions);
-        Ok(Response::new(explain(&self.engine, &req).await))
+        Ok(Response::new(explain(&self.engine.load_full(), &req).await))
     }
 
     async fn purge_token(&self, request: Request<PurgeTokenRequest>) -> Result<Response<PurgeResponse>, Status> {
-        let cache = self.engine.authenticator();
+        let engine = self.engine.load_full();
+        let cache = engine.authenticator();
         match request.into_inner().target {
             Some(Target::Token(t)) if !t.is_empty() => {
                 let token = Token::new(t);
@@ -48,7 +49,7 @@ impl<A: Authenticator + Purge> Admin for AdminService<A> {
     }
 
     async fn purge_all(&self, _request: Request<PurgeAllRequest>) -> Result<Response<PurgeResponse>, Status> {
-        self.engine.authenticator().purge_all();
+        self.engine.load_full().authenticator().purge_all();
         tracing::info!("purged the whole cache");
         Ok(Response::new(PurgeResponse {}))
     }

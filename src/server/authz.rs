@@ -16,12 +16,12 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub struct AuthzService<A> {
-    engine: Arc<Engine<A>>,
+    engine: Arc<arc_swap::ArcSwap<Engine<A>>>,
     metrics: Arc<Metrics>,
 }
 
 impl<A> AuthzService<A> {
-    pub fn new(engine: Arc<Engine<A>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(engine: Arc<arc_swap::ArcSwap<Engine<A>>>, metrics: Arc<Metrics>) -> Self {
         AuthzService { engine, metrics }
     }
 }
@@ -39,12 +39,14 @@ impl<A: Authenticator> Authorization for AuthzService<A> {
             let _ = span.set_parent(parent);
         }
         let req = AuthzRequest::from_check(check);
-        let outcome = self.engine.decide(&req).instrument(span.clone()).await;
+        // One atomic load: this check keeps this engine even if a reload swaps it meanwhile.
+        let engine = self.engine.load_full();
+        let outcome = engine.decide(&req).instrument(span.clone()).await;
         let (decision, status, reason) = summary(&outcome);
         annotate(&span, &req, &outcome, status, reason);
         span.in_scope(|| log_decision(&req, &outcome, started));
         self.metrics.observe_decision(decision, reason, started.elapsed());
-        Ok(Response::new(self.engine.respond(&outcome)))
+        Ok(Response::new(engine.respond(&outcome)))
     }
 }
 

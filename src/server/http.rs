@@ -31,10 +31,10 @@ impl Readiness {
 struct AdminState {
     ready: Readiness,
     metrics: Arc<Metrics>,
-    engine: Arc<Engine<ServerAuthn>>,
+    engine: Arc<arc_swap::ArcSwap<Engine<ServerAuthn>>>,
 }
 
-pub fn router(ready: Readiness, metrics: Arc<Metrics>, engine: Arc<Engine<ServerAuthn>>) -> Router {
+pub fn router(ready: Readiness, metrics: Arc<Metrics>, engine: Arc<arc_swap::ArcSwap<Engine<ServerAuthn>>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -43,7 +43,7 @@ pub fn router(ready: Readiness, metrics: Arc<Metrics>, engine: Arc<Engine<Server
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
-    s.engine.authenticator().refresh_metrics().await;
+    s.engine.load_full().authenticator().refresh_metrics().await;
     (
         [(
             header::CONTENT_TYPE,

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod authz;
 pub mod http;
+pub mod reload;
 
 use crate::admin_proto::admin_server::AdminServer;
 use crate::authn::cache::SharedVerifier;
@@ -29,6 +30,8 @@ pub struct RunningServer {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub readiness: Readiness,
+    /// The running configuration; reload through it.
+    pub live: Arc<reload::LiveEngine>,
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -38,6 +41,11 @@ impl RunningServer {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         self.task.await.context("server task panicked")?
+    }
+
+    /// Reload `path` on SIGHUP and when it changes on disk, until shutdown.
+    pub fn watch_config(&self, path: std::path::PathBuf) -> anyhow::Result<()> {
+        reload::watch(self.live.clone(), path, self.stop.subscribe())
     }
 
     /// Wait until the server stops by itself (it only does on error).
@@ -61,7 +69,12 @@ pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Ar
 /// Bind both listeners (port 0 allowed) and serve until shut down.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let metrics = Arc::new(Metrics::new());
-    let engine = build_engine(config, metrics.clone())?;
+    let live = Arc::new(reload::LiveEngine::new(
+        build_engine(config, metrics.clone())?,
+        config.clone(),
+        metrics.clone(),
+    ));
+    let engine = live.handle();
     let grpc = TcpListener::bind(config.server.grpc_addr)
         .await
         .with_context(|| format!("cannot bind server.grpc_addr {}", config.server.grpc_addr))?;
@@ -131,6 +144,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         grpc_addr,
         http_addr,
         readiness,
+        live,
         stop,
         task,
     })

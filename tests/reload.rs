@@ -1,0 +1,198 @@
+//! Hot reload: validate then swap; bad files keep the running config;
+//! checks in flight are unaffected; the binary reloads on file change and SIGHUP.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::hydra::{FakeHydra, Fault};
+use support::{bearer, config_for, start_authz, Answer, Checker};
+
+fn write_config(path: &Path, introspection_url: &str, date_scope: &str, extra: &str) {
+    let text = format!(
+        "[server]\ngrpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\n[introspection]\nurl = \"{introspection_url}\"\n{extra}\n[[rules]]\nid = \"date\"\nmethods = [\"GET\"]\npath = \"/date\"\nscopes = [\"{date_scope}\"]\n"
+    );
+    std::fs::write(path, text).expect("write config");
+}
+
+async fn status(check: &Checker, token: &str) -> i32 {
+    Answer::of(&check.check("GET", "/date", &[("authorization", &bearer(token))]).await).http_status
+}
+
+#[tokio::test]
+async fn reload_swaps_rules_and_rejects_bad_files() {
+    let hydra = FakeHydra::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    write_config(&path, &hydra.introspection_url(), "read_date", "");
+    let server = start_authz(&hydra_authz::config::Config::load(&path).expect("config")).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    let reader = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(status(&check, &reader).await, 200);
+
+    write_config(&path, &hydra.introspection_url(), "admin", "");
+    server.live.reload_file(&path).expect("valid reload");
+    assert_eq!(status(&check, &reader).await, 403, "new rules in force");
+
+    std::fs::write(&path, "[[rules]]\nid = \"x\"\npath = \"no-slash\"\n").expect("write");
+    let err = server.live.reload_file(&path).expect_err("invalid file").to_string();
+    assert!(err.contains("rules[0].path"), "{err}");
+    std::fs::write(&path, "not = [valid toml").expect("write");
+    assert!(server.live.reload_file(&path).is_err());
+    assert_eq!(
+        status(&check, &reader).await,
+        403,
+        "the running config survived both bad files"
+    );
+
+    let metrics = reqwest::get(format!("http://{}/metrics", server.http_addr))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("hydra_authz_config_reloads_total{result=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hydra_authz_config_reloads_total{result=\"error\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_in_flight_are_unaffected_by_reloads() {
+    let hydra = FakeHydra::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    write_config(&path, &hydra.introspection_url(), "read_date", "");
+    let server = start_authz(&hydra_authz::config::Config::load(&path).expect("config")).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    let tokens: Vec<String> = (0..60)
+        .map(|_| hydra.issuer.mint("reader", &["read_date"]).expect("mint"))
+        .collect();
+    hydra.set_fault(Fault::Delay(Duration::from_millis(50)));
+
+    let mut flights = Vec::new();
+    for t in tokens {
+        let c = check.clone();
+        flights.push(tokio::spawn(async move { status(&c, &t).await }));
+    }
+    // Reload repeatedly while they run: rules-only changes and an [introspection] change.
+    for i in 0..20 {
+        let timeout = if i % 2 == 0 {
+            "timeout_ms = 800"
+        } else {
+            "timeout_ms = 900"
+        };
+        write_config(&path, &hydra.introspection_url(), "read_date", timeout);
+        server.live.reload_file(&path).expect("reload");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut answered = 0;
+    for f in flights {
+        assert_eq!(
+            f.await.expect("join"),
+            200,
+            "no check failed or was lost during reloads"
+        );
+        answered += 1;
+    }
+    assert_eq!(answered, 60);
+}
+
+#[tokio::test]
+async fn reload_keeps_the_cache_when_introspection_is_unchanged() {
+    let hydra = FakeHydra::start().await;
+    let mut config = config_for(&hydra.introspection_url());
+    config.introspection.cache.enabled = true;
+    let server = start_authz(&config).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    let reader = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(status(&check, &reader).await, 200);
+    let mut same = config.clone();
+    same.rules[0].id = "renamed".into();
+    server.live.apply(same).expect("apply");
+    assert_eq!(status(&check, &reader).await, 200);
+    assert_eq!(hydra.requests(), 1, "cache kept across a rules-only reload");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+#[tokio::test]
+async fn the_binary_reloads_on_file_change_and_sighup() {
+    let hydra = FakeHydra::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    let (grpc, http) = (free_port(), free_port());
+    let listen = |scope: &str| {
+        write_config(&path, &hydra.introspection_url(), scope, "");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let text = text.replacen("127.0.0.1:0", &format!("127.0.0.1:{grpc}"), 1).replacen(
+            "127.0.0.1:0",
+            &format!("127.0.0.1:{http}"),
+            1,
+        );
+        std::fs::write(&path, text).expect("write");
+    };
+    listen("read_date");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hydra-authz"))
+        .arg("--config")
+        .arg(&path)
+        .kill_on_drop(true)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], grpc));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let check = Checker::connect(addr).await;
+    let reader = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(status(&check, &reader).await, 200);
+
+    // Edit the file: the watcher applies it.
+    listen("admin");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&check, &reader).await != 403 {
+        assert!(Instant::now() < deadline, "file change not applied within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // SIGHUP reloads even an unchanged file.
+    let reloads = || async {
+        let m = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("t");
+        m.lines()
+            .find(|l| l.starts_with("hydra_authz_config_reloads_total{result=\"success\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = reloads().await;
+    let pid = child.id().expect("pid").to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads().await <= before {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(&check, &reader).await, 403);
+    let _ = child.start_kill();
+}
