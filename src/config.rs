@@ -69,6 +69,38 @@ pub struct IntrospectionConfig {
     /// locally, opaque ones by introspection.
     pub mode: VerifyMode,
     pub jwt: JwtConfig,
+    pub resilience: ResilienceConfig,
+}
+
+/// Retries, circuit breaker and concurrency bounds for the introspection call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResilienceConfig {
+    /// Retries after the first attempt (connect errors, 429, 502, 503, 504 only).
+    pub max_retries: usize,
+    /// Budget for one verification, all attempts included; Envoy's gRPC
+    /// deadline shortens it further.
+    pub retry_budget_ms: u64,
+    /// Consecutive failures that open the circuit.
+    pub breaker_failures: u32,
+    pub breaker_cooldown_ms: u64,
+    /// Introspection calls in flight at most.
+    pub max_concurrent: usize,
+    /// Checks waiting for a slot at most; more are shed with 503.
+    pub max_waiting: usize,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        ResilienceConfig {
+            max_retries: 2,
+            retry_budget_ms: 900,
+            breaker_failures: 20,
+            breaker_cooldown_ms: 2_000,
+            max_concurrent: 256,
+            max_waiting: 1_024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +178,7 @@ impl Default for IntrospectionConfig {
             cache: CacheConfig::default(),
             mode: VerifyMode::Introspect,
             jwt: JwtConfig::default(),
+            resilience: ResilienceConfig::default(),
         }
     }
 }
@@ -367,6 +400,13 @@ impl Config {
         }
         if i.cache.max_entries == 0 {
             return Err(invalid("introspection.cache.max_entries", "must be greater than 0"));
+        }
+        let r = &i.resilience;
+        if r.retry_budget_ms == 0 || r.breaker_failures == 0 || r.max_concurrent == 0 {
+            return Err(invalid(
+                "introspection.resilience",
+                "retry_budget_ms, breaker_failures and max_concurrent must be greater than 0",
+            ));
         }
         if i.mode != VerifyMode::Introspect {
             let ok = reqwest::Url::parse(&i.jwt.jwks_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_entries: Gauge,
+    pub introspection_retries: Counter,
+    pub circuit_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -106,6 +108,18 @@ impl Metrics {
             "Verification results held in the cache",
             cache_entries.clone(),
         );
+        let introspection_retries = Counter::default();
+        registry.register(
+            "introspection_retries",
+            "Introspection attempts repeated after a retryable failure",
+            introspection_retries.clone(),
+        );
+        let circuit_open = Gauge::default();
+        registry.register(
+            "circuit_open",
+            "1 while the introspection circuit breaker is open",
+            circuit_open.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -122,6 +136,8 @@ impl Metrics {
             cache_hits,
             cache_misses,
             cache_entries,
+            introspection_retries,
+            circuit_open,
         }
     }
 

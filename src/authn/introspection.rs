@@ -163,10 +163,18 @@ impl HydraIntrospector {
         let status = resp.status();
         span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
         if status != reqwest::StatusCode::OK {
-            return Err(unavailable(
-                "status",
-                format!("introspection answered HTTP {}", status.as_u16()),
-            ));
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(AuthnError::Unavailable {
+                kind: "status",
+                detail: format!("introspection answered HTTP {}", status.as_u16()),
+                retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+                retry_after,
+            });
         }
         let is_json = resp
             .headers()
@@ -222,7 +230,7 @@ pub fn now_unix() -> i64 {
 }
 
 fn unavailable(kind: &'static str, detail: String) -> AuthnError {
-    AuthnError::Unavailable { kind, detail }
+    AuthnError::unavailable(kind, detail)
 }
 
 fn transport_error(e: reqwest::Error) -> AuthnError {
@@ -243,7 +251,13 @@ fn transport_error(e: reqwest::Error) -> AuthnError {
         detail.push_str(&s.to_string());
         source = s.source();
     }
-    unavailable(kind, detail)
+    AuthnError::Unavailable {
+        kind,
+        detail,
+        // Nothing reached Hydra: safe and useful to try again.
+        retryable: kind == "connect",
+        retry_after: None,
+    }
 }
 
 fn auth_header(cfg: &IntrospectionConfig) -> anyhow::Result<Option<reqwest::header::HeaderValue>> {

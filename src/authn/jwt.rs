@@ -112,7 +112,7 @@ impl JwtVerifier {
             }
             *last = Some(Instant::now());
         }
-        let unavailable = |kind, detail: String| AuthnError::Unavailable { kind, detail };
+        let unavailable = |kind, detail: String| AuthnError::unavailable(kind, detail);
         let resp = self
             .client
             .get(self.jwks_url.clone())

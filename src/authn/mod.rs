@@ -9,6 +9,7 @@ pub mod claims;
 pub mod instrumented;
 pub mod introspection;
 pub mod jwt;
+pub mod resilience;
 pub mod verifier;
 
 use crate::decision::token::Token;
@@ -31,6 +32,18 @@ pub struct Identity {
     pub token_use: Option<String>,
 }
 
+impl AuthnError {
+    /// A failure that is neither worth retrying nor carries a Retry-After.
+    pub fn unavailable(kind: &'static str, detail: impl Into<String>) -> AuthnError {
+        AuthnError::Unavailable {
+            kind,
+            detail: detail.into(),
+            retryable: false,
+            retry_after: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthnError {
     /// The token is not acceptable (inactive, expired, wrong issuer, …): 401.
@@ -38,7 +51,14 @@ pub enum AuthnError {
     Rejected(ClaimFailure),
     /// We could not find out (Hydra down, slow, garbled): 503, fail closed.
     #[error("introspection failed ({kind}): {detail}")]
-    Unavailable { kind: &'static str, detail: String },
+    Unavailable {
+        kind: &'static str,
+        detail: String,
+        /// Worth another attempt (connection refused, 429, 502, 503, 504).
+        retryable: bool,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<std::time::Duration>,
+    },
 }
 
 pub trait Authenticator: Send + Sync + 'static {

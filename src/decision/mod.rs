@@ -199,7 +199,7 @@ impl<A: Authenticator> Engine<A> {
                 note!(steps, "token rejected: {why}");
                 return out.deny(DenyReason::InvalidToken(why));
             }
-            Err(AuthnError::Unavailable { kind, detail }) => {
+            Err(AuthnError::Unavailable { kind, detail, .. }) => {
                 note!(steps, "cannot verify the token ({kind}): {detail}");
                 tracing::warn!(kind, %detail, "introspection failed; denying (fail closed)");
                 return out.deny(DenyReason::Unavailable(kind));
@@ -285,10 +285,7 @@ mod tests {
                     ..Default::default()
                 }),
                 "revoked" => Err(AuthnError::Rejected(ClaimFailure::Inactive)),
-                _ => Err(AuthnError::Unavailable {
-                    kind: "timeout",
-                    detail: "slow".into(),
-                }),
+                _ => Err(AuthnError::unavailable("timeout", "slow")),
             }
         }
     }

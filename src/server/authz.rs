@@ -2,6 +2,7 @@
 //! respond; one span (child of the caller's trace), one log line and the
 //! decision metrics per check.
 
+use crate::authn::resilience::{parse_grpc_timeout, ENVOY_DEADLINE};
 use crate::authn::Authenticator;
 use crate::decision::request::AuthzRequest;
 use crate::decision::verdict::Decision;
@@ -31,6 +32,13 @@ impl<A: Authenticator> Authorization for AuthzService<A> {
     async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
+        // Answer before Envoy gives up: 90 % of its gRPC deadline.
+        let envoy_deadline = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map(|t| tokio::time::Instant::now() + t.mul_f32(0.9));
         let check = request.into_inner();
         let span = tracing::info_span!("envoy.service.auth.v3.Authorization/Check", otel.kind = "server");
         if let Some(headers) = check.get_client_headers() {
@@ -41,7 +49,11 @@ impl<A: Authenticator> Authorization for AuthzService<A> {
         let req = AuthzRequest::from_check(check);
         // One atomic load: this check keeps this engine even if a reload swaps it meanwhile.
         let engine = self.engine.load_full();
-        let outcome = engine.decide(&req).instrument(span.clone()).await;
+        let decide = engine.decide(&req).instrument(span.clone());
+        let outcome = match envoy_deadline {
+            Some(d) => ENVOY_DEADLINE.scope(d, decide).await,
+            None => decide.await,
+        };
         let (decision, status, reason) = summary(&outcome);
         annotate(&span, &req, &outcome, status, reason);
         span.in_scope(|| log_decision(&req, &outcome, started));

@@ -11,6 +11,7 @@ pub mod reload;
 use crate::admin_proto::admin_server::AdminServer;
 use crate::authn::cache::SharedVerifier;
 use crate::authn::instrumented::Instrumented;
+use crate::authn::resilience::Resilient;
 use crate::authn::verifier::Verifier;
 use crate::config::Config;
 use crate::decision::Engine;
@@ -55,14 +56,16 @@ impl RunningServer {
 }
 
 /// The authenticator stack the server runs, outermost first: single-flight
-/// and optional cache, then latency/error metrics, then introspection or
-/// local JWT validation (per `introspection.mode`).
-pub type ServerAuthn = SharedVerifier<Instrumented<Verifier>>;
+/// and optional cache, then deadline/retries/breaker/concurrency bounds, then
+/// per-attempt latency/error metrics, then introspection or local JWT
+/// validation (per `introspection.mode`).
+pub type ServerAuthn = SharedVerifier<Resilient<Instrumented<Verifier>>>;
 
 /// Build the engine from config (reads secrets, compiles rules).
 pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Engine<ServerAuthn>>> {
     let introspector = Instrumented::new(Verifier::new(&config.introspection)?, metrics.clone());
-    let shared = SharedVerifier::new(introspector, &config.introspection.cache, metrics);
+    let resilient = Resilient::new(introspector, &config.introspection.resilience, metrics.clone());
+    let shared = SharedVerifier::new(resilient, &config.introspection.cache, metrics);
     Ok(Arc::new(Engine::new(config, shared)?))
 }
 

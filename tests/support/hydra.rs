@@ -10,7 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,6 +50,10 @@ pub struct FakeHydra {
     last_auth: Arc<Mutex<Option<String>>>,
     /// The last W3C traceparent header seen on an introspection request.
     last_traceparent: Arc<Mutex<Option<String>>>,
+    /// How many more requests get the fault; -1 = all of them.
+    budget: Arc<AtomicI64>,
+    in_flight: Arc<AtomicI64>,
+    max_in_flight: Arc<AtomicI64>,
 }
 
 impl FakeHydra {
@@ -62,7 +66,13 @@ impl FakeHydra {
         let requests = Arc::new(AtomicU64::new(0));
         let last_auth = Arc::new(Mutex::new(None));
         let last_traceparent = Arc::new(Mutex::new(None));
+        let budget = Arc::new(AtomicI64::new(-1));
+        let in_flight = Arc::new(AtomicI64::new(0));
+        let max_in_flight = Arc::new(AtomicI64::new(0));
         let state = Conn {
+            budget: budget.clone(),
+            in_flight: in_flight.clone(),
+            max_in_flight: max_in_flight.clone(),
             issuer: issuer.clone(),
             fault: fault.clone(),
             requests: requests.clone(),
@@ -84,7 +94,21 @@ impl FakeHydra {
             requests,
             last_auth,
             last_traceparent,
+            budget,
+            in_flight,
+            max_in_flight,
         }
+    }
+
+    /// The fault for the next `n` requests only, then normal answers.
+    pub fn set_fault_times(&self, f: Fault, n: i64) {
+        *self.fault.lock().expect("lock") = f;
+        self.budget.store(n, Ordering::SeqCst);
+    }
+
+    /// The most introspection requests seen in flight at once.
+    pub fn max_in_flight(&self) -> i64 {
+        self.max_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn introspection_url(&self) -> String {
@@ -93,6 +117,7 @@ impl FakeHydra {
 
     pub fn set_fault(&self, f: Fault) {
         *self.fault.lock().expect("lock") = f;
+        self.budget.store(-1, Ordering::SeqCst);
     }
 
     pub fn connections(&self) -> u64 {
@@ -119,9 +144,30 @@ struct Conn {
     requests: Arc<AtomicU64>,
     last_auth: Arc<Mutex<Option<String>>>,
     last_traceparent: Arc<Mutex<Option<String>>>,
+    budget: Arc<AtomicI64>,
+    in_flight: Arc<AtomicI64>,
+    max_in_flight: Arc<AtomicI64>,
 }
 
 impl Conn {
+    /// The fault that applies to this request (spending the budget).
+    fn take_fault(&self) -> Fault {
+        let fault = self.fault.lock().expect("lock").clone();
+        let left = self.budget.load(Ordering::SeqCst);
+        if left < 0 {
+            return fault;
+        }
+        if left == 0
+            || self
+                .budget
+                .compare_exchange(left, left - 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+        {
+            return Fault::None;
+        }
+        fault
+    }
+
     async fn handle(self, mut stream: TcpStream) {
         let fault = self.fault.lock().expect("lock").clone();
         match fault {
@@ -157,8 +203,7 @@ impl Conn {
     }
 
     async fn respond(self, req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-        use axum::http::{header, StatusCode};
-        use axum::response::IntoResponse;
+        use axum::http::header;
         self.requests.fetch_add(1, Ordering::SeqCst);
         let auth = req
             .headers()
@@ -172,7 +217,22 @@ impl Conn {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         *self.last_traceparent.lock().expect("lock") = tp;
-        let fault = self.fault.lock().expect("lock").clone();
+        let fault = self.take_fault();
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let resp = self.clone().answer(fault, req, next).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        resp
+    }
+
+    async fn answer(
+        self,
+        fault: Fault,
+        req: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        use axum::http::{header, StatusCode};
+        use axum::response::IntoResponse;
         let json = [(header::CONTENT_TYPE, "application/json")];
         match fault {
             Fault::Delay(d) => {
