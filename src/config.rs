@@ -34,6 +34,29 @@ pub struct ServerConfig {
     pub http_addr: SocketAddr,
     /// How long a shutdown waits for in-flight checks before giving up.
     pub drain_timeout_ms: u64,
+    pub tls: ServerTls,
+}
+
+/// TLS on the gRPC listener, for Envoy outside a mesh that provides mTLS.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerTls {
+    /// PEM certificate chain; with `key_file`, turns TLS on.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// TLS towards the introspection endpoint (and JWKS).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientTls {
+    /// Extra PEM CA bundle to trust (a private CA in front of Hydra).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for mTLS to Hydra.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +67,7 @@ impl Default for ServerConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 9191)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 9192)),
             drain_timeout_ms: 10_000,
+            tls: ServerTls::default(),
         }
     }
 }
@@ -70,6 +94,7 @@ pub struct IntrospectionConfig {
     pub mode: VerifyMode,
     pub jwt: JwtConfig,
     pub resilience: ResilienceConfig,
+    pub tls: ClientTls,
 }
 
 /// Retries, circuit breaker and concurrency bounds for the introspection call.
@@ -179,6 +204,7 @@ impl Default for IntrospectionConfig {
             mode: VerifyMode::Introspect,
             jwt: JwtConfig::default(),
             resilience: ResilienceConfig::default(),
+            tls: ClientTls::default(),
         }
     }
 }
@@ -400,6 +426,22 @@ impl Config {
         }
         if i.cache.max_entries == 0 {
             return Err(invalid("introspection.cache.max_entries", "must be greater than 0"));
+        }
+        let t = &self.server.tls;
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            return Err(invalid("server.tls", "cert_file and key_file go together"));
+        }
+        if t.client_ca_file.is_some() && t.cert_file.is_none() {
+            return Err(invalid(
+                "server.tls.client_ca_file",
+                "mTLS needs cert_file and key_file too",
+            ));
+        }
+        if i.tls.client_cert_file.is_some() != i.tls.client_key_file.is_some() {
+            return Err(invalid(
+                "introspection.tls",
+                "client_cert_file and client_key_file go together",
+            ));
         }
         let r = &i.resilience;
         if r.retry_budget_ms == 0 || r.breaker_failures == 0 || r.max_concurrent == 0 {

@@ -98,17 +98,7 @@ impl HydraIntrospector {
     /// stops start-up instead of failing every check.
     pub fn new(cfg: &IntrospectionConfig) -> anyhow::Result<HydraIntrospector> {
         let url = reqwest::Url::parse(&cfg.url)?;
-        let timeout = Duration::from_millis(cfg.timeout_ms);
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            // Never follow redirects: the token would be re-posted to wherever we are sent.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("hydra-authz/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = super::http_client::build(cfg)?;
         let mut shown = url.clone();
         let _ = shown.set_username("");
         let _ = shown.set_password(None);

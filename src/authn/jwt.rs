@@ -71,14 +71,8 @@ pub fn looks_like_jwt(token: &str) -> bool {
 impl JwtVerifier {
     pub fn new(cfg: &IntrospectionConfig) -> anyhow::Result<JwtVerifier> {
         let jwt = &cfg.jwt;
-        let timeout = Duration::from_millis(cfg.timeout_ms);
         Ok(JwtVerifier {
-            client: reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .build()?,
+            client: super::http_client::build(cfg)?,
             jwks_url: reqwest::Url::parse(&jwt.jwks_url)?,
             algorithms: jwt.algorithms.iter().copied().map(algorithm).collect(),
             refresh_every: Duration::from_millis(jwt.refresh_min_interval_ms),

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod claims;
+pub mod http_client;
 pub mod instrumented;
 pub mod introspection;
 pub mod jwt;

@@ -95,7 +95,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         .set_serving::<AuthorizationServer<authz::AuthzService<ServerAuthn>>>()
         .await;
 
-    let grpc_server = tonic::transport::Server::builder()
+    let grpc_server = grpc_builder(&config.server.tls)?
         .add_service(health_service)
         .add_service(AuthorizationServer::from_arc(Arc::new(authz::AuthzService::new(
             engine.clone(),
@@ -151,6 +151,27 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         stop,
         task,
     })
+}
+
+/// A tonic server builder, with TLS (and mTLS) when configured.
+fn grpc_builder(tls: &crate::config::ServerTls) -> anyhow::Result<tonic::transport::Server> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let builder = tonic::transport::Server::builder();
+    let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) else {
+        return Ok(builder);
+    };
+    let read = |p: &std::path::Path, key: &str| std::fs::read(p).with_context(|| format!("{key} {}", p.display()));
+    let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(cert, "server.tls.cert_file")?,
+        read(key, "server.tls.key_file")?,
+    ));
+    if let Some(ca) = &tls.client_ca_file {
+        // Client certificates are then required (tonic's default is not optional).
+        cfg = cfg.client_ca_root(Certificate::from_pem(read(ca, "server.tls.client_ca_file")?));
+    }
+    builder
+        .tls_config(cfg)
+        .context("server.tls: cannot use this certificate and key")
 }
 
 async fn wait_for(mut stopped: watch::Receiver<bool>) {

@@ -58,6 +58,30 @@ pub struct FakeHydra {
 
 impl FakeHydra {
     pub async fn start() -> FakeHydra {
+        Self::start_with_tls(None).await
+    }
+
+    /// Serve HTTPS with this PEM certificate and key.
+    pub async fn start_tls(cert_pem: &[u8], key_pem: &[u8]) -> FakeHydra {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<_, _>>()
+            .expect("certs");
+        let key = PrivateKeyDer::from_pem_slice(key_pem).expect("key");
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::start_with_tls(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
+    }
+
+    async fn start_with_tls(tls: Option<tokio_rustls::TlsAcceptor>) -> FakeHydra {
         let listener = TcpListener::bind(super::lo0()).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let issuer = DevIssuer::new(format!("http://{addr}"), seed_clients(), 3600);
@@ -83,7 +107,19 @@ impl FakeHydra {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 conns.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(state.clone().handle(stream));
+                match &tls {
+                    None => {
+                        tokio::spawn(state.clone().handle(stream));
+                    }
+                    Some(acceptor) => {
+                        let (acceptor, state) = (acceptor.clone(), state.clone());
+                        tokio::spawn(async move {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                state.serve(TokioIo::new(tls)).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         FakeHydra {
@@ -113,6 +149,10 @@ impl FakeHydra {
 
     pub fn introspection_url(&self) -> String {
         format!("http://{}/admin/oauth2/introspect", self.addr)
+    }
+
+    pub fn https_introspection_url(&self) -> String {
+        format!("https://localhost:{}/admin/oauth2/introspect", self.addr.port())
     }
 
     pub fn set_fault(&self, f: Fault) {
@@ -186,20 +226,26 @@ impl Conn {
                     reset(stream);
                 }
             }
-            _ => {
-                let router = self
-                    .issuer
-                    .admin_router()
-                    .layer(axum::middleware::from_fn(move |req, next| {
-                        let c = self.clone();
-                        async move { c.respond(req, next).await }
-                    }));
-                let service = TowerToHyperService::new(router);
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            }
+            _ => self.serve(TokioIo::new(stream)).await,
         }
+    }
+
+    /// Serve HTTP (1.1 or 2) on an accepted connection, plain or TLS.
+    async fn serve<I>(self, io: TokioIo<I>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let router = self
+            .issuer
+            .admin_router()
+            .layer(axum::middleware::from_fn(move |req, next| {
+                let c = self.clone();
+                async move { c.respond(req, next).await }
+            }));
+        let service = TowerToHyperService::new(router);
+        let _ = auto::Builder::new(TokioExecutor::new())
+            .serve_connection(io, service)
+            .await;
     }
 
     async fn respond(self, req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {

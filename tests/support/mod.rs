@@ -4,6 +4,7 @@
 
 pub mod hydra;
 pub mod otlp;
+pub mod pki;
 pub mod stack;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};

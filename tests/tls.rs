@@ -1,0 +1,116 @@
+//! Transport security: TLS and mTLS on our gRPC listener; HTTPS to Hydra
+//! with a private CA, and a handshake failure answered 503.
+
+mod support;
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use support::hydra::FakeHydra;
+use support::pki::Pki;
+use support::{bearer, check_request, config_for, start_authz, Answer, Checker};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+async fn tls_channel(
+    addr: std::net::SocketAddr,
+    pki: &Pki,
+    client_cert: bool,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pki.read(&pki.ca)))
+        .domain_name("localhost");
+    if client_cert {
+        tls = tls.identity(Identity::from_pem(
+            pki.read(&pki.client_cert),
+            pki.read(&pki.client_key),
+        ));
+    }
+    Channel::from_shared(format!("https://127.0.0.1:{}", addr.port()))
+        .expect("uri")
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+async fn allowed_over(ch: Channel, token: &str) -> Result<i32, tonic::Status> {
+    let mut client = AuthorizationClient::new(ch);
+    let r = client
+        .check(check_request("GET", "/date", &[("authorization", &bearer(token))], &[]))
+        .await?;
+    Ok(Answer::of(r.get_ref()).http_status)
+}
+
+#[tokio::test]
+async fn grpc_listener_with_tls_and_mtls() {
+    let pki = Pki::new();
+    let hydra = FakeHydra::start().await;
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+
+    // TLS: a client trusting our CA gets answers; a plaintext client gets none.
+    let mut c = config_for(&hydra.introspection_url());
+    c.server.tls.cert_file = Some(pki.server_cert.clone());
+    c.server.tls.key_file = Some(pki.server_key.clone());
+    let server = start_authz(&c).await;
+    let ch = tls_channel(server.grpc_addr, &pki, false).await.expect("TLS connect");
+    assert_eq!(allowed_over(ch, &token).await.expect("check over TLS"), 200);
+    let plain = Channel::from_shared(format!("http://{}", server.grpc_addr))
+        .expect("uri")
+        .connect()
+        .await;
+    if let Ok(ch) = plain {
+        assert!(allowed_over(ch, &token).await.is_err(), "plaintext must not be served");
+    }
+
+    // mTLS: a client without a certificate is refused, one with a certificate from the CA is served.
+    c.server.tls.client_ca_file = Some(pki.ca.clone());
+    let server = start_authz(&c).await;
+    let anonymous = match tls_channel(server.grpc_addr, &pki, false).await {
+        Ok(ch) => allowed_over(ch, &token).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(anonymous, "a client without a certificate must be refused");
+    let ch = tls_channel(server.grpc_addr, &pki, true).await.expect("mTLS connect");
+    assert_eq!(allowed_over(ch, &token).await.expect("check over mTLS"), 200);
+}
+
+#[tokio::test]
+async fn https_to_hydra_with_a_private_ca_and_handshake_failure_is_503() {
+    let pki = Pki::new();
+    let hydra = FakeHydra::start_tls(&pki.read(&pki.server_cert), &pki.read(&pki.server_key)).await;
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+
+    let mut c = config_for(&hydra.https_introspection_url());
+    c.introspection.tls.ca_file = Some(pki.ca.clone());
+    let server = start_authz(&c).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    let a = Answer::of(&check.check("GET", "/date", &[("authorization", &bearer(&token))]).await);
+    assert_eq!(a.http_status, 200, "{}", a.body);
+
+    // Without our CA the handshake fails: fail closed with 503, never allow.
+    let c = config_for(&hydra.https_introspection_url());
+    let server = start_authz(&c).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    let a = Answer::of(&check.check("GET", "/date", &[("authorization", &bearer(&token))]).await);
+    assert_eq!(a.http_status, 503);
+    // ...and the service stays healthy.
+    let r = reqwest::get(format!("http://{}/readyz", server.http_addr))
+        .await
+        .expect("probe");
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn half_configured_tls_is_a_config_error() {
+    let mut c = config_for("http://127.0.0.1:1/x");
+    c.server.tls.cert_file = Some("/x.pem".into());
+    assert!(c
+        .validate()
+        .expect_err("key missing")
+        .to_string()
+        .contains("server.tls"));
+    let mut c = config_for("http://127.0.0.1:1/x");
+    c.introspection.tls.client_cert_file = Some("/x.pem".into());
+    assert!(c
+        .validate()
+        .expect_err("key missing")
+        .to_string()
+        .contains("introspection.tls"));
+}
