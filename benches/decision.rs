@@ -6,10 +6,10 @@
 //! runs on the same machine only.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext, CheckRequest};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use hydra_authz::authn::{Authenticator, AuthnError, Identity};
 use hydra_authz::config::{Config, HeadersConfig, RuleConfig};
-use hydra_authz::decision::request::AuthzRequest;
+use hydra_authz::decision::request::{envoy_check_request, AuthzRequest};
 use hydra_authz::decision::rules::RuleSet;
 use hydra_authz::decision::token::Token;
 use hydra_authz::decision::verdict::{Decision, DenyReason, Responder};
@@ -35,21 +35,7 @@ fn check_request() -> CheckRequest {
         ("x-client-id", "spoofed"),
         ("content-length", "0"),
     ];
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    method: "GET".into(),
-                    host: "api.example.com".into(),
-                    path: "/date?tz=utc".into(),
-                    headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    envoy_check_request("GET", "api.example.com", "/date?tz=utc", headers, [])
 }
 
 fn thousand_rules() -> Vec<RuleConfig> {

@@ -66,11 +66,7 @@ async fn cache_serves_repeats_until_purged() {
     hydra.issuer.revoke_token(&token);
     assert_eq!(status(&check, &token).await, 200);
     // ...until purged, after which the token is introspected again and refused.
-    let ch = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let ch = support::channel(server.grpc_addr).await;
     let mut admin = AdminClient::new(ch);
     admin
         .purge_token(PurgeTokenRequest {
@@ -158,12 +154,7 @@ async fn cache_metrics_are_exported() {
     for _ in 0..3 {
         status(&check, &token).await;
     }
-    let text = reqwest::get(format!("http://{}/metrics", server.http_addr))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
+    let text = support::scrape(server.http_addr).await;
     assert!(text.contains("hydra_authz_cache_hits_total 2"), "{text}");
     assert!(text.contains("hydra_authz_cache_misses_total 1"), "{text}");
     assert!(text.contains("hydra_authz_cache_entries 1"), "{text}");

@@ -24,7 +24,7 @@ async fn env() -> Env {
 async fn env_with(f: impl FnOnce(&mut hydra_authz::config::Config)) -> Env {
     let hydra = FakeHydra::start().await;
     let mut config = config_for(&hydra.introspection_url());
-    config.introspection.timeout_ms = 300;
+    config.introspection.timeout_ms = 1_000; // generous: CI machines are loaded
     f(&mut config);
     let server = start_authz(&config).await;
     let check = Checker::connect(server.grpc_addr).await;
@@ -289,11 +289,7 @@ async fn dynamic_metadata_names_the_caller_and_rule() {
 #[tokio::test]
 async fn explain_rpc_runs_the_same_decision() {
     let e = env().await;
-    let ch = tonic::transport::Channel::from_shared(format!("http://{}", e.server.grpc_addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let ch = support::channel(e.server.grpc_addr).await;
     let mut admin = AdminClient::new(ch);
     let r = admin
         .explain(ExplainRequest {
@@ -341,11 +337,7 @@ async fn grpc_health_and_http_probes() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
     let e = env().await;
-    let ch = tonic::transport::Channel::from_shared(format!("http://{}", e.server.grpc_addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let ch = support::channel(e.server.grpc_addr).await;
     let mut health = HealthClient::new(ch);
     for service in ["", "envoy.service.auth.v3.Authorization"] {
         let r = health

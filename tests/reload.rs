@@ -45,12 +45,7 @@ async fn reload_swaps_rules_and_rejects_bad_files() {
         "the running config survived both bad files"
     );
 
-    let metrics = reqwest::get(format!("http://{}/metrics", server.http_addr))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics = support::scrape(server.http_addr).await;
     assert!(
         metrics.contains("hydra_authz_config_reloads_total{result=\"success\"} 1"),
         "{metrics}"

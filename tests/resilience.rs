@@ -13,7 +13,7 @@ use support::{bearer, check_request, config_for, start_authz, Answer, Checker};
 async fn setup(f: impl FnOnce(&mut Config)) -> (FakeHydra, Checker, hydra_authz::server::RunningServer) {
     let hydra = FakeHydra::start().await;
     let mut config = config_for(&hydra.introspection_url());
-    config.introspection.timeout_ms = 300;
+    config.introspection.timeout_ms = 1_000; // generous: CI machines are loaded
     f(&mut config);
     let server = start_authz(&config).await;
     let check = Checker::connect(server.grpc_addr).await;
@@ -86,11 +86,7 @@ async fn envoys_grpc_deadline_bounds_the_check() {
     ));
     req.set_timeout(Duration::from_millis(300)); // sent as grpc-timeout, as Envoy does
     let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(
-        tonic::transport::Channel::from_shared(format!("http://{}", _s.grpc_addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect"),
+        support::channel(_s.grpc_addr).await,
     );
     // We answer (503) before the caller's deadline instead of letting it expire.
     let resp = client.check(req).await.expect("answered before grpc-timeout");
@@ -117,12 +113,7 @@ async fn breaker_opens_then_a_probe_closes_it() {
         assert_eq!(status(&check, &token).await, 503);
     }
     assert_eq!(hydra.requests(), 3, "open circuit sends nothing to Hydra");
-    let metrics = reqwest::get(format!("http://{}/metrics", server.http_addr))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("t");
+    let metrics = support::scrape(server.http_addr).await;
     assert!(metrics.contains("hydra_authz_circuit_open 1"), "{metrics}");
     assert!(
         metrics.contains("hydra_authz_introspection_errors_total{kind=\"circuit_open\"} 5"),
@@ -137,12 +128,7 @@ async fn breaker_opens_then_a_probe_closes_it() {
         "the probe succeeds and closes the circuit"
     );
     assert_eq!(status(&check, &token).await, 200);
-    let metrics = reqwest::get(format!("http://{}/metrics", server.http_addr))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("t");
+    let metrics = support::scrape(server.http_addr).await;
     assert!(metrics.contains("hydra_authz_circuit_open 0"), "{metrics}");
 }
 

@@ -13,7 +13,6 @@
 
 use envoy_types::ext_authz::v3::pb::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
 use hydra_authz::demo::issuer::{seed_clients, DevIssuer, TokenFormat};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -192,27 +191,14 @@ async fn server_p99_bucket_us(http: SocketAddr) -> Option<f64> {
 }
 
 fn check_request(token: &str) -> CheckRequest {
+    let auth = format!("Bearer {token}");
     let headers = [
-        ("authorization", format!("Bearer {token}")),
-        (":authority", "api.example.com".into()),
-        ("user-agent", "authz-bench".into()),
-        ("x-request-id", "2b7b1f0e-9a7c-4a57-9d5e-0a8f9e3c1d22".into()),
+        ("authorization", auth.as_str()),
+        (":authority", "api.example.com"),
+        ("user-agent", "authz-bench"),
+        ("x-request-id", "2b7b1f0e-9a7c-4a57-9d5e-0a8f9e3c1d22"),
     ];
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    method: "GET".into(),
-                    host: "api.example.com".into(),
-                    path: "/date".into(),
-                    headers: headers.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    hydra_authz::decision::request::envoy_check_request("GET", "api.example.com", "/date", headers, [])
 }
 
 /// Closed-loop gRPC load: `concurrency` workers over 4 HTTP/2 connections for

@@ -98,6 +98,37 @@ impl AuthzRequest {
     }
 }
 
+/// The CheckRequest Envoy would send for this request: for the CLI, tests
+/// and benchmarks, so they all build it one way.
+pub fn envoy_check_request<'a>(
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    context_extensions: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: method.into(),
+                    host: host.into(),
+                    path: path.into(),
+                    headers: headers.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: context_extensions
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -314,6 +314,15 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((dec(id)?, dec(secret)?))
 }
 
+/// Hydra's answer to bad client credentials.
+fn invalid_client() -> Response {
+    oauth_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "Client authentication failed.",
+    )
+}
+
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     let body = json!({"error": error, "error_description": description, "status_code": status.as_u16()});
     (status, Json(body)).into_response()
@@ -325,11 +334,7 @@ async fn token(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let Some(client) = issuer.authenticate(&headers, &form).cloned() else {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "Client authentication failed.",
-        );
+        return invalid_client();
     };
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return oauth_error(
@@ -361,11 +366,7 @@ async fn revoke(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let Some(client) = issuer.authenticate(&headers, &form).cloned() else {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "Client authentication failed.",
-        );
+        return invalid_client();
     };
     if let Some(t) = form.get("token") {
         if let Some(rec) = issuer.tokens().get_mut(t) {

@@ -9,7 +9,6 @@ pub mod stack;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
 use hydra_authz::config::Config;
 use hydra_authz::server::RunningServer;
 use std::collections::HashMap;
@@ -84,26 +83,32 @@ pub fn check_request(
     headers: &[(&str, &str)],
     context_extensions: &[(&str, &str)],
 ) -> CheckRequest {
-    let http = attribute_context::HttpRequest {
-        method: method.into(),
-        host: "api.local".into(),
-        path: path.into(),
-        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        ..Default::default()
-    };
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(http),
-                ..Default::default()
-            }),
-            context_extensions: context_extensions
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..Default::default()
-        }),
-    }
+    hydra_authz::decision::request::envoy_check_request(
+        method,
+        "api.local",
+        path,
+        headers.iter().copied(),
+        context_extensions.iter().copied(),
+    )
+}
+
+/// A plaintext gRPC channel to a test server.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// The server's /metrics text.
+pub async fn scrape(http_addr: SocketAddr) -> String {
+    reqwest::get(format!("http://{http_addr}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics body")
 }
 
 pub fn bearer(token: &str) -> String {
