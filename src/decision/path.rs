@@ -5,19 +5,19 @@
 //! safe when Envoy is configured without them):
 //!
 //! 1. the query string and fragment are dropped;
-//! 2. percent-encoding is decoded **once** (`/%64ate` is `/date`; `%2564`
-//!    stays `%64` and so matches no literal rule);
+//! 2. percent-encoded **unreserved** characters (RFC 3986 §6.2.2.2: letters,
+//!    digits, `-._~`) are decoded, once (`/%64ate` is `/date`); every other
+//!    escape stays encoded, upper-cased (`%3f` is `%3F`, never a `?`), so the
+//!    result is canonical and a second pass changes nothing;
 //! 3. rejected with 400: encoded slashes (`%2F`), backslashes (raw or `%5C`),
-//!    dot segments (`.`, `..`, raw or encoded), `;` path parameters (an
-//!    upstream that strips them would serve a different route than the one
-//!    we matched), control characters, NUL, invalid UTF-8 after decoding, a
-//!    path not starting with `/`, and paths over [`MAX_PATH_LEN`];
+//!    `;` path parameters (raw or `%3B`: an upstream that strips them would
+//!    serve another route than the one we matched), control characters (raw
+//!    or encoded), malformed escapes, dot segments (`.`, `..`, raw or
+//!    encoded), a path not starting with `/`, and paths over [`MAX_PATH_LEN`];
 //! 4. repeated slashes are merged (`//date` is `/date`).
 //!
 //! Case is kept: `/DATE` is not `/date`. Non-ASCII look-alikes (`/dаte` with
 //! a Cyrillic а) stay distinct and match no ASCII rule.
-
-use percent_encoding::percent_decode_str;
 
 /// Longer paths are refused before any matching.
 pub const MAX_PATH_LEN: usize = 4096;
@@ -31,19 +31,7 @@ pub fn normalize(raw: &str) -> Result<String, &'static str> {
     if !path.starts_with('/') {
         return Err("path must start with '/'");
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
-        return Err("encoded slashes and backslashes are not allowed in the path");
-    }
-    let decoded = percent_decode_str(path)
-        .decode_utf8()
-        .map_err(|_| "path is not valid UTF-8")?;
-    if decoded.chars().any(|c| c.is_control()) {
-        return Err("control characters are not allowed in the path");
-    }
-    if decoded.contains(';') {
-        return Err("path parameters (';') are not allowed");
-    }
+    let decoded = decode_unreserved(path)?;
     let mut out = String::with_capacity(decoded.len());
     for segment in decoded.split('/').filter(|s| !s.is_empty()) {
         if segment == "." || segment == ".." {
@@ -56,6 +44,53 @@ pub fn normalize(raw: &str) -> Result<String, &'static str> {
         out.push('/');
     }
     Ok(out)
+}
+
+fn decode_unreserved(path: &str) -> Result<String, &'static str> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b != b'%' {
+            // Safe: we only split at ASCII bytes, so multi-byte UTF-8 stays whole.
+            let next = path[i..].find('%').map_or(path.len(), |n| i + n);
+            for c in path[i..next].chars() {
+                if c.is_control() {
+                    return Err("control characters are not allowed in the path");
+                }
+                if c == '\\' || c == ';' {
+                    check_char(c as u8)?;
+                }
+            }
+            out.push_str(&path[i..next]);
+            i = next;
+            continue;
+        }
+        let hex = path.get(i + 1..i + 3).ok_or("malformed percent-encoding in the path")?;
+        let v = u8::from_str_radix(hex, 16).map_err(|_| "malformed percent-encoding in the path")?;
+        match v {
+            b'/' | b'\\' => return Err("encoded slashes and backslashes are not allowed in the path"),
+            b';' => return Err("path parameters (';') are not allowed"),
+            0..=0x1f | 0x7f => return Err("control characters are not allowed in the path"),
+            _ if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => out.push(char::from(v)),
+            _ => {
+                out.push('%');
+                out.push_str(&hex.to_ascii_uppercase());
+            }
+        }
+        i += 3;
+    }
+    Ok(out)
+}
+
+fn check_char(b: u8) -> Result<(), &'static str> {
+    match b {
+        b'\\' => Err("encoded slashes and backslashes are not allowed in the path"),
+        b';' => Err("path parameters (';') are not allowed"),
+        0..=0x1f | 0x7f => Err("control characters are not allowed in the path"),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -75,9 +110,12 @@ mod tests {
             ("/a//b///c", "/a/b/c"),
             ("/", "/"),
             ("/DATE", "/DATE"),
-            ("/%2564ate", "/%64ate"),
+            ("/%2564ate", "/%2564ate"),
             ("/d\u{0430}te", "/d\u{0430}te"),
-            ("/caf%C3%A9", "/caf\u{e9}"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("/a%3fb", "/a%3Fb"),
+            ("/a%2a", "/a%2A"),
+            ("/%7euser", "/~user"),
             ("/files/a.json", "/files/a.json"),
             ("/.well-known/x", "/.well-known/x"),
         ];
@@ -99,7 +137,8 @@ mod tests {
             "/date%3Bx",
             "/date%00",
             "/date%0d%0aX-Injected:%201",
-            "/caf%E9",
+            "/a%zz",
+            "/a%4",
             "date",
             "",
         ];
