@@ -388,3 +388,16 @@ async fn shutdown_finishes_in_flight_checks_then_refuses() {
         "listener closed"
     );
 }
+
+#[tokio::test]
+async fn oversized_header_sets_are_431() {
+    let e = env().await;
+    let names: Vec<String> = (0..250).map(|i| format!("x-h{i}")).collect();
+    let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    let auth = bearer(&e.reader);
+    headers.push(("authorization", &auth));
+    let a = Answer::of(&e.check.check("GET", "/date", &headers).await);
+    assert_eq!((a.grpc_code, a.http_status), (3, 431));
+    assert_eq!(a.problem()["type"], "urn:hydra-authz:problem:request_too_large");
+    assert_eq!(e.hydra.requests(), 0, "refused before any introspection");
+}

@@ -143,6 +143,10 @@ impl<A: Authenticator> Engine<A> {
             }
         };
 
+        if let Some(why) = req.too_large {
+            note!(steps, "request refused: {why}");
+            return out.deny(DenyReason::TooLarge(why));
+        }
         if let Some(why) = req.path_error {
             note!(steps, "path refused: {why}");
             return out.deny(DenyReason::InvalidPath(why));

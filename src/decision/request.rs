@@ -10,6 +10,11 @@ use std::collections::HashMap;
 /// Route metadata namespace we read (`route_metadata_context`).
 pub const METADATA_NAMESPACE: &str = "hydra_authz";
 
+/// Header limits, as defence in depth behind Envoy's own (100 headers,
+/// 60 KiB by default): anyone who can reach the gRPC port can send more.
+pub const MAX_HEADERS: usize = 200;
+pub const MAX_HEADER_BYTES: usize = 96 * 1024;
+
 #[derive(Debug, Default)]
 pub struct AuthzRequest {
     pub method: String,
@@ -18,6 +23,8 @@ pub struct AuthzRequest {
     /// path (for logs) and `path_error` says why.
     pub path: String,
     pub path_error: Option<&'static str>,
+    /// Set when the request exceeds [`MAX_HEADERS`] / [`MAX_HEADER_BYTES`].
+    pub too_large: Option<&'static str>,
     pub credential: Credential,
     pub context_extensions: HashMap<String, String>,
     /// The `hydra_authz` namespace of the route's metadata, if Envoy sent it.
@@ -44,7 +51,16 @@ impl AuthzRequest {
                 ..Default::default()
             };
         };
+        let header_bytes: usize = http.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let too_large = if http.headers.len() > MAX_HEADERS {
+            Some("too many request headers")
+        } else if header_bytes > MAX_HEADER_BYTES {
+            Some("request headers too large")
+        } else {
+            None
+        };
         AuthzRequest {
+            too_large,
             credential: parse_authorization(http.headers.get("authorization").map(String::as_str)),
             method: std::mem::take(&mut http.method),
             host: std::mem::take(&mut http.host),
@@ -168,6 +184,20 @@ mod tests {
         assert!(matches!(r.credential, Credential::Bearer(ref t) if t.expose() == "t0k"));
         assert_eq!(r.context_extensions["required_scopes"], "a b");
         assert!(r.route_metadata.is_some());
+    }
+
+    #[test]
+    fn header_limits() {
+        let many: Vec<(String, String)> = (0..=MAX_HEADERS).map(|i| (format!("h{i}"), "v".into())).collect();
+        let refs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert!(AuthzRequest::from_check(check("/", &refs)).too_large.is_some());
+        let big = "x".repeat(MAX_HEADER_BYTES);
+        assert!(AuthzRequest::from_check(check("/", &[("x-big", &big)]))
+            .too_large
+            .is_some());
+        assert!(AuthzRequest::from_check(check("/", &[("x-ok", "v")]))
+            .too_large
+            .is_none());
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum DenyReason {
     InvalidRequest(&'static str),
     /// A path we refuse to match (see `decision::path`).
     InvalidPath(&'static str),
+    /// Headers beyond our limits (431).
+    TooLarge(&'static str),
     MissingToken,
     InvalidToken(ClaimFailure),
     /// The route's required scopes (all of them, as RFC 6750 advises).
@@ -31,6 +33,7 @@ impl DenyReason {
     pub fn http_status(&self) -> u16 {
         match self {
             DenyReason::InvalidRequest(_) | DenyReason::InvalidPath(_) => 400,
+            DenyReason::TooLarge(_) => 431,
             DenyReason::MissingToken | DenyReason::InvalidToken(_) => 401,
             DenyReason::InsufficientScope(_) | DenyReason::NoRule => 403,
             DenyReason::RouteMisconfigured(_) => 500,
@@ -41,7 +44,9 @@ impl DenyReason {
     /// Any non-OK code makes Envoy deny; the HTTP status comes from `denied_response`.
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            DenyReason::InvalidRequest(_) | DenyReason::InvalidPath(_) => tonic::Code::InvalidArgument,
+            DenyReason::InvalidRequest(_) | DenyReason::InvalidPath(_) | DenyReason::TooLarge(_) => {
+                tonic::Code::InvalidArgument
+            }
             DenyReason::MissingToken | DenyReason::InvalidToken(_) => tonic::Code::Unauthenticated,
             DenyReason::InsufficientScope(_) | DenyReason::NoRule => tonic::Code::PermissionDenied,
             DenyReason::RouteMisconfigured(_) => tonic::Code::Internal,
@@ -54,6 +59,7 @@ impl DenyReason {
         match self {
             DenyReason::InvalidRequest(_) => "invalid_request",
             DenyReason::InvalidPath(_) => "invalid_path",
+            DenyReason::TooLarge(_) => "request_too_large",
             DenyReason::MissingToken => "missing_token",
             DenyReason::InvalidToken(_) => "invalid_token",
             DenyReason::InsufficientScope(_) => "insufficient_scope",
@@ -67,6 +73,7 @@ impl DenyReason {
         match self {
             DenyReason::InvalidRequest(_) => "Malformed credentials",
             DenyReason::InvalidPath(_) => "Invalid path",
+            DenyReason::TooLarge(_) => "Request headers too large",
             DenyReason::MissingToken => "Authentication required",
             DenyReason::InvalidToken(_) => "Invalid token",
             DenyReason::InsufficientScope(_) => "Insufficient scope",
@@ -79,7 +86,9 @@ impl DenyReason {
     /// Safe to send to the client: never the token, never internal addresses.
     pub fn detail(&self) -> String {
         match self {
-            DenyReason::InvalidRequest(why) | DenyReason::InvalidPath(why) => (*why).to_owned(),
+            DenyReason::InvalidRequest(why) | DenyReason::InvalidPath(why) | DenyReason::TooLarge(why) => {
+                (*why).to_owned()
+            }
             DenyReason::MissingToken => "a bearer token is required".into(),
             DenyReason::InvalidToken(f) => f.to_string(),
             DenyReason::InsufficientScope(s) => format!("the token lacks a required scope: {}", s.join(" ")),
