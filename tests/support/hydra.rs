@@ -43,17 +43,9 @@ pub enum Fault {
 pub struct FakeHydra {
     pub addr: SocketAddr,
     pub issuer: DevIssuer,
-    fault: Arc<Mutex<Fault>>,
+    /// Shared with every connection the server accepts.
+    state: Conn,
     connections: Arc<AtomicU64>,
-    requests: Arc<AtomicU64>,
-    /// The last Authorization header seen on an introspection request.
-    last_auth: Arc<Mutex<Option<String>>>,
-    /// The last W3C traceparent header seen on an introspection request.
-    last_traceparent: Arc<Mutex<Option<String>>>,
-    /// How many more requests get the fault; -1 = all of them.
-    budget: Arc<AtomicI64>,
-    in_flight: Arc<AtomicI64>,
-    max_in_flight: Arc<AtomicI64>,
 }
 
 impl FakeHydra {
@@ -85,34 +77,28 @@ impl FakeHydra {
         let listener = TcpListener::bind(super::lo0()).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let issuer = DevIssuer::new(format!("http://{addr}"), seed_clients(), 3600);
-        let fault = Arc::new(Mutex::new(Fault::None));
         let connections = Arc::new(AtomicU64::new(0));
-        let requests = Arc::new(AtomicU64::new(0));
-        let last_auth = Arc::new(Mutex::new(None));
-        let last_traceparent = Arc::new(Mutex::new(None));
-        let budget = Arc::new(AtomicI64::new(-1));
-        let in_flight = Arc::new(AtomicI64::new(0));
-        let max_in_flight = Arc::new(AtomicI64::new(0));
         let state = Conn {
-            budget: budget.clone(),
-            in_flight: in_flight.clone(),
-            max_in_flight: max_in_flight.clone(),
             issuer: issuer.clone(),
-            fault: fault.clone(),
-            requests: requests.clone(),
-            last_auth: last_auth.clone(),
-            last_traceparent: last_traceparent.clone(),
+            fault: Arc::new(Mutex::new(Fault::None)),
+            requests: Default::default(),
+            last_auth: Default::default(),
+            last_traceparent: Default::default(),
+            budget: Arc::new(AtomicI64::new(-1)),
+            in_flight: Default::default(),
+            max_in_flight: Default::default(),
         };
+        let accepted = state.clone();
         let conns = connections.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 conns.fetch_add(1, Ordering::SeqCst);
                 match &tls {
                     None => {
-                        tokio::spawn(state.clone().handle(stream));
+                        tokio::spawn(accepted.clone().handle(stream));
                     }
                     Some(acceptor) => {
-                        let (acceptor, state) = (acceptor.clone(), state.clone());
+                        let (acceptor, state) = (acceptor.clone(), accepted.clone());
                         tokio::spawn(async move {
                             if let Ok(tls) = acceptor.accept(stream).await {
                                 state.serve(TokioIo::new(tls)).await;
@@ -125,26 +111,20 @@ impl FakeHydra {
         FakeHydra {
             addr,
             issuer,
-            fault,
+            state,
             connections,
-            requests,
-            last_auth,
-            last_traceparent,
-            budget,
-            in_flight,
-            max_in_flight,
         }
     }
 
     /// The fault for the next `n` requests only, then normal answers.
     pub fn set_fault_times(&self, f: Fault, n: i64) {
-        *self.fault.lock().expect("lock") = f;
-        self.budget.store(n, Ordering::SeqCst);
+        *self.state.fault.lock().expect("lock") = f;
+        self.state.budget.store(n, Ordering::SeqCst);
     }
 
     /// The most introspection requests seen in flight at once.
     pub fn max_in_flight(&self) -> i64 {
-        self.max_in_flight.load(Ordering::SeqCst)
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn introspection_url(&self) -> String {
@@ -156,8 +136,7 @@ impl FakeHydra {
     }
 
     pub fn set_fault(&self, f: Fault) {
-        *self.fault.lock().expect("lock") = f;
-        self.budget.store(-1, Ordering::SeqCst);
+        self.set_fault_times(f, -1);
     }
 
     pub fn connections(&self) -> u64 {
@@ -165,15 +144,15 @@ impl FakeHydra {
     }
 
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::SeqCst)
+        self.state.requests.load(Ordering::SeqCst)
     }
 
     pub fn last_authorization(&self) -> Option<String> {
-        self.last_auth.lock().expect("lock").clone()
+        self.state.last_auth.lock().expect("lock").clone()
     }
 
     pub fn last_traceparent(&self) -> Option<String> {
-        self.last_traceparent.lock().expect("lock").clone()
+        self.state.last_traceparent.lock().expect("lock").clone()
     }
 }
 
