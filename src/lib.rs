@@ -23,6 +23,7 @@ pub mod decision;
 pub mod demo;
 pub mod metrics;
 pub mod openapi;
+pub mod secret;
 pub mod server;
 pub mod telemetry;
 

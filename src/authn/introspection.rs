@@ -256,12 +256,12 @@ fn auth_header(cfg: &IntrospectionConfig) -> anyhow::Result<Option<reqwest::head
     let value = match a.kind {
         AuthKind::None => return Ok(None),
         AuthKind::Bearer => {
-            let key = read_secret(a.token_env.as_deref(), a.token_file.as_deref())
+            let key = crate::secret::read(a.token_env.as_deref(), a.token_file.as_deref())
                 .context("introspection.auth: cannot read the bearer API key")?;
             format!("Bearer {key}")
         }
         AuthKind::ClientSecretBasic => {
-            let secret = read_secret(a.client_secret_env.as_deref(), a.client_secret_file.as_deref())
+            let secret = crate::secret::read(a.client_secret_env.as_deref(), a.client_secret_file.as_deref())
                 .context("introspection.auth: cannot read the client secret")?;
             let id = a.client_id.as_deref().unwrap_or_default();
             // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
@@ -273,17 +273,6 @@ fn auth_header(cfg: &IntrospectionConfig) -> anyhow::Result<Option<reqwest::head
         .context("introspection.auth: secret is not a valid header value")?;
     value.set_sensitive(true);
     Ok(Some(value))
-}
-
-fn read_secret(env: Option<&str>, file: Option<&std::path::Path>) -> anyhow::Result<String> {
-    let raw = match (env, file) {
-        (Some(var), _) => std::env::var(var).map_err(|_| anyhow::anyhow!("environment variable {var} is not set"))?,
-        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        (None, None) => anyhow::bail!("no secret source configured"),
-    };
-    let secret = raw.trim().to_owned();
-    anyhow::ensure!(!secret.is_empty(), "the secret is empty");
-    Ok(secret)
 }
 
 fn form_encode(s: &str) -> String {

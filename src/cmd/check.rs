@@ -57,7 +57,7 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
     let token = match (&args.token, &args.token_env, &args.token_file) {
         (Some(t), _, _) => Some(t.clone()),
         (None, None, None) => None,
-        (None, env, file) => Some(super::read_secret_arg(env.as_deref(), file.as_deref())?),
+        (None, env, file) => Some(crate::secret::read(env.as_deref(), file.as_deref())?),
     };
     if let Some(t) = token {
         headers.insert("authorization".into(), format!("Bearer {t}"));

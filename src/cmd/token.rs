@@ -37,7 +37,7 @@ pub struct TokenArgs {
 }
 
 pub async fn run(args: &TokenArgs) -> anyhow::Result<String> {
-    let secret = super::read_secret_arg(args.client_secret_env.as_deref(), args.client_secret_file.as_deref())?;
+    let secret = crate::secret::read(args.client_secret_env.as_deref(), args.client_secret_file.as_deref())?;
     let mut form = vec![("grant_type", "client_credentials".to_owned())];
     let scope = args.scope.join(" ");
     if !scope.is_empty() {
