@@ -79,20 +79,22 @@ impl RuleSet {
     pub fn shadowed(&self) -> Vec<(&str, &str)> {
         let mut out = Vec::new();
         for (j, later) in self.rules.iter().enumerate() {
-            let samples = [
-                later.path.replace("**", "__seg__/__seg__"),
-                later.path.replace("**", "__seg__"),
-            ];
-            let earlier = self.rules[..j].iter().enumerate().find(|(i, r)| {
-                // An any-method rule covers everything; a listed set covers only listed subsets.
-                let methods = r.methods.is_empty()
-                    || (!later.methods.is_empty() && later.methods.iter().all(|m| r.methods.contains(m)));
-                let host = self.hosts[*i].is_none() || self.hosts[*i] == self.hosts[j];
-                let path = path_glob(&r.path)
-                    .map(|g| g.compile_matcher())
-                    .is_ok_and(|m| samples.iter().all(|s| m.is_match(s)));
-                methods && host && path
-            });
+            // The compiled set answers for every earlier rule at once: an earlier
+            // rule covers the later one if it matches both samples of its pattern.
+            let deep = self.paths.matches(later.path.replace("**", "__seg__/__seg__"));
+            let one = self.paths.matches(later.path.replace("**", "__seg__"));
+            let earlier = deep
+                .iter()
+                .take_while(|i| **i < j)
+                .filter(|i| one.contains(i))
+                .map(|i| (*i, &self.rules[*i]))
+                .find(|(i, r)| {
+                    // An any-method rule covers everything; a listed set covers only listed subsets.
+                    let methods = r.methods.is_empty()
+                        || (!later.methods.is_empty() && later.methods.iter().all(|m| r.methods.contains(m)));
+                    let host = self.hosts[*i].is_none() || self.hosts[*i] == self.hosts[j];
+                    methods && host
+                });
             if let Some((_, r)) = earlier {
                 out.push((later.id.as_str(), r.id.as_str()));
             }

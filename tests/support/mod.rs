@@ -58,13 +58,7 @@ impl Checker {
         headers: &[(&str, &str)],
         context_extensions: &[(&str, &str)],
     ) -> CheckResponse {
-        let req = check_request(method, path, headers, context_extensions);
-        self.0
-            .clone()
-            .check(req)
-            .await
-            .expect("Check RPC succeeds")
-            .into_inner()
+        self.raw(check_request(method, path, headers, context_extensions)).await
     }
 
     pub async fn raw(&self, req: CheckRequest) -> CheckResponse {
