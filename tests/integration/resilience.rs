@@ -3,7 +3,7 @@
 //! concurrency to Hydra is bounded and excess is shed. Every failure is a
 //! 503, never an allow.
 
-mod support;
+use crate::support;
 
 use hydra_authz::config::Config;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Hot reload: validate then swap; bad files keep the running config;
 //! checks in flight are unaffected; the binary reloads on file change and SIGHUP.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! filter calls hydra-authz, which introspects tokens at a real OAuth2 server
 //! (npm oidc-provider). The upstream echoes the headers it received.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! The gRPC server as Envoy sees it: every kind of request, the exact answer,
 //! plus health, the admin Explain RPC, readiness and graceful shutdown.
 
-mod support;
+use crate::support;
 
 use hydra_authz::admin_proto::admin_client::AdminClient;
 use hydra_authz::admin_proto::ExplainRequest;

@@ -1,7 +1,7 @@
 //! Local JWT validation (introspection.mode = jwt | auto) against the dev
 //! issuer in Hydra's jwt access-token strategy, EdDSA and ES256.
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use hydra_authz::config::{Config, VerifyMode};

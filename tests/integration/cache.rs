@@ -1,6 +1,6 @@
 //! Single-flight and the opt-in cache, counted at the Hydra-shaped server.
 
-mod support;
+use crate::support;
 
 use hydra_authz::admin_proto::admin_client::AdminClient;
 use hydra_authz::admin_proto::purge_token_request::Target;

@@ -1,7 +1,7 @@
 //! Transport security: TLS and mTLS on our gRPC listener; HTTPS to Hydra
 //! with a private CA, and a handshake failure answered 503.
 
-mod support;
+use crate::support;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use support::hydra::FakeHydra;

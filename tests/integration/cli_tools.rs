@@ -2,7 +2,7 @@
 //! `rules from-openapi`, and `config check` warnings, against the
 //! Hydra-shaped server and the real OAuth2 server (oidc-provider).
 
-mod support;
+use crate::support;
 
 use hydra_authz::authn::{Authenticator, AuthnError, Identity};
 use hydra_authz::config::Config;

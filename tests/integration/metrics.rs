@@ -1,7 +1,7 @@
 //! `GET /metrics`: scraped after real checks and parsed with a Prometheus
 //! text-format parser (prometheus-parse), counts asserted.
 
-mod support;
+use crate::support;
 
 use prometheus_parse::{Scrape, Value};
 use support::hydra::{FakeHydra, Fault};

@@ -1,7 +1,7 @@
 //! Contract tests of the introspection client against a Hydra-shaped server:
 //! every field and every failure mode Hydra (or the network) can produce.
 
-mod support;
+use crate::support;
 
 use hydra_authz::authn::{AuthnError, ClaimFailure, HydraIntrospector};
 use hydra_authz::config::{AuthKind, IntrospectionConfig};
