@@ -6,7 +6,7 @@ use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use support::stack::{http, Stack};
+use support::stack::{http, AuthzHop, Stack};
 
 struct Reply {
     status: StatusCode,
@@ -156,6 +156,54 @@ async fn hydra_authz_down_is_denied_by_envoy_not_allowed() {
     // failure_mode_allow: false + status_on_error 503 in deploy/envoy/envoy.yaml.
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     drop(oauth2);
+}
+
+/// deploy/envoy/mtls-to-hydra-authz.yaml, as shipped: Envoy reaches
+/// hydra-authz over mutual TLS (hydra-authz serves TLS only, so every answer
+/// below crossed the TLS hop) and decisions are unchanged.
+#[tokio::test]
+async fn envoy_reaches_hydra_authz_over_mtls() {
+    let stack = Stack::start_with(AuthzHop::MutualTls).await;
+    let reader = stack.oauth2.token("reader", "read_date").await;
+    let auth = format!("Bearer {reader}");
+    let r = send(&stack, Method::GET, "/date", &[("authorization", &auth)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(upstream_header(&r, "x-client-id"), Some(&Value::from("reader")));
+    let r = send(&stack, Method::POST, "/echo", &[("authorization", &auth)]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = send(&stack, Method::GET, "/date", &[]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(envoy_stat(&stack, "cluster.hydra_authz.ssl.handshake").await >= 1);
+}
+
+/// One counter from Envoy's admin `/stats`.
+async fn envoy_stat(stack: &Stack, name: &str) -> u64 {
+    let url = format!(
+        "http://{}/stats?filter=^{}$",
+        stack.envoy.admin,
+        name.replace('.', "\\.")
+    );
+    let text = http().get(url).send().await.expect("stats").text().await.expect("body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// hydra-authz requires a client certificate from its CA: an Envoy without
+/// one cannot reach it, and fails closed.
+#[tokio::test]
+async fn envoy_without_a_client_certificate_is_refused_and_fails_closed() {
+    let stack = Stack::start_with(AuthzHop::TlsWithoutClientCert).await;
+    let reader = stack.oauth2.token("reader", "read_date").await;
+    let auth = format!("Bearer {reader}");
+    let r = send(&stack, Method::GET, "/date", &[("authorization", &auth)]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    assert!(upstream_header(&r, "x-client-id").is_none());
+    // Refused by hydra-authz at the handshake, not by Envoy's own checks.
+    assert!(envoy_stat(&stack, "cluster.hydra_authz.ssl.connection_error").await >= 1);
+    assert_eq!(envoy_stat(&stack, "cluster.hydra_authz.ssl.fail_verify_error").await, 0);
+    assert_eq!(envoy_stat(&stack, "cluster.hydra_authz.ssl.handshake").await, 0);
 }
 
 /// A raw HTTP/1.1 request, so the path reaches Envoy byte for byte (HTTP

@@ -1,7 +1,7 @@
 //! A throwaway PKI for TLS tests: a CA, a server certificate for
 //! localhost/127.0.0.1 and a client certificate, written as PEM files.
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use std::path::PathBuf;
 
 pub struct Pki {
@@ -18,13 +18,17 @@ impl Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct subject names: with rcgen's shared default, a leaf's
+        // subject equals its issuer's and BoringSSL (Envoy) rejects the chain.
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "hydra-authz test CA");
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
         let leaf = |names: Vec<String>| {
             let key = KeyPair::generate().expect("key");
-            let cert = CertificateParams::new(names)
-                .expect("params")
-                .signed_by(&key, &ca)
-                .expect("sign");
+            let mut params = CertificateParams::new(names.clone()).expect("params");
+            params.distinguished_name.push(DnType::CommonName, names[0].as_str());
+            let cert = params.signed_by(&key, &ca).expect("sign");
             (cert.pem(), key.serialize_pem())
         };
         let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);

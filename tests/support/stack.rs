@@ -2,6 +2,7 @@
 //! from tests/oauth2-server), hydra-authz, the echo upstream and a real Envoy
 //! from deploy/envoy/envoy.yaml, all on ephemeral loopback ports.
 
+use super::pki::Pki;
 use hydra_authz::config::AuthKind;
 use hydra_authz::demo::envoy::{self, Envoy, EnvoyPorts};
 use hydra_authz::server::RunningServer;
@@ -116,10 +117,27 @@ pub struct Stack {
     pub authz: RunningServer,
     pub envoy: Envoy,
     _secret_dir: tempfile::TempDir,
+    _pki: Option<Pki>,
+}
+
+/// How Envoy reaches hydra-authz.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum AuthzHop {
+    /// Plain h2c over loopback, as in the shipped envoy.yaml.
+    Plaintext,
+    /// deploy/envoy/mtls-to-hydra-authz.yaml: Envoy presents a client
+    /// certificate, hydra-authz requires one from the test CA.
+    MutualTls,
+    /// The same, minus Envoy's client certificate: hydra-authz must refuse.
+    TlsWithoutClientCert,
 }
 
 impl Stack {
     pub async fn start() -> Stack {
+        Self::start_with(AuthzHop::Plaintext).await
+    }
+
+    pub async fn start_with(hop: AuthzHop) -> Stack {
         let oauth2 = OAuth2Server::start().await;
         // hydra-authz authenticates to the introspection endpoint with client_secret_basic.
         let secret_dir = tempfile::tempdir().expect("tempdir");
@@ -130,6 +148,12 @@ impl Stack {
         config.introspection.auth.client_id = Some("hydra-authz".into());
         config.introspection.auth.client_secret_file = Some(secret);
         config.introspection.timeout_ms = 2_000;
+        let pki = (hop != AuthzHop::Plaintext).then(Pki::new);
+        if let Some(pki) = &pki {
+            config.server.tls.cert_file = Some(pki.server_cert.clone());
+            config.server.tls.key_file = Some(pki.server_key.clone());
+            config.server.tls.client_ca_file = Some(pki.ca.clone());
+        }
         let authz = super::start_authz(&config).await;
 
         let upstream = hydra_authz::demo::upstream::serve(super::lo0())
@@ -141,7 +165,10 @@ impl Stack {
             authz: authz.grpc_addr.port(),
             upstream: upstream.port(),
         };
-        let rendered = envoy::render(ports).expect("render envoy.yaml");
+        let mut rendered = envoy::render(ports).expect("render envoy.yaml");
+        if let Some(pki) = &pki {
+            rendered = with_tls_hop(&rendered, pki, hop == AuthzHop::MutualTls);
+        }
         let envoy = Envoy::start(&envoy_binary(), &rendered, ports)
             .await
             .expect("Envoy starts");
@@ -150,10 +177,48 @@ impl Stack {
             authz,
             envoy,
             _secret_dir: secret_dir,
+            _pki: pki,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.envoy.listener)
     }
+}
+
+/// The shipped envoy.yaml with deploy/envoy/mtls-to-hydra-authz.yaml added to
+/// the `hydra_authz` cluster, pointing at the test CA's files.
+fn with_tls_hop(bootstrap: &str, pki: &Pki, client_cert: bool) -> String {
+    let snippet = include_str!("../../deploy/envoy/mtls-to-hydra-authz.yaml");
+    let path = |p: &Path| p.to_str().expect("utf-8 temp path").to_owned();
+    let mut block = String::new();
+    let mut skip = false;
+    for line in snippet.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        // Without a client certificate: drop the two lines naming it.
+        if !client_cert && line.trim_start().starts_with("tls_certificates:") {
+            skip = true;
+            continue;
+        }
+        if skip && line.trim_start().starts_with("private_key:") {
+            skip = false;
+            continue;
+        }
+        if skip {
+            continue;
+        }
+        let line = line
+            .replace("/etc/envoy/tls/ca.pem", &path(&pki.ca))
+            .replace("/etc/envoy/tls/client.pem", &path(&pki.client_cert))
+            .replace("/etc/envoy/tls/client.key", &path(&pki.client_key));
+        block.push_str("      ");
+        block.push_str(&line);
+        block.push('\n');
+    }
+    let anchor = "    - name: hydra_authz\n";
+    assert_eq!(
+        bootstrap.matches(anchor).count(),
+        1,
+        "envoy.yaml names the hydra_authz cluster once"
+    );
+    bootstrap.replacen(anchor, &format!("{anchor}{block}"), 1)
 }
