@@ -15,6 +15,7 @@ use hydra_authz::decision::token::Token;
 use hydra_authz::decision::verdict::{Decision, DenyReason, Responder};
 use hydra_authz::decision::Engine;
 use std::hint::black_box;
+use std::sync::Arc;
 
 /// A CheckRequest shaped like Envoy's: a dozen headers, route facts.
 fn check_request() -> CheckRequest {
@@ -53,13 +54,13 @@ fn thousand_rules() -> Vec<RuleConfig> {
 struct InMemory;
 
 impl Authenticator for InMemory {
-    async fn authenticate(&self, _token: &Token) -> Result<Identity, AuthnError> {
-        Ok(Identity {
+    async fn authenticate(&self, _token: &Token) -> Result<Arc<Identity>, AuthnError> {
+        Ok(Arc::new(Identity {
             client_id: Some("reader".into()),
             subject: Some("reader".into()),
             scopes: vec!["read_date".into()],
             ..Default::default()
-        })
+        }))
     }
 }
 

@@ -145,6 +145,15 @@ pub struct JwtConfig {
     pub algorithms: Vec<JwtAlgorithm>,
     /// A token with an unknown `kid` refreshes the JWKS at most this often.
     pub refresh_min_interval_ms: u64,
+    /// Keys older than this are re-fetched on their next use, so a key the
+    /// issuer removed stops being trusted. A failed re-fetch keeps the old
+    /// keys (logged): a JWKS outage must not become an API outage.
+    pub max_key_age_ms: u64,
+    /// A verified JWT is remembered (by SHA-256, never the token) for
+    /// min(this, `exp` − now), even with `[introspection.cache]` off: a
+    /// locally verified JWT cannot be revoked before `exp` anyway, so this
+    /// only skips repeating the signature check. 0 = verify every time.
+    pub verified_ttl_ms: u64,
 }
 
 impl Default for JwtConfig {
@@ -153,6 +162,8 @@ impl Default for JwtConfig {
             jwks_url: String::new(),
             algorithms: vec![JwtAlgorithm::RS256, JwtAlgorithm::ES256, JwtAlgorithm::EdDSA],
             refresh_min_interval_ms: 30_000,
+            max_key_age_ms: 300_000,
+            verified_ttl_ms: 60_000,
         }
     }
 }

@@ -9,6 +9,10 @@
 //!   `negative_ttl_ms` (0 = not at all). With the cache off, results expire
 //!   the moment they are produced and only coalesced waiters share them.
 //!   Failures (Hydra down, 5xx, garbage) are never stored.
+//! - **JWT memo, on in jwt/auto mode**: a JWT verified locally is remembered
+//!   for min(`[introspection.jwt] verified_ttl_ms`, `exp` − now) even with the
+//!   cache off. It cannot be revoked before `exp` anyway; the memo only skips
+//!   repeating the signature check (Envoy's jwt_authn keeps such a cache too).
 //!
 //! Keys are SHA-256 digests of the token: the cache never holds a token.
 
@@ -26,7 +30,7 @@ type Key = [u8; 32];
 
 #[derive(Debug, Clone)]
 enum Verdict {
-    Valid(Identity),
+    Valid(Arc<Identity>),
     Rejected(ClaimFailure),
 }
 
@@ -34,18 +38,27 @@ enum Verdict {
 struct Lifetimes {
     positive: Duration,
     negative: Duration,
+    /// For identities verified locally from a JWT: the JWT memo
+    /// (`[introspection.jwt] verified_ttl_ms`), which holds even with the
+    /// cache off, since such a token cannot be revoked before `exp` anyway.
+    local_jwt: Duration,
 }
 
 impl moka::Expiry<Key, Verdict> for Lifetimes {
     fn expire_after_create(&self, _key: &Key, value: &Verdict, _created_at: Instant) -> Option<Duration> {
         Some(match value {
             Verdict::Valid(identity) => {
+                let ttl = if identity.verified_locally {
+                    self.positive.max(self.local_jwt)
+                } else {
+                    self.positive
+                };
                 // Never past the token's own expiry.
                 let left = identity
                     .expires_at
                     .map(|exp| exp.saturating_sub(super::introspection::now_unix()))
-                    .map_or(self.positive, |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
-                self.positive.min(left)
+                    .map_or(ttl, |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+                ttl.min(left)
             }
             Verdict::Rejected(_) => self.negative,
         })
@@ -59,7 +72,8 @@ pub struct SharedVerifier<A> {
 }
 
 impl<A> SharedVerifier<A> {
-    pub fn new(inner: A, cfg: &CacheConfig, metrics: Arc<Metrics>) -> Self {
+    /// `jwt_ttl` is the JWT memo (`[introspection.jwt] verified_ttl_ms`; zero outside jwt/auto mode).
+    pub fn new(inner: A, cfg: &CacheConfig, jwt_ttl: Duration, metrics: Arc<Metrics>) -> Self {
         let (positive, negative) = if cfg.enabled {
             (
                 Duration::from_millis(cfg.ttl_ms),
@@ -70,7 +84,11 @@ impl<A> SharedVerifier<A> {
         };
         let cache = Cache::builder()
             .max_capacity(cfg.max_entries)
-            .expire_after(Lifetimes { positive, negative })
+            .expire_after(Lifetimes {
+                positive,
+                negative,
+                local_jwt: jwt_ttl,
+            })
             .support_invalidation_closures()
             .build();
         SharedVerifier { inner, cache, metrics }
@@ -95,7 +113,7 @@ fn key(token: &Token) -> Key {
 }
 
 impl<A: Authenticator> Authenticator for SharedVerifier<A> {
-    async fn authenticate(&self, token: &Token) -> Result<Identity, AuthnError> {
+    async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         let load = async {
             match self.inner.authenticate(token).await {
                 Ok(identity) => Ok(Verdict::Valid(identity)),

@@ -23,7 +23,7 @@ impl<A> Instrumented<A> {
 }
 
 impl<A: Authenticator> Authenticator for Instrumented<A> {
-    async fn authenticate(&self, token: &Token) -> Result<Identity, AuthnError> {
+    async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         let started = Instant::now();
         let result = self.inner.authenticate(token).await;
         self.metrics

@@ -8,6 +8,7 @@ use super::{Authenticator, AuthnError, ClaimChecks, Identity};
 use crate::config::{AuthKind, IntrospectionConfig};
 use crate::decision::token::Token;
 use serde::{Deserialize, Deserializer};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -62,6 +63,7 @@ impl Introspection {
             issuer: self.iss.clone(),
             audience: self.aud.clone(),
             token_use: self.token_use.clone(),
+            verified_locally: false,
         }
     }
 }
@@ -207,8 +209,8 @@ impl HydraIntrospector {
 }
 
 impl Authenticator for HydraIntrospector {
-    async fn authenticate(&self, token: &Token) -> Result<Identity, AuthnError> {
-        self.verify(token).await.map(|i| i.identity())
+    async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
+        self.verify(token).await.map(|i| Arc::new(i.identity()))
     }
 }
 

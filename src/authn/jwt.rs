@@ -6,7 +6,9 @@
 //!
 //! Keys are fetched lazily and cached; a token with an unknown `kid` triggers
 //! a refresh, at most once per `refresh_min_interval_ms`, so garbage tokens
-//! cannot turn us into a JWKS flood.
+//! cannot turn us into a JWKS flood. Keys older than `max_key_age_ms` are
+//! re-fetched on their next use, so a key the issuer removed stops being
+//! trusted; if that re-fetch fails the old keys stay in use (logged).
 
 use super::{Authenticator, AuthnError, ClaimChecks, ClaimFailure, Identity};
 use crate::config::{IntrospectionConfig, JwtAlgorithm};
@@ -29,12 +31,21 @@ pub struct JwtVerifier {
     jwks_url: reqwest::Url,
     algorithms: Vec<Algorithm>,
     refresh_every: Duration,
-    keys: RwLock<Arc<HashMap<String, Key>>>,
+    max_key_age: Duration,
+    keys: RwLock<Arc<KeySet>>,
     last_fetch: Mutex<Option<Instant>>,
     /// Serialises refreshes so concurrent unknown-kid tokens fetch once.
     refreshing: tokio::sync::Mutex<()>,
     checks: ClaimChecks,
     max_body: usize,
+}
+
+/// The JWKS as last fetched.
+#[derive(Default)]
+struct KeySet {
+    keys: HashMap<String, Key>,
+    /// When this set was fetched; `None` before the first fetch.
+    fetched: Option<Instant>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,7 +87,8 @@ impl JwtVerifier {
             jwks_url: reqwest::Url::parse(&jwt.jwks_url)?,
             algorithms: jwt.algorithms.iter().copied().map(algorithm).collect(),
             refresh_every: Duration::from_millis(jwt.refresh_min_interval_ms),
-            keys: RwLock::new(Arc::new(HashMap::new())),
+            max_key_age: Duration::from_millis(jwt.max_key_age_ms),
+            keys: RwLock::new(Arc::new(KeySet::default())),
             last_fetch: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             checks: ClaimChecks {
@@ -92,8 +104,14 @@ impl JwtVerifier {
         self.keys
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .keys
             .get(kid)
             .cloned()
+    }
+
+    fn keys_are_stale(&self) -> bool {
+        let set = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        set.fetched.is_some_and(|t| t.elapsed() >= self.max_key_age)
     }
 
     /// Fetch the JWKS unless we did so less than `refresh_every` ago.
@@ -139,11 +157,14 @@ impl JwtVerifier {
             keys.insert(kid, Key { key, alg });
         }
         tracing::info!(keys = keys.len(), "JWKS refreshed");
-        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(KeySet {
+            keys,
+            fetched: Some(Instant::now()),
+        });
         Ok(())
     }
 
-    pub async fn verify(&self, token: &Token) -> Result<Identity, AuthnError> {
+    pub async fn verify(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         let reject = |f| Err(AuthnError::Rejected(f));
         let Ok(header) = jsonwebtoken::decode_header(token.expose()) else {
             return reject(ClaimFailure::MalformedJwt);
@@ -155,6 +176,11 @@ impl JwtVerifier {
         let Some(kid) = header.kid else {
             return reject(ClaimFailure::UnknownKey);
         };
+        if self.keys_are_stale() {
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "JWKS re-fetch failed; keeping the keys we have");
+            }
+        }
         let key = match self.lookup(&kid) {
             Some(k) => k,
             None => {
@@ -202,7 +228,7 @@ impl JwtVerifier {
             (None, Some(s)) => s.split_whitespace().map(str::to_owned).collect(),
             (None, None) => Vec::new(),
         };
-        Ok(Identity {
+        Ok(Arc::new(Identity {
             client_id: c.client_id.filter(|s| !s.is_empty()),
             subject: c.sub.filter(|s| !s.is_empty()),
             scopes,
@@ -210,12 +236,13 @@ impl JwtVerifier {
             issuer: c.iss,
             audience: c.aud,
             token_use: None,
-        })
+            verified_locally: true,
+        }))
     }
 }
 
 impl Authenticator for JwtVerifier {
-    async fn authenticate(&self, token: &Token) -> Result<Identity, AuthnError> {
+    async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         self.verify(token).await
     }
 }

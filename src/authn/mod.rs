@@ -15,6 +15,7 @@ pub mod verifier;
 
 use crate::decision::token::Token;
 use std::future::Future;
+use std::sync::Arc;
 
 pub use claims::{ClaimChecks, ClaimFailure};
 pub use introspection::{HydraIntrospector, Introspection};
@@ -31,6 +32,8 @@ pub struct Identity {
     pub issuer: Option<String>,
     pub audience: Vec<String>,
     pub token_use: Option<String>,
+    /// Verified here from a JWT's signature rather than by asking Hydra.
+    pub verified_locally: bool,
 }
 
 impl AuthnError {
@@ -63,5 +66,5 @@ pub enum AuthnError {
 }
 
 pub trait Authenticator: Send + Sync + 'static {
-    fn authenticate(&self, token: &Token) -> impl Future<Output = Result<Identity, AuthnError>> + Send;
+    fn authenticate(&self, token: &Token) -> impl Future<Output = Result<Arc<Identity>, AuthnError>> + Send;
 }

@@ -142,7 +142,7 @@ impl<A> Resilient<A> {
 }
 
 impl<A: Authenticator> Authenticator for Resilient<A> {
-    async fn authenticate(&self, token: &Token) -> Result<Identity, AuthnError> {
+    async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         let deadline = self.deadline();
         let probe = match self.breaker.admit() {
             Admission::Rejected => return Err(self.shed("circuit_open", "introspection circuit is open")),
@@ -255,7 +255,7 @@ mod retry_tests {
     struct FailTwice(AtomicU32);
 
     impl Authenticator for FailTwice {
-        async fn authenticate(&self, _t: &Token) -> Result<Identity, AuthnError> {
+        async fn authenticate(&self, _t: &Token) -> Result<Arc<Identity>, AuthnError> {
             if self.0.fetch_add(1, Ordering::SeqCst) < 2 {
                 return Err(AuthnError::Unavailable {
                     kind: "status",
@@ -264,7 +264,7 @@ mod retry_tests {
                     retry_after: None,
                 });
             }
-            Ok(Identity::default())
+            Ok(Arc::new(Identity::default()))
         }
     }
 

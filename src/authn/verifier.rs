@@ -4,6 +4,7 @@ use super::jwt::{looks_like_jwt, JwtVerifier};
 use super::{Authenticator, AuthnError, HydraIntrospector, Identity};
 use crate::config::{IntrospectionConfig, VerifyMode};
 use crate::decision::token::Token;
+use std::sync::Arc;
 
 // One instance per process: the size difference between variants costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -32,7 +33,7 @@ impl Verifier {
 }
 
 impl Authenticator for Verifier {
-    async fn authenticate(&self, token: &Token) -> Result<Identity, AuthnError> {
+    async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         match self {
             Verifier::Introspect(i) => i.authenticate(token).await,
             Verifier::Jwt(j) => j.authenticate(token).await,

@@ -22,6 +22,7 @@ use request::AuthzRequest;
 use route::Resolution;
 use rules::{Mismatch, RuleSet};
 use scopes::ScopeStrategy;
+use std::sync::Arc;
 use token::Credential;
 use verdict::{Decision, DenyReason, Responder};
 
@@ -45,7 +46,7 @@ pub struct Outcome {
     /// Alternative scope sets, one of which must be granted (OpenAPI-style).
     pub any_of: Vec<Vec<String>>,
     /// The authenticated caller, also when then denied for scope.
-    pub identity: Option<Identity>,
+    pub identity: Option<Arc<Identity>>,
     pub token_fingerprint: Option<String>,
 }
 
@@ -121,7 +122,7 @@ impl<A: Authenticator> Engine<A> {
     }
 
     pub fn respond(&self, o: &Outcome) -> envoy_types::ext_authz::v3::pb::CheckResponse {
-        let identity = if o.public { None } else { o.identity.as_ref() };
+        let identity = if o.public { None } else { o.identity.as_deref() };
         self.responder
             .check_response(&o.decision, identity, o.rule_id.as_deref())
     }
@@ -285,15 +286,15 @@ mod tests {
     struct Fixed;
 
     impl Authenticator for Fixed {
-        async fn authenticate(&self, token: &Token) -> Result<Identity, AuthnError> {
+        async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
             match token.expose() {
-                "reader" => Ok(Identity {
+                "reader" => Ok(Arc::new(Identity {
                     client_id: Some("reader".into()),
                     subject: Some("reader".into()),
                     scopes: vec!["read_date".into()],
                     expires_at: Some(i64::MAX),
                     ..Default::default()
-                }),
+                })),
                 "revoked" => Err(AuthnError::Rejected(ClaimFailure::Inactive)),
                 _ => Err(AuthnError::unavailable("timeout", "slow")),
             }

@@ -59,6 +59,8 @@ pub enum TokenFormat {
     JwtEdDsa,
     /// JWTs signed with P-256 (`ES256`).
     JwtEs256,
+    /// JWTs signed with RSA-2048 (`RS256`, Hydra's default JWT algorithm).
+    JwtRs256,
 }
 
 struct SigningKey {
@@ -101,6 +103,26 @@ impl SigningKey {
                     kid,
                     alg: jsonwebtoken::Algorithm::ES256,
                     key: jsonwebtoken::EncodingKey::from_ec_der(der.as_ref()),
+                })
+            }
+            TokenFormat::JwtRs256 => {
+                use aws_lc_rs::encoding::AsDer;
+                use aws_lc_rs::rsa::{KeySize, PublicKeyComponents};
+                let pair = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).ok()?;
+                let pkcs8 = pair.as_der().ok()?;
+                // jsonwebtoken reads RSA signing keys as PKCS#1; its PEM
+                // reader unwraps PKCS#8 for us.
+                let pem = format!(
+                    "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                    base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+                );
+                let public = PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+                Some(SigningKey {
+                    jwk: json!({"kty": "RSA", "n": b64(&public.n), "e": b64(&public.e),
+                                "kid": kid, "alg": "RS256", "use": "sig"}),
+                    kid,
+                    alg: jsonwebtoken::Algorithm::RS256,
+                    key: jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).ok()?,
                 })
             }
         }
@@ -177,6 +199,12 @@ impl DevIssuer {
         if let Some(k) = SigningKey::generate(self.0.format) {
             self.keys().insert(0, k);
         }
+    }
+
+    /// Drop every signing key but the newest from the JWKS, as an issuer
+    /// does once a rotated-out key must no longer be trusted.
+    pub fn retire_previous_keys(&self) {
+        self.keys().truncate(1);
     }
 
     /// How many times `/.well-known/jwks.json` was fetched.

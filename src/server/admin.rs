@@ -75,7 +75,7 @@ pub async fn explain<A: Authenticator>(engine: &Engine<A>, req: &AuthzRequest) -
             resp.reason = "allowed".into();
             let h = engine
                 .responder()
-                .upstream_headers(if o.public { None } else { o.identity.as_ref() });
+                .upstream_headers(if o.public { None } else { o.identity.as_deref() });
             resp.headers_to_set = h.set.into_iter().collect();
             resp.headers_to_remove = h.remove;
         }

@@ -13,7 +13,7 @@ use crate::authn::cache::SharedVerifier;
 use crate::authn::instrumented::Instrumented;
 use crate::authn::resilience::Resilient;
 use crate::authn::verifier::Verifier;
-use crate::config::Config;
+use crate::config::{Config, VerifyMode};
 use crate::decision::Engine;
 use crate::metrics::Metrics;
 use anyhow::Context;
@@ -65,7 +65,11 @@ pub type ServerAuthn = SharedVerifier<Resilient<Instrumented<Verifier>>>;
 pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Engine<ServerAuthn>>> {
     let introspector = Instrumented::new(Verifier::new(&config.introspection)?, metrics.clone());
     let resilient = Resilient::new(introspector, &config.introspection.resilience, metrics.clone());
-    let shared = SharedVerifier::new(resilient, &config.introspection.cache, metrics);
+    let jwt_ttl = match config.introspection.mode {
+        VerifyMode::Introspect => Duration::ZERO,
+        VerifyMode::Jwt | VerifyMode::Auto => Duration::from_millis(config.introspection.jwt.verified_ttl_ms),
+    };
+    let shared = SharedVerifier::new(resilient, &config.introspection.cache, jwt_ttl, metrics);
     Ok(Arc::new(Engine::new(config, shared)?))
 }
 

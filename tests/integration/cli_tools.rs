@@ -3,6 +3,7 @@
 //! Hydra-shaped server and the real OAuth2 server (oidc-provider).
 
 use crate::support;
+use std::sync::Arc;
 
 use hydra_authz::authn::{Authenticator, AuthnError, Identity};
 use hydra_authz::config::Config;
@@ -257,18 +258,18 @@ async fn from_openapi_reproduces_the_committed_seed_rules() {
 struct ByName;
 
 impl Authenticator for ByName {
-    async fn authenticate(&self, token: &Token) -> Result<Identity, AuthnError> {
+    async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         let scopes: Vec<String> = match token.expose() {
             "reader" => vec!["read_date".into()],
             "writer" => vec!["post_echo".into()],
             "both" => vec!["read_date".into(), "post_echo".into()],
             _ => vec![],
         };
-        Ok(Identity {
+        Ok(Arc::new(Identity {
             client_id: Some(token.expose().to_owned()),
             scopes,
             ..Default::default()
-        })
+        }))
     }
 }
 

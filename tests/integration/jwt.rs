@@ -120,6 +120,54 @@ async fn unknown_kid_refreshes_the_jwks_at_a_bounded_rate() {
     );
 }
 
+/// The JWT memo: a verified JWT is not verified again (here every
+/// verification would re-fetch the JWKS, since keys are stale at once).
+#[tokio::test]
+async fn verified_jwts_are_remembered_not_reverified() {
+    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    let check = authz(&addrs.introspection_url(), &addrs.jwks_url(), VerifyMode::Jwt, |c| {
+        c.introspection.jwt.max_key_age_ms = 0;
+        c.introspection.jwt.refresh_min_interval_ms = 0;
+    })
+    .await;
+    let token = issuer.mint("reader", &["read_date"]).expect("mint");
+    for _ in 0..3 {
+        assert_eq!(get(&check, "/date", &token).await.http_status, 200);
+    }
+    assert_eq!(issuer.jwks_fetches(), 1, "one verification, then the memo");
+    // The memo is per token: a new token is verified (and re-fetches the stale keys).
+    let other = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(get(&check, "/date", &other).await.http_status, 200);
+    assert_eq!(issuer.jwks_fetches(), 2);
+}
+
+/// A key the issuer retired stops being trusted once our copy of the JWKS
+/// is older than max_key_age_ms (memo off, so every check verifies).
+#[tokio::test]
+async fn retired_keys_stop_verifying_after_max_key_age() {
+    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    let check = authz(&addrs.introspection_url(), &addrs.jwks_url(), VerifyMode::Jwt, |c| {
+        c.introspection.jwt.max_key_age_ms = 1_500;
+        c.introspection.jwt.refresh_min_interval_ms = 1_000;
+        c.introspection.jwt.verified_ttl_ms = 0;
+    })
+    .await;
+    let old = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(get(&check, "/date", &old).await.http_status, 200);
+    issuer.rotate_key();
+    issuer.retire_previous_keys();
+    // Within max_key_age our copy is trusted as fetched.
+    assert_eq!(get(&check, "/date", &old).await.http_status, 200);
+    assert_eq!(issuer.jwks_fetches(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1_700)).await;
+    let a = get(&check, "/date", &old).await;
+    assert_eq!(a.http_status, 401, "{}", a.body);
+    assert!(description(&a).contains("unknown_key"), "{}", description(&a));
+    assert_eq!(issuer.jwks_fetches(), 2);
+    let new = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(get(&check, "/date", &new).await.http_status, 200);
+}
+
 #[tokio::test]
 async fn es256_tokens_and_issuer_policy() {
     let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEs256).await;
@@ -142,6 +190,36 @@ async fn es256_tokens_and_issuer_policy() {
     })
     .await;
     assert_eq!(get(&eddsa_only, "/echo", &writer).await.http_status, 401);
+}
+
+/// RS256, Hydra's default JWT algorithm, with a 2048-bit key generated here.
+#[tokio::test]
+async fn rs256_tokens_verify_and_forgeries_do_not() {
+    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtRs256).await;
+    let check = authz(&addrs.introspection_url(), &addrs.jwks_url(), VerifyMode::Jwt, |_| {}).await;
+    let reader = issuer.mint("reader", &["read_date"]).expect("mint");
+    let header = jsonwebtoken::decode_header(&reader).expect("header");
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    let a = get(&check, "/date", &reader).await;
+    assert_eq!(a.http_status, 200, "{}", a.body);
+    assert_eq!(a.headers["x-client-id"], "reader");
+    assert_eq!(get(&check, "/echo", &reader).await.http_status, 403);
+
+    let sig_at = reader.rfind('.').expect("signature") + 10;
+    let mut forged = reader.clone().into_bytes();
+    forged[sig_at] = if forged[sig_at] == b'A' { b'B' } else { b'A' };
+    let a = get(&check, "/date", &String::from_utf8(forged).expect("ascii")).await;
+    assert_eq!(a.http_status, 401);
+    assert!(description(&a).contains("bad_signature"), "{}", description(&a));
+
+    // Only ES256 allowed: the RS256 token is refused.
+    let es_only = authz(&addrs.introspection_url(), &addrs.jwks_url(), VerifyMode::Jwt, |c| {
+        c.introspection.jwt.algorithms = vec![hydra_authz::config::JwtAlgorithm::ES256];
+    })
+    .await;
+    let a = get(&es_only, "/date", &reader).await;
+    assert_eq!(a.http_status, 401);
+    assert!(description(&a).contains("algorithm_not_allowed"), "{}", description(&a));
 }
 
 #[tokio::test]
