@@ -2,36 +2,60 @@
 //! layer over the introspection client.
 //!
 //! - **Single-flight, always on**: concurrent checks carrying the same token
-//!   share one in-flight introspection (moka coalesces concurrent loads of a
-//!   key), so a burst cannot multiply into Hydra calls.
+//!   share one in-flight introspection (quick_cache's placeholders hand the
+//!   loader's result to every check that joined while it loaded), so a burst
+//!   cannot multiply into Hydra calls. Failures are shared with the checks
+//!   that waited too, so a Hydra outage is not retried once per waiter.
 //! - **Cache, off by default** (`[introspection.cache] enabled`): a verified
 //!   token is remembered for min(`ttl_ms`, `exp` − now), a rejected one for
-//!   `negative_ttl_ms` (0 = not at all). With the cache off, results expire
-//!   the moment they are produced and only coalesced waiters share them.
-//!   Failures (Hydra down, 5xx, garbage) are never stored.
+//!   `negative_ttl_ms` (0 = not at all). Results with no lifetime (cache off,
+//!   failures) are removed the moment the waiters have them, so the next
+//!   check asks Hydra again. Failures (Hydra down, 5xx, garbage) are never
+//!   kept.
 //! - **JWT memo, on in jwt/auto mode**: a JWT verified locally is remembered
 //!   for min(`[introspection.jwt] verified_ttl_ms`, `exp` − now) even with the
 //!   cache off. It cannot be revoked before `exp` anyway; the memo only skips
 //!   repeating the signature check (Envoy's jwt_authn keeps such a cache too).
 //!
 //! Keys are SHA-256 digests of the token: the cache never holds a token.
+//! quick_cache (rather than moka) because an entry costs about a third of the
+//! memory and a hit takes one shard read lock; expiry is checked on read.
 
 use super::{Authenticator, AuthnError, ClaimFailure, Identity};
 use crate::config::CacheConfig;
 use crate::decision::token::Token;
 use crate::metrics::Metrics;
-use moka::future::Cache;
+use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult, PlaceholderGuard};
+use quick_cache::{DefaultHashBuilder, UnitWeighter};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 type Key = [u8; 32];
+/// The right to load `Key`: checks arriving meanwhile wait for its result.
+type LoadGuard<'a> = PlaceholderGuard<'a, Key, Entry, UnitWeighter, DefaultHashBuilder, DefaultLifecycle<Key, Entry>>;
 
 #[derive(Debug, Clone)]
 enum Verdict {
     Valid(Arc<Identity>),
     Rejected(ClaimFailure),
+    /// Hydra could not decide: handed to the checks that waited, never kept.
+    Failed(AuthnError),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    verdict: Verdict,
+    /// Usable until then; `None`: only by the checks that joined its load
+    /// (the entry is removed as soon as it is handed over).
+    until: Option<Instant>,
+}
+
+impl Entry {
+    fn usable(&self, now: Instant) -> bool {
+        self.until.is_none_or(|t| now < t)
+    }
 }
 
 /// How long a freshly produced verdict stays usable.
@@ -44,9 +68,9 @@ struct Lifetimes {
     local_jwt: Duration,
 }
 
-impl moka::Expiry<Key, Verdict> for Lifetimes {
-    fn expire_after_create(&self, _key: &Key, value: &Verdict, _created_at: Instant) -> Option<Duration> {
-        Some(match value {
+impl Lifetimes {
+    fn of(&self, verdict: &Verdict) -> Duration {
+        match verdict {
             Verdict::Valid(identity) => {
                 let ttl = if identity.verified_locally {
                     self.positive.max(self.local_jwt)
@@ -61,13 +85,15 @@ impl moka::Expiry<Key, Verdict> for Lifetimes {
                 ttl.min(left)
             }
             Verdict::Rejected(_) => self.negative,
-        })
+            Verdict::Failed(_) => Duration::ZERO,
+        }
     }
 }
 
 pub struct SharedVerifier<A> {
     inner: A,
-    cache: Cache<Key, Verdict>,
+    cache: Cache<Key, Entry>,
+    lifetimes: Lifetimes,
     metrics: Arc<Metrics>,
 }
 
@@ -82,29 +108,28 @@ impl<A> SharedVerifier<A> {
         } else {
             (Duration::ZERO, Duration::ZERO)
         };
-        let cache = Cache::builder()
-            .max_capacity(cfg.max_entries)
-            .expire_after(Lifetimes {
+        let capacity = usize::try_from(cfg.max_entries).unwrap_or(usize::MAX).max(1);
+        SharedVerifier {
+            inner,
+            cache: Cache::new(capacity),
+            lifetimes: Lifetimes {
                 positive,
                 negative,
                 local_jwt: jwt_ttl,
-            })
-            .support_invalidation_closures()
-            .build();
-        SharedVerifier { inner, cache, metrics }
+            },
+            metrics,
+        }
     }
 
     pub fn inner(&self) -> &A {
         &self.inner
     }
 
-    /// Settle moka's pending bookkeeping and publish the entry count; called
-    /// at scrape time rather than on every check.
+    /// Publish the entry count; called at scrape time rather than on every check.
     pub async fn refresh_metrics(&self) {
-        self.cache.run_pending_tasks().await;
         self.metrics
             .cache_entries
-            .set(i64::try_from(self.cache.entry_count()).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.cache.len()).unwrap_or(i64::MAX));
     }
 }
 
@@ -112,29 +137,87 @@ fn key(token: &Token) -> Key {
     Sha256::digest(token.expose().as_bytes()).into()
 }
 
+impl<A: Authenticator> SharedVerifier<A> {
+    /// Ask the inner authenticator, publish the verdict to the checks that
+    /// joined this load, and keep it only if it has a lifetime.
+    async fn load(&self, key: &Key, token: &Token, guard: LoadGuard<'_>) -> Entry {
+        let verdict = match self.inner.authenticate(token).await {
+            Ok(identity) => Verdict::Valid(identity),
+            Err(AuthnError::Rejected(why)) => Verdict::Rejected(why),
+            Err(e) => Verdict::Failed(e),
+        };
+        let ttl = self.lifetimes.of(&verdict);
+        let entry = Entry {
+            verdict,
+            until: (!ttl.is_zero()).then(|| Instant::now() + ttl),
+        };
+        let _ = guard.insert(entry.clone());
+        if entry.until.is_none() {
+            // The waiters already hold it; nobody else may reuse it.
+            self.cache.remove_if(key, |e| e.until.is_none());
+        }
+        entry
+    }
+
+    /// The usable entry for `key`, loading it unless one is stored or
+    /// being loaded; `true` when it was not loaded by this call.
+    async fn lookup(&self, key: &Key, token: &Token) -> (Entry, bool) {
+        match self.cache.get_value_or_guard_async(key).await {
+            Ok(entry) if entry.usable(Instant::now()) => (entry, true),
+            Err(guard) => (self.load(key, token, guard).await, false),
+            // Expired: swap it for a placeholder atomically, so concurrent
+            // checks of an expired token still share one reload.
+            Ok(_) => {
+                let now = Instant::now();
+                let found = self
+                    .cache
+                    .entry_async(key, |_, e| {
+                        if e.usable(now) {
+                            EntryAction::Retain(e.clone())
+                        } else {
+                            EntryAction::ReplaceWithGuard
+                        }
+                    })
+                    .await;
+                match found {
+                    EntryResult::Retained(entry) => (entry, true),
+                    EntryResult::Replaced(guard, _) | EntryResult::Vacant(guard) => {
+                        (self.load(key, token, guard).await, false)
+                    }
+                    // Neither is produced by the callback above or by entry_async.
+                    EntryResult::Removed(..) | EntryResult::Timeout => {
+                        let e = AuthnError::unavailable("cache", "unexpected cache state");
+                        (
+                            Entry {
+                                verdict: Verdict::Failed(e),
+                                until: None,
+                            },
+                            false,
+                        )
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl<A: Authenticator> Authenticator for SharedVerifier<A> {
     async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
-        let load = async {
-            match self.inner.authenticate(token).await {
-                Ok(identity) => Ok(Verdict::Valid(identity)),
-                Err(AuthnError::Rejected(why)) => Ok(Verdict::Rejected(why)),
-                // Not a verdict: not stored, and the next check asks Hydra again.
-                Err(e) => Err(e),
-            }
+        let key = key(token);
+        let (entry, hit) = self.lookup(&key, token).await;
+        let result = match entry.verdict {
+            // Not a verdict: neither a hit nor a miss.
+            Verdict::Failed(e) => return Err(e),
+            Verdict::Valid(identity) => Ok(identity),
+            Verdict::Rejected(why) => Err(AuthnError::Rejected(why)),
         };
-        let entry = self.cache.entry(key(token)).or_try_insert_with(load).await;
-        let entry = entry.map_err(|e| (*e).clone())?;
-        let hit = !entry.is_fresh();
         tracing::Span::current().set_attribute("hydra_authz.cache.hit", hit);
         if hit {
             self.metrics.cache_hits.inc();
         } else {
             self.metrics.cache_misses.inc();
         }
-        match entry.into_value() {
-            Verdict::Valid(identity) => Ok(identity),
-            Verdict::Rejected(why) => Err(AuthnError::Rejected(why)),
-        }
+        result
     }
 }
 
@@ -148,7 +231,7 @@ pub trait Purge: Send + Sync + 'static {
 
 impl<A: Send + Sync + 'static> Purge for SharedVerifier<A> {
     async fn purge_token(&self, token: &Token) {
-        self.cache.invalidate(&key(token)).await;
+        self.cache.remove(&key(token));
     }
 
     fn purge_fingerprint(&self, fingerprint: &str) -> Result<(), String> {
@@ -156,13 +239,11 @@ impl<A: Send + Sync + 'static> Purge for SharedVerifier<A> {
             .ok()
             .filter(|p| p.len() == 4)
             .ok_or_else(|| "a fingerprint is 8 hex digits".to_owned())?;
-        self.cache
-            .invalidate_entries_if(move |k, _| k[..4] == prefix[..])
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.cache.retain(|k, _| k[..4] != prefix[..]);
+        Ok(())
     }
 
     fn purge_all(&self) {
-        self.cache.invalidate_all();
+        self.cache.clear();
     }
 }

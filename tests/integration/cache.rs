@@ -134,6 +134,32 @@ async fn negative_results_are_cached_only_when_asked() {
     assert_eq!(hydra.requests(), 1);
 }
 
+/// A failure is shared with the checks that waited on the same load (one
+/// Hydra call for the burst, not one per waiter), then forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_during_a_hydra_failure_makes_one_call_and_keeps_nothing() {
+    let (hydra, _server, check) = setup(|c| {
+        c.introspection.timeout_ms = 500;
+        c.introspection.resilience.max_retries = 0;
+    })
+    .await;
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    hydra.set_fault(Fault::Hang);
+    let burst: Vec<_> = (0..50)
+        .map(|_| {
+            let (c, t) = (check.clone(), token.clone());
+            tokio::spawn(async move { status(&c, &t).await })
+        })
+        .collect();
+    for b in burst {
+        assert_eq!(b.await.expect("join"), 503);
+    }
+    assert_eq!(hydra.requests(), 1, "50 concurrent checks, one introspection");
+    hydra.set_fault(Fault::None);
+    assert_eq!(status(&check, &token).await, 200);
+    assert_eq!(hydra.requests(), 2);
+}
+
 #[tokio::test]
 async fn failures_are_never_cached() {
     let (hydra, _server, check) = setup(cached).await;
