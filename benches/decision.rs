@@ -58,7 +58,7 @@ impl Authenticator for InMemory {
         Ok(Arc::new(Identity {
             client_id: Some("reader".into()),
             subject: Some("reader".into()),
-            scopes: vec!["read_date".into()],
+            scopes: vec!["read_date".into()].into(),
             ..Default::default()
         }))
     }
@@ -86,7 +86,7 @@ fn benches(c: &mut Criterion) {
     let identity = Identity {
         client_id: Some("reader".into()),
         subject: Some("reader".into()),
-        scopes: vec!["read_date".into()],
+        scopes: vec!["read_date".into()].into(),
         ..Default::default()
     };
     c.bench_function("build allow response", |b| {

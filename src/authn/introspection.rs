@@ -4,7 +4,7 @@
 //! `active` is "cannot decide" ([`AuthnError::Unavailable`]), which the
 //! engine turns into a 503: we fail closed.
 
-use super::{Authenticator, AuthnError, ClaimChecks, Identity};
+use super::{intern, Authenticator, AuthnError, ClaimChecks, Identity};
 use crate::config::{AuthKind, IntrospectionConfig};
 use crate::decision::token::Token;
 use serde::{Deserialize, Deserializer};
@@ -55,14 +55,22 @@ impl Introspection {
     }
 
     pub fn identity(&self) -> Identity {
+        let shared = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(intern::string);
         Identity {
-            client_id: self.client_id.clone().filter(|s| !s.is_empty()),
-            subject: self.sub.clone().filter(|s| !s.is_empty()),
-            scopes: self.scopes(),
+            client_id: shared(&self.client_id),
+            subject: shared(&self.sub),
+            scopes: intern::list(
+                &self
+                    .scope
+                    .as_deref()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect::<Vec<_>>(),
+            ),
             expires_at: self.exp,
-            issuer: self.iss.clone(),
-            audience: self.aud.clone(),
-            token_use: self.token_use.clone(),
+            issuer: self.iss.as_deref().map(intern::string),
+            audience: intern::list(&self.aud),
+            token_use: self.token_use.as_deref().map(intern::string),
             verified_locally: false,
         }
     }

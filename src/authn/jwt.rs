@@ -10,7 +10,7 @@
 //! re-fetched on their next use, so a key the issuer removed stops being
 //! trusted; if that re-fetch fails the old keys stay in use (logged).
 
-use super::{Authenticator, AuthnError, ClaimChecks, ClaimFailure, Identity};
+use super::{intern, Authenticator, AuthnError, ClaimChecks, ClaimFailure, Identity};
 use crate::config::{IntrospectionConfig, JwtAlgorithm};
 use crate::decision::token::Token;
 use jsonwebtoken::jwk::JwkSet;
@@ -223,18 +223,19 @@ impl JwtVerifier {
         self.checks
             .check(&as_introspection, super::introspection::now_unix())
             .map_err(AuthnError::Rejected)?;
-        let scopes = match (c.scp, c.scope) {
-            (Some(list), _) => list,
-            (None, Some(s)) => s.split_whitespace().map(str::to_owned).collect(),
-            (None, None) => Vec::new(),
+        let scopes = match (&c.scp, &c.scope) {
+            (Some(list), _) => intern::list(list),
+            (None, Some(s)) => intern::list(&s.split_whitespace().collect::<Vec<_>>()),
+            (None, None) => intern::list::<&str>(&[]),
         };
+        let shared = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(intern::string);
         Ok(Arc::new(Identity {
-            client_id: c.client_id.filter(|s| !s.is_empty()),
-            subject: c.sub.filter(|s| !s.is_empty()),
+            client_id: shared(&c.client_id),
+            subject: shared(&c.sub),
             scopes,
             expires_at: c.exp,
-            issuer: c.iss,
-            audience: c.aud,
+            issuer: c.iss.as_deref().map(intern::string),
+            audience: intern::list(&c.aud),
             token_use: None,
             verified_locally: true,
         }))

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod claims;
 pub mod http_client;
 pub mod instrumented;
+pub mod intern;
 pub mod introspection;
 pub mod jwt;
 pub mod resilience;
@@ -21,17 +22,18 @@ pub use claims::{ClaimChecks, ClaimFailure};
 pub use introspection::{HydraIntrospector, Introspection};
 
 /// The caller, as the upstream will learn it, plus the verified claims that
-/// explanations show and a cache needs (`expires_at`).
+/// explanations show and a cache needs (`expires_at`). Strings are shared
+/// ([`intern`]): a cache holds many identities with the same values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
-    pub client_id: Option<String>,
-    pub subject: Option<String>,
-    pub scopes: Vec<String>,
+    pub client_id: Option<Arc<str>>,
+    pub subject: Option<Arc<str>>,
+    pub scopes: Arc<[Arc<str>]>,
     /// `exp`, unix seconds.
     pub expires_at: Option<i64>,
-    pub issuer: Option<String>,
-    pub audience: Vec<String>,
-    pub token_use: Option<String>,
+    pub issuer: Option<Arc<str>>,
+    pub audience: Arc<[Arc<str>]>,
+    pub token_use: Option<Arc<str>>,
     /// Verified here from a JWT's signature rather than by asking Hydra.
     pub verified_locally: bool,
 }

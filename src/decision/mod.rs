@@ -291,7 +291,7 @@ mod tests {
                 "reader" => Ok(Arc::new(Identity {
                     client_id: Some("reader".into()),
                     subject: Some("reader".into()),
-                    scopes: vec!["read_date".into()],
+                    scopes: vec!["read_date".into()].into(),
                     expires_at: Some(i64::MAX),
                     ..Default::default()
                 })),

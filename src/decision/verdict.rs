@@ -143,9 +143,15 @@ impl Responder {
         let h = &self.headers;
         let scopes = identity.map(|i| i.scopes.join(" ")).filter(|s| !s.is_empty());
         let values = [
-            (&h.client_id, identity.and_then(|i| i.client_id.clone())),
+            (
+                &h.client_id,
+                identity.and_then(|i| i.client_id.as_deref().map(str::to_owned)),
+            ),
             (&h.scopes, scopes),
-            (&h.subject, identity.and_then(|i| i.subject.clone())),
+            (
+                &h.subject,
+                identity.and_then(|i| i.subject.as_deref().map(str::to_owned)),
+            ),
         ];
         let mut out = UpstreamHeaders::default();
         for (name, value) in values {
@@ -283,7 +289,7 @@ mod tests {
         Identity {
             client_id: Some("reader".into()),
             subject: Some("reader".into()),
-            scopes: vec!["read_date".into(), "x".into()],
+            scopes: vec!["read_date".into(), "x".into()].into(),
             ..Default::default()
         }
     }

@@ -63,9 +63,9 @@ pub async fn explain<A: Authenticator>(engine: &Engine<A>, req: &AuthzRequest) -
         allowed: o.is_allowed(),
         rule_id: o.rule_id.clone().unwrap_or_default(),
         required_scopes: o.required_scopes.clone(),
-        granted_scopes: identity.scopes.clone(),
-        client_id: identity.client_id.clone().unwrap_or_default(),
-        subject: identity.subject.clone().unwrap_or_default(),
+        granted_scopes: identity.scopes.iter().map(|s| s.to_string()).collect(),
+        client_id: identity.client_id.as_deref().unwrap_or_default().to_owned(),
+        subject: identity.subject.as_deref().unwrap_or_default().to_owned(),
         steps,
         ..Default::default()
     };
