@@ -81,6 +81,8 @@ struct Row {
     p99_us: f64,
     p999_us: f64,
     rss_mib: f64,
+    /// Server CPU time (user + system) per answered check, µs.
+    cpu_us: Option<f64>,
     note: String,
 }
 
@@ -188,6 +190,45 @@ async fn spawn_authz(dir: &Path, name: &str, config_extra: &str, introspection: 
         addr: grpc,
         metrics_addr: http,
     })
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line, in USER_HZ (100 on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    f.get(11).zip(f.get(12)).map_or(0.0, |(u, s)| (u + s) / 100.0)
+}
+
+/// `grpc_load` against one of our server processes, adding its CPU time
+/// per check and RSS to the row.
+async fn load_on(
+    p: &Proc,
+    tokens: &[String],
+    concurrency: usize,
+    duration: Duration,
+    rate: Option<u64>,
+) -> anyhow::Result<(Row, u64)> {
+    let cpu0 = cpu_s(p.pid());
+    let (mut row, denied) = grpc_load(p.addr, tokens, concurrency, duration, rate).await?;
+    let checks = row.rps * duration.as_secs_f64();
+    row.cpu_us = Some((cpu_s(p.pid()) - cpu0) * 1e6 / checks.max(1.0));
+    row.rss_mib = rss_mib(p.pid());
+    Ok((row, denied))
+}
+
+/// A counter or gauge from hydra-authz's `/metrics`.
+async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Upper bound of the histogram bucket holding the 99th percentile of the
@@ -418,14 +459,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (opaque, _pa, admin) = issuer(TokenFormat::Opaque, Duration::ZERO).await?;
     let one = mint(&opaque, 1);
     let noop = spawn_noop().await?;
-    let (mut a, _) = grpc_load(noop.addr, &one, c, dur, None).await?;
+    let (mut a, _) = load_on(&noop, &one, c, dur, None).await?;
     a.name = "a. no-op ext_authz (floor)".into();
-    a.rss_mib = rss_mib(noop.pid());
     rows.push(a.clone());
     // The floor below saturation, at the d' rows' rate: one gRPC round trip.
-    let (mut floor_paced, _) = grpc_load(noop.addr, &one, 4, dur, Some(200)).await?;
+    let (mut floor_paced, _) = load_on(&noop, &one, 4, dur, Some(200)).await?;
     floor_paced.name = "a'. no-op at a fixed 200 checks/s".into();
-    floor_paced.rss_mib = rss_mib(noop.pid());
     rows.push(floor_paced.clone());
 
     // b. cached.
@@ -439,9 +478,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     let idle_rss = rss_mib(cached.pid());
     let before = opaque.introspections();
-    let (mut b, denied) = grpc_load(cached.addr, &one, c, dur, None).await?;
+    let (mut b, denied) = load_on(&cached, &one, c, dur, None).await?;
     b.name = "b. hydra-authz, cache hits".into();
-    b.rss_mib = rss_mib(cached.pid());
     b.note = format!(
         "{:.2}x a; {} introspection(s); {denied} non-allow",
         b.rps / a.rps,
@@ -450,9 +488,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     rows.push(b.clone());
 
     // Fixed 1,000 checks/s against the cached server: latency when not saturated.
-    let (mut paced, _) = grpc_load(cached.addr, &one, 8, dur, Some(1000)).await?;
+    let (mut paced, _) = load_on(&cached, &one, 8, dur, Some(1000)).await?;
     paced.name = "b'. cache hits at a fixed 1,000 checks/s".into();
-    paced.rss_mib = rss_mib(cached.pid());
     paced.note = format!(
         "client-observed; server-side p99 ≤ {} µs (check_duration histogram bucket); target < 1 ms",
         server_p99_bucket_us(cached.metrics_addr)
@@ -461,15 +498,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     rows.push(paced);
 
-    // c. jwt mode.
+    // c. jwt mode. A JWT makes every CheckRequest several times larger for
+    // the load generator too, so c is also compared with the floor fed the
+    // same JWT-carrying requests (a2).
     let (jwt_iss, jwt_pub, _) = issuer(TokenFormat::JwtEdDsa, Duration::ZERO).await?;
     let jwt_tokens = mint(&jwt_iss, 1);
+    let (mut a2, _) = load_on(&noop, &jwt_tokens, c, dur, None).await?;
+    a2.name = "a2. no-op, same JWT-carrying requests as c".into();
+    rows.push(a2.clone());
     let extra = format!("mode = \"jwt\"\n[introspection.jwt]\njwks_url = \"http://{jwt_pub}/.well-known/jwks.json\"");
     let jwt = spawn_authz(dir.path(), "jwt", &extra, &intro).await?;
-    let (mut cj, denied) = grpc_load(jwt.addr, &jwt_tokens, c, dur, None).await?;
+    let (mut cj, denied) = load_on(&jwt, &jwt_tokens, c, dur, None).await?;
     cj.name = "c. hydra-authz, jwt mode (EdDSA)".into();
-    cj.rss_mib = rss_mib(jwt.pid());
-    cj.note = format!("{:.2}x a; {denied} non-allow", cj.rps / a.rps);
+    let verified = metric(jwt.metrics_addr, "hydra_authz_cache_misses_total")
+        .await
+        .unwrap_or(f64::NAN);
+    cj.note = format!(
+        "{:.2}x a, {:.2}x a2; {verified} signature verification(s) (JWT memo); {denied} non-allow",
+        cj.rps / a.rps,
+        cj.rps / a2.rps
+    );
     rows.push(cj);
     drop(jwt);
 
@@ -479,10 +527,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let tokens = mint(&iss, 20_000);
         let url = format!("http://{adm}/admin/oauth2/introspect");
         let srv = spawn_authz(dir.path(), &format!("uncached{delay_ms}"), "", &url).await?;
-        let (mut d, denied) = grpc_load(srv.addr, &tokens, c, dur, None).await?;
+        let (mut d, denied) = load_on(&srv, &tokens, c, dur, None).await?;
         let checks = d.rps * dur.as_secs_f64();
         d.name = format!("d. hydra-authz uncached, Hydra +{delay_ms} ms");
-        d.rss_mib = rss_mib(srv.pid());
         d.note = format!(
             "{:.2} introspections/check; saturated; {denied} non-allow",
             iss.introspections() as f64 / checks.max(1.0),
@@ -492,10 +539,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // client's p50 minus Hydra's own p50 answer time minus the floor's
         // p50 at the same rate (the gRPC hop any ext_authz costs).
         hydra_times.take_p50_us();
-        let (mut dp, _) = grpc_load(srv.addr, &tokens, 4, dur, Some(200)).await?;
+        let (mut dp, _) = load_on(&srv, &tokens, 4, dur, Some(200)).await?;
         let hydra_p50 = hydra_times.take_p50_us();
         dp.name = format!("d'. same at a fixed 200 checks/s, Hydra +{delay_ms} ms");
-        dp.rss_mib = rss_mib(srv.pid());
         dp.note = format!(
             "Hydra answered in {hydra_p50:.0} µs (p50); added by hydra-authz: {:.0} µs over Hydra, \
              {:.0} µs over Hydra + the floor's gRPC hop (target ≤ 200)",
@@ -518,11 +564,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         mem = memory(dir.path(), 100_000).await?;
     }
 
-    println!("\n| row | checks/s | p50 µs | p99 µs | p99.9 µs | server RSS MiB | notes |");
-    println!("|---|---:|---:|---:|---:|---:|---|");
+    println!("\n| row | checks/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/check | server RSS MiB | notes |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.1} | {} |",
             r.name,
             r.rps,
             r.p50_us,
@@ -532,6 +578,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 "–".into()
             },
+            r.cpu_us.map_or("–".into(), |c| format!("{c:.1}")),
             r.rss_mib,
             r.note
         );
