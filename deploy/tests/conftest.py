@@ -120,11 +120,22 @@ def existing_secret_env_values() -> dict:
     }
 
 
+def tls_from_secrets_values() -> dict:
+    """The plain cert-manager layout: TLS and mTLS on the gRPC port from one
+    kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt), and only a private CA
+    (no client certificate) towards Hydra, from a Secret."""
+    return {
+        "serverTls": {"existingSecret": "hydra-authz-grpc-tls", "clientCaKey": "ca.crt"},
+        "introspectionTls": {"existingSecret": "hydra-private-ca", "caKey": "ca.crt"},
+    }
+
+
 # name -> values: every variant the schema/K8s validation tests cover.
 VARIANTS: dict[str, Any] = {
     "default": lambda: {},
     "all-on": all_on_values,
     "existing-secret-env": existing_secret_env_values,
+    "tls-from-secrets": tls_from_secrets_values,
     "grpc-probes-min-available": lambda: {"probes": {"type": "grpc"}, "podDisruptionBudget": {"maxUnavailable": "", "minAvailable": "50%"}},
 }
 
@@ -170,3 +181,34 @@ def find_envoy_binary() -> Path | None:
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
+
+
+@pytest.fixture(scope="session")
+def pem_files(tmp_path_factory) -> dict[str, Path]:
+    """A throw-away CA and a certificate + key it signed (P-256, valid for
+    localhost / 127.0.0.1, one day), made with openssl: stand-ins for the
+    files the chart mounts from Secrets, for `config check` and a real start.
+    Keys: ca, cert, key."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl not found: cannot make test certificates (apt-get install openssl)")
+    d = tmp_path_factory.mktemp("pem")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    steps = [
+        [openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+         "-subj", "/CN=hydra-authz test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        [openssl, "req", "-new", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=localhost"],
+        [openssl, "x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial", "2",
+         "-days", "1", "-out", "tls.crt", "-extfile", "ext.cnf"],
+    ]
+    (d / "ext.cnf").write_text(
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+    )
+    for cmd in steps:
+        out = run(cmd, cwd=d)
+        assert out.returncode == 0, f"{' '.join(cmd)}:\n{out.stderr}"
+    return {"ca": d / "ca.crt", "cert": d / "tls.crt", "key": d / "tls.key"}

@@ -5,10 +5,16 @@ OpenAPI schemas (kubernetes-validate, strict: unknown fields are errors)."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
+import socket
+import ssl
+import subprocess
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import helm_python as helm
@@ -26,6 +32,7 @@ from conftest import (
     deep_merge,
     existing_secret_env_values,
     find_hydra_authz_binary,
+    tls_from_secrets_values,
     load_yaml,
     render,
     run,
@@ -200,11 +207,33 @@ def test_http_probes_by_default(default_render: Rendered):
         assert c[probe]["periodSeconds"] > 0 and c[probe]["timeoutSeconds"] > 0
 
 
-def test_grpc_probes_option(all_on_render: Rendered):
-    c = all_on_render.container
+def test_grpc_probes_option():
+    # all-on turns serverTls on, which rules gRPC probes out (see below): the
+    # option is checked on its own variant, which is also schema-validated.
+    c = render(VARIANTS["grpc-probes-min-available"]()).container
     assert c["livenessProbe"]["grpc"] == {"port": 9191, "service": ""}
     assert c["readinessProbe"]["grpc"] == {"port": 9191, "service": "envoy.service.auth.v3.Authorization"}
     assert "httpGet" not in c["livenessProbe"]
+
+
+@pytest.mark.parametrize("variant", ["all-on", "tls-from-secrets"])
+def test_http_probes_with_server_tls(variant):
+    """With TLS on the gRPC port, probes use the plaintext HTTP listener:
+    kubelet gRPC probes cannot speak TLS. test_server_tls_config_starts shows
+    /healthz and /readyz really answer over plain HTTP with TLS on."""
+    r = render(VARIANTS[variant]())
+    cfg = parse_toml(r)
+    assert cfg["server"]["tls"]["cert_file"], "server TLS is on in this variant"
+    assert cfg["server"]["http_addr"] == "0.0.0.0:9192"
+    c = r.container
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-admin"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-admin"}
+    assert "grpc" not in c["livenessProbe"] and "grpc" not in c["readinessProbe"]
+
+
+def test_grpc_probes_refused_with_server_tls():
+    with pytest.raises(helm.HelmRenderError, match="probes.type=grpc cannot be used with TLS"):
+        render({"probes": {"type": "grpc"}, "serverTls": {"existingSecret": "hydra-authz-grpc-tls"}})
 
 
 def test_resources_set(default_render: Rendered):
@@ -239,13 +268,72 @@ def parse_toml(r: Rendered) -> dict:
     return tomllib.loads(r.toml_text)
 
 
+def mounted_file(r: Rendered, path: str) -> tuple[str, str, str]:
+    """Where a file the config names comes from: (secret | configMap, object
+    name, key). Fails unless exactly one read-only mount holds the path and
+    exactly one Secret / ConfigMap item lands on it."""
+    mounts = [m for m in r.container["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert len(mounts) == 1, f"{path}: expected one mount, got {mounts}"
+    (mount,) = mounts
+    assert mount.get("readOnly") is True, f"{path}: mount {mount['name']} is not read-only"
+    rel = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+    volume = {v["name"]: v for v in r.pod_spec["volumes"]}[mount["name"]]
+    sources = volume["projected"]["sources"] if "projected" in volume else [volume]
+    found = []
+    for source in sources:
+        for kind in ("secret", "configMap"):
+            if kind in source:
+                obj = source[kind]
+                name = obj.get("name") or obj.get("secretName")
+                found += [(kind, name, item["key"]) for item in obj.get("items", []) if item["path"] == rel]
+    assert len(found) == 1, f"{path}: expected one Secret/ConfigMap item at {rel!r} in volume {mount['name']}, got {found}"
+    mode = volume.get("projected", volume.get("secret", {})).get("defaultMode")
+    assert mode is not None and mode & 0o007 == 0, f"{path}: files must not be world-readable (defaultMode {mode!r})"
+    return found[0]
+
+
+# hydra-authz's own defaults (src/config.rs Default impls) for the sections
+# added to the chart later; test_chart_defaults_match_hydra_authz checks the
+# whole values.yaml config against the binary as well.
+DEFAULT_CACHE = {"enabled": False, "ttl_ms": 30000, "negative_ttl_ms": 0, "max_entries": 100000}
+DEFAULT_JWT = {
+    "jwks_url": "",
+    "algorithms": ["RS256", "ES256", "EdDSA"],
+    "refresh_min_interval_ms": 30000,
+    "max_key_age_ms": 300000,
+    "verified_ttl_ms": 60000,
+}
+DEFAULT_RESILIENCE = {
+    "max_retries": 2,
+    "retry_budget_ms": 900,
+    "breaker_failures": 20,
+    "breaker_cooldown_ms": 2000,
+    "max_concurrent": 256,
+    "max_waiting": 1024,
+}
+SERVER_TLS_DIR = "/etc/hydra-authz-tls/server"
+INTROSPECTION_TLS_DIR = "/etc/hydra-authz-tls/introspection"
+
+
 def test_configmap_toml_default(default_render: Rendered):
     cfg = parse_toml(default_render)
     assert cfg["server"]["grpc_addr"] == "0.0.0.0:9191"
     assert cfg["server"]["http_addr"] == "0.0.0.0:9192"
     assert cfg["introspection"]["url"].endswith("/admin/oauth2/introspect")
     assert cfg["introspection"]["auth"] == {"kind": "none"}
-    assert cfg["telemetry"] == {"otlp_endpoint": "", "otlp_protocol": "grpc", "service_name": "hydra-authz"}
+    assert cfg["telemetry"] == {
+        "otlp_endpoint": "",
+        "otlp_protocol": "grpc",
+        "service_name": "hydra-authz",
+        "propagators": ["tracecontext", "baggage"],
+    }
+    assert cfg["introspection"]["mode"] == "introspect"
+    assert cfg["introspection"]["cache"] == DEFAULT_CACHE, "the cache is opt-in"
+    assert cfg["introspection"]["jwt"] == DEFAULT_JWT
+    assert cfg["introspection"]["resilience"] == DEFAULT_RESILIENCE
+    # No TLS unless asked for: no [server.tls] / [introspection.tls], nothing mounted.
+    assert "tls" not in cfg["server"] and "tls" not in cfg["introspection"]
+    assert not {"server-tls", "introspection-tls"} & {v["name"] for v in default_render.pod_spec["volumes"]}
     # The seed rules are the default example.
     assert cfg["rules"] == [
         {"id": "read-date", "methods": ["GET"], "path": "/date", "scopes": ["read_date"]},
@@ -253,12 +341,13 @@ def test_configmap_toml_default(default_render: Rendered):
     ]
     # Only keys the binary knows (README's table + [telemetry]); unknown keys are start-up errors.
     known = {
-        "server": {"grpc_addr", "http_addr", "drain_timeout_ms"},
-        "introspection": {"url", "timeout_ms", "leeway_s", "allowed_issuers", "required_audience", "max_response_bytes", "auth"},
+        "server": {"grpc_addr", "http_addr", "drain_timeout_ms", "tls"},
+        "introspection": {"url", "timeout_ms", "leeway_s", "allowed_issuers", "required_audience", "max_response_bytes", "auth",
+                          "mode", "cache", "jwt", "resilience", "tls"},
         "headers": {"client_id", "scopes", "subject", "strip_authorization"},
         "authorization": {"scope_strategy", "realm"},
         "log": {"format", "level"},
-        "telemetry": {"otlp_endpoint", "otlp_protocol", "service_name"},
+        "telemetry": {"otlp_endpoint", "otlp_protocol", "service_name", "propagators"},
     }
     assert set(cfg) == set(known) | {"rules"}
     for section, keys in known.items():
@@ -291,6 +380,104 @@ def test_configmap_toml_all_on(all_on_render: Rendered):
     assert base64.b64decode(secret["data"][sec["key"]]).decode() == sec["value"]
     # The credential never lands in the ConfigMap.
     assert sec["value"] not in all_on_render.toml_text
+    assert mounted_file(all_on_render, cfg["introspection"]["auth"]["token_file"]) == ("secret", secret["metadata"]["name"], sec["key"])
+
+
+def test_configmap_toml_all_on_new_sections(all_on_render: Rendered):
+    """Verification mode, cache, JWT, resilience, propagators and both TLS
+    directions: every value reaches the TOML, and every TLS path the config
+    names is a read-only mount of exactly the Secret / ConfigMap key given."""
+    values = all_on_values()
+    cfg = parse_toml(all_on_render)
+    intro = values["config"]["introspection"]
+    assert cfg["introspection"]["mode"] == intro["mode"] == "auto"
+    assert cfg["introspection"]["cache"] == intro["cache"]
+    assert cfg["introspection"]["cache"]["enabled"] is True
+    assert cfg["introspection"]["jwt"] == intro["jwt"]
+    assert cfg["introspection"]["resilience"] == intro["resilience"]
+    assert cfg["telemetry"]["propagators"] == values["config"]["telemetry"]["propagators"] == ["tracecontext", "baggage", "b3"]
+    # Every key of the new sections is set (not left to a default) in all-on.
+    for section, default in (("cache", DEFAULT_CACHE), ("jwt", DEFAULT_JWT), ("resilience", DEFAULT_RESILIENCE)):
+        assert set(intro[section]) == set(default), section
+        assert all(intro[section][k] != v for k, v in default.items()), f"all-on should change every {section} default"
+
+    stls, itls = values["serverTls"], values["introspectionTls"]
+    assert set(stls) == set(load_yaml(CHART / "values.yaml")["serverTls"])
+    assert set(itls) == set(load_yaml(CHART / "values.yaml")["introspectionTls"])
+    assert cfg["server"]["tls"] == {
+        "cert_file": f"{SERVER_TLS_DIR}/tls.crt",
+        "key_file": f"{SERVER_TLS_DIR}/tls.key",
+        "client_ca_file": f"{SERVER_TLS_DIR}/client-ca.crt",
+    }
+    t = cfg["server"]["tls"]
+    assert mounted_file(all_on_render, t["cert_file"]) == ("secret", stls["existingSecret"], stls["certKey"])
+    assert mounted_file(all_on_render, t["key_file"]) == ("secret", stls["existingSecret"], stls["keyKey"])
+    assert mounted_file(all_on_render, t["client_ca_file"]) == ("configMap", stls["existingConfigMap"], stls["clientCaKey"])
+    assert cfg["introspection"]["tls"] == {
+        "ca_file": f"{INTROSPECTION_TLS_DIR}/ca.crt",
+        "client_cert_file": f"{INTROSPECTION_TLS_DIR}/tls.crt",
+        "client_key_file": f"{INTROSPECTION_TLS_DIR}/tls.key",
+    }
+    t = cfg["introspection"]["tls"]
+    assert mounted_file(all_on_render, t["ca_file"]) == ("configMap", itls["existingConfigMap"], itls["caKey"])
+    assert mounted_file(all_on_render, t["client_cert_file"]) == ("secret", itls["existingSecret"], itls["clientCertKey"])
+    assert mounted_file(all_on_render, t["client_key_file"]) == ("secret", itls["existingSecret"], itls["clientKeyKey"])
+    # The chart creates no TLS objects: they are existing ones (cert-manager, trust-manager).
+    assert all_on_render.kinds() == {
+        "ServiceAccount", "ConfigMap", "Secret", "Service", "Deployment", "PodDisruptionBudget",
+        "HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy",
+    }
+    assert [s["metadata"]["name"] for s in all_on_render.docs if s["kind"] == "Secret"] == ["hydra-authz"]
+    assert "TLS + client certificates (mTLS)" in all_on_render.notes
+
+
+def test_tls_from_one_cert_manager_secret():
+    """serverTls with the standard kubernetes.io/tls keys (tls.crt, tls.key,
+    ca.crt) of one Secret; introspectionTls with only a CA bundle."""
+    values = tls_from_secrets_values()
+    r = render(values)
+    cfg = parse_toml(r)
+    name = values["serverTls"]["existingSecret"]
+    assert cfg["server"]["tls"] == {
+        "cert_file": f"{SERVER_TLS_DIR}/tls.crt",
+        "key_file": f"{SERVER_TLS_DIR}/tls.key",
+        "client_ca_file": f"{SERVER_TLS_DIR}/client-ca.crt",
+    }
+    assert [mounted_file(r, p) for p in cfg["server"]["tls"].values()] == [
+        ("secret", name, "tls.crt"),
+        ("secret", name, "tls.key"),
+        ("secret", name, "ca.crt"),
+    ]
+    # A CA to trust, no client certificate.
+    assert cfg["introspection"]["tls"] == {"ca_file": f"{INTROSPECTION_TLS_DIR}/ca.crt"}
+    assert mounted_file(r, cfg["introspection"]["tls"]["ca_file"]) == ("secret", "hydra-private-ca", "ca.crt")
+    # Server TLS without clientCaKey: TLS, but no client certificate required.
+    r = render({"serverTls": {"existingSecret": name}})
+    cfg = parse_toml(r)
+    assert cfg["server"]["tls"] == {"cert_file": f"{SERVER_TLS_DIR}/tls.crt", "key_file": f"{SERVER_TLS_DIR}/tls.key"}
+    assert "tls" not in cfg["introspection"]
+    assert "introspection-tls" not in {v["name"] for v in r.pod_spec["volumes"]}
+    # Turning TLS on is a config change: the pods roll.
+    assert checksum(r) != checksum(render())
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"serverTls": {"clientCaKey": "ca.crt"}}, "need serverTls.existingSecret"),
+        ({"serverTls": {"existingSecret": "s", "existingConfigMap": "ca"}}, "set serverTls.clientCaKey"),
+        ({"serverTls": {"existingSecret": "s", "keyKey": ""}}, "certKey and keyKey are required"),
+        ({"introspectionTls": {"existingSecret": "s", "clientCertKey": "tls.crt"}}, "clientCertKey and clientKeyKey go together"),
+        ({"introspectionTls": {"existingConfigMap": "ca", "caKey": "ca.crt", "clientCertKey": "tls.crt", "clientKeyKey": "tls.key"}},
+         "need introspectionTls.existingSecret"),
+        ({"introspectionTls": {"caKey": "ca.crt"}}, "caKey needs"),
+        ({"introspectionTls": {"existingConfigMap": "ca"}}, "set introspectionTls.caKey"),
+        ({"introspectionTls": {"existingSecret": "s"}}, "nothing is read from it"),
+    ],
+)
+def test_inconsistent_tls_values_fail(values, message):
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
 
 
 def test_existing_secret_as_env():
@@ -316,6 +503,9 @@ def test_values_schema_rejects_unknown_and_bad_values():
     with helm.Chart.load(str(CHART)) as chart:
         chart.validate_schema({})
         chart.validate_schema(all_on_values())
+        for variant in VARIANTS.values():
+            chart.validate_schema(variant())
+        chart.validate_schema({"config": {"introspection": {"mode": "jwt", "jwt": {"jwks_url": "https://h/.well-known/jwks.json"}}}})
         bad = [
             {"config": {"introspection": {"urll": "http://x"}}},  # typo: the binary would refuse it
             {"config": {"authorization": {"scope_strategy": "regex"}}},
@@ -323,6 +513,22 @@ def test_values_schema_rejects_unknown_and_bad_values():
             {"config": {"rules": [{"id": "x", "path": "no-slash"}]}},
             {"probes": {"type": "exec"}},
             {"introspectionSecret": {"envName": "HYDRA_AUTHZ_TOKEN"}},  # would be read as a config key
+            {"config": {"introspection": {"mode": "hybrid"}}},
+            {"config": {"introspection": {"mode": "jwt"}}},  # no jwks_url
+            {"config": {"introspection": {"mode": "auto", "jwt": {"jwks_url": "https://h/jwks.json", "algorithms": []}}}},
+            {"config": {"introspection": {"jwt": {"algorithms": ["HS256"]}}}},  # no shared-secret JWTs
+            {"config": {"introspection": {"jwt": {"jwks_url": "ftp://h/jwks.json"}}}},
+            {"config": {"introspection": {"cache": {"enabled": True, "ttl_ms": 0}}}},
+            {"config": {"introspection": {"cache": {"max_entries": 0}}}},
+            {"config": {"introspection": {"cache": {"enabled": "yes"}}}},
+            {"config": {"introspection": {"resilience": {"max_concurrent": 0}}}},
+            {"config": {"introspection": {"resilience": {"retries": 3}}}},
+            {"config": {"introspection": {"tls": {"ca_file": "/x"}}}},  # paths come from introspectionTls
+            {"config": {"server": {"tls": {"cert_file": "/x"}}}},  # paths come from serverTls
+            {"config": {"telemetry": {"propagators": ["jaeger"]}}},
+            {"serverTls": {"existingSecret": "Not_A_Name"}},
+            {"serverTls": {"certKey": "../tls.crt"}},
+            {"introspectionTls": {"caFile": "/x"}},
             {"replicaCount": "2"},
             {"unknownTopLevel": True},
         ]
@@ -425,12 +631,36 @@ def test_chart_readme_documents_every_value():
     assert missing == [], f"chart README values table misses {missing}"
 
 
-@pytest.mark.parametrize("variant", ["default", "all-on", "existing-secret-env"])
-def test_rendered_config_accepted_by_hydra_authz(variant, tmp_path):
+# The certificate / key / CA each TLS path of the config stands for.
+TLS_PEM = {
+    "cert_file": "cert",
+    "key_file": "key",
+    "client_ca_file": "ca",
+    "ca_file": "ca",
+    "client_cert_file": "cert",
+    "client_key_file": "key",
+}
+
+
+def substitute_tls_files(toml: str, cfg: dict, pem_files: dict[str, Path]) -> str:
+    """Point the TLS paths (mounts in the pod) at test certificates. Only
+    whole quoted TOML strings are replaced."""
+    for section in (cfg["server"].get("tls", {}), cfg["introspection"].get("tls", {})):
+        for key, path in section.items():
+            assert json.dumps(path) in toml
+            toml = toml.replace(json.dumps(path), json.dumps(str(pem_files[TLS_PEM[key]])))
+    return toml
+
+
+@pytest.mark.parametrize("variant", ["default", "all-on", "existing-secret-env", "tls-from-secrets"])
+def test_rendered_config_accepted_by_hydra_authz(variant, tmp_path, request):
     """The real binary's `config check` accepts the rendered TOML (strict: unknown keys fail).
 
     Needs a built binary (HYDRA_AUTHZ_BIN or target/{release,debug}); this suite
-    never builds one itself."""
+    never builds one itself. `config check` builds the verifier, so it reads
+    and parses introspection.tls's CA bundle and client certificate / key
+    (and the credential file); the mounts do not exist here, so those paths
+    are pointed at files made in the test (openssl), as the credential is."""
     binary = find_hydra_authz_binary()
     if binary is None:
         pytest.skip("no hydra-authz binary built (set HYDRA_AUTHZ_BIN or run cargo build first)")
@@ -438,6 +668,8 @@ def test_rendered_config_accepted_by_hydra_authz(variant, tmp_path):
     toml = r.toml_text
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_AUTHZ_", "OTEL_"))}
     cfg = tomllib.loads(toml)
+    if "tls" in cfg["server"] or "tls" in cfg["introspection"]:
+        toml = substitute_tls_files(toml, cfg, request.getfixturevalue("pem_files"))
     auth = cfg["introspection"]["auth"]
     for key in ("token_file", "client_secret_file"):
         if key in auth:  # point the secret file reference at a temp copy
@@ -452,3 +684,148 @@ def test_rendered_config_accepted_by_hydra_authz(variant, tmp_path):
     out = run([str(binary), "config", "check", "--config", str(path)], env=env)
     assert out.returncode == 0, f"{binary} config check failed:\n{out.stderr}\n{out.stdout}"
     assert "dummy-credential" not in out.stdout
+    # `config check` prints the effective config: every rendered value is
+    # what hydra-authz uses (none lost to a misplaced table or an env var).
+    assert_contained(tomllib.loads(toml), tomllib.loads(out.stdout))
+
+
+def assert_contained(rendered, effective, where="config"):
+    """Every value in `rendered` is in `effective`, which may add defaults."""
+    if isinstance(rendered, dict):
+        assert isinstance(effective, dict), where
+        for k, v in rendered.items():
+            assert k in effective, f"{where}.{k} missing from the effective config"
+            assert_contained(v, effective[k], f"{where}.{k}")
+    elif isinstance(rendered, list) and rendered and isinstance(rendered[0], dict):
+        assert len(rendered) == len(effective), where
+        for n, (r, e) in enumerate(zip(rendered, effective)):
+            assert_contained(r, e, f"{where}[{n}]")
+    else:
+        assert rendered == effective, f"{where}: rendered {rendered!r}, effective {effective!r}"
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_AUTHZ_", "OTEL_"))}
+
+
+def test_chart_defaults_match_hydra_authz(tmp_path):
+    """Every config value in values.yaml is hydra-authz's own default (read
+    from the binary: `config check` of an empty file prints the effective
+    config), except the ones the chart sets on purpose."""
+    binary = find_hydra_authz_binary()
+    if binary is None:
+        pytest.skip("no hydra-authz binary built (set HYDRA_AUTHZ_BIN or run cargo build first)")
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    out = run([str(binary), "config", "check", "--config", str(empty)], env=clean_env())
+    assert out.returncode == 0, out.stderr
+    defaults = tomllib.loads(out.stdout)
+    chart = load_yaml(CHART / "values.yaml")["config"]
+    on_purpose = {
+        "introspection.url",  # an in-cluster Hydra admin Service, not loopback
+        "log.format",  # json for log collectors
+        "introspection.auth.client_id",  # "" = unset; rendered only for client_secret_basic
+        "rules",  # the seed example
+    }
+
+    def leaves(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    compared = 0
+    for key, value in leaves(chart):
+        if key in on_purpose:
+            continue
+        binary_value = defaults
+        for part in key.split("."):
+            binary_value = binary_value[part]
+        assert value == binary_value, f"config.{key}: chart default {value!r}, hydra-authz default {binary_value!r}"
+        compared += 1
+    assert compared >= 30
+    # And the chart's default render says the same (no TLS, no cache).
+    rendered = tomllib.loads(render().toml_text)
+    for section in ("cache", "jwt", "resilience"):
+        assert rendered["introspection"][section] == defaults["introspection"][section], section
+    assert rendered["introspection"]["mode"] == defaults["introspection"]["mode"]
+    assert rendered["telemetry"]["propagators"] == defaults["telemetry"]["propagators"]
+    assert defaults["server"].get("tls", {}) == {} and defaults["introspection"].get("tls", {}) == {}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_server_tls_config_starts(tmp_path, pem_files):
+    """The TLS render really runs: hydra-authz starts with it (reading the
+    server certificate, key and client CA, which `config check` does not),
+    /healthz and /readyz answer over plain HTTP (what the probes use), and the
+    gRPC port speaks TLS and wants a client certificate."""
+    binary = find_hydra_authz_binary()
+    if binary is None:
+        pytest.skip("no hydra-authz binary built (set HYDRA_AUTHZ_BIN or run cargo build first)")
+    toml = render(tls_from_secrets_values()).toml_text
+    toml = substitute_tls_files(toml, tomllib.loads(toml), pem_files)
+    grpc_port, http_port = free_port(), free_port()
+    toml = toml.replace('"0.0.0.0:9191"', f'"127.0.0.1:{grpc_port}"').replace('"0.0.0.0:9192"', f'"127.0.0.1:{http_port}"')
+    path = tmp_path / "hydra-authz.toml"
+    path.write_text(toml)
+    log = open(tmp_path / "hydra-authz.log", "w+")
+    proc = subprocess.Popen([str(binary), "--config", str(path)], stdout=log, stderr=subprocess.STDOUT, env=clean_env())
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, f"hydra-authz exited {proc.returncode}:\n{(tmp_path / 'hydra-authz.log').read_text()}"
+            try:
+                if http_status(f"http://127.0.0.1:{http_port}/readyz") == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "hydra-authz did not become ready"
+            time.sleep(0.1)
+        assert http_status(f"http://127.0.0.1:{http_port}/healthz") == 200
+
+        def handshake(with_client_cert: bool) -> bytes:
+            ctx = ssl.create_default_context(cafile=str(pem_files["ca"]))
+            ctx.set_alpn_protocols(["h2"])
+            if with_client_cert:
+                ctx.load_cert_chain(str(pem_files["cert"]), str(pem_files["key"]))
+            with socket.create_connection(("127.0.0.1", grpc_port), timeout=5) as raw:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                    assert tls.selected_alpn_protocol() == "h2"
+                    tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000"))
+                    return tls.recv(9)
+
+        # With the client certificate: TLS (verified against the CA), then an HTTP/2 SETTINGS frame.
+        frame = handshake(True)
+        assert len(frame) == 9 and frame[3] == 0x04, frame
+        # Without one: refused (TLS 1.3 reports it after the handshake, as an
+        # alert or a closed connection), never an HTTP/2 answer.
+        try:
+            answer = handshake(False)
+        except ssl.SSLError as e:
+            assert "CERTIFICATE_REQUIRED" in str(e).upper(), e
+        except ConnectionError:
+            pass  # reset: refused as well
+        else:
+            assert answer == b"", f"a client without a certificate got an HTTP/2 answer: {answer!r}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

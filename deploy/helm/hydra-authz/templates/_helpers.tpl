@@ -63,6 +63,65 @@ Container ports are fixed; the ConfigMap binds them on 0.0.0.0.
 {{- define "hydra-authz.configDir" -}}/etc/hydra-authz{{- end }}
 
 {{/*
+Fixed, read-only mount points of the TLS files (not nested in another
+mount). The ConfigMap's server.tls / introspection.tls paths point here.
+*/}}
+{{- define "hydra-authz.serverTlsDir" -}}/etc/hydra-authz-tls/server{{- end }}
+{{- define "hydra-authz.introspectionTlsDir" -}}/etc/hydra-authz-tls/introspection{{- end }}
+
+{{/*
+True ("true") when the gRPC listener serves TLS (serverTls.existingSecret).
+*/}}
+{{- define "hydra-authz.serverTlsEnabled" -}}
+{{- if .Values.serverTls.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/*
+True ("true") when any introspection TLS file is mounted.
+*/}}
+{{- define "hydra-authz.introspectionTlsEnabled" -}}
+{{- $t := .Values.introspectionTls }}
+{{- if or $t.caKey $t.clientCertKey $t.clientKeyKey }}true{{ end }}
+{{- end }}
+
+{{/*
+Cross-field checks of serverTls / introspectionTls / probes that the values
+schema cannot express; each fails the render with the values to fix.
+*/}}
+{{- define "hydra-authz.validateTls" -}}
+{{- $s := .Values.serverTls }}
+{{- $i := .Values.introspectionTls }}
+{{- if $s.existingSecret }}
+{{- if eq .Values.probes.type "grpc" }}
+{{- fail "serverTls: probes.type=grpc cannot be used with TLS on the gRPC port (kubelet gRPC probes are plaintext); use probes.type=http (/healthz and /readyz on http-admin)" }}
+{{- end }}
+{{- if not (and $s.certKey $s.keyKey) }}
+{{- fail "serverTls: certKey and keyKey are required with serverTls.existingSecret" }}
+{{- end }}
+{{- else if or $s.clientCaKey $s.existingConfigMap }}
+{{- fail "serverTls.clientCaKey / serverTls.existingConfigMap need serverTls.existingSecret (client certificates only work with TLS on)" }}
+{{- end }}
+{{- if and $s.existingConfigMap (not $s.clientCaKey) }}
+{{- fail "serverTls.existingConfigMap is only read for the client CA: set serverTls.clientCaKey" }}
+{{- end }}
+{{- if ne (empty $i.clientCertKey) (empty $i.clientKeyKey) }}
+{{- fail "introspectionTls: clientCertKey and clientKeyKey go together" }}
+{{- end }}
+{{- if and $i.clientCertKey (not $i.existingSecret) }}
+{{- fail "introspectionTls.clientCertKey / clientKeyKey need introspectionTls.existingSecret" }}
+{{- end }}
+{{- if and $i.caKey (not (or $i.existingSecret $i.existingConfigMap)) }}
+{{- fail "introspectionTls.caKey needs introspectionTls.existingConfigMap or introspectionTls.existingSecret" }}
+{{- end }}
+{{- if and $i.existingConfigMap (not $i.caKey) }}
+{{- fail "introspectionTls.existingConfigMap is only read for the CA bundle: set introspectionTls.caKey" }}
+{{- end }}
+{{- if and $i.existingSecret (not $i.clientCertKey) (or (not $i.caKey) $i.existingConfigMap) }}
+{{- fail "introspectionTls.existingSecret is set but nothing is read from it: set clientCertKey + clientKeyKey and / or caKey" }}
+{{- end }}
+{{- end }}
+
+{{/*
 True ("true") when the introspection auth kind needs a credential.
 */}}
 {{- define "hydra-authz.needsSecret" -}}
