@@ -5,6 +5,7 @@
 #   scripts/bench.sh [--duration-s 10] [--concurrency 32] [--no-envoy] [--no-memory]
 # Needs wrk for the Envoy rows (apt-get install wrk); they are skipped without it.
 # Micro-benchmarks: cargo bench --bench decision
+# AUTHZ_BENCH_SERVER_WORKERS=N runs the hydra-authz processes with N tokio workers.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ENVOY_BIN="${ENVOY_BIN:-$(scripts/install-envoy.sh)}"
