@@ -61,6 +61,17 @@ impl Checker {
         self.raw(check_request(method, path, headers, context_extensions)).await
     }
 
+    /// As [`Checker::check`], returning the RPC error instead of panicking.
+    pub async fn try_check(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<CheckResponse, tonic::Status> {
+        let req = check_request(method, path, headers, &[]);
+        self.0.clone().check(req).await.map(tonic::Response::into_inner)
+    }
+
     pub async fn raw(&self, req: CheckRequest) -> CheckResponse {
         self.0
             .clone()
