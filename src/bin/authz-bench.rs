@@ -321,23 +321,24 @@ async fn grpc_load(
         lat.extend(l);
         denied += d;
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    Ok((latency_row(lat, started.elapsed()), denied))
+}
+
+/// Throughput and latency percentiles from per-request latencies (µs).
+fn latency_row(mut lat: Vec<u32>, elapsed: Duration) -> Row {
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
             .copied()
             .unwrap_or(0) as f64
     };
-    Ok((
-        Row {
-            rps: lat.len() as f64 / elapsed,
-            p50_us: pct(0.50),
-            p99_us: pct(0.99),
-            p999_us: pct(0.999),
-            ..Default::default()
-        },
-        denied,
-    ))
+    Row {
+        rps: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        p999_us: pct(0.999),
+        ..Default::default()
+    }
 }
 
 /// How long the Hydra-shaped issuer took to answer each introspection (the
@@ -404,20 +405,7 @@ async fn introspection_rtt(
         lat.extend(l);
         failed += f;
     }
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-    };
-    let row = Row {
-        rps: lat.len() as f64 / started.elapsed().as_secs_f64(),
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-        p999_us: pct(0.999),
-        ..Default::default()
-    };
-    Ok((row, failed))
+    Ok((latency_row(lat, started.elapsed()), failed))
 }
 
 /// Hydra-shaped issuer with an injected delay on introspection.

@@ -9,18 +9,27 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// The shipped config on the given ports, with `edits` (from, to) applied.
+fn shipped_config(dir: &tempfile::TempDir, grpc: u16, http: u16, edits: &[(&str, &str)]) -> std::path::PathBuf {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/hydra-authz.toml")).expect("read");
+    let mut config = shipped
+        .replace("127.0.0.1:9191", &format!("127.0.0.1:{grpc}"))
+        .replace("127.0.0.1:9192", &format!("127.0.0.1:{http}"));
+    for (from, to) in edits {
+        assert!(config.contains(from), "shipped config has {from}");
+        config = config.replace(from, to);
+    }
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).expect("write");
+    path
+}
+
 #[test]
 fn serves_until_sigterm_then_exits_zero() {
     let (grpc, http) = (free_port(), free_port());
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("c.toml");
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/hydra-authz.toml")).expect("read");
-    let config = shipped
-        .replace("127.0.0.1:9191", &format!("127.0.0.1:{grpc}"))
-        .replace("127.0.0.1:9192", &format!("127.0.0.1:{http}"))
-        .replace("format = \"pretty\"", "format = \"json\"");
-    std::fs::write(&path, config).expect("write");
+    let path = shipped_config(&dir, grpc, http, &[("format = \"pretty\"", "format = \"json\"")]);
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_hydra-authz"))
         .arg("--config")
@@ -93,18 +102,16 @@ async fn sigterm_under_load_loses_no_accepted_check() {
     let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
     let (grpc, http) = (free_port(), free_port());
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("c.toml");
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/hydra-authz.toml")).expect("read");
-    let config = shipped
-        .replace("127.0.0.1:9191", &format!("127.0.0.1:{grpc}"))
-        .replace("127.0.0.1:9192", &format!("127.0.0.1:{http}"))
-        .replace(
-            "http://127.0.0.1:4445/admin/oauth2/introspect",
-            &hydra.introspection_url(),
-        )
-        .replace("timeout_ms = 800", "timeout_ms = 5000");
-    std::fs::write(&path, config).expect("write");
+    let url = hydra.introspection_url();
+    let path = shipped_config(
+        &dir,
+        grpc,
+        http,
+        &[
+            ("http://127.0.0.1:4445/admin/oauth2/introspect", &url),
+            ("timeout_ms = 800", "timeout_ms = 5000"),
+        ],
+    );
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hydra-authz"))
         .arg("--config")
         .arg(&path)
