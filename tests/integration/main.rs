@@ -10,6 +10,7 @@ mod support;
 mod cache;
 mod cli_serve;
 mod cli_tools;
+mod demo;
 mod e2e_envoy;
 mod grpc_server;
 mod hydra_contract;
