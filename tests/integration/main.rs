@@ -12,6 +12,7 @@ mod cli_serve;
 mod cli_tools;
 mod demo;
 mod e2e_envoy;
+mod e2e_faults;
 mod grpc_server;
 mod hydra_contract;
 mod jwt;

@@ -156,22 +156,7 @@ impl Stack {
         }
         let authz = super::start_authz(&config).await;
 
-        let upstream = hydra_authz::demo::upstream::serve(super::lo0())
-            .await
-            .expect("upstream");
-        let ports = EnvoyPorts {
-            admin: free_port(),
-            listener: free_port(),
-            authz: authz.grpc_addr.port(),
-            upstream: upstream.port(),
-        };
-        let mut rendered = envoy::render(ports).expect("render envoy.yaml");
-        if let Some(pki) = &pki {
-            rendered = with_tls_hop(&rendered, pki, hop == AuthzHop::MutualTls);
-        }
-        let envoy = Envoy::start(&envoy_binary(), &rendered, ports)
-            .await
-            .expect("Envoy starts");
+        let envoy = envoy_in_front_of(&authz, pki.as_ref().map(|p| (p, hop == AuthzHop::MutualTls))).await;
         Stack {
             oauth2,
             authz,
@@ -184,6 +169,28 @@ impl Stack {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.envoy.listener)
     }
+}
+
+/// A real Envoy from the shipped envoy.yaml in front of `authz` and a fresh
+/// echo upstream; over the mTLS hop when `tls` is given (with or without
+/// Envoy's client certificate).
+pub async fn envoy_in_front_of(authz: &RunningServer, tls: Option<(&Pki, bool)>) -> Envoy {
+    let upstream = hydra_authz::demo::upstream::serve(super::lo0())
+        .await
+        .expect("upstream");
+    let ports = EnvoyPorts {
+        admin: free_port(),
+        listener: free_port(),
+        authz: authz.grpc_addr.port(),
+        upstream: upstream.port(),
+    };
+    let mut rendered = envoy::render(ports).expect("render envoy.yaml");
+    if let Some((pki, client_cert)) = tls {
+        rendered = with_tls_hop(&rendered, pki, client_cert);
+    }
+    Envoy::start(&envoy_binary(), &rendered, ports)
+        .await
+        .expect("Envoy starts")
 }
 
 /// The shipped envoy.yaml with deploy/envoy/mtls-to-hydra-authz.yaml added to
