@@ -44,6 +44,14 @@ pub struct Introspection {
 
 impl Introspection {
     pub fn parse(body: &[u8]) -> Result<Introspection, serde_json::Error> {
+        // An RFC 7662 answer is a JSON object. serde's derived Deserialize
+        // also takes an array of fields in declaration order, so without this
+        // `[true]` would read as an active token (found by the fuzzer).
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(serde::de::Error::custom(
+                "an introspection answer must be a JSON object",
+            ));
+        }
         serde_json::from_slice(body)
     }
 
@@ -324,6 +332,8 @@ mod tests {
             br#"{"active":1}"#,
             br#"{}"#,
             br#"[]"#,
+            br#"[true]"#,
+            br#" [true, "read_date", "reader"]"#,
             b"active=true",
             b"",
         ] {

@@ -50,6 +50,7 @@ async fn every_hydra_fault_is_a_deny_at_the_client_and_recovery_is_immediate() {
         ("401 (Hydra refuses our credentials)", Fault::Status(401, None)),
         ("garbage body", Fault::Garbage),
         ("active as a string", Fault::ActiveAsString),
+        ("fields as a JSON array", Fault::ArrayBody),
         ("10 MiB body", Fault::Huge(10 * 1024 * 1024)),
         ("wrong content type", Fault::WrongContentType),
         ("reset mid-body", Fault::ResetMidBody),

@@ -100,6 +100,7 @@ async fn every_failure_mode_is_unavailable_never_active() {
         (Fault::Status(401, None), "status"),
         (Fault::Garbage, "parse"),
         (Fault::ActiveAsString, "parse"),
+        (Fault::ArrayBody, "parse"),
         (Fault::Huge(10 * 1024 * 1024), "too_large"),
         (Fault::WrongContentType, "content_type"),
         (Fault::Delay(Duration::from_millis(600)), "timeout"),

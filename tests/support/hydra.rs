@@ -30,6 +30,8 @@ pub enum Fault {
     Garbage,
     /// 200 with `{"active":"true"}`: a string, not a bool.
     ActiveAsString,
+    /// 200 with `[true, …]`: the fields as a JSON array, not an object.
+    ArrayBody,
     /// 200 with a valid-looking JSON body of this many bytes.
     Huge(usize),
     /// 200 with a valid active body but `Content-Type: text/html`.
@@ -281,6 +283,7 @@ impl Conn {
                 r#"{"active":"true","scope":"read_date post_echo"}"#,
             )
                 .into_response(),
+            Fault::ArrayBody => (StatusCode::OK, json, r#"[true, "read_date post_echo", "reader"]"#).into_response(),
             Fault::Huge(n) => {
                 // Built in one allocation: a char-by-char loop is slow enough in a
                 // debug build to turn this case into a timeout on a loaded machine.
