@@ -44,15 +44,20 @@ pub struct Introspection {
 
 impl Introspection {
     pub fn parse(body: &[u8]) -> Result<Introspection, serde_json::Error> {
+        use serde::de::Error;
+        // JSON is UTF-8. serde_json skips the strings of fields we ignore
+        // without validating them, so check the whole body first (found by
+        // the fuzzer: invalid UTF-8 in an unknown field was accepted).
+        let text = std::str::from_utf8(body).map_err(|_| serde_json::Error::custom("the answer is not UTF-8"))?;
         // An RFC 7662 answer is a JSON object. serde's derived Deserialize
         // also takes an array of fields in declaration order, so without this
         // `[true]` would read as an active token (found by the fuzzer).
-        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(serde::de::Error::custom(
+        if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+            return Err(serde_json::Error::custom(
                 "an introspection answer must be a JSON object",
             ));
         }
-        serde_json::from_slice(body)
+        serde_json::from_str(text)
     }
 
     pub fn scopes(&self) -> Vec<String> {
@@ -334,6 +339,7 @@ mod tests {
             br#"[]"#,
             br#"[true]"#,
             br#" [true, "read_date", "reader"]"#,
+            b"{\"x\":\"\xff\",\"active\":true}",
             b"active=true",
             b"",
         ] {
