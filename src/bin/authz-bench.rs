@@ -224,14 +224,19 @@ async fn load_on(
     Ok((row, denied))
 }
 
-/// A counter or gauge from hydra-authz's `/metrics`.
-async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{http}/metrics"))
+/// hydra-authz's `/metrics` text.
+async fn scrape(http: SocketAddr) -> Option<String> {
+    reqwest::get(format!("http://{http}/metrics"))
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
+        .ok()
+}
+
+/// A counter or gauge from hydra-authz's `/metrics`.
+async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
+    let text = scrape(http).await?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
@@ -239,12 +244,7 @@ async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
 /// Upper bound of the histogram bucket holding the 99th percentile of the
 /// server's own check_duration since start (coarse: buckets double).
 async fn server_p99_bucket_us(http: SocketAddr) -> Option<f64> {
-    let text = reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = scrape(http).await?;
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for line in text
         .lines()

@@ -153,17 +153,8 @@ async fn sigterm_under_load_loses_no_accepted_check() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let pid = child.id().expect("pid").to_string();
     let signalled = started.elapsed();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .expect("wait");
+    let status = crate::support::sigterm_and_wait(&mut child, Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0));
 
     let (mut before, mut in_flight, mut after_answered, mut after_refused) = (0, 0, 0, 0);

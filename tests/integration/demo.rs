@@ -121,16 +121,7 @@ async fn the_demo_shows_an_allow_and_every_kind_of_deny() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Ctrl-C (here SIGTERM) stops everything, Envoy included.
-    let pid = child.id().expect("pid").to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill")
-        .success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("the demo exits")
-        .expect("wait");
+    let status = crate::support::sigterm_and_wait(&mut child, Duration::from_secs(20)).await;
     assert!(status.success(), "{status}");
     assert!(
         client.get(format!("{ENVOY}/date")).send().await.is_err(),

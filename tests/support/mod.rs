@@ -175,3 +175,20 @@ impl Answer {
         serde_json::from_str(&self.body).expect("problem+json body")
     }
 }
+
+/// SIGTERM to a child process, then its exit status (panics past `limit`).
+pub async fn sigterm_and_wait(
+    child: &mut tokio::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let pid = child.id().expect("still running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill -TERM {pid}");
+    tokio::time::timeout(limit, child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("wait")
+}
