@@ -22,10 +22,12 @@ pub struct CheckArgs {
     #[arg(long, default_value = "")]
     pub host: String,
     /// A request header, `Name: value`; repeatable.
-    #[arg(long = "header", value_name = "NAME: VALUE")]
+    #[arg(long = "header", value_name = "NAME: VALUE", allow_hyphen_values = true)]
     pub headers: Vec<String>,
     /// The bearer token itself (visible in your shell history: prefer --token-env or --token-file).
-    #[arg(long, conflicts_with_all = ["token_env", "token_file"])]
+    // Tokens are base64url and may start with '-': take the next word as the
+    // value whatever it looks like.
+    #[arg(long, allow_hyphen_values = true, conflicts_with_all = ["token_env", "token_file"])]
     pub token: Option<String>,
     /// Environment variable holding the bearer token.
     #[arg(long, conflicts_with = "token_file")]
@@ -34,7 +36,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub token_file: Option<PathBuf>,
     /// Envoy per-route context extension, `key=value`; repeatable.
-    #[arg(long = "context-extension", value_name = "KEY=VALUE")]
+    #[arg(long = "context-extension", value_name = "KEY=VALUE", allow_hyphen_values = true)]
     pub context_extensions: Vec<String>,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
@@ -157,4 +159,36 @@ pub fn to_text(e: &ExplainResponse, config: &Config) -> String {
         let _ = writeln!(s, "response body:\n  {}", e.response_body);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: CheckArgs,
+    }
+
+    /// base64url tokens can start with '-' (seen from oidc-provider in CI).
+    #[test]
+    fn values_may_start_with_a_hyphen() {
+        let cli = Cli::try_parse_from([
+            "check",
+            "--path",
+            "/date",
+            "--token",
+            "-Mx_y-z",
+            "--header",
+            "-x: 1",
+            "--context-extension",
+            "-k=v",
+        ])
+        .expect("parses");
+        assert_eq!(cli.args.token.as_deref(), Some("-Mx_y-z"));
+        assert_eq!(cli.args.headers, vec!["-x: 1"]);
+        assert_eq!(cli.args.context_extensions, vec!["-k=v"]);
+    }
 }
