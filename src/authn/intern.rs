@@ -41,6 +41,12 @@ pub fn string(s: &str) -> Arc<str> {
     intern_in(&STRINGS, s, || Arc::from(s))
 }
 
+/// The shared copy of `s`, or `None` when it is absent or empty (an empty
+/// `client_id` or `sub` names nobody).
+pub fn non_empty(s: Option<&str>) -> Option<Arc<str>> {
+    s.filter(|s| !s.is_empty()).map(string)
+}
+
 /// The shared copy of a list of strings (scopes, audiences), each shared too.
 pub fn list<S: AsRef<str>>(list: &[S]) -> Arc<[Arc<str>]> {
     let owned: Vec<Arc<str>> = list.iter().map(|s| string(s.as_ref())).collect();

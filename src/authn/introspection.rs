@@ -60,26 +60,18 @@ impl Introspection {
         serde_json::from_str(text)
     }
 
-    pub fn scopes(&self) -> Vec<String> {
+    pub fn scopes(&self) -> Vec<&str> {
         self.scope
             .as_deref()
-            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .map(|s| s.split_whitespace().collect())
             .unwrap_or_default()
     }
 
     pub fn identity(&self) -> Identity {
-        let shared = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(intern::string);
         Identity {
-            client_id: shared(&self.client_id),
-            subject: shared(&self.sub),
-            scopes: intern::list(
-                &self
-                    .scope
-                    .as_deref()
-                    .unwrap_or("")
-                    .split_whitespace()
-                    .collect::<Vec<_>>(),
-            ),
+            client_id: intern::non_empty(self.client_id.as_deref()),
+            subject: intern::non_empty(self.sub.as_deref()),
+            scopes: intern::list(&self.scopes()),
             expires_at: self.exp,
             issuer: self.iss.as_deref().map(intern::string),
             audience: intern::list(&self.aud),

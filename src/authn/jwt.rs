@@ -228,10 +228,9 @@ impl JwtVerifier {
             (None, Some(s)) => intern::list(&s.split_whitespace().collect::<Vec<_>>()),
             (None, None) => intern::list::<&str>(&[]),
         };
-        let shared = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(intern::string);
         Ok(Arc::new(Identity {
-            client_id: shared(&c.client_id),
-            subject: shared(&c.sub),
+            client_id: intern::non_empty(c.client_id.as_deref()),
+            subject: intern::non_empty(c.sub.as_deref()),
             scopes,
             expires_at: c.exp,
             issuer: c.iss.as_deref().map(intern::string),
