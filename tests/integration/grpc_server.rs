@@ -7,7 +7,7 @@ use hydra_authz::admin_proto::admin_client::AdminClient;
 use hydra_authz::admin_proto::ExplainRequest;
 use std::time::Duration;
 use support::hydra::{FakeHydra, Fault};
-use support::{bearer, config_for, start_authz, Answer, Checker};
+use support::{bearer, Answer, Checker};
 
 struct Env {
     hydra: FakeHydra,
@@ -22,12 +22,7 @@ async fn env() -> Env {
 }
 
 async fn env_with(f: impl FnOnce(&mut hydra_authz::config::Config)) -> Env {
-    let hydra = FakeHydra::start().await;
-    let mut config = config_for(&hydra.introspection_url());
-    config.introspection.timeout_ms = 1_000; // generous: CI machines are loaded
-    f(&mut config);
-    let server = start_authz(&config).await;
-    let check = Checker::connect(server.grpc_addr).await;
+    let (hydra, server, check) = support::authz_on_fake_hydra(f).await;
     let reader = hydra.issuer.mint("reader", &["read_date"]).expect("reader");
     let writer = hydra.issuer.mint("writer", &["post_echo"]).expect("writer");
     Env {

@@ -8,15 +8,10 @@ use crate::support;
 use hydra_authz::config::Config;
 use std::time::{Duration, Instant};
 use support::hydra::{FakeHydra, Fault};
-use support::{bearer, check_request, config_for, start_authz, Answer, Checker};
+use support::{bearer, check_request, Answer, Checker};
 
 async fn setup(f: impl FnOnce(&mut Config)) -> (FakeHydra, Checker, hydra_authz::server::RunningServer) {
-    let hydra = FakeHydra::start().await;
-    let mut config = config_for(&hydra.introspection_url());
-    config.introspection.timeout_ms = 1_000; // generous: CI machines are loaded
-    f(&mut config);
-    let server = start_authz(&config).await;
-    let check = Checker::connect(server.grpc_addr).await;
+    let (hydra, server, check) = support::authz_on_fake_hydra(f).await;
     (hydra, check, server)
 }
 

@@ -33,6 +33,18 @@ pub async fn start_authz(config: &Config) -> RunningServer {
     hydra_authz::server::start(config).await.expect("hydra-authz starts")
 }
 
+/// A Hydra-shaped server, hydra-authz in front of it (config adjusted by
+/// `f`, introspection timeout 1 s: CI machines are loaded) and a client.
+pub async fn authz_on_fake_hydra(f: impl FnOnce(&mut Config)) -> (hydra::FakeHydra, RunningServer, Checker) {
+    let hydra = hydra::FakeHydra::start().await;
+    let mut config = config_for(&hydra.introspection_url());
+    config.introspection.timeout_ms = 1_000;
+    f(&mut config);
+    let server = start_authz(&config).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    (hydra, server, check)
+}
+
 /// An Envoy-like gRPC client for `Authorization/Check`.
 #[derive(Clone)]
 pub struct Checker(AuthorizationClient<Channel>);
