@@ -9,6 +9,19 @@ use std::process::Command;
 
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/hydra-authz.toml");
 
+/// Run `f` while no other test can change the environment: tests that set
+/// HYDRA_AUTHZ_* variables do so inside a figment Jail, which holds a global
+/// lock, so taking the same lock here keeps their variables out of `f`
+/// (they leaked into a config load in one CI run).
+fn without_other_tests_env<T>(f: impl FnOnce() -> T) -> T {
+    let mut out = None;
+    Jail::expect_with(|_| {
+        out = Some(f());
+        Ok(())
+    });
+    out.expect("ran inside the jail")
+}
+
 fn load_err(toml: &str) -> String {
     let mut msg = String::new();
     Jail::expect_with(|jail| {
@@ -23,21 +36,23 @@ fn load_err(toml: &str) -> String {
 
 #[test]
 fn shipped_config_is_the_seed_scenario() {
-    let c = Config::load(Path::new(SHIPPED)).expect("shipped config loads");
-    let rules: Vec<_> = c
-        .rules
-        .iter()
-        .map(|r| (r.methods.join(","), r.path.as_str(), r.scopes.join(" ")))
-        .collect();
-    assert_eq!(
-        rules,
-        vec![
-            ("GET".into(), "/date", "read_date".into()),
-            ("POST".into(), "/echo", "post_echo".into())
-        ]
-    );
-    assert_eq!(c.introspection.url, "http://127.0.0.1:4445/admin/oauth2/introspect");
-    assert_eq!(c.introspection.auth.kind, AuthKind::None);
+    without_other_tests_env(|| {
+        let c = Config::load(Path::new(SHIPPED)).expect("shipped config loads");
+        let rules: Vec<_> = c
+            .rules
+            .iter()
+            .map(|r| (r.methods.join(","), r.path.as_str(), r.scopes.join(" ")))
+            .collect();
+        assert_eq!(
+            rules,
+            vec![
+                ("GET".into(), "/date", "read_date".into()),
+                ("POST".into(), "/echo", "post_echo".into())
+            ]
+        );
+        assert_eq!(c.introspection.url, "http://127.0.0.1:4445/admin/oauth2/introspect");
+        assert_eq!(c.introspection.auth.kind, AuthKind::None);
+    })
 }
 
 #[test]
@@ -130,66 +145,74 @@ fn bin() -> Command {
 
 #[test]
 fn config_check_prints_the_effective_config_redacted() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        "[introspection]\nurl = \"https://user:hunter2@hydra.internal/admin/oauth2/introspect\"\n",
-    )
-    .expect("write");
-    let out = bin()
-        .args(["config", "check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(": OK"));
-    assert!(
-        stdout.contains("scope_strategy = \"exact\""),
-        "defaults are shown: {stdout}"
-    );
-    assert!(!stdout.contains("hunter2"), "secret in URL redacted");
-    assert!(stdout.contains("REDACTED"));
+    without_other_tests_env(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[introspection]\nurl = \"https://user:hunter2@hydra.internal/admin/oauth2/introspect\"\n",
+        )
+        .expect("write");
+        let out = bin()
+            .args(["config", "check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(": OK"));
+        assert!(
+            stdout.contains("scope_strategy = \"exact\""),
+            "defaults are shown: {stdout}"
+        );
+        assert!(!stdout.contains("hunter2"), "secret in URL redacted");
+        assert!(stdout.contains("REDACTED"));
+    })
 }
 
 #[test]
 fn config_check_fails_with_the_key_and_exit_code_1() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, "[[rules]]\nid = \"x\"\npath = \"/a/{bad-name}\"\n").expect("write");
-    let out = bin()
-        .args(["config", "check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("rules[0].path"));
+    without_other_tests_env(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[[rules]]\nid = \"x\"\npath = \"/a/{bad-name}\"\n").expect("write");
+        let out = bin()
+            .args(["config", "check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("rules[0].path"));
+    })
 }
 
 #[test]
 fn config_check_reports_an_unreadable_secret() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        "[introspection.auth]\nkind = \"bearer\"\ntoken_file = \"/nonexistent/key\"\n",
-    )
-    .expect("write");
-    let out = bin()
-        .args(["config", "check", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("introspection.auth"));
+    without_other_tests_env(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[introspection.auth]\nkind = \"bearer\"\ntoken_file = \"/nonexistent/key\"\n",
+        )
+        .expect("write");
+        let out = bin()
+            .args(["config", "check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("introspection.auth"));
+    })
 }
 
 #[test]
 fn shipped_config_passes_config_check() {
-    let out = bin()
-        .args(["config", "check", "--config", SHIPPED])
-        .output()
-        .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    without_other_tests_env(|| {
+        let out = bin()
+            .args(["config", "check", "--config", SHIPPED])
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    })
 }
