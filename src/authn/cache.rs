@@ -219,6 +219,22 @@ impl<A: Authenticator> Authenticator for SharedVerifier<A> {
         }
         result
     }
+
+    /// A usable stored verdict answers; otherwise verify without storing
+    /// (and without joining or starting a shared load).
+    async fn authenticate_dry(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
+        match self.cache.peek(&key(token)).filter(|e| e.usable(Instant::now())) {
+            Some(Entry {
+                verdict: Verdict::Valid(identity),
+                ..
+            }) => Ok(identity),
+            Some(Entry {
+                verdict: Verdict::Rejected(why),
+                ..
+            }) => Err(AuthnError::Rejected(why)),
+            _ => self.inner.authenticate_dry(token).await,
+        }
+    }
 }
 
 /// Dropping remembered verdicts, for revocation hooks and operators.

@@ -67,6 +67,47 @@ pub struct ClaimChecks {
 }
 
 impl ClaimChecks {
+    /// Both verifiers (introspection and JWT) apply the `[introspection]` claim policy.
+    pub fn from_config(cfg: &crate::config::IntrospectionConfig) -> ClaimChecks {
+        ClaimChecks {
+            leeway_s: i64::try_from(cfg.leeway_s).unwrap_or(i64::MAX),
+            allowed_issuers: cfg.allowed_issuers.clone(),
+            required_audience: cfg.required_audience.clone(),
+        }
+    }
+
+    /// The checks an accepted identity passed, one line, for explanations:
+    /// says which checks ran and which the config leaves off.
+    pub fn describe(&self, i: &super::Identity, now_unix: i64) -> String {
+        let how = if i.verified_locally {
+            "signature ok (JWT verified locally)"
+        } else {
+            "active ok (introspected)"
+        };
+        let exp = match i.expires_at {
+            Some(exp) => format!(
+                "exp ok (expires in {} s, leeway {} s)",
+                exp.saturating_sub(now_unix),
+                self.leeway_s
+            ),
+            None => "exp absent (no expiry to check)".to_owned(),
+        };
+        let token_use = match i.token_use.as_deref() {
+            Some(u) => format!("token_use {u:?} ok"),
+            None => "token_use absent (allowed)".to_owned(),
+        };
+        let iss = match (i.issuer.as_deref(), self.allowed_issuers.is_empty()) {
+            (iss, true) => format!("iss {iss:?} not checked (allowed_issuers is empty)"),
+            (iss, false) => format!("iss {iss:?} in allowed_issuers"),
+        };
+        let aud = if self.required_audience.is_empty() {
+            format!("aud {:?} not checked (required_audience is empty)", i.audience)
+        } else {
+            format!("aud {:?} overlaps required_audience", i.audience)
+        };
+        format!("{how}; {exp}; {token_use}; {iss}; {aud}")
+    }
+
     /// First failing check, in the order a human would ask them.
     pub fn check(&self, i: &Introspection, now_unix: i64) -> Result<(), ClaimFailure> {
         if !i.active {
@@ -111,6 +152,30 @@ mod tests {
             token_use: Some("access_token".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn describe_says_which_checks_ran() {
+        let id = crate::authn::Identity {
+            issuer: Some("https://issuer".into()),
+            expires_at: Some(1_000),
+            ..Default::default()
+        };
+        let off = ClaimChecks::default().describe(&id, 900);
+        assert!(off.contains("active ok (introspected)"), "{off}");
+        assert!(off.contains("exp ok (expires in 100 s"), "{off}");
+        assert!(off.contains("iss Some(\"https://issuer\") not checked"), "{off}");
+        assert!(off.contains("aud [] not checked"), "{off}");
+        let on = ClaimChecks {
+            allowed_issuers: vec!["https://issuer".into()],
+            required_audience: vec!["api".into()],
+            ..Default::default()
+        }
+        .describe(&id, 900);
+        assert!(
+            on.contains("in allowed_issuers") && on.contains("overlaps required_audience"),
+            "{on}"
+        );
     }
 
     #[test]

@@ -37,4 +37,8 @@ impl<A: Authenticator> Authenticator for Instrumented<A> {
         }
         result
     }
+
+    async fn authenticate_dry(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
+        self.inner.authenticate_dry(token).await
+    }
 }

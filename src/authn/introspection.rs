@@ -123,11 +123,7 @@ impl HydraIntrospector {
             url,
             auth_header: auth_header(cfg)?,
             max_body: cfg.max_response_bytes,
-            checks: ClaimChecks {
-                leeway_s: i64::try_from(cfg.leeway_s).unwrap_or(i64::MAX),
-                allowed_issuers: cfg.allowed_issuers.clone(),
-                required_audience: cfg.required_audience.clone(),
-            },
+            checks: ClaimChecks::from_config(cfg),
         })
     }
 

@@ -91,11 +91,7 @@ impl JwtVerifier {
             keys: RwLock::new(Arc::new(KeySet::default())),
             last_fetch: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
-            checks: ClaimChecks {
-                leeway_s: i64::try_from(cfg.leeway_s).unwrap_or(i64::MAX),
-                allowed_issuers: cfg.allowed_issuers.clone(),
-                required_audience: cfg.required_audience.clone(),
-            },
+            checks: ClaimChecks::from_config(cfg),
             max_body: cfg.max_response_bytes,
         })
     }

@@ -69,4 +69,13 @@ pub enum AuthnError {
 
 pub trait Authenticator: Send + Sync + 'static {
     fn authenticate(&self, token: &Token) -> impl Future<Output = Result<Arc<Identity>, AuthnError>> + Send;
+
+    /// The same verification for `Explain` and `hydra-authz check`, with no
+    /// effect on what later checks see: nothing is cached, the circuit
+    /// breaker records nothing, no metric moves. It reads that state (a
+    /// cached verdict, an open circuit) to say what a check would get.
+    /// Verifiers without shared state just verify.
+    fn authenticate_dry(&self, token: &Token) -> impl Future<Output = Result<Arc<Identity>, AuthnError>> + Send {
+        self.authenticate(token)
+    }
 }

@@ -79,6 +79,15 @@ impl Breaker {
         }
     }
 
+    /// Open (or probing) right now, without taking the probe.
+    fn is_open(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .open_until
+            .is_some()
+    }
+
     /// Returns `Some(open)` when the state changed.
     fn record(&self, success: bool) -> Option<bool> {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -204,6 +213,18 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
             }
         }
         result
+    }
+
+    /// One attempt within the budget; an open circuit answers as it would
+    /// for a check. No retries, no slot, nothing recorded.
+    async fn authenticate_dry(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
+        if self.breaker.is_open() {
+            return Err(AuthnError::unavailable("circuit_open", "introspection circuit is open"));
+        }
+        match tokio::time::timeout_at(self.deadline(), self.inner.authenticate_dry(token)).await {
+            Ok(r) => r,
+            Err(_) => Err(AuthnError::unavailable("deadline", "the check's deadline passed")),
+        }
     }
 }
 

@@ -46,4 +46,17 @@ impl Authenticator for Verifier {
             }
         }
     }
+    async fn authenticate_dry(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
+        match self {
+            Verifier::Introspect(i) => i.authenticate_dry(token).await,
+            Verifier::Jwt(j) => j.authenticate_dry(token).await,
+            Verifier::Auto { jwt, introspect } => {
+                if looks_like_jwt(token.expose()) {
+                    jwt.authenticate_dry(token).await
+                } else {
+                    introspect.authenticate_dry(token).await
+                }
+            }
+        }
+    }
 }

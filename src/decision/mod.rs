@@ -16,7 +16,7 @@ pub mod scopes;
 pub mod token;
 pub mod verdict;
 
-use crate::authn::{Authenticator, AuthnError, Identity};
+use crate::authn::{Authenticator, AuthnError, ClaimChecks, Identity};
 use crate::config::{Config, ConfigError};
 use request::AuthzRequest;
 use route::Resolution;
@@ -30,6 +30,8 @@ pub struct Engine<A> {
     rules: RuleSet,
     strategy: ScopeStrategy,
     responder: Responder,
+    /// The claim policy the verifiers apply; here only to narrate it.
+    claim_checks: ClaimChecks,
     /// Shared so a config reload that leaves `[introspection]` alone keeps
     /// the same client pool and cache.
     authn: std::sync::Arc<A>,
@@ -93,6 +95,7 @@ impl<A: Authenticator> Engine<A> {
             rules: RuleSet::compile(&config.rules)?,
             strategy: config.authorization.scope_strategy,
             responder: Responder::new(config.headers.clone(), config.authorization.realm.clone()),
+            claim_checks: ClaimChecks::from_config(&config.introspection),
             authn,
         })
     }
@@ -154,9 +157,16 @@ impl<A: Authenticator> Engine<A> {
         }
 
         if steps.is_some() && req.context_extensions.is_empty() && req.route_metadata.is_none() {
+            let mut first: Option<&str> = None;
             for (rule, why) in self.rules.explain(&req.method, &req.host, &req.path) {
                 let verdict = match why {
-                    None => "matches".to_owned(),
+                    None => match first {
+                        Some(earlier) => format!("matches too, but not used: rule {earlier:?} comes first"),
+                        None => {
+                            first = Some(&rule.id);
+                            "matches (first match in file order: used)".to_owned()
+                        }
+                    },
                     Some(Mismatch::Path) => format!("path does not match {:?}", rule.path),
                     Some(Mismatch::Method) => format!("method not in {:?}", rule.methods),
                     Some(Mismatch::Host) => "host does not match".to_owned(),
@@ -181,8 +191,13 @@ impl<A: Authenticator> Engine<A> {
             policy.rule_id,
             if policy.public {
                 "public".to_owned()
-            } else {
+            } else if policy.any_of.is_empty() {
                 format!("requires scopes {:?}", policy.scopes)
+            } else {
+                format!(
+                    "requires scopes {:?} and one of the alternative sets {:?}",
+                    policy.scopes, policy.any_of
+                )
             }
         );
         out.rule_id = Some(policy.rule_id);
@@ -198,17 +213,24 @@ impl<A: Authenticator> Engine<A> {
             note!(steps, "no bearer token");
             return out.deny(DenyReason::MissingToken);
         };
-        let identity = match self.authn.authenticate(token).await {
+        // Explaining must not change what later checks see (cache, breaker, metrics).
+        let verified = if steps.is_some() {
+            self.authn.authenticate_dry(token).await
+        } else {
+            self.authn.authenticate(token).await
+        };
+        let identity = match verified {
             Ok(identity) => identity,
             Err(AuthnError::Rejected(why)) => {
-                note!(steps, "token rejected: {why}");
+                note!(steps, "token rejected: {why} (claim checks stop at the first failure)");
                 return out.deny(DenyReason::InvalidToken(why));
             }
             Err(AuthnError::Unavailable { kind, detail, .. }) => {
                 note!(steps, "cannot verify the token ({kind}): {detail}");
                 // The breaker and the shedder log their own state changes; a line per
-                // check while the circuit is open would flood the logs.
-                if matches!(kind, "circuit_open" | "overloaded") {
+                // check while the circuit is open would flood the logs. An
+                // explanation reports it to its caller instead.
+                if steps.is_some() || matches!(kind, "circuit_open" | "overloaded") {
                     tracing::debug!(kind, %detail, "introspection skipped; denying (fail closed)");
                 } else {
                     tracing::warn!(kind, %detail, "introspection failed; denying (fail closed)");
@@ -223,7 +245,12 @@ impl<A: Authenticator> Engine<A> {
             identity.subject,
             identity.scopes
         );
-        note!(steps, "claims checked: {}", describe_claims(&identity));
+        note!(
+            steps,
+            "claims: {}",
+            self.claim_checks
+                .describe(&identity, crate::authn::introspection::now_unix())
+        );
         let mut missing: Vec<&str> = self.strategy.missing(&identity.scopes, &out.required_scopes);
         let alternative_ok = out.any_of.is_empty()
             || out
@@ -248,31 +275,6 @@ impl<A: Authenticator> Engine<A> {
         out.identity = Some(identity);
         out.deny(DenyReason::InsufficientScope(needed))
     }
-}
-
-/// One line of the claim checks that passed, for explanations.
-fn describe_claims(i: &Identity) -> String {
-    let exp = match i.expires_at {
-        Some(exp) => format!(
-            "exp ok (expires in {} s)",
-            exp.saturating_sub(crate::authn::introspection::now_unix())
-        ),
-        None => "exp absent".to_owned(),
-    };
-    let iss = i
-        .issuer
-        .as_deref()
-        .map_or("iss absent".to_owned(), |s| format!("iss {s:?} ok"));
-    let aud = if i.audience.is_empty() {
-        "aud absent".to_owned()
-    } else {
-        format!("aud {:?} ok", i.audience)
-    };
-    let token_use = i
-        .token_use
-        .as_deref()
-        .map_or("token_use absent".to_owned(), |u| format!("token_use {u:?} ok"));
-    format!("active ok; {exp}; {iss}; {aud}; {token_use}")
 }
 
 #[cfg(test)]
@@ -476,7 +478,8 @@ mod tests {
         assert_eq!(o, e.decide(&r).await);
         let text = steps.join("\n");
         assert!(text.contains("rule \"date\": path does not match"), "{text}");
-        assert!(text.contains("rule \"echo\": matches"), "{text}");
+        assert!(text.contains("rule \"echo\": matches (first match"), "{text}");
+        assert!(text.contains("claims: active ok (introspected)"), "{text}");
         assert!(text.contains("missing [\"post_echo\"]"), "{text}");
         assert!(!text.contains("Bearer reader"), "explanations never show the token");
     }

@@ -63,6 +63,7 @@ pub async fn explain<A: Authenticator>(engine: &Engine<A>, req: &AuthzRequest) -
         allowed: o.is_allowed(),
         rule_id: o.rule_id.clone().unwrap_or_default(),
         required_scopes: o.required_scopes.clone(),
+        any_of: o.any_of.iter().map(|set| set.join(" ")).collect(),
         granted_scopes: identity.scopes.iter().map(|s| s.to_string()).collect(),
         client_id: identity.client_id.as_deref().unwrap_or_default().to_owned(),
         subject: identity.subject.as_deref().unwrap_or_default().to_owned(),
@@ -84,8 +85,7 @@ pub async fn explain<A: Authenticator>(engine: &Engine<A>, req: &AuthzRequest) -
             resp.reason = reason.label().into();
             resp.detail = reason.detail();
             resp.response_headers = engine.responder().deny_headers(reason).into_iter().collect();
-            resp.response_headers
-                .insert("x-problem-body".into(), Responder::problem_body(reason));
+            resp.response_body = Responder::problem_body(reason);
         }
     }
     resp

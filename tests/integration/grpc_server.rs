@@ -312,6 +312,22 @@ async fn explain_rpc_runs_the_same_decision() {
         r.steps
     );
     assert!(!format!("{r:?}").contains(&e.reader), "explain never echoes the token");
+    // The body the client would get, exactly as Check sends it; no made-up header.
+    let check = Answer::of(
+        &e.check
+            .check("POST", "/echo", &[("authorization", &bearer(&e.reader))])
+            .await,
+    );
+    assert_eq!(r.response_body, check.body);
+    assert_eq!(
+        r.response_headers.get("www-authenticate"),
+        check.headers.get("www-authenticate")
+    );
+    assert!(
+        !r.response_headers.contains_key("x-problem-body"),
+        "{:?}",
+        r.response_headers
+    );
 
     let r = admin
         .explain(ExplainRequest {
@@ -325,6 +341,71 @@ async fn explain_rpc_runs_the_same_decision() {
         .into_inner();
     assert!(r.allowed);
     assert_eq!(r.headers_to_set["x-client-id"], "reader");
+}
+
+/// Explain reads the cache and the circuit state but changes neither, and
+/// moves no metric: debugging a denial must not change later decisions.
+#[tokio::test]
+async fn explain_changes_nothing_later_checks_see() {
+    let e = env_with(|c| {
+        c.introspection.cache.enabled = true;
+        c.introspection.resilience.breaker_failures = 2;
+        c.introspection.resilience.max_retries = 0;
+    })
+    .await;
+    let mut admin = AdminClient::new(support::channel(e.server.grpc_addr).await);
+    let explain = |token: String| ExplainRequest {
+        method: "GET".into(),
+        path: "/date".into(),
+        headers: [("authorization".to_string(), bearer(&token))].into(),
+        ..Default::default()
+    };
+    let metrics_before = support::scrape(e.server.http_addr).await;
+
+    // Hydra failing: each Explain says 503, yet the circuit stays closed.
+    e.hydra.set_fault(Fault::Status(500, None));
+    for _ in 0..5 {
+        let r = admin
+            .explain(explain(e.reader.clone()))
+            .await
+            .expect("explain")
+            .into_inner();
+        assert_eq!((r.allowed, r.http_status), (false, 503), "{:?}", r.steps);
+    }
+    assert_eq!(
+        e.hydra.requests(),
+        5,
+        "each Explain asked Hydra: the circuit did not open"
+    );
+    e.hydra.set_fault(Fault::None);
+
+    // Hydra fine: Explain verifies but does not cache.
+    let r = admin
+        .explain(explain(e.reader.clone()))
+        .await
+        .expect("explain")
+        .into_inner();
+    assert!(r.allowed, "{:?}", r.steps);
+    assert_eq!(e.hydra.requests(), 6);
+    assert_eq!(
+        support::scrape(e.server.http_addr).await,
+        metrics_before,
+        "Explain moved no metric"
+    );
+    let ok = |r: &envoy_types::ext_authz::v3::pb::CheckResponse| Answer::of(r).http_status == 200;
+    assert!(ok(&e
+        .check
+        .check("GET", "/date", &[("authorization", &bearer(&e.reader))])
+        .await));
+    assert_eq!(e.hydra.requests(), 7, "the check found nothing cached by Explain");
+    // Now cached by the check: Explain answers from the cache, like a check would.
+    let r = admin
+        .explain(explain(e.reader.clone()))
+        .await
+        .expect("explain")
+        .into_inner();
+    assert!(r.allowed);
+    assert_eq!(e.hydra.requests(), 7);
 }
 
 #[tokio::test]
