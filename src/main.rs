@@ -66,13 +66,12 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime().and_then(|rt| rt.block_on(serve(path))),
         Command::Check(args) => {
-            // Its own exit codes: 0 allow, 1 deny, 2 error.
+            // Its own exit codes: 0 allow, 1 deny, 2 error or no decision.
             let outcome = Config::load(&path)
                 .map_err(anyhow::Error::from)
                 .and_then(|c| runtime()?.block_on(cmd::check::run(&c, args)));
             return match outcome {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::from(1),
+                Ok(verdict) => ExitCode::from(verdict.exit_code()),
                 Err(e) => {
                     eprintln!("hydra-authz: {e:#}");
                     ExitCode::from(2)

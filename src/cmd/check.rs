@@ -13,8 +13,10 @@ use std::path::PathBuf;
   hydra-authz check --method POST --path /echo --header 'authorization: Bearer abc' --output json
   hydra-authz check --method GET --path /reports --context-extension required_scopes=read_date
 
-Exit codes: 0 allow, 1 deny, 2 error.")]
+Exit codes: 0 allow, 1 deny, 2 error: bad arguments or config, or no decision
+could be made (the server would answer 5xx, e.g. Hydra unreachable: 503).")]
 pub struct CheckArgs {
+    /// HTTP method; upper-cased, as clients send it.
     #[arg(long, default_value = "GET")]
     pub method: String,
     #[arg(long)]
@@ -48,7 +50,26 @@ pub enum Output {
     Json,
 }
 
-pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
+/// What `check` concluded, for its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+    /// The server would answer 5xx: it could not decide (and so denies).
+    Undecided,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Allow => 0,
+            Verdict::Deny => 1,
+            Verdict::Undecided => 2,
+        }
+    }
+}
+
+pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<Verdict> {
     let mut headers = HashMap::new();
     for h in &args.headers {
         let (k, v) = h
@@ -72,13 +93,24 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<bool> {
         ext.insert(k.to_owned(), v.to_owned());
     }
     let engine = crate::server::build_engine(config, Default::default())?;
-    let req = AuthzRequest::from_parts(&args.method, &args.host, &args.path, &headers, ext);
+    let method = args.method.to_ascii_uppercase();
+    let req = AuthzRequest::from_parts(&method, &args.host, &args.path, &headers, ext);
     let explained = crate::server::admin::explain(&engine, &req).await;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&to_json(&explained, config))?),
         Output::Text => print!("{}", to_text(&explained, config)),
     }
-    Ok(explained.allowed)
+    Ok(if explained.allowed {
+        Verdict::Allow
+    } else if explained.http_status >= 500 {
+        eprintln!(
+            "hydra-authz: no decision could be made ({}); the server would answer {} (fail closed)",
+            explained.reason, explained.http_status
+        );
+        Verdict::Undecided
+    } else {
+        Verdict::Deny
+    })
 }
 
 fn strategy(config: &Config) -> String {
@@ -93,6 +125,7 @@ pub fn to_json(e: &ExplainResponse, config: &Config) -> serde_json::Value {
         "detail": e.detail,
         "rule_id": e.rule_id,
         "required_scopes": e.required_scopes,
+        "any_of": e.any_of,
         "granted_scopes": e.granted_scopes,
         "scope_strategy": strategy(config),
         "client_id": e.client_id,
@@ -122,12 +155,15 @@ pub fn to_text(e: &ExplainResponse, config: &Config) -> String {
     );
     let or_dash = |v: &str| if v.is_empty() { "-".to_owned() } else { v.to_owned() };
     let _ = writeln!(s, "  rule:      {}", or_dash(&e.rule_id));
-    let _ = writeln!(
-        s,
-        "  needs:     {} (strategy {})",
-        or_dash(&e.required_scopes.join(" ")),
-        strategy(config)
-    );
+    let mut needs = e.required_scopes.join(" ");
+    if !e.any_of.is_empty() {
+        let alternatives: Vec<String> = e.any_of.iter().map(|set| format!("[{set}]")).collect();
+        if !needs.is_empty() {
+            needs.push_str(" and ");
+        }
+        needs.push_str(&format!("one of {}", alternatives.join(" or ")));
+    }
+    let _ = writeln!(s, "  needs:     {} (strategy {})", or_dash(&needs), strategy(config));
     let _ = writeln!(s, "  granted:   {}", or_dash(&e.granted_scopes.join(" ")));
     let _ = writeln!(
         s,

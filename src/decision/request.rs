@@ -70,8 +70,10 @@ impl AuthzRequest {
         }
     }
 
-    /// Build from loose parts (admin `Explain`, CLI). Header names are
-    /// matched case-insensitively, as HTTP does.
+    /// Build from loose parts (admin `Explain`, CLI): they are first put in
+    /// the shape Envoy sends (header names lower-cased, as Envoy does), then
+    /// read by [`AuthzRequest::from_check`], so the same limits and parsing
+    /// apply as for a real check.
     pub fn from_parts(
         method: &str,
         host: &str,
@@ -79,18 +81,21 @@ impl AuthzRequest {
         headers: &HashMap<String, String>,
         context_extensions: HashMap<String, String>,
     ) -> AuthzRequest {
-        let authorization = headers
+        let lower: Vec<(String, &str)> = headers
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-            .map(|(_, v)| v.as_str());
-        AuthzRequest {
-            method: method.to_ascii_uppercase(),
-            host: host.to_owned(),
-            credential: parse_authorization(authorization),
-            context_extensions,
-            route_metadata: None,
-            ..AuthzRequest::with_path(path)
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
+            .collect();
+        let mut check = envoy_check_request(
+            method,
+            host,
+            path,
+            lower.iter().map(|(k, v)| (k.as_str(), *v)),
+            std::iter::empty(),
+        );
+        if let Some(attrs) = check.attributes.as_mut() {
+            attrs.context_extensions = context_extensions;
         }
+        AuthzRequest::from_check(check)
     }
 
     fn with_path(raw: &str) -> AuthzRequest {
@@ -114,8 +119,8 @@ impl AuthzRequest {
     }
 }
 
-/// The CheckRequest Envoy would send for this request: for the CLI, tests
-/// and benchmarks, so they all build it one way.
+/// The CheckRequest Envoy would send for this request: for `Explain`, the
+/// CLI, tests and benchmarks, so they all build it one way.
 pub fn envoy_check_request<'a>(
     method: &str,
     host: &str,
@@ -220,9 +225,17 @@ mod tests {
     #[test]
     fn from_parts_finds_authorization_in_any_case() {
         let h = [("Authorization".to_string(), "Bearer x".to_string())].into();
-        let r = AuthzRequest::from_parts("get", "h", "/p?q", &h, HashMap::new());
+        let r = AuthzRequest::from_parts("GET", "h", "/p?q", &h, HashMap::new());
         assert_eq!(r.method, "GET");
         assert_eq!(r.path, "/p");
         assert!(matches!(r.credential, Credential::Bearer(_)));
+    }
+
+    /// Explain and the CLI refuse what Check refuses: same limits.
+    #[test]
+    fn from_parts_applies_the_header_limits() {
+        let h: HashMap<String, String> = (0..=MAX_HEADERS).map(|i| (format!("h{i}"), "v".into())).collect();
+        let r = AuthzRequest::from_parts("GET", "h", "/p", &h, HashMap::new());
+        assert_eq!(r.too_large, Some("too many request headers"));
     }
 }

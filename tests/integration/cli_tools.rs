@@ -78,7 +78,14 @@ async fn check_explains_allow_deny_and_errors_with_exit_codes() {
     assert!(out.starts_with("ALLOW 200 allowed"), "{out}");
     assert!(out.contains("rule:      read-date"), "{out}");
     assert!(out.contains("set    x-client-id: reader"), "{out}");
-    assert!(out.contains("active ok; exp ok"), "claim checks shown: {out}");
+    assert!(
+        out.contains("claims: active ok (introspected); exp ok"),
+        "claim checks shown: {out}"
+    );
+    assert!(
+        out.contains("iss Some(") && out.contains("not checked (allowed_issuers is empty)"),
+        "{out}"
+    );
     assert!(!out.contains(&reader), "never prints the token");
 
     let deny = run(
@@ -99,6 +106,13 @@ async fn check_explains_allow_deny_and_errors_with_exit_codes() {
         .as_str()
         .is_some_and(|w| w.contains("insufficient_scope")));
     assert!(!stdout(&deny).contains(&reader));
+    let body: serde_json::Value =
+        serde_json::from_str(json["response_body"].as_str().expect("body")).expect("problem+json body");
+    assert_eq!(
+        (body["status"].as_u64(), body["title"].is_string()),
+        (Some(403), true),
+        "{body}"
+    );
 
     let ctx = run(
         &[
@@ -125,6 +139,109 @@ async fn check_explains_allow_deny_and_errors_with_exit_codes() {
     )
     .await;
     assert_eq!(bad_header.status.code(), Some(2));
+}
+
+/// The remaining `check` flags, `any_of` rules, first-match narration, and
+/// exit code 2 when no decision can be made.
+#[tokio::test]
+async fn check_flags_alternatives_and_no_decision() {
+    let hydra = FakeHydra::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra_rules =
+        "\n[[rules]]\nid = \"admin-host\"\nhost = \"admin.example\"\npath = \"/admin\"\nscopes = [\"read_date\"]\n\
+        [[rules]]\nid = \"alt\"\npath = \"/alt\"\nany_of = [[\"admin\"], [\"read_date\"]]\n\
+        [[rules]]\nid = \"fallback\"\npath = \"/**\"\nscopes = [\"admin\"]\n";
+    let cfg = config_file(&dir, &hydra.introspection_url(), "kind = \"none\"");
+    let mut text = std::fs::read_to_string(&cfg).expect("read");
+    text.push_str(extra_rules);
+    std::fs::write(&cfg, text).expect("write");
+    let reader = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{reader}\n")).expect("write");
+    let tf = token_file.to_string_lossy().into_owned();
+    let check = |extra: &[&str]| {
+        let mut args = vec!["check", "--config", &cfg];
+        args.extend_from_slice(extra);
+        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run_check = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&refs, &[]).await
+    };
+
+    // --host (with a port, as Envoy's :authority carries) and --token-file.
+    let on_host = run_check(check(&[
+        "--host",
+        "admin.example:8443",
+        "--path",
+        "/admin",
+        "--token-file",
+        &tf,
+    ]))
+    .await;
+    assert_eq!(on_host.status.code(), Some(0), "{}", stdout(&on_host));
+    assert!(stdout(&on_host).contains("rule:      admin-host"));
+    let other_host = run_check(check(&[
+        "--host",
+        "api.example",
+        "--path",
+        "/admin",
+        "--token-file",
+        &tf,
+    ]))
+    .await;
+    assert_eq!(other_host.status.code(), Some(1));
+    let out = stdout(&other_host);
+    assert!(out.contains("rule \"admin-host\": host does not match"), "{out}");
+    assert!(out.contains("rule:      fallback"), "{out}");
+
+    // Repeated --header: the token given as a header, next to another one; lower-case method.
+    let bearer = format!("Authorization: Bearer {reader}");
+    let headers = run_check(check(&[
+        "--method", "get", "--path", "/date", "--header", "x-a: 1", "--header", &bearer,
+    ]))
+    .await;
+    assert_eq!(headers.status.code(), Some(0), "{}", stdout(&headers));
+    let out = stdout(&headers);
+    assert!(
+        out.contains("rule \"read-date\": matches (first match in file order: used)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rule \"fallback\": matches too, but not used: rule \"read-date\" comes first"),
+        "{out}"
+    );
+
+    // any_of: needs one whole alternative, and says so.
+    let alt = run_check(check(&["--path", "/alt", "--token-file", &tf])).await;
+    assert_eq!(alt.status.code(), Some(0), "{}", stdout(&alt));
+    assert!(
+        stdout(&alt).contains("needs:     one of [admin] or [read_date] (strategy exact)"),
+        "{}",
+        stdout(&alt)
+    );
+    let json = run_check(check(&["--path", "/alt", "--output", "json"])).await;
+    let json: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("json");
+    assert_eq!(json["any_of"], serde_json::json!(["admin", "read_date"]));
+    assert_eq!(json["reason"], "missing_token");
+
+    // Deny text shows the problem+json body.
+    let deny = run_check(check(&["--method", "POST", "--path", "/echo", "--token-file", &tf])).await;
+    assert_eq!(deny.status.code(), Some(1));
+    assert!(stdout(&deny).contains("response body:\n  {"), "{}", stdout(&deny));
+    assert!(stdout(&deny).contains("\"status\":403"), "{}", stdout(&deny));
+
+    // Only one way to give the token.
+    let both = run_check(check(&["--path", "/date", "--token", "x", "--token-file", &tf])).await;
+    assert_eq!(both.status.code(), Some(2));
+    assert!(stderr(&both).contains("cannot be used with"), "{}", stderr(&both));
+
+    // Hydra failing: the server would answer 503; for scripts that is "no decision", exit 2.
+    hydra.set_fault(support::hydra::Fault::ResetOnAccept);
+    let down = run_check(check(&["--path", "/date", "--token-file", &tf])).await;
+    assert_eq!(down.status.code(), Some(2), "{}", stdout(&down));
+    assert!(stdout(&down).starts_with("DENY 503"), "{}", stdout(&down));
+    assert!(stderr(&down).contains("no decision could be made"), "{}", stderr(&down));
 }
 
 #[tokio::test]
