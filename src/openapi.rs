@@ -43,10 +43,12 @@ pub fn parse(text: &str) -> Result<Value, OpenApiError> {
     }
 }
 
-/// Every `(METHOD, path template)` the document declares, in document order.
-pub fn operations(doc: &Value) -> Vec<(String, String)> {
+/// Every `(METHOD, path template)` the document declares, in document order,
+/// with the servers' base path (or `base_path`) in front.
+pub fn operations(doc: &Value, base_path: Option<&str>) -> Vec<(String, String)> {
+    let mut ignored = Vec::new();
     let mut out = Vec::new();
-    for (path, item) in doc.get("paths").and_then(Value::as_object).into_iter().flatten() {
+    for (path, item) in path_items(doc, base_path, &mut ignored) {
         for m in METHODS {
             if item.get(m).is_some_and(Value::is_object) {
                 out.push((m.to_ascii_uppercase(), path.clone()));
@@ -56,12 +58,104 @@ pub fn operations(doc: &Value) -> Vec<(String, String)> {
     out
 }
 
-pub fn import(doc: &Value, scheme: Option<&str>) -> Result<Imported, OpenApiError> {
+/// `(full path, path item)` for every entry of `paths`, following local
+/// `$ref`s (OpenAPI 3.1 `components/pathItems`).
+fn path_items<'a>(doc: &'a Value, base_path: Option<&str>, warnings: &mut Vec<String>) -> Vec<(String, &'a Value)> {
+    let base = match base_path {
+        Some(b) => b.trim_end_matches('/').to_owned(),
+        None => servers_base_path(doc, warnings),
+    };
+    let mut out = Vec::new();
+    for (path, item) in doc.get("paths").and_then(Value::as_object).into_iter().flatten() {
+        let item = match item.get("$ref").and_then(Value::as_str) {
+            None => item,
+            Some(r) => match r.strip_prefix('#').and_then(|p| doc.pointer(p)) {
+                Some(target) => target,
+                None => {
+                    warnings.push(format!("{path}: cannot follow $ref {r:?} (only local refs); skipped"));
+                    continue;
+                }
+            },
+        };
+        out.push((format!("{base}{path}"), item));
+    }
+    out
+}
+
+/// The path part the document's `servers` share (`https://api.example/v1`
+/// → `/v1`): Envoy sees it in front of every `paths` key. Empty when there
+/// is none or the servers disagree (with a warning: use --base-path).
+fn servers_base_path(doc: &Value, warnings: &mut Vec<String>) -> String {
+    let urls: Vec<&str> = doc
+        .get("servers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("url").and_then(Value::as_str))
+        .collect();
+    let mut bases: Vec<String> = urls
+        .iter()
+        .map(|u| {
+            let after_authority = match u.split_once("://") {
+                Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+                None => u,
+            };
+            after_authority.trim_end_matches('/').to_owned()
+        })
+        .collect();
+    bases.sort();
+    bases.dedup();
+    match bases.as_slice() {
+        [] => String::new(),
+        [one] if one.contains('{') => {
+            warnings.push(format!(
+                "servers URL path {one:?} has variables; paths used as written (set --base-path)"
+            ));
+            String::new()
+        }
+        [one] => one.clone(),
+        many => {
+            warnings.push(format!(
+                "servers have different base paths {many:?}; paths used as written (set --base-path)"
+            ));
+            String::new()
+        }
+    }
+}
+
+/// A rule pattern for an OpenAPI path template: whole-segment `{name}` stays
+/// a segment parameter; a template inside a segment (`{id}.json`,
+/// `{a}-{b}`) becomes a within-segment `*`.
+fn rule_path(template: &str) -> String {
+    template
+        .split('/')
+        .map(|seg| {
+            let whole = seg.starts_with('{') && seg.ends_with('}') && seg.matches('{').count() == 1;
+            if whole || !seg.contains('{') {
+                return seg.to_owned();
+            }
+            let mut out = String::new();
+            let mut rest = seg;
+            while let Some(open) = rest.find('{') {
+                out.push_str(&rest[..open]);
+                out.push('*');
+                rest = rest[open..].find('}').map_or("", |close| &rest[open + close + 1..]);
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `base_path`: put in front of every path instead of the servers' own.
+pub fn import(doc: &Value, scheme: Option<&str>, base_path: Option<&str>) -> Result<Imported, OpenApiError> {
     let scheme = pick_scheme(doc, scheme)?;
     let global = doc.get("security");
     let mut out = Imported::default();
     let mut ids = std::collections::HashSet::new();
-    for (path, item) in doc.get("paths").and_then(Value::as_object).into_iter().flatten() {
+    for (path, item) in path_items(doc, base_path, &mut out.warnings) {
+        let path = &path;
         for m in METHODS {
             let Some(op) = item.get(m).and_then(Value::as_object) else {
                 continue;
@@ -83,7 +177,7 @@ pub fn import(doc: &Value, scheme: Option<&str>) -> Result<Imported, OpenApiErro
             let mut rule = RuleConfig {
                 id: unique_id(&mut ids, op, &method, path),
                 methods: vec![method.clone()],
-                path: path.clone(),
+                path: rule_path(path),
                 ..Default::default()
             };
             match alternatives(requirements, &scheme, &what, &mut out.warnings) {
@@ -103,7 +197,7 @@ pub fn import(doc: &Value, scheme: Option<&str>) -> Result<Imported, OpenApiErro
     // OpenAPI matches concrete paths before templated ones (`/users/me` before
     // `/users/{id}`); rules are first-match, so order them that way (stable).
     out.rules
-        .sort_by_key(|r| r.path.split('/').filter(|s| s.starts_with('{')).count());
+        .sort_by_key(|r| r.path.split('/').filter(|s| s.contains(['{', '*'])).count());
     Ok(out)
 }
 
@@ -255,7 +349,7 @@ mod tests {
     const BASE: &str = "openapi: 3.1.0\ninfo: {title: t, version: '1'}\ncomponents:\n  securitySchemes:\n    oauth:\n      type: oauth2\n      flows: {clientCredentials: {tokenUrl: 'https://h/oauth2/token', scopes: {a: a, b: b, c: c}}}\n    key: {type: apiKey, in: header, name: x-key}\n";
 
     fn imported(paths: &str) -> Imported {
-        import(&doc(&format!("{BASE}{paths}")), None).expect("import")
+        import(&doc(&format!("{BASE}{paths}")), None, None).expect("import")
     }
 
     #[test]
@@ -308,9 +402,9 @@ mod tests {
     #[test]
     fn scheme_choice() {
         let two = format!("{BASE}    oidc: {{type: openIdConnect, openIdConnectUrl: 'https://h'}}\npaths: {{}}\n");
-        assert!(import(&doc(&two), None).is_err());
-        assert!(import(&doc(&two), Some("oidc")).is_ok());
-        assert!(import(&doc(&two), Some("key")).is_err());
+        assert!(import(&doc(&two), None, None).is_err());
+        assert!(import(&doc(&two), Some("oidc"), None).is_ok());
+        assert!(import(&doc(&two), Some("key"), None).is_err());
         assert!(parse("swagger: '2.0'").is_err());
     }
 
@@ -324,5 +418,52 @@ mod tests {
         let text = to_toml(&i.rules);
         let back: crate::config::Config = toml::from_str(&text).expect("valid config TOML");
         assert_eq!(back.rules, i.rules);
+    }
+
+    /// Every template OpenAPI allows becomes a pattern the rules accept.
+    #[test]
+    fn templates_become_loadable_patterns() {
+        let i = imported(
+            "paths:\n  /users/{user-id}:\n    get: {security: [{oauth: [a]}]}\n  /files/{name}.json:\n    get: {security: [{oauth: [a]}]}\n  /r/{a}-{b}/x:\n    get: {security: [{oauth: [a]}]}\n",
+        );
+        let paths: Vec<&str> = i.rules.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, vec!["/users/{user-id}", "/files/*.json", "/r/*-*/x"]);
+        let set = crate::decision::rules::RuleSet::compile(&i.rules).expect("generated rules load");
+        assert!(set.find("GET", "", "/files/report.json").is_some());
+        assert!(set.find("GET", "", "/r/1-2/x").is_some());
+        assert!(set.find("GET", "", "/users/42").is_some());
+    }
+
+    #[test]
+    fn servers_base_path_and_refs() {
+        let with = |servers: &str, base: Option<&str>| {
+            let d = doc(&format!(
+                "{BASE}servers: {servers}\npaths:\n  /x:\n    $ref: '#/components/pathItems/X'\n  /y:\n    $ref: 'other.yaml#/Y'\n"
+            ));
+            let mut d = d;
+            d["components"]["pathItems"] = serde_json::json!({"X": {"get": {"security": [{"oauth": ["a"]}]}}});
+            import(&d, None, base).expect("import")
+        };
+        let i = with(
+            "[{url: 'https://api.example/v1/'}, {url: 'http://localhost:8080/v1'}]",
+            None,
+        );
+        assert_eq!(i.rules.len(), 1, "the local $ref is followed");
+        assert_eq!(i.rules[0].path, "/v1/x");
+        assert!(i.warnings.iter().any(|w| w.contains("other.yaml")), "{:?}", i.warnings);
+        let i = with(
+            "[{url: 'https://api.example/v1'}, {url: 'https://api.example/v2'}]",
+            None,
+        );
+        assert_eq!(i.rules[0].path, "/x");
+        assert!(
+            i.warnings.iter().any(|w| w.contains("different base paths")),
+            "{:?}",
+            i.warnings
+        );
+        let i = with("[{url: 'https://api.example/v1'}]", Some("/"));
+        assert_eq!(i.rules[0].path, "/x", "--base-path / overrides the servers");
+        let i = with("[{url: '/api'}]", Some("/gw/"));
+        assert_eq!(i.rules[0].path, "/gw/x");
     }
 }

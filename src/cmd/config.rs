@@ -26,10 +26,10 @@ pub fn lint(config: &Config, openapi: Option<&Path>) -> anyhow::Result<Vec<Strin
         .collect();
     if let Some(path) = openapi {
         let doc = crate::openapi::parse(&std::fs::read_to_string(path)?)?;
-        for (method, template) in crate::openapi::operations(&doc) {
+        for (method, template) in crate::openapi::operations(&doc, None) {
             // A concrete example of the templated path: `{id}` -> `id`.
             let sample: String = template.replace(['{', '}'], "");
-            if rules.find(&method, "", &sample).is_none() {
+            if !rules.covers_on_some_host(&method, &sample) {
                 warnings.push(format!(
                     "{method} {template} (from {}) has no rule: it will be denied",
                     path.display()

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 #[command(after_help = "Examples:
   hydra-authz rules from-openapi config/examples/seed-api.openapi.yaml > rules.toml
   hydra-authz rules from-openapi api.json --scheme oauth2ClientCredentials
+  hydra-authz rules from-openapi api.yaml --base-path /api   # paths as Envoy sees them
+
+Paths get the `servers` URLs' common path in front (https://h/v1 -> /v1/...).
 
 Writes TOML to stdout and warnings to stderr. Operations with `security: []`
 become public rules; operations without any security requirement get no rule
@@ -16,12 +19,19 @@ pub struct FromOpenApiArgs {
     /// The oauth2/openIdConnect security scheme to read scopes from (default: the only one).
     #[arg(long)]
     pub scheme: Option<String>,
+    /// Put this in front of every path instead of the `servers` URLs' path
+    /// (`/` for none): what Envoy sees when a gateway adds or strips a prefix.
+    #[arg(long, value_name = "PATH")]
+    pub base_path: Option<String>,
 }
 
 pub fn from_openapi(args: &FromOpenApiArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.spec).map_err(|e| anyhow::anyhow!("{}: {e}", args.spec.display()))?;
     let doc = crate::openapi::parse(&text)?;
-    let imported = crate::openapi::import(&doc, args.scheme.as_deref())?;
+    let imported = crate::openapi::import(&doc, args.scheme.as_deref(), args.base_path.as_deref())?;
+    // What we print must load: compile it as the server would.
+    crate::decision::rules::RuleSet::compile(&imported.rules)
+        .map_err(|e| anyhow::anyhow!("generated rules do not load ({e}); please report this document"))?;
     for w in &imported.warnings {
         eprintln!("warning: {w}");
     }

@@ -121,6 +121,15 @@ impl RuleSet {
             .find(|r| r.mismatch_except_path(method, host).is_none())
     }
 
+    /// Whether some rule matches on method and path for some host: the
+    /// "routes without a rule" lint, which has no host to test with.
+    pub fn covers_on_some_host(&self, method: &str, path: &str) -> bool {
+        self.paths
+            .matches(path)
+            .into_iter()
+            .any(|i| self.rules[i].mismatch_except_path(method, "") != Some(Mismatch::Method))
+    }
+
     /// Every rule with why it did or did not match; for explanations only.
     pub fn explain<'a>(&'a self, method: &str, host: &str, path: &str) -> Vec<(&'a Rule, Option<Mismatch>)> {
         let host = strip_port(host);
@@ -188,7 +197,9 @@ fn path_glob(pattern: &str) -> Result<globset::Glob, String> {
             "*" => glob.push_str("?*"),
             _ if seg.starts_with('{') && seg.ends_with('}') => {
                 let name = &seg[1..seg.len() - 1];
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                // OpenAPI parameter names may carry '-' and '.' (`{user-id}`).
+                let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+                if name.is_empty() || !name.bytes().all(ok) {
                     return Err(format!("{pattern:?}: bad segment parameter {seg:?}"));
                 }
                 glob.push_str("?*");

@@ -465,3 +465,111 @@ async fn config_check_warns_about_shadowed_rules_and_uncovered_routes() {
     assert!(err.contains("warning: POST /echo"), "{err}");
     assert!(!err.contains("GET /date"), "{err}");
 }
+
+/// Host-scoped rules cover routes too: the lint has no host to try, so it
+/// must not warn about them.
+#[tokio::test]
+async fn config_check_counts_host_scoped_rules_as_covering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[[rules]]\nid = \"date\"\nhost = \"api.example\"\nmethods = [\"GET\"]\npath = \"/date\"\nscopes = [\"read_date\"]\n\
+         [[rules]]\nid = \"echo\"\nhost = \"*.example\"\nmethods = [\"POST\"]\npath = \"/echo\"\nscopes = [\"post_echo\"]\n",
+    )
+    .expect("write");
+    let p = path.to_string_lossy().into_owned();
+    let out = run(
+        &[
+            "config",
+            "check",
+            "--config",
+            &p,
+            "--openapi",
+            "config/examples/seed-api.openapi.yaml",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+/// A JSON OpenAPI 3.1 document with two OAuth2 schemes: --scheme picks one,
+/// --base-path prefixes, and what is printed loads as a config.
+#[tokio::test]
+async fn from_openapi_reads_json_with_scheme_and_base_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("api.json");
+    let doc = serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {"title": "t", "version": "1"},
+        "servers": [{"url": "https://api.example/v2"}],
+        "components": {"securitySchemes": {
+            "partners": {"type": "oauth2", "flows": {"clientCredentials": {"tokenUrl": "https://h/t", "scopes": {}}}},
+            "staff": {"type": "openIdConnect", "openIdConnectUrl": "https://h/.well-known/openid-configuration"}
+        }},
+        "paths": {
+            "/orders/{order-id}": {"get": {"operationId": "getOrder", "security": [{"partners": ["orders.read"]}, {"staff": ["admin"]}]}},
+            "/reports/{day}.csv": {"get": {"security": [{"staff": ["reports"]}]}}
+        }
+    });
+    std::fs::write(&spec, doc.to_string()).expect("write");
+    let s = spec.to_string_lossy().into_owned();
+
+    let ambiguous = run(&["rules", "from-openapi", &s], &[]).await;
+    assert_ne!(ambiguous.status.code(), Some(0));
+    assert!(
+        stderr(&ambiguous).contains("choose one with --scheme"),
+        "{}",
+        stderr(&ambiguous)
+    );
+
+    let out = run(&["rules", "from-openapi", &s, "--scheme", "partners"], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rules: Config = toml::from_str(&stdout(&out)).expect("valid TOML");
+    assert_eq!(rules.rules.len(), 1, "{}", stdout(&out));
+    assert_eq!(rules.rules[0].path, "/v2/orders/{order-id}");
+    assert_eq!(rules.rules[0].scopes, vec!["orders.read"]);
+    assert!(
+        stderr(&out).contains("does not use scheme \"partners\""),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(
+        &["rules", "from-openapi", &s, "--scheme", "staff", "--base-path", "/"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let rules: Config = toml::from_str(&text).expect("valid TOML");
+    let paths: Vec<&str> = rules.rules.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, vec!["/orders/{order-id}", "/reports/*.csv"]);
+    // And the server loads it.
+    let cfg = dir.path().join("rules.toml");
+    std::fs::write(&cfg, text).expect("write");
+    let c = cfg.to_string_lossy().into_owned();
+    let checked = run(&["config", "check", "--config", &c], &[]).await;
+    assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
+}
+
+/// Every operator command documents itself with examples.
+#[tokio::test]
+async fn every_command_has_help_with_examples() {
+    for cmd in [
+        &["check", "--help"][..],
+        &["token", "--help"],
+        &["rules", "from-openapi", "--help"],
+        &["config", "check", "--help"],
+    ] {
+        let out = run(cmd, &[]).await;
+        assert_eq!(out.status.code(), Some(0), "{cmd:?}");
+        let text = stdout(&out);
+        assert!(
+            text.contains("Examples:") && text.contains("hydra-authz "),
+            "{cmd:?}: {text}"
+        );
+    }
+}
