@@ -130,8 +130,8 @@ pub async fn trace_round_trip(protocol: hydra_authz::config::OtlpProtocol, endpo
     let hydra = FakeHydra::start().await;
     let mut config = config_for(&hydra.introspection_url());
     config.telemetry.otlp_endpoint = endpoint;
-    config.telemetry.otlp_protocol = protocol;
-    config.telemetry.service_name = "authz-under-test".into();
+    config.telemetry.otlp_protocol = Some(protocol);
+    config.telemetry.service_name = Some("authz-under-test".into());
     config.log.level = "warn".into(); // spans must not depend on the log level
     let telemetry = hydra_authz::telemetry::init(&config.log, &config.telemetry).expect("telemetry");
     assert!(telemetry.tracing_enabled());
