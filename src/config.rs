@@ -332,25 +332,28 @@ pub enum LogFormat {
 
 /// OpenTelemetry tracing. Off unless an endpoint is set here or in
 /// `OTEL_EXPORTER_OTLP_ENDPOINT`; the other standard `OTEL_*` variables
-/// (service name, sampler, resource attributes) are honoured as usual.
+/// (protocol, service name, sampler, resource attributes) are honoured as usual.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// e.g. `http://otel-collector:4317` (grpc) or `http://otel-collector:4318` (http/protobuf).
     pub otlp_endpoint: String,
-    pub otlp_protocol: OtlpProtocol,
-    /// Used unless `OTEL_SERVICE_NAME` is set.
-    pub service_name: String,
+    /// Unset: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then `OTEL_EXPORTER_OTLP_PROTOCOL`, then grpc.
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// `service.name`: `OTEL_SERVICE_NAME` wins over this, this over
+    /// `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, which wins over `hydra-authz`.
+    pub service_name: Option<String>,
     /// Trace context formats read from the request Envoy forwards (and sent to Hydra).
     pub propagators: Vec<Propagator>,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
+        // Protocol and service name stay unset so the OTEL_* environment can decide them.
         TelemetryConfig {
             otlp_endpoint: String::new(),
-            otlp_protocol: OtlpProtocol::Grpc,
-            service_name: "hydra-authz".into(),
+            otlp_protocol: None,
+            service_name: None,
             propagators: vec![Propagator::Tracecontext, Propagator::Baggage],
         }
     }

@@ -2,9 +2,10 @@
 //!
 //! Logs go to stderr (pretty or JSON, `log.level`, `RUST_LOG` overrides).
 //! Traces are exported over OTLP when an endpoint is configured
-//! (`telemetry.otlp_endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT`); the SDK reads
-//! the other standard `OTEL_*` variables itself (sampler, resource attributes,
-//! service name). Spans are filtered independently of the log level, so
+//! (`telemetry.otlp_endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT`). The protocol
+//! and `service.name` are resolved here (config or `OTEL_*`, see
+//! [`TelemetryConfig`]); the SDK reads the sampler and resource attributes
+//! itself. Spans are filtered independently of the log level, so
 //! `log.level = "warn"` does not silence traces.
 
 use crate::config::{LogConfig, LogFormat, OtlpProtocol, Propagator, TelemetryConfig};
@@ -68,7 +69,7 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
     };
 
     opentelemetry::global::set_text_map_propagator(propagator(&telemetry.propagators));
-    let provider = tracer_provider(telemetry)?;
+    let provider = tracer_provider(telemetry, &process_env)?;
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("hydra-authz"))
@@ -103,20 +104,67 @@ fn propagator(kinds: &[Propagator]) -> TextMapCompositePropagator {
     TextMapCompositePropagator::new(list)
 }
 
+/// Reads one environment variable, empty meaning unset (as the OTel spec
+/// says). Passed in, so the decisions below are tested without mutating the
+/// process environment.
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Tracing export is on only when an endpoint is set somewhere.
+fn endpoint_configured(cfg: &TelemetryConfig, env: Env) -> bool {
+    !cfg.otlp_endpoint.is_empty()
+        || env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+        || env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+}
+
+/// The config wins when it names a protocol; then the signal-specific and
+/// the general `OTEL_*` variable; then grpc. An unsupported value stops
+/// start-up: silently falling back would send grpc to an HTTP collector.
+fn protocol(cfg: &TelemetryConfig, env: Env) -> anyhow::Result<OtlpProtocol> {
+    if let Some(p) = cfg.otlp_protocol {
+        return Ok(p);
+    }
+    for var in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+        if let Some(v) = env(var) {
+            return match v.trim() {
+                "grpc" => Ok(OtlpProtocol::Grpc),
+                "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+                other => anyhow::bail!("{var}={other:?} is not supported (use grpc or http/protobuf)"),
+            };
+        }
+    }
+    Ok(OtlpProtocol::Grpc)
+}
+
+/// `service.name` by the OTel spec's precedence: `OTEL_SERVICE_NAME`, then
+/// the explicit config, then `service.name` in `OTEL_RESOURCE_ATTRIBUTES`,
+/// then our default.
+fn service_name(cfg: &TelemetryConfig, env: Env) -> String {
+    let from_attributes = || {
+        // Parsed as the SDK's env resource detector does: `k=v` pairs split on ','.
+        env("OTEL_RESOURCE_ATTRIBUTES")?
+            .split_terminator(',')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| k.trim() == "service.name")
+            .map(|(_, v)| v.trim().to_owned())
+            .next_back()
+            .filter(|v| !v.is_empty())
+    };
+    env("OTEL_SERVICE_NAME")
+        .or_else(|| cfg.service_name.clone().filter(|s| !s.is_empty()))
+        .or_else(from_attributes)
+        .unwrap_or_else(|| "hydra-authz".to_owned())
+}
+
 /// `None` when no endpoint is configured anywhere: tracing export is off.
-fn tracer_provider(cfg: &TelemetryConfig) -> anyhow::Result<Option<SdkTracerProvider>> {
-    let env_endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .or_else(|| {
-            std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                .ok()
-                .filter(|v| !v.is_empty())
-        });
-    if cfg.otlp_endpoint.is_empty() && env_endpoint.is_none() {
+fn tracer_provider(cfg: &TelemetryConfig, env: Env) -> anyhow::Result<Option<SdkTracerProvider>> {
+    if !endpoint_configured(cfg, env) {
         return Ok(None);
     }
-    let exporter = match cfg.otlp_protocol {
+    let exporter = match protocol(cfg, env)? {
         OtlpProtocol::Grpc => {
             let b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
             // An explicit config value wins; otherwise the exporter reads the OTEL_* env itself.
@@ -142,13 +190,121 @@ fn tracer_provider(cfg: &TelemetryConfig) -> anyhow::Result<Option<SdkTracerProv
         }
     }
     .context("telemetry: cannot build the OTLP exporter")?;
-    let mut resource = opentelemetry_sdk::Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name(cfg.service_name.clone());
-    }
+    // The builder's detectors read OTEL_RESOURCE_ATTRIBUTES (other attributes
+    // come from there); service.name is then set by our precedence, since the
+    // SDK alone cannot know about the config value.
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name(cfg, env))
+        .build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(resource.build())
+        .with_resource(resource)
         .build();
     Ok(Some(provider))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| map.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+
+    fn with_endpoint(endpoint: &str) -> TelemetryConfig {
+        TelemetryConfig {
+            otlp_endpoint: endpoint.into(),
+            ..TelemetryConfig::default()
+        }
+    }
+
+    #[test]
+    fn tracing_is_off_unless_an_endpoint_is_set() {
+        let off = TelemetryConfig::default();
+        let other_otel_vars = env_of(&[
+            ("OTEL_SERVICE_NAME", "svc"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+        ]);
+        assert!(!endpoint_configured(&off, &other_otel_vars));
+        assert!(tracer_provider(&off, &other_otel_vars).expect("no error").is_none());
+
+        assert!(endpoint_configured(
+            &with_endpoint("http://127.0.0.1:4317"),
+            &env_of(&[])
+        ));
+        for var in ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] {
+            assert!(
+                endpoint_configured(&off, &env_of(&[(var, "http://127.0.0.1:4317")])),
+                "{var}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_turns_tracing_on() {
+        let provider = tracer_provider(&with_endpoint("http://127.0.0.1:4317"), &env_of(&[]))
+            .expect("builds")
+            .expect("tracing on");
+        let _ = provider.shutdown();
+    }
+
+    #[test]
+    fn protocol_config_then_env_then_grpc() {
+        let unset = TelemetryConfig::default();
+        let p = |cfg: &TelemetryConfig, vars: &[(&str, &str)]| protocol(cfg, &env_of(vars)).expect("supported");
+        assert_eq!(p(&unset, &[]), OtlpProtocol::Grpc);
+        assert_eq!(
+            p(&unset, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]),
+            OtlpProtocol::HttpProtobuf
+        );
+        assert_eq!(
+            p(
+                &unset,
+                &[
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+                ]
+            ),
+            OtlpProtocol::Grpc,
+            "the signal-specific variable wins"
+        );
+        let explicit = TelemetryConfig {
+            otlp_protocol: Some(OtlpProtocol::Grpc),
+            ..TelemetryConfig::default()
+        };
+        assert_eq!(
+            p(&explicit, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]),
+            OtlpProtocol::Grpc,
+            "an explicit config value wins"
+        );
+        let err = protocol(&unset, &env_of(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]))
+            .expect_err("http/json is not built in")
+            .to_string();
+        assert!(err.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{err}");
+    }
+
+    #[test]
+    fn service_name_follows_the_otel_precedence() {
+        let unset = TelemetryConfig::default();
+        let named = TelemetryConfig {
+            service_name: Some("from-config".into()),
+            ..TelemetryConfig::default()
+        };
+        let attrs = ("OTEL_RESOURCE_ATTRIBUTES", "team=id, service.name = from-attrs ,x=y");
+        let env = ("OTEL_SERVICE_NAME", "from-env");
+        assert_eq!(service_name(&unset, &env_of(&[])), "hydra-authz");
+        assert_eq!(service_name(&unset, &env_of(&[attrs])), "from-attrs");
+        assert_eq!(service_name(&named, &env_of(&[attrs])), "from-config");
+        assert_eq!(service_name(&named, &env_of(&[attrs, env])), "from-env");
+        assert_eq!(service_name(&unset, &env_of(&[env])), "from-env");
+        let empty = TelemetryConfig {
+            service_name: Some(String::new()),
+            ..TelemetryConfig::default()
+        };
+        assert_eq!(service_name(&empty, &env_of(&[attrs])), "from-attrs", "empty is unset");
+    }
 }

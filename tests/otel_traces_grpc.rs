@@ -1,6 +1,7 @@
-//! Traces over OTLP/gRPC: the Check span is a child of the caller's trace,
-//! carries the decision attributes, has an introspection child span whose
-//! context reaches Hydra, and contains no token.
+//! Traces over OTLP/gRPC: the Check span is a child of the caller's trace
+//! (W3C traceparent and tracestate), carries the decision and cache
+//! attributes, has an introspection child span whose context reaches Hydra
+//! and whose URL hides credentials, and contains no token.
 
 mod support;
 
@@ -11,6 +12,7 @@ async fn check_spans_join_the_callers_trace_over_otlp_grpc() {
         hydra_authz::config::OtlpProtocol::Grpc,
         format!("http://{addr}"),
         received,
+        false,
     )
     .await;
 }

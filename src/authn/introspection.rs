@@ -81,6 +81,23 @@ impl Introspection {
     }
 }
 
+/// `url.full` for the introspection span: no userinfo, and every query value
+/// replaced, since an API key passed as `?key=...` is as secret as a password.
+fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_fragment(None);
+    if shown.query().is_some() {
+        let keys: Vec<String> = shown.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        shown
+            .query_pairs_mut()
+            .clear()
+            .extend_pairs(keys.iter().map(|k| (k.as_str(), "REDACTED")));
+    }
+    shown.to_string()
+}
+
 pub(crate) fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -100,7 +117,7 @@ pub(crate) fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Stri
 pub struct HydraIntrospector {
     client: reqwest::Client,
     url: reqwest::Url,
-    /// The URL without any userinfo, for traces.
+    /// The URL without userinfo or query values, for traces.
     shown_url: String,
     /// Pre-rendered `Authorization` value for the introspection call, if any.
     auth_header: Option<reqwest::header::HeaderValue>,
@@ -114,12 +131,9 @@ impl HydraIntrospector {
     pub fn new(cfg: &IntrospectionConfig) -> anyhow::Result<HydraIntrospector> {
         let url = reqwest::Url::parse(&cfg.url)?;
         let client = super::http_client::build(cfg)?;
-        let mut shown = url.clone();
-        let _ = shown.set_username("");
-        let _ = shown.set_password(None);
         Ok(HydraIntrospector {
             client,
-            shown_url: shown.to_string(),
+            shown_url: shown_url(&url),
             url,
             auth_header: auth_header(cfg)?,
             max_body: cfg.max_response_bytes,
@@ -298,6 +312,18 @@ fn base64_encode(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_url_drops_userinfo_and_query_values() {
+        let url = reqwest::Url::parse("https://id:s3cret@hydra:4445/admin/oauth2/introspect?api_key=k3y&x#frag")
+            .expect("url");
+        assert_eq!(
+            super::shown_url(&url),
+            "https://hydra:4445/admin/oauth2/introspect?api_key=REDACTED&x=REDACTED"
+        );
+        let plain = reqwest::Url::parse("http://hydra:4445/admin/oauth2/introspect").expect("url");
+        assert_eq!(super::shown_url(&plain), "http://hydra:4445/admin/oauth2/introspect");
+    }
 
     #[test]
     fn parses_hydra_active_answer() {

@@ -8,7 +8,7 @@ use hydra_authz::admin_proto::{PurgeAllRequest, PurgeTokenRequest};
 use hydra_authz::config::Config;
 use std::time::Duration;
 use support::hydra::{FakeHydra, Fault};
-use support::{bearer, config_for, start_authz, Answer, Checker};
+use support::{bearer, config_for, metric, start_authz, Answer, Checker};
 
 async fn setup(f: impl FnOnce(&mut Config)) -> (FakeHydra, hydra_authz::server::RunningServer, Checker) {
     let hydra = FakeHydra::start().await;
@@ -180,8 +180,8 @@ async fn cache_metrics_are_exported() {
     for _ in 0..3 {
         status(&check, &token).await;
     }
-    let text = support::scrape(server.http_addr).await;
-    assert!(text.contains("hydra_authz_cache_hits_total 2"), "{text}");
-    assert!(text.contains("hydra_authz_cache_misses_total 1"), "{text}");
-    assert!(text.contains("hydra_authz_cache_entries 1"), "{text}");
+    let scrape = support::scrape_parsed(server.http_addr).await;
+    assert_eq!(metric(&scrape, "hydra_authz_cache_hits_total", &[]), 2.0);
+    assert_eq!(metric(&scrape, "hydra_authz_cache_misses_total", &[]), 1.0);
+    assert_eq!(metric(&scrape, "hydra_authz_cache_entries", &[]), 1.0);
 }

@@ -17,6 +17,7 @@ mod grpc_server;
 mod hydra_contract;
 mod jwt;
 mod metrics;
+mod otel_env;
 mod properties;
 mod reload;
 mod resilience;

@@ -3,23 +3,9 @@
 
 use crate::support;
 
-use prometheus_parse::{Scrape, Value};
+use prometheus_parse::Value;
 use support::hydra::{FakeHydra, Fault};
-use support::{bearer, config_for, start_authz, Checker};
-
-fn sample<'a>(s: &'a Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<&'a Value> {
-    s.samples
-        .iter()
-        .find(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .map(|x| &x.value)
-}
-
-fn number(v: Option<&Value>) -> f64 {
-    match v {
-        Some(Value::Counter(n) | Value::Gauge(n) | Value::Untyped(n)) => *n,
-        other => panic!("not a number: {other:?}"),
-    }
-}
+use support::{bearer, config_for, metric, parse_metrics, sample, start_authz, Checker};
 
 #[tokio::test]
 async fn metrics_count_decisions_latency_and_introspection_errors() {
@@ -42,51 +28,42 @@ async fn metrics_count_decisions_latency_and_introspection_errors() {
     let ctype = resp.headers()["content-type"].to_str().expect("ascii").to_owned();
     assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
     let text = resp.text().await.expect("body");
-    let lines = text.lines().map(|l| Ok(l.to_owned()));
-    let scrape = Scrape::parse(lines).expect("valid exposition format");
+    let scrape = parse_metrics(&text);
 
     let decisions = "hydra_authz_decisions_total";
     assert_eq!(
-        number(sample(
-            &scrape,
-            decisions,
-            &[("decision", "allow"), ("reason", "allowed")]
-        )),
+        metric(&scrape, decisions, &[("decision", "allow"), ("reason", "allowed")]),
         2.0
     );
     assert_eq!(
-        number(sample(
+        metric(
             &scrape,
             decisions,
             &[("decision", "deny"), ("reason", "insufficient_scope")]
-        )),
+        ),
         1.0
     );
     assert_eq!(
-        number(sample(
-            &scrape,
-            decisions,
-            &[("decision", "deny"), ("reason", "missing_token")]
-        )),
+        metric(&scrape, decisions, &[("decision", "deny"), ("reason", "missing_token")]),
         1.0
     );
     assert_eq!(
-        number(sample(
+        metric(
             &scrape,
             decisions,
             &[("decision", "deny"), ("reason", "introspection_unavailable")]
-        )),
+        ),
         1.0
     );
-    let errors = sample(&scrape, "hydra_authz_introspection_errors_total", &[("kind", "status")]);
-    assert_eq!(number(errors), 1.0);
-    assert_eq!(number(sample(&scrape, "hydra_authz_checks_in_flight", &[])), 0.0);
+    let errors = metric(&scrape, "hydra_authz_introspection_errors_total", &[("kind", "status")]);
+    assert_eq!(errors, 1.0);
+    assert_eq!(metric(&scrape, "hydra_authz_checks_in_flight", &[]), 0.0);
     assert_eq!(
-        number(sample(
+        metric(
             &scrape,
             "hydra_authz_build_info",
             &[("version", env!("CARGO_PKG_VERSION"))]
-        )),
+        ),
         1.0
     );
 

@@ -6,7 +6,7 @@ use crate::support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::hydra::{FakeHydra, Fault};
-use support::{bearer, config_for, start_authz, Answer, Checker};
+use support::{bearer, config_for, metric, metric_opt, start_authz, Answer, Checker};
 
 fn write_config(path: &Path, introspection_url: &str, date_scope: &str, extra: &str) {
     let text = format!(
@@ -45,15 +45,10 @@ async fn reload_swaps_rules_and_rejects_bad_files() {
         "the running config survived both bad files"
     );
 
-    let metrics = support::scrape(server.http_addr).await;
-    assert!(
-        metrics.contains("hydra_authz_config_reloads_total{result=\"success\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("hydra_authz_config_reloads_total{result=\"error\"} 2"),
-        "{metrics}"
-    );
+    let scrape = support::scrape_parsed(server.http_addr).await;
+    let reloads = |result| metric(&scrape, "hydra_authz_config_reloads_total", &[("result", result)]);
+    assert_eq!(reloads("success"), 1.0);
+    assert_eq!(reloads("error"), 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,17 +159,11 @@ async fn the_binary_reloads_on_file_change_and_sighup() {
     }
 
     // SIGHUP reloads even an unchanged file.
+    let http_addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
     let reloads = || async {
-        let m = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("t");
-        m.lines()
-            .find(|l| l.starts_with("hydra_authz_config_reloads_total{result=\"success\"}"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .unwrap_or(0)
+        let scrape = support::scrape_parsed(http_addr).await;
+        // No sample until the first reload of that result.
+        metric_opt(&scrape, "hydra_authz_config_reloads_total", &[("result", "success")]).unwrap_or(0.0)
     };
     let before = reloads().await;
     let pid = child.id().expect("pid").to_string();

@@ -128,6 +128,42 @@ pub async fn scrape(http_addr: SocketAddr) -> String {
         .expect("metrics body")
 }
 
+/// The server's /metrics, parsed. It is OpenMetrics text; prometheus-parse
+/// reads it (`# EOF` is a comment to it, `_total` samples come out untyped).
+pub async fn scrape_parsed(http_addr: SocketAddr) -> prometheus_parse::Scrape {
+    parse_metrics(&scrape(http_addr).await)
+}
+
+pub fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid exposition format")
+}
+
+/// The first sample of `metric` carrying all of `labels`.
+pub fn sample<'a>(
+    s: &'a prometheus_parse::Scrape,
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> Option<&'a prometheus_parse::Value> {
+    s.samples
+        .iter()
+        .find(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| &x.value)
+}
+
+/// A counter or gauge sample's value; `None` when there is no such sample.
+pub fn metric_opt(s: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    use prometheus_parse::Value;
+    match sample(s, metric, labels)? {
+        Value::Counter(n) | Value::Gauge(n) | Value::Untyped(n) => Some(*n),
+        other => panic!("{metric}{labels:?} is not a number: {other:?}"),
+    }
+}
+
+/// As [`metric_opt`], for a sample that must exist.
+pub fn metric(s: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    metric_opt(s, metric, labels).unwrap_or_else(|| panic!("no sample {metric}{labels:?}"))
+}
+
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }

@@ -119,19 +119,51 @@ pub fn attr(span: &Span, key: &str) -> Option<String> {
         })
 }
 
+fn span_with_trace<'a>(spans: &[&'a Span], trace_id: &str) -> &'a Span {
+    spans
+        .iter()
+        .copied()
+        .find(|s| hex::encode(&s.trace_id) == trace_id)
+        .unwrap_or_else(|| panic!("no Check span in trace {trace_id}: {spans:#?}"))
+}
+
+/// The introspection CLIENT span under `parent`, if any.
+fn client_span<'a>(spans: &'a [Span], parent: &Span) -> Option<&'a Span> {
+    spans
+        .iter()
+        .find(|s| s.name == "POST" && s.parent_span_id == parent.span_id)
+}
+
 /// Start hydra-authz with tracing exported to `received`, send checks that
-/// carry a `traceparent`, and verify the spans. Used once per test binary
-/// (the tracing subscriber is process-global).
-pub async fn trace_round_trip(protocol: hydra_authz::config::OtlpProtocol, endpoint: String, received: Received) {
-    use super::hydra::FakeHydra;
-    use super::{bearer, config_for, start_authz, Checker};
+/// carry trace context (W3C, and B3 when `b3`), and verify the spans. Used
+/// once per test binary (the tracing subscriber and the propagator are
+/// process-global).
+pub async fn trace_round_trip(
+    protocol: hydra_authz::config::OtlpProtocol,
+    endpoint: String,
+    received: Received,
+    b3: bool,
+) {
+    use super::hydra::{FakeHydra, Fault};
+    use super::{bearer, config_for, start_authz, Answer, Checker};
+    use hydra_authz::config::Propagator;
     use std::time::Duration;
 
     let hydra = FakeHydra::start().await;
-    let mut config = config_for(&hydra.introspection_url());
+    // Credentials and a query secret in the URL: neither may reach url.full.
+    let url = format!(
+        "http://introspector:s3cret-pw@{}/admin/oauth2/introspect?api_key=q-secret",
+        hydra.addr
+    );
+    let mut config = config_for(&url);
     config.telemetry.otlp_endpoint = endpoint;
-    config.telemetry.otlp_protocol = protocol;
-    config.telemetry.service_name = "authz-under-test".into();
+    config.telemetry.otlp_protocol = Some(protocol);
+    config.telemetry.service_name = Some("authz-under-test".into());
+    if b3 {
+        config.telemetry.propagators.push(Propagator::B3);
+    }
+    config.introspection.cache.enabled = true;
+    config.introspection.cache.ttl_ms = 60_000;
     config.log.level = "warn".into(); // spans must not depend on the log level
     let telemetry = hydra_authz::telemetry::init(&config.log, &config.telemetry).expect("telemetry");
     assert!(telemetry.tracing_enabled());
@@ -142,12 +174,17 @@ pub async fn trace_round_trip(protocol: hydra_authz::config::OtlpProtocol, endpo
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_span = "00f067aa0ba902b7";
     let traceparent = format!("00-{trace_id}-{parent_span}-01");
+    let tracestate = "vendor1=opaque1,rojo=00f067aa0ba902b7";
     let auth = bearer(&reader);
     let allow = check
         .check(
             "GET",
             "/date",
-            &[("authorization", &auth), ("traceparent", &traceparent)],
+            &[
+                ("authorization", &auth),
+                ("traceparent", &traceparent),
+                ("tracestate", tracestate),
+            ],
         )
         .await;
     assert_eq!(allow.status.map(|s| s.code), Some(0));
@@ -160,10 +197,58 @@ pub async fn trace_round_trip(protocol: hydra_authz::config::OtlpProtocol, endpo
             &[("authorization", &auth), ("traceparent", deny_parent)],
         )
         .await;
+    // The same token again: answered from the cache.
+    let cached_parent = "00-33333333333333333333333333333333-4444444444444444-01";
+    let cached = check
+        .check(
+            "GET",
+            "/date",
+            &[("authorization", &auth), ("traceparent", cached_parent)],
+        )
+        .await;
+    assert_eq!(Answer::of(&cached).http_status, 200);
+    assert_eq!(hydra.requests(), 1, "the repeats were cache hits");
+    // A fresh token while Hydra fails: the client span records the error.
+    let fresh_token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    let fresh = bearer(&fresh_token);
+    hydra.set_fault(Fault::Status(500, None));
+    let failed_parent = "00-55555555555555555555555555555555-6666666666666666-01";
+    let failed = check
+        .check(
+            "GET",
+            "/date",
+            &[("authorization", &fresh), ("traceparent", failed_parent)],
+        )
+        .await;
+    assert_eq!(Answer::of(&failed).http_status, 503);
+    hydra.set_fault(Fault::None);
+    // B3 single header (trace-span-sampled) and multi header, no traceparent.
+    let (b3_single_trace, b3_single_parent) = ("77777777777777777777777777777777", "8888888888888888");
+    let (b3_multi_trace, b3_multi_parent) = ("99999999999999999999999999999999", "aaaaaaaaaaaaaaaa");
+    if b3 {
+        let single = format!("{b3_single_trace}-{b3_single_parent}-1");
+        check
+            .check("GET", "/date", &[("authorization", &auth), ("b3", &single)])
+            .await;
+        check
+            .check(
+                "GET",
+                "/date",
+                &[
+                    ("authorization", &auth),
+                    ("x-b3-traceid", b3_multi_trace),
+                    ("x-b3-spanid", b3_multi_parent),
+                    ("x-b3-sampled", "1"),
+                ],
+            )
+            .await;
+    }
 
+    // Four checks (six with B3) and two introspection calls.
+    let expected_checks = if b3 { 6 } else { 4 };
     telemetry.flush();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while received.spans().len() < 3 && tokio::time::Instant::now() < deadline {
+    while received.spans().len() < expected_checks + 2 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let spans = received.spans();
@@ -171,17 +256,15 @@ pub async fn trace_round_trip(protocol: hydra_authz::config::OtlpProtocol, endpo
         .iter()
         .filter(|s| s.name == "envoy.service.auth.v3.Authorization/Check")
         .collect();
-    assert_eq!(check_spans.len(), 2, "one span per Check: {spans:#?}");
+    assert_eq!(check_spans.len(), expected_checks, "one span per Check: {spans:#?}");
 
-    let allowed = check_spans
-        .iter()
-        .find(|s| hex::encode(&s.trace_id) == trace_id)
-        .expect("the allow span continues the caller's trace");
+    let allowed = span_with_trace(&check_spans, trace_id);
     assert_eq!(
         hex::encode(&allowed.parent_span_id),
         parent_span,
         "child of the caller's span"
     );
+    assert_eq!(allowed.trace_state, tracestate, "the caller's tracestate is kept");
     assert_eq!(allowed.kind, 2, "SERVER");
     for (k, v) in [
         ("hydra_authz.decision", "allow"),
@@ -198,10 +281,7 @@ pub async fn trace_round_trip(protocol: hydra_authz::config::OtlpProtocol, endpo
         assert_eq!(attr(allowed, k).as_deref(), Some(v), "{k}");
     }
 
-    let denied = check_spans
-        .iter()
-        .find(|s| hex::encode(&s.trace_id) == "11111111111111111111111111111111")
-        .expect("deny span");
+    let denied = span_with_trace(&check_spans, "11111111111111111111111111111111");
     assert_eq!(
         attr(denied, "hydra_authz.reason").as_deref(),
         Some("insufficient_scope")
@@ -212,33 +292,69 @@ pub async fn trace_round_trip(protocol: hydra_authz::config::OtlpProtocol, endpo
         Some("insufficient")
     );
 
+    let hit = span_with_trace(&check_spans, "33333333333333333333333333333333");
+    assert_eq!(attr(hit, "hydra_authz.cache.hit").as_deref(), Some("true"));
+    assert_eq!(attr(hit, "hydra_authz.decision").as_deref(), Some("allow"));
+    assert!(client_span(&spans, hit).is_none(), "a cache hit calls nobody");
+
     // The introspection call: a CLIENT child span, whose id Hydra received in traceparent.
-    let client = spans
-        .iter()
-        .find(|s| s.name == "POST" && s.parent_span_id == allowed.span_id)
-        .expect("introspection span under the check span");
+    let client = client_span(&spans, allowed).expect("introspection span under the check span");
     assert_eq!(client.kind, 3, "CLIENT");
     assert_eq!(client.trace_id, allowed.trace_id);
     assert_eq!(attr(client, "http.response.status_code").as_deref(), Some("200"));
     assert_eq!(attr(client, "http.request.method").as_deref(), Some("POST"));
+    let port = hydra.addr.port().to_string();
+    assert_eq!(
+        attr(client, "url.full"),
+        Some(format!(
+            "http://{}/admin/oauth2/introspect?api_key=REDACTED",
+            hydra.addr
+        )),
+        "no credentials, no query value"
+    );
+    assert_eq!(attr(client, "server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(attr(client, "server.port").as_deref(), Some(port.as_str()));
+    assert_eq!(attr(client, "error.type"), None);
     assert_eq!(
         hydra_traceparent,
         format!("00-{trace_id}-{}-01", hex::encode(&client.span_id))
     );
+
+    let failure = span_with_trace(&check_spans, "55555555555555555555555555555555");
+    assert_eq!(
+        attr(failure, "hydra_authz.reason").as_deref(),
+        Some("introspection_unavailable")
+    );
+    let failed_call = client_span(&spans, failure).expect("introspection span under the failed check");
+    assert_eq!(attr(failed_call, "error.type").as_deref(), Some("status"));
+    assert_eq!(attr(failed_call, "http.response.status_code").as_deref(), Some("500"));
+
+    if b3 {
+        for (trace, parent) in [(b3_single_trace, b3_single_parent), (b3_multi_trace, b3_multi_parent)] {
+            let s = span_with_trace(&check_spans, trace);
+            assert_eq!(hex::encode(&s.parent_span_id), parent, "B3 parent of trace {trace}");
+            assert_eq!(attr(s, "hydra_authz.decision").as_deref(), Some("allow"));
+        }
+    }
 
     assert_eq!(
         received.resource_attr("service.name").as_deref(),
         Some("authz-under-test")
     );
     let raw = received.raw();
-    assert!(
-        !raw.windows(reader.len()).any(|w| w == reader.as_bytes()),
-        "token bytes in exported spans"
-    );
-    assert!(
-        !raw.windows(7).any(|w| w == b"Bearer "),
-        "Authorization header in exported spans"
-    );
+    for secret in [
+        reader.as_str(),
+        fresh_token.as_str(),
+        "s3cret-pw",
+        "q-secret",
+        "introspector",
+        "Bearer ",
+    ] {
+        assert!(
+            !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret:?} in exported spans"
+        );
+    }
 
     server.shutdown().await.expect("shutdown");
     telemetry.shutdown();
