@@ -424,6 +424,8 @@ impl Config {
     /// Checks that serde cannot express. Rule patterns are compiled (and so
     /// checked) by [`crate::decision::rules::RuleSet::compile`].
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // The filter the server will install (RUST_LOG, when set, replaces it at start).
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| invalid("log.level", e.to_string()))?;
         let i = &self.introspection;
         let url = reqwest::Url::parse(&i.url).map_err(|e| invalid("introspection.url", e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -572,13 +574,31 @@ impl Config {
     /// name only, and credentials embedded in the URL are masked.
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
-        if let Ok(mut url) = reqwest::Url::parse(&shown.introspection.url) {
-            if url.password().is_some() {
-                let _ = url.set_password(Some("REDACTED"));
-                shown.introspection.url = url.to_string();
+        for url in [&mut shown.introspection.url, &mut shown.introspection.jwt.jwks_url] {
+            if let Ok(mut parsed) = reqwest::Url::parse(url) {
+                if !parsed.username().is_empty() {
+                    let _ = parsed.set_username("REDACTED");
+                }
+                if parsed.password().is_some() {
+                    let _ = parsed.set_password(Some("REDACTED"));
+                }
+                redact_url_secrets(&mut parsed);
+                *url = parsed.to_string();
             }
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Replace every query value (an API key passed as `?key=...` is as secret as
+/// a password) and drop the fragment; keys stay, so the shape is visible.
+pub fn redact_url_secrets(url: &mut reqwest::Url) {
+    url.set_fragment(None);
+    if url.query().is_some() {
+        let keys: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(keys.iter().map(|k| (k.as_str(), "REDACTED")));
     }
 }
 

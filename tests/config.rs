@@ -126,6 +126,8 @@ fn bad_values_are_errors_naming_the_key() {
             "[[rules]]\nid = \"a\"\npath = \"/a\"\nhost = \"h:80\"\n",
             "rules[0].host",
         ),
+        // Refused by `config check` too, not only when the server starts.
+        ("[log]\nlevel = \"info,hyper=loud\"\n", "log.level"),
     ];
     for (toml, key) in cases {
         let e = load_err(toml);
@@ -167,6 +169,25 @@ fn config_check_prints_the_effective_config_redacted() {
         );
         assert!(!stdout.contains("hunter2"), "secret in URL redacted");
         assert!(stdout.contains("REDACTED"));
+
+        // An API key as the user name alone, or in the query, is a secret too.
+        std::fs::write(
+            &path,
+            "[introspection]\nurl = \"https://KEYONLY123@hydra.internal/admin/oauth2/introspect?api_key=QSECRET456\"\n",
+        )
+        .expect("write");
+        let out = bin()
+            .args(["config", "check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(
+            !stdout.contains("KEYONLY123") && !stdout.contains("QSECRET456"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("api_key=REDACTED"), "{stdout}");
     })
 }
 
@@ -175,7 +196,7 @@ fn config_check_fails_with_the_key_and_exit_code_1() {
     without_other_tests_env(|| {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[[rules]]\nid = \"x\"\npath = \"/a/{bad-name}\"\n").expect("write");
+        std::fs::write(&path, "[[rules]]\nid = \"x\"\npath = \"/a/{bad name}\"\n").expect("write");
         let out = bin()
             .args(["config", "check", "--config"])
             .arg(&path)

@@ -90,4 +90,62 @@ async fn no_token_appears_in_logs_at_any_level() {
     for s in secrets {
         assert!(!logs.contains(s), "a token leaked into the logs");
     }
+
+    // Exactly one decision line per check (10 above), each with every field.
+    let decisions: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "hydra_authz::decision")
+        .collect();
+    assert_eq!(decisions.len(), 10, "one line per decision");
+    for d in &decisions {
+        for field in [
+            "decision",
+            "status",
+            "reason",
+            "detail",
+            "rule_id",
+            "client_id",
+            "method",
+            "path",
+            "latency_us",
+            "token_fp",
+        ] {
+            assert!(!d["fields"][field].is_null(), "{field} missing in {d}");
+        }
+    }
+    let reasons: Vec<(&str, &str, i64)> = decisions
+        .iter()
+        .map(|d| {
+            let f = &d["fields"];
+            (
+                d["level"].as_str().unwrap_or(""),
+                f["reason"].as_str().unwrap_or(""),
+                f["status"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        &reasons[..6],
+        &[
+            ("INFO", "allowed", 200),
+            ("INFO", "insufficient_scope", 403),
+            ("INFO", "invalid_token", 401),
+            ("INFO", "invalid_token", 401),
+            ("INFO", "invalid_request", 400),
+            ("INFO", "no_rule", 403),
+        ]
+    );
+    for (level, reason, status) in &reasons[6..] {
+        assert_eq!((*level, *reason, *status), ("WARN", "introspection_unavailable", 503));
+    }
+    assert_eq!(decisions[0]["fields"]["client_id"], "reader");
+    assert_eq!(decisions[0]["fields"]["rule_id"], "read-date");
+    assert!(
+        decisions[6]["fields"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("status")),
+        "a 503 says why on its own line: {}",
+        decisions[6]
+    );
 }

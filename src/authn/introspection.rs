@@ -87,14 +87,7 @@ fn shown_url(url: &reqwest::Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
-    shown.set_fragment(None);
-    if shown.query().is_some() {
-        let keys: Vec<String> = shown.query_pairs().map(|(k, _)| k.into_owned()).collect();
-        shown
-            .query_pairs_mut()
-            .clear()
-            .extend_pairs(keys.iter().map(|k| (k.as_str(), "REDACTED")));
-    }
+    crate::config::redact_url_secrets(&mut shown);
     shown.to_string()
 }
 

@@ -50,6 +50,8 @@ pub struct Outcome {
     /// The authenticated caller, also when then denied for scope.
     pub identity: Option<Arc<Identity>>,
     pub token_fingerprint: Option<String>,
+    /// Why the token could not be verified (a 503), for the decision's log line.
+    pub failure: Option<String>,
 }
 
 impl Outcome {
@@ -62,6 +64,7 @@ impl Outcome {
             any_of: Vec::new(),
             identity: None,
             token_fingerprint: None,
+            failure: None,
         }
     }
 
@@ -227,14 +230,8 @@ impl<A: Authenticator> Engine<A> {
             }
             Err(AuthnError::Unavailable { kind, detail, .. }) => {
                 note!(steps, "cannot verify the token ({kind}): {detail}");
-                // The breaker and the shedder log their own state changes; a line per
-                // check while the circuit is open would flood the logs. An
-                // explanation reports it to its caller instead.
-                if steps.is_some() || matches!(kind, "circuit_open" | "overloaded") {
-                    tracing::debug!(kind, %detail, "introspection skipped; denying (fail closed)");
-                } else {
-                    tracing::warn!(kind, %detail, "introspection failed; denying (fail closed)");
-                }
+                // Told once, in the decision's own log line (at WARN).
+                out.failure = Some(format!("{kind}: {detail}"));
                 return out.deny(DenyReason::Unavailable(kind));
             }
         };

@@ -59,9 +59,15 @@ impl AuthzRequest {
         } else {
             None
         };
+        let mut credential = parse_authorization(http.headers.get("authorization").map(String::as_str));
+        // RFC 6750 §3.1: a token by more than one method is invalid_request.
+        // We only take the header; a query token next to it is refused, not ignored.
+        if credential != Credential::Missing && query_has_access_token(&http.path) {
+            credential = Credential::Malformed("a token was sent both in the Authorization header and the query");
+        }
         AuthzRequest {
             too_large,
-            credential: parse_authorization(http.headers.get("authorization").map(String::as_str)),
+            credential,
             method: std::mem::take(&mut http.method),
             host: std::mem::take(&mut http.host),
             context_extensions,
@@ -81,15 +87,23 @@ impl AuthzRequest {
         headers: &HashMap<String, String>,
         context_extensions: HashMap<String, String>,
     ) -> AuthzRequest {
-        let lower: Vec<(String, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
-            .collect();
+        // Names differing only in case are one header, which Envoy would pass
+        // joined with ',' (so two Authorization headers stay two credentials).
+        let mut lower: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+        for (k, v) in headers {
+            lower
+                .entry(k.to_ascii_lowercase())
+                .and_modify(|joined| {
+                    joined.push(',');
+                    joined.push_str(v);
+                })
+                .or_insert_with(|| v.clone());
+        }
         let mut check = envoy_check_request(
             method,
             host,
             path,
-            lower.iter().map(|(k, v)| (k.as_str(), *v)),
+            lower.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             std::iter::empty(),
         );
         if let Some(attrs) = check.attributes.as_mut() {
@@ -117,6 +131,15 @@ impl AuthzRequest {
             ..Default::default()
         }
     }
+}
+
+/// Whether the query carries an `access_token` parameter (RFC 6750 §2.3).
+fn query_has_access_token(raw_path: &str) -> bool {
+    let Some((_, query)) = raw_path.split_once('?') else {
+        return false;
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "access_token")
 }
 
 /// The CheckRequest Envoy would send for this request: for `Explain`, the
@@ -237,5 +260,33 @@ mod tests {
         let h: HashMap<String, String> = (0..=MAX_HEADERS).map(|i| (format!("h{i}"), "v".into())).collect();
         let r = AuthzRequest::from_parts("GET", "h", "/p", &h, HashMap::new());
         assert_eq!(r.too_large, Some("too many request headers"));
+    }
+
+    #[test]
+    fn token_in_header_and_query_is_malformed() {
+        for path in [
+            "/date?access_token=x",
+            "/date?a=1&access%5Ftoken=x",
+            "/date?access_token",
+        ] {
+            let r = AuthzRequest::from_check(check(path, &[("authorization", "Bearer t0k")]));
+            assert!(matches!(r.credential, Credential::Malformed(_)), "{path}");
+        }
+        // Only in the query: not accepted, so no credential at all (401).
+        let r = AuthzRequest::from_check(check("/date?access_token=x", &[]));
+        assert_eq!(r.credential, Credential::Missing);
+        let r = AuthzRequest::from_check(check("/date?my_access_token=x", &[("authorization", "Bearer t0k")]));
+        assert!(matches!(r.credential, Credential::Bearer(_)));
+    }
+
+    #[test]
+    fn from_parts_joins_headers_that_differ_only_in_case() {
+        let h = [
+            ("Authorization".to_string(), "Bearer a".to_string()),
+            ("authorization".to_string(), "Bearer b".to_string()),
+        ]
+        .into();
+        let r = AuthzRequest::from_parts("GET", "h", "/p", &h, HashMap::new());
+        assert!(matches!(r.credential, Credential::Malformed(_)), "{:?}", r.credential);
     }
 }

@@ -48,6 +48,8 @@ struct Issued {
     iat: i64,
     exp: i64,
     revoked: bool,
+    /// Fields that replace or extend this token's introspection answer (tests).
+    overrides: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Which access tokens the issuer mints, like Hydra's `strategies.access_token`.
@@ -177,6 +179,11 @@ impl IssuerAddrs {
 }
 
 impl DevIssuer {
+    /// The `iss` it puts in tokens and introspection answers.
+    pub fn issuer(&self) -> &str {
+        &self.0.issuer
+    }
+
     pub fn new(issuer: impl Into<String>, clients: Vec<Client>, ttl_s: i64) -> DevIssuer {
         Self::with_format(issuer, clients, ttl_s, TokenFormat::Opaque)
     }
@@ -273,6 +280,17 @@ impl DevIssuer {
         self.issue(client_id, scopes.iter().map(|s| s.to_string()).collect(), ttl_s)
     }
 
+    /// Mint an opaque token whose (active) introspection answer has these
+    /// fields replaced or added, e.g. another `iss`, an `aud`, `token_use`:
+    /// what a misconfigured or foreign Hydra would say, for contract tests.
+    pub fn mint_with_claims(&self, client_id: &str, scopes: &[&str], claims: serde_json::Value) -> String {
+        let token = self.mint_with_ttl(client_id, scopes, self.0.ttl_s);
+        if let (Some(t), serde_json::Value::Object(claims)) = (self.tokens().get_mut(&token), claims) {
+            t.overrides = claims;
+        }
+        token
+    }
+
     pub fn revoke_token(&self, token: &str) {
         if let Some(t) = self.tokens().get_mut(token) {
             t.revoked = true;
@@ -308,6 +326,7 @@ impl DevIssuer {
                 iat: now,
                 exp: now + ttl_s,
                 revoked: false,
+                overrides: serde_json::Map::new(),
             },
         );
         token
@@ -433,19 +452,24 @@ async fn introspect(State(issuer): State<DevIssuer>, Form(form): Form<Introspect
     let now = now_unix();
     let rec = issuer.tokens().get(&token).cloned();
     match rec {
-        Some(r) if !r.revoked && r.exp > now => Json(json!({
-            "active": true,
-            "client_id": r.client_id,
-            "sub": r.client_id,
-            "scope": r.scopes.join(" "),
-            "exp": r.exp,
-            "iat": r.iat,
-            "nbf": r.iat,
-            "iss": issuer.0.issuer,
-            "token_type": "Bearer",
-            "token_use": "access_token",
-        }))
-        .into_response(),
+        Some(r) if !r.revoked && r.exp > now => {
+            let mut answer = json!({
+                "active": true,
+                "client_id": r.client_id,
+                "sub": r.client_id,
+                "scope": r.scopes.join(" "),
+                "exp": r.exp,
+                "iat": r.iat,
+                "nbf": r.iat,
+                "iss": issuer.0.issuer,
+                "token_type": "Bearer",
+                "token_use": "access_token",
+            });
+            if let Some(fields) = answer.as_object_mut() {
+                fields.extend(r.overrides);
+            }
+            Json(answer).into_response()
+        }
         _ => Json(json!({"active": false})).into_response(),
     }
 }

@@ -97,20 +97,40 @@ fn annotate(span: &tracing::Span, req: &AuthzRequest, o: &Outcome, status: u16, 
     // hydra_authz.cache.hit is set by the cache layer when a token is verified.
 }
 
-/// The one line per decision. Fields only; the token appears as its fingerprint.
+/// The one line per decision. Fields only; the token appears as its
+/// fingerprint. A check we could not decide (503) is logged at WARN, with
+/// why, so Hydra trouble stands out without a second line.
 fn log_decision(req: &AuthzRequest, o: &Outcome, started: Instant) {
     let (decision, status, reason) = summary(o);
-    tracing::info!(
-        target: "hydra_authz::decision",
-        decision,
-        status,
-        reason,
-        rule_id = o.rule_id.as_deref().unwrap_or("-"),
-        client_id = o.identity.as_ref().and_then(|i| i.client_id.as_deref()).unwrap_or("-"),
-        method = %req.method,
-        path = %req.path,
-        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        token_fp = o.token_fingerprint.as_deref().unwrap_or("-"),
-        "decision"
-    );
+    let detail = match &o.decision {
+        Decision::Allow => String::new(),
+        Decision::Deny(r) => match &o.failure {
+            Some(why) => format!("{}: {why}", r.detail()),
+            None => r.detail(),
+        },
+    };
+    macro_rules! line {
+        ($level:expr) => {
+            tracing::event!(
+                target: "hydra_authz::decision",
+                $level,
+                decision,
+                status,
+                reason,
+                detail = %detail,
+                rule_id = o.rule_id.as_deref().unwrap_or("-"),
+                client_id = o.identity.as_ref().and_then(|i| i.client_id.as_deref()).unwrap_or("-"),
+                method = %req.method,
+                path = %req.path,
+                latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                token_fp = o.token_fingerprint.as_deref().unwrap_or("-"),
+                "decision"
+            )
+        };
+    }
+    if status >= 500 {
+        line!(tracing::Level::WARN);
+    } else {
+        line!(tracing::Level::INFO);
+    }
 }

@@ -122,7 +122,8 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
 
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;
-        // Readiness first, so load balancers stop sending before we stop accepting.
+        // Both listeners stopped accepting on the same signal; clients still
+        // connected (kept-alive probes, Envoy's health checks) now see us going.
         ready.set(false);
         health
             .set_not_serving::<AuthorizationServer<authz::AuthzService<ServerAuthn>>>()

@@ -27,6 +27,16 @@ fn shipped_config(dir: &tempfile::TempDir, grpc: u16, http: u16, edits: &[(&str,
 
 #[test]
 fn serves_until_sigterm_then_exits_zero() {
+    serves_until_signal_then_exits_zero("TERM");
+}
+
+/// Ctrl-C in a terminal (and `docker stop` with STOPSIGNAL INT) is SIGINT.
+#[test]
+fn serves_until_sigint_then_exits_zero() {
+    serves_until_signal_then_exits_zero("INT");
+}
+
+fn serves_until_signal_then_exits_zero(signal: &str) {
     let (grpc, http) = (free_port(), free_port());
     let dir = tempfile::tempdir().expect("tempdir");
     let path = shipped_config(&dir, grpc, http, &[("format = \"pretty\"", "format = \"json\"")]);
@@ -59,7 +69,7 @@ fn serves_until_sigterm_then_exits_zero() {
 
     let pid = child.id().to_string();
     assert!(Command::new("kill")
-        .args(["-TERM", &pid])
+        .args([&format!("-{signal}"), &pid])
         .status()
         .expect("kill")
         .success());
@@ -68,7 +78,7 @@ fn serves_until_sigterm_then_exits_zero() {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
         }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        assert!(Instant::now() < deadline, "did not exit after SIG{signal}");
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();

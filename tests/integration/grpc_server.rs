@@ -150,6 +150,24 @@ async fn every_kind_of_bad_credential_has_its_exact_answer() {
         assert_eq!(a.headers["content-type"], "application/problem+json", "{name}");
         assert_eq!(a.problem()["status"], http, "{name}");
     }
+
+    // RFC 6750 §3.1: the token in the header and in the query is invalid_request.
+    let both = format!("/date?access_token={}", e.reader);
+    let asked = e.hydra.requests();
+    let a = Answer::of(
+        &e.check
+            .check("GET", &both, &[("authorization", &bearer(&e.reader))])
+            .await,
+    );
+    assert_eq!((a.grpc_code, a.http_status), (3, 400));
+    assert_eq!(
+        a.www_authenticate(),
+        Some("Bearer realm=\"hydra-authz\", error=\"invalid_request\"")
+    );
+    // In the query alone it is not accepted: no credential, 401.
+    let a = Answer::of(&e.check.check("GET", &both, &[]).await);
+    assert_eq!((a.grpc_code, a.http_status), (16, 401));
+    assert_eq!(e.hydra.requests(), asked, "neither was introspected");
 }
 
 #[tokio::test]
@@ -341,6 +359,72 @@ async fn explain_rpc_runs_the_same_decision() {
         .into_inner();
     assert!(r.allowed);
     assert_eq!(r.headers_to_set["x-client-id"], "reader");
+}
+
+/// Every claim check, as Hydra's own answer can fail it: the exact 401 each
+/// gives through Check, and that passing ones still pass (aud as a string
+/// or a list).
+#[tokio::test]
+async fn each_claim_failure_is_401_invalid_token_with_its_description() {
+    let hydra = FakeHydra::start().await;
+    let iss = hydra.issuer.issuer().to_owned();
+    let mut config = support::config_for(&hydra.introspection_url());
+    config.introspection.timeout_ms = 1_000;
+    config.introspection.required_audience = vec!["api".into()];
+    config.introspection.allowed_issuers = vec![iss.clone()];
+    let _server = support::start_authz(&config).await;
+    let check = Checker::connect(_server.grpc_addr).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let cases: Vec<(serde_json::Value, i32, Option<&str>)> = vec![
+        (serde_json::json!({"aud": "api"}), 200, None),
+        (serde_json::json!({"aud": ["other", "api"]}), 200, None),
+        (serde_json::json!({}), 401, Some("audience_mismatch")),
+        (serde_json::json!({"aud": ["other"]}), 401, Some("audience_mismatch")),
+        (
+            serde_json::json!({"aud": "api", "iss": "https://evil.example/"}),
+            401,
+            Some("issuer_not_allowed"),
+        ),
+        (
+            serde_json::json!({"aud": "api", "token_use": "refresh_token"}),
+            401,
+            Some("wrong_token_use"),
+        ),
+        (
+            serde_json::json!({"aud": "api", "nbf": now + 600}),
+            401,
+            Some("not_yet_valid"),
+        ),
+        (
+            serde_json::json!({"aud": "api", "exp": now - 600}),
+            401,
+            Some("expired"),
+        ),
+        (
+            serde_json::json!({"aud": "api", "iss": iss, "token_use": "access_token"}),
+            200,
+            None,
+        ),
+    ];
+    for (claims, status, description) in cases {
+        let token = hydra.issuer.mint_with_claims("reader", &["read_date"], claims.clone());
+        let a = Answer::of(&check.check("GET", "/date", &[("authorization", &bearer(&token))]).await);
+        assert_eq!(a.http_status, status, "{claims}");
+        if let Some(d) = description {
+            let challenge = a.www_authenticate().unwrap_or_default();
+            assert!(challenge.contains("error=\"invalid_token\""), "{claims}: {challenge}");
+            assert!(
+                challenge.contains(&format!("error_description=\"{d}\"")),
+                "{claims}: {challenge}"
+            );
+            assert_eq!(a.problem()["status"], 401);
+        } else {
+            assert_eq!(a.headers["x-client-id"], "reader", "{claims}");
+        }
+    }
 }
 
 /// Explain reads the cache and the circuit state but changes neither, and
