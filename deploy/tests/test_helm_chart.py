@@ -321,10 +321,9 @@ def test_configmap_toml_default(default_render: Rendered):
     assert cfg["server"]["http_addr"] == "0.0.0.0:9192"
     assert cfg["introspection"]["url"].endswith("/admin/oauth2/introspect")
     assert cfg["introspection"]["auth"] == {"kind": "none"}
+    # Protocol and service name left to OTEL_* (and their defaults) unless set.
     assert cfg["telemetry"] == {
         "otlp_endpoint": "",
-        "otlp_protocol": "grpc",
-        "service_name": "hydra-authz",
         "propagators": ["tracecontext", "baggage"],
     }
     assert cfg["introspection"]["mode"] == "introspect"
@@ -726,6 +725,9 @@ def test_chart_defaults_match_hydra_authz(tmp_path):
         "log.format",  # json for log collectors
         "introspection.auth.client_id",  # "" = unset; rendered only for client_secret_basic
         "rules",  # the seed example
+        # "" = unset (not rendered), like the binary's own default: OTEL_* decides.
+        "telemetry.otlp_protocol",
+        "telemetry.service_name",
     }
 
     def leaves(d, prefix=""):
