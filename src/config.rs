@@ -38,7 +38,7 @@ pub struct ServerConfig {
 }
 
 /// TLS on the gRPC listener, for Envoy outside a mesh that provides mTLS.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerTls {
     /// PEM certificate chain; with `key_file`, turns TLS on.
@@ -46,6 +46,20 @@ pub struct ServerTls {
     pub key_file: Option<PathBuf>,
     /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
     pub client_ca_file: Option<PathBuf>,
+    /// How often the three files are re-read; changed files are served to
+    /// new connections (certificate renewal without a restart).
+    pub reload_interval_ms: u64,
+}
+
+impl Default for ServerTls {
+    fn default() -> Self {
+        ServerTls {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            reload_interval_ms: 30_000,
+        }
+    }
 }
 
 /// TLS towards the introspection endpoint (and JWKS).
@@ -452,6 +466,9 @@ impl Config {
                 "server.tls.client_ca_file",
                 "mTLS needs cert_file and key_file too",
             ));
+        }
+        if t.cert_file.is_some() && t.reload_interval_ms == 0 {
+            return Err(invalid("server.tls.reload_interval_ms", "must be greater than 0"));
         }
         if i.tls.client_cert_file.is_some() != i.tls.client_key_file.is_some() {
             return Err(invalid(

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod authz;
 pub mod http;
 pub mod reload;
+pub mod tls;
 
 use crate::admin_proto::admin_server::AdminServer;
 use crate::authn::cache::SharedVerifier;
@@ -19,6 +20,7 @@ use crate::metrics::Metrics;
 use anyhow::Context;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use http::Readiness;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,17 +101,29 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         .set_serving::<AuthorizationServer<authz::AuthzService<ServerAuthn>>>()
         .await;
 
-    let grpc_server = grpc_builder(&config.server.tls)?
+    let tls = tls::ReloadingTls::load(&config.server.tls)?;
+    let router = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(AuthorizationServer::from_arc(Arc::new(authz::AuthzService::new(
             engine.clone(),
             metrics.clone(),
         ))))
-        .add_service(AdminServer::new(admin::AdminService::new(engine.clone())))
-        .serve_with_incoming_shutdown(
+        .add_service(AdminServer::new(admin::AdminService::new(engine.clone())));
+    let grpc_server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match tls {
+        Some(tls) => {
+            tls.clone().watch(
+                Duration::from_millis(config.server.tls.reload_interval_ms),
+                stopped.clone(),
+            );
+            Box::pin(
+                router.serve_with_incoming_shutdown(tls.incoming(grpc, stopped.clone()), wait_for(stopped.clone())),
+            )
+        }
+        None => Box::pin(router.serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
             wait_for(stopped.clone()),
-        );
+        )),
+    };
     let http_server = axum::serve(http, http::router(readiness.clone(), metrics.clone(), engine))
         .with_graceful_shutdown(wait_for(stopped.clone()));
 
@@ -156,27 +170,6 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         stop,
         task,
     })
-}
-
-/// A tonic server builder, with TLS (and mTLS) when configured.
-fn grpc_builder(tls: &crate::config::ServerTls) -> anyhow::Result<tonic::transport::Server> {
-    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let builder = tonic::transport::Server::builder();
-    let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) else {
-        return Ok(builder);
-    };
-    let read = |p: &std::path::Path, key: &str| std::fs::read(p).with_context(|| format!("{key} {}", p.display()));
-    let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(
-        read(cert, "server.tls.cert_file")?,
-        read(key, "server.tls.key_file")?,
-    ));
-    if let Some(ca) = &tls.client_ca_file {
-        // Client certificates are then required (tonic's default is not optional).
-        cfg = cfg.client_ca_root(Certificate::from_pem(read(ca, "server.tls.client_ca_file")?));
-    }
-    builder
-        .tls_config(cfg)
-        .context("server.tls: cannot use this certificate and key")
 }
 
 async fn wait_for(mut stopped: watch::Receiver<bool>) {

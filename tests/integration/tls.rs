@@ -71,6 +71,70 @@ async fn grpc_listener_with_tls_and_mtls() {
     assert_eq!(allowed_over(ch, &token).await.expect("check over mTLS"), 200);
 }
 
+/// cert-manager renews, Kubernetes swaps the Secret's files: new
+/// connections get the new certificate (and client CA) without a restart,
+/// and a broken renewal keeps the working one.
+#[tokio::test]
+async fn renewed_certificates_are_served_without_a_restart() {
+    let (old, new) = (Pki::new(), Pki::new());
+    let hydra = FakeHydra::start().await;
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    let live = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str| live.path().join(name);
+    // As Kubernetes does: write aside, then rename into place.
+    let place = |name: &str, bytes: &[u8]| {
+        let tmp = live.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes).expect("write");
+        std::fs::rename(&tmp, file(name)).expect("rename");
+    };
+    let install = |pki: &Pki| {
+        place("tls.crt", &pki.read(&pki.server_cert));
+        place("tls.key", &pki.read(&pki.server_key));
+        place("ca.crt", &pki.read(&pki.ca));
+    };
+    install(&old);
+    let mut c = config_for(&hydra.introspection_url());
+    c.server.tls.cert_file = Some(file("tls.crt"));
+    c.server.tls.key_file = Some(file("tls.key"));
+    c.server.tls.client_ca_file = Some(file("ca.crt"));
+    c.server.tls.reload_interval_ms = 50;
+    let server = start_authz(&c).await;
+    let ch = tls_channel(server.grpc_addr, &old, true).await.expect("mTLS connect");
+    assert_eq!(allowed_over(ch, &token).await.expect("check"), 200);
+
+    install(&new);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(ch) = tls_channel(server.grpc_addr, &new, true).await {
+            if allowed_over(ch, &token).await.ok() == Some(200) {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A client of the old PKI no longer gets through (its CA no longer signs ours, nor ours its).
+    let old_client = match tls_channel(server.grpc_addr, &old, true).await {
+        Ok(ch) => allowed_over(ch, &token).await.is_err(),
+        Err(_) => true,
+    };
+    assert!(old_client, "the old certificate must be gone");
+
+    // A broken renewal: the key is garbage. Several reload intervals later
+    // the working certificate is still served.
+    place(
+        "tls.key",
+        b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let ch = tls_channel(server.grpc_addr, &new, true).await.expect("still served");
+    assert_eq!(allowed_over(ch, &token).await.expect("check"), 200);
+    server.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test]
 async fn https_to_hydra_with_a_private_ca_and_handshake_failure_is_503() {
     let pki = Pki::new();

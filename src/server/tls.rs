@@ -1,0 +1,189 @@
+//! TLS on the gRPC listener, with certificates that may change while we run:
+//! cert-manager renews them and Kubernetes swaps a mounted Secret's files in
+//! place. The files are re-read every `server.tls.reload_interval_ms`; when
+//! their bytes changed and still make a valid config, new connections get
+//! it (open connections keep theirs). A broken update is logged and the old
+//! certificate stays: a renewal mistake must not take the listener down.
+
+use crate::config::ServerTls;
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// A handshake that takes longer than this is dropped (slowloris on the TLS port).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct ReloadingTls {
+    files: ServerTls,
+    config: ArcSwap<ServerConfig>,
+    /// SHA-256 over the files' bytes, to notice a change.
+    loaded: Mutex<[u8; 32]>,
+}
+
+impl ReloadingTls {
+    /// `None` when TLS is off. Errors name the config key, as at start-up.
+    pub fn load(files: &ServerTls) -> anyhow::Result<Option<Arc<ReloadingTls>>> {
+        if files.cert_file.is_none() || files.key_file.is_none() {
+            return Ok(None);
+        }
+        let (config, digest) = build(files)?;
+        Ok(Some(Arc::new(ReloadingTls {
+            files: files.clone(),
+            config: ArcSwap::from_pointee(config),
+            loaded: Mutex::new(digest),
+        })))
+    }
+
+    /// Re-read the files; `Ok(true)` when a new certificate is now served.
+    pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
+        let digest = digest(&read_all(&self.files)?);
+        if *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) == digest {
+            return Ok(false);
+        }
+        let (config, digest) = build(&self.files)?;
+        self.config.store(Arc::new(config));
+        *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = digest;
+        Ok(true)
+    }
+
+    /// Poll the files until `stopped`.
+    pub fn watch(self: Arc<Self>, every: Duration, stopped: watch::Receiver<bool>) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let stop = super::wait_for(stopped);
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = tick.tick() => {}
+                }
+                match self.reload_if_changed() {
+                    Ok(true) => tracing::info!("server.tls: new certificate files loaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("server.tls: keeping the current certificate: {e:#}"),
+                }
+            }
+        });
+    }
+
+    /// TLS connections from `listener`, handshaken concurrently (a slow
+    /// client never holds up the next), until `stopped`; then the listener
+    /// is closed so new connections are refused while in-flight checks drain.
+    pub fn incoming(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stopped: watch::Receiver<bool>,
+    ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            let stop = super::wait_for(stopped);
+            tokio::pin!(stop);
+            loop {
+                let tcp = tokio::select! {
+                    _ = &mut stop => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((tcp, _)) => tcp,
+                        Err(e) => {
+                            // E.g. out of file descriptors: back off instead of spinning.
+                            tracing::warn!("gRPC listener: accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = TlsAcceptor::from(self.config.load_full());
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send(Ok(tls)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+fn read_all(files: &ServerTls) -> anyhow::Result<Vec<Vec<u8>>> {
+    let read = |p: &std::path::Path, key: &str| std::fs::read(p).with_context(|| format!("{key} {}", p.display()));
+    let mut out = Vec::with_capacity(3);
+    if let Some(cert) = &files.cert_file {
+        out.push(read(cert, "server.tls.cert_file")?);
+    }
+    if let Some(key) = &files.key_file {
+        out.push(read(key, "server.tls.key_file")?);
+    }
+    if let Some(ca) = &files.client_ca_file {
+        out.push(read(ca, "server.tls.client_ca_file")?);
+    }
+    Ok(out)
+}
+
+fn digest(parts: &[Vec<u8>]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+fn build(files: &ServerTls) -> anyhow::Result<(ServerConfig, [u8; 32])> {
+    let parts = read_all(files)?;
+    let (cert_pem, key_pem) = match parts.as_slice() {
+        [cert, key, ..] => (cert, key),
+        _ => anyhow::bail!("server.tls: cert_file and key_file go together"),
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .context("server.tls.cert_file: not a PEM certificate chain")?;
+    anyhow::ensure!(!chain.is_empty(), "server.tls.cert_file: no certificate in the file");
+    let key = PrivateKeyDer::from_pem_slice(key_pem).context("server.tls.key_file: not a PEM private key")?;
+
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("server.tls: TLS versions")?;
+    let builder = match parts.get(2) {
+        None => builder.with_no_client_auth(),
+        Some(ca_pem) => {
+            // mTLS: a client certificate signed by this CA is required.
+            let mut roots = RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(ca_pem) {
+                roots
+                    .add(ca.context("server.tls.client_ca_file: not a PEM bundle")?)
+                    .context("server.tls.client_ca_file: unusable CA certificate")?;
+            }
+            anyhow::ensure!(
+                !roots.is_empty(),
+                "server.tls.client_ca_file: no certificate in the file"
+            );
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .context("server.tls.client_ca_file")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .context("server.tls: cannot use this certificate and key")?;
+    // gRPC is HTTP/2 only.
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok((config, digest(&parts)))
+}
