@@ -25,8 +25,9 @@ passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}' || true)
 
 if [[ $# -eq 0 ]]; then
-    # The deployment kit, checked with the binary cargo just built.
-    export HYDRA_AUTHZ_BIN="$PWD/target/debug/hydra-authz"
+    # The deployment kit, checked with the binary cargo just built, unless
+    # one is given: .ci/run gives the release binary the image ships.
+    export HYDRA_AUTHZ_BIN="${HYDRA_AUTHZ_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/hydra-authz}"
     scripts/test-deploy.sh 2>&1 | tee "$log" || status=$?
     # pytest's summary line, e.g. "65 passed in 5.28s" or "2 failed, 63 passed in ...".
     summary=$(tail -n 1 "$log")
