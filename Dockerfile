@@ -7,12 +7,14 @@
 #     -e HYDRA_AUTHZ_INTROSPECTION__URL=http://hydra:4445/admin/oauth2/introspect \
 #     hydra-authz
 #
-# The build step is exactly the release build the project uses
-# (`cargo build --release --locked`: Cargo.lock is honoured, protoc is vendored
-# by build.rs, so the builder needs nothing beyond the Rust image). No container
-# engine runs in CI; deploy/tests/test_dockerfile.py parses this file with
-# BuildKit's own parser, lints it with hadolint and checks that the build
-# command and the non-root user stay as they are.
+# The build step is exactly the release build CI runs: .ci/run runs this RUN
+# line verbatim (`cargo build --release --locked`: Cargo.lock is honoured,
+# protoc is vendored by build.rs, so the builder needs nothing beyond the Rust
+# image), and the deployment tests run the binary it produces. No container
+# engine runs in CI, so the image itself is never built there;
+# deploy/tests/test_dockerfile.py parses this file with BuildKit's own parser,
+# lints it with hadolint and checks that the build command is the one in
+# .ci/run, the user is non-root and the HEALTHCHECK runs `hydra-authz health`.
 
 # ---- build ------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
@@ -34,11 +36,12 @@ USER 65532:65532
 # 9191: gRPC (Envoy ext_authz, grpc.health.v1.Health, admin Explain)
 # 9192: HTTP (GET /healthz, GET /readyz, GET /metrics)
 EXPOSE 9191 9192
-# No Docker HEALTHCHECK: the image has no shell or curl, and hydra-authz has
-# no health-probe subcommand. Health is checked from outside: Kubernetes
-# probes (httpGet /healthz and /readyz on 9192, or gRPC health on 9191, see
-# deploy/helm/hydra-authz), Envoy/Istio gRPC health checks, or any HTTP
-# check against :9192/readyz.
-HEALTHCHECK NONE
+# No shell or curl here, so the binary probes itself (exec form):
+# `hydra-authz health` GETs /readyz on server.http_addr from this config and
+# the container's HYDRA_AUTHZ_* env (a 0.0.0.0 bind is probed on 127.0.0.1),
+# with a 2 s timeout of its own. Running another config file? Override this
+# too. Kubernetes ignores HEALTHCHECK and uses the chart's httpGet probes.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/hydra-authz", "health", "--config", "/etc/hydra-authz/hydra-authz.toml"]
 ENTRYPOINT ["/usr/local/bin/hydra-authz"]
 CMD ["--config", "/etc/hydra-authz/hydra-authz.toml"]

@@ -46,6 +46,9 @@ if envoy_bin="$(find_envoy)" && envoy_ok "${envoy_bin}"; then
     echo "install-envoy: using existing ${envoy_bin}" >&2
 else
     if [[ ! -x "${venv}/bin/python" ]]; then
+        # Debian's python3 lacks ensurepip until python3-venv is installed;
+        # this installs it (apt, sudo when not root) or says what to do.
+        PYTHON="${python}" "${script_dir}/ensure-venv.sh"
         echo "install-envoy: creating venv ${venv}" >&2
         "${python}" -m venv "${venv}" >&2
     fi

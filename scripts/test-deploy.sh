@@ -18,6 +18,7 @@ python="${PYTHON:-python3}"
 requirements=deploy/tests/requirements.txt
 
 if [[ ! -x "${venv}/bin/python" ]]; then
+    PYTHON="${python}" scripts/ensure-venv.sh
     echo "test-deploy: creating venv ${venv}" >&2
     "${python}" -m venv "${venv}"
 fi

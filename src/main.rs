@@ -40,6 +40,8 @@ enum Command {
     },
     /// Fetch a client-credentials access token and print only the token.
     Token(cmd::token::TokenArgs),
+    /// Probe a running server's GET /readyz (exit 0 on HTTP 200, 1 otherwise): the container HEALTHCHECK.
+    Health(cmd::health::HealthArgs),
     /// Run a self-contained demo on loopback: dev issuer, Envoy, echo upstream. DEVELOPMENT ONLY.
     Demo {
         /// Envoy binary (default: $ENVOY_BIN, .venv-envoy, then PATH).
@@ -89,6 +91,17 @@ fn main() -> ExitCode {
         Command::Token(args) => runtime()
             .and_then(|rt| rt.block_on(cmd::token::run(&args)))
             .map(|t| println!("{t}")),
+        Command::Health(args) => {
+            // With --url the config is not read: probing an explicit URL
+            // should not depend on the config being loadable.
+            let url = match args.url {
+                Some(url) => Ok(url),
+                None => Config::load(&path)
+                    .map(|c| cmd::health::readyz_url(c.server.http_addr))
+                    .map_err(anyhow::Error::from),
+            };
+            url.and_then(|url| runtime()?.block_on(cmd::health::run(&url)))
+        }
         Command::Demo { envoy } => runtime().and_then(|rt| rt.block_on(demo(envoy))),
     };
     match result {

