@@ -145,6 +145,14 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hydra-authz"))
 }
 
+fn config_check(path: &Path) -> std::process::Output {
+    bin()
+        .args(["config", "check", "--config"])
+        .arg(path)
+        .output()
+        .expect("run")
+}
+
 #[test]
 fn config_check_prints_the_effective_config_redacted() {
     without_other_tests_env(|| {
@@ -155,11 +163,7 @@ fn config_check_prints_the_effective_config_redacted() {
             "[introspection]\nurl = \"https://user:hunter2@hydra.internal/admin/oauth2/introspect\"\n",
         )
         .expect("write");
-        let out = bin()
-            .args(["config", "check", "--config"])
-            .arg(&path)
-            .output()
-            .expect("run");
+        let out = config_check(&path);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.contains(": OK"));
@@ -176,11 +180,7 @@ fn config_check_prints_the_effective_config_redacted() {
             "[introspection]\nurl = \"https://KEYONLY123@hydra.internal/admin/oauth2/introspect?api_key=QSECRET456\"\n",
         )
         .expect("write");
-        let out = bin()
-            .args(["config", "check", "--config"])
-            .arg(&path)
-            .output()
-            .expect("run");
+        let out = config_check(&path);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}");
         assert!(
@@ -197,11 +197,7 @@ fn config_check_fails_with_the_key_and_exit_code_1() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[[rules]]\nid = \"x\"\npath = \"/a/{bad name}\"\n").expect("write");
-        let out = bin()
-            .args(["config", "check", "--config"])
-            .arg(&path)
-            .output()
-            .expect("run");
+        let out = config_check(&path);
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("rules[0].path"));
     })
@@ -217,11 +213,7 @@ fn config_check_reports_an_unreadable_secret() {
             "[introspection.auth]\nkind = \"bearer\"\ntoken_file = \"/nonexistent/key\"\n",
         )
         .expect("write");
-        let out = bin()
-            .args(["config", "check", "--config"])
-            .arg(&path)
-            .output()
-            .expect("run");
+        let out = config_check(&path);
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("introspection.auth"));
     })

@@ -1,13 +1,9 @@
 //! The real binary: `hydra-authz --config` serves, becomes ready, and exits 0
 //! on SIGTERM after draining.
 
+use crate::support::free_port;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 /// The shipped config on the given ports, with `edits` (from, to) applied.
 fn shipped_config(dir: &tempfile::TempDir, grpc: u16, http: u16, edits: &[(&str, &str)]) -> std::path::PathBuf {
@@ -130,17 +126,7 @@ async fn sigterm_under_load_loses_no_accepted_check() {
         .kill_on_drop(true)
         .spawn()
         .expect("start");
-    let client = reqwest::Client::builder().no_proxy().build().expect("client");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !client
-        .get(format!("http://127.0.0.1:{http}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(Instant::now() < deadline, "/readyz never became 200");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::support::wait_ready(&mut child, http, String::new).await;
 
     let check = Checker::connect(std::net::SocketAddr::from(([127, 0, 0, 1], grpc))).await;
     let started = Instant::now();

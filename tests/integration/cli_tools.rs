@@ -17,6 +17,7 @@ use support::hydra::FakeHydra;
 use support::stack::OAuth2Server;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const SEED_OPENAPI: &str = "config/examples/seed-api.openapi.yaml";
 
 async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hydra-authz"));
@@ -448,18 +449,7 @@ async fn config_check_warns_about_shadowed_rules_and_uncovered_routes() {
         "[[rules]]\nid = \"date\"\nmethods = [\"GET\"]\npath = \"/date\"\nscopes = [\"read_date\"]\n",
     )
     .expect("write");
-    let out = run(
-        &[
-            "config",
-            "check",
-            "--config",
-            &p,
-            "--openapi",
-            "config/examples/seed-api.openapi.yaml",
-        ],
-        &[],
-    )
-    .await;
+    let out = run(&["config", "check", "--config", &p, "--openapi", SEED_OPENAPI], &[]).await;
     assert_eq!(out.status.code(), Some(0));
     let err = stderr(&out);
     assert!(err.contains("warning: POST /echo"), "{err}");
@@ -479,18 +469,7 @@ async fn config_check_counts_host_scoped_rules_as_covering() {
     )
     .expect("write");
     let p = path.to_string_lossy().into_owned();
-    let out = run(
-        &[
-            "config",
-            "check",
-            "--config",
-            &p,
-            "--openapi",
-            "config/examples/seed-api.openapi.yaml",
-        ],
-        &[],
-    )
-    .await;
+    let out = run(&["config", "check", "--config", &p, "--openapi", SEED_OPENAPI], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
 }

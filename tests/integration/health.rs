@@ -2,16 +2,12 @@
 //! image's HEALTHCHECK: exit 0 against a ready server, 1 with a one-line
 //! reason when nothing (or something that is not ready) answers.
 
+use crate::support::free_port;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hydra-authz");
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 /// The shipped config with the gRPC listener on `grpc` and the HTTP listener on `http_addr`.
 fn config(dir: &tempfile::TempDir, grpc: u16, http_addr: &str) -> PathBuf {
@@ -77,19 +73,8 @@ async fn health_exits_zero_against_a_ready_server() {
 
     // Ready by an independent client first, so a failure below is the
     // health command's, not a slow start's.
+    crate::support::wait_ready(&mut server, http, String::new).await;
     let readyz = format!("http://127.0.0.1:{http}/readyz");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(server.try_wait().expect("wait").is_none(), "server exited early");
-        if let Ok(r) = client.get(&readyz).send().await {
-            if r.status() == 200 {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "/readyz never became 200");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let out = health(&["--config", path]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

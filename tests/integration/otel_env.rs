@@ -7,10 +7,11 @@
 //! the receiver holds after exit is everything that will ever arrive.
 
 use crate::support;
+use crate::support::free_port;
 
 use opentelemetry_proto::tonic::trace::v1::Span;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::hydra::FakeHydra;
 use support::otlp::{attr, Received};
 use support::{bearer, Answer, Checker};
@@ -18,14 +19,6 @@ use support::{bearer, Answer, Checker};
 const CHECK_SPAN: &str = "envoy.service.auth.v3.Authorization/Check";
 const TRACE_ID: &str = "5bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN: &str = "10f067aa0ba902b7";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// Start the binary with `otel_env` (and no other OTEL_* or HYDRA_AUTHZ_*
 /// variable from this process), send one allowed Check carrying a
@@ -63,18 +56,7 @@ async fn run_binary(otel_env: &[(&str, &str)], trace_flags: &str) -> i32 {
         .expect("start");
     let log = || std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
 
-    let client = reqwest::Client::builder().no_proxy().build().expect("client");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !client
-        .get(format!("http://127.0.0.1:{http}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(child.try_wait().expect("wait").is_none(), "exited early: {}", log());
-        assert!(Instant::now() < deadline, "/readyz never became 200: {}", log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_ready(&mut child, http, log).await;
 
     let check = Checker::connect(std::net::SocketAddr::from(([127, 0, 0, 1], grpc))).await;
     let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");

@@ -2,6 +2,7 @@
 //! checks in flight are unaffected; the binary reloads on file change and SIGHUP.
 
 use crate::support;
+use crate::support::free_port;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -106,14 +107,6 @@ async fn reload_keeps_the_cache_when_introspection_is_unchanged() {
     server.live.apply(same).expect("apply");
     assert_eq!(status(&check, &reader).await, 200);
     assert_eq!(hydra.requests(), 1, "cache kept across a rules-only reload");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 #[tokio::test]

@@ -224,6 +224,29 @@ impl Answer {
     }
 }
 
+/// A loopback port free right now, for a child process to bind.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Wait (20 s at most) until the hydra-authz child answers 200 on
+/// `/readyz` at `http_port`; panics, with `log()`, if it exits first.
+pub async fn wait_ready(child: &mut tokio::process::Child, http_port: u16, log: impl Fn() -> String) {
+    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let readyz = format!("http://127.0.0.1:{http_port}/readyz");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !client.get(&readyz).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(child.try_wait().expect("wait").is_none(), "exited early: {}", log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never became 200: {}",
+            log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// SIGTERM to a child process, then its exit status (panics past `limit`).
 pub async fn sigterm_and_wait(
     child: &mut tokio::process::Child,
