@@ -32,6 +32,10 @@ pub struct ServerConfig {
     pub grpc_addr: SocketAddr,
     /// `/healthz`, `/readyz`.
     pub http_addr: SocketAddr,
+    /// On SIGTERM, how long to keep serving while already reporting not
+    /// ready (`/readyz` 503, gRPC health NOT_SERVING), so load balancers and
+    /// Envoy stop sending before the listeners close. 0: close at once.
+    pub shutdown_delay_ms: u64,
     /// How long a shutdown waits for in-flight checks before giving up.
     pub drain_timeout_ms: u64,
     pub tls: ServerTls,
@@ -80,6 +84,7 @@ impl Default for ServerConfig {
         ServerConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 9191)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 9192)),
+            shutdown_delay_ms: 0,
             drain_timeout_ms: 10_000,
             tls: ServerTls::default(),
         }

@@ -123,9 +123,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     let telemetry = hydra_authz::telemetry::init(&config.log, &config.telemetry)?;
+    // Before the listeners: once /readyz says 200, SIGTERM must drain, not kill.
+    let signal = hydra_authz::server::termination_signal()?;
     let server = hydra_authz::server::start(&config).await?;
     server.watch_config(path)?;
-    hydra_authz::server::termination_signal().await;
+    signal.await;
     let result = server.shutdown().await;
     telemetry.shutdown();
     result

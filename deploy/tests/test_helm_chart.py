@@ -340,7 +340,7 @@ def test_configmap_toml_default(default_render: Rendered):
     ]
     # Only keys the binary knows (README's table + [telemetry]); unknown keys are start-up errors.
     known = {
-        "server": {"grpc_addr", "http_addr", "drain_timeout_ms", "tls"},
+        "server": {"grpc_addr", "http_addr", "shutdown_delay_ms", "drain_timeout_ms", "tls"},
         "introspection": {"url", "timeout_ms", "leeway_s", "allowed_issuers", "required_audience", "max_response_bytes", "auth",
                           "mode", "cache", "jwt", "resilience", "tls"},
         "headers": {"client_id", "scopes", "subject", "strip_authorization"},
@@ -725,6 +725,7 @@ def test_chart_defaults_match_hydra_authz(tmp_path):
         "log.format",  # json for log collectors
         "introspection.auth.client_id",  # "" = unset; rendered only for client_secret_basic
         "rules",  # the seed example
+        "server.shutdown_delay_ms",  # 5 s in a pod: endpoints update before the listeners close
         # "" = unset (not rendered), like the binary's own default: OTEL_* decides.
         "telemetry.otlp_protocol",
         "telemetry.service_name",

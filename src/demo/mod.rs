@@ -27,6 +27,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let ports = envoy::EnvoyPorts::default();
     let lo = |port| SocketAddr::from(([127, 0, 0, 1], port));
 
+    // Ctrl-C from the moment anything runs stops everything cleanly.
+    let signal = crate::server::termination_signal()?;
     let (issuer, issuer_addrs) = issuer::DevIssuer::serve(lo(4444), lo(4445), 3600)
         .await
         .context("cannot start the dev issuer on 127.0.0.1:4444/4445")?;
@@ -54,7 +56,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     );
 
     tokio::select! {
-        _ = crate::server::termination_signal() => {}
+        _ = signal => {}
         r = async { let mut s = server; let r = s.wait().await; (s, r) } => {
             envoy.stop().await;
             return r.1;

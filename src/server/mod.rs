@@ -95,7 +95,11 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let drain = Duration::from_millis(config.server.drain_timeout_ms);
 
     let readiness = Readiness::default();
+    // `stop`: shutdown asked for; `close`: the listeners stop accepting
+    // (after `shutdown_delay_ms` of reporting not ready).
     let (stop, stopped) = watch::channel(false);
+    let (close, closed) = watch::channel(false);
+    let delay = Duration::from_millis(config.server.shutdown_delay_ms);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<AuthorizationServer<authz::AuthzService<ServerAuthn>>>()
@@ -113,19 +117,17 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         Some(tls) => {
             tls.clone().watch(
                 Duration::from_millis(config.server.tls.reload_interval_ms),
-                stopped.clone(),
+                closed.clone(),
             );
-            Box::pin(
-                router.serve_with_incoming_shutdown(tls.incoming(grpc, stopped.clone()), wait_for(stopped.clone())),
-            )
+            Box::pin(router.serve_with_incoming_shutdown(tls.incoming(grpc, closed.clone()), wait_for(closed.clone())))
         }
         None => Box::pin(router.serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-            wait_for(stopped.clone()),
+            wait_for(closed.clone()),
         )),
     };
     let http_server = axum::serve(http, http::router(readiness.clone(), metrics.clone(), engine))
-        .with_graceful_shutdown(wait_for(stopped.clone()));
+        .with_graceful_shutdown(wait_for(closed));
 
     let ready = readiness.clone();
     let task = tokio::spawn(async move {
@@ -136,15 +138,23 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
 
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;
-        // Both listeners stopped accepting on the same signal; clients still
-        // connected (kept-alive probes, Envoy's health checks) now see us going.
+        // Readiness first: probes and Envoy's health checks see us going
+        // while we still serve, so they stop sending before we stop accepting.
         ready.set(false);
         health
             .set_not_serving::<AuthorizationServer<authz::AuthzService<ServerAuthn>>>()
             .await;
+        if !delay.is_zero() {
+            tracing::info!(
+                shutdown_delay_ms = delay.as_millis() as u64,
+                "shutting down: not ready, still serving"
+            );
+            tokio::time::sleep(delay).await;
+        }
+        let _ = close.send(true);
         tracing::info!(
             drain_timeout_ms = drain.as_millis() as u64,
-            "shutting down: draining in-flight checks"
+            "shutting down: listeners closed, draining in-flight checks"
         );
         let drained = tokio::time::timeout(drain, async {
             let g = grpc_task.await;
@@ -176,25 +186,26 @@ async fn wait_for(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn termination_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Installs the SIGTERM and SIGINT handlers now and returns a future that
+/// resolves on either. Call it before serving: a signal that arrives before
+/// the future is awaited is then kept, not the default "terminate at once".
+pub fn termination_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
