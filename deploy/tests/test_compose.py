@@ -172,7 +172,7 @@ def test_image_config_plus_compose_env_accepted_by_hydra_authz(compose):
     """The image's baked-in config with the compose environment passes `config check`."""
     binary = find_hydra_authz_binary()
     if binary is None:
-        pytest.skip("no hydra-authz binary built (set HYDRA_AUTHZ_BIN or run cargo build first)")
+        pytest.skip("no hydra-authz binary built (set DEPLOY_TESTS_BIN or run cargo build first)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_AUTHZ_", "OTEL_"))}
     env.update(env_of(compose["services"]["hydra-authz"]))
     out = run([str(binary), "config", "check", "--config", str(REPO / "config" / "hydra-authz.toml")], env=env)

@@ -73,10 +73,10 @@ def test_build_command_is_the_ci_release_build():
     assert BUILD in ci, ".ci/run must run the Dockerfile's build line verbatim, on a line of its own"
     tests = [n for n, l in enumerate(ci) if l.split("#", 1)[0].split()[:1] == ["scripts/test.sh"]]
     assert tests and ci.index(BUILD) < tests[0], "the release build runs before scripts/test.sh"
-    exports = [l for l in ci if l.startswith("export HYDRA_AUTHZ_BIN=")]
+    exports = [l for l in ci if l.startswith("export DEPLOY_TESTS_BIN=")]
     assert exports and exports[0].strip("\"'").endswith("/release/hydra-authz"), exports
     test_sh = (REPO / "scripts" / "test.sh").read_text()
-    assert "${HYDRA_AUTHZ_BIN:-" in test_sh, "scripts/test.sh keeps a HYDRA_AUTHZ_BIN it is given"
+    assert "${DEPLOY_TESTS_BIN:-" in test_sh, "scripts/test.sh keeps a DEPLOY_TESTS_BIN it is given"
     # CI (.ci/run -> scripts/test.sh) and the scripts run cargo with --locked
     # (Cargo.lock honoured), and the demo builds the release profile: the
     # image builds the same way.
@@ -155,11 +155,11 @@ def free_port() -> int:
 def test_healthcheck_command_probes_a_running_hydra_authz(tmp_path):
     """The HEALTHCHECK's own argv (binary and config path mapped to this
     checkout) against the built binary serving the image's config: exit 0
-    while it serves, 1 once it is gone. With HYDRA_AUTHZ_BIN from .ci/run this
+    while it serves, 1 once it is gone. With DEPLOY_TESTS_BIN from .ci/run this
     is the release binary the image ships."""
     binary = find_hydra_authz_binary()
     if binary is None:
-        pytest.skip("no hydra-authz binary built (set HYDRA_AUTHZ_BIN or run cargo build first)")
+        pytest.skip("no hydra-authz binary built (set DEPLOY_TESTS_BIN or run cargo build first)")
     argv, _ = healthcheck()
     local = {BINARY: str(binary), IMAGE_CONFIG: str(REPO / "config" / "hydra-authz.toml")}
     probe = [local.get(a, a) for a in argv]

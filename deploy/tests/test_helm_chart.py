@@ -655,14 +655,14 @@ def substitute_tls_files(toml: str, cfg: dict, pem_files: dict[str, Path]) -> st
 def test_rendered_config_accepted_by_hydra_authz(variant, tmp_path, request):
     """The real binary's `config check` accepts the rendered TOML (strict: unknown keys fail).
 
-    Needs a built binary (HYDRA_AUTHZ_BIN or target/{release,debug}); this suite
+    Needs a built binary (DEPLOY_TESTS_BIN or target/{release,debug}); this suite
     never builds one itself. `config check` builds the verifier, so it reads
     and parses introspection.tls's CA bundle and client certificate / key
     (and the credential file); the mounts do not exist here, so those paths
     are pointed at files made in the test (openssl), as the credential is."""
     binary = find_hydra_authz_binary()
     if binary is None:
-        pytest.skip("no hydra-authz binary built (set HYDRA_AUTHZ_BIN or run cargo build first)")
+        pytest.skip("no hydra-authz binary built (set DEPLOY_TESTS_BIN or run cargo build first)")
     r = render(VARIANTS[variant]())
     toml = r.toml_text
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_AUTHZ_", "OTEL_"))}
@@ -713,7 +713,7 @@ def test_chart_defaults_match_hydra_authz(tmp_path):
     config), except the ones the chart sets on purpose."""
     binary = find_hydra_authz_binary()
     if binary is None:
-        pytest.skip("no hydra-authz binary built (set HYDRA_AUTHZ_BIN or run cargo build first)")
+        pytest.skip("no hydra-authz binary built (set DEPLOY_TESTS_BIN or run cargo build first)")
     empty = tmp_path / "empty.toml"
     empty.write_text("")
     out = run([str(binary), "config", "check", "--config", str(empty)], env=clean_env())
@@ -780,7 +780,7 @@ def test_server_tls_config_starts(tmp_path, pem_files):
     gRPC port speaks TLS and wants a client certificate."""
     binary = find_hydra_authz_binary()
     if binary is None:
-        pytest.skip("no hydra-authz binary built (set HYDRA_AUTHZ_BIN or run cargo build first)")
+        pytest.skip("no hydra-authz binary built (set DEPLOY_TESTS_BIN or run cargo build first)")
     toml = render(tls_from_secrets_values()).toml_text
     toml = substitute_tls_files(toml, tomllib.loads(toml), pem_files)
     grpc_port, http_port = free_port(), free_port()
