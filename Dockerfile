@@ -17,7 +17,8 @@
 # .ci/run, the user is non-root and the HEALTHCHECK runs `hydra-authz health`.
 
 # ---- build ------------------------------------------------------------------
-FROM rust:1-bookworm AS builder
+# The same Rust release CI builds and tests with (deploy/tests checks they agree).
+FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 # .dockerignore keeps target/, virtualenvs and node_modules out of the context.
 COPY . .

@@ -55,11 +55,25 @@ def cargo_invocations(text: str) -> list[list[str]]:
 
 def test_two_stages_builder_and_distroless():
     builder, final = stages()
-    assert builder[0].value[0] == "rust:1-bookworm"
+    assert re.fullmatch(r"rust:\d+\.\d+-bookworm", builder[0].value[0]), builder[0].value[0]
     assert [v.upper() for v in builder[0].value[1:]] == ["AS", "BUILDER"]
     assert final[0].value == (DISTROLESS,)
     # glibc from the same Debian release in both stages (bookworm = debian12).
     assert "bookworm" in builder[0].value[0] and "debian12" in final[0].value[0]
+
+
+def test_builder_uses_the_rust_release_ci_uses():
+    """The image is built with the toolchain CI tested: a floating `rust:1`
+    would build tomorrow's compiler's output, never run by these tests."""
+    rustc = shutil.which("rustc")
+    if rustc is None:
+        pytest.skip("no rustc on PATH")
+    builder, _ = stages()
+    pinned = re.fullmatch(r"rust:(\d+\.\d+)-bookworm", builder[0].value[0])
+    assert pinned, builder[0].value[0]
+    version = run([rustc, "--version"]).stdout.split()[1]
+    ci = ".".join(version.split(".")[:2])
+    assert pinned.group(1) == ci, f"Dockerfile builds with Rust {pinned.group(1)}, CI with {ci}: update the FROM line"
 
 
 def test_build_command_is_the_ci_release_build():
