@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub grpc_addr: SocketAddr,
     /// `/healthz`, `/readyz`.
     pub http_addr: SocketAddr,
+    /// Tokio worker threads; 0: one per CPU this process may use (cgroup
+    /// quota included). Read at start only.
+    pub worker_threads: usize,
     /// On SIGTERM, how long to keep serving while already reporting not
     /// ready (`/readyz` 503, gRPC health NOT_SERVING), so load balancers and
     /// Envoy stop sending before the listeners close. 0: close at once.
@@ -84,6 +87,7 @@ impl Default for ServerConfig {
         ServerConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 9191)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 9192)),
+            worker_threads: 0,
             shutdown_delay_ms: 0,
             drain_timeout_ms: 10_000,
             tls: ServerTls::default(),

@@ -66,7 +66,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = cli.config;
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => runtime().and_then(|rt| rt.block_on(serve(path))),
+        // The config first: it sizes the runtime.
+        Command::Serve => Config::load(&path).map_err(anyhow::Error::from).and_then(|config| {
+            server_runtime(config.server.worker_threads).and_then(|rt| rt.block_on(serve(path, config)))
+        }),
         Command::Check(args) => {
             // Its own exit codes: 0 allow, 1 deny, 2 error or no decision.
             let outcome = Config::load(&path)
@@ -114,14 +117,20 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")
+    server_runtime(0)
 }
 
-async fn serve(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path)?;
+/// The server's runtime: `worker_threads` workers, or tokio's default (one
+/// per CPU the process may use) for 0.
+fn server_runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        b.worker_threads(worker_threads);
+    }
+    b.enable_all().build().context("cannot start the tokio runtime")
+}
+
+async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let telemetry = hydra_authz::telemetry::init(&config.log, &config.telemetry)?;
     // Before the listeners: once /readyz says 200, SIGTERM must drain, not kill.
     let signal = hydra_authz::server::termination_signal()?;

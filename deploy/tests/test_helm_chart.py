@@ -340,7 +340,7 @@ def test_configmap_toml_default(default_render: Rendered):
     ]
     # Only keys the binary knows (README's table + [telemetry]); unknown keys are start-up errors.
     known = {
-        "server": {"grpc_addr", "http_addr", "shutdown_delay_ms", "drain_timeout_ms", "tls"},
+        "server": {"grpc_addr", "http_addr", "worker_threads", "shutdown_delay_ms", "drain_timeout_ms", "tls"},
         "introspection": {"url", "timeout_ms", "leeway_s", "allowed_issuers", "required_audience", "max_response_bytes", "auth",
                           "mode", "cache", "jwt", "resilience", "tls"},
         "headers": {"client_id", "scopes", "subject", "strip_authorization"},

@@ -134,7 +134,8 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         let grpc_task = tokio::spawn(grpc_server);
         let http_task = tokio::spawn(async move { http_server.await });
         ready.set(true);
-        tracing::info!(%grpc_addr, %http_addr, "hydra-authz listening");
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(%grpc_addr, %http_addr, workers, "hydra-authz listening");
 
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;

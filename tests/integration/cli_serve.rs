@@ -21,21 +21,35 @@ fn shipped_config(dir: &tempfile::TempDir, grpc: u16, http: u16, edits: &[(&str,
     path
 }
 
+/// Also: `server.worker_threads` sizes the runtime (the start-up line says how many).
 #[test]
 fn serves_until_sigterm_then_exits_zero() {
-    serves_until_signal_then_exits_zero("TERM");
+    let workers = serves_until_signal_then_exits_zero("TERM", 3);
+    assert_eq!(workers, 3);
 }
 
 /// Ctrl-C in a terminal (and `docker stop` with STOPSIGNAL INT) is SIGINT.
 #[test]
 fn serves_until_sigint_then_exits_zero() {
-    serves_until_signal_then_exits_zero("INT");
+    let workers = serves_until_signal_then_exits_zero("INT", 0);
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    assert_eq!(workers, cpus as u64, "0: one worker per CPU");
 }
 
-fn serves_until_signal_then_exits_zero(signal: &str) {
+/// Start with `worker_threads`, signal, expect exit 0; the runtime's worker count.
+fn serves_until_signal_then_exits_zero(signal: &str, worker_threads: usize) -> u64 {
     let (grpc, http) = (free_port(), free_port());
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = shipped_config(&dir, grpc, http, &[("format = \"pretty\"", "format = \"json\"")]);
+    let threads = format!("worker_threads = {worker_threads}");
+    let path = shipped_config(
+        &dir,
+        grpc,
+        http,
+        &[
+            ("format = \"pretty\"", "format = \"json\""),
+            ("worker_threads = 0", &threads),
+        ],
+    );
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_hydra-authz"))
         .arg("--config")
@@ -91,6 +105,12 @@ fn serves_until_signal_then_exits_zero(signal: &str) {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     }
     assert!(stderr.contains("shutdown complete"), "{stderr}");
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "hydra-authz listening")
+        .and_then(|v| v["workers"].as_u64())
+        .unwrap_or_else(|| panic!("no start-up line with workers: {stderr}"))
 }
 
 /// SIGTERM to the real binary with checks in flight (the server's own gauge
