@@ -70,7 +70,7 @@ impl Default for ServerTls {
 }
 
 /// TLS towards the introspection endpoint (and JWKS).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientTls {
     /// Extra PEM CA bundle to trust (a private CA in front of Hydra).
@@ -78,6 +78,20 @@ pub struct ClientTls {
     /// PEM client certificate and key, for mTLS to Hydra.
     pub client_cert_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
+    /// How often those files are re-read; changed files are used for later
+    /// requests (renewal without a restart).
+    pub reload_interval_ms: u64,
+}
+
+impl Default for ClientTls {
+    fn default() -> Self {
+        ClientTls {
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            reload_interval_ms: 30_000,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -478,6 +492,12 @@ impl Config {
         }
         if t.cert_file.is_some() && t.reload_interval_ms == 0 {
             return Err(invalid("server.tls.reload_interval_ms", "must be greater than 0"));
+        }
+        if i.tls.reload_interval_ms == 0 {
+            return Err(invalid(
+                "introspection.tls.reload_interval_ms",
+                "must be greater than 0",
+            ));
         }
         if i.tls.client_cert_file.is_some() != i.tls.client_key_file.is_some() {
             return Err(invalid(

@@ -108,7 +108,7 @@ pub(crate) fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Stri
 /// Pooled HTTP client for one introspection endpoint.
 #[derive(Debug, Clone)]
 pub struct HydraIntrospector {
-    client: reqwest::Client,
+    client: std::sync::Arc<super::http_client::HydraClient>,
     url: reqwest::Url,
     /// The URL without userinfo or query values, for traces.
     shown_url: String,
@@ -123,7 +123,7 @@ impl HydraIntrospector {
     /// stops start-up instead of failing every check.
     pub fn new(cfg: &IntrospectionConfig) -> anyhow::Result<HydraIntrospector> {
         let url = reqwest::Url::parse(&cfg.url)?;
-        let client = super::http_client::build(cfg)?;
+        let client = super::http_client::HydraClient::new(cfg)?;
         Ok(HydraIntrospector {
             client,
             shown_url: shown_url(&url),
@@ -154,8 +154,8 @@ impl HydraIntrospector {
     }
 
     async fn round_trip(&self, token: &Token, span: &tracing::Span) -> Result<Introspection, AuthnError> {
-        let mut builder = self
-            .client
+        let client = self.client.get();
+        let mut builder = client
             .post(self.url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&[("token", token.expose())]);
@@ -167,7 +167,7 @@ impl HydraIntrospector {
         opentelemetry::global::get_text_map_propagator(|p| {
             p.inject_context(&cx, &mut opentelemetry_http::HeaderInjector(request.headers_mut()))
         });
-        let mut resp = self.client.execute(request).await.map_err(transport_error)?;
+        let mut resp = client.execute(request).await.map_err(transport_error)?;
         let status = resp.status();
         span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
         if status != reqwest::StatusCode::OK {

@@ -27,7 +27,7 @@ struct Key {
 }
 
 pub struct JwtVerifier {
-    client: reqwest::Client,
+    client: std::sync::Arc<super::http_client::HydraClient>,
     jwks_url: reqwest::Url,
     algorithms: Vec<Algorithm>,
     refresh_every: Duration,
@@ -83,7 +83,7 @@ impl JwtVerifier {
     pub fn new(cfg: &IntrospectionConfig) -> anyhow::Result<JwtVerifier> {
         let jwt = &cfg.jwt;
         Ok(JwtVerifier {
-            client: super::http_client::build(cfg)?,
+            client: super::http_client::HydraClient::new(cfg)?,
             jwks_url: reqwest::Url::parse(&jwt.jwks_url)?,
             algorithms: jwt.algorithms.iter().copied().map(algorithm).collect(),
             refresh_every: Duration::from_millis(jwt.refresh_min_interval_ms),
@@ -123,6 +123,7 @@ impl JwtVerifier {
         let unavailable = |kind, detail: String| AuthnError::unavailable(kind, detail);
         let resp = self
             .client
+            .get()
             .get(self.jwks_url.clone())
             .send()
             .await

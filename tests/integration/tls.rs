@@ -161,6 +161,52 @@ async fn https_to_hydra_with_a_private_ca_and_handshake_failure_is_503() {
     assert_eq!(r.status(), 200);
 }
 
+/// The CA (or client certificate) towards Hydra is renewed on disk: later
+/// introspections use it without a restart; a broken file keeps the
+/// working client.
+#[tokio::test]
+async fn renewed_hydra_ca_is_used_without_a_restart() {
+    let (hydra_pki, other) = (Pki::new(), Pki::new());
+    let hydra = FakeHydra::start_tls(
+        &hydra_pki.read(&hydra_pki.server_cert),
+        &hydra_pki.read(&hydra_pki.server_key),
+    )
+    .await;
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    let live = tempfile::tempdir().expect("tempdir");
+    let ca = live.path().join("hydra-ca.crt");
+    let place = |bytes: &[u8]| {
+        let tmp = live.path().join(".hydra-ca.crt.tmp");
+        std::fs::write(&tmp, bytes).expect("write");
+        std::fs::rename(&tmp, &ca).expect("rename");
+    };
+    // First the wrong CA: Hydra's certificate is not trusted.
+    place(&other.read(&other.ca));
+    let mut c = config_for(&hydra.https_introspection_url());
+    c.introspection.tls.ca_file = Some(ca.clone());
+    c.introspection.tls.reload_interval_ms = 50;
+    c.introspection.resilience.breaker_failures = 1_000_000;
+    let server = start_authz(&c).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    let status =
+        || async { Answer::of(&check.check("GET", "/date", &[("authorization", &bearer(&token))]).await).http_status };
+    assert_eq!(status().await, 503, "untrusted Hydra: fail closed");
+
+    place(&hydra_pki.read(&hydra_pki.ca));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status().await != 200 {
+        assert!(std::time::Instant::now() < deadline, "the renewed CA was never used");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // A broken renewal is refused: several intervals later Hydra is still trusted.
+    place(b"not a PEM bundle");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let fresh = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    let a = Answer::of(&check.check("GET", "/date", &[("authorization", &bearer(&fresh))]).await);
+    assert_eq!(a.http_status, 200, "{}", a.body);
+}
+
 #[test]
 fn half_configured_tls_is_a_config_error() {
     let mut c = config_for("http://127.0.0.1:1/x");
