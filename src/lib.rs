@@ -21,6 +21,7 @@ pub mod cmd;
 pub mod config;
 pub mod decision;
 pub mod demo;
+pub mod envoy_routes;
 pub mod metrics;
 pub mod openapi;
 pub mod secret;

@@ -7,15 +7,21 @@ use std::path::{Path, PathBuf};
 #[command(after_help = "Examples:
   hydra-authz config check --config config/hydra-authz.toml
   HYDRA_AUTHZ_INTROSPECTION__URL=https://acme.projects.oryapis.com/admin/oauth2/introspect hydra-authz config check
-  hydra-authz config check --openapi config/examples/seed-api.openapi.yaml   # also warn about routes without a rule")]
+  hydra-authz config check --openapi config/examples/seed-api.openapi.yaml   # also warn about routes without a rule
+  hydra-authz config check --envoy deploy/envoy/envoy.yaml                    # ... and Envoy routes no rule can allow")]
 pub struct CheckArgs {
     /// An OpenAPI document listing the API's routes: warn about operations no rule matches.
     #[arg(long)]
     pub openapi: Option<PathBuf>,
+    /// An Envoy bootstrap: warn about routes behind the ext_authz filter that
+    /// have no per-route policy and that no rule can match (all denied).
+    #[arg(long)]
+    pub envoy: Option<PathBuf>,
 }
 
-/// Warnings about a valid config: rules that can never match, API routes no rule covers.
-pub fn lint(config: &Config, openapi: Option<&Path>) -> anyhow::Result<Vec<String>> {
+/// Warnings about a valid config: rules that can never match, API routes
+/// (OpenAPI operations, Envoy routes) no rule covers.
+pub fn lint(config: &Config, openapi: Option<&Path>, envoy: Option<&Path>) -> anyhow::Result<Vec<String>> {
     let rules = crate::decision::rules::RuleSet::compile(&config.rules)?;
     let mut warnings: Vec<String> = rules
         .shadowed()
@@ -37,13 +43,23 @@ pub fn lint(config: &Config, openapi: Option<&Path>) -> anyhow::Result<Vec<Strin
             }
         }
     }
+    if let Some(path) = envoy {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let routes = crate::envoy_routes::routes(&crate::envoy_routes::parse(&text)?);
+        for route in crate::envoy_routes::uncovered(&routes, &rules) {
+            warnings.push(format!(
+                "Envoy route ({route}, in {}) has no per-route policy and no rule can match it: every request there is denied",
+                path.display()
+            ));
+        }
+    }
     Ok(warnings)
 }
 
 pub fn run(path: &Path, config: &Config, args: &CheckArgs) -> anyhow::Result<()> {
     // Also build the engine: reads the referenced secrets and compiles rules.
     crate::server::build_engine(config, Default::default())?;
-    for w in lint(config, args.openapi.as_deref())? {
+    for w in lint(config, args.openapi.as_deref(), args.envoy.as_deref())? {
         eprintln!("warning: {w}");
     }
     println!("# {}: OK", path.display());

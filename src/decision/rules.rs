@@ -121,6 +121,11 @@ impl RuleSet {
             .find(|r| r.mismatch_except_path(method, host).is_none())
     }
 
+    /// The rules' path patterns, as written, in file order.
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.path.as_str())
+    }
+
     /// Whether some rule matches on method and path for some host: the
     /// "routes without a rule" lint, which has no host to test with.
     pub fn covers_on_some_host(&self, method: &str, path: &str) -> bool {

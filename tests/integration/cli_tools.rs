@@ -474,6 +474,59 @@ async fn config_check_counts_host_scoped_rules_as_covering() {
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
 }
 
+/// `config check --envoy`: the shipped Envoy config is fully covered by the
+/// shipped rules; a route added without a policy or a rule is reported.
+#[tokio::test]
+async fn config_check_finds_envoy_routes_no_rule_can_allow() {
+    let out = run(
+        &[
+            "config",
+            "check",
+            "--config",
+            "config/hydra-authz.toml",
+            "--envoy",
+            "deploy/envoy/envoy.yaml",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let envoy = dir.path().join("envoy.yaml");
+    let bootstrap = serde_json::json!({"static_resources": {"listeners": [{"filter_chains": [{"filters": [{
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "route_config": {"virtual_hosts": [{"name": "billing-api", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/billing"}, "route": {"cluster": "upstream"}},
+                {"match": {"path": "/date"}, "route": {"cluster": "upstream"}},
+                {"match": {"prefix": "/internal"}, "route": {"cluster": "upstream"},
+                 "typed_per_filter_config": {"envoy.filters.http.ext_authz": {"disabled": true}}}
+            ]}]},
+            "http_filters": [{"name": "envoy.filters.http.ext_authz"}, {"name": "envoy.filters.http.router"}]
+        }
+    }]}]}]}});
+    std::fs::write(&envoy, bootstrap.to_string()).expect("write");
+    let e = envoy.to_string_lossy().into_owned();
+    let out = run(
+        &["config", "check", "--config", "config/hydra-authz.toml", "--envoy", &e],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "warnings only: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("virtual host \"billing-api\", prefix \"/billing\""),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("warning:").count(),
+        1,
+        "/date has a rule, /internal skips ext_authz: {err}"
+    );
+}
+
 /// A JSON OpenAPI 3.1 document with two OAuth2 schemes: --scheme picks one,
 /// --base-path prefixes, and what is printed loads as a config.
 #[tokio::test]

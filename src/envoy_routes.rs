@@ -1,0 +1,180 @@
+//! The routes an Envoy bootstrap sends through our ext_authz filter, for
+//! `config check --envoy`: a route that neither carries its own policy
+//! (context_extensions, `hydra_authz` route metadata, or the filter disabled)
+//! nor can be reached by any `[[rules]]` pattern denies every request (403),
+//! which is rarely what the operator meant.
+//!
+//! Only what a static bootstrap says is read: listeners with an inline
+//! `route_config` in an HTTP connection manager that runs the ext_authz
+//! filter. Regex routes cannot be judged and are skipped.
+
+use crate::decision::rules::RuleSet;
+use serde_json::Value;
+
+const EXT_AUTHZ: &str = "envoy.filters.http.ext_authz";
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// How a route is matched, as far as the lint can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+/// One route the ext_authz filter sees, and whether it brings its own policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub virtual_host: String,
+    pub matcher: RouteMatch,
+    /// Per-route policy (context_extensions, route metadata) or the filter
+    /// disabled for it: our rules are not consulted.
+    pub own_policy: bool,
+}
+
+pub fn parse(text: &str) -> anyhow::Result<Value> {
+    serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("cannot parse the Envoy config as YAML or JSON: {e}"))
+}
+
+/// Every route behind an HTTP connection manager that runs ext_authz.
+pub fn routes(bootstrap: &Value) -> Vec<Route> {
+    let mut out = Vec::new();
+    let listeners = bootstrap
+        .pointer("/static_resources/listeners")
+        .and_then(Value::as_array);
+    for listener in listeners.into_iter().flatten() {
+        let chains = listener.get("filter_chains").and_then(Value::as_array);
+        for filter in chains.into_iter().flatten().flat_map(|c| array(c, "filters")) {
+            let Some(hcm) = filter.get("typed_config") else {
+                continue;
+            };
+            let runs_ext_authz =
+                array(hcm, "http_filters").any(|f| f.get("name").and_then(Value::as_str) == Some(EXT_AUTHZ));
+            if !runs_ext_authz {
+                continue;
+            }
+            for vh in hcm
+                .pointer("/route_config/virtual_hosts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let name = vh.get("name").and_then(Value::as_str).unwrap_or("?").to_owned();
+                let vh_policy = has_own_policy(vh);
+                for route in array(vh, "routes") {
+                    let m = route.get("match");
+                    let text = |k: &str| m.and_then(|m| m.get(k)).and_then(Value::as_str).map(str::to_owned);
+                    let matcher = if let Some(p) = text("path") {
+                        RouteMatch::Exact(p)
+                    } else if let Some(p) = text("prefix").or_else(|| text("path_separated_prefix")) {
+                        RouteMatch::Prefix(p)
+                    } else {
+                        continue; // safe_regex, connect_matcher, ...: cannot be judged
+                    };
+                    out.push(Route {
+                        virtual_host: name.clone(),
+                        matcher,
+                        own_policy: vh_policy || has_own_policy(route),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Routes whose requests no rule can ever allow: `(virtual host, match)`.
+pub fn uncovered(routes: &[Route], rules: &RuleSet) -> Vec<String> {
+    routes
+        .iter()
+        .filter(|r| !r.own_policy)
+        .filter(|r| match &r.matcher {
+            RouteMatch::Exact(p) => !METHODS.iter().any(|m| rules.covers_on_some_host(m, p)),
+            RouteMatch::Prefix(p) => !rules.patterns().any(|pattern| may_overlap(p, pattern)),
+        })
+        .map(|r| match &r.matcher {
+            RouteMatch::Exact(p) => format!("virtual host {:?}, path {p:?}", r.virtual_host),
+            RouteMatch::Prefix(p) => format!("virtual host {:?}, prefix {p:?}", r.virtual_host),
+        })
+        .collect()
+}
+
+/// Whether a rule pattern may match some path under `prefix`: compare the
+/// pattern's literal part (before its first wildcard or parameter).
+fn may_overlap(prefix: &str, pattern: &str) -> bool {
+    let literal = pattern.split(['*', '{']).next().unwrap_or_default();
+    literal.starts_with(prefix) || prefix.starts_with(literal)
+}
+
+fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    v.get(key).and_then(Value::as_array).into_iter().flatten()
+}
+
+/// Per-route (or per-virtual-host) ext_authz settings or our metadata namespace.
+fn has_own_policy(v: &Value) -> bool {
+    let per_filter = v.pointer("/typed_per_filter_config").and_then(|t| t.get(EXT_AUTHZ));
+    let disabled = per_filter.and_then(|f| f.get("disabled")).and_then(Value::as_bool) == Some(true);
+    let ext = per_filter.and_then(|f| f.pointer("/check_settings/context_extensions"));
+    let ext_policy = ext.is_some_and(|e| e.get("required_scopes").is_some() || e.get("public").is_some());
+    let metadata = v
+        .pointer("/metadata/filter_metadata")
+        .and_then(|m| m.get(crate::decision::request::METADATA_NAMESPACE))
+        .is_some();
+    disabled || ext_policy || metadata
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RuleConfig;
+
+    fn rules(paths: &[&str]) -> RuleSet {
+        let configs: Vec<RuleConfig> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RuleConfig {
+                id: format!("r{i}"),
+                methods: vec!["GET".into()],
+                path: (*p).into(),
+                ..Default::default()
+            })
+            .collect();
+        RuleSet::compile(&configs).expect("rules")
+    }
+
+    #[test]
+    fn the_shipped_envoy_config_leaves_no_route_uncovered() {
+        let doc = parse(include_str!("../deploy/envoy/envoy.yaml")).expect("yaml");
+        let found = routes(&doc);
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!(found.iter().filter(|r| r.own_policy).count(), 3, "{found:?}");
+        assert!(uncovered(&found, &rules(&["/date", "/echo"])).is_empty());
+        assert_eq!(
+            uncovered(&found, &rules(&[])),
+            vec!["virtual host \"api\", prefix \"/\"".to_string()]
+        );
+    }
+
+    #[test]
+    fn routes_are_judged_by_their_match() {
+        let r = rules(&["/date", "/billing/{id}", "/files/*.pdf"]);
+        let route = |m: RouteMatch| Route {
+            virtual_host: "v".into(),
+            matcher: m,
+            own_policy: false,
+        };
+        let routes = vec![
+            route(RouteMatch::Prefix("/billing".into())),
+            route(RouteMatch::Prefix("/files/".into())),
+            route(RouteMatch::Exact("/date".into())),
+            route(RouteMatch::Exact("/dates".into())),
+            route(RouteMatch::Prefix("/admin".into())),
+        ];
+        assert_eq!(
+            uncovered(&routes, &r),
+            vec![
+                "virtual host \"v\", path \"/dates\"".to_string(),
+                "virtual host \"v\", prefix \"/admin\"".to_string()
+            ]
+        );
+    }
+}
