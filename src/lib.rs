@@ -22,6 +22,7 @@ pub mod config;
 pub mod decision;
 pub mod demo;
 pub mod envoy_routes;
+pub mod file_backed;
 pub mod metrics;
 pub mod openapi;
 pub mod secret;

@@ -115,10 +115,6 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         .add_service(AdminServer::new(admin::AdminService::new(engine.clone())));
     let grpc_server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match tls {
         Some(tls) => {
-            tls.clone().watch(
-                Duration::from_millis(config.server.tls.reload_interval_ms),
-                closed.clone(),
-            );
             Box::pin(router.serve_with_incoming_shutdown(tls.incoming(grpc, closed.clone()), wait_for(closed.clone())))
         }
         None => Box::pin(router.serve_with_incoming_shutdown(

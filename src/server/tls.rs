@@ -6,14 +6,13 @@
 //! certificate stays: a renewal mistake must not take the listener down.
 
 use crate::config::ServerTls;
+use crate::file_backed::FileBacked;
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use sha2::{Digest, Sha256};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -24,57 +23,26 @@ use tokio_rustls::TlsAcceptor;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct ReloadingTls {
-    files: ServerTls,
-    config: ArcSwap<ServerConfig>,
-    /// SHA-256 over the files' bytes, to notice a change.
-    loaded: Mutex<[u8; 32]>,
+    config: Arc<FileBacked<ServerConfig>>,
 }
 
 impl ReloadingTls {
     /// `None` when TLS is off. Errors name the config key, as at start-up.
+    /// Re-reads the files every `reload_interval_ms` while the listener runs.
     pub fn load(files: &ServerTls) -> anyhow::Result<Option<Arc<ReloadingTls>>> {
-        if files.cert_file.is_none() || files.key_file.is_none() {
+        let (Some(cert), Some(key)) = (&files.cert_file, &files.key_file) else {
             return Ok(None);
+        };
+        let mut paths = vec![
+            (cert.clone(), "server.tls.cert_file".to_owned()),
+            (key.clone(), "server.tls.key_file".to_owned()),
+        ];
+        if let Some(ca) = &files.client_ca_file {
+            paths.push((ca.clone(), "server.tls.client_ca_file".to_owned()));
         }
-        let (config, digest) = build(files)?;
-        Ok(Some(Arc::new(ReloadingTls {
-            files: files.clone(),
-            config: ArcSwap::from_pointee(config),
-            loaded: Mutex::new(digest),
-        })))
-    }
-
-    /// Re-read the files; `Ok(true)` when a new certificate is now served.
-    pub fn reload_if_changed(&self) -> anyhow::Result<bool> {
-        let digest = digest(&read_all(&self.files)?);
-        if *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) == digest {
-            return Ok(false);
-        }
-        let (config, digest) = build(&self.files)?;
-        self.config.store(Arc::new(config));
-        *self.loaded.lock().unwrap_or_else(PoisonError::into_inner) = digest;
-        Ok(true)
-    }
-
-    /// Poll the files until `stopped`.
-    pub fn watch(self: Arc<Self>, every: Duration, stopped: watch::Receiver<bool>) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let stop = super::wait_for(stopped);
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    _ = &mut stop => return,
-                    _ = tick.tick() => {}
-                }
-                match self.reload_if_changed() {
-                    Ok(true) => tracing::info!("server.tls: new certificate files loaded"),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!("server.tls: keeping the current certificate: {e:#}"),
-                }
-            }
-        });
+        let config = FileBacked::new("server.tls", paths, build)?;
+        config.watch(Duration::from_millis(files.reload_interval_ms));
+        Ok(Some(Arc::new(ReloadingTls { config })))
     }
 
     /// TLS connections from `listener`, handshaken concurrently (a slow
@@ -103,7 +71,7 @@ impl ReloadingTls {
                     },
                 };
                 let _ = tcp.set_nodelay(true);
-                let acceptor = TlsAcceptor::from(self.config.load_full());
+                let acceptor = TlsAcceptor::from(self.config.get());
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -120,33 +88,9 @@ impl ReloadingTls {
     }
 }
 
-fn read_all(files: &ServerTls) -> anyhow::Result<Vec<Vec<u8>>> {
-    let read = |p: &std::path::Path, key: &str| std::fs::read(p).with_context(|| format!("{key} {}", p.display()));
-    let mut out = Vec::with_capacity(3);
-    if let Some(cert) = &files.cert_file {
-        out.push(read(cert, "server.tls.cert_file")?);
-    }
-    if let Some(key) = &files.key_file {
-        out.push(read(key, "server.tls.key_file")?);
-    }
-    if let Some(ca) = &files.client_ca_file {
-        out.push(read(ca, "server.tls.client_ca_file")?);
-    }
-    Ok(out)
-}
-
-fn digest(parts: &[Vec<u8>]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p);
-    }
-    h.finalize().into()
-}
-
-fn build(files: &ServerTls) -> anyhow::Result<(ServerConfig, [u8; 32])> {
-    let parts = read_all(files)?;
-    let (cert_pem, key_pem) = match parts.as_slice() {
+/// cert, key, and optionally the client CA, as PEM bytes in that order.
+fn build(parts: &[Vec<u8>]) -> anyhow::Result<ServerConfig> {
+    let (cert_pem, key_pem) = match parts {
         [cert, key, ..] => (cert, key),
         _ => anyhow::bail!("server.tls: cert_file and key_file go together"),
     };
@@ -185,5 +129,5 @@ fn build(files: &ServerTls) -> anyhow::Result<(ServerConfig, [u8; 32])> {
         .context("server.tls: cannot use this certificate and key")?;
     // gRPC is HTTP/2 only.
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok((config, digest(&parts)))
+    Ok(config)
 }

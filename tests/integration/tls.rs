@@ -207,6 +207,38 @@ async fn renewed_hydra_ca_is_used_without_a_restart() {
     assert_eq!(a.http_status, 200, "{}", a.body);
 }
 
+/// mTLS towards Hydra: with our client certificate the introspection
+/// succeeds; without one the handshake fails and the check is 503.
+#[tokio::test]
+async fn client_certificate_towards_hydra() {
+    let pki = Pki::new();
+    let hydra = FakeHydra::start_mtls(
+        &pki.read(&pki.server_cert),
+        &pki.read(&pki.server_key),
+        Some(&pki.read(&pki.ca)),
+    )
+    .await;
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    let status = |c: hydra_authz::config::Config| {
+        let token = token.clone();
+        async move {
+            let server = start_authz(&c).await;
+            let check = Checker::connect(server.grpc_addr).await;
+            Answer::of(&check.check("GET", "/date", &[("authorization", &bearer(&token))]).await).http_status
+        }
+    };
+    let mut c = config_for(&hydra.https_introspection_url());
+    c.introspection.tls.ca_file = Some(pki.ca.clone());
+    assert_eq!(
+        status(c.clone()).await,
+        503,
+        "no client certificate: refused, fail closed"
+    );
+    c.introspection.tls.client_cert_file = Some(pki.client_cert.clone());
+    c.introspection.tls.client_key_file = Some(pki.client_key.clone());
+    assert_eq!(status(c).await, 200);
+}
+
 #[test]
 fn half_configured_tls_is_a_config_error() {
     let mut c = config_for("http://127.0.0.1:1/x");

@@ -57,6 +57,11 @@ impl FakeHydra {
 
     /// Serve HTTPS with this PEM certificate and key.
     pub async fn start_tls(cert_pem: &[u8], key_pem: &[u8]) -> FakeHydra {
+        Self::start_mtls(cert_pem, key_pem, None).await
+    }
+
+    /// Serve HTTPS, and with `client_ca_pem` require a client certificate it signed.
+    pub async fn start_mtls(cert_pem: &[u8], key_pem: &[u8], client_ca_pem: Option<&[u8]>) -> FakeHydra {
         use tokio_rustls::rustls;
         use tokio_rustls::rustls::pki_types::pem::PemObject;
         use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -65,12 +70,23 @@ impl FakeHydra {
             .expect("certs");
         let key = PrivateKeyDer::from_pem_slice(key_pem).expect("key");
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("server config");
+            .expect("versions");
+        let builder = match client_ca_pem {
+            None => builder.with_no_client_auth(),
+            Some(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for ca in CertificateDer::pem_slice_iter(pem) {
+                    roots.add(ca.expect("ca")).expect("add ca");
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .expect("verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut cfg = builder.with_single_cert(certs, key).expect("server config");
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Self::start_with_tls(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
     }
