@@ -48,6 +48,8 @@ async fn no_token_appears_in_logs_at_any_level() {
     let hydra = FakeHydra::start().await;
     let mut config = config_for(&hydra.introspection_url());
     config.introspection.timeout_ms = 300;
+    // The fourth Hydra fault below then finds the circuit open.
+    config.introspection.resilience.breaker_failures = 3;
     let server = start_authz(&config).await;
     let check = Checker::connect(server.grpc_addr).await;
 
@@ -136,9 +138,28 @@ async fn no_token_appears_in_logs_at_any_level() {
             ("INFO", "no_rule", 403),
         ]
     );
-    for (level, reason, status) in &reasons[6..] {
-        assert_eq!((*level, *reason, *status), ("WARN", "introspection_unavailable", 503));
-    }
+    // Hydra failing: WARN, until the circuit opens; then the breaker's own
+    // line has said so, and each check is INFO (no WARN flood in an outage).
+    assert_eq!(
+        &reasons[6..],
+        &[
+            ("WARN", "introspection_unavailable", 503),
+            ("WARN", "introspection_unavailable", 503),
+            ("WARN", "introspection_unavailable", 503),
+            ("INFO", "introspection_unavailable", 503),
+        ]
+    );
+    assert!(
+        decisions[9]["fields"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("circuit_open")),
+        "{}",
+        decisions[9]
+    );
+    assert!(
+        logs.contains("introspection circuit opened"),
+        "the breaker announced it"
+    );
     assert_eq!(decisions[0]["fields"]["client_id"], "reader");
     assert_eq!(decisions[0]["fields"]["rule_id"], "read-date");
     assert!(

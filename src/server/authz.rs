@@ -98,8 +98,11 @@ fn annotate(span: &tracing::Span, req: &AuthzRequest, o: &Outcome, status: u16, 
 }
 
 /// The one line per decision. Fields only; the token appears as its
-/// fingerprint. A check we could not decide (503) is logged at WARN, with
-/// why, so Hydra trouble stands out without a second line.
+/// fingerprint. A check we could not decide (5xx) is logged at WARN, with
+/// why, so Hydra trouble stands out without a second line; except while
+/// the circuit is open or checks are shed: the breaker and the shedder log
+/// their own state changes, and a WARN per check would flood a log kept at
+/// `warn` during an outage.
 fn log_decision(req: &AuthzRequest, o: &Outcome, started: Instant) {
     let (decision, status, reason) = summary(o);
     let detail = match &o.decision {
@@ -128,7 +131,13 @@ fn log_decision(req: &AuthzRequest, o: &Outcome, started: Instant) {
             )
         };
     }
-    if status >= 500 {
+    let announced = matches!(
+        &o.decision,
+        Decision::Deny(crate::decision::verdict::DenyReason::Unavailable(
+            "circuit_open" | "overloaded"
+        ))
+    );
+    if status >= 500 && !announced {
         line!(tracing::Level::WARN);
     } else {
         line!(tracing::Level::INFO);
