@@ -22,6 +22,20 @@ fn shipped_config(dir: &tempfile::TempDir, grpc: u16, http: u16, edits: &[(&str,
 }
 
 /// Also: `server.worker_threads` sizes the runtime (the start-up line says how many).
+/// `hydra-authz --config path`, quiet, once `/readyz` on `http` says 200.
+async fn serve_ready(path: &std::path::Path, http: u16) -> tokio::process::Child {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hydra-authz"))
+        .arg("--config")
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start");
+    crate::support::wait_ready(&mut child, http, String::new).await;
+    child
+}
+
 #[test]
 fn serves_until_sigterm_then_exits_zero() {
     let workers = serves_until_signal_then_exits_zero("TERM", 3);
@@ -141,15 +155,7 @@ async fn sigterm_loses_no_accepted_check() {
             ),
         ],
     );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hydra-authz"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start");
-    crate::support::wait_ready(&mut child, http, String::new).await;
+    let mut child = serve_ready(&path, http).await;
 
     let grpc_addr = std::net::SocketAddr::from(([127, 0, 0, 1], grpc));
     let check = Checker::connect(grpc_addr).await;
@@ -215,15 +221,7 @@ async fn shutdown_delay_reports_not_ready_while_still_serving() {
             ),
         ],
     );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hydra-authz"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start");
-    crate::support::wait_ready(&mut child, http, String::new).await;
+    let mut child = serve_ready(&path, http).await;
 
     let pid = child.id().expect("running").to_string();
     assert!(Command::new("kill")
