@@ -153,17 +153,19 @@ fn config_check(path: &Path) -> std::process::Output {
         .expect("run")
 }
 
+/// `config check` of a config file holding `toml`.
+fn config_check_of(toml: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).expect("write");
+    config_check(&path)
+}
+
 #[test]
 fn config_check_prints_the_effective_config_redacted() {
     without_other_tests_env(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "[introspection]\nurl = \"https://user:hunter2@hydra.internal/admin/oauth2/introspect\"\n",
-        )
-        .expect("write");
-        let out = config_check(&path);
+        let out =
+            config_check_of("[introspection]\nurl = \"https://user:hunter2@hydra.internal/admin/oauth2/introspect\"\n");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.contains(": OK"));
@@ -175,12 +177,9 @@ fn config_check_prints_the_effective_config_redacted() {
         assert!(stdout.contains("REDACTED"));
 
         // An API key as the user name alone, or in the query, is a secret too.
-        std::fs::write(
-            &path,
+        let out = config_check_of(
             "[introspection]\nurl = \"https://KEYONLY123@hydra.internal/admin/oauth2/introspect?api_key=QSECRET456\"\n",
-        )
-        .expect("write");
-        let out = config_check(&path);
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}");
         assert!(
@@ -194,10 +193,7 @@ fn config_check_prints_the_effective_config_redacted() {
 #[test]
 fn config_check_fails_with_the_key_and_exit_code_1() {
     without_other_tests_env(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[[rules]]\nid = \"x\"\npath = \"/a/{bad name}\"\n").expect("write");
-        let out = config_check(&path);
+        let out = config_check_of("[[rules]]\nid = \"x\"\npath = \"/a/{bad name}\"\n");
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("rules[0].path"));
     })
@@ -206,14 +202,7 @@ fn config_check_fails_with_the_key_and_exit_code_1() {
 #[test]
 fn config_check_reports_an_unreadable_secret() {
     without_other_tests_env(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "[introspection.auth]\nkind = \"bearer\"\ntoken_file = \"/nonexistent/key\"\n",
-        )
-        .expect("write");
-        let out = config_check(&path);
+        let out = config_check_of("[introspection.auth]\nkind = \"bearer\"\ntoken_file = \"/nonexistent/key\"\n");
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("introspection.auth"));
     })
