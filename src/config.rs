@@ -42,6 +42,54 @@ pub struct ServerConfig {
     /// How long a shutdown waits for in-flight checks before giving up.
     pub drain_timeout_ms: u64,
     pub tls: ServerTls,
+    /// The admin gRPC API (Explain, PurgeToken, PurgeAll): its own listener,
+    /// never the Check port. Served only when credentials are configured
+    /// (`admin_token_file`/`admin_token_env` and/or `admin_client_ca_file`),
+    /// over TLS whenever `[server.tls]` has a certificate.
+    pub admin_addr: SocketAddr,
+    /// File holding the admin bearer token (`authorization: Bearer …`).
+    pub admin_token_file: Option<PathBuf>,
+    /// Or the name of an environment variable holding it (not `HYDRA_AUTHZ_*`,
+    /// which is config).
+    pub admin_token_env: Option<String>,
+    /// mTLS on the admin listener: clients need a certificate this CA signed.
+    /// Uses `[server.tls]`'s certificate and key.
+    pub admin_client_ca_file: Option<PathBuf>,
+    pub limits: ListenerLimits,
+}
+
+/// Bounds on every listener (Check, admin, probes), against peers that
+/// open many connections, say nothing, or say it slowly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerLimits {
+    /// Open connections per listener; at the limit new ones wait in the backlog.
+    pub max_connections: usize,
+    /// A connection must send its first bytes (or finish the TLS handshake)
+    /// within this, and an HTTP/1 request its headers.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no byte in either direction for this long is closed.
+    /// Must exceed gRPC keep-alive interval + timeout, so live peers stay.
+    pub idle_timeout_ms: u64,
+    /// HTTP/2 streams (concurrent Checks) per gRPC connection.
+    pub grpc_max_concurrent_streams: u32,
+    /// HTTP/2 PING interval on gRPC connections; a peer that does not answer
+    /// within `grpc_keepalive_timeout_ms` is disconnected.
+    pub grpc_keepalive_interval_ms: u64,
+    pub grpc_keepalive_timeout_ms: u64,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            max_connections: 4096,
+            header_read_timeout_ms: 5_000,
+            idle_timeout_ms: 60_000,
+            grpc_max_concurrent_streams: 1024,
+            grpc_keepalive_interval_ms: 30_000,
+            grpc_keepalive_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// TLS on the gRPC listener, for Envoy outside a mesh that provides mTLS.
@@ -105,6 +153,11 @@ impl Default for ServerConfig {
             shutdown_delay_ms: 0,
             drain_timeout_ms: 10_000,
             tls: ServerTls::default(),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9193)),
+            admin_token_file: None,
+            admin_token_env: None,
+            admin_client_ca_file: None,
+            limits: ListenerLimits::default(),
         }
     }
 }
@@ -191,6 +244,16 @@ pub struct JwtConfig {
     /// locally verified JWT cannot be revoked before `exp` anyway, so this
     /// only skips repeating the signature check. 0 = verify every time.
     pub verified_ttl_ms: u64,
+    /// Access-token evidence, so an ID token signed by the same issuer
+    /// (Hydra publishes both key sets in one JWKS) is not taken for an
+    /// access token. The JOSE `typ`, when present, must be one of these
+    /// (case-insensitive; RFC 9068 says `at+jwt`, Hydra writes `JWT`).
+    pub access_token_types: Vec<String>,
+    /// At least one of these claims must be present (Hydra: `client_id` and
+    /// `scp`; ID tokens carry neither). Empty: no such requirement.
+    pub access_token_claims: Vec<String>,
+    /// None of these may be present: they only occur in ID tokens.
+    pub id_token_claims: Vec<String>,
 }
 
 impl Default for JwtConfig {
@@ -201,6 +264,9 @@ impl Default for JwtConfig {
             refresh_min_interval_ms: 30_000,
             max_key_age_ms: 300_000,
             verified_ttl_ms: 60_000,
+            access_token_types: vec!["at+jwt".into(), "application/at+jwt".into(), "JWT".into()],
+            access_token_claims: vec!["client_id".into(), "scp".into(), "scope".into()],
+            id_token_claims: vec!["nonce".into(), "at_hash".into(), "c_hash".into()],
         }
     }
 }
@@ -426,6 +492,88 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+impl ServerConfig {
+    /// Whether the admin listener runs: only with credentials.
+    pub fn admin_enabled(&self) -> bool {
+        self.admin_token_file.is_some() || self.admin_token_env.is_some() || self.admin_client_ca_file.is_some()
+    }
+
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        if self.admin_token_file.is_some() && self.admin_token_env.is_some() {
+            return Err(invalid(
+                "server.admin_token_file",
+                "give one of admin_token_file or admin_token_env",
+            ));
+        }
+        if let Some(var) = &self.admin_token_env {
+            if var.is_empty() || var.to_ascii_uppercase().starts_with(ENV_PREFIX) {
+                return Err(invalid(
+                    "server.admin_token_env",
+                    format!("name a variable outside the {ENV_PREFIX}* config namespace"),
+                ));
+            }
+        }
+        if self.admin_client_ca_file.is_some() && self.tls.cert_file.is_none() {
+            return Err(invalid(
+                "server.admin_client_ca_file",
+                "admin mTLS uses [server.tls] cert_file and key_file: set them too",
+            ));
+        }
+        if self.admin_enabled() {
+            let port = self.admin_addr.port();
+            for (key, other) in [
+                ("server.grpc_addr", self.grpc_addr),
+                ("server.http_addr", self.http_addr),
+            ] {
+                if port != 0
+                    && other.port() == port
+                    && (other.ip() == self.admin_addr.ip()
+                        || other.ip().is_unspecified()
+                        || self.admin_addr.ip().is_unspecified())
+                {
+                    return Err(invalid(
+                        "server.admin_addr",
+                        format!("must not share a port with {key}: the admin API never rides on another listener"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ListenerLimits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("server.limits.{k}");
+        for (k, v) in [
+            ("max_connections", self.max_connections as u64),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            (
+                "grpc_max_concurrent_streams",
+                u64::from(self.grpc_max_concurrent_streams),
+            ),
+            ("grpc_keepalive_interval_ms", self.grpc_keepalive_interval_ms),
+            ("grpc_keepalive_timeout_ms", self.grpc_keepalive_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(key(k), "must be greater than 0"));
+            }
+        }
+        if self.idle_timeout_ms
+            <= self
+                .grpc_keepalive_interval_ms
+                .saturating_add(self.grpc_keepalive_timeout_ms)
+        {
+            return Err(invalid(
+                key("idle_timeout_ms"),
+                "must exceed grpc_keepalive_interval_ms + grpc_keepalive_timeout_ms, or live gRPC peers are cut off",
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -480,6 +628,8 @@ impl Config {
         if i.cache.max_entries == 0 {
             return Err(invalid("introspection.cache.max_entries", "must be greater than 0"));
         }
+        self.server.validate_admin()?;
+        self.server.limits.validate()?;
         let t = &self.server.tls;
         if t.cert_file.is_some() != t.key_file.is_some() {
             return Err(invalid("server.tls", "cert_file and key_file go together"));

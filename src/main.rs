@@ -40,6 +40,8 @@ enum Command {
     },
     /// Fetch a client-credentials access token and print only the token.
     Token(cmd::token::TokenArgs),
+    /// Drop cached verdicts on a running instance through its admin API (address and credentials from --config).
+    Purge(cmd::purge::PurgeArgs),
     /// Probe a running server's GET /readyz (exit 0 on HTTP 200, 1 otherwise): the container HEALTHCHECK.
     Health(cmd::health::HealthArgs),
     /// Run a self-contained demo on loopback: dev issuer, Envoy, echo upstream. DEVELOPMENT ONLY.
@@ -94,6 +96,9 @@ fn main() -> ExitCode {
         Command::Token(args) => runtime()
             .and_then(|rt| rt.block_on(cmd::token::run(&args)))
             .map(|t| println!("{t}")),
+        Command::Purge(args) => Config::load(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| runtime()?.block_on(cmd::purge::run(&c, &args))),
         Command::Health(args) => {
             // With --url the config is not read: probing an explicit URL
             // should not depend on the config being loadable.

@@ -19,6 +19,35 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
+/// Writes a value that an outsider chose (or that came from the issuer)
+/// with every control character, and the Unicode line separators and bidi
+/// overrides, escaped as `\u{..}`: in either log format it cannot end the
+/// line, start a forged one or repaint the terminal. Backslashes are
+/// escaped too, so an escape in the output always means one was applied.
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let risky = |c: char| {
+            c == '\\'
+                || c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        };
+        let mut rest = self.0;
+        while let Some(i) = rest.find(risky) {
+            f.write_str(&rest[..i])?;
+            let c = rest[i..].chars().next().unwrap_or_default();
+            if c == '\\' {
+                f.write_str("\\\\")?;
+            } else {
+                write!(f, "\\u{{{:x}}}", u32::from(c))?;
+            }
+            rest = &rest[i + c.len_utf8()..];
+        }
+        f.write_str(rest)
+    }
+}
+
 /// Keeps the trace pipeline alive; call [`Telemetry::shutdown`] before exit
 /// so buffered spans are exported.
 #[derive(Debug, Default)]
@@ -205,6 +234,24 @@ fn tracer_provider(cfg: &TelemetryConfig, env: Env) -> anyhow::Result<Option<Sdk
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn escaped_values_cannot_split_or_forge_lines() {
+        let shown = |v: &str| Escaped(v).to_string();
+        assert_eq!(shown("/date"), "/date");
+        assert_eq!(shown("a\r\nlevel=ERROR forged"), "a\\u{d}\\u{a}level=ERROR forged");
+        assert_eq!(shown("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(shown("x\u{2028}y\u{202e}z"), "x\\u{2028}y\\u{202e}z");
+        assert_eq!(
+            shown("back\\u{a}slash"),
+            "back\\\\u{a}slash",
+            "a literal backslash is escaped too"
+        );
+        assert_eq!(shown("tenant ü"), "tenant ü", "printable Unicode stays");
+        for v in ["\n", "\r", "\u{85}", "\u{0}", "\u{7f}"] {
+            assert!(!shown(v).chars().any(char::is_control), "{v:?}");
+        }
+    }
     use super::*;
     use std::collections::HashMap;
 

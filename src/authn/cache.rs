@@ -21,7 +21,7 @@
 //! quick_cache (rather than moka) because an entry costs about a third of the
 //! memory and a hit takes one shard read lock; expiry is checked on read.
 
-use super::{Authenticator, AuthnError, ClaimFailure, Identity};
+use super::{Authenticator, AuthnError, ClaimFailure, FailureKind, Identity};
 use crate::config::CacheConfig;
 use crate::decision::token::Token;
 use crate::metrics::Metrics;
@@ -125,6 +125,15 @@ impl<A> SharedVerifier<A> {
         &self.inner
     }
 
+    /// Entries held, placeholders of loads in progress included.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
     /// Publish the entry count; called at scrape time rather than on every check.
     pub async fn refresh_metrics(&self) {
         self.metrics
@@ -151,6 +160,17 @@ impl<A: Authenticator> SharedVerifier<A> {
             verdict,
             until: (!ttl.is_zero()).then(|| Instant::now() + ttl),
         };
+        if let Verdict::Failed(AuthnError::Unavailable {
+            kind: FailureKind::CallerDeadline,
+            ..
+        }) = &entry.verdict
+        {
+            // This caller's own deadline, not an answer for the others:
+            // dropping the guard uninserted hands the load to the next
+            // waiter (as a cancelled leader does), which runs on its own clock.
+            drop(guard);
+            return entry;
+        }
         let _ = guard.insert(entry.clone());
         if entry.until.is_none() {
             // The waiters already hold it; nobody else may reuse it.
@@ -186,7 +206,7 @@ impl<A: Authenticator> SharedVerifier<A> {
                     }
                     // Neither is produced by the callback above or by entry_async.
                     EntryResult::Removed(..) | EntryResult::Timeout => {
-                        let e = AuthnError::unavailable("cache", "unexpected cache state");
+                        let e = AuthnError::unavailable(FailureKind::Cache, "unexpected cache state");
                         (
                             Entry {
                                 verdict: Verdict::Failed(e),

@@ -22,6 +22,9 @@ pub enum ClaimFailure {
     UnknownKey,
     /// JWT mode: the signature does not verify.
     BadSignature,
+    /// JWT mode: no access-token evidence (`typ`, `client_id`/`scp`), or
+    /// ID-token claims (`nonce`, `at_hash`): e.g. an ID token.
+    NotAnAccessToken,
 }
 
 impl ClaimFailure {
@@ -38,6 +41,7 @@ impl ClaimFailure {
             ClaimFailure::AlgorithmNotAllowed => "algorithm_not_allowed",
             ClaimFailure::UnknownKey => "unknown_key",
             ClaimFailure::BadSignature => "bad_signature",
+            ClaimFailure::NotAnAccessToken => "not_an_access_token",
         }
     }
 }
@@ -55,6 +59,7 @@ impl fmt::Display for ClaimFailure {
             ClaimFailure::AlgorithmNotAllowed => f.write_str("the token's signing algorithm is not allowed"),
             ClaimFailure::UnknownKey => f.write_str("the token was signed with an unknown key"),
             ClaimFailure::BadSignature => f.write_str("the token's signature is invalid"),
+            ClaimFailure::NotAnAccessToken => f.write_str("the token is not an access token"),
         }
     }
 }
@@ -126,6 +131,14 @@ impl ClaimChecks {
         if let Some(use_) = &i.token_use {
             if use_ != "access_token" {
                 return Err(ClaimFailure::WrongTokenUse(use_.clone()));
+            }
+        }
+        // RFC 7662's token_type is a type hint ("Bearer"); some servers put
+        // the token's kind there. A refresh or ID token is never an allow.
+        if let Some(t) = &i.token_type {
+            let t = t.to_ascii_lowercase();
+            if t.contains("refresh") || t.contains("id_token") || t.contains("id-token") {
+                return Err(ClaimFailure::WrongTokenUse(t));
             }
         }
         if !self.allowed_issuers.is_empty() && !i.iss.as_ref().is_some_and(|iss| self.allowed_issuers.contains(iss)) {
@@ -202,6 +215,29 @@ mod tests {
             c.check(&refresh, 700),
             Err(ClaimFailure::WrongTokenUse("refresh_token".into()))
         );
+        for kind in [
+            "refresh_token",
+            "Refresh_Token",
+            "urn:ietf:params:oauth:token-type:refresh_token",
+            "urn:ietf:params:oauth:token-type:id_token",
+        ] {
+            let typed = Introspection {
+                token_use: None,
+                token_type: Some(kind.into()),
+                ..active()
+            };
+            assert!(
+                matches!(c.check(&typed, 700), Err(ClaimFailure::WrongTokenUse(_))),
+                "{kind}"
+            );
+        }
+        for fine in ["Bearer", "bearer", "access_token", "N_A"] {
+            let typed = Introspection {
+                token_type: Some(fine.into()),
+                ..active()
+            };
+            assert_eq!(c.check(&typed, 700), Ok(()), "{fine}");
+        }
     }
 
     #[test]

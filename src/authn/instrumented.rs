@@ -32,7 +32,7 @@ impl<A: Authenticator> Authenticator for Instrumented<A> {
         if let Err(AuthnError::Unavailable { kind, .. }) = &result {
             self.metrics
                 .introspection_errors
-                .get_or_create(&KindLabels { kind })
+                .get_or_create(&KindLabels { kind: kind.label() })
                 .inc();
         }
         result

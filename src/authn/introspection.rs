@@ -4,7 +4,7 @@
 //! `active` is "cannot decide" ([`AuthnError::Unavailable`]), which the
 //! engine turns into a 503: we fail closed.
 
-use super::{intern, Authenticator, AuthnError, ClaimChecks, Identity};
+use super::{intern, Authenticator, AuthnError, ClaimChecks, FailureKind, Identity};
 use crate::config::{AuthKind, IntrospectionConfig};
 use crate::decision::token::Token;
 use serde::{Deserialize, Deserializer};
@@ -148,7 +148,7 @@ impl HydraIntrospector {
         }
         let result = self.round_trip(token, &span).instrument(span.clone()).await;
         if let Err(AuthnError::Unavailable { kind, .. }) = &result {
-            span.set_attribute("error.type", *kind);
+            span.set_attribute("error.type", kind.label());
         }
         result
     }
@@ -158,7 +158,9 @@ impl HydraIntrospector {
         let mut builder = client
             .post(self.url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
-            .form(&[("token", token.expose())]);
+            // The hint keeps a server that tries kinds in order from
+            // looking the token up as a refresh token first (RFC 7662 §2.1).
+            .form(&[("token", token.expose()), ("token_type_hint", "access_token")]);
         if let Some(h) = &self.auth_header {
             builder = builder.header(reqwest::header::AUTHORIZATION, h.clone());
         }
@@ -178,7 +180,7 @@ impl HydraIntrospector {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
             return Err(AuthnError::Unavailable {
-                kind: "status",
+                kind: FailureKind::Status,
                 detail: format!("introspection answered HTTP {}", status.as_u16()),
                 retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
                 retry_after,
@@ -192,13 +194,13 @@ impl HydraIntrospector {
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
         if !is_json {
             return Err(unavailable(
-                "content_type",
+                FailureKind::ContentType,
                 "introspection answer is not application/json".into(),
             ));
         }
         if resp.content_length().is_some_and(|n| n > self.max_body as u64) {
             return Err(unavailable(
-                "too_large",
+                FailureKind::TooLarge,
                 format!("introspection answer exceeds {} bytes", self.max_body),
             ));
         }
@@ -207,13 +209,14 @@ impl HydraIntrospector {
         while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
             if body.len() + chunk.len() > self.max_body {
                 return Err(unavailable(
-                    "too_large",
+                    FailureKind::TooLarge,
                     format!("introspection answer exceeds {} bytes", self.max_body),
                 ));
             }
             body.extend_from_slice(&chunk);
         }
-        Introspection::parse(&body).map_err(|e| unavailable("parse", format!("introspection answer is not valid: {e}")))
+        Introspection::parse(&body)
+            .map_err(|e| unavailable(FailureKind::Parse, format!("introspection answer is not valid: {e}")))
     }
 
     /// Introspect, then run the local claim checks.
@@ -237,17 +240,17 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-fn unavailable(kind: &'static str, detail: String) -> AuthnError {
+fn unavailable(kind: FailureKind, detail: String) -> AuthnError {
     AuthnError::unavailable(kind, detail)
 }
 
 fn transport_error(e: reqwest::Error) -> AuthnError {
     let kind = if e.is_timeout() {
-        "timeout"
+        FailureKind::Timeout
     } else if e.is_connect() {
-        "connect"
+        FailureKind::Connect
     } else {
-        "transport"
+        FailureKind::Transport
     };
     // The whole cause chain ("error sending request: connection refused"),
     // without the URL; reqwest errors never carry the body, so no token.
@@ -263,7 +266,7 @@ fn transport_error(e: reqwest::Error) -> AuthnError {
         kind,
         detail,
         // Nothing reached Hydra: safe and useful to try again.
-        retryable: kind == "connect",
+        retryable: kind == FailureKind::Connect,
         retry_after: None,
     }
 }

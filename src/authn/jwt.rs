@@ -10,7 +10,7 @@
 //! re-fetched on their next use, so a key the issuer removed stops being
 //! trusted; if that re-fetch fails the old keys stay in use (logged).
 
-use super::{intern, Authenticator, AuthnError, ClaimChecks, ClaimFailure, Identity};
+use super::{intern, Authenticator, AuthnError, ClaimChecks, ClaimFailure, FailureKind, Identity};
 use crate::config::{IntrospectionConfig, JwtAlgorithm};
 use crate::decision::token::Token;
 use jsonwebtoken::jwk::JwkSet;
@@ -32,12 +32,52 @@ pub struct JwtVerifier {
     algorithms: Vec<Algorithm>,
     refresh_every: Duration,
     max_key_age: Duration,
-    keys: RwLock<Arc<KeySet>>,
-    last_fetch: Mutex<Option<Instant>>,
+    /// Shared with the fetch task, which outlives a cancelled check.
+    jwks: Arc<Jwks>,
     /// Serialises refreshes so concurrent unknown-kid tokens fetch once.
     refreshing: tokio::sync::Mutex<()>,
     checks: ClaimChecks,
+    evidence: AccessTokenEvidence,
     max_body: usize,
+}
+
+/// What tells an access token from an ID token signed with the same JWKS.
+struct AccessTokenEvidence {
+    /// Lower-cased accepted `typ` values (absent `typ` is accepted).
+    types: Vec<String>,
+    any_of_claims: Vec<String>,
+    none_of_claims: Vec<String>,
+}
+
+impl AccessTokenEvidence {
+    fn check(
+        &self,
+        typ: Option<&str>,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), ClaimFailure> {
+        if let Some(t) = typ {
+            if !self.types.iter().any(|ok| ok.eq_ignore_ascii_case(t)) {
+                return Err(ClaimFailure::NotAnAccessToken);
+            }
+        }
+        if !self.any_of_claims.is_empty() && !self.any_of_claims.iter().any(|c| claims.contains_key(c)) {
+            return Err(ClaimFailure::NotAnAccessToken);
+        }
+        if self.none_of_claims.iter().any(|c| claims.contains_key(c)) {
+            return Err(ClaimFailure::NotAnAccessToken);
+        }
+        Ok(())
+    }
+}
+
+/// The JWKS as last fetched, and how the last fetch went.
+#[derive(Default)]
+struct Jwks {
+    keys: RwLock<Arc<KeySet>>,
+    /// When the last fetch finished, and its error if it failed. Within
+    /// `refresh_min_interval_ms` of a failed fetch, an unknown `kid` is
+    /// "cannot decide" (503), not "unknown key" (401).
+    last: Mutex<Option<(Instant, Option<AuthnError>)>>,
 }
 
 /// The JWKS as last fetched.
@@ -48,6 +88,7 @@ struct KeySet {
     fetched: Option<Instant>,
 }
 
+/// The claims we read; the rest stay in the map for the evidence checks.
 #[derive(Debug, Deserialize)]
 struct Claims {
     #[serde(default)]
@@ -64,6 +105,28 @@ struct Claims {
     iss: Option<String>,
     #[serde(default, deserialize_with = "super::introspection::string_or_list")]
     aud: Vec<String>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Claims {
+    /// Every claim name present, for the evidence checks.
+    fn names(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut all = self.other.clone();
+        for (name, present) in [
+            ("client_id", self.client_id.is_some()),
+            ("sub", self.sub.is_some()),
+            ("scp", self.scp.is_some()),
+            ("scope", self.scope.is_some()),
+            ("exp", self.exp.is_some()),
+            ("iss", self.iss.is_some()),
+        ] {
+            if present {
+                all.insert(name.to_owned(), serde_json::Value::Null);
+            }
+        }
+        all
+    }
 }
 
 fn algorithm(a: JwtAlgorithm) -> Algorithm {
@@ -79,6 +142,65 @@ pub fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3 && jsonwebtoken::decode_header(token).is_ok()
 }
 
+/// One JWKS download, parsed into keys by `kid`.
+async fn fetch_keys(
+    client: Arc<super::http_client::HydraClient>,
+    url: reqwest::Url,
+    max_body: usize,
+) -> Result<HashMap<String, Key>, AuthnError> {
+    let unavailable = |detail: String| AuthnError::unavailable(FailureKind::Jwks, detail);
+    let resp = client
+        .get()
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| unavailable(format!("cannot fetch the JWKS: {}", e.without_url())))?;
+    if !resp.status().is_success() {
+        return Err(unavailable(format!("JWKS answered HTTP {}", resp.status().as_u16())));
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| unavailable(e.without_url().to_string()))?;
+    if body.len() > max_body {
+        return Err(unavailable("JWKS too large".into()));
+    }
+    let set: JwkSet = serde_json::from_slice(&body).map_err(|e| unavailable(format!("bad JWKS: {e}")))?;
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) else {
+            continue; // keys without kid, or of unsupported types, cannot be selected
+        };
+        let alg = jwk
+            .common
+            .key_algorithm
+            .and_then(|a| a.to_string().parse::<Algorithm>().ok());
+        keys.insert(kid, Key { key, alg });
+    }
+    Ok(keys)
+}
+
+impl Jwks {
+    /// Record a finished fetch: new keys on success, the error otherwise
+    /// (the keys we had stay in use).
+    fn store(&self, result: Result<HashMap<String, Key>, AuthnError>) -> Result<(), AuthnError> {
+        let now = Instant::now();
+        let error = match result {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), "JWKS refreshed");
+                *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(KeySet {
+                    keys,
+                    fetched: Some(now),
+                });
+                None
+            }
+            Err(e) => Some(e),
+        };
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((now, error.clone()));
+        error.map_or(Ok(()), Err)
+    }
+}
+
 impl JwtVerifier {
     pub fn new(cfg: &IntrospectionConfig) -> anyhow::Result<JwtVerifier> {
         let jwt = &cfg.jwt;
@@ -88,16 +210,21 @@ impl JwtVerifier {
             algorithms: jwt.algorithms.iter().copied().map(algorithm).collect(),
             refresh_every: Duration::from_millis(jwt.refresh_min_interval_ms),
             max_key_age: Duration::from_millis(jwt.max_key_age_ms),
-            keys: RwLock::new(Arc::new(KeySet::default())),
-            last_fetch: Mutex::new(None),
+            jwks: Arc::new(Jwks::default()),
             refreshing: tokio::sync::Mutex::new(()),
             checks: ClaimChecks::from_config(cfg),
+            evidence: AccessTokenEvidence {
+                types: jwt.access_token_types.iter().map(|t| t.to_ascii_lowercase()).collect(),
+                any_of_claims: jwt.access_token_claims.clone(),
+                none_of_claims: jwt.id_token_claims.clone(),
+            },
             max_body: cfg.max_response_bytes,
         })
     }
 
     fn lookup(&self, kid: &str) -> Option<Key> {
-        self.keys
+        self.jwks
+            .keys
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .keys
@@ -106,59 +233,34 @@ impl JwtVerifier {
     }
 
     fn keys_are_stale(&self) -> bool {
-        let set = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        let set = self.jwks.keys.read().unwrap_or_else(PoisonError::into_inner);
         set.fetched.is_some_and(|t| t.elapsed() >= self.max_key_age)
     }
 
-    /// Fetch the JWKS unless we did so less than `refresh_every` ago.
+    /// Fetch the JWKS unless a fetch finished less than `refresh_every` ago;
+    /// then that fetch's outcome stands (an error stays an error: 503).
+    ///
+    /// The fetch runs as its own task and records its result itself, so a
+    /// check cancelled while it waits neither loses the fetch nor leaves a
+    /// "fetched just now" mark without keys; callers queue on a tokio mutex,
+    /// which is cancel-safe.
     async fn refresh(&self) -> Result<(), AuthnError> {
         let _one_at_a_time = self.refreshing.lock().await;
-        {
-            let mut last = self.last_fetch.lock().unwrap_or_else(PoisonError::into_inner);
-            if last.is_some_and(|t| t.elapsed() < self.refresh_every) {
-                return Ok(());
+        if let Some((at, error)) = self.jwks.last.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+            if at.elapsed() < self.refresh_every {
+                return error.map_or(Ok(()), Err);
             }
-            *last = Some(Instant::now());
         }
-        let unavailable = |kind, detail: String| AuthnError::unavailable(kind, detail);
-        let resp = self
-            .client
-            .get()
-            .get(self.jwks_url.clone())
-            .send()
+        let jwks = self.jwks.clone();
+        let fetch = fetch_keys(self.client.clone(), self.jwks_url.clone(), self.max_body);
+        tokio::spawn(async move { jwks.store(fetch.await) })
             .await
-            .map_err(|e| unavailable("jwks", format!("cannot fetch the JWKS: {}", e.without_url())))?;
-        if !resp.status().is_success() {
-            return Err(unavailable(
-                "jwks",
-                format!("JWKS answered HTTP {}", resp.status().as_u16()),
-            ));
-        }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| unavailable("jwks", e.without_url().to_string()))?;
-        if body.len() > self.max_body {
-            return Err(unavailable("jwks", "JWKS too large".into()));
-        }
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| unavailable("jwks", format!("bad JWKS: {e}")))?;
-        let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) else {
-                continue; // keys without kid, or of unsupported types, cannot be selected
-            };
-            let alg = jwk
-                .common
-                .key_algorithm
-                .and_then(|a| a.to_string().parse::<Algorithm>().ok());
-            keys.insert(kid, Key { key, alg });
-        }
-        tracing::info!(keys = keys.len(), "JWKS refreshed");
-        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(KeySet {
-            keys,
-            fetched: Some(Instant::now()),
-        });
-        Ok(())
+            .unwrap_or_else(|e| {
+                Err(AuthnError::unavailable(
+                    FailureKind::Jwks,
+                    format!("JWKS fetch task: {e}"),
+                ))
+            })
     }
 
     pub async fn verify(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
@@ -181,6 +283,8 @@ impl JwtVerifier {
         let key = match self.lookup(&kid) {
             Some(k) => k,
             None => {
+                // While the JWKS cannot be fetched, an unknown kid may be a
+                // key we have not seen yet: cannot decide (503), not 401.
                 self.refresh().await?;
                 match self.lookup(&kid) {
                     Some(k) => k,
@@ -210,6 +314,9 @@ impl JwtVerifier {
             }
         };
         let c = data.claims;
+        self.evidence
+            .check(header.typ.as_deref(), &c.names())
+            .map_err(AuthnError::Rejected)?;
         let as_introspection = super::Introspection {
             active: true,
             exp: c.exp,

@@ -5,6 +5,8 @@
 //! without the decision engine changing.
 
 pub mod cache;
+#[cfg(test)]
+mod cancellation_tests;
 pub mod claims;
 pub mod http_client;
 pub mod instrumented;
@@ -38,9 +40,95 @@ pub struct Identity {
     pub verified_locally: bool,
 }
 
+/// Why a token could not be verified (a 503): a type, not a string, so the
+/// breaker, the log level and the metrics label each match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// Our own request budget or the HTTP client's timeout ran out.
+    Timeout,
+    /// No connection to the issuer.
+    Connect,
+    /// The connection broke mid-way.
+    Transport,
+    /// A status other than 200.
+    Status,
+    /// Not `application/json`.
+    ContentType,
+    /// Answer larger than `max_response_bytes`.
+    TooLarge,
+    /// Not a valid RFC 7662 answer.
+    Parse,
+    /// The JWKS could not be fetched or read.
+    Jwks,
+    /// Our own check budget (`retry_budget_ms`) ran out.
+    Deadline,
+    /// The caller's deadline (`grpc-timeout`) ran out first: the caller's
+    /// choice, not the issuer's fault.
+    CallerDeadline,
+    /// The circuit breaker is open: we did not ask.
+    CircuitOpen,
+    /// Shed: too many checks waiting for an introspection slot.
+    Overloaded,
+    /// An internal cache state that should not occur.
+    Cache,
+}
+
+impl FailureKind {
+    /// Stable label for logs, metrics and span attributes.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Timeout => "timeout",
+            FailureKind::Connect => "connect",
+            FailureKind::Transport => "transport",
+            FailureKind::Status => "status",
+            FailureKind::ContentType => "content_type",
+            FailureKind::TooLarge => "too_large",
+            FailureKind::Parse => "parse",
+            FailureKind::Jwks => "jwks",
+            FailureKind::Deadline => "deadline",
+            FailureKind::CallerDeadline => "caller_deadline",
+            FailureKind::CircuitOpen => "circuit_open",
+            FailureKind::Overloaded => "overloaded",
+            FailureKind::Cache => "cache",
+        }
+    }
+
+    /// Whether the issuer (Hydra, its JWKS) failed, as opposed to a limit of
+    /// ours or the caller's own deadline. Only these count towards opening
+    /// the circuit breaker: a caller must not be able to open it for everyone.
+    pub fn is_issuer_fault(self) -> bool {
+        match self {
+            FailureKind::Timeout
+            | FailureKind::Connect
+            | FailureKind::Transport
+            | FailureKind::Status
+            | FailureKind::ContentType
+            | FailureKind::TooLarge
+            | FailureKind::Parse
+            | FailureKind::Jwks
+            | FailureKind::Deadline => true,
+            FailureKind::CallerDeadline | FailureKind::CircuitOpen | FailureKind::Overloaded | FailureKind::Cache => {
+                false
+            }
+        }
+    }
+
+    /// Failures the breaker and the shedder announce themselves (one line per
+    /// state change), so the per-check log line need not shout about them.
+    pub fn is_announced(self) -> bool {
+        matches!(self, FailureKind::CircuitOpen | FailureKind::Overloaded)
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
 impl AuthnError {
     /// A failure that is neither worth retrying nor carries a Retry-After.
-    pub fn unavailable(kind: &'static str, detail: impl Into<String>) -> AuthnError {
+    pub fn unavailable(kind: FailureKind, detail: impl Into<String>) -> AuthnError {
         AuthnError::Unavailable {
             kind,
             detail: detail.into(),
@@ -58,7 +146,7 @@ pub enum AuthnError {
     /// We could not find out (Hydra down, slow, garbled): 503, fail closed.
     #[error("introspection failed ({kind}): {detail}")]
     Unavailable {
-        kind: &'static str,
+        kind: FailureKind,
         detail: String,
         /// Worth another attempt (connection refused, 429, 502, 503, 504).
         retryable: bool,

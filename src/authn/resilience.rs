@@ -15,7 +15,7 @@
 //!
 //! Every failure here is a 503: fail closed, never allow.
 
-use super::{Authenticator, AuthnError, Identity};
+use super::{Authenticator, AuthnError, FailureKind, Identity};
 use crate::config::ResilienceConfig;
 use crate::decision::token::Token;
 use crate::metrics::Metrics;
@@ -31,9 +31,17 @@ tokio::task_local! {
     pub static ENVOY_DEADLINE: Instant;
 }
 
+/// gRPC's `TimeoutValue` is at most 8 digits (PROTOCOL-HTTP2.md).
+const GRPC_TIMEOUT_MAX_DIGITS: usize = 8;
+
 /// Parse a gRPC `grpc-timeout` header value (`100m`, `1S`, `250000u`, ...).
+/// Anything else, including more than 8 digits, is `None` (no deadline from
+/// the caller: our own budget applies), never a panic or an overflow.
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > GRPC_TIMEOUT_MAX_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n.checked_mul(3600)?),
@@ -46,11 +54,20 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
+/// The instant by which a check with this `grpc-timeout` must be answered:
+/// 90 % of it, so we answer before the caller gives up. `None` when the
+/// value is absent or unreadable, or too far away to represent.
+pub fn caller_deadline(grpc_timeout: Option<&str>) -> Option<Instant> {
+    let t = parse_grpc_timeout(grpc_timeout?)?;
+    Instant::now().checked_add(t - t / 10)
+}
+
 #[derive(Debug, Default)]
 struct BreakerState {
     consecutive_failures: u32,
     open_until: Option<Instant>,
-    probing: bool,
+    /// Since when a half-open probe is out, if one is.
+    probing_since: Option<Instant>,
 }
 
 /// Consecutive-failure circuit breaker with a single half-open probe.
@@ -60,39 +77,73 @@ struct Breaker {
     state: Mutex<BreakerState>,
 }
 
-enum Admission {
+enum Admission<'a> {
     Closed,
-    Probe,
+    /// This check is the half-open probe; the ticket gives the probe back
+    /// if the check ends without a verdict about the issuer.
+    Probe(ProbeTicket<'a>),
     Rejected,
 }
 
+/// The half-open probe, owned. Settled with the issuer's verdict, or dropped
+/// (the check was cancelled at an await, shed, or ran out of the caller's
+/// deadline): then the probe is free again for the next check. Without
+/// this, a probe cancelled mid-flight left the breaker open for good.
+struct ProbeTicket<'a> {
+    breaker: &'a Breaker,
+}
+
+impl Drop for ProbeTicket<'_> {
+    fn drop(&mut self) {
+        self.breaker.lock().probing_since = None;
+    }
+}
+
+/// What a breaker is doing, for readiness detail and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerView {
+    Closed,
+    Open,
+    /// Open, and a probe is out since this long.
+    Probing(Duration),
+}
+
 impl Breaker {
-    fn admit(&self) -> Admission {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn admit(&self) -> Admission<'_> {
+        let mut s = self.lock();
         match s.open_until {
             None => Admission::Closed,
-            Some(until) if Instant::now() < until || s.probing => Admission::Rejected,
+            Some(until) if Instant::now() < until || s.probing_since.is_some() => Admission::Rejected,
             Some(_) => {
-                s.probing = true;
-                Admission::Probe
+                s.probing_since = Some(Instant::now());
+                Admission::Probe(ProbeTicket { breaker: self })
             }
         }
     }
 
     /// Open (or probing) right now, without taking the probe.
     fn is_open(&self) -> bool {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .open_until
-            .is_some()
+        self.lock().open_until.is_some()
     }
 
-    /// Returns `Some(open)` when the state changed.
-    fn record(&self, success: bool) -> Option<bool> {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+    fn view(&self) -> BreakerView {
+        let s = self.lock();
+        match (s.open_until, s.probing_since) {
+            (None, _) => BreakerView::Closed,
+            (Some(_), None) => BreakerView::Open,
+            (Some(_), Some(since)) => BreakerView::Probing(since.elapsed()),
+        }
+    }
+
+    /// The issuer's verdict on one call. Returns `Some(open)` when the state
+    /// changed. A probe's ticket is consumed: the probe is over.
+    fn record(&self, success: bool, probe: Option<ProbeTicket<'_>>) -> Option<bool> {
+        let mut s = self.lock();
         let was_open = s.open_until.is_some();
-        s.probing = false;
         if success {
             s.consecutive_failures = 0;
             s.open_until = None;
@@ -103,8 +154,42 @@ impl Breaker {
             }
         }
         let open = s.open_until.is_some();
+        // Unlock before `probe` drops: its drop takes the lock to free the probe.
+        drop(s);
+        drop(probe);
         (open != was_open).then_some(open)
     }
+}
+
+/// A place in the queue for an introspection slot, released on drop (also
+/// when the check is cancelled while queued).
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl<'a> QueuePlace<'a> {
+    /// `None` when `max` checks are already waiting.
+    fn take(waiting: &'a AtomicUsize, max: usize) -> Option<QueuePlace<'a>> {
+        waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| QueuePlace(waiting))
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The layer's shared bookkeeping at one instant: what readiness shows and
+/// what the cancellation tests check returns to rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResilienceState {
+    pub breaker: BreakerView,
+    /// Checks queued for an introspection slot.
+    pub waiting: usize,
+    /// Introspection slots in use.
+    pub in_use: usize,
 }
 
 pub struct Resilient<A> {
@@ -113,9 +198,29 @@ pub struct Resilient<A> {
     max_retries: usize,
     breaker: Breaker,
     slots: Semaphore,
+    max_concurrent: usize,
     waiting: AtomicUsize,
     max_waiting: usize,
     metrics: Arc<Metrics>,
+}
+
+/// Which deadline governs a check.
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    /// The caller's deadline is the earlier one: running out of it is the
+    /// caller's choice, not the issuer's failure.
+    callers: bool,
+}
+
+impl Deadline {
+    fn expired(&self) -> AuthnError {
+        if self.callers {
+            AuthnError::unavailable(FailureKind::CallerDeadline, "the caller's deadline passed")
+        } else {
+            AuthnError::unavailable(FailureKind::Deadline, "the check's deadline passed")
+        }
+    }
 }
 
 impl<A> Resilient<A> {
@@ -130,23 +235,85 @@ impl<A> Resilient<A> {
                 state: Mutex::new(BreakerState::default()),
             },
             slots: Semaphore::new(cfg.max_concurrent),
+            max_concurrent: cfg.max_concurrent,
             waiting: AtomicUsize::new(0),
             max_waiting: cfg.max_waiting,
             metrics,
         }
     }
 
-    fn deadline(&self) -> Instant {
-        let own = Instant::now() + self.budget;
-        ENVOY_DEADLINE.try_with(|d| (*d).min(own)).unwrap_or(own)
+    pub fn inner(&self) -> &A {
+        &self.inner
     }
 
-    fn shed(&self, kind: &'static str, detail: &str) -> AuthnError {
+    /// The shared bookkeeping right now.
+    pub fn state(&self) -> ResilienceState {
+        ResilienceState {
+            breaker: self.breaker.view(),
+            waiting: self.waiting.load(Ordering::SeqCst),
+            in_use: self.max_concurrent.saturating_sub(self.slots.available_permits()),
+        }
+    }
+
+    /// Simulates the defect readiness guards against (a probe that is never
+    /// given back), which the ownership of [`ProbeTicket`] rules out.
+    #[cfg(test)]
+    pub(crate) fn leak_a_probe(&self) {
+        let mut s = self.breaker.lock();
+        s.open_until = Some(Instant::now());
+        s.probing_since = Some(Instant::now());
+    }
+
+    /// The longest a half-open probe can legitimately be out: one budget.
+    /// Longer means the bookkeeping is stuck, which readiness reports.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    fn deadline(&self) -> Deadline {
+        let own = Instant::now() + self.budget;
+        match ENVOY_DEADLINE.try_with(|d| *d) {
+            Ok(callers) if callers < own => Deadline {
+                at: callers,
+                callers: true,
+            },
+            _ => Deadline {
+                at: own,
+                callers: false,
+            },
+        }
+    }
+
+    fn shed(&self, kind: FailureKind, detail: &str) -> AuthnError {
         self.metrics
             .introspection_errors
-            .get_or_create(&crate::metrics::KindLabels { kind })
+            .get_or_create(&crate::metrics::KindLabels { kind: kind.label() })
             .inc();
         AuthnError::unavailable(kind, detail)
+    }
+
+    /// Wait for an introspection slot, bounded in queue length and by the
+    /// deadline. Everything taken here is released by drop, so a check
+    /// cancelled while queued leaves nothing behind.
+    async fn slot(&self, deadline: Deadline) -> Result<tokio::sync::SemaphorePermit<'_>, AuthnError> {
+        if let Ok(permit) = self.slots.try_acquire() {
+            return Ok(permit);
+        }
+        let Some(_place) = QueuePlace::take(&self.waiting, self.max_waiting) else {
+            return Err(self.shed(
+                FailureKind::Overloaded,
+                "too many checks waiting for the introspection endpoint",
+            ));
+        };
+        match tokio::time::timeout_at(deadline.at, self.slots.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(self.shed(FailureKind::Overloaded, "the introspection slots are closed")),
+            Err(_) if deadline.callers => Err(self.shed(
+                FailureKind::CallerDeadline,
+                "the caller's deadline passed while waiting for an introspection slot",
+            )),
+            Err(_) => Err(self.shed(FailureKind::Overloaded, "no introspection slot before the deadline")),
+        }
     }
 }
 
@@ -154,27 +321,13 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
     async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         let deadline = self.deadline();
         let probe = match self.breaker.admit() {
-            Admission::Rejected => return Err(self.shed("circuit_open", "introspection circuit is open")),
-            Admission::Probe => true,
-            Admission::Closed => false,
+            Admission::Rejected => return Err(self.shed(FailureKind::CircuitOpen, "introspection circuit is open")),
+            Admission::Probe(ticket) => Some(ticket),
+            Admission::Closed => None,
         };
-
-        // Queue for a slot, bounded in length and by the deadline.
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            if probe {
-                self.breaker.record(false);
-            }
-            return Err(self.shed("overloaded", "too many checks waiting for the introspection endpoint"));
-        }
-        let permit = tokio::time::timeout_at(deadline, self.slots.acquire()).await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        let Ok(Ok(_permit)) = permit else {
-            if probe {
-                self.breaker.record(false);
-            }
-            return Err(self.shed("overloaded", "no introspection slot before the deadline"));
-        };
+        // Shed or out of the caller's time: no verdict on the issuer; a probe
+        // ticket is given back by drop.
+        let _permit = self.slot(deadline).await?;
 
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(10))
@@ -193,37 +346,59 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
                     _ => backoff,
                 }?;
                 // Never sleep past the deadline: give up and answer now instead.
-                (Instant::now() + wait < deadline).then_some(wait)
+                (Instant::now() + wait < deadline.at).then_some(wait)
             })
             .notify(|_, _| {
                 self.metrics.introspection_retries.inc();
             });
-        let result = match tokio::time::timeout_at(deadline, retried).await {
+        let result = match tokio::time::timeout_at(deadline.at, retried).await {
             Ok(r) => r,
-            Err(_) => Err(self.shed("deadline", "the check's deadline passed")),
+            Err(_) => {
+                let e = deadline.expired();
+                if let AuthnError::Unavailable { kind, .. } = &e {
+                    self.metrics
+                        .introspection_errors
+                        .get_or_create(&crate::metrics::KindLabels { kind: kind.label() })
+                        .inc();
+                }
+                Err(e)
+            }
         };
 
-        let healthy = !matches!(result, Err(AuthnError::Unavailable { .. }));
-        if let Some(open) = self.breaker.record(healthy) {
-            self.metrics.circuit_open.set(i64::from(open));
-            if open {
-                tracing::warn!("introspection circuit opened: denying with 503 until a probe succeeds");
-            } else {
-                tracing::info!("introspection circuit closed");
+        let verdict = match &result {
+            Err(AuthnError::Unavailable { kind, .. }) if !kind.is_issuer_fault() => None,
+            Err(AuthnError::Unavailable { .. }) => Some(false),
+            _ => Some(true),
+        };
+        if let Some(healthy) = verdict {
+            if let Some(open) = self.breaker.record(healthy, probe) {
+                self.metrics.circuit_open.set(i64::from(open));
+                if open {
+                    tracing::warn!("introspection circuit opened: denying with 503 until a probe succeeds");
+                } else {
+                    tracing::info!("introspection circuit closed");
+                }
             }
         }
         result
     }
 
-    /// One attempt within the budget; an open circuit answers as it would
-    /// for a check. No retries, no slot, nothing recorded.
+    /// One attempt within the budget, through the same concurrency limits
+    /// as a check (an explanation must not be a way around them); an open
+    /// circuit answers as it would for a check. No retries, nothing
+    /// recorded in the breaker.
     async fn authenticate_dry(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         if self.breaker.is_open() {
-            return Err(AuthnError::unavailable("circuit_open", "introspection circuit is open"));
+            return Err(AuthnError::unavailable(
+                FailureKind::CircuitOpen,
+                "introspection circuit is open",
+            ));
         }
-        match tokio::time::timeout_at(self.deadline(), self.inner.authenticate_dry(token)).await {
+        let deadline = self.deadline();
+        let _permit = self.slot(deadline).await?;
+        match tokio::time::timeout_at(deadline.at, self.inner.authenticate_dry(token)).await {
             Ok(r) => r,
-            Err(_) => Err(AuthnError::unavailable("deadline", "the check's deadline passed")),
+            Err(_) => Err(deadline.expired()),
         }
     }
 }
@@ -239,32 +414,108 @@ mod tests {
         assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
         assert_eq!(parse_grpc_timeout("250000u"), Some(Duration::from_millis(250)));
         assert_eq!(parse_grpc_timeout("5n"), Some(Duration::from_nanos(5)));
-        for bad in ["", "m", "10x", "-1m", "1.5S"] {
+        assert_eq!(
+            parse_grpc_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        for bad in [
+            "",
+            "m",
+            "10x",
+            "-1m",
+            "+1m",
+            "1.5S",
+            " 1S",
+            "123456789m",
+            "18446744073709551615S",
+            "١m",
+        ] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
+
+    /// Absurd values are no deadline at all, never a panic in `Instant` arithmetic.
+    #[test]
+    fn caller_deadline_never_overflows() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            assert!(caller_deadline(Some("18446744073709551615S")).is_none());
+            assert!(caller_deadline(Some("99999999H")).is_some_and(|d| d > Instant::now()));
+            assert!(caller_deadline(Some("0m")).is_some());
+            assert!(caller_deadline(None).is_none());
+            let d = caller_deadline(Some("1000m")).expect("deadline");
+            let left = d - Instant::now();
+            assert!(
+                left <= Duration::from_millis(900) && left > Duration::from_millis(800),
+                "{left:?}"
+            );
+        });
+    }
+
+    fn breaker() -> Breaker {
+        Breaker {
+            threshold: 3,
+            cooldown: Duration::from_secs(5),
+            state: Mutex::new(BreakerState::default()),
+        }
+    }
+
+    fn probe(a: Admission<'_>) -> ProbeTicket<'_> {
+        match a {
+            Admission::Probe(t) => t,
+            Admission::Closed => panic!("expected a probe, got Closed"),
+            Admission::Rejected => panic!("expected a probe, got Rejected"),
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn breaker_opens_probes_and_closes() {
-        let b = Breaker {
-            threshold: 3,
-            cooldown: Duration::from_secs(5),
-            state: Mutex::new(BreakerState::default()),
-        };
+        let b = breaker();
         assert!(matches!(b.admit(), Admission::Closed));
-        assert_eq!(b.record(false), None);
-        assert_eq!(b.record(false), None);
-        assert_eq!(b.record(false), Some(true), "third failure opens");
+        assert_eq!(b.record(false, None), None);
+        assert_eq!(b.record(false, None), None);
+        assert_eq!(b.record(false, None), Some(true), "third failure opens");
         assert!(matches!(b.admit(), Admission::Rejected));
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(matches!(b.admit(), Admission::Probe), "one probe after the cool-down");
+        let t = probe(b.admit());
+        assert!(matches!(b.view(), BreakerView::Probing(_)));
         assert!(matches!(b.admit(), Admission::Rejected), "only one probe at a time");
-        assert_eq!(b.record(false), None, "failed probe: stays open");
+        assert_eq!(b.record(false, Some(t)), None, "failed probe: stays open");
+        assert_eq!(b.view(), BreakerView::Open);
         assert!(matches!(b.admit(), Admission::Rejected));
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(matches!(b.admit(), Admission::Probe));
-        assert_eq!(b.record(true), Some(false), "successful probe closes");
+        let t = probe(b.admit());
+        assert_eq!(b.record(true, Some(t)), Some(false), "successful probe closes");
         assert!(matches!(b.admit(), Admission::Closed));
+    }
+
+    /// A probe dropped without a verdict (its check was cancelled) frees the
+    /// probe: the next check probes, instead of the breaker staying open.
+    #[tokio::test(start_paused = true)]
+    async fn dropped_probe_is_given_back() {
+        let b = breaker();
+        for _ in 0..3 {
+            b.record(false, None);
+        }
+        tokio::time::advance(Duration::from_secs(6)).await;
+        drop(probe(b.admit()));
+        assert_eq!(b.view(), BreakerView::Open);
+        let t = probe(b.admit());
+        assert_eq!(b.record(true, Some(t)), Some(false));
+    }
+
+    #[test]
+    fn queue_places_are_bounded_and_released_on_drop() {
+        let waiting = AtomicUsize::new(0);
+        let a = QueuePlace::take(&waiting, 2).expect("first");
+        let b = QueuePlace::take(&waiting, 2).expect("second");
+        assert!(QueuePlace::take(&waiting, 2).is_none(), "the queue is full");
+        assert_eq!(waiting.load(Ordering::SeqCst), 2, "a refused place is not counted");
+        drop((a, b));
+        assert_eq!(waiting.load(Ordering::SeqCst), 0);
     }
 }
 
@@ -279,7 +530,7 @@ mod retry_tests {
         async fn authenticate(&self, _t: &Token) -> Result<Arc<Identity>, AuthnError> {
             if self.0.fetch_add(1, Ordering::SeqCst) < 2 {
                 return Err(AuthnError::Unavailable {
-                    kind: "status",
+                    kind: FailureKind::Status,
                     detail: "502".into(),
                     retryable: true,
                     retry_after: None,

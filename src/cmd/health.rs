@@ -31,12 +31,18 @@ pub struct HealthArgs {
 /// The readiness URL for a listener bound to `http_addr`. A wildcard bind
 /// cannot be connected to; its own family's loopback reaches the same socket.
 pub fn readyz_url(http_addr: SocketAddr) -> String {
-    let ip = match http_addr.ip() {
+    format!("http://{}/readyz", reachable(http_addr))
+}
+
+/// Where to connect to reach a listener bound to `addr`: a wildcard bind is
+/// reached on its own family's loopback.
+pub fn reachable(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}/readyz", SocketAddr::new(ip, http_addr.port()))
+    SocketAddr::new(ip, addr.port())
 }
 
 /// Ok when `url` answers 200; otherwise an error saying why, in one line.

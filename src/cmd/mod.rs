@@ -3,5 +3,6 @@
 pub mod check;
 pub mod config;
 pub mod health;
+pub mod purge;
 pub mod rules;
 pub mod token;

@@ -8,6 +8,7 @@
 //! The gRPC `Check`, the admin `Explain` RPC and the CLI all call
 //! [`Engine::decide`] / [`Engine::explain`], which share one code path.
 
+pub mod canonical;
 pub mod path;
 pub mod request;
 pub mod route;
@@ -150,6 +151,10 @@ impl<A: Authenticator> Engine<A> {
             }
         };
 
+        if let Some(why) = req.malformed {
+            note!(steps, "request refused: {why}");
+            return out.deny(DenyReason::BadRequest(why));
+        }
         if let Some(why) = req.too_large {
             note!(steps, "request refused: {why}");
             return out.deny(DenyReason::TooLarge(why));
@@ -295,7 +300,7 @@ mod tests {
                     ..Default::default()
                 })),
                 "revoked" => Err(AuthnError::Rejected(ClaimFailure::Inactive)),
-                _ => Err(AuthnError::unavailable("timeout", "slow")),
+                _ => Err(AuthnError::unavailable(crate::authn::FailureKind::Timeout, "slow")),
             }
         }
     }
@@ -350,7 +355,7 @@ mod tests {
         );
         assert_eq!(
             decision("GET", "/date", Some("Bearer other")).await,
-            Decision::Deny(DenyReason::Unavailable("timeout"))
+            Decision::Deny(DenyReason::Unavailable(crate::authn::FailureKind::Timeout))
         );
         assert_eq!(
             decision("GET", "/nope", Some("Bearer reader")).await,
@@ -425,7 +430,8 @@ mod tests {
         assert!(o.is_allowed() && o.public);
         assert_eq!(o.identity, None, "public routes do not introspect");
         let h = e.responder().upstream_headers(None);
-        assert_eq!(h.remove.len(), 3);
+        assert_eq!(h.remove[..3], ["x-client-id", "x-scopes", "x-subject"]);
+        assert!(h.remove.iter().any(|n| n == "x_client_id"), "and the underscore twins");
     }
 
     #[tokio::test]

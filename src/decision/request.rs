@@ -17,8 +17,14 @@ pub const MAX_HEADER_BYTES: usize = 96 * 1024;
 
 #[derive(Debug, Default)]
 pub struct AuthzRequest {
+    /// Upper-case ([`super::canonical::method`]); on refusal, a printable
+    /// copy for logs and `malformed` says why.
     pub method: String,
+    /// Lower-case, no port, no trailing dot ([`super::canonical::host`]);
+    /// on refusal, a printable copy.
     pub host: String,
+    /// Set when the method or host is not one (400).
+    pub malformed: Option<&'static str>,
     /// Normalized path ([`super::path::normalize`]); on refusal, the raw
     /// path (for logs) and `path_error` says why.
     pub path: String,
@@ -65,11 +71,21 @@ impl AuthzRequest {
         if credential != Credential::Missing && query_has_access_token(&http.path) {
             credential = Credential::Malformed("a token was sent both in the Authorization header and the query");
         }
+        let mut malformed = None;
+        let mut canonical = |raw: &str, f: fn(&str) -> Result<String, &'static str>| {
+            f(raw).unwrap_or_else(|why| {
+                malformed = malformed.or(Some(why));
+                super::canonical::shown(raw)
+            })
+        };
+        let method = canonical(&http.method, super::canonical::method);
+        let host = canonical(&http.host, super::canonical::host);
         AuthzRequest {
             too_large,
             credential,
-            method: std::mem::take(&mut http.method),
-            host: std::mem::take(&mut http.host),
+            method,
+            host,
+            malformed,
             context_extensions,
             route_metadata,
             ..AuthzRequest::with_path(&http.path)
@@ -117,13 +133,10 @@ impl AuthzRequest {
             Ok(p) => (p, None),
             // Keep a bounded, query-less, printable copy for the log line
             // (no CR/LF: a refused path must not forge log lines).
-            Err(why) => {
-                let shown = raw.split(['?', '#']).next().unwrap_or("").chars().take(256);
-                (
-                    shown.map(|c| if c.is_ascii_graphic() { c } else { '?' }).collect(),
-                    Some(why),
-                )
-            }
+            Err(why) => (
+                super::canonical::shown(raw.split(['?', '#']).next().unwrap_or("")),
+                Some(why),
+            ),
         };
         AuthzRequest {
             path,
@@ -207,11 +220,50 @@ mod tests {
     fn extracts_all_route_facts() {
         let r = AuthzRequest::from_check(check("/date?x=1#f", &[("authorization", "Bearer t0k")]));
         assert_eq!(r.method, "GET");
-        assert_eq!(r.host, "api.local:8080");
+        assert_eq!(r.host, "api.local", "canonical: no port");
         assert_eq!(r.path, "/date");
         assert!(matches!(r.credential, Credential::Bearer(ref t) if t.expose() == "t0k"));
         assert_eq!(r.context_extensions["required_scopes"], "a b");
         assert!(r.route_metadata.is_some());
+    }
+
+    #[test]
+    fn method_and_host_in_canonical_form_or_refused() {
+        fn http(c: &mut CheckRequest) -> (&mut String, &mut String) {
+            c.attributes
+                .as_mut()
+                .and_then(|a| a.request.as_mut())
+                .and_then(|r| r.http.as_mut())
+                .map(|h| (&mut h.method, &mut h.host))
+                .expect("http")
+        }
+        let mut c = check("/date", &[]);
+        {
+            let (m, h) = http(&mut c);
+            *m = "delete".into();
+            *h = "Admin.Example.COM.:8443".into();
+        }
+        let r = AuthzRequest::from_check(c.clone());
+        assert_eq!(
+            (r.method.as_str(), r.host.as_str(), r.malformed),
+            ("DELETE", "admin.example.com", None)
+        );
+        {
+            let (m, h) = http(&mut c);
+            *m = "GET\r\nX-Forged: 1".into();
+            *h = "ok".into();
+        }
+        let r = AuthzRequest::from_check(c.clone());
+        assert!(r.malformed.is_some());
+        assert_eq!(r.method, "GET??X-Forged:?1", "kept printable for the log line");
+        {
+            let (m, h) = http(&mut c);
+            *m = "GET".into();
+            *h = "evil\n.example.com".into();
+        }
+        let r = AuthzRequest::from_check(c);
+        assert!(r.malformed.is_some());
+        assert_eq!(r.host, "evil?.example.com");
     }
 
     #[test]

@@ -55,7 +55,8 @@ impl RuleSet {
             rules.push(Rule {
                 id: rc.id.clone(),
                 host,
-                methods: rc.methods.clone(),
+                // Requests are matched upper-case (`decision::canonical`): so are rules.
+                methods: rc.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
                 scopes: rc.scopes.clone(),
                 any_of: rc.any_of.clone(),
                 public: rc.public,

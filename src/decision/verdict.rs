@@ -2,7 +2,7 @@
 //! reason maps to its HTTP status, gRPC code, `WWW-Authenticate` challenge and
 //! log/metric label here, in one place.
 
-use crate::authn::{ClaimFailure, Identity};
+use crate::authn::{ClaimFailure, FailureKind, Identity};
 use crate::config::HeadersConfig;
 use envoy_types::ext_authz::v3::pb::{
     CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus,
@@ -17,6 +17,8 @@ pub enum DenyReason {
     InvalidRequest(&'static str),
     /// A path we refuse to match (see `decision::path`).
     InvalidPath(&'static str),
+    /// A method or host that is not one (see `decision::canonical`).
+    BadRequest(&'static str),
     /// Headers beyond our limits (431).
     TooLarge(&'static str),
     MissingToken,
@@ -26,13 +28,13 @@ pub enum DenyReason {
     NoRule,
     RouteMisconfigured(String),
     /// Introspection could not answer; the kind of failure.
-    Unavailable(&'static str),
+    Unavailable(FailureKind),
 }
 
 impl DenyReason {
     pub fn http_status(&self) -> u16 {
         match self {
-            DenyReason::InvalidRequest(_) | DenyReason::InvalidPath(_) => 400,
+            DenyReason::InvalidRequest(_) | DenyReason::InvalidPath(_) | DenyReason::BadRequest(_) => 400,
             DenyReason::TooLarge(_) => 431,
             DenyReason::MissingToken | DenyReason::InvalidToken(_) => 401,
             DenyReason::InsufficientScope(_) | DenyReason::NoRule => 403,
@@ -44,9 +46,10 @@ impl DenyReason {
     /// Any non-OK code makes Envoy deny; the HTTP status comes from `denied_response`.
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            DenyReason::InvalidRequest(_) | DenyReason::InvalidPath(_) | DenyReason::TooLarge(_) => {
-                tonic::Code::InvalidArgument
-            }
+            DenyReason::InvalidRequest(_)
+            | DenyReason::InvalidPath(_)
+            | DenyReason::BadRequest(_)
+            | DenyReason::TooLarge(_) => tonic::Code::InvalidArgument,
             DenyReason::MissingToken | DenyReason::InvalidToken(_) => tonic::Code::Unauthenticated,
             DenyReason::InsufficientScope(_) | DenyReason::NoRule => tonic::Code::PermissionDenied,
             DenyReason::RouteMisconfigured(_) => tonic::Code::Internal,
@@ -59,6 +62,7 @@ impl DenyReason {
         match self {
             DenyReason::InvalidRequest(_) => "invalid_request",
             DenyReason::InvalidPath(_) => "invalid_path",
+            DenyReason::BadRequest(_) => "bad_request",
             DenyReason::TooLarge(_) => "request_too_large",
             DenyReason::MissingToken => "missing_token",
             DenyReason::InvalidToken(_) => "invalid_token",
@@ -73,6 +77,7 @@ impl DenyReason {
         match self {
             DenyReason::InvalidRequest(_) => "Malformed credentials",
             DenyReason::InvalidPath(_) => "Invalid path",
+            DenyReason::BadRequest(_) => "Bad request",
             DenyReason::TooLarge(_) => "Request headers too large",
             DenyReason::MissingToken => "Authentication required",
             DenyReason::InvalidToken(_) => "Invalid token",
@@ -86,9 +91,10 @@ impl DenyReason {
     /// Safe to send to the client: never the token, never internal addresses.
     pub fn detail(&self) -> String {
         match self {
-            DenyReason::InvalidRequest(why) | DenyReason::InvalidPath(why) | DenyReason::TooLarge(why) => {
-                (*why).to_owned()
-            }
+            DenyReason::InvalidRequest(why)
+            | DenyReason::InvalidPath(why)
+            | DenyReason::BadRequest(why)
+            | DenyReason::TooLarge(why) => (*why).to_owned(),
             DenyReason::MissingToken => "a bearer token is required".into(),
             DenyReason::InvalidToken(f) => f.to_string(),
             DenyReason::InsufficientScope(s) => format!("the token lacks a required scope: {}", s.join(" ")),
@@ -129,11 +135,55 @@ pub struct UpstreamHeaders {
 pub struct Responder {
     headers: HeadersConfig,
     realm: String,
+    /// Every other spelling of our identity headers (and of `authorization`
+    /// when it is stripped) that a client could send: removed on allow.
+    twins: Vec<String>,
+}
+
+/// Separators beyond this many are not expanded (2^n spellings); such a
+/// header keeps its all-dash and all-underscore twins.
+const MAX_EXPANDED_SEPARATORS: u32 = 6;
+
+/// The spellings of `name` that upstreams may read as `name`: each '-' as
+/// '-' or '_' (CGI, WSGI, PHP, nginx `underscores_in_headers` map '_' to
+/// '-'), lower-case (Envoy compares header names case-insensitively, so
+/// removing the lower-case name removes every case variant). `name` itself
+/// is not included.
+pub fn header_twins(name: &str) -> Vec<String> {
+    let name = name.to_ascii_lowercase();
+    let seps: Vec<usize> = name.match_indices(['-', '_']).map(|(i, _)| i).collect();
+    let n = u32::try_from(seps.len()).unwrap_or(u32::MAX);
+    let mut out: Vec<String> = if n <= MAX_EXPANDED_SEPARATORS {
+        (0u32..1 << n)
+            .map(|mask| {
+                let mut b = name.clone().into_bytes();
+                for (bit, &i) in seps.iter().enumerate() {
+                    b[i] = if mask & (1 << bit) != 0 { b'_' } else { b'-' };
+                }
+                String::from_utf8(b).unwrap_or_default()
+            })
+            .collect()
+    } else {
+        vec![name.replace('_', "-"), name.replace('-', "_")]
+    };
+    out.retain(|v| *v != name && !v.is_empty());
+    out.sort();
+    out.dedup();
+    out
 }
 
 impl Responder {
     pub fn new(headers: HeadersConfig, realm: String) -> Responder {
-        Responder { headers, realm }
+        let mut owned = vec![
+            headers.client_id.clone(),
+            headers.scopes.clone(),
+            headers.subject.clone(),
+        ];
+        if headers.strip_authorization {
+            owned.push("authorization".into());
+        }
+        let twins = owned.iter().flat_map(|n| header_twins(n)).collect();
+        Responder { headers, realm, twins }
     }
 
     /// What the upstream learns. Every identity header we own is either set
@@ -163,6 +213,7 @@ impl Responder {
         if h.strip_authorization {
             out.remove.push("authorization".into());
         }
+        out.remove.extend(self.twins.iter().cloned());
         out
     }
 
@@ -318,7 +369,14 @@ mod tests {
                 ("x-subject", "reader")
             ]
         );
-        assert!(ok.headers_to_remove.is_empty());
+        assert_eq!(
+            ok.headers_to_remove,
+            ["x-client-id", "x-scopes", "x-subject"]
+                .iter()
+                .flat_map(|n| header_twins(n))
+                .collect::<Vec<_>>(),
+            "only the underscore twins are removed when every header is set"
+        );
         let meta = r.dynamic_metadata.expect("metadata");
         assert!(matches!(meta.fields["client_id"].kind, Some(Kind::StringValue(ref v)) if v == "reader"));
         assert!(matches!(meta.fields["rule_id"].kind, Some(Kind::StringValue(ref v)) if v == "date"));
@@ -332,10 +390,14 @@ mod tests {
         };
         let h = responder().upstream_headers(Some(&anon));
         assert_eq!(h.set, vec![("x-client-id".into(), "c".into())]);
-        assert_eq!(h.remove, vec!["x-scopes".to_string(), "x-subject".to_string()]);
+        assert_eq!(h.remove[..2], ["x-scopes".to_string(), "x-subject".to_string()]);
         let public = responder().upstream_headers(None);
         assert!(public.set.is_empty());
-        assert_eq!(public.remove, vec!["x-client-id", "x-scopes", "x-subject"]);
+        assert_eq!(public.remove[..3], ["x-client-id", "x-scopes", "x-subject"]);
+        for twin in ["x_client_id", "x-client_id", "x_client-id", "x_scopes", "x_subject"] {
+            assert!(h.remove.iter().any(|r| r == twin), "allow removes {twin}");
+            assert!(public.remove.iter().any(|r| r == twin), "public removes {twin}");
+        }
     }
 
     #[test]
@@ -348,6 +410,24 @@ mod tests {
             .upstream_headers(Some(&evil))
             .remove
             .contains(&"x-client-id".to_string()));
+    }
+
+    #[test]
+    fn twins_cover_every_separator_spelling() {
+        assert_eq!(
+            header_twins("X-Client-Id"),
+            ["x-client_id", "x_client-id", "x_client_id"]
+        );
+        assert_eq!(header_twins("x-tenant"), ["x_tenant"]);
+        assert!(header_twins("authorization").is_empty());
+        assert_eq!(header_twins("x_user"), ["x-user"]);
+        let long = header_twins("a-b-c-d-e-f-g-h");
+        assert_eq!(
+            long,
+            ["a-b-c-d-e-f-g-h".replace('-', "_")],
+            "beyond 6 separators: the all-underscore twin"
+        );
+        assert_eq!(header_twins("a-b-c-d-e-f-g").len(), 63);
     }
 
     #[test]
@@ -414,7 +494,7 @@ mod tests {
 
         let (grpc, http, h, _) = denied(DenyReason::NoRule);
         assert_eq!((grpc, http, www(&h)), (7, 403, None));
-        let (grpc, http, h, body) = denied(DenyReason::Unavailable("timeout"));
+        let (grpc, http, h, body) = denied(DenyReason::Unavailable(FailureKind::Timeout));
         assert_eq!((grpc, http, www(&h)), (14, 503, None));
         assert_eq!(body["title"], "Authorization unavailable");
         assert!(h.contains(&("content-type".into(), "application/problem+json".into())));

@@ -2,12 +2,13 @@
 //! respond; one span (child of the caller's trace), one log line and the
 //! decision metrics per check.
 
-use crate::authn::resilience::{parse_grpc_timeout, ENVOY_DEADLINE};
+use crate::authn::resilience::{caller_deadline, ENVOY_DEADLINE};
 use crate::authn::Authenticator;
 use crate::decision::request::AuthzRequest;
 use crate::decision::verdict::Decision;
 use crate::decision::{Engine, Outcome};
 use crate::metrics::Metrics;
+use crate::telemetry::Escaped;
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use envoy_types::ext_authz::v3::CheckRequestExt;
 use std::sync::Arc;
@@ -33,12 +34,7 @@ impl<A: Authenticator> Authorization for AuthzService<A> {
         let started = Instant::now();
         let _in_flight = self.metrics.in_flight();
         // Answer before Envoy gives up: 90 % of its gRPC deadline.
-        let envoy_deadline = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout)
-            .map(|t| tokio::time::Instant::now() + t.mul_f32(0.9));
+        let envoy_deadline = caller_deadline(request.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()));
         let check = request.into_inner();
         let span = tracing::info_span!("envoy.service.auth.v3.Authorization/Check", otel.kind = "server");
         if let Some(headers) = check.get_client_headers() {
@@ -120,11 +116,12 @@ fn log_decision(req: &AuthzRequest, o: &Outcome, started: Instant) {
                 decision,
                 status,
                 reason,
-                detail = %detail,
-                rule_id = o.rule_id.as_deref().unwrap_or("-"),
-                client_id = o.identity.as_ref().and_then(|i| i.client_id.as_deref()).unwrap_or("-"),
-                method = %req.method,
-                path = %req.path,
+                detail = %Escaped(&detail),
+                rule_id = %Escaped(o.rule_id.as_deref().unwrap_or("-")),
+                client_id = %Escaped(o.identity.as_ref().and_then(|i| i.client_id.as_deref()).unwrap_or("-")),
+                method = %Escaped(&req.method),
+                host = %Escaped(&req.host),
+                path = %Escaped(&req.path),
                 latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 token_fp = o.token_fingerprint.as_deref().unwrap_or("-"),
                 "decision"
@@ -133,9 +130,7 @@ fn log_decision(req: &AuthzRequest, o: &Outcome, started: Instant) {
     }
     let announced = matches!(
         &o.decision,
-        Decision::Deny(crate::decision::verdict::DenyReason::Unavailable(
-            "circuit_open" | "overloaded"
-        ))
+        Decision::Deny(crate::decision::verdict::DenyReason::Unavailable(kind)) if kind.is_announced()
     );
     if status >= 500 && !announced {
         line!(tracing::Level::WARN);

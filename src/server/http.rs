@@ -2,6 +2,7 @@
 //! balancers, and Prometheus metrics.
 
 use super::ServerAuthn;
+use crate::authn::resilience::{BreakerView, Resilient};
 use crate::decision::Engine;
 use crate::metrics::Metrics;
 use axum::extract::State;
@@ -11,6 +12,7 @@ use axum::routing::get;
 use axum::Router;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Ready once config is loaded and both listeners are up; false again as soon
 /// as a shutdown starts, so traffic drains away before we stop.
@@ -28,7 +30,7 @@ impl Readiness {
 }
 
 #[derive(Clone)]
-struct AdminState {
+struct ProbeState {
     ready: Readiness,
     metrics: Arc<Metrics>,
     engine: Arc<arc_swap::ArcSwap<Engine<ServerAuthn>>>,
@@ -39,10 +41,10 @@ pub fn router(ready: Readiness, metrics: Arc<Metrics>, engine: Arc<arc_swap::Arc
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AdminState { ready, metrics, engine })
+        .with_state(ProbeState { ready, metrics, engine })
 }
 
-async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+async fn metrics_text(State(s): State<ProbeState>) -> impl IntoResponse {
     s.engine.load_full().authenticator().refresh_metrics().await;
     (
         [(
@@ -53,10 +55,95 @@ async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
-    if s.ready.get() {
-        (StatusCode::OK, "ready\n")
+async fn readyz(State(s): State<ProbeState>) -> (StatusCode, String) {
+    let engine = s.engine.load_full();
+    let (ready, detail) = verdict(s.ready.get(), engine.authenticator().inner());
+    let status = if ready {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        format!("{}\n{detail}", if ready { "ready" } else { "not ready" }),
+    )
+}
+
+/// Ready, and the introspection layer's bookkeeping is not stuck. A stuck
+/// state cannot arise by construction (every guard is released on drop,
+/// see `authn::resilience`); if it ever did, the authorizer could not
+/// serve, and readiness says so rather than stay green. An open circuit is
+/// *not* unready: Hydra is down, every replica would say the same, and a
+/// fast 503 is the right answer meanwhile.
+pub fn verdict<A>(started: bool, layer: &Resilient<A>) -> (bool, String) {
+    let state = layer.state();
+    let wedged = match state.breaker {
+        // A probe is one check: it cannot legitimately outlive its budget.
+        BreakerView::Probing(for_) => for_ > layer.budget() * 2 + Duration::from_secs(1),
+        _ => false,
+    };
+    let breaker = match state.breaker {
+        BreakerView::Closed => "closed".to_owned(),
+        BreakerView::Open => "open".to_owned(),
+        BreakerView::Probing(d) => format!("probing for {} ms", d.as_millis()),
+    };
+    let detail = format!(
+        "circuit: {breaker}\nintrospections in flight: {}\nchecks queued: {}\n{}",
+        state.in_use,
+        state.waiting,
+        if wedged {
+            "wedged: the half-open probe outlived its budget\n"
+        } else {
+            ""
+        }
+    );
+    (started && !wedged, detail)
+}
+
+/// Keep gRPC health in step with `/readyz` while serving.
+pub async fn watch_health(
+    ready: Readiness,
+    engine: Arc<arc_swap::ArcSwap<Engine<ServerAuthn>>>,
+    health: tonic_health::server::HealthReporter,
+) {
+    type Checked = envoy_types::ext_authz::v3::pb::AuthorizationServer<super::authz::AuthzService<ServerAuthn>>;
+    let mut serving = true;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let (now, _) = verdict(ready.get(), engine.load_full().authenticator().inner());
+        if now != serving {
+            serving = now;
+            if now {
+                health.set_serving::<Checked>().await;
+            } else {
+                tracing::error!("not ready: the introspection layer is stuck; see /readyz");
+                health.set_not_serving::<Checked>().await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ResilienceConfig;
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_reports_a_stuck_probe() {
+        let layer = Resilient::new((), &ResilienceConfig::default(), Arc::new(Metrics::new()));
+        let (ready, detail) = verdict(true, &layer);
+        assert!(ready, "{detail}");
+        assert!(
+            detail.contains("circuit: closed") && detail.contains("checks queued: 0"),
+            "{detail}"
+        );
+        assert!(!verdict(false, &layer).0, "not started: not ready");
+        layer.leak_a_probe();
+        assert!(verdict(true, &layer).0, "a fresh probe is fine");
+        tokio::time::advance(layer.budget() * 3 + Duration::from_secs(2)).await;
+        let (ready, detail) = verdict(true, &layer);
+        assert!(!ready, "{detail}");
+        assert!(detail.contains("wedged"), "{detail}");
     }
 }

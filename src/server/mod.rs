@@ -1,11 +1,14 @@
 //! The edges: listeners, services and the process lifecycle.
 //!
-//! One gRPC port carries Envoy's `Authorization`, `grpc.health.v1.Health` and
-//! our `Admin` API; one HTTP port carries `/healthz` and `/readyz`.
+//! The Check port carries Envoy's `Authorization` and `grpc.health.v1.Health`;
+//! the admin port (only with credentials) our `Admin` API; the HTTP port
+//! `/healthz`, `/readyz` and `/metrics`. Every listener accepts through
+//! [`listener`], which bounds connections and closes silent ones.
 
 pub mod admin;
 pub mod authz;
 pub mod http;
+pub mod listener;
 pub mod reload;
 pub mod tls;
 
@@ -32,6 +35,8 @@ use tokio::task::JoinHandle;
 pub struct RunningServer {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// `None` when the admin API is off (no credentials configured).
+    pub admin_addr: Option<SocketAddr>,
     pub readiness: Readiness,
     /// The running configuration; reload through it.
     pub live: Arc<reload::LiveEngine>,
@@ -75,7 +80,7 @@ pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Ar
     Ok(Arc::new(Engine::new(config, shared)?))
 }
 
-/// Bind both listeners (port 0 allowed) and serve until shut down.
+/// Bind the listeners (port 0 allowed) and serve until shut down.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let metrics = Arc::new(Metrics::new());
     let live = Arc::new(reload::LiveEngine::new(
@@ -84,57 +89,90 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         metrics.clone(),
     ));
     let engine = live.handle();
-    let grpc = TcpListener::bind(config.server.grpc_addr)
-        .await
-        .with_context(|| format!("cannot bind server.grpc_addr {}", config.server.grpc_addr))?;
-    let http = TcpListener::bind(config.server.http_addr)
-        .await
-        .with_context(|| format!("cannot bind server.http_addr {}", config.server.http_addr))?;
+    let server = &config.server;
+    let limits = &server.limits;
+    let bind = |addr: SocketAddr, key: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind {key} {addr}"))
+    };
+    let grpc = bind(server.grpc_addr, "server.grpc_addr").await?;
+    let http = bind(server.http_addr, "server.http_addr").await?;
+    let admin = match server.admin_enabled() {
+        true => Some(bind(server.admin_addr, "server.admin_addr").await?),
+        false => None,
+    };
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http.local_addr()?;
-    let drain = Duration::from_millis(config.server.drain_timeout_ms);
+    let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+    let drain = Duration::from_millis(server.drain_timeout_ms);
 
     let readiness = Readiness::default();
     // `stop`: shutdown asked for; `close`: the listeners stop accepting
     // (after `shutdown_delay_ms` of reporting not ready).
     let (stop, stopped) = watch::channel(false);
     let (close, closed) = watch::channel(false);
-    let delay = Duration::from_millis(config.server.shutdown_delay_ms);
+    let delay = Duration::from_millis(server.shutdown_delay_ms);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<AuthorizationServer<authz::AuthzService<ServerAuthn>>>()
         .await;
 
-    let tls = tls::ReloadingTls::load(&config.server.tls)?;
-    let router = tonic::transport::Server::builder()
+    let tls = tls::ReloadingTls::load(&server.tls)?;
+    // The Check port: Envoy's Authorization and gRPC health, nothing else.
+    let router = grpc_builder(limits)
         .add_service(health_service)
         .add_service(AuthorizationServer::from_arc(Arc::new(authz::AuthzService::new(
             engine.clone(),
             metrics.clone(),
-        ))))
-        .add_service(AdminServer::new(admin::AdminService::new(engine.clone())));
-    let grpc_server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match tls {
-        Some(tls) => {
-            Box::pin(router.serve_with_incoming_shutdown(tls.incoming(grpc, closed.clone()), wait_for(closed.clone())))
+        ))));
+    let grpc_server = serve_grpc(router, grpc, tls, limits, closed.clone(), "grpc");
+
+    let admin_server = match admin {
+        Some(listener) => {
+            let auth = admin::AdminAuth::from_config(server)?;
+            // TLS whenever [server.tls] has a certificate, so a bearer token
+            // never crosses the network in clear; client certificates only
+            // from the admin CA (Envoy's client CA grants no admin rights).
+            let admin_tls = tls::ReloadingTls::load(&crate::config::ServerTls {
+                client_ca_file: server.admin_client_ca_file.clone(),
+                ..server.tls.clone()
+            })?;
+            let router = grpc_builder(limits).add_service(AdminServer::with_interceptor(
+                admin::AdminService::new(engine.clone()),
+                auth,
+            ));
+            Some(serve_grpc(router, listener, admin_tls, limits, closed.clone(), "admin"))
         }
-        None => Box::pin(router.serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-            wait_for(closed.clone()),
-        )),
+        None => {
+            tracing::info!(
+                "admin API off: set server.admin_token_file, admin_token_env or admin_client_ca_file to serve it"
+            );
+            None
+        }
     };
-    let http_server = axum::serve(http, http::router(readiness.clone(), metrics.clone(), engine))
-        .with_graceful_shutdown(wait_for(closed));
+
+    let http_incoming = listener::incoming("http", http, limits, closed.clone(), listener::first_bytes);
+    let http_server = listener::serve_http1(
+        http_incoming,
+        http::router(readiness.clone(), metrics.clone(), engine.clone()),
+        Duration::from_millis(limits.header_read_timeout_ms),
+    );
 
     let ready = readiness.clone();
     let task = tokio::spawn(async move {
         let grpc_task = tokio::spawn(grpc_server);
-        let http_task = tokio::spawn(async move { http_server.await });
+        let admin_task = admin_server.map(tokio::spawn);
+        let http_task = tokio::spawn(http_server);
         ready.set(true);
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
-        tracing::info!(%grpc_addr, %http_addr, workers, "hydra-authz listening");
+        tracing::info!(%grpc_addr, %http_addr, admin_addr = ?admin_addr, workers, "hydra-authz listening");
+        // gRPC health follows the same verdict as /readyz.
+        let watchdog = tokio::spawn(http::watch_health(ready.clone(), engine, health.clone()));
 
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;
+        watchdog.abort();
         // Readiness first: probes and Envoy's health checks see us going
         // while we still serve, so they stop sending before we stop accepting.
         ready.set(false);
@@ -155,14 +193,21 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         );
         let drained = tokio::time::timeout(drain, async {
             let g = grpc_task.await;
+            let a = match admin_task {
+                Some(t) => Some(t.await),
+                None => None,
+            };
             let h = http_task.await;
-            (g, h)
+            (g, a, h)
         })
         .await;
         match drained {
-            Ok((g, h)) => {
+            Ok((g, a, h)) => {
                 g.context("gRPC server panicked")?.context("gRPC server failed")?;
-                h.context("HTTP server panicked")?.context("HTTP server failed")?;
+                if let Some(a) = a {
+                    a.context("admin server panicked")?.context("admin server failed")?;
+                }
+                h.context("HTTP server panicked")?;
                 tracing::info!("shutdown complete");
             }
             Err(_) => tracing::warn!("drain timeout reached; abandoning remaining connections"),
@@ -172,11 +217,44 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         grpc_addr,
         http_addr,
+        admin_addr,
         readiness,
         live,
         stop,
         task,
     })
+}
+
+/// A gRPC server with the per-connection limits of `[server.limits]`.
+fn grpc_builder(limits: &crate::config::ListenerLimits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.grpc_max_concurrent_streams))
+        .http2_keepalive_interval(Some(Duration::from_millis(limits.grpc_keepalive_interval_ms)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(limits.grpc_keepalive_timeout_ms)))
+}
+
+type ServeFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// Serve `router` on `listener` through the guarded acceptor, with TLS when given.
+fn serve_grpc(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    tls: Option<Arc<tls::ReloadingTls>>,
+    limits: &crate::config::ListenerLimits,
+    closed: watch::Receiver<bool>,
+    name: &'static str,
+) -> ServeFuture {
+    let shutdown = wait_for(closed.clone());
+    match tls {
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+            listener::incoming(name, listener, limits, closed, tls.handshake()),
+            shutdown,
+        )),
+        None => Box::pin(router.serve_with_incoming_shutdown(
+            listener::incoming(name, listener, limits, closed, listener::first_bytes),
+            shutdown,
+        )),
+    }
 }
 
 async fn wait_for(mut stopped: watch::Receiver<bool>) {

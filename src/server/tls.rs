@@ -14,13 +14,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-
-/// A handshake that takes longer than this is dropped (slowloris on the TLS port).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct ReloadingTls {
     config: Arc<FileBacked<ServerConfig>>,
@@ -45,46 +40,10 @@ impl ReloadingTls {
         Ok(Some(Arc::new(ReloadingTls { config })))
     }
 
-    /// TLS connections from `listener`, handshaken concurrently (a slow
-    /// client never holds up the next), until `stopped`; then the listener
-    /// is closed so new connections are refused while in-flight checks drain.
-    pub fn incoming(
-        self: Arc<Self>,
-        listener: TcpListener,
-        stopped: watch::Receiver<bool>,
-    ) -> tokio_stream::wrappers::ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            let stop = super::wait_for(stopped);
-            tokio::pin!(stop);
-            loop {
-                let tcp = tokio::select! {
-                    _ = &mut stop => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok((tcp, _)) => tcp,
-                        Err(e) => {
-                            // E.g. out of file descriptors: back off instead of spinning.
-                            tracing::warn!("gRPC listener: accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = TlsAcceptor::from(self.config.get());
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send(Ok(tls)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        tokio_stream::wrappers::ReceiverStream::new(rx)
+    /// The TLS handshake for one accepted connection, with the certificate
+    /// current at that moment; `listener::incoming` bounds it in time.
+    pub fn handshake(self: Arc<Self>) -> impl Fn(TcpStream) -> tokio_rustls::Accept<TcpStream> + Send + Sync + 'static {
+        move |tcp| TlsAcceptor::from(self.config.get()).accept(tcp)
     }
 }
 

@@ -2,7 +2,6 @@
 
 use crate::support;
 
-use hydra_authz::admin_proto::admin_client::AdminClient;
 use hydra_authz::admin_proto::purge_token_request::Target;
 use hydra_authz::admin_proto::{PurgeAllRequest, PurgeTokenRequest};
 use hydra_authz::config::Config;
@@ -66,8 +65,7 @@ async fn cache_serves_repeats_until_purged() {
     hydra.issuer.revoke_token(&token);
     assert_eq!(status(&check, &token).await, 200);
     // ...until purged, after which the token is introspected again and refused.
-    let ch = support::channel(server.grpc_addr).await;
-    let mut admin = AdminClient::new(ch);
+    let mut admin = support::admin(&server).await;
     admin
         .purge_token(PurgeTokenRequest {
             target: Some(Target::Token(token.clone())),

@@ -25,7 +25,7 @@ fn client_with(hydra: &FakeHydra, f: impl FnOnce(&mut IntrospectionConfig)) -> H
 
 fn unavailable_kind(r: Result<impl std::fmt::Debug, AuthnError>) -> &'static str {
     match r {
-        Err(AuthnError::Unavailable { kind, .. }) => kind,
+        Err(AuthnError::Unavailable { kind, .. }) => kind.label(),
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }

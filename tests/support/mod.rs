@@ -26,7 +26,41 @@ pub fn config_for(introspection_url: &str) -> Config {
     c.server.grpc_addr = lo0();
     c.server.http_addr = lo0();
     c.server.drain_timeout_ms = 5_000;
+    enable_admin(&mut c);
     c
+}
+
+/// The admin bearer token the test configs use.
+pub const ADMIN_TOKEN: &str = "test-admin-token-not-a-secret";
+
+/// Turn the admin API on: an ephemeral loopback port, and [`ADMIN_TOKEN`]
+/// from a file (as an operator would mount it).
+pub fn enable_admin(c: &mut Config) {
+    use std::io::Write;
+    let mut f = tempfile::NamedTempFile::new().expect("token file");
+    f.write_all(ADMIN_TOKEN.as_bytes()).expect("write token");
+    let (_, path) = f.keep().expect("keep token file");
+    c.server.admin_addr = lo0();
+    c.server.admin_token_file = Some(path);
+}
+
+pub type AdminClient = hydra_authz::admin_proto::admin_client::AdminClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+    >,
+>;
+
+fn with_admin_token(mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    let v = format!("Bearer {ADMIN_TOKEN}").parse().expect("metadata value");
+    r.metadata_mut().insert("authorization", v);
+    Ok(r)
+}
+
+/// A client of `server`'s admin API, with the test credentials.
+pub async fn admin(server: &RunningServer) -> AdminClient {
+    let addr = server.admin_addr.expect("the admin API is on in test configs");
+    hydra_authz::admin_proto::admin_client::AdminClient::with_interceptor(channel(addr).await, with_admin_token as _)
 }
 
 pub async fn start_authz(config: &Config) -> RunningServer {
