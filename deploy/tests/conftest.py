@@ -77,6 +77,16 @@ class Rendered:
         assert len(found) == 1, f"expected exactly one {kind}, got {len(found)}"
         return found[0]
 
+    def named(self, kind: str, name: str) -> dict:
+        found = [d for d in self.docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        assert len(found) == 1, f"expected exactly one {kind} {name}, got {len(found)}"
+        return found[0]
+
+    @property
+    def service(self) -> dict:
+        """The Service Envoy / Istio call (not the optional admin one)."""
+        return self.named("Service", self.deployment["metadata"]["name"])
+
     def maybe(self, kind: str) -> dict | None:
         found = [d for d in self.docs if d["kind"] == kind]
         return found[0] if found else None
@@ -130,6 +140,15 @@ def tls_from_secrets_values() -> dict:
     }
 
 
+def admin_existing_secret_values() -> dict:
+    """The admin API with a bearer token from an existing Secret only (no
+    mTLS, no Service), behind a NetworkPolicy that names nobody for it."""
+    return {
+        "admin": {"enabled": True, "existingSecret": "hydra-authz-admin-token", "tokenKey": "bearer"},
+        "networkPolicy": {"enabled": True},
+    }
+
+
 # name -> values: every variant the schema/K8s validation tests cover.
 VARIANTS: dict[str, Any] = {
     "default": lambda: {},
@@ -137,6 +156,7 @@ VARIANTS: dict[str, Any] = {
     "existing-secret-env": existing_secret_env_values,
     "tls-from-secrets": tls_from_secrets_values,
     "grpc-probes-min-available": lambda: {"probes": {"type": "grpc"}, "podDisruptionBudget": {"maxUnavailable": "", "minAvailable": "50%"}},
+    "admin-existing-secret": admin_existing_secret_values,
 }
 
 

@@ -28,6 +28,7 @@ from conftest import (
     RELEASE,
     VARIANTS,
     Rendered,
+    admin_existing_secret_values,
     all_on_values,
     deep_merge,
     existing_secret_env_values,
@@ -160,7 +161,7 @@ def test_crd_kinds_match_their_crd_schema(all_on_render: Rendered):
     bad = {**sm, "spec": {**sm["spec"], "endpoints": [{**sm["spec"]["endpoints"][0], "scheme": "ftp"}]}}
     with pytest.raises(ValidationError):
         prometheus_operator_v1.ServiceMonitor.model_validate(bad)
-    svc = all_on_render.one("Service")
+    svc = all_on_render.service
     # Selects our Service and scrapes the named HTTP port at /metrics.
     for k, v in sm["spec"]["selector"]["matchLabels"].items():
         assert svc["metadata"]["labels"][k] == v
@@ -244,17 +245,19 @@ def test_resources_set(default_render: Rendered):
 # --------------------------------------------------------------- ports
 
 
-@pytest.mark.parametrize("variant", ["default", "all-on"])
+@pytest.mark.parametrize("variant", ["default", "all-on", "admin-existing-secret"])
 def test_ports_named_for_istio(variant):
     r = render(VARIANTS[variant]())
-    svc = r.one("Service")
+    svc = r.service
     ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    # The admin API is never in the Service Envoy / Istio call.
     assert set(ports) == {"grpc-authz", "http-admin"}
     assert ports["grpc-authz"]["port"] == 9191 and ports["grpc-authz"]["targetPort"] == "grpc-authz"
     assert ports["http-admin"]["port"] == 9192 and ports["http-admin"]["targetPort"] == "http-admin"
     assert ports["grpc-authz"]["appProtocol"] == "grpc"
     cports = {p["name"]: p["containerPort"] for p in r.container["ports"]}
-    assert cports == {"grpc-authz": 9191, "http-admin": 9192}
+    admin = {"admin": 9193} if VARIANTS[variant]().get("admin", {}).get("enabled") else {}
+    assert cports == {"grpc-authz": 9191, "http-admin": 9192, **admin}
     # The Service selects the Deployment's pods.
     labels = r.deployment["spec"]["template"]["metadata"]["labels"]
     assert all(labels[k] == v for k, v in svc["spec"]["selector"].items())
@@ -302,6 +305,9 @@ DEFAULT_JWT = {
     "refresh_min_interval_ms": 30000,
     "max_key_age_ms": 300000,
     "verified_ttl_ms": 60000,
+    "access_token_types": ["at+jwt", "application/at+jwt", "JWT"],
+    "access_token_claims": ["client_id", "scp", "scope"],
+    "id_token_claims": ["nonce", "at_hash", "c_hash"],
 }
 DEFAULT_RESILIENCE = {
     "max_retries": 2,
@@ -311,7 +317,18 @@ DEFAULT_RESILIENCE = {
     "max_concurrent": 256,
     "max_waiting": 1024,
 }
+# The contract of [server.limits] (hydra-authz's defaults).
+DEFAULT_LIMITS = {
+    "max_connections": 4096,
+    "header_read_timeout_ms": 5000,
+    "idle_timeout_ms": 60000,
+    "grpc_max_concurrent_streams": 1024,
+    "grpc_keepalive_interval_ms": 30000,
+    "grpc_keepalive_timeout_ms": 10000,
+}
 SERVER_TLS_DIR = "/etc/hydra-authz-tls/server"
+ADMIN_TLS_DIR = "/etc/hydra-authz-tls/admin"
+ADMIN_TOKEN_FILE = "/var/run/secrets/hydra-authz-admin/token"
 INTROSPECTION_TLS_DIR = "/etc/hydra-authz-tls/introspection"
 
 
@@ -330,6 +347,11 @@ def test_configmap_toml_default(default_render: Rendered):
     assert cfg["introspection"]["cache"] == DEFAULT_CACHE, "the cache is opt-in"
     assert cfg["introspection"]["jwt"] == DEFAULT_JWT
     assert cfg["introspection"]["resilience"] == DEFAULT_RESILIENCE
+    # The admin API is off: no admin listener configured, no admin port.
+    assert not [k for k in cfg["server"] if k.startswith("admin_")]
+    assert "admin" not in {p["name"] for p in default_render.container["ports"]}
+    # Connection limits: hydra-authz's defaults, rendered.
+    assert cfg["server"]["limits"] == DEFAULT_LIMITS
     # No TLS unless asked for: no [server.tls] / [introspection.tls], nothing mounted.
     assert "tls" not in cfg["server"] and "tls" not in cfg["introspection"]
     assert not {"server-tls", "introspection-tls"} & {v["name"] for v in default_render.pod_spec["volumes"]}
@@ -340,7 +362,8 @@ def test_configmap_toml_default(default_render: Rendered):
     ]
     # Only keys the binary knows (README's table + [telemetry]); unknown keys are start-up errors.
     known = {
-        "server": {"grpc_addr", "http_addr", "worker_threads", "shutdown_delay_ms", "drain_timeout_ms", "tls"},
+        "server": {"grpc_addr", "http_addr", "worker_threads", "shutdown_delay_ms", "drain_timeout_ms", "tls", "limits",
+                   "admin_addr", "admin_token_file", "admin_token_env", "admin_client_ca_file"},
         "introspection": {"url", "timeout_ms", "leeway_s", "allowed_issuers", "required_audience", "max_response_bytes", "auth",
                           "mode", "cache", "jwt", "resilience", "tls"},
         "headers": {"client_id", "scopes", "subject", "strip_authorization"},
@@ -374,7 +397,7 @@ def test_configmap_toml_all_on(all_on_render: Rendered):
     assert mounts["introspection-credential"]["mountPath"] == sec["mountPath"]
     assert mounts["introspection-credential"]["readOnly"] is True
     vols = {v["name"]: v for v in all_on_render.pod_spec["volumes"]}
-    secret = all_on_render.one("Secret")
+    secret = all_on_render.named("Secret", RELEASE)
     assert vols["introspection-credential"]["secret"]["secretName"] == secret["metadata"]["name"]
     assert base64.b64decode(secret["data"][sec["key"]]).decode() == sec["value"]
     # The credential never lands in the ConfigMap.
@@ -426,7 +449,7 @@ def test_configmap_toml_all_on_new_sections(all_on_render: Rendered):
         "ServiceAccount", "ConfigMap", "Secret", "Service", "Deployment", "PodDisruptionBudget",
         "HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy",
     }
-    assert [s["metadata"]["name"] for s in all_on_render.docs if s["kind"] == "Secret"] == ["hydra-authz"]
+    assert sorted(s["metadata"]["name"] for s in all_on_render.docs if s["kind"] == "Secret") == ["hydra-authz", "hydra-authz-admin"]
     assert "TLS + client certificates (mTLS)" in all_on_render.notes
 
 
@@ -498,6 +521,127 @@ def test_credential_required_for_bearer():
         render({"config": {"introspection": {"auth": {"kind": "bearer"}}}})
 
 
+# ------------------------------------------------- limits and the admin API
+
+
+def test_server_limits_rendered(all_on_render: Rendered):
+    assert load_yaml(CHART / "values.yaml")["config"]["server"]["limits"] == DEFAULT_LIMITS
+    limits = all_on_values()["config"]["server"]["limits"]
+    assert set(limits) == set(DEFAULT_LIMITS)
+    assert all(limits[k] != v for k, v in DEFAULT_LIMITS.items()), "all-on should change every limit"
+    assert parse_toml(all_on_render)["server"]["limits"] == limits
+    # A limit is a config change: the pods roll.
+    assert checksum(render({"config": {"server": {"limits": {"max_connections": 10}}}})) != checksum(render())
+
+
+def admin_rules(r: Rendered) -> list[dict]:
+    np = r.one("NetworkPolicy")
+    return [rule for rule in np["spec"]["ingress"] if any(p["port"] == "admin" for p in rule["ports"])]
+
+
+def test_admin_off_by_default(default_render: Rendered):
+    assert load_yaml(CHART / "values.yaml")["admin"]["enabled"] is False
+    cfg = parse_toml(default_render)
+    assert not [k for k in cfg["server"] if k.startswith("admin_")]
+    assert "admin" not in {p["name"] for p in default_render.container["ports"]}
+    assert not {"admin-token", "admin-client-ca"} & {v["name"] for v in default_render.pod_spec["volumes"]}
+    assert [s["metadata"]["name"] for s in default_render.docs if s["kind"] == "Service"] == [RELEASE]
+    assert "Admin API" not in default_render.notes
+    # admin.* other than enabled changes nothing while the API is off.
+    r = render({"networkPolicy": {"enabled": True}, "admin": {"token": "t", "allowedFrom": [{"podSelector": {}}]}})
+    assert admin_rules(r) == []
+    assert r.maybe("Secret") is None
+    assert not [k for k in parse_toml(r)["server"] if k.startswith("admin_")]
+
+
+def test_admin_all_on(all_on_render: Rendered):
+    """Bearer token (chart-created Secret) and mTLS, own ClusterIP Service,
+    NetworkPolicy naming only admin.allowedFrom."""
+    admin = all_on_values()["admin"]
+    r = all_on_render
+    server = parse_toml(r)["server"]
+    assert server["admin_addr"] == "0.0.0.0:9193"
+    assert len({server["admin_addr"], server["grpc_addr"], server["http_addr"]}) == 3
+    assert {p["name"]: p["containerPort"] for p in r.container["ports"]}["admin"] == 9193
+    # The token: a file from the chart's own Secret, never in the ConfigMap or the pod spec.
+    assert server["admin_token_file"] == ADMIN_TOKEN_FILE
+    secret = r.named("Secret", f"{RELEASE}-admin")
+    assert mounted_file(r, ADMIN_TOKEN_FILE) == ("secret", secret["metadata"]["name"], admin["tokenKey"])
+    assert base64.b64decode(secret["data"][admin["tokenKey"]]).decode() == admin["token"]
+    assert admin["token"] not in r.toml_text
+    assert admin["token"] not in yaml.safe_dump(r.deployment)
+    assert "admin_token_env" not in server
+    # mTLS: the CA of admin clients, mounted read-only from its own Secret.
+    assert server["admin_client_ca_file"] == f"{ADMIN_TLS_DIR}/client-ca.crt"
+    assert mounted_file(r, server["admin_client_ca_file"]) == ("secret", admin["clientCaSecret"], admin["clientCaKey"])
+    # Not the CA of Envoy's client certificates (the Check port's mTLS).
+    assert mounted_file(r, server["tls"]["client_ca_file"]) != mounted_file(r, server["admin_client_ca_file"])
+    # Its own Service, cluster-internal, never the one Envoy / Istio call.
+    svc = r.named("Service", f"{RELEASE}-admin")
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"] == [
+        {"name": "grpc-admin", "port": admin["service"]["port"], "targetPort": "admin", "protocol": "TCP", "appProtocol": "grpc"}
+    ]
+    assert svc["spec"]["selector"] == r.service["spec"]["selector"]
+    assert "admin" not in {p["targetPort"] for p in r.service["spec"]["ports"]}
+    # NetworkPolicy: only the named peers.
+    (rule,) = admin_rules(r)
+    assert rule["from"] == admin["allowedFrom"]
+    # Rotating the chart-created token rolls the pods.
+    annotations = r.deployment["spec"]["template"]["metadata"]["annotations"]
+    rotated = render(deep_merge(all_on_values(), {"admin": {"token": "rotated-admin-token"}}))
+    assert rotated.deployment["spec"]["template"]["metadata"]["annotations"]["checksum/admin-secret"] != annotations["checksum/admin-secret"]
+    assert f"{RELEASE}-admin.{NAMESPACE}.svc.cluster.local:{admin['service']['port']}" in r.notes
+
+
+def test_admin_existing_secret_only():
+    """Bearer token from an existing Secret, no mTLS, no Service, and a
+    NetworkPolicy with no rule for the admin port: nobody may connect."""
+    values = admin_existing_secret_values()
+    r = render(values)
+    server = parse_toml(r)["server"]
+    assert server["admin_addr"] == "0.0.0.0:9193"
+    assert server["admin_token_file"] == ADMIN_TOKEN_FILE
+    assert "admin_client_ca_file" not in server
+    assert mounted_file(r, ADMIN_TOKEN_FILE) == ("secret", values["admin"]["existingSecret"], values["admin"]["tokenKey"])
+    assert r.maybe("Secret") is None, "existingSecret: the chart must not create a Secret"
+    assert "checksum/admin-secret" not in r.deployment["spec"]["template"]["metadata"]["annotations"]
+    assert [s["metadata"]["name"] for s in r.docs if s["kind"] == "Service"] == [RELEASE]
+    assert admin_rules(r) == []
+    assert "port-forward deploy/hydra-authz 9193:9193" in r.notes
+
+
+def test_admin_mtls_only():
+    r = render({"serverTls": {"existingSecret": "hydra-authz-grpc-tls"}, "admin": {"enabled": True, "clientCaSecret": "ops-ca"}})
+    server = parse_toml(r)["server"]
+    assert "admin_token_file" not in server
+    assert mounted_file(r, server["admin_client_ca_file"]) == ("secret", "ops-ca", "ca.crt")
+    assert "admin-token" not in {v["name"] for v in r.pod_spec["volumes"]}
+
+
+def test_admin_service_is_cluster_internal_whatever_service_type():
+    r = render({"service": {"type": "LoadBalancer"},
+                "admin": {"enabled": True, "existingSecret": "hydra-authz-admin", "service": {"enabled": True}}})
+    assert r.service["spec"]["type"] == "LoadBalancer"
+    assert r.named("Service", f"{RELEASE}-admin")["spec"]["type"] == "ClusterIP"
+    assert {p["name"] for p in r.service["spec"]["ports"]} == {"grpc-authz", "http-admin"}
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"admin": {"enabled": True}}, "admin.enabled needs credentials"),
+        ({"admin": {"enabled": True, "token": "t", "existingSecret": "s"}}, "admin.existingSecret or admin.token, not both"),
+        ({"admin": {"enabled": True, "clientCaSecret": "ca"}}, "admin.clientCaSecret (mTLS) needs serverTls.existingSecret"),
+        ({"admin": {"service": {"enabled": True}}}, "admin.service.enabled needs admin.enabled"),
+        ({"config": {"server": {"limits": {"idle_timeout_ms": 40000}}}}, "idle_timeout_ms must exceed"),
+    ],
+)
+def test_inconsistent_admin_values_fail(values, message):
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
 def test_values_schema_rejects_unknown_and_bad_values():
     with helm.Chart.load(str(CHART)) as chart:
         chart.validate_schema({})
@@ -530,6 +674,19 @@ def test_values_schema_rejects_unknown_and_bad_values():
             {"introspectionTls": {"caFile": "/x"}},
             {"replicaCount": "2"},
             {"unknownTopLevel": True},
+            {"config": {"server": {"limits": {"max_connections": 0}}}},
+            {"config": {"server": {"limits": {"header_read_timeout_ms": "5s"}}}},
+            {"config": {"server": {"limits": {"read_timeout_ms": 1}}}},
+            {"config": {"server": {"admin_addr": "0.0.0.0:9193"}}},  # the chart sets it from admin.enabled
+            {"config": {"server": {"admin_token_file": "/x"}}},  # paths come from admin.*
+            {"admin": {"enabled": "yes"}},
+            {"admin": {"tokn": "x"}},
+            {"admin": {"existingSecret": "Not_A_Name"}},
+            {"admin": {"clientCaKey": "../ca.crt"}},
+            {"admin": {"token": "has a space"}},
+            {"admin": {"allowedFrom": {"podSelector": {}}}},
+            {"admin": {"service": {"port": 0}}},
+            {"admin": {"service": {"type": "LoadBalancer"}}},  # always ClusterIP
         ]
         for values in bad:
             with pytest.raises(helm.HelmValuesError):
@@ -591,7 +748,7 @@ def test_optional_objects(all_on_render: Rendered):
     np = all_on_render.one("NetworkPolicy")
     assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
     ingress_ports = [r["ports"][0]["port"] for r in np["spec"]["ingress"]]
-    assert ingress_ports == ["grpc-authz", "http-admin"]
+    assert ingress_ports == ["grpc-authz", "http-admin", "admin"]
     assert np["spec"]["egress"][0]["ports"][0] == {"port": 53, "protocol": "UDP"}
 
 
@@ -651,7 +808,7 @@ def substitute_tls_files(toml: str, cfg: dict, pem_files: dict[str, Path]) -> st
     return toml
 
 
-@pytest.mark.parametrize("variant", ["default", "all-on", "existing-secret-env", "tls-from-secrets"])
+@pytest.mark.parametrize("variant", ["default", "all-on", "existing-secret-env", "tls-from-secrets", "admin-existing-secret"])
 def test_rendered_config_accepted_by_hydra_authz(variant, tmp_path, request):
     """The real binary's `config check` accepts the rendered TOML (strict: unknown keys fail).
 
@@ -669,6 +826,7 @@ def test_rendered_config_accepted_by_hydra_authz(variant, tmp_path, request):
     cfg = tomllib.loads(toml)
     if "tls" in cfg["server"] or "tls" in cfg["introspection"]:
         toml = substitute_tls_files(toml, cfg, request.getfixturevalue("pem_files"))
+    toml = substitute_admin_files(toml, cfg, tmp_path, request)
     auth = cfg["introspection"]["auth"]
     for key in ("token_file", "client_secret_file"):
         if key in auth:  # point the secret file reference at a temp copy
@@ -683,9 +841,29 @@ def test_rendered_config_accepted_by_hydra_authz(variant, tmp_path, request):
     out = run([str(binary), "config", "check", "--config", str(path)], env=env)
     assert out.returncode == 0, f"{binary} config check failed:\n{out.stderr}\n{out.stdout}"
     assert "dummy-credential" not in out.stdout
+    assert ADMIN_DUMMY_TOKEN not in out.stdout and ADMIN_DUMMY_TOKEN not in out.stderr
     # `config check` prints the effective config: every rendered value is
     # what hydra-authz uses (none lost to a misplaced table or an env var).
     assert_contained(tomllib.loads(toml), tomllib.loads(out.stdout))
+
+
+ADMIN_DUMMY_TOKEN = "dummy-admin-token-0123456789"
+
+
+def substitute_admin_files(toml: str, cfg: dict, tmp_path: Path, request) -> str:
+    """Point the admin token / client CA files (mounts in the pod) at a temp
+    token and the test CA. Only whole quoted TOML strings are replaced."""
+    server = cfg["server"]
+    if "admin_token_file" in server:
+        token = tmp_path / "admin-token"
+        token.write_text(ADMIN_DUMMY_TOKEN)
+        assert json.dumps(server["admin_token_file"]) in toml
+        toml = toml.replace(json.dumps(server["admin_token_file"]), json.dumps(str(token)))
+    if "admin_client_ca_file" in server:
+        ca = request.getfixturevalue("pem_files")["ca"]
+        assert json.dumps(server["admin_client_ca_file"]) in toml
+        toml = toml.replace(json.dumps(server["admin_client_ca_file"]), json.dumps(str(ca)))
+    return toml
 
 
 def assert_contained(rendered, effective, where="config"):
@@ -826,6 +1004,49 @@ def test_server_tls_config_starts(tmp_path, pem_files):
             pass  # reset: refused as well
         else:
             assert answer == b"", f"a client without a certificate got an HTTP/2 answer: {answer!r}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_admin_listener_starts(tmp_path, request):
+    """The admin render really runs: hydra-authz starts with it (reading the
+    token file), and the admin API listens on its own port and speaks HTTP/2
+    (gRPC), apart from the Check port."""
+    binary = find_hydra_authz_binary()
+    if binary is None:
+        pytest.skip("no hydra-authz binary built (set DEPLOY_TESTS_BIN or run cargo build first)")
+    toml = render(admin_existing_secret_values()).toml_text
+    toml = substitute_admin_files(toml, tomllib.loads(toml), tmp_path, request)
+    grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
+    for old, new in (("9191", grpc_port), ("9192", http_port), ("9193", admin_port)):
+        assert toml.count(f'"0.0.0.0:{old}"') == 1
+        toml = toml.replace(f'"0.0.0.0:{old}"', f'"127.0.0.1:{new}"')
+    path = tmp_path / "hydra-authz.toml"
+    path.write_text(toml)
+    log = open(tmp_path / "hydra-authz.log", "w+")
+    proc = subprocess.Popen([str(binary), "--config", str(path)], stdout=log, stderr=subprocess.STDOUT, env=clean_env())
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, f"hydra-authz exited {proc.returncode}:\n{(tmp_path / 'hydra-authz.log').read_text()}"
+            try:
+                if http_status(f"http://127.0.0.1:{http_port}/readyz") == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "hydra-authz did not become ready"
+            time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", admin_port), timeout=5) as s:
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000"))
+            frame = s.recv(9)
+        assert len(frame) == 9 and frame[3] == 0x04, f"no HTTP/2 SETTINGS from the admin listener: {frame!r}"
+        assert ADMIN_DUMMY_TOKEN not in (tmp_path / "hydra-authz.log").read_text(), "the admin token was logged"
     finally:
         proc.terminate()
         try:

@@ -1,8 +1,10 @@
 """The Istio kit deploy/istio.
 
-AuthorizationPolicy: validated against Istio's CRD schema through
-cloudcoil-models-istio (pydantic models generated from Istio's CRDs), plus a
-round trip that fails on any field the schema does not know.
+AuthorizationPolicy and EnvoyFilter: validated against Istio's CRD schemas
+through cloudcoil-models-istio (pydantic models generated from Istio's CRDs),
+plus a round trip that fails on any field the schema does not know. The
+EnvoyFilter's patch is also applied to the Envoy kit's HTTP connection
+manager and validated by the pinned Envoy.
 
 meshConfig has no CRD (it is istiod's configuration, not a Kubernetes
 resource) and no registry package ships a schema for it, so its fields are
@@ -12,17 +14,22 @@ API and against the Service the Helm chart really renders.
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
 import yaml
+from cloudcoil.models.istio.networking import v1alpha3 as istio_networking_v1alpha3
 from cloudcoil.models.istio.security import v1 as istio_security_v1
 from pydantic import ValidationError
 
-from conftest import NAMESPACE, RELEASE, REPO, load_yaml
+from conftest import NAMESPACE, RELEASE, REPO, deep_merge, load_yaml
 
 ISTIO = REPO / "deploy" / "istio"
 PROVIDER_NAME = "hydra-authz"
+
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
 # Fields of Istio's EnvoyExternalAuthorizationGrpcProvider (istio.mesh.v1alpha1).
 GRPC_PROVIDER_FIELDS = {"service", "port", "timeout", "failOpen", "statusOnError", "clearRouteCache", "includeRequestBodyInCheck"}
@@ -110,7 +117,66 @@ def test_extension_provider_points_at_the_chart_service():
     assert grpc["port"] == port
 
 
-def test_readme_walkthrough_mentions_both_files():
+def envoy_filter() -> dict:
+    docs = [d for d in yaml.safe_load_all((ISTIO / "reject-underscore-headers.yaml").read_text()) if d]
+    assert len(docs) == 1
+    return docs[0]
+
+
+def test_envoy_filter_matches_istio_crd_schema():
+    doc = envoy_filter()
+    model = istio_networking_v1alpha3.EnvoyFilter.model_validate(doc)
+    assert model.model_dump(by_alias=True, exclude_none=True, mode="json") == doc
+    # The schema really checks the enums this file relies on.
+    for mutate in (
+        lambda d: d["spec"]["configPatches"][0]["match"].update(context="SIDECAR_IN"),
+        lambda d: d["spec"]["configPatches"][0].update(applyTo="NETWORK_FILTR"),
+        lambda d: d["spec"]["configPatches"][0]["patch"].update(operation="MERGED"),
+        lambda d: d.update(apiVersion="networking.istio.io/v1"),
+    ):
+        bad = copy.deepcopy(doc)
+        mutate(bad)
+        with pytest.raises(ValidationError):
+            istio_networking_v1alpha3.EnvoyFilter.model_validate(bad)
+
+
+def test_envoy_filter_rejects_underscore_headers_mesh_wide():
+    """Gateways and the inbound side of every sidecar (where the CUSTOM policy
+    calls hydra-authz) refuse header names with underscores."""
+    doc = envoy_filter()
+    assert (doc["apiVersion"], doc["kind"]) == ("networking.istio.io/v1alpha3", "EnvoyFilter")
+    # Istio's root namespace and no workloadSelector: every proxy of the mesh.
+    assert doc["metadata"]["namespace"] == "istio-system"
+    assert "workloadSelector" not in doc["spec"] and "targetRefs" not in doc["spec"]
+    patches = doc["spec"]["configPatches"]
+    assert sorted(p["match"]["context"] for p in patches) == ["GATEWAY", "SIDECAR_INBOUND"]
+    for p in patches:
+        assert p["applyTo"] == "NETWORK_FILTER"
+        assert p["match"]["listener"]["filterChain"]["filter"]["name"] == HCM_FILTER
+        assert p["patch"]["operation"] == "MERGE"
+        typed = p["patch"]["value"]["typed_config"]
+        assert typed["@type"] == HCM_TYPE
+        assert typed["common_http_protocol_options"] == {"headers_with_underscores_action": "REJECT_REQUEST"}
+
+
+def test_envoy_filter_patch_is_the_envoy_kit_setting():
+    """MERGE the patch into the Envoy kit's connection manager without the
+    setting: the result is exactly the kit's own HCM, which the pinned Envoy
+    validates (test_envoy_kit.py), so field and enum names are Envoy's."""
+    kit = load_yaml(REPO / "deploy" / "envoy" / "envoy.yaml")
+    (listener,) = kit["static_resources"]["listeners"]
+    (chain,) = listener["filter_chains"]
+    (hcm,) = chain["filters"]
+    assert hcm["name"] == HCM_FILTER
+    without = copy.deepcopy(hcm)
+    del without["typed_config"]["common_http_protocol_options"]
+    for p in envoy_filter()["spec"]["configPatches"]:
+        merged = deep_merge(without, p["patch"]["value"])
+        assert merged == hcm, p["match"]["context"]
+
+
+def test_readme_walkthrough_mentions_every_file():
     readme = (ISTIO / "README.md").read_text()
-    for needle in ("mesh-config.yaml", "authorization-policy.yaml", "helm install", "failOpen", "action: CUSTOM"):
+    for needle in ("mesh-config.yaml", "authorization-policy.yaml", "reject-underscore-headers.yaml", "helm install",
+                   "failOpen", "action: CUSTOM", "headers_with_underscores_action: REJECT_REQUEST"):
         assert needle in readme, needle

@@ -60,6 +60,7 @@ Container ports are fixed; the ConfigMap binds them on 0.0.0.0.
 */}}
 {{- define "hydra-authz.grpcContainerPort" -}}9191{{- end }}
 {{- define "hydra-authz.httpContainerPort" -}}9192{{- end }}
+{{- define "hydra-authz.adminContainerPort" -}}9193{{- end }}
 {{- define "hydra-authz.configDir" -}}/etc/hydra-authz{{- end }}
 
 {{/*
@@ -68,6 +69,8 @@ mount). The ConfigMap's server.tls / introspection.tls paths point here.
 */}}
 {{- define "hydra-authz.serverTlsDir" -}}/etc/hydra-authz-tls/server{{- end }}
 {{- define "hydra-authz.introspectionTlsDir" -}}/etc/hydra-authz-tls/introspection{{- end }}
+{{- define "hydra-authz.adminTlsDir" -}}/etc/hydra-authz-tls/admin{{- end }}
+{{- define "hydra-authz.adminTokenDir" -}}/var/run/secrets/hydra-authz-admin{{- end }}
 
 {{/*
 True ("true") when the gRPC listener serves TLS (serverTls.existingSecret).
@@ -172,4 +175,66 @@ A TOML array of strings.
 {{- $out := list }}
 {{- range . }}{{ $out = append $out (toString .) }}{{ end }}
 {{- toJson $out }}
+{{- end }}
+
+{{/*
+Cross-field checks of admin.* (the admin API listener); each fails the
+render with the values to fix.
+*/}}
+{{- define "hydra-authz.validateAdmin" -}}
+{{- $a := .Values.admin }}
+{{- if $a.enabled }}
+{{- if not (or $a.existingSecret $a.token $a.clientCaSecret) }}
+{{- fail "admin.enabled needs credentials: set admin.existingSecret (or admin.token) for a bearer token and / or admin.clientCaSecret for client certificates" }}
+{{- end }}
+{{- if and $a.existingSecret $a.token }}
+{{- fail "admin: set admin.existingSecret or admin.token, not both" }}
+{{- end }}
+{{- if and $a.clientCaSecret (not .Values.serverTls.existingSecret) }}
+{{- fail "admin.clientCaSecret (mTLS) needs serverTls.existingSecret: the admin listener presents the server certificate" }}
+{{- end }}
+{{- else if $a.service.enabled }}
+{{- fail "admin.service.enabled needs admin.enabled" }}
+{{- end }}
+{{- end }}
+
+{{/*
+True ("true") when the admin listener authenticates with a bearer token file.
+*/}}
+{{- define "hydra-authz.adminTokenEnabled" -}}
+{{- if and .Values.admin.enabled (or .Values.admin.existingSecret .Values.admin.token) }}true{{ end }}
+{{- end }}
+
+{{/*
+Name of the Secret holding the admin bearer token.
+*/}}
+{{- define "hydra-authz.adminSecretName" -}}
+{{- default (include "hydra-authz.adminFullname" .) .Values.admin.existingSecret }}
+{{- end }}
+
+{{/*
+<fullname>-admin, within the 63-character limit: the admin Service and the
+chart-created admin Secret.
+*/}}
+{{- define "hydra-authz.adminFullname" -}}
+{{- printf "%s-admin" (include "hydra-authz.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Whether the chart creates the admin token Secret itself.
+*/}}
+{{- define "hydra-authz.createAdminSecret" -}}
+{{- if and .Values.admin.enabled .Values.admin.token (not .Values.admin.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/*
+config.server.limits: hydra-authz refuses an idle timeout that would cut off
+live gRPC peers between keep-alive pings; fail the render instead.
+*/}}
+{{- define "hydra-authz.validateLimits" -}}
+{{- with .Values.config.server.limits }}
+{{- if le (int64 .idle_timeout_ms) (add (int64 .grpc_keepalive_interval_ms) (int64 .grpc_keepalive_timeout_ms)) }}
+{{- fail "config.server.limits.idle_timeout_ms must exceed grpc_keepalive_interval_ms + grpc_keepalive_timeout_ms (live gRPC peers would be cut off)" }}
+{{- end }}
+{{- end }}
 {{- end }}
