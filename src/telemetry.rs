@@ -78,6 +78,24 @@ impl Telemetry {
     }
 }
 
+/// The log line formatter for `log.format`, writing to `writer`: the one
+/// the server installs, and what the log-integrity tests capture.
+pub fn log_layer<W>(format: LogFormat, writer: W) -> Box<dyn Layer<Registry> + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    match format {
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .boxed(),
+        LogFormat::Pretty => fmt.compact().boxed(),
+    }
+}
+
 /// Install the global subscriber (logs, and traces when configured) and the
 /// global trace-context propagator. Must run inside a tokio runtime when
 /// tracing is enabled (the exporter runs on it).
@@ -86,16 +104,7 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v).context("RUST_LOG")?,
         _ => EnvFilter::try_new(&log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?,
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match log.format {
-        LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .boxed(),
-        LogFormat::Pretty => fmt.compact().boxed(),
-    };
+    let fmt = log_layer(log.format, std::io::stderr);
 
     opentelemetry::global::set_text_map_propagator(propagator(&telemetry.propagators));
     let provider = tracer_provider(telemetry, &process_env)?;

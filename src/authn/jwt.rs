@@ -9,6 +9,11 @@
 //! cannot turn us into a JWKS flood. Keys older than `max_key_age_ms` are
 //! re-fetched on their next use, so a key the issuer removed stops being
 //! trusted; if that re-fetch fails the old keys stay in use (logged).
+//! The JWKS is fetched once at start-up too (readiness waits for it), and
+//! while it cannot be fetched an unknown key is 503, not 401.
+//!
+//! An ID token signed with the same keys (Hydra publishes both key sets in
+//! one JWKS) is not an access token: see [`AccessTokenEvidence`].
 
 use super::{intern, Authenticator, AuthnError, ClaimChecks, ClaimFailure, FailureKind, Identity};
 use crate::config::{IntrospectionConfig, JwtAlgorithm};
@@ -19,6 +24,9 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
+
+/// JWKS fetches at start-up before giving up (and serving anyway).
+const PREFETCH_TRIES: u32 = 4;
 
 #[derive(Clone)]
 struct Key {
@@ -36,6 +44,7 @@ pub struct JwtVerifier {
     jwks: Arc<Jwks>,
     /// Serialises refreshes so concurrent unknown-kid tokens fetch once.
     refreshing: tokio::sync::Mutex<()>,
+    prefetched: std::sync::atomic::AtomicBool,
     checks: ClaimChecks,
     evidence: AccessTokenEvidence,
     max_body: usize,
@@ -212,6 +221,7 @@ impl JwtVerifier {
             max_key_age: Duration::from_millis(jwt.max_key_age_ms),
             jwks: Arc::new(Jwks::default()),
             refreshing: tokio::sync::Mutex::new(()),
+            prefetched: std::sync::atomic::AtomicBool::new(false),
             checks: ClaimChecks::from_config(cfg),
             evidence: AccessTokenEvidence {
                 types: jwt.access_token_types.iter().map(|t| t.to_ascii_lowercase()).collect(),
@@ -261,6 +271,33 @@ impl JwtVerifier {
                     format!("JWKS fetch task: {e}"),
                 ))
             })
+    }
+
+    /// Fetch the JWKS before the first check needs it: some issuers, Hydra
+    /// among them, create a key set on its first request (an RSA key), which
+    /// can take longer than a check may wait. A few tries with backoff;
+    /// readiness waits until this is done, whatever the outcome.
+    pub async fn prefetch(&self) {
+        let _one_at_a_time = self.refreshing.lock().await;
+        for attempt in 1..=PREFETCH_TRIES {
+            let fetched = fetch_keys(self.client.clone(), self.jwks_url.clone(), self.max_body).await;
+            match self.jwks.store(fetched) {
+                Ok(()) => break,
+                Err(e) if attempt < PREFETCH_TRIES => {
+                    tracing::warn!(error = %e, attempt, "JWKS prefetch failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(250) * attempt).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "JWKS prefetch failed; unknown keys answer 503 until a refresh succeeds")
+                }
+            }
+        }
+        self.prefetched.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether [`JwtVerifier::prefetch`] has finished.
+    pub fn prefetched(&self) -> bool {
+        self.prefetched.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub async fn verify(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {

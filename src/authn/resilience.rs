@@ -38,6 +38,11 @@ const GRPC_TIMEOUT_MAX_DIGITS: usize = 8;
 /// Anything else, including more than 8 digits, is `None` (no deadline from
 /// the caller: our own budget applies), never a panic or an overflow.
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    // ASCII only, so the unit is one byte and the split below is on a char
+    // boundary (found by the fuzzer: "ڳԵ" panicked in split_at).
+    if !v.is_ascii() {
+        return None;
+    }
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > GRPC_TIMEOUT_MAX_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -429,6 +434,8 @@ mod tests {
             "123456789m",
             "18446744073709551615S",
             "١m",
+            "ڳԵ",
+            "5µ",
         ] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }

@@ -32,6 +32,24 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    /// Warm up before serving: the JWKS in jwt/auto mode; nothing to do for introspection.
+    pub async fn prefetch(&self) {
+        match self {
+            Verifier::Introspect(_) => {}
+            Verifier::Jwt(jwt) | Verifier::Auto { jwt, .. } => jwt.prefetch().await,
+        }
+    }
+
+    /// Whether [`Verifier::prefetch`] has finished (readiness waits for it).
+    pub fn prefetched(&self) -> bool {
+        match self {
+            Verifier::Introspect(_) => true,
+            Verifier::Jwt(jwt) | Verifier::Auto { jwt, .. } => jwt.prefetched(),
+        }
+    }
+}
+
 impl Authenticator for Verifier {
     async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         match self {

@@ -12,7 +12,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -137,6 +136,8 @@ struct Inner {
     clients: HashMap<String, Client>,
     tokens: Mutex<HashMap<String, Issued>>,
     introspections: std::sync::atomic::AtomicU64,
+    /// The `token_type_hint` of the last introspection request.
+    last_hint: Mutex<Option<String>>,
     format: TokenFormat,
     /// Current signing key first; older ones stay published after a rotation.
     keys: Mutex<Vec<SigningKey>>,
@@ -195,6 +196,7 @@ impl DevIssuer {
             clients: clients.into_iter().map(|c| (c.id.clone(), c)).collect(),
             tokens: Mutex::new(HashMap::new()),
             introspections: Default::default(),
+            last_hint: Mutex::new(None),
             format,
             keys: Mutex::new(SigningKey::generate(format).into_iter().collect()),
             jwks_fetches: Default::default(),
@@ -297,9 +299,37 @@ impl DevIssuer {
         }
     }
 
+    /// The `token_type_hint` the last introspection request carried.
+    pub fn last_token_type_hint(&self) -> Option<String> {
+        self.0.last_hint.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// How many introspection requests were served.
     pub fn introspections(&self) -> u64 {
         self.0.introspections.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// An OpenID Connect ID token as Hydra signs it, with the same keys as
+    /// JWT access tokens (both key sets are in one `/.well-known/jwks.json`):
+    /// `aud` is the client, and there is `at_hash`/`nonce`, but no
+    /// `client_id` and no `scp`. `None` for opaque issuers. For the
+    /// token-type confusion tests: this must never pass as an access token.
+    pub fn mint_id_token(&self, client_id: &str, nonce: Option<&str>) -> Option<String> {
+        let now = now_unix();
+        let keys = self.keys();
+        let k = keys.first()?;
+        let mut claims = json!({
+            "iss": self.0.issuer, "sub": client_id, "aud": [client_id],
+            "exp": now + self.0.ttl_s, "iat": now, "auth_time": now, "rat": now,
+            "jti": hex::encode(rand::random::<[u8; 16]>()),
+            "at_hash": "Yk4r7hG8dA2BJtTCsC6S8w", "sid": hex::encode(rand::random::<[u8; 8]>()),
+        });
+        if let (Some(n), Some(map)) = (nonce, claims.as_object_mut()) {
+            map.insert("nonce".into(), json!(n));
+        }
+        let mut header = jsonwebtoken::Header::new(k.alg);
+        header.kid = Some(k.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &k.key).ok()
     }
 
     fn issue(&self, client_id: &str, scopes: Vec<String>, ttl_s: i64) -> String {
@@ -371,7 +401,8 @@ fn invalid_client() -> Response {
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let body = json!({"error": error, "error_description": description, "status_code": status.as_u16()});
+    // Hydra v2.3.0's OAuth2 error shape: these two fields only.
+    let body = json!({"error": error, "error_description": description});
     (status, Json(body)).into_response()
 }
 
@@ -432,43 +463,54 @@ async fn jwks(State(issuer): State<DevIssuer>) -> Response {
     Json(json!({ "keys": keys })).into_response()
 }
 
-#[derive(Deserialize)]
-struct IntrospectForm {
-    token: Option<String>,
-}
-
-async fn introspect(State(issuer): State<DevIssuer>, Form(form): Form<IntrospectForm>) -> Response {
+/// RFC 7662 as Hydra v2.3.0 answers it (checked against the real Hydra by
+/// `tests/integration/real_hydra.rs`): only a form body is read (an empty
+/// body, JSON or any other content type is 400 `invalid_request`); a form
+/// without `token`, or with an unknown one, is 200 `{"active":false}`;
+/// `scope` is left out when none was granted; `aud` is always a list.
+async fn introspect(State(issuer): State<DevIssuer>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     issuer
         .0
         .introspections
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let Some(token) = form.token.filter(|t| !t.is_empty()) else {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !is_form || body.is_empty() {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            "The request is missing the token parameter.",
+            "The request is missing a required parameter, includes an invalid parameter value, includes a parameter more than once, or is otherwise malformed. The POST body can not be empty.",
         );
-    };
+    }
+    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    *issuer.0.last_hint.lock().unwrap_or_else(PoisonError::into_inner) = form.get("token_type_hint").cloned();
     let now = now_unix();
-    let rec = issuer.tokens().get(&token).cloned();
+    let rec = form.get("token").and_then(|t| issuer.tokens().get(t).cloned());
     match rec {
         Some(r) if !r.revoked && r.exp > now => {
-            let mut answer = json!({
-                "active": true,
-                "client_id": r.client_id,
-                "sub": r.client_id,
-                "scope": r.scopes.join(" "),
-                "exp": r.exp,
-                "iat": r.iat,
-                "nbf": r.iat,
-                "iss": issuer.0.issuer,
-                "token_type": "Bearer",
-                "token_use": "access_token",
-            });
-            if let Some(fields) = answer.as_object_mut() {
-                fields.extend(r.overrides);
+            let mut answer = serde_json::Map::new();
+            answer.insert("active".into(), json!(true));
+            if !r.scopes.is_empty() {
+                answer.insert("scope".into(), json!(r.scopes.join(" ")));
             }
-            Json(answer).into_response()
+            for (k, v) in [
+                ("client_id", json!(r.client_id)),
+                ("sub", json!(r.client_id)),
+                ("exp", json!(r.exp)),
+                ("iat", json!(r.iat)),
+                ("nbf", json!(r.iat)),
+                ("aud", json!([])),
+                ("iss", json!(issuer.0.issuer)),
+                ("token_type", json!("Bearer")),
+                ("token_use", json!("access_token")),
+            ] {
+                answer.insert(k.into(), v);
+            }
+            answer.extend(r.overrides);
+            Json(serde_json::Value::Object(answer)).into_response()
         }
         _ => Json(json!({"active": false})).into_response(),
     }

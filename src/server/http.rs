@@ -57,7 +57,10 @@ async fn metrics_text(State(s): State<ProbeState>) -> impl IntoResponse {
 
 async fn readyz(State(s): State<ProbeState>) -> (StatusCode, String) {
     let engine = s.engine.load_full();
-    let (ready, detail) = verdict(s.ready.get(), engine.authenticator().inner());
+    let (ready, detail) = verdict(
+        s.ready.get() && super::verifier_of(&engine).prefetched(),
+        engine.authenticator().inner(),
+    );
     let status = if ready {
         StatusCode::OK
     } else {
@@ -69,7 +72,8 @@ async fn readyz(State(s): State<ProbeState>) -> (StatusCode, String) {
     )
 }
 
-/// Ready, and the introspection layer's bookkeeping is not stuck. A stuck
+/// Ready (started, and in jwt/auto mode the first JWKS fetch done), and
+/// the introspection layer's bookkeeping is not stuck. A stuck
 /// state cannot arise by construction (every guard is released on drop,
 /// see `authn::resilience`); if it ever did, the authorizer could not
 /// serve, and readiness says so rather than stay green. An open circuit is
@@ -111,7 +115,11 @@ pub async fn watch_health(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let (now, _) = verdict(ready.get(), engine.load_full().authenticator().inner());
+        let engine = engine.load_full();
+        let (now, _) = verdict(
+            ready.get() && super::verifier_of(&engine).prefetched(),
+            engine.authenticator().inner(),
+        );
         if now != serving {
             serving = now;
             if now {

@@ -77,7 +77,18 @@ pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Ar
         VerifyMode::Jwt | VerifyMode::Auto => Duration::from_millis(config.introspection.jwt.verified_ttl_ms),
     };
     let shared = SharedVerifier::new(resilient, &config.introspection.cache, jwt_ttl, metrics);
-    Ok(Arc::new(Engine::new(config, shared)?))
+    let engine = Arc::new(Engine::new(config, shared)?);
+    // Warm up (the JWKS in jwt/auto mode) in the background; readiness waits for it.
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let warming = engine.clone();
+        rt.spawn(async move { verifier_of(&warming).prefetch().await });
+    }
+    Ok(engine)
+}
+
+/// The innermost layer of the stack: how tokens are verified.
+pub fn verifier_of(engine: &Engine<ServerAuthn>) -> &Verifier {
+    engine.authenticator().inner().inner().inner()
 }
 
 /// Bind the listeners (port 0 allowed) and serve until shut down.

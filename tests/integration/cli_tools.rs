@@ -605,3 +605,82 @@ async fn every_command_has_help_with_examples() {
         );
     }
 }
+
+/// `hydra-authz purge` finds the admin address and token in the config it
+/// is given, and exits 0 only when the instance accepted the purge.
+#[tokio::test]
+async fn purge_uses_the_admin_api_the_config_describes() {
+    let (hydra, server, check) = support::authz_on_fake_hydra(|c| c.introspection.cache.enabled = true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let admin = server.admin_addr.expect("admin on");
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, format!("{}\n", support::ADMIN_TOKEN)).expect("write");
+    let wrong_file = dir.path().join("wrong-token");
+    std::fs::write(&wrong_file, "not-the-admin-token").expect("write");
+    let cfg = |token: &Path| {
+        let base = config_file(&dir, &hydra.introspection_url(), "kind = \"none\"");
+        let text = std::fs::read_to_string(&base).expect("read").replace(
+            "[server]\n",
+            &format!(
+                "[server]\nadmin_addr = \"{admin}\"\nadmin_token_file = \"{}\"\n",
+                token.display()
+            ),
+        );
+        let path = dir.path().join(format!(
+            "purge-{}.toml",
+            token.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+        ));
+        std::fs::write(&path, text).expect("write");
+        path.to_string_lossy().into_owned()
+    };
+    let good = cfg(&token_file);
+    let wrong = cfg(&wrong_file);
+
+    // A cached token, revoked at Hydra: allowed until purged.
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    let auth = support::bearer(&token);
+    let status = |check: &support::Checker| {
+        let check = check.clone();
+        let auth = auth.clone();
+        async move { support::Answer::of(&check.check("GET", "/date", &[("authorization", &auth)]).await).http_status }
+    };
+    assert_eq!(status(&check).await, 200);
+    hydra.issuer.revoke_token(&token);
+    assert_eq!(status(&check).await, 200, "served from the cache");
+
+    let refused = run(&["purge", "--config", &wrong, "--all"], &[]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("Unauthenticated"), "{}", stderr(&refused));
+    assert_eq!(status(&check).await, 200, "a refused purge purged nothing");
+
+    let bad = run(&["purge", "--config", &good, "--fingerprint", "xyz"], &[]).await;
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+
+    let token_path = dir.path().join("revoked");
+    std::fs::write(&token_path, &token).expect("write");
+    let ok = run(
+        &[
+            "purge",
+            "--config",
+            &good,
+            "--token-file",
+            token_path.to_str().expect("utf-8"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert_eq!(status(&check).await, 401, "purged: introspected again and refused");
+    assert!(
+        !stdout(&ok).contains(&token) && !stderr(&ok).contains(&token),
+        "never echoes the token"
+    );
+
+    let all = run(&["purge", "--config", &good, "--all"], &[]).await;
+    assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
+
+    let off = config_file(&dir, &hydra.introspection_url(), "kind = \"none\"");
+    let no_admin = run(&["purge", "--config", &off, "--all"], &[]).await;
+    assert_eq!(no_admin.status.code(), Some(1));
+    assert!(stderr(&no_admin).contains("admin API is off"), "{}", stderr(&no_admin));
+}

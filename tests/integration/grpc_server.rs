@@ -406,6 +406,16 @@ async fn each_claim_failure_is_401_invalid_token_with_its_description() {
             Some("wrong_token_use"),
         ),
         (
+            serde_json::json!({"aud": "api", "token_type": "refresh_token"}),
+            401,
+            Some("wrong_token_use"),
+        ),
+        (
+            serde_json::json!({"aud": "api", "token_type": "urn:ietf:params:oauth:token-type:id_token"}),
+            401,
+            Some("wrong_token_use"),
+        ),
+        (
             serde_json::json!({"aud": "api", "nbf": now + 600}),
             401,
             Some("not_yet_valid"),
@@ -425,6 +435,11 @@ async fn each_claim_failure_is_401_invalid_token_with_its_description() {
         let token = hydra.issuer.mint_with_claims("reader", &["read_date"], claims.clone());
         let a = Answer::of(&check.check("GET", "/date", &[("authorization", &bearer(&token))]).await);
         assert_eq!(a.http_status, status, "{claims}");
+        assert_eq!(
+            hydra.issuer.last_token_type_hint().as_deref(),
+            Some("access_token"),
+            "RFC 7662 hint sent"
+        );
         if let Some(d) = description {
             let challenge = a.www_authenticate().unwrap_or_default();
             assert!(challenge.contains("error=\"invalid_token\""), "{claims}: {challenge}");

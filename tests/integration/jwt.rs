@@ -130,15 +130,24 @@ async fn verified_jwts_are_remembered_not_reverified() {
         c.introspection.jwt.refresh_min_interval_ms = 0;
     })
     .await;
+    // The start-up prefetch fetches once; count from there.
+    for _ in 0..100 {
+        if issuer.jwks_fetches() >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let base = issuer.jwks_fetches();
+    assert_eq!(base, 1, "the prefetch");
     let token = issuer.mint("reader", &["read_date"]).expect("mint");
     for _ in 0..3 {
         assert_eq!(get(&check, "/date", &token).await.http_status, 200);
     }
-    assert_eq!(issuer.jwks_fetches(), 1, "one verification, then the memo");
+    assert_eq!(issuer.jwks_fetches() - base, 1, "one verification, then the memo");
     // The memo is per token: a new token is verified (and re-fetches the stale keys).
     let other = issuer.mint("reader", &["read_date"]).expect("mint");
     assert_eq!(get(&check, "/date", &other).await.http_status, 200);
-    assert_eq!(issuer.jwks_fetches(), 2);
+    assert_eq!(issuer.jwks_fetches() - base, 2);
 }
 
 /// A key the issuer retired stops being trusted once our copy of the JWKS
@@ -252,4 +261,92 @@ async fn jwks_unreachable_is_503() {
     .await;
     let token = issuer.mint("reader", &["read_date"]).expect("mint");
     assert_eq!(get(&check, "/date", &token).await.http_status, 503);
+}
+
+/// An ID token signed by the same issuer with the same JWKS (as Hydra does)
+/// is not an access token, in jwt and in auto mode; and a JWT access token
+/// whose `typ` says something else is refused too.
+#[tokio::test]
+async fn id_tokens_are_not_access_tokens() {
+    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    for mode in [VerifyMode::Jwt, VerifyMode::Auto] {
+        let check = authz(&addrs.introspection_url(), &addrs.jwks_url(), mode, |c| {
+            // Any valid token may pass this route: only the token's kind is in question.
+            c.rules[0].scopes.clear();
+        })
+        .await;
+        let access = issuer.mint("reader", &["read_date"]).expect("mint");
+        assert_eq!(get(&check, "/date", &access).await.http_status, 200, "{mode:?}");
+        for nonce in [None, Some("n-0S6_WzA2Mj")] {
+            let id_token = issuer.mint_id_token("reader", nonce).expect("id token");
+            let a = get(&check, "/date", &id_token).await;
+            assert_eq!(a.http_status, 401, "{mode:?} {nonce:?}");
+            assert!(description(&a).contains("not_an_access_token"), "{}", description(&a));
+        }
+    }
+}
+
+/// A JWKS that cannot be fetched makes an unknown key "cannot decide"
+/// (503), also for the tokens that arrive within the refresh interval after
+/// the failed fetch (which no longer read as "unknown key", 401); fetches
+/// stay bounded, and it recovers when the JWKS is back.
+#[tokio::test]
+async fn jwks_outage_is_503_for_unknown_keys_not_401() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    // A switchable JWKS in front of the issuer's.
+    let up = Arc::new(AtomicBool::new(true));
+    let fetches = Arc::new(AtomicU64::new(0));
+    let upstream = addrs.jwks_url();
+    let app = {
+        let (up, fetches) = (up.clone(), fetches.clone());
+        axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let (up, fetches, upstream) = (up.clone(), fetches.clone(), upstream.clone());
+                async move {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    if !up.load(Ordering::SeqCst) {
+                        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new());
+                    }
+                    let body = reqwest::get(upstream).await.expect("jwks").text().await.expect("body");
+                    (axum::http::StatusCode::OK, body)
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind(lo0()).await.expect("bind");
+    let jwks = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let check = authz(&addrs.introspection_url(), &jwks, VerifyMode::Jwt, |c| {
+        c.introspection.jwt.refresh_min_interval_ms = 400;
+    })
+    .await;
+    let first = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(get(&check, "/date", &first).await.http_status, 200);
+
+    up.store(false, Ordering::SeqCst);
+    issuer.rotate_key();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let before = fetches.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        let unknown = issuer.mint("reader", &["read_date"]).expect("mint");
+        assert_eq!(get(&check, "/date", &unknown).await.http_status, 503);
+    }
+    assert_eq!(
+        fetches.load(Ordering::SeqCst) - before,
+        1,
+        "one failed fetch, then its verdict stands"
+    );
+    assert_eq!(
+        get(&check, "/date", &first).await.http_status,
+        200,
+        "known keys keep working"
+    );
+
+    up.store(true, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let rotated = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(get(&check, "/date", &rotated).await.http_status, 200);
 }

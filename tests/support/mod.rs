@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod hydra;
+pub mod ory;
 pub mod otlp;
 pub mod pki;
 pub mod stack;
@@ -115,6 +116,11 @@ impl Checker {
         headers: &[(&str, &str)],
     ) -> Result<CheckResponse, tonic::Status> {
         let req = check_request(method, path, headers, &[]);
+        self.0.clone().check(req).await.map(tonic::Response::into_inner)
+    }
+
+    /// A Check with request metadata of the caller's choosing (grpc-timeout, ...).
+    pub async fn request(&self, req: tonic::Request<CheckRequest>) -> Result<CheckResponse, tonic::Status> {
         self.0.clone().check(req).await.map(tonic::Response::into_inner)
     }
 

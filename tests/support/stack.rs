@@ -175,19 +175,36 @@ impl Stack {
 /// echo upstream; over the mTLS hop when `tls` is given (with or without
 /// Envoy's client certificate).
 pub async fn envoy_in_front_of(authz: &RunningServer, tls: Option<(&Pki, bool)>) -> Envoy {
+    envoy_in_front_of_edited(authz, tls, |yaml| yaml).await
+}
+
+/// [`envoy_in_front_of`], with the rendered bootstrap passed through `edit`
+/// first (e.g. to drop a hardening default and show what we do without it).
+pub async fn envoy_in_front_of_edited(
+    authz: &RunningServer,
+    tls: Option<(&Pki, bool)>,
+    edit: impl FnOnce(String) -> String,
+) -> Envoy {
+    envoy_for_port(authz.grpc_addr.port(), tls, edit).await
+}
+
+/// The shipped envoy.yaml in front of whatever hydra-authz listens on
+/// `authz_port` (e.g. the real binary as a child process).
+pub async fn envoy_for_port(authz_port: u16, tls: Option<(&Pki, bool)>, edit: impl FnOnce(String) -> String) -> Envoy {
     let upstream = hydra_authz::demo::upstream::serve(super::lo0())
         .await
         .expect("upstream");
     let ports = EnvoyPorts {
         admin: free_port(),
         listener: free_port(),
-        authz: authz.grpc_addr.port(),
+        authz: authz_port,
         upstream: upstream.port(),
     };
     let mut rendered = envoy::render(ports).expect("render envoy.yaml");
     if let Some((pki, client_cert)) = tls {
         rendered = with_tls_hop(&rendered, pki, client_cert);
     }
+    let rendered = edit(rendered);
     Envoy::start(&envoy_binary(), &rendered, ports)
         .await
         .expect("Envoy starts")
@@ -228,4 +245,71 @@ fn with_tls_hop(bootstrap: &str, pki: &Pki, client_cert: bool) -> String {
         "envoy.yaml names the hydra_authz cluster once"
     );
     bootstrap.replacen(anchor, &format!("{anchor}{block}"), 1)
+}
+
+/// The real hydra-authz binary as a child process, from `config` (written
+/// to a temp file as TOML), on ephemeral loopback ports; ready when it
+/// returns. Killed on drop.
+pub struct AuthzProcess {
+    pub child: tokio::process::Child,
+    pub grpc_port: u16,
+    pub http_port: u16,
+    pub admin_port: u16,
+    pub config_path: PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl AuthzProcess {
+    pub async fn start(mut config: hydra_authz::config::Config) -> AuthzProcess {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (grpc_port, http_port, admin_port) = (free_port(), free_port(), free_port());
+        config.server.grpc_addr = ([127, 0, 0, 1], grpc_port).into();
+        config.server.http_addr = ([127, 0, 0, 1], http_port).into();
+        config.server.admin_addr = ([127, 0, 0, 1], admin_port).into();
+        let config_path = dir.path().join("hydra-authz.toml");
+        std::fs::write(&config_path, toml::to_string(&config).expect("config as TOML")).expect("write config");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hydra-authz"))
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("HYDRA_AUTHZ_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start hydra-authz");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(mut err) = child.stderr.take() {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock().expect("log").extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        let shown = log.clone();
+        super::wait_ready(&mut child, http_port, move || {
+            String::from_utf8_lossy(&shown.lock().expect("log")).into_owned()
+        })
+        .await;
+        AuthzProcess {
+            child,
+            grpc_port,
+            http_port,
+            admin_port,
+            config_path,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().expect("log")).into_owned()
+    }
 }

@@ -1,0 +1,390 @@
+//! Issue 12, against the running server: callers that cancel, pick absurd or
+//! tiny deadlines, open connections and say nothing (or say it slowly), and
+//! reach for the admin API; then requests spelled to slip past a rule. Each
+//! case shows the exact answer and that the service still serves afterwards.
+
+use crate::support;
+
+use hydra_authz::admin_proto::admin_client::AdminClient;
+use hydra_authz::admin_proto::{PurgeAllRequest, PurgeTokenRequest};
+use hydra_authz::config::{Config, RuleConfig};
+use std::time::Duration;
+use support::hydra::{FakeHydra, Fault};
+use support::{bearer, check_request, Answer, Checker};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn setup(f: impl FnOnce(&mut Config)) -> (FakeHydra, hydra_authz::server::RunningServer, Checker) {
+    support::authz_on_fake_hydra(f).await
+}
+
+async fn status(check: &Checker, method: &str, path: &str, token: &str) -> i32 {
+    Answer::of(&check.check(method, path, &[("authorization", &bearer(token))]).await).http_status
+}
+
+async fn readyz(server: &hydra_authz::server::RunningServer) -> (u16, String) {
+    let r = reqwest::get(format!("http://{}/readyz", server.http_addr))
+        .await
+        .expect("readyz");
+    (r.status().as_u16(), r.text().await.expect("body"))
+}
+
+/// A Check whose client gives up after `after` (the future is dropped, so
+/// the HTTP/2 stream is reset and the server drops the check where it is).
+async fn cancelled_check(check: &Checker, token: &str, after: Duration) {
+    let _ = tokio::time::timeout(after, check.check("GET", "/date", &[("authorization", &bearer(token))])).await;
+}
+
+// ---- Availability -------------------------------------------------------
+
+/// Checks cancelled while queued for an introspection slot: before the fix
+/// each leaked a queue place, and after `max_waiting` of them every
+/// uncached check was shed with 503, forever.
+#[tokio::test]
+async fn checks_cancelled_while_queued_leave_nothing_behind() {
+    let (hydra, server, check) = setup(|c| {
+        c.introspection.resilience.max_concurrent = 1;
+        c.introspection.resilience.max_waiting = 2;
+        c.introspection.timeout_ms = 2_000;
+        c.introspection.resilience.retry_budget_ms = 2_000;
+    })
+    .await;
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    hydra.set_fault(Fault::Delay(Duration::from_millis(400)));
+    // One check holds the only slot (a different token: no single-flight).
+    let holder = {
+        let check = check.clone();
+        let other = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+        tokio::spawn(async move { status(&check, "GET", "/date", &other).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..6 {
+        let t = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+        cancelled_check(&check, &t, Duration::from_millis(30)).await;
+    }
+    assert_eq!(holder.await.expect("holder"), 200);
+    hydra.set_fault(Fault::None);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (code, body) = readyz(&server).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("checks queued: 0") && body.contains("introspections in flight: 0"),
+        "{body}"
+    );
+    assert_eq!(status(&check, "GET", "/date", &token).await, 200, "not shed");
+}
+
+/// The half-open probe cancelled mid-introspection: before the fix the
+/// probe flag stayed set and the circuit never closed again.
+#[tokio::test]
+async fn a_cancelled_probe_lets_the_circuit_close() {
+    let (hydra, server, check) = setup(|c| {
+        c.introspection.resilience.breaker_failures = 2;
+        c.introspection.resilience.breaker_cooldown_ms = 200;
+        c.introspection.resilience.max_retries = 0;
+        c.introspection.resilience.retry_budget_ms = 2_000;
+        c.introspection.timeout_ms = 2_000;
+    })
+    .await;
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    hydra.set_fault(Fault::Status(500, None));
+    for _ in 0..2 {
+        assert_eq!(status(&check, "GET", "/date", &token).await, 503);
+    }
+    assert!(readyz(&server).await.1.contains("circuit: open"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hydra.set_fault(Fault::Delay(Duration::from_millis(500)));
+    cancelled_check(&check, &token, Duration::from_millis(50)).await; // the probe
+    hydra.set_fault(Fault::None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        status(&check, "GET", "/date", &token).await,
+        200,
+        "the next probe closes it"
+    );
+    let (code, body) = readyz(&server).await;
+    assert_eq!(code, 200);
+    assert!(body.contains("circuit: closed"), "{body}");
+}
+
+/// A burst of checks with a 1 ms grpc-timeout against a slow Hydra: the
+/// caller's deadline is not Hydra's failure, so the breaker stays closed.
+#[tokio::test]
+async fn tiny_caller_deadlines_leave_the_breaker_closed() {
+    let (hydra, server, check) = setup(|c| {
+        c.introspection.resilience.breaker_failures = 3;
+        c.introspection.resilience.max_retries = 0;
+    })
+    .await;
+    hydra.set_fault(Fault::Delay(Duration::from_millis(50)));
+    for _ in 0..20 {
+        let t = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+        let mut req = tonic::Request::new(check_request("GET", "/date", &[("authorization", &bearer(&t))], &[]));
+        req.metadata_mut().insert("grpc-timeout", "1m".parse().expect("value"));
+        // Either our 503 or tonic's own deadline answer: never an allow.
+        if let Ok(r) = check.request(req).await {
+            assert_ne!(Answer::of(&r).http_status, 200);
+        }
+    }
+    hydra.set_fault(Fault::None);
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(status(&check, "GET", "/date", &token).await, 200);
+    let scrape = support::scrape_parsed(server.http_addr).await;
+    assert_eq!(support::metric(&scrape, "hydra_authz_circuit_open", &[]), 0.0);
+}
+
+/// grpc-timeout values that are not gRPC timeouts are ignored (our own
+/// budget applies), never a panic.
+#[tokio::test]
+async fn absurd_grpc_timeouts_are_answered() {
+    let (hydra, _server, check) = setup(|_| {}).await;
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    for value in [
+        "18446744073709551615S",
+        "99999999H",
+        "123456789m",
+        "1.5S",
+        "-1m",
+        "S",
+        "10x",
+    ] {
+        let mut req = tonic::Request::new(check_request(
+            "GET",
+            "/date",
+            &[("authorization", &bearer(&token))],
+            &[],
+        ));
+        req.metadata_mut().insert("grpc-timeout", value.parse().expect("value"));
+        let r = check.request(req).await.expect("answered");
+        assert_eq!(Answer::of(&r).http_status, 200, "{value}");
+    }
+    assert_eq!(status(&check, "GET", "/date", &token).await, 200);
+}
+
+/// Reads until the peer closes (Ok(0) or an error); false if still open after `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+fn tight_limits(c: &mut Config) {
+    c.server.limits.header_read_timeout_ms = 300;
+    c.server.limits.idle_timeout_ms = 1_000;
+    c.server.limits.grpc_keepalive_interval_ms = 300;
+    c.server.limits.grpc_keepalive_timeout_ms = 300;
+}
+
+/// Silent connections are closed on every listener (Check, admin, HTTP),
+/// and a half-sent HTTP request (slowloris) too; the server still serves.
+#[tokio::test]
+async fn silent_and_slow_connections_are_closed_on_every_listener() {
+    let (hydra, server, check) = setup(tight_limits).await;
+    let admin = server.admin_addr.expect("admin on");
+    for (name, addr) in [("grpc", server.grpc_addr), ("admin", admin), ("http", server.http_addr)] {
+        let mut silent = TcpStream::connect(addr).await.expect("connect");
+        assert!(
+            closed_within(&mut silent, Duration::from_secs(3)).await,
+            "{name}: silent connection kept open"
+        );
+    }
+    let mut slow = TcpStream::connect(server.http_addr).await.expect("connect");
+    slow.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(3)).await,
+        "half-sent request kept open"
+    );
+    // A gRPC client that sent part of the preface and stalled.
+    let mut stalled = TcpStream::connect(server.grpc_addr).await.expect("connect");
+    stalled.write_all(b"PRI * HTTP/2.0\r\n").await.expect("write");
+    assert!(
+        closed_within(&mut stalled, Duration::from_secs(5)).await,
+        "stalled preface kept open"
+    );
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(status(&check, "GET", "/date", &token).await, 200);
+}
+
+/// One keep-alive HTTP/1 request on a raw connection; returns the status line.
+async fn http_request(stream: &mut TcpStream, path: &str) -> String {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.expect("read");
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// At `max_connections`, a new connection waits until one closes; an idle
+/// connection is closed after `idle_timeout_ms`.
+#[tokio::test]
+async fn connection_limit_and_idle_timeout() {
+    let (_hydra, server, _check) = setup(|c| {
+        tight_limits(c);
+        c.server.limits.max_connections = 2;
+    })
+    .await;
+    let mut a = TcpStream::connect(server.http_addr).await.expect("a");
+    let mut b = TcpStream::connect(server.http_addr).await.expect("b");
+    assert!(http_request(&mut a, "/healthz").await.contains("200"));
+    assert!(http_request(&mut b, "/healthz").await.contains("200"));
+    let mut c = TcpStream::connect(server.http_addr).await.expect("c (in the backlog)");
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf))
+            .await
+            .is_err(),
+        "a third connection is not served while two are open"
+    );
+    drop(a);
+    let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+        .await
+        .expect("served once a connection closed")
+        .expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // b has been idle since its request: closed after idle_timeout_ms.
+    assert!(
+        closed_within(&mut b, Duration::from_secs(3)).await,
+        "idle connection kept open"
+    );
+}
+
+// ---- The admin API --------------------------------------------------------
+
+/// Not on the Check port at all; on its own port only with the token.
+#[tokio::test]
+async fn admin_api_needs_its_own_port_and_credentials() {
+    let (hydra, server, check) = setup(|c| c.introspection.cache.enabled = true).await;
+    let on_check_port = AdminClient::new(support::channel(server.grpc_addr).await)
+        .purge_all(PurgeAllRequest {})
+        .await;
+    assert_eq!(
+        on_check_port.expect_err("not served on the Check port").code(),
+        tonic::Code::Unimplemented
+    );
+    let admin = server.admin_addr.expect("admin on");
+    let anonymous = AdminClient::new(support::channel(admin).await)
+        .purge_all(PurgeAllRequest {})
+        .await;
+    assert_eq!(anonymous.expect_err("no token").code(), tonic::Code::Unauthenticated);
+    let wrong = AdminClient::with_interceptor(support::channel(admin).await, |mut r: tonic::Request<()>| {
+        r.metadata_mut()
+            .insert("authorization", "Bearer not-the-token".parse().expect("value"));
+        Ok(r)
+    })
+    .purge_token(PurgeTokenRequest {
+        target: Some(hydra_authz::admin_proto::purge_token_request::Target::Fingerprint(
+            "00000000".into(),
+        )),
+    })
+    .await;
+    assert_eq!(wrong.expect_err("wrong token").code(), tonic::Code::Unauthenticated);
+    support::admin(&server)
+        .await
+        .purge_all(PurgeAllRequest {})
+        .await
+        .expect("with the token");
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(status(&check, "GET", "/date", &token).await, 200);
+}
+
+#[tokio::test]
+async fn admin_api_is_off_without_credentials() {
+    let (_hydra, server, _check) = setup(|c| {
+        c.server.admin_token_file = None;
+        c.server.admin_token_env = None;
+    })
+    .await;
+    assert_eq!(server.admin_addr, None);
+}
+
+// ---- Canonical forms ---------------------------------------------------------
+
+/// Rules a weaker catch-all sits behind: the specific rule must win
+/// whatever the spelling of the method or host.
+fn guarded_rules(c: &mut Config) {
+    let rule = |id: &str, host: Option<&str>, methods: &[&str], path: &str, scopes: &[&str]| RuleConfig {
+        id: id.into(),
+        host: host.map(str::to_owned),
+        methods: methods.iter().map(|m| m.to_string()).collect(),
+        path: path.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    c.rules = vec![
+        rule("delete-items", None, &["DELETE"], "/items/*", &["admin"]),
+        rule("admin-date", Some("admin.example.com"), &[], "/date", &["admin"]),
+        rule("items", None, &[], "/items/**", &["read_date"]),
+        rule("date", None, &["GET"], "/date", &["read_date"]),
+    ];
+}
+
+#[tokio::test]
+async fn method_and_host_spellings_never_skip_a_rule() {
+    let (hydra, _server, check) = setup(guarded_rules).await;
+    let reader = bearer(&hydra.issuer.mint("reader", &["read_date"]).expect("mint"));
+    let ask = |method: &'static str, host: &'static str, path: &'static str| {
+        let check = check.clone();
+        let reader = reader.clone();
+        async move {
+            let mut req = check_request(method, path, &[("authorization", &reader)], &[]);
+            if let Some(http) = req
+                .attributes
+                .as_mut()
+                .and_then(|a| a.request.as_mut())
+                .and_then(|r| r.http.as_mut())
+            {
+                http.host = host.into();
+            }
+            Answer::of(&check.raw(req).await)
+        }
+    };
+    for method in ["DELETE", "delete", "Delete"] {
+        let a = ask(method, "api.local", "/items/1").await;
+        assert_eq!(a.http_status, 403, "{method}");
+        assert_eq!(
+            a.problem()["type"],
+            "urn:hydra-authz:problem:insufficient_scope",
+            "{method}"
+        );
+    }
+    assert_eq!(ask("get", "api.local", "/items/1").await.http_status, 200, "get is GET");
+    for host in [
+        "admin.example.com",
+        "ADMIN.Example.com",
+        "admin.example.com.",
+        "admin.example.com:8443",
+        "Admin.Example.COM.:443",
+    ] {
+        let a = ask("GET", host, "/date").await;
+        assert_eq!(a.http_status, 403, "{host}: the admin-date rule applies");
+    }
+    assert_eq!(ask("GET", "api.example.com", "/date").await.http_status, 200);
+    for (method, host) in [
+        ("GE T", "api.local"),
+        ("GET\r\n", "api.local"),
+        ("GET", "a b"),
+        ("GET", "x\ny"),
+    ] {
+        let a = ask(method, host, "/date").await;
+        assert_eq!(a.http_status, 400, "{method:?} {host:?}");
+        assert_eq!(a.problem()["type"], "urn:hydra-authz:problem:bad_request");
+    }
+    assert_eq!(ask("GET", "api.local", "/date").await.http_status, 200, "still serving");
+}
