@@ -32,6 +32,9 @@ fi
 
 ENVOY_BIN="${ENVOY_BIN:-$(scripts/install-envoy.sh)}"
 export ENVOY_BIN
+# prometheus + promtool for test_observability.py (Debian's package, unpacked).
+prom_dir="$(scripts/install-prometheus.sh)"
+[[ -z "${prom_dir}" ]] || export PATH="${prom_dir}:${PATH}"
 
 export PYTHONDONTWRITEBYTECODE=1
 # -p no:cloudcoil: cloudcoil registers a pytest plugin for its own cluster
