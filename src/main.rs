@@ -49,6 +49,9 @@ enum Command {
         /// Envoy binary (default: $ENVOY_BIN, .venv-envoy, then PATH).
         #[arg(long)]
         envoy: Option<PathBuf>,
+        /// Run in front of the real Ory Hydra (this binary; scripts/demo.sh --hydra builds it) instead of the built-in issuer.
+        #[arg(long)]
+        hydra: Option<PathBuf>,
     },
 }
 
@@ -110,7 +113,7 @@ fn main() -> ExitCode {
             };
             url.and_then(|url| runtime()?.block_on(cmd::health::run(&url)))
         }
-        Command::Demo { envoy } => runtime().and_then(|rt| rt.block_on(demo(envoy))),
+        Command::Demo { envoy, hydra } => runtime().and_then(|rt| rt.block_on(demo(envoy, hydra))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -147,8 +150,8 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
     result
 }
 
-async fn demo(envoy: Option<PathBuf>) -> anyhow::Result<()> {
+async fn demo(envoy: Option<PathBuf>, hydra: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::from_toml_str(hydra_authz::demo::DEFAULT_CONFIG)?;
     let _telemetry = hydra_authz::telemetry::init(&config.log, &config.telemetry)?;
-    hydra_authz::demo::run(hydra_authz::demo::DemoOptions { envoy }).await
+    hydra_authz::demo::run(hydra_authz::demo::DemoOptions { envoy, hydra }).await
 }

@@ -5,6 +5,7 @@
 //! real Envoy from `deploy/envoy/envoy.yaml`, then prints curl commands.
 
 pub mod envoy;
+pub mod hydra;
 pub mod issuer;
 pub mod upstream;
 
@@ -18,6 +19,8 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../config/hydra-authz.toml");
 
 pub struct DemoOptions {
     pub envoy: Option<PathBuf>,
+    /// A real Ory Hydra binary to run instead of the built-in issuer.
+    pub hydra: Option<PathBuf>,
 }
 
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
@@ -29,9 +32,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
 
     // Ctrl-C from the moment anything runs stops everything cleanly.
     let signal = crate::server::termination_signal()?;
-    let (issuer, issuer_addrs) = issuer::DevIssuer::serve(lo(4444), lo(4445), 3600)
-        .await
-        .context("cannot start the dev issuer on 127.0.0.1:4444/4445")?;
+    let issuer_addrs = issuer::IssuerAddrs {
+        public: lo(4444),
+        admin: lo(4445),
+    };
+    let issuer = match &opts.hydra {
+        Some(bin) => Issuer::Hydra(Box::new(
+            hydra::RealHydra::start(bin, issuer_addrs)
+                .await
+                .context("cannot start Ory Hydra on 127.0.0.1:4444/4445")?,
+        )),
+        None => {
+            let (dev, addrs) = issuer::DevIssuer::serve(issuer_addrs.public, issuer_addrs.admin, 3600)
+                .await
+                .context("cannot start the dev issuer on 127.0.0.1:4444/4445")?;
+            Issuer::Dev(dev, addrs)
+        }
+    };
     upstream::serve(lo(ports.upstream))
         .await
         .context("cannot start the demo upstream on 127.0.0.1:8081")?;
@@ -41,13 +58,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let server = crate::server::start(&config).await?;
     let envoy = envoy::Envoy::start(&envoy_bin, &envoy::render(ports)?, ports).await?;
 
-    let reader = issuer.mint("reader", &["read_date"]).context("mint reader token")?;
-    let writer = issuer.mint("writer", &["post_echo"]).context("mint writer token")?;
+    let reader = issuer.mint("reader", "read_date").await.context("mint reader token")?;
+    let writer = issuer.mint("writer", "post_echo").await.context("mint writer token")?;
     println!(
         "{}",
         banner(
             envoy.listener,
-            issuer_addrs,
+            &issuer,
             server.grpc_addr,
             server.http_addr,
             &reader,
@@ -66,21 +83,57 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Who issues the demo's tokens: the built-in dev issuer or the real Hydra.
+enum Issuer {
+    Dev(issuer::DevIssuer, issuer::IssuerAddrs),
+    Hydra(Box<hydra::RealHydra>),
+}
+
+impl Issuer {
+    async fn mint(&self, client: &str, scope: &str) -> anyhow::Result<String> {
+        match self {
+            Issuer::Dev(d, _) => d.mint(client, &[scope]).context("unknown client"),
+            Issuer::Hydra(h) => h.mint(client, scope).await,
+        }
+    }
+
+    fn addrs(&self) -> issuer::IssuerAddrs {
+        match self {
+            Issuer::Dev(_, a) => issuer::IssuerAddrs {
+                public: a.public,
+                admin: a.admin,
+            },
+            Issuer::Hydra(h) => issuer::IssuerAddrs {
+                public: h.addrs.public,
+                admin: h.addrs.admin,
+            },
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Issuer::Dev(..) => "Dev issuer (built in)",
+            Issuer::Hydra(_) => "Ory Hydra (real)",
+        }
+    }
+}
+
 fn banner(
     envoy: SocketAddr,
-    iss: issuer::IssuerAddrs,
+    issuer: &Issuer,
     grpc: SocketAddr,
     http: SocketAddr,
     reader: &str,
     writer: &str,
 ) -> String {
+    let iss = issuer.addrs();
     format!(
         r#"
 =====================================================================
  hydra-authz demo: DEVELOPMENT ONLY (in-memory issuer, fixed secrets)
 =====================================================================
  Envoy (API entry) http://{envoy}    hydra-authz gRPC {grpc}, health http://{http}/readyz
- Dev issuer: token {token}   introspect {intro}
+ {issuer_name}: token {token}   introspect {intro}
  Clients: reader/reader-secret (read_date), writer/writer-secret (post_echo)
 
  Ready-made tokens (valid 1 h):
@@ -104,6 +157,7 @@ fn banner(
    curl -i -u reader:reader-secret -d token=$READER {revoke}      # then retry /date: 401
  Ctrl-C stops everything.
 "#,
+        issuer_name = issuer.name(),
         token = iss.token_url(),
         intro = iss.introspection_url(),
         revoke = iss.revoke_url(),

@@ -32,10 +32,19 @@ async fn get(
     (status, www, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// Both demos, one after the other (they share the fixed ports): on the
+/// built-in issuer, then `--hydra` in front of the real Ory Hydra.
 #[tokio::test]
 async fn the_demo_shows_an_allow_and_every_kind_of_deny() {
+    demo(&[]).await;
+    let hydra = crate::support::ory::hydra_binary();
+    demo(&["--hydra", hydra.to_str().expect("utf-8 path")]).await;
+}
+
+async fn demo(extra: &[&str]) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hydra-authz"))
         .arg("demo")
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -43,6 +52,7 @@ async fn the_demo_shows_an_allow_and_every_kind_of_deny() {
         .expect("start the demo");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let (mut reader, mut writer, mut revoke) = (String::new(), String::new(), String::new());
+    let mut issuer = String::new();
     let banner = async {
         while let Some(line) = lines.next_line().await.expect("read banner") {
             let line = line.trim().to_owned();
@@ -56,6 +66,8 @@ async fn the_demo_shows_an_allow_and_every_kind_of_deny() {
                     .find(|w| w.starts_with("http://"))
                     .expect("revoke URL in the banner")
                     .to_owned();
+            } else if line.contains(": token http://") {
+                issuer = line.clone();
             } else if line.starts_with("Ctrl-C") {
                 return;
             }
@@ -66,6 +78,12 @@ async fn the_demo_shows_an_allow_and_every_kind_of_deny() {
         "the demo printed its banner within 90 s (ports 8080, 8081, 4444, 4445, 9191, 9192, 9901 must be free)",
     );
     assert!(!reader.is_empty() && !writer.is_empty() && !revoke.is_empty());
+    let want = if extra.is_empty() {
+        "Dev issuer (built in)"
+    } else {
+        "Ory Hydra (real)"
+    };
+    assert!(issuer.starts_with(want), "{issuer}");
 
     let client = reqwest::Client::builder().no_proxy().build().expect("client");
     let (r, w) = (format!("Bearer {reader}"), format!("Bearer {writer}"));
