@@ -414,6 +414,11 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// An `EnvFilter` directive, e.g. `info` or `hydra_authz=debug,info`.
     pub level: String,
+    /// Lines queued for the log writer thread. Decision lines leave the
+    /// request path through this queue; when the output cannot keep up and
+    /// the queue is full, further lines are dropped and counted
+    /// (`hydra_authz_log_lines_dropped_total`) rather than slowing checks.
+    pub buffered_lines: usize,
 }
 
 impl Default for LogConfig {
@@ -421,6 +426,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Pretty,
             level: "info".into(),
+            buffered_lines: 65_536,
         }
     }
 }
@@ -611,6 +617,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         // The filter the server will install (RUST_LOG, when set, replaces it at start).
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| invalid("log.level", e.to_string()))?;
+        if self.log.buffered_lines == 0 {
+            return Err(invalid("log.buffered_lines", "must be greater than 0"));
+        }
         let i = &self.introspection;
         let url = reqwest::Url::parse(&i.url).map_err(|e| invalid("introspection.url", e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub cache_entries: Gauge,
     pub introspection_retries: Counter,
     pub circuit_open: Gauge,
+    /// Decision and other log lines the non-blocking writer dropped because
+    /// the output could not keep up (see `telemetry`); synced at scrape time.
+    pub log_lines_dropped: Counter,
+    log_lines_seen: std::sync::Mutex<u64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,6 +124,12 @@ impl Metrics {
             "1 while the introspection circuit breaker is open",
             circuit_open.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log output could not keep up",
+            log_lines_dropped.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -138,6 +148,20 @@ impl Metrics {
             cache_entries,
             introspection_retries,
             circuit_open,
+            log_lines_dropped,
+            log_lines_seen: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// Bring `log_lines_dropped` up to the writer's running `total`.
+    pub fn sync_log_lines_dropped(&self, total: u64) {
+        let mut seen = self
+            .log_lines_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if total > *seen {
+            self.log_lines_dropped.inc_by(total - *seen);
+            *seen = total;
         }
     }
 

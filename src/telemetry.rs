@@ -48,11 +48,52 @@ impl std::fmt::Display for Escaped<'_> {
     }
 }
 
-/// Keeps the trace pipeline alive; call [`Telemetry::shutdown`] before exit
-/// so buffered spans are exported.
+/// The running count of log lines the non-blocking writer dropped, once
+/// [`init`] installed it.
+static DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> = std::sync::OnceLock::new();
+
+/// Whether per-check spans are worth creating: true unless [`init`] found
+/// neither trace export nor a log format that prints span context. Tests
+/// that install their own OpenTelemetry layer keep the default (on).
+static SPANS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Log lines dropped so far because the output could not keep up.
+pub fn dropped_log_lines() -> u64 {
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// Create the per-check (and per-introspection) spans? When nothing
+/// consumes them, `tracing::Span::none()` costs nothing.
+pub fn spans_enabled() -> bool {
+    SPANS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A writer that hands lines to a dedicated thread through a bounded queue
+/// (`buffered_lines`), which writes them to `out` in batches (a `BufWriter`
+/// flushed whenever the queue is drained). When the queue is full, lines are
+/// dropped and counted instead of blocking the caller: a slow log sink never
+/// slows checks. Dropping the guard flushes what is queued.
+pub fn non_blocking<W: std::io::Write + Send + 'static>(
+    out: W,
+    buffered_lines: usize,
+) -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(buffered_lines)
+        .thread_name("hydra-authz-log")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, out))
+}
+
+/// Keeps the trace pipeline and the log writer alive; call
+/// [`Telemetry::shutdown`] before exit so buffered spans are exported and
+/// queued log lines written.
 #[derive(Debug, Default)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 impl Telemetry {
@@ -70,6 +111,8 @@ impl Telemetry {
     }
 
     pub fn shutdown(self) {
+        // Writes every queued line (the guard waits for the writer thread).
+        drop(self.log_writer);
         if let Some(p) = self.provider {
             if let Err(e) = p.shutdown() {
                 eprintln!("hydra-authz: trace exporter shutdown: {e}");
@@ -104,7 +147,9 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v).context("RUST_LOG")?,
         _ => EnvFilter::try_new(&log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?,
     };
-    let fmt = log_layer(log.format, std::io::stderr);
+    let (writer, log_writer) = non_blocking(std::io::stderr(), log.buffered_lines);
+    let _ = DROPPED.set(writer.error_counter());
+    let fmt = log_layer(log.format, writer);
 
     opentelemetry::global::set_text_map_propagator(propagator(&telemetry.propagators));
     let provider = tracer_provider(telemetry, &process_env)?;
@@ -119,7 +164,14 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
         .with(otel)
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
-    Ok(Telemetry { provider })
+    // Spans feed the trace exporter. The logs need none: JSON leaves span
+    // context out, and in the compact format it would only repeat the
+    // span's name before each decision line.
+    SPANS.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
+    Ok(Telemetry {
+        provider,
+        log_writer: Some(log_writer),
+    })
 }
 
 // opentelemetry-zipkin's B3 propagator is marked deprecated together with its
@@ -243,6 +295,55 @@ fn tracer_provider(cfg: &TelemetryConfig, env: Env) -> anyhow::Result<Option<Sdk
 
 #[cfg(test)]
 mod tests {
+
+    /// A sink slower than the checks: the queue fills, further lines are
+    /// dropped and counted (never blocking the caller), and every line is
+    /// either written or counted once the guard is dropped.
+    #[test]
+    fn a_slow_log_sink_drops_and_counts_instead_of_blocking() {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::SubscriberExt;
+        #[derive(Clone, Default)]
+        struct Slow(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Slow {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                self.0.lock().expect("lock").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Slow::default();
+        let (writer, guard) = super::non_blocking(sink.clone(), 8);
+        let dropped = writer.error_counter();
+        let subscriber = tracing_subscriber::registry().with(super::log_layer(crate::config::LogFormat::Json, writer));
+        const LINES: usize = 2_000;
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..LINES {
+                tracing::info!(target: "hydra_authz::decision", i, "decision");
+            }
+        });
+        drop(guard);
+        let written = sink.0.lock().expect("lock").iter().filter(|b| **b == b'\n').count();
+        assert!(dropped.dropped_lines() > 0, "the queue of 8 overflowed");
+        assert_eq!(
+            written + dropped.dropped_lines(),
+            LINES,
+            "every line written or counted"
+        );
+    }
+
+    #[test]
+    fn dropped_lines_reach_the_metric_once() {
+        let m = crate::metrics::Metrics::new();
+        m.sync_log_lines_dropped(5);
+        m.sync_log_lines_dropped(5);
+        m.sync_log_lines_dropped(7);
+        assert_eq!(m.log_lines_dropped.get(), 7);
+        assert!(m.encode().contains("hydra_authz_log_lines_dropped_total 7"));
+    }
 
     #[test]
     fn escaped_values_cannot_split_or_forge_lines() {

@@ -5,7 +5,8 @@
 //!
 //! Rows (see README "Performance"):
 //!   a  no-op ext_authz server (always allows; lives here only) — the floor
-//!   b  hydra-authz, cache hits                                    vs a
+//!   b  hydra-authz, cache hits, at the shipped log settings       vs a
+//!      (b: info pretty as config/, b2: info JSON as the Helm chart, b3: warn)
 //!   c  hydra-authz, jwt mode (local EdDSA verification)           vs a
 //!   d  hydra-authz uncached, Hydra-shaped issuer +0 ms / +5 ms      (introspections per check)
 //!   e  real Envoy answering direct_response, driven by wrk: plain, + no-op ext_authz, + hydra-authz (cached)
@@ -171,10 +172,52 @@ async fn spawn_noop() -> anyhow::Result<Proc> {
     })
 }
 
+/// A `[log]` setting for a row: what operators ship unless said otherwise.
+#[derive(Clone, Copy)]
+struct LogSetting {
+    level: &'static str,
+    format: &'static str,
+}
+
+impl LogSetting {
+    /// `config/hydra-authz.toml`: info, one decision line per check, pretty.
+    const SHIPPED: LogSetting = LogSetting {
+        level: "info",
+        format: "pretty",
+    };
+    /// The Helm chart: info, JSON.
+    const HELM: LogSetting = LogSetting {
+        level: "info",
+        format: "json",
+    };
+    /// Quieter than shipped: no decision lines (a separate row, for contrast).
+    const WARN: LogSetting = LogSetting {
+        level: "warn",
+        format: "pretty",
+    };
+
+    fn label(&self) -> String {
+        format!("log {} {}", self.level, self.format)
+    }
+}
+
 async fn spawn_authz(dir: &Path, name: &str, config_extra: &str, introspection: &str) -> anyhow::Result<Proc> {
+    spawn_authz_logging(dir, name, config_extra, introspection, LogSetting::SHIPPED).await
+}
+
+/// hydra-authz with `log`; its stderr goes to a pipe that a task drains,
+/// as a container runtime reads a pod's output.
+async fn spawn_authz_logging(
+    dir: &Path,
+    name: &str,
+    config_extra: &str,
+    introspection: &str,
+    log: LogSetting,
+) -> anyhow::Result<Proc> {
     let (grpc, http) = (free_addr(), free_addr());
     let config = format!(
-        "[server]\ngrpc_addr = \"{grpc}\"\nhttp_addr = \"{http}\"\n[introspection]\nurl = \"{introspection}\"\ntimeout_ms = 2000\n{config_extra}\n[log]\nlevel = \"warn\"\n[[rules]]\nid = \"bench\"\npath = \"/**\"\nscopes = [\"read_date\"]\n"
+        "[server]\ngrpc_addr = \"{grpc}\"\nhttp_addr = \"{http}\"\n[introspection]\nurl = \"{introspection}\"\ntimeout_ms = 2000\n{config_extra}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\n[[rules]]\nid = \"bench\"\npath = \"/**\"\nscopes = [\"read_date\"]\n",
+        log.level, log.format
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config)?;
@@ -183,12 +226,20 @@ async fn spawn_authz(dir: &Path, name: &str, config_extra: &str, introspection: 
     if let Ok(n) = std::env::var("AUTHZ_BENCH_SERVER_WORKERS") {
         cmd.env("TOKIO_WORKER_THREADS", n);
     }
-    let child = cmd
+    let mut child = cmd
         .arg("--config")
         .arg(&path)
         .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
+    if let Some(mut err) = child.stderr.take() {
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 64 * 1024];
+            while matches!(err.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+    }
     wait_port(grpc).await?;
     Ok(Proc {
         child,
@@ -518,25 +569,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
     floor_paced.name = "a'. no-op at a fixed 200 checks/s".into();
     rows.push(floor_paced.clone());
 
-    // b. cached.
+    // b. cached, at the settings operators ship (config/ and the Helm
+    // chart), then at warn (no decision lines) as a separate contrast row.
     let intro = format!("http://{admin}/admin/oauth2/introspect");
-    let cached = spawn_authz(
-        dir.path(),
-        "cached",
-        "[introspection.cache]\nenabled = true\nttl_ms = 600000",
-        &intro,
-    )
-    .await?;
+    let cache_on = "[introspection.cache]\nenabled = true\nttl_ms = 600000";
+    let cached = spawn_authz(dir.path(), "cached", cache_on, &intro).await?;
     let idle_rss = rss_mib(cached.pid());
     let before = opaque.introspections();
     let (mut b, denied) = load_on(&cached, &one, c, dur, None).await?;
-    b.name = "b. hydra-authz, cache hits".into();
+    b.name = format!(
+        "b. hydra-authz, cache hits ({}, as config/)",
+        LogSetting::SHIPPED.label()
+    );
     b.note = format!(
         "{:.2}x a; {} introspection(s); {denied} non-allow",
         b.rps / a.rps,
         opaque.introspections() - before
     );
     rows.push(b.clone());
+    for (tag, log) in [("b2", LogSetting::HELM), ("b3", LogSetting::WARN)] {
+        let srv = spawn_authz_logging(dir.path(), tag, cache_on, &intro, log).await?;
+        let (mut r, denied) = load_on(&srv, &one, c, dur, None).await?;
+        r.name = format!(
+            "{tag}. hydra-authz, cache hits ({}{})",
+            log.label(),
+            if tag == "b2" {
+                ", as the Helm chart"
+            } else {
+                ", no decision lines"
+            }
+        );
+        r.note = format!("{:.2}x a; {denied} non-allow", r.rps / a.rps);
+        rows.push(r);
+    }
 
     // Fixed 1,000 checks/s against the cached server: latency when not saturated.
     let (mut paced, _) = load_on(&cached, &one, 8, dur, Some(1000)).await?;
@@ -640,7 +705,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             r.note
         );
     }
-    println!("\n{mem}\n{cores} cores; load generator, issuer and servers share them.");
+    println!(
+        "\n{mem}\n{cores} cores; load generator, issuer and servers share them. Every hydra-authz row runs at {} unless its name says otherwise; stderr is drained through a pipe.",
+        LogSetting::SHIPPED.label()
+    );
     drop((noop, cached));
     Ok(())
 }

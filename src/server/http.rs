@@ -46,6 +46,7 @@ pub fn router(ready: Readiness, metrics: Arc<Metrics>, engine: Arc<arc_swap::Arc
 
 async fn metrics_text(State(s): State<ProbeState>) -> impl IntoResponse {
     s.engine.load_full().authenticator().refresh_metrics().await;
+    s.metrics.sync_log_lines_dropped(crate::telemetry::dropped_log_lines());
     (
         [(
             header::CONTENT_TYPE,

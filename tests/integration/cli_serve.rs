@@ -257,3 +257,52 @@ async fn shutdown_delay_reports_not_ready_while_still_serving() {
         .expect("wait");
     assert_eq!(status.code(), Some(0));
 }
+
+/// Decision lines leave the request path through a queue: with nobody
+/// reading the log (its pipe full, as with a stalled collector) checks are
+/// still answered, and on SIGTERM every queued line is written before the
+/// process exits.
+#[tokio::test]
+async fn no_decision_line_is_lost_on_sigterm() {
+    let hydra = crate::support::hydra::FakeHydra::start().await;
+    let mut config = crate::support::config_for(&hydra.introspection_url());
+    config.log.format = hydra_authz::config::LogFormat::Json;
+    let mut authz = crate::support::stack::AuthzProcess::start_quiet(config).await;
+    let check = crate::support::Checker::connect(([127, 0, 0, 1], authz.grpc_port).into()).await;
+    let reader = crate::support::bearer(&hydra.issuer.mint("reader", &["read_date"]).expect("mint"));
+    // Far more than a pipe buffer (64 KiB) of JSON lines, far less than the queue.
+    const CHECKS: usize = 2_000;
+    for i in 0..CHECKS {
+        // Allows and three kinds of deny.
+        let (method, path, auth) = match i % 4 {
+            0 => ("GET", "/date", reader.as_str()),
+            1 => ("POST", "/echo", reader.as_str()),
+            2 => ("GET", "/nope", reader.as_str()),
+            _ => ("GET", "/date", "Bearer unknown-token"),
+        };
+        check.check(method, path, &[("authorization", auth)]).await;
+    }
+    let pid = authz.child.id().expect("running").to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    // The collector catches up only now.
+    authz.read_log();
+    let status = tokio::time::timeout(Duration::from_secs(15), authz.child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+    let decisions = |log: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == "decision")
+            .count()
+    };
+    // The stderr reader task may still be draining the closed pipe.
+    for _ in 0..100 {
+        if decisions(&authz.log()) >= CHECKS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(decisions(&authz.log()), CHECKS, "{}", authz.log());
+}

@@ -261,8 +261,16 @@ pub struct AuthzProcess {
 }
 
 impl AuthzProcess {
-    pub async fn start(mut config: hydra_authz::config::Config) -> AuthzProcess {
-        use tokio::io::AsyncReadExt;
+    pub async fn start(config: hydra_authz::config::Config) -> AuthzProcess {
+        let mut p = Self::start_quiet(config).await;
+        p.read_log();
+        p
+    }
+
+    /// Started and ready, but its stderr is not read until
+    /// [`AuthzProcess::read_log`]: the pipe fills, as with a stalled log
+    /// collector.
+    pub async fn start_quiet(mut config: hydra_authz::config::Config) -> AuthzProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let (grpc_port, http_port, admin_port) = (free_port(), free_port(), free_port());
         config.server.grpc_addr = ([127, 0, 0, 1], grpc_port).into();
@@ -281,8 +289,23 @@ impl AuthzProcess {
             .spawn()
             .expect("start hydra-authz");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        if let Some(mut err) = child.stderr.take() {
-            let log = log.clone();
+        super::wait_ready(&mut child, http_port, || "(stderr not read yet)".to_owned()).await;
+        AuthzProcess {
+            child,
+            grpc_port,
+            http_port,
+            admin_port,
+            config_path,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Read its stderr from now on, into [`AuthzProcess::log`].
+    pub fn read_log(&mut self) {
+        use tokio::io::AsyncReadExt;
+        if let Some(mut err) = self.child.stderr.take() {
+            let log = self.log.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = err.read(&mut buf).await {
@@ -292,20 +315,6 @@ impl AuthzProcess {
                     log.lock().expect("log").extend_from_slice(&buf[..n]);
                 }
             });
-        }
-        let shown = log.clone();
-        super::wait_ready(&mut child, http_port, move || {
-            String::from_utf8_lossy(&shown.lock().expect("log")).into_owned()
-        })
-        .await;
-        AuthzProcess {
-            child,
-            grpc_port,
-            http_port,
-            admin_port,
-            config_path,
-            log,
-            _dir: dir,
         }
     }
 
