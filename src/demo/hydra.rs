@@ -88,15 +88,16 @@ impl RealHydra {
     pub async fn mint(&self, id: &str, scope: &str) -> anyhow::Result<String> {
         let client = reqwest::Client::builder().no_proxy().build()?;
         let secret = format!("{id}-secret");
-        let body: serde_json::Value = client
+        let bytes = client
             .post(self.addrs.token_url())
             .basic_auth(id, Some(secret))
             .form(&[("grant_type", "client_credentials"), ("scope", scope)])
             .send()
             .await?
             .error_for_status()?
-            .json()
+            .bytes()
             .await?;
+        let body: serde_json::Value = serde_json::from_slice(&bytes)?;
         body["access_token"]
             .as_str()
             .map(str::to_owned)
