@@ -7,6 +7,12 @@
 //! Only what a static bootstrap says is read: listeners with an inline
 //! `route_config` in an HTTP connection manager that runs the ext_authz
 //! filter. Regex routes cannot be judged and are skipped.
+//!
+//! Envoy Gateway manifests are read too: each HTTPRoute's path matches,
+//! with the extAuth SecurityPolicy that applies (route-level, else the
+//! Gateway's); `contextExtensions` naming `required_scopes` or `public` is
+//! the route's own policy. An HTTPRoute no extAuth policy covers is
+//! reported as unprotected.
 
 use crate::decision::rules::RuleSet;
 use serde_json::Value;
@@ -33,6 +39,137 @@ pub struct Route {
 
 pub fn parse(text: &str) -> anyhow::Result<Value> {
     serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("cannot parse the Envoy config as YAML or JSON: {e}"))
+}
+
+/// What `config check --envoy` was given, and what it found in it.
+pub struct Found {
+    pub routes: Vec<Route>,
+    /// Routes that reach no external authorization at all (Envoy Gateway
+    /// manifests: an HTTPRoute no extAuth SecurityPolicy covers).
+    pub unprotected: Vec<String>,
+}
+
+/// An Envoy bootstrap (YAML or JSON), or Kubernetes manifests: Gateway API
+/// `HTTPRoute`s with Envoy Gateway `SecurityPolicy`s (one or more YAML
+/// documents, as `deploy/envoy-gateway/manifests/` ships them).
+pub fn read(text: &str) -> anyhow::Result<Found> {
+    let mut docs = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let v: Value = serde::Deserialize::deserialize(doc)
+            .map_err(|e| anyhow::anyhow!("cannot parse the Envoy config or manifests as YAML or JSON: {e}"))?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    let is_manifest = |d: &Value| d.get("apiVersion").is_some() && d.get("kind").is_some();
+    if !docs.is_empty() && docs.iter().all(is_manifest) {
+        return Ok(gateway_routes(&docs));
+    }
+    match docs.as_slice() {
+        [bootstrap] => Ok(Found {
+            routes: routes(bootstrap),
+            unprotected: Vec::new(),
+        }),
+        _ => anyhow::bail!("expected one Envoy bootstrap, or Kubernetes manifests (each with apiVersion and kind)"),
+    }
+}
+
+/// An Envoy Gateway SecurityPolicy with `extAuth`, reduced to what the lint needs.
+struct Policy {
+    namespace: String,
+    /// `(kind, name)` of each target.
+    targets: Vec<(String, String)>,
+    /// `contextExtensions` name `required_scopes` or `public`: the routes it
+    /// covers carry their own policy, and our rules are not consulted.
+    own_policy: bool,
+}
+
+fn namespace_of(doc: &Value) -> String {
+    doc.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_owned()
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// Routes of Gateway API HTTPRoutes, with the Envoy Gateway SecurityPolicy
+/// that applies to each: one targeting the HTTPRoute wins over one targeting
+/// its Gateway (Envoy Gateway does not merge them).
+pub fn gateway_routes(docs: &[Value]) -> Found {
+    let kind = |d: &Value| text(d, "kind").unwrap_or_default().to_owned();
+    let policies: Vec<Policy> = docs
+        .iter()
+        .filter(|d| kind(d) == "SecurityPolicy" && d.pointer("/spec/extAuth").is_some())
+        .map(|d| {
+            let spec = d.get("spec").unwrap_or(&Value::Null);
+            let targets = array(spec, "targetRefs")
+                .chain(spec.get("targetRef"))
+                .filter_map(|t| Some((text(t, "kind")?.to_owned(), text(t, "name")?.to_owned())))
+                .collect();
+            let own_policy = d
+                .pointer("/spec/extAuth/contextExtensions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|e| matches!(text(e, "name"), Some("required_scopes" | "public")));
+            Policy {
+                namespace: namespace_of(d),
+                targets,
+                own_policy,
+            }
+        })
+        .collect();
+    let targeting = |kind: &str, name: &str, ns: &str| {
+        policies
+            .iter()
+            .find(|p| p.namespace == ns && p.targets.iter().any(|(k, n)| k == kind && n == name))
+    };
+    let mut found = Found {
+        routes: Vec::new(),
+        unprotected: Vec::new(),
+    };
+    for route in docs.iter().filter(|d| kind(d) == "HTTPRoute") {
+        let ns = namespace_of(route);
+        let name = route.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?");
+        let spec = route.get("spec").unwrap_or(&Value::Null);
+        let policy = targeting("HTTPRoute", name, &ns).or_else(|| {
+            array(spec, "parentRefs").find_map(|p| {
+                let gw_ns = text(p, "namespace").unwrap_or(&ns);
+                targeting("Gateway", text(p, "name")?, gw_ns)
+            })
+        });
+        let label = format!("HTTPRoute {ns}/{name}");
+        let Some(policy) = policy else {
+            found.unprotected.push(label);
+            continue;
+        };
+        for rule in array(spec, "rules") {
+            let matches: Vec<&Value> = array(rule, "matches").collect();
+            let paths: Vec<Option<&Value>> = if matches.is_empty() {
+                vec![None]
+            } else {
+                matches.iter().map(|m| m.get("path")).collect()
+            };
+            for path in paths {
+                // Gateway API's default match is PathPrefix "/".
+                let value = path.and_then(|p| text(p, "value")).unwrap_or("/").to_owned();
+                let matcher = match path.and_then(|p| text(p, "type")).unwrap_or("PathPrefix") {
+                    "Exact" => RouteMatch::Exact(value),
+                    "PathPrefix" => RouteMatch::Prefix(value),
+                    _ => continue, // RegularExpression: cannot be judged
+                };
+                found.routes.push(Route {
+                    virtual_host: label.clone(),
+                    matcher,
+                    own_policy: policy.own_policy,
+                });
+            }
+        }
+    }
+    found
 }
 
 /// Every route behind an HTTP connection manager that runs ext_authz.
@@ -151,6 +288,41 @@ mod tests {
         assert_eq!(
             uncovered(&found, &rules(&[])),
             vec!["virtual host \"api\", prefix \"/\"".to_string()]
+        );
+    }
+
+    #[test]
+    fn envoy_gateway_manifests_are_read_like_the_bootstrap() {
+        let text = [
+            include_str!("../deploy/envoy-gateway/manifests/httproutes.yaml"),
+            include_str!("../deploy/envoy-gateway/manifests/securitypolicies.yaml"),
+        ]
+        .join("\n---\n");
+        let found = read(&text).expect("manifests");
+        assert!(found.unprotected.is_empty());
+        assert_eq!(found.routes.len(), 2, "{:?}", found.routes);
+        assert!(found.routes.iter().all(|r| r.own_policy), "context extensions on both");
+        assert!(uncovered(&found.routes, &rules(&[])).is_empty());
+
+        // A route under only the Gateway-wide policy (no context extensions)
+        // falls back to [[rules]]; one under no policy at all is unprotected.
+        let extra = "\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: admin, namespace: demo}\nspec:\n  parentRefs: [{name: api}]\n  rules: [{matches: [{path: {type: PathPrefix, value: /admin}}]}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: open, namespace: other}\nspec:\n  parentRefs: [{name: elsewhere}]\n  rules: [{}]\n";
+        let found = read(&format!("{text}{extra}")).expect("manifests");
+        assert_eq!(found.unprotected, vec!["HTTPRoute other/open".to_string()]);
+        assert_eq!(
+            uncovered(&found.routes, &rules(&["/date"])),
+            vec!["virtual host \"HTTPRoute demo/admin\", prefix \"/admin\"".to_string()]
+        );
+        assert!(uncovered(&found.routes, &rules(&["/admin/**"])).is_empty());
+    }
+
+    #[test]
+    fn a_bootstrap_is_still_one_document() {
+        let found = read(include_str!("../deploy/envoy/envoy.yaml")).expect("bootstrap");
+        assert_eq!(found.routes.len(), 4);
+        assert!(
+            read("a: 1\n---\nb: 2\n").is_err(),
+            "two documents that are not manifests"
         );
     }
 

@@ -8,13 +8,17 @@ use std::path::{Path, PathBuf};
   hydra-authz config check --config config/hydra-authz.toml
   HYDRA_AUTHZ_INTROSPECTION__URL=https://acme.projects.oryapis.com/admin/oauth2/introspect hydra-authz config check
   hydra-authz config check --openapi config/examples/seed-api.openapi.yaml   # also warn about routes without a rule
-  hydra-authz config check --envoy deploy/envoy/envoy.yaml                    # ... and Envoy routes no rule can allow")]
+  hydra-authz config check --envoy deploy/envoy/envoy.yaml                    # ... and Envoy routes no rule can allow
+  cat deploy/envoy-gateway/manifests/*.yaml > all.yaml
+  hydra-authz config check --envoy all.yaml                                   # Envoy Gateway HTTPRoutes + SecurityPolicies too")]
 pub struct CheckArgs {
     /// An OpenAPI document listing the API's routes: warn about operations no rule matches.
     #[arg(long)]
     pub openapi: Option<PathBuf>,
-    /// An Envoy bootstrap: warn about routes behind the ext_authz filter that
-    /// have no per-route policy and that no rule can match (all denied).
+    /// An Envoy bootstrap, or Envoy Gateway manifests (HTTPRoutes and
+    /// SecurityPolicies in one multi-document YAML): warn about routes behind
+    /// ext_authz that have no per-route policy and that no rule can match
+    /// (all denied), and about HTTPRoutes no extAuth policy covers.
     #[arg(long)]
     pub envoy: Option<PathBuf>,
 }
@@ -45,10 +49,16 @@ pub fn lint(config: &Config, openapi: Option<&Path>, envoy: Option<&Path>) -> an
     }
     if let Some(path) = envoy {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let routes = crate::envoy_routes::routes(&crate::envoy_routes::parse(&text)?);
-        for route in crate::envoy_routes::uncovered(&routes, &rules) {
+        let found = crate::envoy_routes::read(&text)?;
+        for route in crate::envoy_routes::uncovered(&found.routes, &rules) {
             warnings.push(format!(
                 "Envoy route ({route}, in {}) has no per-route policy and no rule can match it: every request there is denied",
+                path.display()
+            ));
+        }
+        for route in found.unprotected {
+            warnings.push(format!(
+                "{route} (in {}) is not covered by any extAuth SecurityPolicy: it is served without authorization",
                 path.display()
             ));
         }

@@ -283,7 +283,11 @@ async fn no_decision_line_is_lost_on_sigterm() {
         check.check(method, path, &[("authorization", auth)]).await;
     }
     let pid = authz.child.id().expect("running").to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
     // The collector catches up only now.
     authz.read_log();
     let status = tokio::time::timeout(Duration::from_secs(15), authz.child.wait())

@@ -684,3 +684,57 @@ async fn purge_uses_the_admin_api_the_config_describes() {
     assert_eq!(no_admin.status.code(), Some(1));
     assert!(stderr(&no_admin).contains("admin API is off"), "{}", stderr(&no_admin));
 }
+
+/// `config check --envoy` reads the Envoy Gateway kit's manifests: its two
+/// routes carry their own scopes (no warning); a route only the Gateway-wide
+/// policy covers falls back to [[rules]] and is reported when none matches;
+/// an HTTPRoute no extAuth policy covers is reported as unprotected.
+#[tokio::test]
+async fn config_check_reads_envoy_gateway_manifests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_file(&dir, "http://127.0.0.1:9/x", "kind = \"none\"");
+    let kit = ["httproutes.yaml", "securitypolicies.yaml", "gateway.yaml"]
+        .map(|f| std::fs::read_to_string(Path::new(ROOT).join("deploy/envoy-gateway/manifests").join(f)).expect("read"))
+        .join("\n---\n");
+    let shipped = dir.path().join("kit.yaml");
+    std::fs::write(&shipped, &kit).expect("write");
+    let out = run(
+        &[
+            "config",
+            "check",
+            "--config",
+            &cfg,
+            "--envoy",
+            shipped.to_str().expect("utf-8"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+
+    let extra = "\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: admin, namespace: demo}\nspec:\n  parentRefs: [{name: api}]\n  rules: [{matches: [{path: {type: PathPrefix, value: /admin}}]}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: open, namespace: other}\nspec:\n  parentRefs: [{name: elsewhere}]\n  rules: [{}]\n";
+    let more = dir.path().join("more.yaml");
+    std::fs::write(&more, format!("{kit}{extra}")).expect("write");
+    let out = run(
+        &[
+            "config",
+            "check",
+            "--config",
+            &cfg,
+            "--envoy",
+            more.to_str().expect("utf-8"),
+        ],
+        &[],
+    )
+    .await;
+    let err = stderr(&out);
+    assert!(
+        err.contains("HTTPRoute demo/admin") && err.contains("no rule can match it"),
+        "{err}"
+    );
+    assert!(
+        err.contains("HTTPRoute other/open") && err.contains("served without authorization"),
+        "{err}"
+    );
+}
