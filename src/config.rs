@@ -77,6 +77,9 @@ pub struct ListenerLimits {
     /// within `grpc_keepalive_timeout_ms` is disconnected.
     pub grpc_keepalive_interval_ms: u64,
     pub grpc_keepalive_timeout_ms: u64,
+    /// A gRPC connection is closed gracefully (GOAWAY) after this long;
+    /// clients reconnect. Reclaims connections that PINGs keep "active".
+    pub grpc_max_connection_age_ms: u64,
 }
 
 impl Default for ListenerLimits {
@@ -88,6 +91,7 @@ impl Default for ListenerLimits {
             grpc_max_concurrent_streams: 1024,
             grpc_keepalive_interval_ms: 30_000,
             grpc_keepalive_timeout_ms: 10_000,
+            grpc_max_connection_age_ms: 600_000,
         }
     }
 }
@@ -426,7 +430,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Pretty,
             level: "info".into(),
-            buffered_lines: 65_536,
+            buffered_lines: 16_384,
         }
     }
 }
@@ -561,6 +565,7 @@ impl ListenerLimits {
             ),
             ("grpc_keepalive_interval_ms", self.grpc_keepalive_interval_ms),
             ("grpc_keepalive_timeout_ms", self.grpc_keepalive_timeout_ms),
+            ("grpc_max_connection_age_ms", self.grpc_max_connection_age_ms),
         ] {
             if v == 0 {
                 return Err(invalid(key(k), "must be greater than 0"));

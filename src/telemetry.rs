@@ -20,31 +20,49 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 /// Writes a value that an outsider chose (or that came from the issuer)
-/// with every control character, and the Unicode line separators and bidi
-/// overrides, escaped as `\u{..}`: in either log format it cannot end the
-/// line, start a forged one or repaint the terminal. Backslashes are
-/// escaped too, so an escape in the output always means one was applied.
+/// with every control character, the Unicode line separators and bidi
+/// overrides, and spaces escaped as `\\u{..}`: in either log format it cannot
+/// end the line, start a forged one, add a forged `key=value` field to a
+/// compact line, or repaint the terminal. Backslashes are escaped too, so an
+/// escape in the output always means one was applied. At most
+/// [`MAX_LOGGED_CHARS`] characters are written, so no single field can make
+/// a line (or the log queue) large.
 pub struct Escaped<'a>(pub &'a str);
+
+/// [`Escaped`] for our own prose (deny details, error messages that may
+/// quote something an outsider sent): spaces stay, all else is escaped.
+pub struct EscapedText<'a>(pub &'a str);
+
+/// The longest field value written to a log line, in characters.
+pub const MAX_LOGGED_CHARS: usize = 512;
+
+fn write_escaped(f: &mut std::fmt::Formatter<'_>, value: &str, keep_spaces: bool) -> std::fmt::Result {
+    for (i, c) in value.chars().enumerate() {
+        if i == MAX_LOGGED_CHARS {
+            return f.write_str("...(truncated)");
+        }
+        let risky = c == '\\'
+            || (c == ' ' && !keep_spaces)
+            || c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        match c {
+            '\\' => f.write_str("\\\\")?,
+            _ if risky => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+            _ => std::fmt::Write::write_char(f, c)?,
+        }
+    }
+    Ok(())
+}
 
 impl std::fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let risky = |c: char| {
-            c == '\\'
-                || c.is_control()
-                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        };
-        let mut rest = self.0;
-        while let Some(i) = rest.find(risky) {
-            f.write_str(&rest[..i])?;
-            let c = rest[i..].chars().next().unwrap_or_default();
-            if c == '\\' {
-                f.write_str("\\\\")?;
-            } else {
-                write!(f, "\\u{{{:x}}}", u32::from(c))?;
-            }
-            rest = &rest[i + c.len_utf8()..];
-        }
-        f.write_str(rest)
+        write_escaped(f, self.0, false)
+    }
+}
+
+impl std::fmt::Display for EscapedText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_escaped(f, self.0, true)
     }
 }
 
@@ -347,9 +365,13 @@ mod tests {
 
     #[test]
     fn escaped_values_cannot_split_or_forge_lines() {
+        use super::{Escaped, EscapedText, MAX_LOGGED_CHARS};
         let shown = |v: &str| Escaped(v).to_string();
         assert_eq!(shown("/date"), "/date");
-        assert_eq!(shown("a\r\nlevel=ERROR forged"), "a\\u{d}\\u{a}level=ERROR forged");
+        assert_eq!(
+            shown("a\r\nlevel=ERROR forged"),
+            "a\\u{d}\\u{a}level=ERROR\\u{20}forged"
+        );
         assert_eq!(shown("\u{1b}[31mred"), "\\u{1b}[31mred");
         assert_eq!(shown("x\u{2028}y\u{202e}z"), "x\\u{2028}y\\u{202e}z");
         assert_eq!(
@@ -357,7 +379,14 @@ mod tests {
             "back\\\\u{a}slash",
             "a literal backslash is escaped too"
         );
-        assert_eq!(shown("tenant ü"), "tenant ü", "printable Unicode stays");
+        assert_eq!(
+            shown("tenant ü"),
+            "tenant\\u{20}ü",
+            "a space could start a forged field"
+        );
+        assert_eq!(EscapedText("the token\nexpired").to_string(), "the token\\u{a}expired");
+        let long = shown(&"x".repeat(5_000));
+        assert_eq!(long.len(), MAX_LOGGED_CHARS + "...(truncated)".len());
         for v in ["\n", "\r", "\u{85}", "\u{0}", "\u{7f}"] {
             assert!(!shown(v).chars().any(char::is_control), "{v:?}");
         }

@@ -6,38 +6,9 @@
 mod support;
 
 use hydra_authz::config::LogFormat;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use support::hydra::FakeHydra;
-use support::{bearer, check_request, config_for, start_authz, Checker};
-use tracing_subscriber::fmt::MakeWriter;
+use support::{bearer, check_request_on_host, config_for, start_authz, Capture, Checker};
 use tracing_subscriber::layer::SubscriberExt;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
-    }
-}
 
 const FORGED: &str = "2030-01-01T00:00:00.000000Z  INFO hydra_authz::decision: decision decision=\"allow\"";
 
@@ -84,16 +55,9 @@ async fn control_characters_cannot_split_or_forge_decision_lines() {
         ),
     ];
     for (method, host, path, auth) in &cases {
-        let mut req = check_request(method, path, &[("authorization", auth)], &[]);
-        if let Some(http) = req
-            .attributes
-            .as_mut()
-            .and_then(|a| a.request.as_mut())
-            .and_then(|r| r.http.as_mut())
-        {
-            http.host = host.clone();
-        }
-        check.raw(req).await;
+        check
+            .raw(check_request_on_host(method, host, path, &[("authorization", auth)]))
+            .await;
     }
     // The service still serves normally afterwards.
     let ok = support::Answer::of(&check.check("GET", "/date", &[("authorization", &reader)]).await);

@@ -5,32 +5,9 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use support::hydra::{FakeHydra, Fault};
-use support::{bearer, config_for, start_authz, Checker};
-use tracing_subscriber::fmt::MakeWriter;
+use support::{bearer, config_for, start_authz, Capture, Checker};
 use tracing_subscriber::layer::SubscriberExt;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_appears_in_logs_at_any_level() {
@@ -82,7 +59,7 @@ async fn no_token_appears_in_logs_at_any_level() {
     hydra.set_fault(Fault::None);
     server.shutdown().await.expect("shutdown");
 
-    let logs = String::from_utf8_lossy(&capture.0.lock().expect("lock")).into_owned();
+    let logs = capture.text();
     // The capture really saw the decisions (so an empty log cannot pass)...
     let fp = hydra_authz::decision::token::fingerprint(&reader);
     assert!(logs.contains(&fp), "decision lines carry the token fingerprint");

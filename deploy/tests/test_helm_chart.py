@@ -325,6 +325,7 @@ DEFAULT_LIMITS = {
     "grpc_max_concurrent_streams": 1024,
     "grpc_keepalive_interval_ms": 30000,
     "grpc_keepalive_timeout_ms": 10000,
+    "grpc_max_connection_age_ms": 600000,
 }
 SERVER_TLS_DIR = "/etc/hydra-authz-tls/server"
 ADMIN_TLS_DIR = "/etc/hydra-authz-tls/admin"

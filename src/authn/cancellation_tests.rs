@@ -30,6 +30,12 @@ impl Authenticator for Scripted {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         match what {
             "ok" => Ok(Arc::new(Identity::default())),
+            // A JWT accepted or refused locally: Hydra was never asked.
+            "local" => Ok(Arc::new(Identity {
+                verified_locally: true,
+                ..Default::default()
+            })),
+            "forged" => Err(AuthnError::Rejected(super::ClaimFailure::BadSignature)),
             _ => Err(AuthnError::Unavailable {
                 kind: FailureKind::Status,
                 detail: what.to_owned(),
@@ -259,5 +265,76 @@ fn callers_deadline_is_neither_shared_nor_the_issuers_fault() {
         }
         assert_eq!(s.inner().state().breaker, BreakerView::Closed);
         assert_at_rest_and_serving(&s).await;
+    });
+}
+
+/// Time spent queued for a slot is our load: a check whose budget runs out
+/// after queueing is `overloaded`, and a run of them opens no breaker.
+#[test]
+fn budget_spent_queueing_is_not_the_issuers_fault() {
+    paused_runtime().block_on(async {
+        let s = stack(false);
+        // Two slow checks hold both slots for 90 of the 100 ms budget.
+        let holders: Vec<_> = ["ok-90", "ok-91"]
+            .into_iter()
+            .map(|t| {
+                let s = s.clone();
+                tokio::spawn(async move { s.authenticate(&Token::new(t)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let queued: Vec<_> = ["ok-50", "ok-51", "ok-52"]
+            .into_iter()
+            .map(|t| {
+                let s = s.clone();
+                tokio::spawn(async move { s.authenticate(&Token::new(t)).await })
+            })
+            .collect();
+        for h in holders {
+            assert!(h.await.expect("holder").is_ok());
+        }
+        for q in queued {
+            let r = q.await.expect("queued");
+            assert!(
+                matches!(
+                    r,
+                    Err(AuthnError::Unavailable {
+                        kind: FailureKind::Overloaded,
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+        }
+        assert_eq!(s.inner().state().breaker, BreakerView::Closed, "breaker_failures is 2");
+        assert_at_rest_and_serving(&s).await;
+    });
+}
+
+/// Verdicts reached without the issuer (a JWT verified or refused locally)
+/// are no verdict on it: a forged JWT as the half-open probe does not close
+/// the circuit while Hydra is down.
+#[test]
+fn local_verdicts_do_not_close_the_circuit() {
+    paused_runtime().block_on(async {
+        let s = stack(false);
+        for _ in 0..2 {
+            assert!(s.authenticate(&Token::new("fail-1")).await.is_err());
+        }
+        assert_eq!(s.inner().state().breaker, BreakerView::Open);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for probe in ["forged-0", "local-0"] {
+            let _ = s.authenticate(&Token::new(probe)).await;
+            assert_eq!(
+                s.inner().state().breaker,
+                BreakerView::Open,
+                "{probe} is no verdict on Hydra"
+            );
+        }
+        assert!(
+            s.authenticate(&Token::new("ok-1")).await.is_ok(),
+            "a real answer closes it"
+        );
+        assert_eq!(s.inner().state().breaker, BreakerView::Closed);
     });
 }

@@ -42,8 +42,10 @@ pub struct JwtVerifier {
     max_key_age: Duration,
     /// Shared with the fetch task, which outlives a cancelled check.
     jwks: Arc<Jwks>,
-    /// Serialises refreshes so concurrent unknown-kid tokens fetch once.
-    refreshing: tokio::sync::Mutex<()>,
+    /// Serialises refreshes so concurrent unknown-kid tokens fetch once;
+    /// held by the fetch task itself, so a cancelled check cannot let a
+    /// second fetch start while the first is still running.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
     prefetched: std::sync::atomic::AtomicBool,
     checks: ClaimChecks,
     evidence: AccessTokenEvidence,
@@ -220,7 +222,7 @@ impl JwtVerifier {
             refresh_every: Duration::from_millis(jwt.refresh_min_interval_ms),
             max_key_age: Duration::from_millis(jwt.max_key_age_ms),
             jwks: Arc::new(Jwks::default()),
-            refreshing: tokio::sync::Mutex::new(()),
+            refreshing: Arc::new(tokio::sync::Mutex::new(())),
             prefetched: std::sync::atomic::AtomicBool::new(false),
             checks: ClaimChecks::from_config(cfg),
             evidence: AccessTokenEvidence {
@@ -255,22 +257,29 @@ impl JwtVerifier {
     /// "fetched just now" mark without keys; callers queue on a tokio mutex,
     /// which is cancel-safe.
     async fn refresh(&self) -> Result<(), AuthnError> {
-        let _one_at_a_time = self.refreshing.lock().await;
+        let one_at_a_time = self.refreshing.clone().lock_owned().await;
         if let Some((at, error)) = self.jwks.last.lock().unwrap_or_else(PoisonError::into_inner).clone() {
             if at.elapsed() < self.refresh_every {
-                return error.map_or(Ok(()), Err);
+                // The failure already counted once; told again, it must not
+                // count again (20 unknown kids would open the breaker).
+                return error.map_or(Ok(()), |e| {
+                    Err(AuthnError::unavailable(FailureKind::JwksRecentlyFailed, e.to_string()))
+                });
             }
         }
         let jwks = self.jwks.clone();
         let fetch = fetch_keys(self.client.clone(), self.jwks_url.clone(), self.max_body);
-        tokio::spawn(async move { jwks.store(fetch.await) })
-            .await
-            .unwrap_or_else(|e| {
-                Err(AuthnError::unavailable(
-                    FailureKind::Jwks,
-                    format!("JWKS fetch task: {e}"),
-                ))
-            })
+        tokio::spawn(async move {
+            let _held = one_at_a_time;
+            jwks.store(fetch.await)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(AuthnError::unavailable(
+                FailureKind::Jwks,
+                format!("JWKS fetch task: {e}"),
+            ))
+        })
     }
 
     /// Fetch the JWKS before the first check needs it: some issuers, Hydra
@@ -354,11 +363,15 @@ impl JwtVerifier {
         self.evidence
             .check(header.typ.as_deref(), &c.names())
             .map_err(AuthnError::Rejected)?;
+        let claim = |name: &str| c.other.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
         let as_introspection = super::Introspection {
             active: true,
             exp: c.exp,
             iss: c.iss.clone(),
             aud: c.aud.clone(),
+            // An issuer that marks its tokens' kind: a refresh or ID token is refused.
+            token_use: claim("token_use"),
+            token_type: claim("token_type"),
             ..Default::default()
         };
         self.checks

@@ -14,6 +14,7 @@ pub mod intern;
 pub mod introspection;
 pub mod jwt;
 pub mod resilience;
+pub mod stack;
 pub mod verifier;
 
 use crate::decision::token::Token;
@@ -60,6 +61,10 @@ pub enum FailureKind {
     Parse,
     /// The JWKS could not be fetched or read.
     Jwks,
+    /// The last JWKS fetch failed moments ago (within
+    /// `refresh_min_interval_ms`) and is not tried again yet: the same
+    /// failure told once more, so it does not count again.
+    JwksRecentlyFailed,
     /// Our own check budget (`retry_budget_ms`) ran out.
     Deadline,
     /// The caller's deadline (`grpc-timeout`) ran out first: the caller's
@@ -85,6 +90,7 @@ impl FailureKind {
             FailureKind::TooLarge => "too_large",
             FailureKind::Parse => "parse",
             FailureKind::Jwks => "jwks",
+            FailureKind::JwksRecentlyFailed => "jwks_recently_failed",
             FailureKind::Deadline => "deadline",
             FailureKind::CallerDeadline => "caller_deadline",
             FailureKind::CircuitOpen => "circuit_open",
@@ -107,9 +113,11 @@ impl FailureKind {
             | FailureKind::Parse
             | FailureKind::Jwks
             | FailureKind::Deadline => true,
-            FailureKind::CallerDeadline | FailureKind::CircuitOpen | FailureKind::Overloaded | FailureKind::Cache => {
-                false
-            }
+            FailureKind::CallerDeadline
+            | FailureKind::CircuitOpen
+            | FailureKind::Overloaded
+            | FailureKind::Cache
+            | FailureKind::JwksRecentlyFailed => false,
         }
     }
 

@@ -186,6 +186,14 @@ impl Drop for QueuePlace<'_> {
     }
 }
 
+/// An introspection slot, and whether the check had to queue for it.
+struct Slot<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    /// Time spent queued came out of the check's budget: running out of it
+    /// afterwards is our load, not the issuer's slowness.
+    queued: bool,
+}
+
 /// The layer's shared bookkeeping at one instant: what readiness shows and
 /// what the cancellation tests check returns to rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,9 +308,12 @@ impl<A> Resilient<A> {
     /// Wait for an introspection slot, bounded in queue length and by the
     /// deadline. Everything taken here is released by drop, so a check
     /// cancelled while queued leaves nothing behind.
-    async fn slot(&self, deadline: Deadline) -> Result<tokio::sync::SemaphorePermit<'_>, AuthnError> {
+    async fn slot(&self, deadline: Deadline) -> Result<Slot<'_>, AuthnError> {
         if let Ok(permit) = self.slots.try_acquire() {
-            return Ok(permit);
+            return Ok(Slot {
+                _permit: permit,
+                queued: false,
+            });
         }
         let Some(_place) = QueuePlace::take(&self.waiting, self.max_waiting) else {
             return Err(self.shed(
@@ -311,7 +322,10 @@ impl<A> Resilient<A> {
             ));
         };
         match tokio::time::timeout_at(deadline.at, self.slots.acquire()).await {
-            Ok(Ok(permit)) => Ok(permit),
+            Ok(Ok(permit)) => Ok(Slot {
+                _permit: permit,
+                queued: true,
+            }),
             Ok(Err(_closed)) => Err(self.shed(FailureKind::Overloaded, "the introspection slots are closed")),
             Err(_) if deadline.callers => Err(self.shed(
                 FailureKind::CallerDeadline,
@@ -332,7 +346,7 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
         };
         // Shed or out of the caller's time: no verdict on the issuer; a probe
         // ticket is given back by drop.
-        let _permit = self.slot(deadline).await?;
+        let slot = self.slot(deadline).await?;
 
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(10))
@@ -359,7 +373,14 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
         let result = match tokio::time::timeout_at(deadline.at, retried).await {
             Ok(r) => r,
             Err(_) => {
-                let e = deadline.expired();
+                let e = if slot.queued && !deadline.callers {
+                    AuthnError::unavailable(
+                        FailureKind::Overloaded,
+                        "the check's budget ran out after queueing for an introspection slot",
+                    )
+                } else {
+                    deadline.expired()
+                };
                 if let AuthnError::Unavailable { kind, .. } = &e {
                     self.metrics
                         .introspection_errors
@@ -370,10 +391,17 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
             }
         };
 
+        // Only what the issuer itself answered is a verdict on it: an active
+        // or inactive introspection answer, or its failure. A JWT accepted or
+        // refused locally never reached it, so it can neither close the
+        // circuit (as a probe) nor reset the failure count.
         let verdict = match &result {
             Err(AuthnError::Unavailable { kind, .. }) if !kind.is_issuer_fault() => None,
             Err(AuthnError::Unavailable { .. }) => Some(false),
-            _ => Some(true),
+            Ok(identity) if identity.verified_locally => None,
+            Ok(_) => Some(true),
+            Err(AuthnError::Rejected(crate::authn::ClaimFailure::Inactive)) => Some(true),
+            Err(AuthnError::Rejected(_)) => None,
         };
         if let Some(healthy) = verdict {
             if let Some(open) = self.breaker.record(healthy, probe) {
@@ -400,7 +428,7 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
             ));
         }
         let deadline = self.deadline();
-        let _permit = self.slot(deadline).await?;
+        let _slot = self.slot(deadline).await?;
         match tokio::time::timeout_at(deadline.at, self.inner.authenticate_dry(token)).await {
             Ok(r) => r,
             Err(_) => Err(deadline.expired()),

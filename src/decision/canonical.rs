@@ -1,10 +1,14 @@
 //! The forms rules are matched in: the form the upstream will act on, so a
 //! request cannot skip the rule meant for it by spelling a value differently.
 //!
-//! - **Method**: an RFC 9110 token, matched upper-case. HTTP methods are
-//!   case-sensitive, but Express, Rails and many others treat `delete` as
-//!   `DELETE`, and Envoy forwards the method as sent: a `delete` request is
-//!   judged by the `DELETE` rule, never by a weaker catch-all.
+//! - **Method**: an RFC 9110 token in upper case; any other spelling is
+//!   refused (400). HTTP methods are case-sensitive, but Express, Rails and
+//!   many others treat `delete` as `DELETE`, and Envoy forwards the method
+//!   as sent (over HTTP/2 too). Upper-casing it for our rules would not be
+//!   enough: Envoy's own route match on `:method` is case-sensitive, so a
+//!   `delete` could land on a weaker route whose per-route policy
+//!   (context_extensions) we would then apply. Refusing it is the one
+//!   answer that is safe whichever policy source decides.
 //! - **Host**: lower-case, without the port and without the trailing dot
 //!   (`Admin.Example.COM.:8443` is `admin.example.com`), as DNS and virtual
 //!   hosting read it.
@@ -18,12 +22,15 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// The method to match rules with, upper-cased; or why it is refused.
+/// The method to match rules with; or why it is refused.
 pub fn method(raw: &str) -> Result<String, &'static str> {
     if raw.is_empty() || raw.len() > 64 || !raw.bytes().all(is_tchar) {
         return Err("the method is not an HTTP method token");
     }
-    Ok(raw.to_ascii_uppercase())
+    if raw.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err("the method is not in upper case (methods are case-sensitive)");
+    }
+    Ok(raw.to_owned())
 }
 
 /// RFC 3986 reg-name / IP-literal characters, plus ':' for the port.
@@ -76,17 +83,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn methods_are_matched_upper_case() {
-        for (raw, want) in [
-            ("GET", "GET"),
-            ("delete", "DELETE"),
-            ("DeLeTe", "DELETE"),
-            ("PROPFIND", "PROPFIND"),
-        ] {
-            assert_eq!(method(raw).as_deref(), Ok(want), "{raw}");
+    fn methods_must_be_upper_case_tokens() {
+        for ok in ["GET", "DELETE", "PROPFIND", "M-SEARCH"] {
+            assert_eq!(method(ok).as_deref(), Ok(ok));
         }
         for bad in [
             "",
+            "delete",
+            "Delete",
+            "get",
             "GET ",
             "G\nET",
             "GET\r\nX-Injected: 1",

@@ -240,7 +240,7 @@ mod tests {
         let mut c = check("/date", &[]);
         {
             let (m, h) = http(&mut c);
-            *m = "delete".into();
+            *m = "DELETE".into();
             *h = "Admin.Example.COM.:8443".into();
         }
         let r = AuthzRequest::from_check(c.clone());
@@ -248,6 +248,9 @@ mod tests {
             (r.method.as_str(), r.host.as_str(), r.malformed),
             ("DELETE", "admin.example.com", None)
         );
+        *http(&mut c).0 = "delete".into();
+        let r = AuthzRequest::from_check(c.clone());
+        assert!(r.malformed.is_some(), "lower-case methods are refused");
         {
             let (m, h) = http(&mut c);
             *m = "GET\r\nX-Forged: 1".into();

@@ -46,7 +46,8 @@ impl RuleSet {
             let host = rc
                 .host
                 .as_deref()
-                .map(|h| host_glob(h).map(|g| g.compile_matcher()))
+                // Requests are matched without the trailing dot (`decision::canonical`): so are rules.
+                .map(|h| host_glob(h.strip_suffix('.').unwrap_or(h)).map(|g| g.compile_matcher()))
                 .transpose()
                 .map_err(|message| ConfigError::Invalid {
                     key: format!("rules[{n}].host"),
@@ -247,6 +248,18 @@ fn host_glob(pattern: &str) -> Result<globset::Glob, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rule_host_with_a_trailing_dot_still_matches() {
+        let r = RuleSet::compile(&[RuleConfig {
+            id: "admin".into(),
+            host: Some("Admin.Example.com.".into()),
+            path: "/date".into(),
+            ..Default::default()
+        }])
+        .expect("compile");
+        assert!(r.find("GET", "admin.example.com", "/date").is_some());
+    }
 
     fn rule(id: &str, methods: &[&str], path: &str) -> RuleConfig {
         RuleConfig {

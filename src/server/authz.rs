@@ -8,7 +8,7 @@ use crate::decision::request::AuthzRequest;
 use crate::decision::verdict::Decision;
 use crate::decision::{Engine, Outcome};
 use crate::metrics::Metrics;
-use crate::telemetry::Escaped;
+use crate::telemetry::{Escaped, EscapedText};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use envoy_types::ext_authz::v3::CheckRequestExt;
 use std::sync::Arc;
@@ -123,7 +123,7 @@ fn log_decision(req: &AuthzRequest, o: &Outcome, started: Instant) {
                 decision,
                 status,
                 reason,
-                detail = %Escaped(&detail),
+                detail = %EscapedText(&detail),
                 rule_id = %Escaped(o.rule_id.as_deref().unwrap_or("-")),
                 client_id = %Escaped(o.identity.as_ref().and_then(|i| i.client_id.as_deref()).unwrap_or("-")),
                 method = %Escaped(&req.method),

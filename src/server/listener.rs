@@ -5,8 +5,12 @@
 //! - **At most `max_connections`** per listener. A connection holds a permit
 //!   from accept to close; at the limit we stop accepting, and new
 //!   connections wait in the kernel's backlog instead of costing us memory.
-//! - **A first byte (or the TLS handshake) within `header_read_timeout_ms`**,
-//!   so a silent connection is closed before any protocol state exists.
+//! - **A first byte (or the TLS handshake, or on plain gRPC the whole HTTP/2
+//!   preface) within `header_read_timeout_ms`**, so a silent connection is
+//!   closed before any protocol state exists.
+//! - **gRPC connections live at most `grpc_max_connection_age_ms`**, then
+//!   are closed gracefully (GOAWAY; clients reconnect): HTTP/2 PINGs keep an
+//!   idle connection "active", so the idle timeout alone cannot reclaim one.
 //! - **Closed after `idle_timeout_ms` without a byte either way.** gRPC
 //!   keep-alive pings keep a live peer above that; HTTP/1 requests are
 //!   additionally bounded by hyper's header-read timeout (slowloris).
@@ -129,6 +133,35 @@ impl<IO: tonic::transport::server::Connected> tonic::transport::server::Connecte
 pub async fn first_bytes(tcp: TcpStream) -> io::Result<TcpStream> {
     tcp.readable().await?;
     Ok(tcp)
+}
+
+/// The HTTP/2 client preface (RFC 9113 §3.4) every gRPC connection opens with.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Plain-text gRPC: handed on once the whole HTTP/2 preface has arrived
+/// (peeked, not consumed), so one byte and silence cannot hold a connection
+/// for the idle timeout; anything else is refused at once.
+pub async fn h2_preface(tcp: TcpStream) -> io::Result<TcpStream> {
+    let mut buf = [0u8; 24];
+    loop {
+        tcp.readable().await?;
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not an HTTP/2 connection preface",
+            ));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(tcp);
+        }
+        // Part of it: the unread bytes keep the socket readable, so wait a
+        // little before peeking again (bounded by header_read_timeout_ms).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Connections from `listener`, each through `handshake` (TLS, or waiting

@@ -13,11 +13,8 @@ pub mod reload;
 pub mod tls;
 
 use crate::admin_proto::admin_server::AdminServer;
-use crate::authn::cache::SharedVerifier;
-use crate::authn::instrumented::Instrumented;
-use crate::authn::resilience::Resilient;
 use crate::authn::verifier::Verifier;
-use crate::config::{Config, VerifyMode};
+use crate::config::Config;
 use crate::decision::Engine;
 use crate::metrics::Metrics;
 use anyhow::Context;
@@ -62,22 +59,13 @@ impl RunningServer {
     }
 }
 
-/// The authenticator stack the server runs, outermost first: single-flight
-/// and optional cache, then deadline/retries/breaker/concurrency bounds, then
-/// per-attempt latency/error metrics, then introspection or local JWT
-/// validation (per `introspection.mode`).
-pub type ServerAuthn = SharedVerifier<Resilient<Instrumented<Verifier>>>;
+/// The authenticator stack the server runs (assembled in `authn::stack`).
+pub type ServerAuthn = crate::authn::stack::Stack;
 
 /// Build the engine from config (reads secrets, compiles rules).
 pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Engine<ServerAuthn>>> {
-    let introspector = Instrumented::new(Verifier::new(&config.introspection)?, metrics.clone());
-    let resilient = Resilient::new(introspector, &config.introspection.resilience, metrics.clone());
-    let jwt_ttl = match config.introspection.mode {
-        VerifyMode::Introspect => Duration::ZERO,
-        VerifyMode::Jwt | VerifyMode::Auto => Duration::from_millis(config.introspection.jwt.verified_ttl_ms),
-    };
-    let shared = SharedVerifier::new(resilient, &config.introspection.cache, jwt_ttl, metrics);
-    let engine = Arc::new(Engine::new(config, shared)?);
+    let stack = crate::authn::stack::build(&config.introspection, metrics)?;
+    let engine = Arc::new(Engine::new(config, stack)?);
     // Warm up (the JWKS in jwt/auto mode) in the background; readiness waits for it.
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         let warming = engine.clone();
@@ -88,7 +76,7 @@ pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Ar
 
 /// The innermost layer of the stack: how tokens are verified.
 pub fn verifier_of(engine: &Engine<ServerAuthn>) -> &Verifier {
-    engine.authenticator().inner().inner().inner()
+    crate::authn::stack::verifier(engine.authenticator())
 }
 
 /// Bind the listeners (port 0 allowed) and serve until shut down.
@@ -131,17 +119,19 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
 
     let tls = tls::ReloadingTls::load(&server.tls)?;
     // The Check port: Envoy's Authorization and gRPC health, nothing else.
-    let router = grpc_builder(limits)
-        .add_service(health_service)
-        .add_service(AuthorizationServer::from_arc(Arc::new(authz::AuthzService::new(
-            engine.clone(),
-            metrics.clone(),
-        ))));
+    let router = grpc_builder(limits).add_service(health_service).add_service(
+        AuthorizationServer::from_arc(Arc::new(authz::AuthzService::new(engine.clone(), metrics.clone())))
+            // Envoy's own header limit is 60 KiB; tonic's default would take 4 MiB per message.
+            .max_decoding_message_size(MAX_CHECK_MESSAGE_BYTES),
+    );
     let grpc_server = serve_grpc(router, grpc, tls, limits, closed.clone(), "grpc");
 
     let admin_server = match admin {
         Some(listener) => {
             let auth = admin::AdminAuth::from_config(server)?;
+            if server.tls.cert_file.is_none() && !server.admin_addr.ip().is_loopback() {
+                tracing::warn!(admin_addr = %server.admin_addr, "admin API without TLS on a non-loopback address: the bearer token crosses the network in clear unless the mesh encrypts it; set [server.tls]");
+            }
             // TLS whenever [server.tls] has a certificate, so a bearer token
             // never crosses the network in clear; client certificates only
             // from the admin CA (Envoy's client CA grants no admin rights).
@@ -236,10 +226,15 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     })
 }
 
+/// A CheckRequest larger than this is refused before it is decoded; our own
+/// header limits (`decision::request`) are 96 KiB.
+const MAX_CHECK_MESSAGE_BYTES: usize = 256 * 1024;
+
 /// A gRPC server with the per-connection limits of `[server.limits]`.
 fn grpc_builder(limits: &crate::config::ListenerLimits) -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .max_concurrent_streams(Some(limits.grpc_max_concurrent_streams))
+        .max_connection_age(Duration::from_millis(limits.grpc_max_connection_age_ms))
         .http2_keepalive_interval(Some(Duration::from_millis(limits.grpc_keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(limits.grpc_keepalive_timeout_ms)))
 }
@@ -262,7 +257,7 @@ fn serve_grpc(
             shutdown,
         )),
         None => Box::pin(router.serve_with_incoming_shutdown(
-            listener::incoming(name, listener, limits, closed, listener::first_bytes),
+            listener::incoming(name, listener, limits, closed, listener::h2_preface),
             shutdown,
         )),
     }

@@ -138,28 +138,11 @@ async fn hydra_authz_removes_underscore_and_case_twins_itself() {
     );
 }
 
-fn guarded(c: &mut Config) {
-    let rule = |id: &str, host: Option<&str>, methods: &[&str], path: &str, scopes: &[&str]| RuleConfig {
-        id: id.into(),
-        host: host.map(str::to_owned),
-        methods: methods.iter().map(|m| m.to_string()).collect(),
-        path: path.into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    };
-    c.rules = vec![
-        rule("delete-items", None, &["DELETE"], "/items/*", &["admin"]),
-        rule("admin-date", Some("admin.example.com"), &[], "/date", &["admin"]),
-        rule("items", None, &[], "/items/**", &["read_date"]),
-        rule("date", None, &["GET"], "/date", &["read_date"]),
-    ];
-}
-
-/// `delete` (as HTTP/2 clients may send it, and Express reads as DELETE) is
-/// judged by the DELETE rule, not the weaker catch-all.
+/// `delete` (as HTTP/2 clients may send it, and Express reads as DELETE)
+/// never reaches the weaker catch-all: refused, 400.
 #[tokio::test]
-async fn lowercase_methods_through_envoy_meet_the_upper_case_rule() {
-    let e = env(guarded, |y| y).await;
+async fn lowercase_methods_through_envoy_are_refused() {
+    let e = env(support::guarded_rules, |y| y).await;
     let token = e.hydra.issuer.mint("reader", &["read_date"]).expect("mint");
     let auth = format!("Bearer {token}");
     let h2 = reqwest::Client::builder()
@@ -167,7 +150,10 @@ async fn lowercase_methods_through_envoy_meet_the_upper_case_rule() {
         .http2_prior_knowledge()
         .build()
         .expect("h2c client");
-    for method in ["DELETE", "delete"] {
+    for (method, want, problem) in [
+        ("DELETE", StatusCode::FORBIDDEN, "insufficient_scope"),
+        ("delete", StatusCode::BAD_REQUEST, "bad_request"),
+    ] {
         let r = h2
             .request(
                 Method::from_bytes(method.as_bytes()).expect("method"),
@@ -179,9 +165,9 @@ async fn lowercase_methods_through_envoy_meet_the_upper_case_rule() {
             .expect("request through Envoy");
         let status = r.status();
         let body = r.text().await.expect("body");
-        // Envoy forwards `delete` as sent over HTTP/2: our DELETE rule answers.
-        assert_eq!(status, StatusCode::FORBIDDEN, "{method}: {body}");
-        assert!(body.contains("insufficient_scope"), "{method}: {body}");
+        // Envoy forwards `delete` as sent over HTTP/2; we refuse it.
+        assert_eq!(status, want, "{method}: {body}");
+        assert!(body.contains(problem), "{method}: {body}");
     }
     let (status, _) = get(&e, "GET", "/items/1", &[("authorization", &auth)]).await;
     assert_eq!(status, StatusCode::OK, "the catch-all still serves GET");
@@ -190,7 +176,7 @@ async fn lowercase_methods_through_envoy_meet_the_upper_case_rule() {
 /// `Host: ADMIN.example.com.:port` is admin.example.com.
 #[tokio::test]
 async fn host_spellings_through_envoy_meet_the_host_rule() {
-    let e = env(guarded, |y| y).await;
+    let e = env(support::guarded_rules, |y| y).await;
     let token = e.hydra.issuer.mint("reader", &["read_date"]).expect("mint");
     let auth = format!("Bearer {token}");
     for host in [

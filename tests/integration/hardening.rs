@@ -7,7 +7,7 @@ use crate::support;
 
 use hydra_authz::admin_proto::admin_client::AdminClient;
 use hydra_authz::admin_proto::{PurgeAllRequest, PurgeTokenRequest};
-use hydra_authz::config::{Config, RuleConfig};
+use hydra_authz::config::Config;
 use std::time::Duration;
 use support::hydra::{FakeHydra, Fault};
 use support::{bearer, check_request, Answer, Checker};
@@ -316,55 +316,28 @@ async fn admin_api_is_off_without_credentials() {
 
 // ---- Canonical forms ---------------------------------------------------------
 
-/// Rules a weaker catch-all sits behind: the specific rule must win
-/// whatever the spelling of the method or host.
-fn guarded_rules(c: &mut Config) {
-    let rule = |id: &str, host: Option<&str>, methods: &[&str], path: &str, scopes: &[&str]| RuleConfig {
-        id: id.into(),
-        host: host.map(str::to_owned),
-        methods: methods.iter().map(|m| m.to_string()).collect(),
-        path: path.into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    };
-    c.rules = vec![
-        rule("delete-items", None, &["DELETE"], "/items/*", &["admin"]),
-        rule("admin-date", Some("admin.example.com"), &[], "/date", &["admin"]),
-        rule("items", None, &[], "/items/**", &["read_date"]),
-        rule("date", None, &["GET"], "/date", &["read_date"]),
-    ];
-}
-
 #[tokio::test]
 async fn method_and_host_spellings_never_skip_a_rule() {
-    let (hydra, _server, check) = setup(guarded_rules).await;
+    let (hydra, _server, check) = setup(support::guarded_rules).await;
     let reader = bearer(&hydra.issuer.mint("reader", &["read_date"]).expect("mint"));
     let ask = |method: &'static str, host: &'static str, path: &'static str| {
         let check = check.clone();
         let reader = reader.clone();
         async move {
-            let mut req = check_request(method, path, &[("authorization", &reader)], &[]);
-            if let Some(http) = req
-                .attributes
-                .as_mut()
-                .and_then(|a| a.request.as_mut())
-                .and_then(|r| r.http.as_mut())
-            {
-                http.host = host.into();
-            }
+            let req = support::check_request_on_host(method, host, path, &[("authorization", &reader)]);
             Answer::of(&check.raw(req).await)
         }
     };
-    for method in ["DELETE", "delete", "Delete"] {
+    let a = ask("DELETE", "api.local", "/items/1").await;
+    assert_eq!(a.http_status, 403);
+    assert_eq!(a.problem()["type"], "urn:hydra-authz:problem:insufficient_scope");
+    // Other spellings never reach the weaker catch-all (nor an Envoy route's own policy).
+    for method in ["delete", "Delete", "get"] {
         let a = ask(method, "api.local", "/items/1").await;
-        assert_eq!(a.http_status, 403, "{method}");
-        assert_eq!(
-            a.problem()["type"],
-            "urn:hydra-authz:problem:insufficient_scope",
-            "{method}"
-        );
+        assert_eq!(a.http_status, 400, "{method}");
+        assert_eq!(a.problem()["type"], "urn:hydra-authz:problem:bad_request", "{method}");
     }
-    assert_eq!(ask("get", "api.local", "/items/1").await.http_status, 200, "get is GET");
+    assert_eq!(ask("GET", "api.local", "/items/1").await.http_status, 200);
     for host in [
         "admin.example.com",
         "ADMIN.Example.com",
@@ -387,4 +360,43 @@ async fn method_and_host_spellings_never_skip_a_rule() {
         assert_eq!(a.problem()["type"], "urn:hydra-authz:problem:bad_request");
     }
     assert_eq!(ask("GET", "api.local", "/date").await.http_status, 200, "still serving");
+}
+
+/// One byte, then silence, on the Check port: closed within the
+/// header-read timeout (the whole HTTP/2 preface must arrive), not held
+/// until the idle timeout; a non-HTTP/2 greeting is closed at once.
+#[tokio::test]
+async fn a_partial_http2_preface_does_not_hold_a_connection() {
+    let (hydra, server, check) = setup(|c| {
+        c.server.limits.header_read_timeout_ms = 300;
+        c.server.limits.idle_timeout_ms = 30_000;
+    })
+    .await;
+    let mut one_byte = TcpStream::connect(server.grpc_addr).await.expect("connect");
+    one_byte.write_all(b"P").await.expect("write");
+    assert!(
+        closed_within(&mut one_byte, Duration::from_secs(3)).await,
+        "held past header_read_timeout_ms"
+    );
+    let mut http1 = TcpStream::connect(server.grpc_addr).await.expect("connect");
+    http1.write_all(b"GET / HTTP/1.1\r\n\r\n").await.expect("write");
+    assert!(
+        closed_within(&mut http1, Duration::from_secs(1)).await,
+        "not HTTP/2: refused"
+    );
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(status(&check, "GET", "/date", &token).await, 200);
+}
+
+/// A CheckRequest far beyond any real one is refused before it is decoded
+/// (tonic's default would take 4 MiB per message, 1,024 per connection).
+#[tokio::test]
+async fn oversized_check_messages_are_refused() {
+    let (hydra, _server, check) = setup(|_| {}).await;
+    let big = "x".repeat(300 * 1024);
+    let req = tonic::Request::new(check_request("GET", "/date", &[("x-big", &big)], &[]));
+    let err = check.request(req).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(status(&check, "GET", "/date", &token).await, 200);
 }

@@ -265,9 +265,19 @@ impl Answer {
 }
 
 /// A loopback port free right now, for a child process to bind.
+///
+/// Chosen at random below Linux's ephemeral range (32768–60999), where
+/// `bind(0)` would pick: the tests open thousands of outgoing connections,
+/// and one of them could take a freed ephemeral port before the child
+/// process binds it.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    for _ in 0..1_000 {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000..32000");
 }
 
 /// Wait (20 s at most) until the hydra-authz child answers 200 on
@@ -302,4 +312,83 @@ pub async fn sigterm_and_wait(
         .await
         .expect("exits after SIGTERM")
         .expect("wait")
+}
+
+/// A Check for `method path` on `host` (Envoy's `:authority`), with headers.
+pub fn check_request_on_host(method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let mut req = check_request(method, path, headers, &[]);
+    if let Some(http) = req
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut())
+    {
+        http.host = host.to_owned();
+    }
+    req
+}
+
+/// Everything a child process writes to `out`, appended to `into` by a task
+/// until end of file.
+pub fn collect_output(
+    mut out: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    into: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    use tokio::io::AsyncReadExt;
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            into.lock().expect("output buffer").extend_from_slice(&buf[..n]);
+        }
+    });
+}
+
+/// An in-memory log sink for a tracing subscriber (the log tests' capture).
+#[derive(Clone, Default)]
+pub struct Capture(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+impl Capture {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+/// Rules with a weaker catch-all behind each specific one: a request must
+/// meet the specific rule whatever the spelling of its method or host.
+pub fn guarded_rules(c: &mut Config) {
+    let rule =
+        |id: &str, host: Option<&str>, methods: &[&str], path: &str, scopes: &[&str]| hydra_authz::config::RuleConfig {
+            id: id.into(),
+            host: host.map(str::to_owned),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            path: path.into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+    c.rules = vec![
+        rule("delete-items", None, &["DELETE"], "/items/*", &["admin"]),
+        rule("admin-date", Some("admin.example.com"), &[], "/date", &["admin"]),
+        rule("items", None, &[], "/items/**", &["read_date"]),
+        rule("date", None, &["GET"], "/date", &["read_date"]),
+    ];
 }

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -96,17 +95,8 @@ impl Hydra {
             cmd.env("OAUTH2_TOKEN_HOOK_URL", hook);
         }
         let mut child = cmd.spawn().expect("start hydra");
-        if let Some(mut err) = child.stderr.take() {
-            let log = self.log.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = err.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock().expect("log").extend_from_slice(&buf[..n]);
-                }
-            });
+        if let Some(err) = child.stderr.take() {
+            super::collect_output(err, self.log.clone());
         }
         self.child = Some(child);
         self.wait_ready().await;
@@ -346,38 +336,33 @@ impl Hydra {
             .send()
             .await
             .expect("auth");
+        // Accept the login (then the consent) challenge on the admin API
+        // and follow where Hydra sends the browser next.
+        let accept = |step: &'static str, challenge: String, body: Value| {
+            let (browser, admin) = (browser.clone(), admin.clone());
+            async move {
+                let accepted: Value = browser
+                    .put(format!("{admin}/admin/oauth2/auth/requests/{step}/accept"))
+                    .query(&[(format!("{step}_challenge"), challenge)])
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("accept")
+                    .json()
+                    .await
+                    .expect("JSON");
+                browser
+                    .get(accepted["redirect_to"].as_str().expect("redirect_to"))
+                    .send()
+                    .await
+                    .expect("follow")
+            }
+        };
         let login = query(&location(&r), "login_challenge");
-        let accept: Value = browser
-            .put(format!("{admin}/admin/oauth2/auth/requests/login/accept"))
-            .query(&[("login_challenge", login.as_str())])
-            .json(&serde_json::json!({ "subject": subject }))
-            .send()
-            .await
-            .expect("accept login")
-            .json()
-            .await
-            .expect("JSON");
-        let r = browser
-            .get(accept["redirect_to"].as_str().expect("redirect_to"))
-            .send()
-            .await
-            .expect("follow");
+        let r = accept("login", login, serde_json::json!({ "subject": subject })).await;
         let consent = query(&location(&r), "consent_challenge");
-        let accept: Value = browser
-            .put(format!("{admin}/admin/oauth2/auth/requests/consent/accept"))
-            .query(&[("consent_challenge", consent.as_str())])
-            .json(&serde_json::json!({ "grant_scope": ["openid", "offline_access", "read_date"] }))
-            .send()
-            .await
-            .expect("accept consent")
-            .json()
-            .await
-            .expect("JSON");
-        let r = browser
-            .get(accept["redirect_to"].as_str().expect("redirect_to"))
-            .send()
-            .await
-            .expect("follow");
+        let scopes = serde_json::json!({ "grant_scope": ["openid", "offline_access", "read_date"] });
+        let r = accept("consent", consent, scopes).await;
         let code = query(&location(&r), "code");
         let tokens: Value = browser
             .post(format!("{}oauth2/token", self.issuer()))

@@ -107,10 +107,7 @@ pub fn envoy_binary() -> PathBuf {
     envoy::find_binary().expect("Envoy not found: set ENVOY_BIN or run scripts/install-envoy.sh (scripts/test.sh does)")
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+use super::free_port;
 
 pub struct Stack {
     pub oauth2: OAuth2Server,
@@ -303,18 +300,8 @@ impl AuthzProcess {
 
     /// Read its stderr from now on, into [`AuthzProcess::log`].
     pub fn read_log(&mut self) {
-        use tokio::io::AsyncReadExt;
-        if let Some(mut err) = self.child.stderr.take() {
-            let log = self.log.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = err.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock().expect("log").extend_from_slice(&buf[..n]);
-                }
-            });
+        if let Some(err) = self.child.stderr.take() {
+            super::collect_output(err, self.log.clone());
         }
     }
 
