@@ -37,19 +37,31 @@ pub struct EscapedText<'a>(pub &'a str);
 pub const MAX_LOGGED_CHARS: usize = 512;
 
 fn write_escaped(f: &mut std::fmt::Formatter<'_>, value: &str, keep_spaces: bool) -> std::fmt::Result {
-    for (i, c) in value.chars().enumerate() {
-        if i == MAX_LOGGED_CHARS {
-            return f.write_str("...(truncated)");
-        }
-        let risky = c == '\\'
+    let risky = |c: char| {
+        c == '\\'
             || (c == ' ' && !keep_spaces)
             || c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        match c {
-            '\\' => f.write_str("\\\\")?,
-            _ if risky => write!(f, "\\u{{{:x}}}", u32::from(c))?,
-            _ => std::fmt::Write::write_char(f, c)?,
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    let (shown, cut) = match value.char_indices().nth(MAX_LOGGED_CHARS) {
+        Some((end, _)) => (&value[..end], true),
+        None => (value, false),
+    };
+    // Safe runs are written whole; only the risky characters one by one.
+    let mut rest = shown;
+    while let Some(i) = rest.find(risky) {
+        f.write_str(&rest[..i])?;
+        let c = rest[i..].chars().next().unwrap_or_default();
+        if c == '\\' {
+            f.write_str("\\\\")?;
+        } else {
+            write!(f, "\\u{{{:x}}}", u32::from(c))?;
         }
+        rest = &rest[i + c.len_utf8()..];
+    }
+    f.write_str(rest)?;
+    if cut {
+        f.write_str("...(truncated)")?;
     }
     Ok(())
 }
@@ -141,11 +153,13 @@ impl Telemetry {
 
 /// The log line formatter for `log.format`, writing to `writer`: the one
 /// the server installs, and what the log-integrity tests capture.
-pub fn log_layer<W>(format: LogFormat, writer: W) -> Box<dyn Layer<Registry> + Send + Sync>
+/// `ansi`: colours in the pretty format, only for a terminal (a container
+/// runtime or log collector would store the escape codes).
+pub fn log_layer<W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<Registry> + Send + Sync>
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
     match format {
         LogFormat::Json => fmt
             .json()
@@ -167,7 +181,7 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
     };
     let (writer, log_writer) = non_blocking(std::io::stderr(), log.buffered_lines);
     let _ = DROPPED.set(writer.error_counter());
-    let fmt = log_layer(log.format, writer);
+    let fmt = log_layer(log.format, writer, std::io::IsTerminal::is_terminal(&std::io::stderr()));
 
     opentelemetry::global::set_text_map_propagator(propagator(&telemetry.propagators));
     let provider = tracer_provider(telemetry, &process_env)?;
@@ -336,7 +350,8 @@ mod tests {
         let sink = Slow::default();
         let (writer, guard) = super::non_blocking(sink.clone(), 8);
         let dropped = writer.error_counter();
-        let subscriber = tracing_subscriber::registry().with(super::log_layer(crate::config::LogFormat::Json, writer));
+        let subscriber =
+            tracing_subscriber::registry().with(super::log_layer(crate::config::LogFormat::Json, writer, false));
         const LINES: usize = 2_000;
         tracing::subscriber::with_default(subscriber, || {
             for i in 0..LINES {

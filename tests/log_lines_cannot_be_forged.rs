@@ -17,8 +17,9 @@ async fn control_characters_cannot_split_or_forge_decision_lines() {
     let pretty = Capture::default();
     let json = Capture::default();
     let layers = vec![
-        hydra_authz::telemetry::log_layer(LogFormat::Pretty, pretty.clone()),
-        hydra_authz::telemetry::log_layer(LogFormat::Json, json.clone()),
+        // Colours on: the harder case (the formatter's own escape codes).
+        hydra_authz::telemetry::log_layer(LogFormat::Pretty, pretty.clone(), true),
+        hydra_authz::telemetry::log_layer(LogFormat::Json, json.clone(), false),
     ];
     let subscriber = tracing_subscriber::registry()
         .with(layers)

@@ -310,3 +310,29 @@ async fn no_decision_line_is_lost_on_sigterm() {
     }
     assert_eq!(decisions(&authz.log()), CHECKS, "{}", authz.log());
 }
+
+/// The pretty format writes no colour codes when stderr is not a terminal
+/// (a container runtime or a log collector would keep them verbatim).
+#[tokio::test]
+async fn no_colour_codes_when_stderr_is_not_a_terminal() {
+    let hydra = crate::support::hydra::FakeHydra::start().await;
+    let config = crate::support::config_for(&hydra.introspection_url());
+    assert_eq!(
+        config.log.format,
+        hydra_authz::config::LogFormat::Pretty,
+        "the shipped format"
+    );
+    let authz = crate::support::stack::AuthzProcess::start(config).await;
+    let check = crate::support::Checker::connect(([127, 0, 0, 1], authz.grpc_port).into()).await;
+    check.check("GET", "/date", &[]).await;
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = authz.log();
+        if log.contains("decision") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(log.contains("decision"), "{log}");
+    assert!(!log.contains('\u{1b}'), "escape codes in a piped log: {log:?}");
+}
