@@ -111,6 +111,30 @@ async fn assert_at_rest_and_serving(s: &Stack) {
     panic!("a healthy token is still refused: {last:?} ({:?})", s.inner().state());
 }
 
+/// Each token verified in its own task, started now.
+fn spawn_all(
+    s: &Arc<Stack>,
+    tokens: &[&'static str],
+) -> Vec<tokio::task::JoinHandle<Result<Arc<Identity>, AuthnError>>> {
+    tokens
+        .iter()
+        .map(|&t| {
+            let s = s.clone();
+            tokio::spawn(async move { s.authenticate(&Token::new(t)).await })
+        })
+        .collect()
+}
+
+/// Two issuer failures open the circuit; then its cool-down passes, so the
+/// next check is the half-open probe.
+async fn open_the_circuit(s: &Stack) {
+    for _ in 0..2 {
+        assert!(s.authenticate(&Token::new("fail-1")).await.is_err());
+    }
+    assert_eq!(s.inner().state().breaker, BreakerView::Open);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
 fn paused_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -158,11 +182,7 @@ proptest! {
 fn cancelled_probe_does_not_wedge_the_breaker() {
     paused_runtime().block_on(async {
         let s = stack(false);
-        for _ in 0..2 {
-            assert!(s.authenticate(&Token::new("fail-1")).await.is_err());
-        }
-        assert_eq!(s.inner().state().breaker, BreakerView::Open);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        open_the_circuit(&s).await;
         // The probe: a slow token, dropped while Hydra is still answering.
         check(s.clone(), "ok-50", None, Duration::from_millis(5)).await;
         assert_at_rest_and_serving(&s).await;
@@ -201,12 +221,7 @@ fn cancelled_leader_hands_the_load_to_a_waiter() {
         let s = stack(false);
         let leader = tokio::spawn(check(s.clone(), "ok-50", None, Duration::from_millis(10)));
         tokio::time::sleep(Duration::from_millis(1)).await;
-        let waiters: Vec<_> = (0..4)
-            .map(|_| {
-                let s = s.clone();
-                tokio::spawn(async move { s.authenticate(&Token::new("ok-50")).await })
-            })
-            .collect();
+        let waiters = spawn_all(&s, &["ok-50"; 4]);
         leader.await.expect("leader");
         for w in waiters {
             assert!(w.await.expect("waiter").is_ok());
@@ -275,21 +290,9 @@ fn budget_spent_queueing_is_not_the_issuers_fault() {
     paused_runtime().block_on(async {
         let s = stack(false);
         // Two slow checks hold both slots for 90 of the 100 ms budget.
-        let holders: Vec<_> = ["ok-90", "ok-91"]
-            .into_iter()
-            .map(|t| {
-                let s = s.clone();
-                tokio::spawn(async move { s.authenticate(&Token::new(t)).await })
-            })
-            .collect();
+        let holders = spawn_all(&s, &["ok-90", "ok-91"]);
         tokio::time::sleep(Duration::from_millis(1)).await;
-        let queued: Vec<_> = ["ok-50", "ok-51", "ok-52"]
-            .into_iter()
-            .map(|t| {
-                let s = s.clone();
-                tokio::spawn(async move { s.authenticate(&Token::new(t)).await })
-            })
-            .collect();
+        let queued = spawn_all(&s, &["ok-50", "ok-51", "ok-52"]);
         for h in holders {
             assert!(h.await.expect("holder").is_ok());
         }
@@ -318,11 +321,7 @@ fn budget_spent_queueing_is_not_the_issuers_fault() {
 fn local_verdicts_do_not_close_the_circuit() {
     paused_runtime().block_on(async {
         let s = stack(false);
-        for _ in 0..2 {
-            assert!(s.authenticate(&Token::new("fail-1")).await.is_err());
-        }
-        assert_eq!(s.inner().state().breaker, BreakerView::Open);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        open_the_circuit(&s).await;
         for probe in ["forged-0", "local-0"] {
             let _ = s.authenticate(&Token::new(probe)).await;
             assert_eq!(

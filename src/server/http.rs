@@ -57,11 +57,7 @@ async fn metrics_text(State(s): State<ProbeState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<ProbeState>) -> (StatusCode, String) {
-    let engine = s.engine.load_full();
-    let (ready, detail) = verdict(
-        s.ready.get() && super::verifier_of(&engine).prefetched(),
-        engine.authenticator().inner(),
-    );
+    let (ready, detail) = engine_verdict(s.ready.get(), &s.engine.load_full());
     let status = if ready {
         StatusCode::OK
     } else {
@@ -105,6 +101,16 @@ pub fn verdict<A>(started: bool, layer: &Resilient<A>) -> (bool, String) {
     (started && !wedged, detail)
 }
 
+/// [`verdict`] for the running engine: started, the verifier warmed up
+/// (the first JWKS fetch in jwt/auto mode), and nothing stuck. `/readyz`
+/// and gRPC health both ask this.
+fn engine_verdict(started: bool, engine: &Engine<ServerAuthn>) -> (bool, String) {
+    verdict(
+        started && super::verifier_of(engine).prefetched(),
+        engine.authenticator().inner(),
+    )
+}
+
 /// Keep gRPC health in step with `/readyz` while serving.
 pub async fn watch_health(
     ready: Readiness,
@@ -116,11 +122,7 @@ pub async fn watch_health(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let engine = engine.load_full();
-        let (now, _) = verdict(
-            ready.get() && super::verifier_of(&engine).prefetched(),
-            engine.authenticator().inner(),
-        );
+        let (now, _) = engine_verdict(ready.get(), &engine.load_full());
         if now != serving {
             serving = now;
             if now {
