@@ -8,12 +8,13 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use hydra_authz::authn::{Authenticator, AuthnError, Identity};
+use hydra_authz::authorizer::Authorizer;
 use hydra_authz::config::{Config, HeadersConfig, RuleConfig};
-use hydra_authz::decision::request::{envoy_check_request, AuthzRequest};
 use hydra_authz::decision::rules::RuleSet;
-use hydra_authz::decision::token::Token;
-use hydra_authz::decision::verdict::{Decision, DenyReason, Responder};
-use hydra_authz::decision::Engine;
+use hydra_authz::decision::verdict::{Decision, DenyReason};
+use hydra_authz::extract::credential::Token;
+use hydra_authz::extract::{envoy_check_request, AuthzRequest};
+use hydra_authz::respond::{envoy::render, Responder};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -90,24 +91,27 @@ fn benches(c: &mut Criterion) {
         ..Default::default()
     };
     c.bench_function("build allow response", |b| {
-        b.iter(|| black_box(responder.check_response(&Decision::Allow, Some(&identity), Some("read-date"))))
+        b.iter(|| black_box(render(&responder, &Decision::Allow, Some(&identity), Some("read-date"))))
     });
     let deny = Decision::Deny(DenyReason::InsufficientScope(vec!["post_echo".into()]));
     c.bench_function("build deny response", |b| {
-        b.iter(|| black_box(responder.check_response(&deny, None, None)))
+        b.iter(|| black_box(render(&responder, &deny, None, None)))
     });
 
     let mut config = Config::from_toml_str(hydra_authz::demo::DEFAULT_CONFIG).expect("config");
     config.rules.extend(thousand_rules());
-    let engine = Engine::new(&config, InMemory).expect("engine");
+    let authorizer = Authorizer::new(&config, InMemory).expect("authorizer");
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     c.bench_function("whole decision (in-memory authn, 1,002 rules)", |b| {
         b.iter_batched(
             || req.clone(),
             |r| {
                 let authz = AuthzRequest::from_check(r);
-                let outcome = rt.block_on(engine.decide(&authz));
-                black_box(engine.respond(&outcome))
+                let outcome = rt.block_on(authorizer.engine().decide(&authz));
+                black_box(hydra_authz::respond::envoy::check_response(
+                    authorizer.responder(),
+                    &outcome,
+                ))
             },
             BatchSize::SmallInput,
         )

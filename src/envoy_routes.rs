@@ -254,7 +254,7 @@ fn has_own_policy(v: &Value) -> bool {
     let ext_policy = ext.is_some_and(|e| e.get("required_scopes").is_some() || e.get("public").is_some());
     let metadata = v
         .pointer("/metadata/filter_metadata")
-        .and_then(|m| m.get(crate::decision::request::METADATA_NAMESPACE))
+        .and_then(|m| m.get(crate::extract::METADATA_NAMESPACE))
         .is_some();
     disabled || ext_policy || metadata
 }

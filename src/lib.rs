@@ -4,7 +4,7 @@
 //! Request flow (one gRPC `Check` from Envoy):
 //!
 //! ```text
-//! Envoy ──Check──► server::authz ──► decision::request (CheckRequest → AuthzRequest)
+//! Envoy ──Check──► server::authz ──► extract (CheckRequest → AuthzRequest)
 //!                                       │
 //!                                       ▼
 //!                    decision::Engine: route policy ─► authn (Hydra introspection) ─► scopes
@@ -17,14 +17,17 @@
 //! logic behind traits so the CLI and admin `Explain` reuse them unchanged.
 
 pub mod authn;
+pub mod authorizer;
 pub mod cmd;
 pub mod config;
 pub mod decision;
 pub mod demo;
 pub mod envoy_routes;
+pub mod extract;
 pub mod file_backed;
 pub mod metrics;
 pub mod openapi;
+pub mod respond;
 pub mod secret;
 pub mod server;
 pub mod telemetry;

@@ -1,7 +1,7 @@
 //! Authorization header parsing: never panics; an accepted token is one
 //! RFC 6750 b64token of bounded length, taken from the input.
 #![no_main]
-use hydra_authz::decision::token::{parse_authorization, Credential, MAX_TOKEN_LEN};
+use hydra_authz::extract::credential::{parse_authorization, Credential, MAX_TOKEN_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &str| {

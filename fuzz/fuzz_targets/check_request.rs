@@ -2,7 +2,7 @@
 //! decoding and extraction never panic.
 #![no_main]
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
-use hydra_authz::decision::request::AuthzRequest;
+use hydra_authz::extract::AuthzRequest;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 

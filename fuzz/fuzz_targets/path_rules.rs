@@ -3,7 +3,7 @@
 //! `/admin/**` rule only below `/admin/`.
 #![no_main]
 use hydra_authz::config::RuleConfig;
-use hydra_authz::decision::path::normalize;
+use hydra_authz::extract::path::normalize;
 use hydra_authz::decision::rules::RuleSet;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;

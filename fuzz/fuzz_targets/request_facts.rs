@@ -4,7 +4,7 @@
 #![no_main]
 use hydra_authz::authn::jwt::looks_like_jwt;
 use hydra_authz::authn::resilience::{caller_deadline, parse_grpc_timeout};
-use hydra_authz::decision::canonical;
+use hydra_authz::extract::canonical;
 use hydra_authz::telemetry::Escaped;
 use libfuzzer_sys::fuzz_target;
 

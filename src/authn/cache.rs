@@ -23,7 +23,7 @@
 
 use super::{Authenticator, AuthnError, ClaimFailure, FailureKind, Identity};
 use crate::config::CacheConfig;
-use crate::decision::token::Token;
+use crate::extract::credential::Token;
 use crate::metrics::Metrics;
 use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult, PlaceholderGuard};
 use quick_cache::{DefaultHashBuilder, UnitWeighter};

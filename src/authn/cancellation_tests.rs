@@ -8,7 +8,7 @@ use super::cache::SharedVerifier;
 use super::resilience::{BreakerView, Resilient, ENVOY_DEADLINE};
 use super::{Authenticator, AuthnError, FailureKind, Identity};
 use crate::config::{CacheConfig, ResilienceConfig};
-use crate::decision::token::Token;
+use crate::extract::credential::Token;
 use crate::metrics::Metrics;
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 //! introspection client itself stays free of metrics code.
 
 use super::{Authenticator, AuthnError, Identity};
-use crate::decision::token::Token;
+use crate::extract::credential::Token;
 use crate::metrics::{KindLabels, Metrics};
 use std::sync::Arc;
 use std::time::Instant;

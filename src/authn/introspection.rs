@@ -6,7 +6,7 @@
 
 use super::{intern, Authenticator, AuthnError, ClaimChecks, FailureKind, Identity};
 use crate::config::{AuthKind, IntrospectionConfig};
-use crate::decision::token::Token;
+use crate::extract::credential::Token;
 use serde::{Deserialize, Deserializer};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -17,7 +17,7 @@
 
 use super::{intern, Authenticator, AuthnError, ClaimChecks, ClaimFailure, FailureKind, Identity};
 use crate::config::{IntrospectionConfig, JwtAlgorithm};
-use crate::decision::token::Token;
+use crate::extract::credential::Token;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;

@@ -17,7 +17,7 @@ pub mod resilience;
 pub mod stack;
 pub mod verifier;
 
-use crate::decision::token::Token;
+use crate::extract::credential::Token;
 use std::future::Future;
 use std::sync::Arc;
 

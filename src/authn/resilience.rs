@@ -17,7 +17,7 @@
 
 use super::{Authenticator, AuthnError, FailureKind, Identity};
 use crate::config::ResilienceConfig;
-use crate::decision::token::Token;
+use crate::extract::credential::Token;
 use crate::metrics::Metrics;
 use backon::{ExponentialBuilder, Retryable};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,7 +3,7 @@
 use super::jwt::{looks_like_jwt, JwtVerifier};
 use super::{Authenticator, AuthnError, HydraIntrospector, Identity};
 use crate::config::{IntrospectionConfig, VerifyMode};
-use crate::decision::token::Token;
+use crate::extract::credential::Token;
 use std::sync::Arc;
 
 // One instance per process: the size difference between variants costs nothing.

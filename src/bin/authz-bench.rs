@@ -318,7 +318,7 @@ fn check_request(token: &str) -> CheckRequest {
         ("user-agent", "authz-bench"),
         ("x-request-id", "2b7b1f0e-9a7c-4a57-9d5e-0a8f9e3c1d22"),
     ];
-    hydra_authz::decision::request::envoy_check_request("GET", "api.example.com", "/date", headers, [])
+    hydra_authz::extract::envoy_check_request("GET", "api.example.com", "/date", headers, [])
 }
 
 /// Closed-loop gRPC load: `concurrency` workers over 4 HTTP/2 connections for

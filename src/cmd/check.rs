@@ -1,9 +1,9 @@
 //! `hydra-authz check`: run the server's exact decision for one request and
 //! explain it. Same engine and same `explain` as the admin `Explain` RPC.
 
-use crate::admin_proto::ExplainResponse;
 use crate::config::Config;
-use crate::decision::request::AuthzRequest;
+use crate::extract::AuthzRequest;
+use crate::respond::explanation::Explanation;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -92,10 +92,10 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<Verdict> {
             .ok_or_else(|| anyhow::anyhow!("--context-extension {kv:?}: expected key=value"))?;
         ext.insert(k.to_owned(), v.to_owned());
     }
-    let engine = crate::server::build_engine(config, Default::default())?;
+    let engine = crate::authorizer::build(config, Default::default())?;
     let method = args.method.to_ascii_uppercase();
     let req = AuthzRequest::from_parts(&method, &args.host, &args.path, &headers, ext);
-    let explained = crate::server::admin::explain(&engine, &req).await;
+    let explained = crate::respond::explanation::explain(&engine, &req).await;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&to_json(&explained, config))?),
         Output::Text => print!("{}", to_text(&explained, config)),
@@ -117,7 +117,7 @@ fn strategy(config: &Config) -> String {
     format!("{:?}", config.authorization.scope_strategy).to_ascii_lowercase()
 }
 
-pub fn to_json(e: &ExplainResponse, config: &Config) -> serde_json::Value {
+pub fn to_json(e: &Explanation, config: &Config) -> serde_json::Value {
     serde_json::json!({
         "allowed": e.allowed,
         "http_status": e.http_status,
@@ -138,7 +138,7 @@ pub fn to_json(e: &ExplainResponse, config: &Config) -> serde_json::Value {
     })
 }
 
-pub fn to_text(e: &ExplainResponse, config: &Config) -> String {
+pub fn to_text(e: &Explanation, config: &Config) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let verdict = if e.allowed { "ALLOW" } else { "DENY" };

@@ -68,7 +68,7 @@ pub fn lint(config: &Config, openapi: Option<&Path>, envoy: Option<&Path>) -> an
 
 pub fn run(path: &Path, config: &Config, args: &CheckArgs) -> anyhow::Result<()> {
     // Also build the engine: reads the referenced secrets and compiles rules.
-    crate::server::build_engine(config, Default::default())?;
+    crate::authorizer::build(config, Default::default())?;
     for w in lint(config, args.openapi.as_deref(), args.envoy.as_deref())? {
         eprintln!("warning: {w}");
     }

@@ -2,9 +2,9 @@
 //! `context_extensions`, then route metadata (`hydra_authz` namespace), then
 //! our own `[[rules]]`. The first source that speaks decides.
 
-use super::request::AuthzRequest;
 use super::rules::RuleSet;
-use envoy_types::pb::google::protobuf::{value::Kind, Struct};
+use crate::extract::AuthzRequest;
+use serde_json::{Map, Value};
 
 /// Rule id reported when per-route `context_extensions` decided.
 pub const FROM_CONTEXT_EXTENSIONS: &str = "context_extensions";
@@ -20,6 +20,22 @@ pub struct RoutePolicy {
     pub scopes: Vec<String>,
     /// When non-empty, one of these sets must also be granted in full.
     pub any_of: Vec<Vec<String>>,
+}
+
+impl RoutePolicy {
+    /// What this policy asks for, in words (explanations).
+    pub fn describe(&self) -> String {
+        if self.public {
+            "public".to_owned()
+        } else if self.any_of.is_empty() {
+            format!("requires scopes {:?}", self.scopes)
+        } else {
+            format!(
+                "requires scopes {:?} and one of the alternative sets {:?}",
+                self.scopes, self.any_of
+            )
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,26 +89,24 @@ fn from_context_extensions(req: &AuthzRequest) -> Option<Resolution> {
     ))
 }
 
-fn from_metadata(meta: &Struct) -> Option<Resolution> {
-    let public = match meta.fields.get("public").and_then(|v| v.kind.as_ref()) {
+fn from_metadata(meta: &Map<String, Value>) -> Option<Resolution> {
+    let public = match meta.get("public") {
         None => false,
-        Some(Kind::BoolValue(b)) => *b,
+        Some(Value::Bool(b)) => *b,
         Some(_) => {
             return Some(Resolution::Misconfigured(
                 "route metadata hydra_authz.public must be a bool".into(),
             ))
         }
     };
-    let scopes = match meta.fields.get("required_scopes").and_then(|v| v.kind.as_ref()) {
+    let scopes = match meta.get("required_scopes") {
         None => None,
-        Some(Kind::StringValue(s)) => Some(s.split_whitespace().map(str::to_owned).collect()),
-        Some(Kind::ListValue(list)) => {
-            let mut out = Vec::with_capacity(list.values.len());
-            for v in &list.values {
-                match &v.kind {
-                    Some(Kind::StringValue(s)) if !s.is_empty() && !s.contains(char::is_whitespace) => {
-                        out.push(s.clone())
-                    }
+        Some(Value::String(s)) => Some(s.split_whitespace().map(str::to_owned).collect()),
+        Some(Value::Array(list)) => {
+            let mut out = Vec::with_capacity(list.len());
+            for v in list {
+                match v {
+                    Value::String(s) if !s.is_empty() && !s.contains(char::is_whitespace) => out.push(s.clone()),
                     _ => {
                         return Some(Resolution::Misconfigured(
                             "route metadata hydra_authz.required_scopes must list non-empty strings".into(),
@@ -130,7 +144,7 @@ fn policy(rule_id: &str, public: bool, scopes: Vec<String>) -> Resolution {
 mod tests {
     use super::*;
     use crate::config::RuleConfig;
-    use envoy_types::pb::google::protobuf::{ListValue, Value};
+    use serde_json::json;
 
     fn rules() -> RuleSet {
         RuleSet::compile(&[RuleConfig {
@@ -143,7 +157,7 @@ mod tests {
         .expect("compile")
     }
 
-    fn req(ext: &[(&str, &str)], meta: Option<Struct>) -> AuthzRequest {
+    fn req(ext: &[(&str, &str)], meta: Option<Map<String, Value>>) -> AuthzRequest {
         AuthzRequest {
             method: "GET".into(),
             path: "/date".into(),
@@ -154,15 +168,11 @@ mod tests {
     }
 
     fn s(v: &str) -> Value {
-        Value {
-            kind: Some(Kind::StringValue(v.into())),
-        }
+        json!(v)
     }
 
-    fn meta(fields: Vec<(&str, Value)>) -> Struct {
-        Struct {
-            fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        }
+    fn meta(fields: Vec<(&str, Value)>) -> Map<String, Value> {
+        fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
     fn scopes_of(r: Resolution) -> (String, bool, Vec<String>) {
@@ -186,11 +196,7 @@ mod tests {
 
     #[test]
     fn route_metadata_before_rules_string_or_list() {
-        let list = Value {
-            kind: Some(Kind::ListValue(ListValue {
-                values: vec![s("x"), s("y")],
-            })),
-        };
+        let list = json!(["x", "y"]);
         let (id, _, scopes) = scopes_of(resolve(
             &req(&[], Some(meta(vec![("required_scopes", list)]))),
             &rules(),
@@ -208,7 +214,7 @@ mod tests {
 
     #[test]
     fn falls_back_to_rules_then_no_rule() {
-        let (id, _, scopes) = scopes_of(resolve(&req(&[("public", "false")], Some(Struct::default())), &rules()));
+        let (id, _, scopes) = scopes_of(resolve(&req(&[("public", "false")], Some(Map::new())), &rules()));
         assert_eq!((id.as_str(), scopes), ("date", vec!["read_date".to_string()]));
         let mut other = req(&[], None);
         other.path = "/other".into();
@@ -221,15 +227,7 @@ mod tests {
             req(&[("public", "yes")], None),
             req(&[("public", "true"), ("required_scopes", "a")], None),
             req(&[], Some(meta(vec![("public", s("true"))]))),
-            req(
-                &[],
-                Some(meta(vec![(
-                    "required_scopes",
-                    Value {
-                        kind: Some(Kind::NumberValue(1.0)),
-                    },
-                )])),
-            ),
+            req(&[], Some(meta(vec![("required_scopes", json!(1.0))]))),
         ] {
             assert!(matches!(resolve(&r, &rules()), Resolution::Misconfigured(_)), "{r:?}");
         }

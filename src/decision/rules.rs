@@ -46,7 +46,7 @@ impl RuleSet {
             let host = rc
                 .host
                 .as_deref()
-                // Requests are matched without the trailing dot (`decision::canonical`): so are rules.
+                // Requests are matched without the trailing dot (`extract::canonical`): so are rules.
                 .map(|h| host_glob(h.strip_suffix('.').unwrap_or(h)).map(|g| g.compile_matcher()))
                 .transpose()
                 .map_err(|message| ConfigError::Invalid {
@@ -56,7 +56,7 @@ impl RuleSet {
             rules.push(Rule {
                 id: rc.id.clone(),
                 host,
-                // Requests are matched upper-case (`decision::canonical`): so are rules.
+                // Requests are matched upper-case (`extract::canonical`): so are rules.
                 methods: rc.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
                 scopes: rc.scopes.clone(),
                 any_of: rc.any_of.clone(),
@@ -138,6 +138,30 @@ impl RuleSet {
     }
 
     /// Every rule with why it did or did not match; for explanations only.
+    /// One line per rule saying whether it matches and why not, for
+    /// explanations; the first match in file order is the one used.
+    pub fn narrate(&self, method: &str, host: &str, path: &str) -> Vec<String> {
+        let mut first: Option<&str> = None;
+        self.explain(method, host, path)
+            .into_iter()
+            .map(|(rule, why)| {
+                let verdict = match why {
+                    None => match first {
+                        Some(earlier) => format!("matches too, but not used: rule {earlier:?} comes first"),
+                        None => {
+                            first = Some(&rule.id);
+                            "matches (first match in file order: used)".to_owned()
+                        }
+                    },
+                    Some(Mismatch::Path) => format!("path does not match {:?}", rule.path),
+                    Some(Mismatch::Method) => format!("method not in {:?}", rule.methods),
+                    Some(Mismatch::Host) => "host does not match".to_owned(),
+                };
+                format!("rule {:?}: {verdict}", rule.id)
+            })
+            .collect()
+    }
+
     pub fn explain<'a>(&'a self, method: &str, host: &str, path: &str) -> Vec<(&'a Rule, Option<Mismatch>)> {
         let host = strip_port(host);
         let hits = self.paths.matches(path);

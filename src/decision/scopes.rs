@@ -37,6 +37,42 @@ impl ScopeStrategy {
             .filter(|r| !self.grants(granted, r))
             .collect()
     }
+
+    /// What a route needs that `granted` lacks: all of `required`, and one
+    /// full set of `any_of` when alternatives are given (OpenAPI-style).
+    /// `None` when granted; otherwise the scopes the RFC 6750 challenge
+    /// names (the required ones plus the first alternative, as a client
+    /// can only be told one way to succeed).
+    pub fn unmet<S: AsRef<str>>(self, granted: &[S], required: &[String], any_of: &[Vec<String>]) -> Option<Unmet> {
+        let mut missing: Vec<String> = self.missing(granted, required).into_iter().map(str::to_owned).collect();
+        let alternative_ok = any_of.is_empty() || any_of.iter().any(|set| self.missing(granted, set).is_empty());
+        if !alternative_ok {
+            missing.extend(any_of[0].iter().cloned());
+        }
+        if missing.is_empty() {
+            return None;
+        }
+        let mut needed = required.to_vec();
+        if !alternative_ok {
+            needed.extend(any_of[0].iter().cloned());
+        }
+        Some(Unmet {
+            missing,
+            needed,
+            no_alternative: !alternative_ok,
+        })
+    }
+}
+
+/// Why a token's scopes fall short; see [`ScopeStrategy::unmet`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmet {
+    /// The scopes not granted.
+    pub missing: Vec<String>,
+    /// What the route needs, for the challenge's `scope` attribute.
+    pub needed: Vec<String>,
+    /// None of the alternative sets was granted in full.
+    pub no_alternative: bool,
 }
 
 fn hierarchic(granted: &str, required: &str) -> bool {

@@ -41,7 +41,10 @@ async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Json
 /// Never echo a credential back, even the caller's own: show its fingerprint.
 fn shown_value(name: &str, value: &str) -> String {
     if name == "authorization" {
-        format!("<redacted, sha256 fp {}>", crate::decision::token::fingerprint(value))
+        format!(
+            "<redacted, sha256 fp {}>",
+            crate::extract::credential::fingerprint(value)
+        )
     } else {
         value.to_owned()
     }

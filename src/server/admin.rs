@@ -7,10 +7,10 @@ use crate::admin_proto::purge_token_request::Target;
 use crate::admin_proto::{ExplainRequest, ExplainResponse, PurgeAllRequest, PurgeResponse, PurgeTokenRequest};
 use crate::authn::cache::Purge;
 use crate::authn::Authenticator;
-use crate::decision::request::AuthzRequest;
-use crate::decision::token::Token;
-use crate::decision::verdict::{Decision, Responder};
-use crate::decision::Engine;
+use crate::authorizer::Authorizer;
+use crate::extract::credential::Token;
+use crate::extract::AuthzRequest;
+use crate::respond::explanation::{explain, Explanation};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -65,11 +65,11 @@ impl tonic::service::Interceptor for AdminAuth {
 }
 
 pub struct AdminService<A> {
-    engine: Arc<arc_swap::ArcSwap<Engine<A>>>,
+    engine: Arc<arc_swap::ArcSwap<Authorizer<A>>>,
 }
 
 impl<A> AdminService<A> {
-    pub fn new(engine: Arc<arc_swap::ArcSwap<Engine<A>>>) -> Self {
+    pub fn new(engine: Arc<arc_swap::ArcSwap<Authorizer<A>>>) -> Self {
         AdminService { engine }
     }
 }
@@ -79,12 +79,12 @@ impl<A: Authenticator + Purge> Admin for AdminService<A> {
     async fn explain(&self, request: Request<ExplainRequest>) -> Result<Response<ExplainResponse>, Status> {
         let r = request.into_inner();
         let req = AuthzRequest::from_parts(&r.method, &r.host, &r.path, &r.headers, r.context_extensions);
-        Ok(Response::new(explain(&self.engine.load_full(), &req).await))
+        Ok(Response::new(explain(&self.engine.load_full(), &req).await.into()))
     }
 
     async fn purge_token(&self, request: Request<PurgeTokenRequest>) -> Result<Response<PurgeResponse>, Status> {
         let engine = self.engine.load_full();
-        let cache = engine.authenticator();
+        let cache = engine.engine().authenticator();
         match request.into_inner().target {
             Some(Target::Token(t)) if !t.is_empty() => {
                 let token = Token::new(t);
@@ -101,44 +101,30 @@ impl<A: Authenticator + Purge> Admin for AdminService<A> {
     }
 
     async fn purge_all(&self, _request: Request<PurgeAllRequest>) -> Result<Response<PurgeResponse>, Status> {
-        self.engine.load_full().authenticator().purge_all();
+        self.engine.load_full().engine().authenticator().purge_all();
         tracing::info!("purged the whole cache");
         Ok(Response::new(PurgeResponse {}))
     }
 }
 
-/// Shared by the RPC and the CLI: run the engine in explain mode and describe the result.
-pub async fn explain<A: Authenticator>(engine: &Engine<A>, req: &AuthzRequest) -> ExplainResponse {
-    let (o, steps) = engine.explain(req).await;
-    let identity = o.identity.clone().unwrap_or_default();
-    let mut resp = ExplainResponse {
-        allowed: o.is_allowed(),
-        rule_id: o.rule_id.clone().unwrap_or_default(),
-        required_scopes: o.required_scopes.clone(),
-        any_of: o.any_of.iter().map(|set| set.join(" ")).collect(),
-        granted_scopes: identity.scopes.iter().map(|s| s.to_string()).collect(),
-        client_id: identity.client_id.as_deref().unwrap_or_default().to_owned(),
-        subject: identity.subject.as_deref().unwrap_or_default().to_owned(),
-        steps,
-        ..Default::default()
-    };
-    match &o.decision {
-        Decision::Allow => {
-            resp.http_status = 200;
-            resp.reason = "allowed".into();
-            let h = engine
-                .responder()
-                .upstream_headers(if o.public { None } else { o.identity.as_deref() });
-            resp.headers_to_set = h.set.into_iter().collect();
-            resp.headers_to_remove = h.remove;
-        }
-        Decision::Deny(reason) => {
-            resp.http_status = u32::from(reason.http_status());
-            resp.reason = reason.label().into();
-            resp.detail = reason.detail();
-            resp.response_headers = engine.responder().deny_headers(reason).into_iter().collect();
-            resp.response_body = Responder::problem_body(reason);
+impl From<Explanation> for ExplainResponse {
+    fn from(e: Explanation) -> ExplainResponse {
+        ExplainResponse {
+            allowed: e.allowed,
+            http_status: u32::from(e.http_status),
+            reason: e.reason,
+            detail: e.detail,
+            rule_id: e.rule_id,
+            required_scopes: e.required_scopes,
+            any_of: e.any_of,
+            granted_scopes: e.granted_scopes,
+            client_id: e.client_id,
+            subject: e.subject,
+            steps: e.steps,
+            headers_to_set: e.headers_to_set.into_iter().collect(),
+            headers_to_remove: e.headers_to_remove,
+            response_headers: e.response_headers.into_iter().collect(),
+            response_body: e.response_body,
         }
     }
-    resp
 }

@@ -4,9 +4,10 @@
 
 use crate::authn::resilience::{caller_deadline, ENVOY_DEADLINE};
 use crate::authn::Authenticator;
-use crate::decision::request::AuthzRequest;
+use crate::authorizer::Authorizer;
 use crate::decision::verdict::Decision;
-use crate::decision::{Engine, Outcome};
+use crate::decision::Outcome;
+use crate::extract::AuthzRequest;
 use crate::metrics::Metrics;
 use crate::telemetry::{Escaped, EscapedText};
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
@@ -18,12 +19,12 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub struct AuthzService<A> {
-    engine: Arc<arc_swap::ArcSwap<Engine<A>>>,
+    engine: Arc<arc_swap::ArcSwap<Authorizer<A>>>,
     metrics: Arc<Metrics>,
 }
 
 impl<A> AuthzService<A> {
-    pub fn new(engine: Arc<arc_swap::ArcSwap<Engine<A>>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(engine: Arc<arc_swap::ArcSwap<Authorizer<A>>>, metrics: Arc<Metrics>) -> Self {
         AuthzService { engine, metrics }
     }
 }
@@ -50,7 +51,7 @@ impl<A: Authenticator> Authorization for AuthzService<A> {
         let req = AuthzRequest::from_check(check);
         // One atomic load: this check keeps this engine even if a reload swaps it meanwhile.
         let engine = self.engine.load_full();
-        let decide = engine.decide(&req).instrument(span.clone());
+        let decide = engine.engine().decide(&req).instrument(span.clone());
         let outcome = match envoy_deadline {
             Some(d) => ENVOY_DEADLINE.scope(d, decide).await,
             None => decide.await,
@@ -61,7 +62,10 @@ impl<A: Authenticator> Authorization for AuthzService<A> {
         }
         span.in_scope(|| log_decision(&req, &outcome, started));
         self.metrics.observe_decision(decision, reason, started.elapsed());
-        Ok(Response::new(engine.respond(&outcome)))
+        Ok(Response::new(crate::respond::envoy::check_response(
+            engine.responder(),
+            &outcome,
+        )))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::ServerAuthn;
 use crate::authn::resilience::{BreakerView, Resilient};
-use crate::decision::Engine;
+use crate::authorizer::Authorizer;
 use crate::metrics::Metrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -33,10 +33,14 @@ impl Readiness {
 struct ProbeState {
     ready: Readiness,
     metrics: Arc<Metrics>,
-    engine: Arc<arc_swap::ArcSwap<Engine<ServerAuthn>>>,
+    engine: Arc<arc_swap::ArcSwap<Authorizer<ServerAuthn>>>,
 }
 
-pub fn router(ready: Readiness, metrics: Arc<Metrics>, engine: Arc<arc_swap::ArcSwap<Engine<ServerAuthn>>>) -> Router {
+pub fn router(
+    ready: Readiness,
+    metrics: Arc<Metrics>,
+    engine: Arc<arc_swap::ArcSwap<Authorizer<ServerAuthn>>>,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -45,7 +49,7 @@ pub fn router(ready: Readiness, metrics: Arc<Metrics>, engine: Arc<arc_swap::Arc
 }
 
 async fn metrics_text(State(s): State<ProbeState>) -> impl IntoResponse {
-    s.engine.load_full().authenticator().refresh_metrics().await;
+    s.engine.load_full().engine().authenticator().refresh_metrics().await;
     s.metrics.sync_log_lines_dropped(crate::telemetry::dropped_log_lines());
     (
         [(
@@ -104,17 +108,17 @@ pub fn verdict<A>(started: bool, layer: &Resilient<A>) -> (bool, String) {
 /// [`verdict`] for the running engine: started, the verifier warmed up
 /// (the first JWKS fetch in jwt/auto mode), and nothing stuck. `/readyz`
 /// and gRPC health both ask this.
-fn engine_verdict(started: bool, engine: &Engine<ServerAuthn>) -> (bool, String) {
+fn engine_verdict(started: bool, engine: &Authorizer<ServerAuthn>) -> (bool, String) {
     verdict(
-        started && super::verifier_of(engine).prefetched(),
-        engine.authenticator().inner(),
+        started && crate::authorizer::verifier_of(engine).prefetched(),
+        engine.engine().authenticator().inner(),
     )
 }
 
 /// Keep gRPC health in step with `/readyz` while serving.
 pub async fn watch_health(
     ready: Readiness,
-    engine: Arc<arc_swap::ArcSwap<Engine<ServerAuthn>>>,
+    engine: Arc<arc_swap::ArcSwap<Authorizer<ServerAuthn>>>,
     health: tonic_health::server::HealthReporter,
 ) {
     type Checked = envoy_types::ext_authz::v3::pb::AuthorizationServer<super::authz::AuthzService<ServerAuthn>>;

@@ -13,9 +13,7 @@ pub mod reload;
 pub mod tls;
 
 use crate::admin_proto::admin_server::AdminServer;
-use crate::authn::verifier::Verifier;
 use crate::config::Config;
-use crate::decision::Engine;
 use crate::metrics::Metrics;
 use anyhow::Context;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
@@ -59,31 +57,13 @@ impl RunningServer {
     }
 }
 
-/// The authenticator stack the server runs (assembled in `authn::stack`).
-pub type ServerAuthn = crate::authn::stack::Stack;
-
-/// Build the engine from config (reads secrets, compiles rules).
-pub fn build_engine(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Engine<ServerAuthn>>> {
-    let stack = crate::authn::stack::build(&config.introspection, metrics)?;
-    let engine = Arc::new(Engine::new(config, stack)?);
-    // Warm up (the JWKS in jwt/auto mode) in the background; readiness waits for it.
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        let warming = engine.clone();
-        rt.spawn(async move { verifier_of(&warming).prefetch().await });
-    }
-    Ok(engine)
-}
-
-/// The innermost layer of the stack: how tokens are verified.
-pub fn verifier_of(engine: &Engine<ServerAuthn>) -> &Verifier {
-    crate::authn::stack::verifier(engine.authenticator())
-}
+pub use crate::authorizer::ServerAuthn;
 
 /// Bind the listeners (port 0 allowed) and serve until shut down.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let metrics = Arc::new(Metrics::new());
     let live = Arc::new(reload::LiveEngine::new(
-        build_engine(config, metrics.clone())?,
+        crate::authorizer::build(config, metrics.clone())?,
         config.clone(),
         metrics.clone(),
     ));
@@ -227,7 +207,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
 }
 
 /// A CheckRequest larger than this is refused before it is decoded; our own
-/// header limits (`decision::request`) are 96 KiB.
+/// header limits (`extract`) are 96 KiB.
 const MAX_CHECK_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// A gRPC server with the per-connection limits of `[server.limits]`.

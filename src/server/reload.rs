@@ -5,9 +5,8 @@
 //! Triggers: SIGHUP, and changes in the config file's directory (which also
 //! catches Kubernetes ConfigMap updates, done by swapping a symlink).
 
-use super::{build_engine, ServerAuthn};
+use crate::authorizer::{Authorizer, ServerAuthn};
 use crate::config::Config;
-use crate::decision::Engine;
 use crate::metrics::{Metrics, ResultLabels};
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
@@ -15,13 +14,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 pub struct LiveEngine {
-    current: Arc<ArcSwap<Engine<ServerAuthn>>>,
+    current: Arc<ArcSwap<Authorizer<ServerAuthn>>>,
     config: Mutex<Config>,
     metrics: Arc<Metrics>,
 }
 
 impl LiveEngine {
-    pub fn new(engine: Arc<Engine<ServerAuthn>>, config: Config, metrics: Arc<Metrics>) -> LiveEngine {
+    pub fn new(engine: Arc<Authorizer<ServerAuthn>>, config: Config, metrics: Arc<Metrics>) -> LiveEngine {
         LiveEngine {
             current: Arc::new(ArcSwap::new(engine)),
             config: Mutex::new(config),
@@ -30,7 +29,7 @@ impl LiveEngine {
     }
 
     /// The handle services read from (one atomic load per check).
-    pub fn handle(&self) -> Arc<ArcSwap<Engine<ServerAuthn>>> {
+    pub fn handle(&self) -> Arc<ArcSwap<Authorizer<ServerAuthn>>> {
         self.current.clone()
     }
 
@@ -42,9 +41,12 @@ impl LiveEngine {
             tracing::warn!("config reload: [server], [log] and [telemetry] changes take effect after a restart");
         }
         let engine = if new.introspection == config.introspection {
-            Arc::new(Engine::with_shared(&new, self.current.load().shared_authenticator())?)
+            Arc::new(Authorizer::with_shared(
+                &new,
+                self.current.load().engine().shared_authenticator(),
+            )?)
         } else {
-            build_engine(&new, self.metrics.clone())?
+            crate::authorizer::build(&new, self.metrics.clone())?
         };
         self.current.store(engine);
         *config = new;

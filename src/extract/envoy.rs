@@ -1,41 +1,15 @@
-//! CheckRequest → [`AuthzRequest`]: the plain facts a decision needs, taken
-//! out of Envoy's nested protobuf once, so the rest of the engine never sees
-//! protobuf types.
+//! Envoy's `CheckRequest` → [`AuthzRequest`]: the plain facts a decision
+//! needs, taken out of Envoy's nested protobuf once, so the rest of the
+//! engine never sees protobuf types.
 
-use super::token::{parse_authorization, Credential};
+use super::credential::{parse_authorization, Credential};
+use super::AuthzRequest;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
-use envoy_types::pb::google::protobuf::Struct;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use std::collections::HashMap;
 
 /// Route metadata namespace we read (`route_metadata_context`).
 pub const METADATA_NAMESPACE: &str = "hydra_authz";
-
-/// Header limits, as defence in depth behind Envoy's own (100 headers,
-/// 60 KiB by default): anyone who can reach the gRPC port can send more.
-pub const MAX_HEADERS: usize = 200;
-pub const MAX_HEADER_BYTES: usize = 96 * 1024;
-
-#[derive(Debug, Default)]
-pub struct AuthzRequest {
-    /// Upper-case ([`super::canonical::method`]); on refusal, a printable
-    /// copy for logs and `malformed` says why.
-    pub method: String,
-    /// Lower-case, no port, no trailing dot ([`super::canonical::host`]);
-    /// on refusal, a printable copy.
-    pub host: String,
-    /// Set when the method or host is not one (400).
-    pub malformed: Option<&'static str>,
-    /// Normalized path ([`super::path::normalize`]); on refusal, the raw
-    /// path (for logs) and `path_error` says why.
-    pub path: String,
-    pub path_error: Option<&'static str>,
-    /// Set when the request exceeds [`MAX_HEADERS`] / [`MAX_HEADER_BYTES`].
-    pub too_large: Option<&'static str>,
-    pub credential: Credential,
-    pub context_extensions: HashMap<String, String>,
-    /// The `hydra_authz` namespace of the route's metadata, if Envoy sent it.
-    pub route_metadata: Option<Struct>,
-}
 
 impl AuthzRequest {
     /// Build from the request Envoy sent. Missing parts become empty values,
@@ -48,7 +22,8 @@ impl AuthzRequest {
         let route_metadata = attrs
             .route_metadata_context
             .as_mut()
-            .and_then(|m| m.filter_metadata.remove(METADATA_NAMESPACE));
+            .and_then(|m| m.filter_metadata.remove(METADATA_NAMESPACE))
+            .map(|s| struct_to_json(&s));
         let http = attrs.request.as_mut().and_then(|r| r.http.as_mut());
         let Some(http) = http else {
             return AuthzRequest {
@@ -57,38 +32,19 @@ impl AuthzRequest {
                 ..Default::default()
             };
         };
-        let header_bytes: usize = http.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-        let too_large = if http.headers.len() > MAX_HEADERS {
-            Some("too many request headers")
-        } else if header_bytes > MAX_HEADER_BYTES {
-            Some("request headers too large")
-        } else {
-            None
-        };
+        let too_large = super::header_limits(http.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut credential = parse_authorization(http.headers.get("authorization").map(String::as_str));
         // RFC 6750 §3.1: a token by more than one method is invalid_request.
         // We only take the header; a query token next to it is refused, not ignored.
-        if credential != Credential::Missing && query_has_access_token(&http.path) {
+        if credential != Credential::Missing && super::query_has_access_token(&http.path) {
             credential = Credential::Malformed("a token was sent both in the Authorization header and the query");
         }
-        let mut malformed = None;
-        let mut canonical = |raw: &str, f: fn(&str) -> Result<String, &'static str>| {
-            f(raw).unwrap_or_else(|why| {
-                malformed = malformed.or(Some(why));
-                super::canonical::shown(raw)
-            })
-        };
-        let method = canonical(&http.method, super::canonical::method);
-        let host = canonical(&http.host, super::canonical::host);
         AuthzRequest {
             too_large,
             credential,
-            method,
-            host,
-            malformed,
             context_extensions,
             route_metadata,
-            ..AuthzRequest::with_path(&http.path)
+            ..AuthzRequest::with_target(&http.method, &http.host, &http.path)
         }
     }
 
@@ -127,32 +83,24 @@ impl AuthzRequest {
         }
         AuthzRequest::from_check(check)
     }
-
-    fn with_path(raw: &str) -> AuthzRequest {
-        let (path, path_error) = match super::path::normalize(raw) {
-            Ok(p) => (p, None),
-            // Keep a bounded, query-less, printable copy for the log line
-            // (no CR/LF: a refused path must not forge log lines).
-            Err(why) => (
-                super::canonical::shown(raw.split(['?', '#']).next().unwrap_or("")),
-                Some(why),
-            ),
-        };
-        AuthzRequest {
-            path,
-            path_error,
-            ..Default::default()
-        }
-    }
 }
 
-/// Whether the query carries an `access_token` parameter (RFC 6750 §2.3).
-fn query_has_access_token(raw_path: &str) -> bool {
-    let Some((_, query)) = raw_path.split_once('?') else {
-        return false;
-    };
-    let query = query.split('#').next().unwrap_or_default();
-    form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "access_token")
+/// Route metadata as plain JSON, so the decision reads no protobuf. prost
+/// bounds the nesting depth when it decodes, so the recursion is bounded.
+fn struct_to_json(s: &Struct) -> serde_json::Map<String, serde_json::Value> {
+    s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect()
+}
+
+fn value_to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => J::Null,
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n).map_or(J::Null, J::Number),
+        Some(Kind::StringValue(s)) => J::String(s.clone()),
+        Some(Kind::BoolValue(b)) => J::Bool(*b),
+        Some(Kind::StructValue(s)) => J::Object(struct_to_json(s)),
+        Some(Kind::ListValue(l)) => J::Array(l.values.iter().map(value_to_json).collect()),
+    }
 }
 
 /// The CheckRequest Envoy would send for this request: for `Explain`, the
@@ -189,6 +137,7 @@ pub fn envoy_check_request<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::extract::{MAX_HEADERS, MAX_HEADER_BYTES};
     use envoy_types::pb::envoy::config::core::v3::Metadata;
     use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
 

@@ -1,0 +1,57 @@
+//! One config's worth of authorizer: the [`Engine`] that decides and the
+//! [`Responder`] that says it. This is the unit a reload swaps atomically,
+//! so a check never mixes an old rule set with new header names.
+
+use crate::config::{Config, ConfigError};
+use crate::decision::Engine;
+use crate::respond::Responder;
+use std::sync::Arc;
+
+pub struct Authorizer<A> {
+    engine: Engine<A>,
+    responder: Responder,
+}
+
+impl<A: crate::authn::Authenticator> Authorizer<A> {
+    pub fn new(config: &Config, authn: A) -> Result<Authorizer<A>, ConfigError> {
+        Self::with_shared(config, Arc::new(authn))
+    }
+
+    /// Built around an authenticator already in use (a reload that keeps
+    /// its connection pool and cache).
+    pub fn with_shared(config: &Config, authn: Arc<A>) -> Result<Authorizer<A>, ConfigError> {
+        Ok(Authorizer {
+            engine: Engine::with_shared(config, authn)?,
+            responder: Responder::new(config.headers.clone(), config.authorization.realm.clone()),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine<A> {
+        &self.engine
+    }
+
+    pub fn responder(&self) -> &Responder {
+        &self.responder
+    }
+}
+
+/// The authenticator stack the server runs (assembled in `authn::stack`).
+pub type ServerAuthn = crate::authn::stack::Stack;
+
+/// Build the server's authorizer from config (reads secrets, compiles
+/// rules) and start warming its verifier (the JWKS in jwt/auto mode) in the
+/// background; readiness waits for that.
+pub fn build(config: &Config, metrics: Arc<crate::metrics::Metrics>) -> anyhow::Result<Arc<Authorizer<ServerAuthn>>> {
+    let stack = crate::authn::stack::build(&config.introspection, metrics)?;
+    let authorizer = Arc::new(Authorizer::new(config, stack)?);
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let warming = authorizer.clone();
+        rt.spawn(async move { verifier_of(&warming).prefetch().await });
+    }
+    Ok(authorizer)
+}
+
+/// The innermost layer of the server's stack: how tokens are verified.
+pub fn verifier_of(authorizer: &Authorizer<ServerAuthn>) -> &crate::authn::verifier::Verifier {
+    crate::authn::stack::verifier(authorizer.engine().authenticator())
+}

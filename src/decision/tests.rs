@@ -1,0 +1,204 @@
+//! The engine's decisions on the seed scenario and its edge cases.
+
+use super::*;
+use crate::authn::ClaimFailure;
+use crate::config::RuleConfig;
+use crate::extract::credential::{self, Token};
+
+/// Authenticator with fixed answers per token value.
+struct Fixed;
+
+impl Authenticator for Fixed {
+    async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
+        match token.expose() {
+            "reader" => Ok(Arc::new(Identity {
+                client_id: Some("reader".into()),
+                subject: Some("reader".into()),
+                scopes: vec!["read_date".into()].into(),
+                expires_at: Some(i64::MAX),
+                ..Default::default()
+            })),
+            "revoked" => Err(AuthnError::Rejected(ClaimFailure::Inactive)),
+            _ => Err(AuthnError::unavailable(crate::authn::FailureKind::Timeout, "slow")),
+        }
+    }
+}
+
+fn engine() -> Engine<Fixed> {
+    let rule = |id: &str, m: &str, p: &str, s: &[&str], public: bool| RuleConfig {
+        id: id.into(),
+        methods: vec![m.into()],
+        path: p.into(),
+        scopes: s.iter().map(|s| s.to_string()).collect(),
+        public,
+        ..Default::default()
+    };
+    let config = Config {
+        rules: vec![
+            rule("date", "GET", "/date", &["read_date"], false),
+            rule("echo", "POST", "/echo", &["post_echo"], false),
+            rule("health", "GET", "/health", &[], true),
+        ],
+        ..Default::default()
+    };
+    Engine::new(&config, Fixed).expect("engine")
+}
+
+fn req(method: &str, path: &str, auth: Option<&str>) -> AuthzRequest {
+    AuthzRequest {
+        method: method.into(),
+        path: path.into(),
+        credential: credential::parse_authorization(auth),
+        ..Default::default()
+    }
+}
+
+async fn decision(method: &str, path: &str, auth: Option<&str>) -> Decision {
+    engine().decide(&req(method, path, auth)).await.decision
+}
+
+#[tokio::test]
+async fn seed_scenario() {
+    assert_eq!(decision("GET", "/date", Some("Bearer reader")).await, Decision::Allow);
+    assert_eq!(
+        decision("POST", "/echo", Some("Bearer reader")).await,
+        Decision::Deny(DenyReason::InsufficientScope(vec!["post_echo".into()]))
+    );
+    assert_eq!(
+        decision("GET", "/date", None).await,
+        Decision::Deny(DenyReason::MissingToken)
+    );
+    assert_eq!(
+        decision("GET", "/date", Some("Bearer revoked")).await,
+        Decision::Deny(DenyReason::InvalidToken(ClaimFailure::Inactive))
+    );
+    assert_eq!(
+        decision("GET", "/date", Some("Bearer other")).await,
+        Decision::Deny(DenyReason::Unavailable(crate::authn::FailureKind::Timeout))
+    );
+    assert_eq!(
+        decision("GET", "/nope", Some("Bearer reader")).await,
+        Decision::Deny(DenyReason::NoRule)
+    );
+}
+
+#[tokio::test]
+async fn malformed_header_is_400_even_on_public_routes() {
+    for path in ["/date", "/health", "/nope"] {
+        assert!(matches!(
+            decision("GET", path, Some("Basic abc")).await,
+            Decision::Deny(DenyReason::InvalidRequest(_))
+        ));
+    }
+}
+
+/// Path tricks never reach a rule they should not: each input and its answer.
+#[tokio::test]
+async fn path_corpus_through_the_engine() {
+    let e = engine();
+    let cases: [(&str, &str, Decision); 10] = [
+        ("GET", "/%64ate", Decision::Allow),
+        ("GET", "//date", Decision::Allow),
+        ("GET", "/date?x=/echo", Decision::Allow),
+        ("GET", "/DATE", Decision::Deny(DenyReason::NoRule)),
+        ("GET", "/d\u{0430}te", Decision::Deny(DenyReason::NoRule)),
+        ("GET", "/%2564ate", Decision::Deny(DenyReason::NoRule)),
+        (
+            "POST",
+            "/date/../echo",
+            Decision::Deny(DenyReason::InvalidPath(
+                "dot segments ('.', '..') are not allowed in the path",
+            )),
+        ),
+        (
+            "GET",
+            "/date;x",
+            Decision::Deny(DenyReason::InvalidPath("path parameters (';') are not allowed")),
+        ),
+        (
+            "GET",
+            "/date%2F..",
+            Decision::Deny(DenyReason::InvalidPath(
+                "encoded slashes and backslashes are not allowed in the path",
+            )),
+        ),
+        (
+            "GET",
+            "/health/..%2Fdate",
+            Decision::Deny(DenyReason::InvalidPath(
+                "encoded slashes and backslashes are not allowed in the path",
+            )),
+        ),
+    ];
+    for (method, path, want) in cases {
+        let r = AuthzRequest::from_parts(
+            method,
+            "",
+            path,
+            &[("authorization".to_string(), "Bearer reader".to_string())].into(),
+            Default::default(),
+        );
+        assert_eq!(e.decide(&r).await.decision, want, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn public_route_needs_no_token_and_hides_identity() {
+    let e = engine();
+    let o = e.decide(&req("GET", "/health", Some("Bearer reader"))).await;
+    assert!(o.is_allowed() && o.public);
+    assert_eq!(o.identity, None, "public routes do not introspect");
+}
+
+#[tokio::test]
+async fn context_extensions_override_rules() {
+    let mut r = req("POST", "/echo", Some("Bearer reader"));
+    r.context_extensions
+        .insert("required_scopes".into(), "read_date".into());
+    let o = engine().decide(&r).await;
+    assert!(o.is_allowed());
+    assert_eq!(o.rule_id.as_deref(), Some(route::FROM_CONTEXT_EXTENSIONS));
+}
+
+#[tokio::test]
+async fn any_of_needs_one_full_alternative() {
+    let config = Config {
+        rules: vec![RuleConfig {
+            id: "alt".into(),
+            path: "/alt".into(),
+            any_of: vec![vec!["admin".into()], vec!["read_date".into()]],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let e = Engine::new(&config, Fixed).expect("engine");
+    assert!(e.decide(&req("GET", "/alt", Some("Bearer reader"))).await.is_allowed());
+    let config = Config {
+        rules: vec![RuleConfig {
+            id: "alt".into(),
+            path: "/alt".into(),
+            any_of: vec![vec!["admin".into()], vec!["read_date".into(), "post_echo".into()]],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let e = Engine::new(&config, Fixed).expect("engine");
+    assert_eq!(
+        e.decide(&req("GET", "/alt", Some("Bearer reader"))).await.decision,
+        Decision::Deny(DenyReason::InsufficientScope(vec!["admin".into()]))
+    );
+}
+
+#[tokio::test]
+async fn explain_tells_the_same_story() {
+    let e = engine();
+    let r = req("POST", "/echo", Some("Bearer reader"));
+    let (o, steps) = e.explain(&r).await;
+    assert_eq!(o, e.decide(&r).await);
+    let text = steps.join("\n");
+    assert!(text.contains("rule \"date\": path does not match"), "{text}");
+    assert!(text.contains("rule \"echo\": matches (first match"), "{text}");
+    assert!(text.contains("claims: active ok (introspected)"), "{text}");
+    assert!(text.contains("missing [\"post_echo\"]"), "{text}");
+    assert!(!text.contains("Bearer reader"), "explanations never show the token");
+}

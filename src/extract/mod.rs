@@ -1,0 +1,110 @@
+//! Extraction: what a front door received → [`AuthzRequest`], the plain
+//! facts a decision needs (method, host, path, credential, route hints).
+//!
+//! ```text
+//! Envoy CheckRequest ──► envoy.rs ──┐
+//!                                    ├──► AuthzRequest ──► decision::Engine
+//! (more front doors land here) ─────┘
+//! ```
+//!
+//! Each front door is one file that fills the same [`AuthzRequest`] through
+//! the same canonical forms ([`canonical`], [`path`]), credential parser
+//! ([`credential`]) and limits, so no door can be lax where another is
+//! strict. Nothing here knows about rules, tokens' validity or answers.
+
+pub mod canonical;
+pub mod credential;
+pub mod envoy;
+pub mod path;
+
+pub use envoy::{envoy_check_request, METADATA_NAMESPACE};
+
+use credential::Credential;
+use std::collections::HashMap;
+
+/// Header limits, as defence in depth behind the proxy's own (Envoy: 100
+/// headers, 60 KiB by default): anyone who can reach our port can send more.
+pub const MAX_HEADERS: usize = 200;
+pub const MAX_HEADER_BYTES: usize = 96 * 1024;
+
+#[derive(Debug, Default)]
+pub struct AuthzRequest {
+    /// Upper-case ([`canonical::method`]); on refusal, a printable copy for
+    /// logs and `malformed` says why.
+    pub method: String,
+    /// Lower-case, no port, no trailing dot ([`canonical::host`]); on
+    /// refusal, a printable copy.
+    pub host: String,
+    /// Set when the method or host is not one (400).
+    pub malformed: Option<&'static str>,
+    /// Normalized path ([`path::normalize`]); on refusal, the raw path (for
+    /// logs) and `path_error` says why.
+    pub path: String,
+    pub path_error: Option<&'static str>,
+    /// Set when the request exceeds [`MAX_HEADERS`] / [`MAX_HEADER_BYTES`].
+    pub too_large: Option<&'static str>,
+    pub credential: Credential,
+    /// Per-route policy the proxy attached (Envoy `context_extensions`).
+    pub context_extensions: HashMap<String, String>,
+    /// Route metadata in our namespace, as plain JSON (Envoy
+    /// `route_metadata_context`, namespace `hydra_authz`).
+    pub route_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl AuthzRequest {
+    /// Method, host and path in canonical form, or refused with why; the
+    /// one place every front door turns raw request-line facts into ours.
+    pub(crate) fn with_target(method: &str, host: &str, raw_path: &str) -> AuthzRequest {
+        let mut malformed = None;
+        let mut canonical = |raw: &str, f: fn(&str) -> Result<String, &'static str>| {
+            f(raw).unwrap_or_else(|why| {
+                malformed = malformed.or(Some(why));
+                canonical::shown(raw)
+            })
+        };
+        let method = canonical(method, canonical::method);
+        let host = canonical(host, canonical::host);
+        let (path, path_error) = match path::normalize(raw_path) {
+            Ok(p) => (p, None),
+            // Keep a bounded, query-less, printable copy for the log line
+            // (no CR/LF: a refused path must not forge log lines).
+            Err(why) => (
+                canonical::shown(raw_path.split(['?', '#']).next().unwrap_or("")),
+                Some(why),
+            ),
+        };
+        AuthzRequest {
+            method,
+            host,
+            malformed,
+            path,
+            path_error,
+            ..Default::default()
+        }
+    }
+}
+
+/// Why the headers are refused, if they exceed our limits.
+pub(crate) fn header_limits<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Option<&'static str> {
+    let (mut count, mut bytes) = (0usize, 0usize);
+    for (k, v) in headers {
+        count += 1;
+        bytes += k.len() + v.len();
+    }
+    if count > MAX_HEADERS {
+        Some("too many request headers")
+    } else if bytes > MAX_HEADER_BYTES {
+        Some("request headers too large")
+    } else {
+        None
+    }
+}
+
+/// Whether the query carries an `access_token` parameter (RFC 6750 §2.3).
+pub(crate) fn query_has_access_token(raw_path: &str) -> bool {
+    let Some((_, query)) = raw_path.split_once('?') else {
+        return false;
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "access_token")
+}
