@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// Defined beside the code it configures; listed here with every other key.
+pub use crate::extract::forwarded::ForwardAuthConfig;
+
 pub const DEFAULT_CONFIG_PATH: &str = "config/hydra-authz.toml";
 pub const ENV_PREFIX: &str = "HYDRA_AUTHZ_";
 
@@ -23,6 +26,9 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
+    /// The HTTP forward-auth front door (nginx, Caddy, Traefik, Envoy
+    /// `http_service`); off unless `forward_auth.addr` is set.
+    pub forward_auth: ForwardAuthConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -622,6 +628,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         // The filter the server will install (RUST_LOG, when set, replaces it at start).
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| invalid("log.level", e.to_string()))?;
+        self.forward_auth
+            .validate()
+            .map_err(|why| invalid("forward_auth", why))?;
         if self.log.buffered_lines == 0 {
             return Err(invalid("log.buffered_lines", "must be greater than 0"));
         }

@@ -15,6 +15,7 @@
 pub mod canonical;
 pub mod credential;
 pub mod envoy;
+pub mod forwarded;
 pub mod path;
 
 pub use envoy::{envoy_check_request, METADATA_NAMESPACE};

@@ -8,6 +8,7 @@
 
 pub mod envoy;
 pub mod explanation;
+pub mod http;
 
 use crate::authn::Identity;
 use crate::config::HeadersConfig;

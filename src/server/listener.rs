@@ -54,6 +54,10 @@ impl<IO> Guarded<IO> {
         }
     }
 
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
     /// Ready with an error once the connection has been idle for `idle`.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         loop {
@@ -248,7 +252,16 @@ pub async fn serve_http1(
         .header_read_timeout(header_read_timeout);
     while let Some(conn) = connections.next().await {
         let Ok(io) = conn else { continue };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        // The peer's address for handlers that ask (axum's ConnectInfo):
+        // forward-auth trusts forwarded headers only from known proxies.
+        let peer = io.get_ref().peer_addr().ok();
+        let with_peer = tower::ServiceExt::map_request(router.clone(), move |mut req: axum::extract::Request<_>| {
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            }
+            req
+        });
+        let service = hyper_util::service::TowerToHyperService::new(with_peer);
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -7,6 +7,8 @@
 
 pub mod admin;
 pub mod authz;
+pub mod decision_event;
+pub mod forward_auth;
 pub mod http;
 pub mod listener;
 pub mod reload;
@@ -32,6 +34,8 @@ pub struct RunningServer {
     pub http_addr: SocketAddr,
     /// `None` when the admin API is off (no credentials configured).
     pub admin_addr: Option<SocketAddr>,
+    /// `None` unless `[forward_auth] addr` is set.
+    pub forward_auth_addr: Option<SocketAddr>,
     pub readiness: Readiness,
     /// The running configuration; reload through it.
     pub live: Arc<reload::LiveEngine>,
@@ -81,6 +85,11 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         true => Some(bind(server.admin_addr, "server.admin_addr").await?),
         false => None,
     };
+    let forward = match server_forward_addr(config) {
+        Some(addr) => Some(bind(addr, "forward_auth.addr").await?),
+        None => None,
+    };
+    let forward_auth_addr = forward.as_ref().map(TcpListener::local_addr).transpose()?;
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http.local_addr()?;
     let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
@@ -140,14 +149,24 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         Duration::from_millis(limits.header_read_timeout_ms),
     );
 
+    let forward_server = forward.map(|listener| {
+        let incoming = listener::incoming("forward_auth", listener, limits, closed.clone(), listener::first_bytes);
+        listener::serve_http1(
+            incoming,
+            forward_auth::router(engine.clone(), metrics.clone(), config.forward_auth.clone()),
+            Duration::from_millis(limits.header_read_timeout_ms),
+        )
+    });
+
     let ready = readiness.clone();
     let task = tokio::spawn(async move {
         let grpc_task = tokio::spawn(grpc_server);
+        let forward_task = forward_server.map(tokio::spawn);
         let admin_task = admin_server.map(tokio::spawn);
         let http_task = tokio::spawn(http_server);
         ready.set(true);
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
-        tracing::info!(%grpc_addr, %http_addr, admin_addr = ?admin_addr, workers, "hydra-authz listening");
+        tracing::info!(%grpc_addr, %http_addr, admin_addr = ?admin_addr, forward_auth_addr = ?forward_auth_addr, workers, "hydra-authz listening");
         // gRPC health follows the same verdict as /readyz.
         let watchdog = tokio::spawn(http::watch_health(ready.clone(), engine, health.clone()));
 
@@ -179,11 +198,18 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
                 None => None,
             };
             let h = http_task.await;
-            (g, a, h)
+            let f = match forward_task {
+                Some(t) => Some(t.await),
+                None => None,
+            };
+            (g, a, h, f)
         })
         .await;
         match drained {
-            Ok((g, a, h)) => {
+            Ok((g, a, h, f)) => {
+                if let Some(f) = f {
+                    f.context("forward-auth server panicked")?;
+                }
                 g.context("gRPC server panicked")?.context("gRPC server failed")?;
                 if let Some(a) = a {
                     a.context("admin server panicked")?.context("admin server failed")?;
@@ -199,11 +225,16 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         grpc_addr,
         http_addr,
         admin_addr,
+        forward_auth_addr,
         readiness,
         live,
         stop,
         task,
     })
+}
+
+fn server_forward_addr(config: &Config) -> Option<SocketAddr> {
+    config.forward_auth.addr
 }
 
 /// A CheckRequest larger than this is refused before it is decoded; our own
