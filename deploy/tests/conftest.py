@@ -149,6 +149,16 @@ def admin_existing_secret_values() -> dict:
     }
 
 
+def forward_auth_values() -> dict:
+    """The HTTP forward-auth front door with the chart's port and prefix (the
+    ones deploy/istio/ext-authz-http-provider.yaml expects), IPv4 and IPv6
+    proxy networks, behind a NetworkPolicy that lets anyone reach it."""
+    return {
+        "forwardAuth": {"enabled": True, "trustedProxies": ["10.0.0.0/8", "fd00:10::/64"]},
+        "networkPolicy": {"enabled": True},
+    }
+
+
 # name -> values: every variant the schema/K8s validation tests cover.
 VARIANTS: dict[str, Any] = {
     "default": lambda: {},
@@ -157,6 +167,7 @@ VARIANTS: dict[str, Any] = {
     "tls-from-secrets": tls_from_secrets_values,
     "grpc-probes-min-available": lambda: {"probes": {"type": "grpc"}, "podDisruptionBudget": {"maxUnavailable": "", "minAvailable": "50%"}},
     "admin-existing-secret": admin_existing_secret_values,
+    "forward-auth": forward_auth_values,
 }
 
 

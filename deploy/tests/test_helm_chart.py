@@ -5,6 +5,7 @@ OpenAPI schemas (kubernetes-validate, strict: unknown fields are errors)."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from conftest import (
     deep_merge,
     existing_secret_env_values,
     find_hydra_authz_binary,
+    forward_auth_values,
     tls_from_secrets_values,
     load_yaml,
     render,
@@ -245,23 +247,61 @@ def test_resources_set(default_render: Rendered):
 # --------------------------------------------------------------- ports
 
 
-@pytest.mark.parametrize("variant", ["default", "all-on", "admin-existing-secret"])
+@pytest.mark.parametrize("variant", ["default", "all-on", "admin-existing-secret", "forward-auth"])
 def test_ports_named_for_istio(variant):
     r = render(VARIANTS[variant]())
     svc = r.service
     ports = {p["name"]: p for p in svc["spec"]["ports"]}
-    # The admin API is never in the Service Envoy / Istio call.
-    assert set(ports) == {"grpc-authz", "http-admin"}
+    forward_auth = VARIANTS[variant]().get("forwardAuth", {}).get("enabled", False)
+    # The admin API is never in the Service Envoy / Istio call; the
+    # forward-auth front door is, when on.
+    assert set(ports) == {"grpc-authz", "http-admin"} | ({"http-forward-auth"} if forward_auth else set())
     assert ports["grpc-authz"]["port"] == 9191 and ports["grpc-authz"]["targetPort"] == "grpc-authz"
     assert ports["http-admin"]["port"] == 9192 and ports["http-admin"]["targetPort"] == "http-admin"
     assert ports["grpc-authz"]["appProtocol"] == "grpc"
     cports = {p["name"]: p["containerPort"] for p in r.container["ports"]}
     admin = {"admin": 9193} if VARIANTS[variant]().get("admin", {}).get("enabled") else {}
-    assert cports == {"grpc-authz": 9191, "http-admin": 9192, **admin}
+    fwd = {"forward-auth": 9194} if forward_auth else {}
+    assert cports == {"grpc-authz": 9191, "http-admin": 9192, **admin, **fwd}
+    if forward_auth:
+        assert ports["http-forward-auth"]["port"] == 9194 and ports["http-forward-auth"]["targetPort"] == "forward-auth"
+        assert ports["http-forward-auth"]["appProtocol"] == "http"
     # The Service selects the Deployment's pods.
     labels = r.deployment["spec"]["template"]["metadata"]["labels"]
     assert all(labels[k] == v for k, v in svc["spec"]["selector"].items())
     assert r.deployment["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
+
+
+# Kubernetes' IANA_SVC_NAME (validation.IsValidPortName): what a container
+# port name, and a Service targetPort / NetworkPolicy port given by name, must
+# be. The OpenAPI schemas kubernetes-validate checks do not say so; the API
+# server refuses anything else.
+IANA_SVC_NAME = re.compile(r"(?=.{1,15}$)(?=.*[a-z])(?!.*--)[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_port_names_resolve_to_valid_container_ports(variant):
+    """Every container port name is a valid IANA_SVC_NAME (at most 15
+    characters: so the forward-auth container port is "forward-auth", its
+    Service port "http-forward-auth"), and every port a Service or the
+    NetworkPolicy names is one of the pod's container ports."""
+    r = render(VARIANTS[variant]())
+    cports = {p["name"] for p in r.container["ports"]}
+    assert len(cports) == len(r.container["ports"]), "container port names must be unique"
+    bad = [n for n in cports if not IANA_SVC_NAME.fullmatch(n)]
+    assert bad == [], f"invalid container port names {bad}"
+    named = [p["targetPort"] for d in r.docs if d["kind"] == "Service" for p in d["spec"]["ports"]]
+    if np := r.maybe("NetworkPolicy"):
+        named += [p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]]
+    assert named and all(isinstance(n, str) for n in named)
+    assert set(named) <= cports, f"{set(named) - cports} name no container port"
+
+
+def test_port_name_check_catches_a_long_name():
+    """The regular expression above really refuses what the API server does."""
+    assert IANA_SVC_NAME.fullmatch("forward-auth")
+    for bad in ("http-forward-auth", "Forward-auth", "forward--auth", "-fwd", "9194", ""):
+        assert not IANA_SVC_NAME.fullmatch(bad), bad
 
 
 # ------------------------------------------------- config map and checksum
@@ -643,6 +683,139 @@ def test_inconsistent_admin_values_fail(values, message):
         render(values)
 
 
+# ------------------------------------------------ the forward-auth front door
+
+
+FORWARD_AUTH_TRUSTED_PROXIES_MESSAGE = "forwardAuth.enabled needs forwardAuth.trustedProxies"
+
+
+def forward_auth_rules(r: Rendered) -> list[dict]:
+    np = r.one("NetworkPolicy")
+    return [rule for rule in np["spec"]["ingress"] if any(p["port"] == "forward-auth" for p in rule["ports"])]
+
+
+def test_forward_auth_off_by_default(default_render: Rendered):
+    fa = load_yaml(CHART / "values.yaml")["forwardAuth"]
+    assert fa["enabled"] is False
+    assert fa["trustedProxies"] == [], "no default may trust the cluster network"
+    assert (fa["port"], fa["envoyPathPrefix"]) == (9194, "/ext-authz")
+    assert "forward_auth" not in parse_toml(default_render)
+    assert "[forward_auth]" not in default_render.toml_text
+    assert "forward-auth" not in {p["name"] for p in default_render.container["ports"]}
+    assert 9194 not in {p["containerPort"] for p in default_render.container["ports"]}
+    assert {p["name"] for p in default_render.service["spec"]["ports"]} == {"grpc-authz", "http-admin"}
+    assert 9194 not in {p["port"] for p in default_render.service["spec"]["ports"]}
+    assert "Forward auth" not in default_render.notes
+    # forwardAuth.* other than enabled changes nothing while it is off.
+    r = render({"networkPolicy": {"enabled": True},
+                "forwardAuth": {"trustedProxies": ["10.0.0.0/8"], "networkPolicyFrom": [{"podSelector": {}}]}})
+    assert forward_auth_rules(r) == []
+    assert "forward_auth" not in parse_toml(r)
+    assert checksum(r) == checksum(default_render)
+
+
+def test_forward_auth_enabled():
+    values = forward_auth_values()
+    r = render(values)
+    cfg = parse_toml(r)
+    assert cfg["forward_auth"] == {
+        "addr": "0.0.0.0:9194",
+        "trusted_proxies": ["10.0.0.0/8", "fd00:10::/64"],
+        "envoy_path_prefix": "/ext-authz",
+    }
+    # Its own listener, apart from the others.
+    assert len({cfg["forward_auth"]["addr"], cfg["server"]["grpc_addr"], cfg["server"]["http_addr"]}) == 3
+    cports = [p for p in r.container["ports"] if p["name"] == "forward-auth"]
+    assert cports == [{"name": "forward-auth", "containerPort": 9194, "protocol": "TCP"}]
+    sports = [p for p in r.service["spec"]["ports"] if p["name"] == "http-forward-auth"]
+    assert sports == [
+        {"name": "http-forward-auth", "port": 9194, "targetPort": "forward-auth", "protocol": "TCP", "appProtocol": "http"}
+    ]
+    # The other ports are untouched.
+    assert {p["name"]: p["port"] for p in r.service["spec"]["ports"]} == {"grpc-authz": 9191, "http-admin": 9192, "http-forward-auth": 9194}
+    # NetworkPolicy: a rule for the port; no networkPolicyFrom = anyone
+    # (peers outside trusted_proxies still get 400 from hydra-authz).
+    (rule,) = forward_auth_rules(r)
+    assert rule == {"ports": [{"port": "forward-auth", "protocol": "TCP"}]}
+    # Turning it on is a config change: the pods roll.
+    assert checksum(r) != checksum(render())
+    assert "http://hydra-authz.hydra-authz.svc.cluster.local:9194/forward-auth" in r.notes
+    assert "pathPrefix: /ext-authz" in r.notes
+    assert "10.0.0.0/8, fd00:10::/64" in r.notes
+
+
+def test_forward_auth_custom_port_prefix_and_peers():
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "traefik"}}}]
+    r = render({
+        "forwardAuth": {"enabled": True, "port": 19194, "trustedProxies": ["192.168.0.0/16"],
+                        "envoyPathPrefix": "/authz/check", "networkPolicyFrom": peers},
+        "networkPolicy": {"enabled": True},
+    })
+    assert parse_toml(r)["forward_auth"] == {
+        "addr": "0.0.0.0:19194",
+        "trusted_proxies": ["192.168.0.0/16"],
+        "envoy_path_prefix": "/authz/check",
+    }
+    assert {p["name"]: p["containerPort"] for p in r.container["ports"]}["forward-auth"] == 19194
+    assert {p["name"]: p["port"] for p in r.service["spec"]["ports"]}["http-forward-auth"] == 19194
+    (rule,) = forward_auth_rules(r)
+    assert rule["from"] == peers
+    assert "pathPrefix: /authz/check" in r.notes
+
+
+def test_forward_auth_all_on(all_on_render: Rendered):
+    fa = all_on_values()["forwardAuth"]
+    assert fa["enabled"] is True and fa["trustedProxies"] == ["10.0.0.0/8"]
+    assert parse_toml(all_on_render)["forward_auth"] == {
+        "addr": f"0.0.0.0:{fa['port']}",
+        "trusted_proxies": fa["trustedProxies"],
+        "envoy_path_prefix": fa["envoyPathPrefix"],
+    }
+    (rule,) = forward_auth_rules(all_on_render)
+    assert rule["from"] == fa["networkPolicyFrom"]
+    # Both the admin API and the forward-auth port: numbered NOTES sections.
+    assert "5. Forward auth over HTTP" in all_on_render.notes
+
+
+def test_istio_http_provider_calls_the_forward_auth_port():
+    """deploy/istio/ext-authz-http-provider.yaml points at the Service port
+    and prefix the chart renders with forwardAuth on."""
+    operator = next(d for d in yaml.safe_load_all((CHART.parents[1] / "istio" / "ext-authz-http-provider.yaml").read_text()) if d)
+    (provider,) = [p["envoyExtAuthzHttp"] for p in operator["spec"]["meshConfig"]["extensionProviders"] if "envoyExtAuthzHttp" in p]
+    r = render(forward_auth_values())
+    svc = r.service
+    assert provider["service"] == f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc.cluster.local"
+    port = {p["name"]: p["port"] for p in svc["spec"]["ports"]}["http-forward-auth"]
+    assert provider["port"] == port
+    assert provider["pathPrefix"] == parse_toml(r)["forward_auth"]["envoy_path_prefix"]
+    assert provider["failOpen"] is False
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"forwardAuth": {"enabled": True}}, FORWARD_AUTH_TRUSTED_PROXIES_MESSAGE),
+        ({"forwardAuth": {"enabled": True, "trustedProxies": []}, "networkPolicy": {"enabled": True}},
+         FORWARD_AUTH_TRUSTED_PROXIES_MESSAGE),
+        ({"forwardAuth": {"enabled": True, "trustedProxies": ["10.0.0.0/8"], "port": 9191}}, "forwardAuth.port 9191 is already used"),
+        ({"forwardAuth": {"enabled": True, "trustedProxies": ["10.0.0.0/8"], "port": 9193}}, "forwardAuth.port 9193 is already used"),
+        ({"forwardAuth": {"enabled": True, "trustedProxies": ["10.0.0.0/8"], "port": 19192}, "service": {"httpPort": 19192}},
+         "forwardAuth.port 19192 is already used by service.httpPort"),
+    ],
+)
+def test_inconsistent_forward_auth_values_fail(values, message):
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
+def test_forward_auth_without_trusted_proxies_names_the_value():
+    """The message tells the user what to set, not just that something failed."""
+    with pytest.raises(helm.HelmRenderError) as e:
+        render({"forwardAuth": {"enabled": True}})
+    assert "forwardAuth.trustedProxies" in str(e.value)
+    assert "ingress controller" in str(e.value)
+
+
 def test_values_schema_rejects_unknown_and_bad_values():
     with helm.Chart.load(str(CHART)) as chart:
         chart.validate_schema({})
@@ -650,6 +823,8 @@ def test_values_schema_rejects_unknown_and_bad_values():
         for variant in VARIANTS.values():
             chart.validate_schema(variant())
         chart.validate_schema({"config": {"introspection": {"mode": "jwt", "jwt": {"jwks_url": "https://h/.well-known/jwks.json"}}}})
+        chart.validate_schema({"forwardAuth": {"enabled": True, "trustedProxies": ["10.0.0.0/8", "172.16.0.0/12", "fd00::/8", "::1/128"],
+                                               "envoyPathPrefix": "/authz/check"}})
         bad = [
             {"config": {"introspection": {"urll": "http://x"}}},  # typo: the binary would refuse it
             {"config": {"authorization": {"scope_strategy": "regex"}}},
@@ -688,6 +863,19 @@ def test_values_schema_rejects_unknown_and_bad_values():
             {"admin": {"allowedFrom": {"podSelector": {}}}},
             {"admin": {"service": {"port": 0}}},
             {"admin": {"service": {"type": "LoadBalancer"}}},  # always ClusterIP
+            {"forwardAuth": {"enabled": "yes"}},
+            {"forwardAuth": {"trustedProxy": ["10.0.0.0/8"]}},
+            {"forwardAuth": {"trustedProxies": "10.0.0.0/8"}},
+            {"forwardAuth": {"trustedProxies": ["10.0.0.1"]}},  # no prefix length
+            {"forwardAuth": {"trustedProxies": ["ingress-nginx"]}},
+            {"forwardAuth": {"port": 80}},  # privileged: every capability is dropped
+            {"forwardAuth": {"port": 70000}},
+            {"forwardAuth": {"envoyPathPrefix": "ext-authz"}},
+            {"forwardAuth": {"envoyPathPrefix": "/ext-authz/"}},
+            {"forwardAuth": {"envoyPathPrefix": "/"}},
+            {"forwardAuth": {"envoyPathPrefix": "/forward-auth"}},  # the nginx / Caddy / Traefik endpoint
+            {"forwardAuth": {"networkPolicyFrom": {"podSelector": {}}}},
+            {"config": {"forward_auth": {"addr": "0.0.0.0:9194"}}},  # the chart sets it from forwardAuth.*
         ]
         for values in bad:
             with pytest.raises(helm.HelmValuesError):
@@ -749,7 +937,7 @@ def test_optional_objects(all_on_render: Rendered):
     np = all_on_render.one("NetworkPolicy")
     assert np["spec"]["policyTypes"] == ["Ingress", "Egress"]
     ingress_ports = [r["ports"][0]["port"] for r in np["spec"]["ingress"]]
-    assert ingress_ports == ["grpc-authz", "http-admin", "admin"]
+    assert ingress_ports == ["grpc-authz", "http-admin", "forward-auth", "admin"]
     assert np["spec"]["egress"][0]["ports"][0] == {"port": 53, "protocol": "UDP"}
 
 
@@ -809,7 +997,7 @@ def substitute_tls_files(toml: str, cfg: dict, pem_files: dict[str, Path]) -> st
     return toml
 
 
-@pytest.mark.parametrize("variant", ["default", "all-on", "existing-secret-env", "tls-from-secrets", "admin-existing-secret"])
+@pytest.mark.parametrize("variant", ["default", "all-on", "existing-secret-env", "tls-from-secrets", "admin-existing-secret", "forward-auth"])
 def test_rendered_config_accepted_by_hydra_authz(variant, tmp_path, request):
     """The real binary's `config check` accepts the rendered TOML (strict: unknown keys fail).
 
@@ -933,6 +1121,13 @@ def test_chart_defaults_match_hydra_authz(tmp_path):
         assert rendered["introspection"][section] == defaults["introspection"][section], section
     assert rendered["introspection"]["mode"] == defaults["introspection"]["mode"]
     assert rendered["telemetry"]["propagators"] == defaults["telemetry"]["propagators"]
+    # The forward-auth front door is off in both, and has the same prefix.
+    # Its trusted proxies are not compared: the binary trusts loopback, which
+    # is never the ingress controller in a pod, so the chart wants them set.
+    assert "addr" not in defaults["forward_auth"] and "forward_auth" not in rendered
+    forward_auth = load_yaml(CHART / "values.yaml")["forwardAuth"]
+    assert forward_auth["envoyPathPrefix"] == defaults["forward_auth"]["envoy_path_prefix"]
+    assert defaults["forward_auth"]["trusted_proxies"] == ["127.0.0.0/8", "::1/128"] and forward_auth["trustedProxies"] == []
     # No TLS files by default (the re-read interval is only a setting).
     assert set(defaults["server"].get("tls", {})) <= {"reload_interval_ms"}
     assert set(defaults["introspection"].get("tls", {})) <= {"reload_interval_ms"}
@@ -1048,6 +1243,74 @@ def test_admin_listener_starts(tmp_path, request):
             frame = s.recv(9)
         assert len(frame) == 9 and frame[3] == 0x04, f"no HTTP/2 SETTINGS from the admin listener: {frame!r}"
         assert ADMIN_DUMMY_TOKEN not in (tmp_path / "hydra-authz.log").read_text(), "the admin token was logged"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def forward_auth_get(port: int, path: str, headers: dict[str, str], source: str) -> tuple[int, dict[str, str], bytes]:
+    """GET from a given loopback source address (Linux routes all of
+    127.0.0.0/8 to lo), so one listener sees a trusted and an untrusted peer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=(source, 0))
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def test_forward_auth_listener_starts(tmp_path):
+    """The forward-auth render really runs: hydra-authz starts with it, the
+    listener answers on forwardAuth.port with the configured prefix, and
+    forwardAuth.trustedProxies decides whose forwarded headers count: a
+    trusted peer without a token gets 401 + the Bearer challenge, any other
+    peer 400."""
+    binary = find_hydra_authz_binary()
+    if binary is None:
+        pytest.skip("no hydra-authz binary built (set DEPLOY_TESTS_BIN or run cargo build first)")
+    trusted, untrusted = "127.0.0.2", "127.0.0.1"
+    toml = render({"forwardAuth": {"enabled": True, "trustedProxies": [f"{trusted}/32"], "envoyPathPrefix": "/authz"}}).toml_text
+    grpc_port, http_port, fa_port = free_port(), free_port(), free_port()
+    for old, new in (("9191", grpc_port), ("9192", http_port), ("9194", fa_port)):
+        assert toml.count(f'"0.0.0.0:{old}"') == 1
+        toml = toml.replace(f'"0.0.0.0:{old}"', f'"127.0.0.1:{new}"')
+    path = tmp_path / "hydra-authz.toml"
+    path.write_text(toml)
+    log = open(tmp_path / "hydra-authz.log", "w+")
+    proc = subprocess.Popen([str(binary), "--config", str(path)], stdout=log, stderr=subprocess.STDOUT, env=clean_env())
+    forwarded = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/date", "X-Forwarded-Host": "api.example.com"}
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, f"hydra-authz exited {proc.returncode}:\n{(tmp_path / 'hydra-authz.log').read_text()}"
+            try:
+                if http_status(f"http://127.0.0.1:{http_port}/readyz") == 200:
+                    status, _, _ = forward_auth_get(fa_port, "/forward-auth", forwarded, trusted)
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "hydra-authz (or its forward-auth listener) did not come up"
+            time.sleep(0.1)
+        # nginx / Caddy / Traefik style, from a trusted proxy: GET /date needs read_date.
+        status, headers, _ = forward_auth_get(fa_port, "/forward-auth", forwarded, trusted)
+        assert status == 401 and headers["www-authenticate"].startswith("Bearer"), (status, headers)
+        # Envoy http_service / Istio style, behind the configured prefix.
+        status, headers, _ = forward_auth_get(fa_port, "/authz/date", {"Host": "api.example.com"}, trusted)
+        assert status == 401 and headers["www-authenticate"].startswith("Bearer"), (status, headers)
+        # The binary's default prefix is not served: the chart's value reached it.
+        status, _, _ = forward_auth_get(fa_port, "/ext-authz/date", {}, trusted)
+        assert status == 404
+        # Not in trustedProxies (loopback, which the binary alone would trust): 400.
+        status, _, body = forward_auth_get(fa_port, "/forward-auth", forwarded, untrusted)
+        assert status == 400 and b"trusted_proxies" in body, (status, body)
+        status, _, _ = forward_auth_get(fa_port, "/authz/date", {}, untrusted)
+        assert status == 400
     finally:
         proc.terminate()
         try:

@@ -61,6 +61,12 @@ Container ports are fixed; the ConfigMap binds them on 0.0.0.0.
 {{- define "hydra-authz.grpcContainerPort" -}}9191{{- end }}
 {{- define "hydra-authz.httpContainerPort" -}}9192{{- end }}
 {{- define "hydra-authz.adminContainerPort" -}}9193{{- end }}
+{{/*
+The forward-auth listener binds forwardAuth.port itself (container port
+"forward-auth": a container port name has at most 15 characters; the
+Service port is "http-forward-auth").
+*/}}
+{{- define "hydra-authz.forwardAuthContainerPort" -}}{{ .Values.forwardAuth.port | int }}{{- end }}
 {{- define "hydra-authz.configDir" -}}/etc/hydra-authz{{- end }}
 
 {{/*
@@ -195,6 +201,25 @@ render with the values to fix.
 {{- end }}
 {{- else if $a.service.enabled }}
 {{- fail "admin.service.enabled needs admin.enabled" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Cross-field checks of forwardAuth.* (the HTTP forward-auth listener); each
+fails the render with the values to fix.
+*/}}
+{{- define "hydra-authz.validateForwardAuth" -}}
+{{- $f := .Values.forwardAuth }}
+{{- if $f.enabled }}
+{{- if not $f.trustedProxies }}
+{{- fail "forwardAuth.enabled needs forwardAuth.trustedProxies: the CIDRs of your ingress controller / proxy pods, whose X-Forwarded-* / X-Original-* headers hydra-authz may believe (there is no default that trusts the cluster network)" }}
+{{- end }}
+{{- $port := int $f.port }}
+{{- range $name, $taken := dict "the gRPC listener (9191)" (int (include "hydra-authz.grpcContainerPort" .)) "the HTTP listener (9192)" (int (include "hydra-authz.httpContainerPort" .)) "the admin listener (9193)" (int (include "hydra-authz.adminContainerPort" .)) "service.grpcPort" (int .Values.service.grpcPort) "service.httpPort" (int .Values.service.httpPort) }}
+{{- if eq $port $taken }}
+{{- fail (printf "forwardAuth.port %d is already used by %s: pick another port" $port $name) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
