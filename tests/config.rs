@@ -128,6 +128,35 @@ fn bad_values_are_errors_naming_the_key() {
         ),
         // Refused by `config check` too, not only when the server starts.
         ("[log]\nlevel = \"info,hyper=loud\"\n", "log.level"),
+        (
+            "[headers.claims]\n\"X-Tenant\" = \"ext.tenant\"\n",
+            "headers.claims.X-Tenant",
+        ),
+        (
+            "[headers.claims]\n\"x-tenant\" = \"password\"\n",
+            "headers.claims.x-tenant",
+        ),
+        (
+            "[headers.claims]\n\"x-tenant\" = \"ext..a\"\n",
+            "headers.claims.x-tenant",
+        ),
+        (
+            "[headers.claims]\n\"x-client-id\" = \"sub\"\n",
+            "headers.claims.x-client-id",
+        ),
+        (
+            "[[rules]]\nid = \"a\"\npath = \"/a\"\npublic = true\noptional = true\n",
+            "rules[0].optional",
+        ),
+        ("[forward_auth]\nenvoy_path_prefix = \"ext\"\n", "forward_auth"),
+        (
+            "[forward_auth]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+            "trusted_proxies",
+        ),
+        (
+            "[resource_metadata]\nresource = \"https://api#x\"\n",
+            "resource_metadata",
+        ),
     ];
     for (toml, key) in cases {
         let e = load_err(toml);

@@ -79,7 +79,7 @@ async fn cache_serves_repeats_until_purged() {
     let other = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
     assert_eq!(status(&check, &other).await, 200);
     hydra.issuer.revoke_token(&other);
-    let fp = hydra_authz::decision::token::fingerprint(&other);
+    let fp = hydra_authz::extract::credential::fingerprint(&other);
     admin
         .purge_token(PurgeTokenRequest {
             target: Some(Target::Fingerprint(fp)),

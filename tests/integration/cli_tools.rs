@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use hydra_authz::authn::{Authenticator, AuthnError, Identity};
 use hydra_authz::config::Config;
-use hydra_authz::decision::request::AuthzRequest;
-use hydra_authz::decision::token::Token;
 use hydra_authz::decision::Engine;
+use hydra_authz::extract::credential::Token;
+use hydra_authz::extract::AuthzRequest;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Output;

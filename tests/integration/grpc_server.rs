@@ -219,7 +219,7 @@ async fn spoofed_identity_headers_never_survive() {
 fn twins_of(names: &[&str]) -> Vec<String> {
     names
         .iter()
-        .flat_map(|n| hydra_authz::decision::verdict::header_twins(n))
+        .flat_map(|n| hydra_authz::respond::header_twins(n))
         .collect()
 }
 

@@ -5,7 +5,7 @@ use crate::support;
 
 use hydra_authz::authn::{AuthnError, ClaimFailure, HydraIntrospector};
 use hydra_authz::config::{AuthKind, IntrospectionConfig};
-use hydra_authz::decision::token::Token;
+use hydra_authz::extract::credential::Token;
 use std::time::Duration;
 use support::hydra::{FakeHydra, Fault};
 

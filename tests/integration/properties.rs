@@ -2,8 +2,8 @@
 //! matches a rule whose pattern it does not satisfy after normalization.
 
 use hydra_authz::config::RuleConfig;
-use hydra_authz::decision::path::normalize;
 use hydra_authz::decision::rules::RuleSet;
+use hydra_authz::extract::path::normalize;
 use proptest::prelude::*;
 
 fn segment() -> impl Strategy<Value = String> {

@@ -6,6 +6,7 @@ pub mod hydra;
 pub mod ory;
 pub mod otlp;
 pub mod pki;
+pub mod proxies;
 pub mod stack;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
@@ -140,7 +141,7 @@ pub fn check_request(
     headers: &[(&str, &str)],
     context_extensions: &[(&str, &str)],
 ) -> CheckRequest {
-    hydra_authz::decision::request::envoy_check_request(
+    hydra_authz::extract::envoy_check_request(
         method,
         "api.local",
         path,
