@@ -10,6 +10,8 @@ use std::sync::Arc;
 pub struct Authorizer<A> {
     engine: Engine<A>,
     responder: Responder,
+    /// The RFC 9728 document, rendered once per config (None when off).
+    resource_metadata: Option<String>,
 }
 
 impl<A: crate::authn::Authenticator> Authorizer<A> {
@@ -22,7 +24,12 @@ impl<A: crate::authn::Authenticator> Authorizer<A> {
     pub fn with_shared(config: &Config, authn: Arc<A>) -> Result<Authorizer<A>, ConfigError> {
         Ok(Authorizer {
             engine: Engine::with_shared(config, authn)?,
-            responder: Responder::new(config.headers.clone(), config.authorization.realm.clone()),
+            responder: Responder::new(config.headers.clone(), config.authorization.realm.clone())
+                .with_resource_metadata(config.resource_metadata.url()),
+            resource_metadata: config
+                .resource_metadata
+                .enabled()
+                .then(|| config.resource_metadata.document().to_string()),
         })
     }
 
@@ -32,6 +39,11 @@ impl<A: crate::authn::Authenticator> Authorizer<A> {
 
     pub fn responder(&self) -> &Responder {
         &self.responder
+    }
+
+    /// The RFC 9728 protected resource metadata document, when configured.
+    pub fn resource_metadata(&self) -> Option<&str> {
+        self.resource_metadata.as_deref()
     }
 }
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Defined beside the code it configures; listed here with every other key.
 pub use crate::extract::forwarded::ForwardAuthConfig;
+pub use crate::respond::resource_metadata::ResourceMetadataConfig;
 
 pub const DEFAULT_CONFIG_PATH: &str = "config/hydra-authz.toml";
 pub const ENV_PREFIX: &str = "HYDRA_AUTHZ_";
@@ -29,6 +30,9 @@ pub struct Config {
     /// The HTTP forward-auth front door (nginx, Caddy, Traefik, Envoy
     /// `http_service`); off unless `forward_auth.addr` is set.
     pub forward_auth: ForwardAuthConfig,
+    /// RFC 9728 protected resource metadata on `server.http_addr`; off
+    /// unless `resource_metadata.resource` is set.
+    pub resource_metadata: ResourceMetadataConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -369,6 +373,12 @@ pub struct HeadersConfig {
     pub subject: String,
     /// Remove the caller's `authorization` header before it reaches the upstream.
     pub strip_authorization: bool,
+    /// Claims to headers: header name → claim path (`"x-tenant" = "ext.tenant"`).
+    /// Overwritten on allow, removed when the token lacks the claim, on
+    /// public routes and when the value is not a safe header value.
+    pub claims: std::collections::BTreeMap<String, String>,
+    /// Joins the items of a list claim (`aud`, `ext.groups`).
+    pub claims_separator: String,
 }
 
 impl Default for HeadersConfig {
@@ -378,6 +388,8 @@ impl Default for HeadersConfig {
             scopes: "x-scopes".into(),
             subject: "x-subject".into(),
             strip_authorization: false,
+            claims: Default::default(),
+            claims_separator: " ".into(),
         }
     }
 }
@@ -416,6 +428,11 @@ pub struct RuleConfig {
     pub any_of: Vec<Vec<String>>,
     /// Anonymous route: no token needed, identity headers removed.
     pub public: bool,
+    /// Optional authentication: no token → allowed anonymously with every
+    /// identity header removed; a valid token → allowed with its identity
+    /// (and the rule's scopes apply); an invalid or revoked token → 401,
+    /// never silently anonymous.
+    pub optional: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -631,6 +648,9 @@ impl Config {
         self.forward_auth
             .validate()
             .map_err(|why| invalid("forward_auth", why))?;
+        self.resource_metadata
+            .validate()
+            .map_err(|why| invalid("resource_metadata", why))?;
         if self.log.buffered_lines == 0 {
             return Err(invalid("log.buffered_lines", "must be greater than 0"));
         }
@@ -739,6 +759,29 @@ impl Config {
         if h.client_id == h.scopes || h.client_id == h.subject || h.scopes == h.subject {
             return Err(invalid("headers", "client_id, scopes and subject headers must differ"));
         }
+        for (name, path) in &h.claims {
+            let key = format!("headers.claims.{name}");
+            validate_header_name(&key, name)?;
+            if [&h.client_id, &h.scopes, &h.subject].contains(&name) {
+                return Err(invalid(
+                    key,
+                    "already an identity header (client_id, scopes or subject)",
+                ));
+            }
+            let root = path.split('.').next().unwrap_or_default();
+            if path.split('.').any(str::is_empty) || !crate::authn::CLAIM_ROOTS.contains(&root) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "claim path {path:?} must be dot-separated names starting with one of {:?}",
+                        crate::authn::CLAIM_ROOTS
+                    ),
+                ));
+            }
+        }
+        if h.claims_separator.is_empty() || !h.claims_separator.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+            return Err(invalid("headers.claims_separator", "must be visible ASCII or spaces"));
+        }
         if self.authorization.realm.contains(['"', '\\']) || self.authorization.realm.chars().any(char::is_control) {
             return Err(invalid(
                 "authorization.realm",
@@ -757,6 +800,12 @@ impl Config {
             }
             if rule.public && !(rule.scopes.is_empty() && rule.any_of.is_empty()) {
                 return Err(invalid(format!("{key}.scopes"), "a public rule cannot require scopes"));
+            }
+            if rule.public && rule.optional {
+                return Err(invalid(
+                    format!("{key}.optional"),
+                    "a rule is public (no token looked at) or optional (a token, if given, must be valid), not both",
+                ));
             }
             if rule.any_of.iter().any(Vec::is_empty) {
                 return Err(invalid(

@@ -1,20 +1,34 @@
-//! hydra-authz: an Envoy/Istio external authorizer backed by Ory Hydra token
-//! introspection.
+//! hydra-authz: an external authorizer for Envoy, Istio and HTTP
+//! forward-auth proxies, backed by Ory Hydra token introspection (RFC 7662)
+//! or local JWT verification.
 //!
-//! Request flow (one gRPC `Check` from Envoy):
+//! The tree is the pipeline, one module per stage, dependencies pointing
+//! one way (down this list):
 //!
 //! ```text
-//! Envoy ──Check──► server::authz ──► extract (CheckRequest → AuthzRequest)
-//!                                       │
-//!                                       ▼
-//!                    decision::Engine: route policy ─► authn (Hydra introspection) ─► scopes
-//!                                       │
-//!                                       ▼
-//!                    decision::verdict (allow + identity headers | deny + status, WWW-Authenticate)
+//!  front doors                extract            authenticate        decide             respond
+//!  ───────────                ───────            ────────────        ──────             ───────
+//!  server::authz  (gRPC) ──► extract::envoy ──┐                                     ┌─► respond::envoy (CheckResponse)
+//!                                              ├─► AuthzRequest ─► decision::Engine ─┤
+//!  server::forward_auth ──► extract::forwarded┘        │    admit → route →         └─► respond::http (200 / 4xx / 5xx)
+//!  (nginx, Caddy, Traefik,                              │    authenticate → authorize
+//!   Envoy http_service)                                 ▼
+//!                                     authn (cache → resilience → metrics → introspection | JWT)
 //! ```
 //!
-//! `server` owns sockets and lifecycles; `decision` and `authn` are plain
-//! logic behind traits so the CLI and admin `Explain` reuse them unchanged.
+//! - [`extract`]: what a front door received → [`extract::AuthzRequest`]
+//!   (plain values; the credential parser lives here).
+//! - [`authn`]: "who is this token?" — the [`authn::Authenticator`] stack,
+//!   assembled layer by layer in [`authn::stack`].
+//! - [`decision`]: "may it pass?" — [`decision::Engine`], pure logic, no wire types.
+//! - [`respond`]: the [`decision::Outcome`] said to the caller, per front door.
+//! - [`authorizer`]: engine + responder, the unit a config reload swaps.
+//! - [`server`]: sockets, listeners, lifecycles; [`server::decision_event`]
+//!   emits the span, log line and metrics of every decision.
+//! - Around them: [`config`] (every key on one page), [`telemetry`],
+//!   [`metrics`], [`cmd`] (the CLI's commands, which use the engine, never
+//!   the server), [`demo`], and the operator helpers [`openapi`] and
+//!   [`envoy_routes`].
 
 pub mod authn;
 pub mod authorizer;

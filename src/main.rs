@@ -58,7 +58,7 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a config file (plus HYDRA_AUTHZ_* env), warn about dead rules, print the effective config (secrets redacted).
-    Check(cmd::config::CheckArgs),
+    Check(cmd::config::ConfigCheckArgs),
 }
 
 #[derive(Subcommand)]

@@ -37,7 +37,7 @@ type Key = [u8; 32];
 type LoadGuard<'a> = PlaceholderGuard<'a, Key, Entry, UnitWeighter, DefaultHashBuilder, DefaultLifecycle<Key, Entry>>;
 
 #[derive(Debug, Clone)]
-enum Verdict {
+enum Cached {
     Valid(Arc<Identity>),
     Rejected(ClaimFailure),
     /// Hydra could not decide: handed to the checks that waited, never kept.
@@ -46,7 +46,7 @@ enum Verdict {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    verdict: Verdict,
+    verdict: Cached,
     /// Usable until then; `None`: only by the checks that joined its load
     /// (the entry is removed as soon as it is handed over).
     until: Option<Instant>,
@@ -69,9 +69,9 @@ struct Lifetimes {
 }
 
 impl Lifetimes {
-    fn of(&self, verdict: &Verdict) -> Duration {
+    fn of(&self, verdict: &Cached) -> Duration {
         match verdict {
-            Verdict::Valid(identity) => {
+            Cached::Valid(identity) => {
                 let ttl = if identity.verified_locally {
                     self.positive.max(self.local_jwt)
                 } else {
@@ -84,8 +84,8 @@ impl Lifetimes {
                     .map_or(ttl, |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
                 ttl.min(left)
             }
-            Verdict::Rejected(_) => self.negative,
-            Verdict::Failed(_) => Duration::ZERO,
+            Cached::Rejected(_) => self.negative,
+            Cached::Failed(_) => Duration::ZERO,
         }
     }
 }
@@ -151,16 +151,16 @@ impl<A: Authenticator> SharedVerifier<A> {
     /// joined this load, and keep it only if it has a lifetime.
     async fn load(&self, key: &Key, token: &Token, guard: LoadGuard<'_>) -> Entry {
         let verdict = match self.inner.authenticate(token).await {
-            Ok(identity) => Verdict::Valid(identity),
-            Err(AuthnError::Rejected(why)) => Verdict::Rejected(why),
-            Err(e) => Verdict::Failed(e),
+            Ok(identity) => Cached::Valid(identity),
+            Err(AuthnError::Rejected(why)) => Cached::Rejected(why),
+            Err(e) => Cached::Failed(e),
         };
         let ttl = self.lifetimes.of(&verdict);
         let entry = Entry {
             verdict,
             until: (!ttl.is_zero()).then(|| Instant::now() + ttl),
         };
-        if let Verdict::Failed(AuthnError::Unavailable {
+        if let Cached::Failed(AuthnError::Unavailable {
             kind: FailureKind::CallerDeadline,
             ..
         }) = &entry.verdict
@@ -209,7 +209,7 @@ impl<A: Authenticator> SharedVerifier<A> {
                         let e = AuthnError::unavailable(FailureKind::Cache, "unexpected cache state");
                         (
                             Entry {
-                                verdict: Verdict::Failed(e),
+                                verdict: Cached::Failed(e),
                                 until: None,
                             },
                             false,
@@ -227,9 +227,9 @@ impl<A: Authenticator> Authenticator for SharedVerifier<A> {
         let (entry, hit) = self.lookup(&key, token).await;
         let result = match entry.verdict {
             // Not a verdict: neither a hit nor a miss.
-            Verdict::Failed(e) => return Err(e),
-            Verdict::Valid(identity) => Ok(identity),
-            Verdict::Rejected(why) => Err(AuthnError::Rejected(why)),
+            Cached::Failed(e) => return Err(e),
+            Cached::Valid(identity) => Ok(identity),
+            Cached::Rejected(why) => Err(AuthnError::Rejected(why)),
         };
         tracing::Span::current().set_attribute("hydra_authz.cache.hit", hit);
         if hit {
@@ -245,11 +245,11 @@ impl<A: Authenticator> Authenticator for SharedVerifier<A> {
     async fn authenticate_dry(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         match self.cache.peek(&key(token)).filter(|e| e.usable(Instant::now())) {
             Some(Entry {
-                verdict: Verdict::Valid(identity),
+                verdict: Cached::Valid(identity),
                 ..
             }) => Ok(identity),
             Some(Entry {
-                verdict: Verdict::Rejected(why),
+                verdict: Cached::Rejected(why),
                 ..
             }) => Err(AuthnError::Rejected(why)),
             _ => self.inner.authenticate_dry(token).await,

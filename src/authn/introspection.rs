@@ -40,6 +40,11 @@ pub struct Introspection {
     /// Hydra extension: `access_token` or `refresh_token`.
     #[serde(default)]
     pub token_use: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Hydra: the session's access-token extra claims (token hook, consent).
+    #[serde(default)]
+    pub ext: Option<serde_json::Value>,
 }
 
 impl Introspection {
@@ -76,6 +81,9 @@ impl Introspection {
             issuer: self.iss.as_deref().map(intern::string),
             audience: intern::list(&self.aud),
             token_use: self.token_use.as_deref().map(intern::string),
+            token_type: self.token_type.as_deref().map(intern::string),
+            username: intern::non_empty(self.username.as_deref()),
+            ext: self.ext.clone().filter(|e| !e.is_null()).map(Arc::new),
             verified_locally: false,
         }
     }

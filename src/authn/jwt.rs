@@ -116,6 +116,10 @@ struct Claims {
     iss: Option<String>,
     #[serde(default, deserialize_with = "super::introspection::string_or_list")]
     aud: Vec<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    ext: Option<serde_json::Value>,
     #[serde(flatten)]
     other: serde_json::Map<String, serde_json::Value>,
 }
@@ -131,6 +135,8 @@ impl Claims {
             ("scope", self.scope.is_some()),
             ("exp", self.exp.is_some()),
             ("iss", self.iss.is_some()),
+            ("username", self.username.is_some()),
+            ("ext", self.ext.is_some()),
         ] {
             if present {
                 all.insert(name.to_owned(), serde_json::Value::Null);
@@ -390,6 +396,9 @@ impl JwtVerifier {
             issuer: c.iss.as_deref().map(intern::string),
             audience: intern::list(&c.aud),
             token_use: None,
+            token_type: None,
+            username: intern::non_empty(c.username.as_deref()),
+            ext: c.ext.clone().filter(|e| !e.is_null()).map(Arc::new),
             verified_locally: true,
         }))
     }

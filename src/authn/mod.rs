@@ -37,9 +37,62 @@ pub struct Identity {
     pub issuer: Option<Arc<str>>,
     pub audience: Arc<[Arc<str>]>,
     pub token_use: Option<Arc<str>>,
+    /// RFC 7662 `token_type` (Hydra: `Bearer`).
+    pub token_type: Option<Arc<str>>,
+    /// Hydra's `username` and `ext` (what its token hook or consent session
+    /// added), for claims-to-headers and claim conditions.
+    pub username: Option<Arc<str>>,
+    pub ext: Option<Arc<serde_json::Value>>,
     /// Verified here from a JWT's signature rather than by asking Hydra.
     pub verified_locally: bool,
 }
+
+impl Identity {
+    /// The value at a claim path (`ext.tenant`, `aud`, `username`), as JSON;
+    /// `None` when the token does not carry it. Only the claims an identity
+    /// keeps can be named (see [`CLAIM_ROOTS`]).
+    pub fn claim(&self, path: &str) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        let (root, rest) = match path.split_once('.') {
+            Some((root, rest)) => (root, Some(rest)),
+            None => (path, None),
+        };
+        let text = |s: &Option<Arc<str>>| s.as_deref().map(|v| Value::String(v.to_owned()));
+        let list = |l: &[Arc<str>]| (!l.is_empty()).then(|| l.iter().map(|v| Value::String(v.to_string())).collect());
+        let value = match root {
+            "ext" => self.ext.as_deref().cloned(),
+            "username" => text(&self.username),
+            "sub" => text(&self.subject),
+            "client_id" => text(&self.client_id),
+            "iss" => text(&self.issuer),
+            "token_type" => text(&self.token_type),
+            "aud" => list(&self.audience),
+            "scope" => list(&self.scopes),
+            "exp" => self.expires_at.map(Value::from),
+            _ => None,
+        }?;
+        match rest {
+            None => Some(value),
+            Some(rest) => rest.split('.').try_fold(value, |v, key| match v {
+                Value::Object(mut m) => m.remove(key),
+                _ => None,
+            }),
+        }
+    }
+}
+
+/// The claim names a claim path may start with: what an identity keeps.
+pub const CLAIM_ROOTS: &[&str] = &[
+    "ext",
+    "username",
+    "sub",
+    "client_id",
+    "iss",
+    "token_type",
+    "aud",
+    "scope",
+    "exp",
+];
 
 /// Why a token could not be verified (a 503): a type, not a string, so the
 /// breaker, the log level and the metrics label each match on it.

@@ -52,24 +52,24 @@ pub enum Output {
 
 /// What `check` concluded, for its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Exit {
     Allow,
     Deny,
     /// The server would answer 5xx: it could not decide (and so denies).
     Undecided,
 }
 
-impl Verdict {
+impl Exit {
     pub fn exit_code(self) -> u8 {
         match self {
-            Verdict::Allow => 0,
-            Verdict::Deny => 1,
-            Verdict::Undecided => 2,
+            Exit::Allow => 0,
+            Exit::Deny => 1,
+            Exit::Undecided => 2,
         }
     }
 }
 
-pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<Verdict> {
+pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<Exit> {
     let mut headers = HashMap::new();
     for h in &args.headers {
         let (k, v) = h
@@ -101,15 +101,15 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<Verdict> {
         Output::Text => print!("{}", to_text(&explained, config)),
     }
     Ok(if explained.allowed {
-        Verdict::Allow
+        Exit::Allow
     } else if explained.http_status >= 500 {
         eprintln!(
             "hydra-authz: no decision could be made ({}); the server would answer {} (fail closed)",
             explained.reason, explained.http_status
         );
-        Verdict::Undecided
+        Exit::Undecided
     } else {
-        Verdict::Deny
+        Exit::Deny
     })
 }
 

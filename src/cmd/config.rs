@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
   hydra-authz config check --envoy deploy/envoy/envoy.yaml                    # ... and Envoy routes no rule can allow
   cat deploy/envoy-gateway/manifests/*.yaml > all.yaml
   hydra-authz config check --envoy all.yaml                                   # Envoy Gateway HTTPRoutes + SecurityPolicies too")]
-pub struct CheckArgs {
+pub struct ConfigCheckArgs {
     /// An OpenAPI document listing the API's routes: warn about operations no rule matches.
     #[arg(long)]
     pub openapi: Option<PathBuf>,
@@ -66,7 +66,7 @@ pub fn lint(config: &Config, openapi: Option<&Path>, envoy: Option<&Path>) -> an
     Ok(warnings)
 }
 
-pub fn run(path: &Path, config: &Config, args: &CheckArgs) -> anyhow::Result<()> {
+pub fn run(path: &Path, config: &Config, args: &ConfigCheckArgs) -> anyhow::Result<()> {
     // Also build the engine: reads the referenced secrets and compiles rules.
     crate::authorizer::build(config, Default::default())?;
     for w in lint(config, args.openapi.as_deref(), args.envoy.as_deref())? {

@@ -2,8 +2,9 @@
 //! wire types.
 //!
 //! ```text
-//! AuthzRequest ─► admit ─► route ─► public? ─► token? ─► authenticate ─► authorize ─► Outcome
-//!                 400/431  403/500   allow      401       401/503          403
+//! AuthzRequest ─► admit ─► route ─► public? ─► token? ─────────► authenticate ─► authorize ─► Outcome
+//!                 400/431  403/500   allow      401 (optional:      401/503          403
+//!                                               allow anonymously)
 //! ```
 //!
 //! [`Engine::run`] is that line, one stage function per box, each narrating
@@ -50,6 +51,8 @@ pub struct Outcome {
     pub token_fingerprint: Option<String>,
     /// Why the token could not be verified (a 503), for the decision's log line.
     pub failure: Option<String>,
+    /// Allowed without a token on an optional-authentication rule.
+    pub anonymous: bool,
 }
 
 impl Outcome {
@@ -63,6 +66,7 @@ impl Outcome {
             identity: None,
             token_fingerprint: None,
             failure: None,
+            anonymous: false,
         }
     }
 
@@ -135,6 +139,7 @@ impl<A: Authenticator> Engine<A> {
             Ok(policy) => policy,
             Err(reason) => return out.deny(reason),
         };
+        let optional = policy.optional;
         out.rule_id = Some(policy.rule_id);
         out.public = policy.public;
         out.required_scopes = policy.scopes;
@@ -144,6 +149,14 @@ impl<A: Authenticator> Engine<A> {
             return out;
         }
         let Some(token) = token else {
+            if optional {
+                note!(
+                    steps,
+                    "no bearer token, authentication optional: allow anonymously; identity headers removed"
+                );
+                out.anonymous = true;
+                return out;
+            }
             note!(steps, "no bearer token");
             return out.deny(DenyReason::MissingToken);
         };

@@ -20,18 +20,21 @@ pub struct RoutePolicy {
     pub scopes: Vec<String>,
     /// When non-empty, one of these sets must also be granted in full.
     pub any_of: Vec<Vec<String>>,
+    /// No token: allowed anonymously. A token: verified as usual.
+    pub optional: bool,
 }
 
 impl RoutePolicy {
     /// What this policy asks for, in words (explanations).
     pub fn describe(&self) -> String {
+        let optional = if self.optional { "token optional; if given " } else { "" };
         if self.public {
             "public".to_owned()
         } else if self.any_of.is_empty() {
-            format!("requires scopes {:?}", self.scopes)
+            format!("{optional}requires scopes {:?}", self.scopes)
         } else {
             format!(
-                "requires scopes {:?} and one of the alternative sets {:?}",
+                "{optional}requires scopes {:?} and one of the alternative sets {:?}",
                 self.scopes, self.any_of
             )
         }
@@ -60,6 +63,7 @@ pub fn resolve(req: &AuthzRequest, rules: &RuleSet) -> Resolution {
             public: rule.public,
             scopes: rule.scopes.clone(),
             any_of: rule.any_of.clone(),
+            optional: rule.optional,
         }),
         None => Resolution::NoRule,
     }
@@ -137,6 +141,7 @@ fn policy(rule_id: &str, public: bool, scopes: Vec<String>) -> Resolution {
         public,
         scopes,
         any_of: Vec::new(),
+        optional: false,
     })
 }
 

@@ -13,6 +13,8 @@ pub struct Rule {
     pub scopes: Vec<String>,
     pub any_of: Vec<Vec<String>>,
     pub public: bool,
+    /// No token is fine; a token given must be valid.
+    pub optional: bool,
     /// The pattern as written, for explanations.
     pub path: String,
 }
@@ -43,6 +45,14 @@ impl RuleSet {
                 message,
             })?;
             paths.add(glob);
+            if rc.public && rc.optional {
+                return Err(ConfigError::Invalid {
+                    key: format!("rules[{n}].optional"),
+                    message:
+                        "a rule is public (no token looked at) or optional (a token, if given, must be valid), not both"
+                            .into(),
+                });
+            }
             let host = rc
                 .host
                 .as_deref()
@@ -61,6 +71,7 @@ impl RuleSet {
                 scopes: rc.scopes.clone(),
                 any_of: rc.any_of.clone(),
                 public: rc.public,
+                optional: rc.optional,
                 path: rc.path.clone(),
             });
         }

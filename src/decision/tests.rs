@@ -202,3 +202,62 @@ async fn explain_tells_the_same_story() {
     assert!(text.contains("missing [\"post_echo\"]"), "{text}");
     assert!(!text.contains("Bearer reader"), "explanations never show the token");
 }
+
+fn optional_engine() -> Engine<Fixed> {
+    let config = Config {
+        rules: vec![RuleConfig {
+            id: "feed".into(),
+            methods: vec!["GET".into()],
+            path: "/feed".into(),
+            scopes: vec!["read_date".into()],
+            optional: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Engine::new(&config, Fixed).expect("engine")
+}
+
+/// Optional authentication: none → anonymous allow; valid → identity;
+/// invalid or unverifiable → the usual deny, never silently anonymous.
+#[tokio::test]
+async fn optional_authentication_never_downgrades_a_bad_token() {
+    let e = optional_engine();
+    let o = e.decide(&req("GET", "/feed", None)).await;
+    assert!(o.is_allowed() && o.anonymous, "{o:?}");
+    assert_eq!(o.identity, None);
+    let o = e.decide(&req("GET", "/feed", Some("Bearer reader"))).await;
+    assert!(o.is_allowed() && !o.anonymous, "{o:?}");
+    assert_eq!(o.identity.as_ref().and_then(|i| i.client_id.as_deref()), Some("reader"));
+    assert_eq!(
+        e.decide(&req("GET", "/feed", Some("Bearer revoked"))).await.decision,
+        Decision::Deny(DenyReason::InvalidToken(ClaimFailure::Inactive))
+    );
+    assert_eq!(
+        e.decide(&req("GET", "/feed", Some("Bearer other"))).await.decision,
+        Decision::Deny(DenyReason::Unavailable(crate::authn::FailureKind::Timeout)),
+        "Hydra down with a token given: 503, not anonymous"
+    );
+    assert!(matches!(
+        e.decide(&req("GET", "/feed", Some("Basic abc"))).await.decision,
+        Decision::Deny(DenyReason::InvalidRequest(_))
+    ));
+    let (_, steps) = e.explain(&req("GET", "/feed", None)).await;
+    assert!(steps.iter().any(|s| s.contains("allow anonymously")), "{steps:?}");
+}
+
+#[test]
+fn a_rule_is_not_public_and_optional() {
+    let config = Config {
+        rules: vec![RuleConfig {
+            id: "both".into(),
+            path: "/x".into(),
+            public: true,
+            optional: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let err = Engine::new(&config, Fixed).err().expect("refused");
+    assert!(err.to_string().contains("rules[0].optional"), "{err}");
+}

@@ -2,7 +2,7 @@
 //! headers with overwrite semantics, `headers_to_remove`, the denied HTTP
 //! response and dynamic metadata for Envoy's access log.
 
-use super::Responder;
+use super::{Responder, UpstreamHeaders};
 use crate::authn::Identity;
 use crate::decision::verdict::{Decision, DenyReason};
 use crate::decision::Outcome;
@@ -15,7 +15,15 @@ use envoy_types::pb::google::rpc;
 
 /// The `CheckResponse` for an outcome.
 pub fn check_response(responder: &Responder, o: &Outcome) -> CheckResponse {
-    render(responder, &o.decision, responder.identity_of(o), o.rule_id.as_deref())
+    match &o.decision {
+        Decision::Allow => {
+            let identity = responder.identity_of(o);
+            let h = responder.upstream_headers(identity);
+            responder.log_refused(&h, o);
+            allowed(h, identity, o.rule_id.as_deref())
+        }
+        Decision::Deny(reason) => denied(responder, reason),
+    }
 }
 
 /// [`check_response`] from loose parts (benchmarks, tests).
@@ -26,48 +34,53 @@ pub fn render(
     rule_id: Option<&str>,
 ) -> CheckResponse {
     match decision {
-        Decision::Allow => {
-            let h = responder.upstream_headers(identity);
-            CheckResponse {
-                status: Some(rpc::Status {
-                    code: tonic::Code::Ok as i32,
-                    ..Default::default()
-                }),
-                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                    headers: h
-                        .set
-                        .into_iter()
-                        .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
-                        .collect(),
-                    headers_to_remove: h.remove,
-                    ..Default::default()
-                })),
-                dynamic_metadata: Some(dynamic_metadata(identity, rule_id)),
-            }
-        }
-        Decision::Deny(reason) => CheckResponse {
-            status: Some(rpc::Status {
-                code: grpc_code(reason) as i32,
-                message: reason.label().to_owned(),
-                ..Default::default()
-            }),
-            http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-                status: Some(HttpStatus {
-                    code: i32::from(reason.http_status()),
-                }),
-                headers: responder
-                    .deny_headers(reason)
-                    .into_iter()
-                    .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
-                    .collect(),
-                body: Responder::problem_body(reason),
-            })),
-            dynamic_metadata: None,
-        },
+        Decision::Allow => allowed(responder.upstream_headers(identity), identity, rule_id),
+        Decision::Deny(reason) => denied(responder, reason),
     }
 }
 
-/// Any non-OK code makes Envoy deny; the HTTP status comes from `denied_response`.
+fn allowed(h: UpstreamHeaders, identity: Option<&Identity>, rule_id: Option<&str>) -> CheckResponse {
+    let metadata = dynamic_metadata(identity, rule_id, &h.claims);
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: tonic::Code::Ok as i32,
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers: h
+                .set
+                .into_iter()
+                .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+                .collect(),
+            headers_to_remove: h.remove,
+            ..Default::default()
+        })),
+        dynamic_metadata: Some(metadata),
+    }
+}
+
+fn denied(responder: &Responder, reason: &DenyReason) -> CheckResponse {
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: grpc_code(reason) as i32,
+            message: reason.label().to_owned(),
+            ..Default::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: i32::from(reason.http_status()),
+            }),
+            headers: responder
+                .deny_headers(reason)
+                .into_iter()
+                .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+                .collect(),
+            body: Responder::problem_body(reason),
+        })),
+        dynamic_metadata: None,
+    }
+}
+
 pub fn grpc_code(reason: &DenyReason) -> tonic::Code {
     match reason {
         DenyReason::InvalidRequest(_)
@@ -93,7 +106,7 @@ fn header(key: String, value: String, action: HeaderAppendAction) -> HeaderValue
     }
 }
 
-fn dynamic_metadata(identity: Option<&Identity>, rule_id: Option<&str>) -> Struct {
+fn dynamic_metadata(identity: Option<&Identity>, rule_id: Option<&str>, claims: &[(String, String)]) -> Struct {
     let s = |v: &str| Value {
         kind: Some(Kind::StringValue(v.to_owned())),
     };
@@ -109,6 +122,19 @@ fn dynamic_metadata(identity: Option<&Identity>, rule_id: Option<&str>) -> Struc
             fields.insert("subject".to_owned(), s(sub));
         }
         fields.insert("scopes".to_owned(), s(&i.scopes.join(" ")));
+    }
+    if !claims.is_empty() {
+        // The claim headers' values, keyed by header name, for access logs
+        // and later filters.
+        let claims = Struct {
+            fields: claims.iter().map(|(k, v)| (k.clone(), s(v))).collect(),
+        };
+        fields.insert(
+            "claims".to_owned(),
+            Value {
+                kind: Some(Kind::StructValue(claims)),
+            },
+        );
     }
     Struct {
         fields: fields.into_iter().collect(),

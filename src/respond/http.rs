@@ -18,7 +18,11 @@ pub const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 
 pub fn forward_auth_response(responder: &Responder, o: &Outcome) -> Response<Body> {
     match &o.decision {
-        Decision::Allow => allow(responder.upstream_headers(responder.identity_of(o))),
+        Decision::Allow => {
+            let h = responder.upstream_headers(responder.identity_of(o));
+            responder.log_refused(&h, o);
+            allow(h)
+        }
         Decision::Deny(reason) => {
             let mut r = Response::new(Body::from(Responder::problem_body(reason)));
             *r.status_mut() = StatusCode::from_u16(reason.http_status()).unwrap_or(StatusCode::FORBIDDEN);
@@ -74,6 +78,7 @@ mod tests {
             identity: identity.map(Arc::new),
             token_fingerprint: None,
             failure: None,
+            anonymous: false,
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod envoy;
 pub mod explanation;
 pub mod http;
+pub mod resource_metadata;
 
 use crate::authn::Identity;
 use crate::config::HeadersConfig;
@@ -20,6 +21,10 @@ use crate::decision::Outcome;
 pub struct UpstreamHeaders {
     pub set: Vec<(String, String)>,
     pub remove: Vec<String>,
+    /// The claim headers among `set` (also sent as dynamic metadata).
+    pub claims: Vec<(String, String)>,
+    /// Claim headers removed because the value is not a safe header value.
+    pub refused: Vec<String>,
 }
 
 /// Renders outcomes; built once from config, swapped with it on reload.
@@ -30,6 +35,8 @@ pub struct Responder {
     /// Every other spelling of our identity headers (and of `authorization`
     /// when it is stripped) that a client could send: removed on allow.
     twins: Vec<String>,
+    /// RFC 9728 metadata URL for 401 challenges, when published.
+    resource_metadata: Option<String>,
 }
 
 /// Separators beyond this many are not expanded (2^n spellings); such a
@@ -71,11 +78,23 @@ impl Responder {
             headers.scopes.clone(),
             headers.subject.clone(),
         ];
+        owned.extend(headers.claims.keys().cloned());
         if headers.strip_authorization {
             owned.push("authorization".into());
         }
         let twins = owned.iter().flat_map(|n| header_twins(n)).collect();
-        Responder { headers, realm, twins }
+        Responder {
+            headers,
+            realm,
+            twins,
+            resource_metadata: None,
+        }
+    }
+
+    /// Name the RFC 9728 metadata URL in 401 challenges.
+    pub fn with_resource_metadata(mut self, url: Option<String>) -> Responder {
+        self.resource_metadata = url;
+        self
     }
 
     /// What the upstream learns. Every identity header we own is either set
@@ -102,11 +121,41 @@ impl Responder {
                 _ => out.remove.push(name.clone()),
             }
         }
+        for (name, path) in &h.claims {
+            match identity
+                .and_then(|i| i.claim(path))
+                .and_then(|v| claim_text(&v, &h.claims_separator))
+            {
+                Some(v) if is_header_value_safe(&v) => {
+                    out.set.push((name.clone(), v.clone()));
+                    out.claims.push((name.clone(), v));
+                }
+                Some(_) => {
+                    out.remove.push(name.clone());
+                    out.refused.push(name.clone());
+                }
+                None => out.remove.push(name.clone()),
+            }
+        }
         if h.strip_authorization {
             out.remove.push("authorization".into());
         }
         out.remove.extend(self.twins.iter().cloned());
         out
+    }
+
+    /// Say in the log which claim headers were left out and why (once per
+    /// answer, by the front door that sends it; explanations stay quiet).
+    pub(crate) fn log_refused(&self, h: &UpstreamHeaders, o: &Outcome) {
+        for name in &h.refused {
+            tracing::warn!(
+                target: "hydra_authz::decision",
+                header = %crate::telemetry::Escaped(name),
+                claim = %crate::telemetry::Escaped(self.headers.claims.get(name).map_or("-", String::as_str)),
+                token_fp = o.token_fingerprint.as_deref().unwrap_or("-"),
+                "claim header removed: the claim's value is not a safe header value (control characters, non-ASCII or over 4 KiB)"
+            );
+        }
     }
 
     /// Client-facing headers of a deny.
@@ -115,7 +164,11 @@ impl Responder {
             ("content-type".to_owned(), "application/problem+json".to_owned()),
             ("cache-control".to_owned(), "no-store".to_owned()),
         ];
-        if let Some(challenge) = reason.www_authenticate(&self.realm) {
+        if let Some(mut challenge) = reason.www_authenticate(&self.realm) {
+            // RFC 9728 §5.1: tell a client without a (valid) token where to learn how to get one.
+            if let (Some(url), 401) = (&self.resource_metadata, reason.http_status()) {
+                challenge.push_str(&format!(", resource_metadata=\"{url}\""));
+            }
             out.push(("www-authenticate".to_owned(), challenge));
         }
         out
@@ -140,6 +193,22 @@ impl Responder {
             None
         } else {
             o.identity.as_deref()
+        }
+    }
+}
+
+/// A claim's value as header text: strings as they are, numbers and
+/// booleans as text, lists joined with `sep` (their items rendered the same
+/// way), objects as compact JSON. Null and empty lists are absent.
+pub fn claim_text(v: &serde_json::Value, sep: &str) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(_) | Value::Number(_) | Value::Object(_) => Some(v.to_string()),
+        Value::Array(items) => {
+            let parts: Vec<String> = items.iter().filter_map(|i| claim_text(i, sep)).collect();
+            (!parts.is_empty()).then(|| parts.join(sep))
         }
     }
 }
@@ -223,5 +292,113 @@ mod tests {
         };
         let h = Responder::new(cfg, "r".into()).upstream_headers(Some(&reader()));
         assert!(h.remove.contains(&"authorization".to_string()));
+    }
+
+    #[test]
+    fn challenges_401_name_the_resource_metadata() {
+        let r = responder().with_resource_metadata(Some("https://api/.well-known/oauth-protected-resource".into()));
+        let www = |reason: &DenyReason| {
+            r.deny_headers(reason)
+                .into_iter()
+                .find(|(k, _)| k == "www-authenticate")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(
+            www(&DenyReason::MissingToken).as_deref(),
+            Some("Bearer realm=\"api\", resource_metadata=\"https://api/.well-known/oauth-protected-resource\"")
+        );
+        assert!(www(&DenyReason::InvalidToken(crate::authn::ClaimFailure::Inactive))
+            .is_some_and(|v| v.ends_with("resource_metadata=\"https://api/.well-known/oauth-protected-resource\"")));
+        assert!(
+            www(&DenyReason::InsufficientScope(vec!["a".into()])).is_some_and(|v| !v.contains("resource_metadata")),
+            "403 keeps its challenge as is"
+        );
+    }
+
+    fn with_claims() -> Responder {
+        let mut cfg = HeadersConfig::default();
+        for (h, path) in [
+            ("x-tenant", "ext.tenant"),
+            ("x-groups", "ext.groups"),
+            ("x-level", "ext.level"),
+            ("x-admin", "ext.admin"),
+            ("x-profile", "ext.profile"),
+            ("x-audience", "aud"),
+            ("x-user", "username"),
+            ("x-evil", "ext.evil"),
+            ("x-missing", "ext.nothing.here"),
+        ] {
+            cfg.claims.insert(h.into(), path.into());
+        }
+        Responder::new(cfg, "api".into())
+    }
+
+    fn tenant_identity() -> Identity {
+        Identity {
+            client_id: Some("reader".into()),
+            audience: vec!["api".into(), "web".into()].into(),
+            ext: Some(std::sync::Arc::new(serde_json::json!({
+                "tenant": "acme",
+                "groups": ["admins", "ops", 7],
+                "level": 3,
+                "admin": false,
+                "profile": {"a": 1, "b": "x"},
+                "evil": "a\r\nx-admin: 1",
+            }))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn claims_become_headers_with_their_value_types() {
+        let h = with_claims().upstream_headers(Some(&tenant_identity()));
+        let get = |name: &str| h.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("x-tenant"), Some("acme"));
+        assert_eq!(get("x-groups"), Some("admins ops 7"), "lists space-joined");
+        assert_eq!(get("x-level"), Some("3"));
+        assert_eq!(get("x-admin"), Some("false"));
+        assert_eq!(get("x-profile"), Some(r#"{"a":1,"b":"x"}"#), "objects as compact JSON");
+        assert_eq!(get("x-audience"), Some("api web"));
+        assert_eq!(get("x-user"), None, "no username");
+        assert!(h.remove.contains(&"x-user".to_string()));
+        assert!(h.remove.contains(&"x-missing".to_string()));
+        assert_eq!(get("x-evil"), None, "CR/LF never reaches a header");
+        assert_eq!(h.refused, vec!["x-evil".to_string()]);
+        assert!(h.remove.contains(&"x-evil".to_string()));
+        for twin in ["x_tenant", "x_groups", "x_evil"] {
+            assert!(h.remove.iter().any(|r| r == twin), "{twin}");
+        }
+        assert_eq!(h.claims.len(), 6, "{:?}", h.claims);
+    }
+
+    #[test]
+    fn public_routes_remove_every_claim_header() {
+        let h = with_claims().upstream_headers(None);
+        assert!(h.set.is_empty());
+        for name in ["x-tenant", "x_tenant", "x-groups", "x-user"] {
+            assert!(h.remove.iter().any(|r| r == name), "{name}");
+        }
+    }
+
+    #[test]
+    fn separator_is_configurable() {
+        let mut cfg = HeadersConfig::default();
+        cfg.claims.insert("x-groups".into(), "ext.groups".into());
+        cfg.claims_separator = ",".into();
+        let h = Responder::new(cfg, "api".into()).upstream_headers(Some(&tenant_identity()));
+        assert!(h.set.contains(&("x-groups".into(), "admins,ops,7".into())));
+    }
+
+    #[test]
+    fn claim_text_of_every_json_kind() {
+        use serde_json::json;
+        assert_eq!(claim_text(&json!(null), " "), None);
+        assert_eq!(claim_text(&json!([]), " "), None);
+        assert_eq!(claim_text(&json!([null]), " "), None);
+        assert_eq!(claim_text(&json!(1.5), " ").as_deref(), Some("1.5"));
+        assert_eq!(
+            claim_text(&json!([["a"], {"b": 1}]), "|").as_deref(),
+            Some(r#"a|{"b":1}"#)
+        );
     }
 }

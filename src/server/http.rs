@@ -45,7 +45,34 @@ pub fn router(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route(
+            crate::respond::resource_metadata::WELL_KNOWN_PATH,
+            get(resource_metadata),
+        )
+        // A resource with a path publishes under it (RFC 9728 §3.1).
+        .route(
+            &format!(
+                "{}/{{*resource_path}}",
+                crate::respond::resource_metadata::WELL_KNOWN_PATH
+            ),
+            get(resource_metadata),
+        )
         .with_state(ProbeState { ready, metrics, engine })
+}
+
+/// RFC 9728 §3: the document as JSON, 404 when not configured.
+async fn resource_metadata(State(s): State<ProbeState>) -> axum::response::Response {
+    match s.engine.load_full().resource_metadata() {
+        Some(doc) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "max-age=300"),
+            ],
+            doc.to_owned(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn metrics_text(State(s): State<ProbeState>) -> impl IntoResponse {
@@ -61,7 +88,7 @@ async fn metrics_text(State(s): State<ProbeState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<ProbeState>) -> (StatusCode, String) {
-    let (ready, detail) = engine_verdict(s.ready.get(), &s.engine.load_full());
+    let (ready, detail) = serving_readiness(s.ready.get(), &s.engine.load_full());
     let status = if ready {
         StatusCode::OK
     } else {
@@ -80,7 +107,7 @@ async fn readyz(State(s): State<ProbeState>) -> (StatusCode, String) {
 /// serve, and readiness says so rather than stay green. An open circuit is
 /// *not* unready: Hydra is down, every replica would say the same, and a
 /// fast 503 is the right answer meanwhile.
-pub fn verdict<A>(started: bool, layer: &Resilient<A>) -> (bool, String) {
+pub fn readiness<A>(started: bool, layer: &Resilient<A>) -> (bool, String) {
     let state = layer.state();
     let wedged = match state.breaker {
         // A probe is one check: it cannot legitimately outlive its budget.
@@ -105,11 +132,11 @@ pub fn verdict<A>(started: bool, layer: &Resilient<A>) -> (bool, String) {
     (started && !wedged, detail)
 }
 
-/// [`verdict`] for the running engine: started, the verifier warmed up
+/// [`readiness`] for the running engine: started, the verifier warmed up
 /// (the first JWKS fetch in jwt/auto mode), and nothing stuck. `/readyz`
 /// and gRPC health both ask this.
-fn engine_verdict(started: bool, engine: &Authorizer<ServerAuthn>) -> (bool, String) {
-    verdict(
+fn serving_readiness(started: bool, engine: &Authorizer<ServerAuthn>) -> (bool, String) {
+    readiness(
         started && crate::authorizer::verifier_of(engine).prefetched(),
         engine.engine().authenticator().inner(),
     )
@@ -126,7 +153,7 @@ pub async fn watch_health(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let (now, _) = engine_verdict(ready.get(), &engine.load_full());
+        let (now, _) = serving_readiness(ready.get(), &engine.load_full());
         if now != serving {
             serving = now;
             if now {
@@ -147,17 +174,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn readiness_reports_a_stuck_probe() {
         let layer = Resilient::new((), &ResilienceConfig::default(), Arc::new(Metrics::new()));
-        let (ready, detail) = verdict(true, &layer);
+        let (ready, detail) = readiness(true, &layer);
         assert!(ready, "{detail}");
         assert!(
             detail.contains("circuit: closed") && detail.contains("checks queued: 0"),
             "{detail}"
         );
-        assert!(!verdict(false, &layer).0, "not started: not ready");
+        assert!(!readiness(false, &layer).0, "not started: not ready");
         layer.leak_a_probe();
-        assert!(verdict(true, &layer).0, "a fresh probe is fine");
+        assert!(readiness(true, &layer).0, "a fresh probe is fine");
         tokio::time::advance(layer.budget() * 3 + Duration::from_secs(2)).await;
-        let (ready, detail) = verdict(true, &layer);
+        let (ready, detail) = readiness(true, &layer);
         assert!(!ready, "{detail}");
         assert!(detail.contains("wedged"), "{detail}");
     }
