@@ -282,8 +282,9 @@ mod tests {
     fn the_shipped_envoy_config_leaves_no_route_uncovered() {
         let doc = parse(include_str!("../deploy/envoy/envoy.yaml")).expect("yaml");
         let found = routes(&doc);
-        assert_eq!(found.len(), 4, "{found:?}");
-        assert_eq!(found.iter().filter(|r| r.own_policy).count(), 3, "{found:?}");
+        assert_eq!(found.len(), 5, "{found:?}");
+        // /.well-known/oauth-protected-resource (ext_authz disabled), /public, /ctx/date, /meta/echo.
+        assert_eq!(found.iter().filter(|r| r.own_policy).count(), 4, "{found:?}");
         assert!(uncovered(&found, &rules(&["/date", "/echo"])).is_empty());
         assert_eq!(
             uncovered(&found, &rules(&[])),
@@ -319,7 +320,7 @@ mod tests {
     #[test]
     fn a_bootstrap_is_still_one_document() {
         let found = read(include_str!("../deploy/envoy/envoy.yaml")).expect("bootstrap");
-        assert_eq!(found.routes.len(), 4);
+        assert_eq!(found.routes.len(), 5);
         assert!(
             read("a: 1\n---\nb: 2\n").is_err(),
             "two documents that are not manifests"

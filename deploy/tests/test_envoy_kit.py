@@ -82,6 +82,26 @@ def test_ext_authz_targets_the_check_port_not_the_admin_api(kit):
     assert not [name for name, p in ports.items() if ADMIN_API_PORT in p]
 
 
+@pytest.mark.parametrize("kit", KITS, ids=lambda p: str(p.relative_to(REPO)))
+def test_resource_metadata_route_is_the_only_one_without_ext_authz(kit):
+    """RFC 9728: /.well-known/oauth-protected-resource (and resource paths
+    under it) go to hydra-authz's HTTP listener with ext_authz off, before any
+    other route; every other route keeps ext_authz."""
+    doc = load_yaml(kit)
+    ports = cluster_ports(doc)
+    for hcm in connection_managers(doc):
+        routes = [r for vh in hcm["route_config"]["virtual_hosts"] for r in vh["routes"]]
+        disabled = [r for r in routes
+                    if r.get("typed_per_filter_config", {}).get(EXT_AUTHZ_FILTER, {}).get("disabled") is True]
+        assert len(disabled) == 1, disabled
+        (route,) = disabled
+        assert routes[0] is route, "first, so no other route can shadow it"
+        assert route["match"] == {"path_separated_prefix": "/.well-known/oauth-protected-resource"}
+        assert ports[route["route"]["cluster"]] == [HTTP_PORT]
+        # Nothing else reaches hydra-authz's HTTP listener (/metrics stays private).
+        assert [r for r in routes if ports[r["route"]["cluster"]] == [HTTP_PORT]] == [route]
+
+
 def test_mtls_snippet_is_an_upstream_block_only():
     """The mTLS snippet adds no listener, so no connection manager to harden."""
     doc = load_yaml(MTLS_SNIPPET)

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
-/// The shipped bootstrap. Its ports (9901, 8080, 9191, 8081) each appear once,
+/// The shipped bootstrap. Its ports (9901, 8080, 9191, 9192, 8081) each appear once,
 /// on a `port_value:` line, so [`render`] can rewrite them.
 pub const BOOTSTRAP: &str = include_str!("../../deploy/envoy/envoy.yaml");
 
@@ -17,7 +17,11 @@ pub const BOOTSTRAP: &str = include_str!("../../deploy/envoy/envoy.yaml");
 pub struct EnvoyPorts {
     pub admin: u16,
     pub listener: u16,
+    /// hydra-authz's Check listener (`server.grpc_addr`).
     pub authz: u16,
+    /// hydra-authz's HTTP listener (`server.http_addr`), where the kit
+    /// routes `/.well-known/oauth-protected-resource`.
+    pub authz_http: u16,
     pub upstream: u16,
 }
 
@@ -28,6 +32,7 @@ impl Default for EnvoyPorts {
             admin: 9901,
             listener: 8080,
             authz: 9191,
+            authz_http: 9192,
             upstream: 8081,
         }
     }
@@ -41,6 +46,7 @@ pub fn render(ports: EnvoyPorts) -> anyhow::Result<String> {
         (d.admin, ports.admin),
         (d.listener, ports.listener),
         (d.authz, ports.authz),
+        (d.authz_http, ports.authz_http),
         (d.upstream, ports.upstream),
     ] {
         let needle = format!("port_value: {from}\n");
@@ -144,12 +150,14 @@ mod tests {
             admin: 1,
             listener: 2,
             authz: 3,
+            authz_http: 5,
             upstream: 4,
         })
         .expect("render");
-        for p in 1..=4 {
+        for p in 1..=5 {
             assert_eq!(out.matches(&format!("port_value: {p}\n")).count(), 1);
         }
         assert!(!out.contains("port_value: 9191"));
+        assert!(!out.contains("port_value: 9192"));
     }
 }

@@ -19,6 +19,7 @@ mod grpc_server;
 mod hardening;
 mod health;
 mod hydra_contract;
+mod identity;
 mod jwt;
 mod metrics;
 mod otel_env;

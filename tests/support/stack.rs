@@ -182,12 +182,26 @@ pub async fn envoy_in_front_of_edited(
     tls: Option<(&Pki, bool)>,
     edit: impl FnOnce(String) -> String,
 ) -> Envoy {
-    envoy_for_port(authz.grpc_addr.port(), tls, edit).await
+    envoy_for_ports(authz.grpc_addr.port(), authz.http_addr.port(), tls, edit).await
 }
 
 /// The shipped envoy.yaml in front of whatever hydra-authz listens on
-/// `authz_port` (e.g. the real binary as a child process).
+/// `authz_port` (e.g. the real binary as a child process). Its
+/// `hydra_authz_http` cluster (the RFC 9728 route) points at a free port
+/// nothing listens on; [`envoy_for_ports`] names hydra-authz's HTTP port.
 pub async fn envoy_for_port(authz_port: u16, tls: Option<(&Pki, bool)>, edit: impl FnOnce(String) -> String) -> Envoy {
+    envoy_for_ports(authz_port, free_port(), tls, edit).await
+}
+
+/// [`envoy_for_port`], with hydra-authz's Check port and its HTTP port
+/// (`server.http_addr`, where the kit routes
+/// `/.well-known/oauth-protected-resource`).
+pub async fn envoy_for_ports(
+    authz_port: u16,
+    authz_http_port: u16,
+    tls: Option<(&Pki, bool)>,
+    edit: impl FnOnce(String) -> String,
+) -> Envoy {
     let upstream = hydra_authz::demo::upstream::serve(super::lo0())
         .await
         .expect("upstream");
@@ -195,6 +209,7 @@ pub async fn envoy_for_port(authz_port: u16, tls: Option<(&Pki, bool)>, edit: im
         admin: free_port(),
         listener: free_port(),
         authz: authz_port,
+        authz_http: authz_http_port,
         upstream: upstream.port(),
     };
     let mut rendered = envoy::render(ports).expect("render envoy.yaml");
