@@ -25,7 +25,15 @@ impl<A: crate::authn::Authenticator> Authorizer<A> {
         Ok(Authorizer {
             engine: Engine::with_shared(config, authn)?,
             responder: Responder::new(config.headers.clone(), config.authorization.realm.clone())
-                .with_resource_metadata(config.resource_metadata.url()),
+                .with_resource_metadata(config.resource_metadata.url())
+                .with_upstream_jwt(
+                    crate::respond::upstream_jwt::Signer::start(&config.upstream_jwt).map_err(|e| {
+                        ConfigError::Invalid {
+                            key: "upstream_jwt.key_file".into(),
+                            message: format!("{e:#}"),
+                        }
+                    })?,
+                ),
             resource_metadata: config
                 .resource_metadata
                 .enabled()

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 /// Defined beside the code it configures; listed here with every other key.
 pub use crate::extract::forwarded::ForwardAuthConfig;
 pub use crate::respond::resource_metadata::ResourceMetadataConfig;
+pub use crate::respond::upstream_jwt::UpstreamJwtConfig;
 
 pub const DEFAULT_CONFIG_PATH: &str = "config/hydra-authz.toml";
 pub const ENV_PREFIX: &str = "HYDRA_AUTHZ_";
@@ -33,6 +34,9 @@ pub struct Config {
     /// RFC 9728 protected resource metadata on `server.http_addr`; off
     /// unless `resource_metadata.resource` is set.
     pub resource_metadata: ResourceMetadataConfig,
+    /// A signed identity JWT for the upstream on every allow; off unless
+    /// `upstream_jwt.enabled`.
+    pub upstream_jwt: UpstreamJwtConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -433,6 +437,19 @@ pub struct RuleConfig {
     /// (and the rule's scopes apply); an invalid or revoked token → 401,
     /// never silently anonymous.
     pub optional: bool,
+    /// Claim conditions (403 `claim_mismatch` when one fails): the token's
+    /// `aud` must contain one of `audiences`, its `iss` be one of `issuers`,
+    /// its `client_id` one of `clients`.
+    pub audiences: Vec<String>,
+    pub issuers: Vec<String>,
+    pub clients: Vec<String>,
+    /// Claim path → accepted values (`"ext.tenant" = ["acme"]`); a list
+    /// claim passes when one of its items is accepted.
+    pub claims: std::collections::BTreeMap<String, Vec<String>>,
+    /// Where the token may be, tried in order: `header` (the default,
+    /// `Authorization: Bearer`), `header:<name>`, `cookie:<name>`,
+    /// `query:<name>`.
+    pub token_from: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -651,6 +668,12 @@ impl Config {
         self.resource_metadata
             .validate()
             .map_err(|why| invalid("resource_metadata", why))?;
+        self.upstream_jwt
+            .validate()
+            .map_err(|why| invalid("upstream_jwt", why))?;
+        if self.upstream_jwt.enabled {
+            validate_header_name("upstream_jwt.header", &self.upstream_jwt.header)?;
+        }
         if self.log.buffered_lines == 0 {
             return Err(invalid("log.buffered_lines", "must be greater than 0"));
         }
@@ -800,6 +823,40 @@ impl Config {
             }
             if rule.public && !(rule.scopes.is_empty() && rule.any_of.is_empty()) {
                 return Err(invalid(format!("{key}.scopes"), "a public rule cannot require scopes"));
+            }
+            let conditions = [
+                ("audiences", rule.audiences.is_empty()),
+                ("issuers", rule.issuers.is_empty()),
+                ("clients", rule.clients.is_empty()),
+                ("claims", rule.claims.is_empty()),
+            ];
+            if let (true, Some((name, _))) = (rule.public, conditions.iter().find(|(_, empty)| !empty)) {
+                return Err(invalid(
+                    format!("{key}.{name}"),
+                    "a public rule looks at no token, so it cannot have claim conditions",
+                ));
+            }
+            for (path, accepted) in &rule.claims {
+                let root = path.split('.').next().unwrap_or_default();
+                if path.split('.').any(str::is_empty) || !crate::authn::CLAIM_ROOTS.contains(&root) {
+                    return Err(invalid(
+                        format!("{key}.claims.{path}"),
+                        format!(
+                            "a claim path is dot-separated names starting with one of {:?}",
+                            crate::authn::CLAIM_ROOTS
+                        ),
+                    ));
+                }
+                if accepted.is_empty() {
+                    return Err(invalid(
+                        format!("{key}.claims.{path}"),
+                        "list the accepted values (an empty list would refuse every token)",
+                    ));
+                }
+            }
+            for (i, source) in rule.token_from.iter().enumerate() {
+                crate::extract::sources::TokenSource::parse(source)
+                    .map_err(|why| invalid(format!("{key}.token_from[{i}]"), why))?;
             }
             if rule.public && rule.optional {
                 return Err(invalid(

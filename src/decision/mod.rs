@@ -11,6 +11,7 @@
 //! itself for explanations. The gRPC `Check`, the admin `Explain` RPC and the
 //! CLI all call [`Engine::decide`] / [`Engine::explain`], which share it.
 
+pub mod conditions;
 pub mod route;
 pub mod rules;
 pub mod scopes;
@@ -19,6 +20,7 @@ pub mod verdict;
 use crate::authn::{Authenticator, AuthnError, ClaimChecks, Identity};
 use crate::config::{Config, ConfigError};
 use crate::extract::credential::{Credential, Token};
+use crate::extract::sources::{self, TokenSource};
 use crate::extract::AuthzRequest;
 use route::{Resolution, RoutePolicy};
 use rules::RuleSet;
@@ -53,10 +55,17 @@ pub struct Outcome {
     pub failure: Option<String>,
     /// Allowed without a token on an optional-authentication rule.
     pub anonymous: bool,
+    /// Where the token was, when a rule's `token_from` found it elsewhere
+    /// than `Authorization` (so it can be stripped before the upstream).
+    pub token_source: Option<TokenSource>,
+    /// For a cookie source: the `cookie` header without that cookie (None:
+    /// nothing else left), for stripping.
+    pub cookie_rest: Option<String>,
 }
 
 impl Outcome {
-    fn new() -> Outcome {
+    /// An allow with nothing found out yet; stages fill it in.
+    pub fn new() -> Outcome {
         Outcome {
             decision: Decision::Allow,
             rule_id: None,
@@ -67,6 +76,8 @@ impl Outcome {
             token_fingerprint: None,
             failure: None,
             anonymous: false,
+            token_source: None,
+            cookie_rest: None,
         }
     }
 
@@ -77,6 +88,12 @@ impl Outcome {
 
     pub fn is_allowed(&self) -> bool {
         self.decision == Decision::Allow
+    }
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome::new()
     }
 }
 
@@ -140,6 +157,8 @@ impl<A: Authenticator> Engine<A> {
             Err(reason) => return out.deny(reason),
         };
         let optional = policy.optional;
+        let conditions = policy.conditions;
+        let token_from = policy.token_from;
         out.rule_id = Some(policy.rule_id);
         out.public = policy.public;
         out.required_scopes = policy.scopes;
@@ -148,6 +167,36 @@ impl<A: Authenticator> Engine<A> {
             note!(steps, "public route: allow without a token; identity headers removed");
             return out;
         }
+        // A rule that names other token sources: read them now.
+        let found = match token_from.is_empty() {
+            true => None,
+            false => match sources::find(req, &token_from) {
+                Ok(found) => Some(found),
+                Err(why) => {
+                    note!(
+                        steps,
+                        "token sources {:?}: {why}",
+                        token_from.iter().map(ToString::to_string).collect::<Vec<_>>()
+                    );
+                    return out.deny(DenyReason::InvalidRequest(why));
+                }
+            },
+        };
+        let token = match &found {
+            None => token,
+            Some(found) => {
+                let found = found.as_ref();
+                out.token_fingerprint = found.map(|f| f.token.fingerprint());
+                if let Some(f) = found {
+                    note!(steps, "token found in {}", f.source);
+                    if let TokenSource::Cookie(name) = &f.source {
+                        out.cookie_rest = req.headers.get("cookie").and_then(|c| sources::cookie_without(c, name));
+                    }
+                    out.token_source = Some(f.source.clone());
+                }
+                found.map(|f| &f.token)
+            }
+        };
         let Some(token) = token else {
             if optional {
                 note!(
@@ -167,7 +216,9 @@ impl<A: Authenticator> Engine<A> {
                 return out.deny(reason);
             }
         };
-        let verdict = self.authorize(&identity, &out, steps);
+        let verdict = self
+            .authorize(&identity, &out, steps)
+            .and_then(|()| meets(&conditions, &identity, steps));
         out.identity = Some(identity);
         match verdict {
             Ok(()) => out,
@@ -251,6 +302,31 @@ impl<A: Authenticator> Engine<A> {
         note!(steps, "scope strategy {:?}: missing {:?}", self.strategy, unmet.missing);
         // RFC 6750: the scope attribute names what the route needs.
         Err(DenyReason::InsufficientScope(unmet.needed))
+    }
+}
+
+/// Claim conditions: audiences, issuers, clients and claim values the rule
+/// accepts. Explanations show each; the deny names the claim only.
+fn meets(conditions: &conditions::Conditions, identity: &Identity, steps: &mut Notes) -> Result<(), DenyReason> {
+    if steps.is_some() {
+        for c in conditions.iter() {
+            let what = match c.check(identity) {
+                conditions::Check::Met => "met",
+                conditions::Check::Missing => "not met: the token has no such claim",
+                conditions::Check::NotAccepted => "not met: no accepted value",
+            };
+            note!(
+                steps,
+                "condition {} in {:?}: {what} (token has {:?})",
+                c.path,
+                c.accepted,
+                identity.claim(&c.path)
+            );
+        }
+    }
+    match conditions.first_unmet(identity) {
+        None => Ok(()),
+        Some(c) => Err(DenyReason::ClaimMismatch(c.path.clone())),
     }
 }
 

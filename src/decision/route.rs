@@ -22,6 +22,10 @@ pub struct RoutePolicy {
     pub any_of: Vec<Vec<String>>,
     /// No token: allowed anonymously. A token: verified as usual.
     pub optional: bool,
+    /// Where the token may be; empty: the `Authorization` header only.
+    pub token_from: std::sync::Arc<[crate::extract::sources::TokenSource]>,
+    /// Claim conditions the token must meet (rules only).
+    pub conditions: std::sync::Arc<super::conditions::Conditions>,
 }
 
 impl RoutePolicy {
@@ -64,6 +68,8 @@ pub fn resolve(req: &AuthzRequest, rules: &RuleSet) -> Resolution {
             scopes: rule.scopes.clone(),
             any_of: rule.any_of.clone(),
             optional: rule.optional,
+            conditions: rule.conditions.clone(),
+            token_from: rule.token_from.clone(),
         }),
         None => Resolution::NoRule,
     }
@@ -142,6 +148,8 @@ fn policy(rule_id: &str, public: bool, scopes: Vec<String>) -> Resolution {
         scopes,
         any_of: Vec::new(),
         optional: false,
+        conditions: Default::default(),
+        token_from: std::sync::Arc::new([]),
     })
 }
 

@@ -15,6 +15,10 @@ pub struct Rule {
     pub public: bool,
     /// No token is fine; a token given must be valid.
     pub optional: bool,
+    /// Where the token may be; empty: the `Authorization` header only.
+    pub token_from: std::sync::Arc<[crate::extract::sources::TokenSource]>,
+    /// Claim conditions a token must meet (audiences, issuers, clients, claims).
+    pub conditions: std::sync::Arc<super::conditions::Conditions>,
     /// The pattern as written, for explanations.
     pub path: String,
 }
@@ -72,6 +76,11 @@ impl RuleSet {
                 any_of: rc.any_of.clone(),
                 public: rc.public,
                 optional: rc.optional,
+                conditions: std::sync::Arc::new(super::conditions::Conditions::from_rule(rc)),
+                token_from: token_sources(&rc.token_from).map_err(|message| ConfigError::Invalid {
+                    key: format!("rules[{n}].token_from"),
+                    message,
+                })?,
                 path: rc.path.clone(),
             });
         }
@@ -278,6 +287,20 @@ fn host_glob(pattern: &str) -> Result<globset::Glob, String> {
         .backslash_escape(true)
         .build()
         .map_err(|e| format!("{pattern:?}: {e}"))
+}
+
+/// A rule's `token_from`; the default (`Authorization` only) is empty, so
+/// the common case costs nothing after extraction.
+fn token_sources(list: &[String]) -> Result<std::sync::Arc<[crate::extract::sources::TokenSource]>, String> {
+    use crate::extract::sources::TokenSource;
+    let sources = list
+        .iter()
+        .map(|s| TokenSource::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if sources == [TokenSource::Authorization] {
+        return Ok(std::sync::Arc::new([]));
+    }
+    Ok(sources.into())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use super::*;
 use crate::authn::ClaimFailure;
 use crate::config::RuleConfig;
 use crate::extract::credential::{self, Token};
+use crate::extract::sources::TokenSource;
 
 /// Authenticator with fixed answers per token value.
 struct Fixed;
@@ -260,4 +261,118 @@ fn a_rule_is_not_public_and_optional() {
     };
     let err = Engine::new(&config, Fixed).err().expect("refused");
     assert!(err.to_string().contains("rules[0].optional"), "{err}");
+}
+
+/// Claim conditions: 403 claim_mismatch naming the claim, after the token is
+/// known to be valid; each condition narrated.
+#[tokio::test]
+async fn claim_conditions_deny_with_the_claim_name_only() {
+    let mut tenant_rule = RuleConfig {
+        id: "tenant".into(),
+        methods: vec!["GET".into()],
+        path: "/date".into(),
+        scopes: vec!["read_date".into()],
+        clients: vec!["reader".into()],
+        ..Default::default()
+    };
+    let config = Config {
+        rules: vec![tenant_rule.clone()],
+        ..Default::default()
+    };
+    let e = Engine::new(&config, Fixed).expect("engine");
+    assert!(e.decide(&req("GET", "/date", Some("Bearer reader"))).await.is_allowed());
+
+    tenant_rule.claims.insert("ext.tenant".into(), vec!["acme".into()]);
+    let config = Config {
+        rules: vec![tenant_rule],
+        ..Default::default()
+    };
+    let e = Engine::new(&config, Fixed).expect("engine");
+    let o = e.decide(&req("GET", "/date", Some("Bearer reader"))).await;
+    assert_eq!(
+        o.decision,
+        Decision::Deny(DenyReason::ClaimMismatch("ext.tenant".into()))
+    );
+    if let Decision::Deny(reason) = &o.decision {
+        assert_eq!((reason.label(), reason.http_status()), ("claim_mismatch", 403));
+        assert!(
+            !reason.detail().contains("acme"),
+            "the detail names the claim, not a value"
+        );
+    }
+    let (_, steps) = e.explain(&req("GET", "/date", Some("Bearer reader"))).await;
+    let text = steps.join("\n");
+    assert!(text.contains("condition client_id in [\"reader\"]: met"), "{text}");
+    assert!(
+        text.contains("condition ext.tenant in [\"acme\"]: not met: the token has no such claim"),
+        "{text}"
+    );
+    assert_eq!(
+        e.decide(&req("GET", "/date", Some("Bearer revoked"))).await.decision,
+        Decision::Deny(DenyReason::InvalidToken(ClaimFailure::Inactive)),
+        "an invalid token is 401 before any condition"
+    );
+}
+
+/// token_from: a cookie among several, a header, a query parameter only
+/// when the rule names it; two different credentials are 400.
+#[tokio::test]
+async fn token_sources_named_by_the_rule() {
+    let config = Config {
+        rules: vec![
+            RuleConfig {
+                id: "browser".into(),
+                path: "/date".into(),
+                scopes: vec!["read_date".into()],
+                token_from: vec!["header".into(), "cookie:session".into(), "query:access_token".into()],
+                ..Default::default()
+            },
+            RuleConfig {
+                id: "default".into(),
+                path: "/other".into(),
+                scopes: vec!["read_date".into()],
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let e = Engine::new(&config, Fixed).expect("engine");
+    let with = |path: &str, headers: &[(&str, &str)]| {
+        let h: std::collections::HashMap<String, String> =
+            headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        AuthzRequest::from_parts("GET", "api", path, &h, Default::default())
+    };
+    let o = e
+        .decide(&with("/date", &[("cookie", "theme=dark; session=reader")]))
+        .await;
+    assert!(o.is_allowed(), "{o:?}");
+    assert_eq!(o.token_source, Some(TokenSource::Cookie("session".into())));
+    assert_eq!(o.cookie_rest.as_deref(), Some("theme=dark"));
+    let o = e.decide(&with("/date?access_token=reader", &[])).await;
+    assert!(o.is_allowed(), "query source when the rule names it: {o:?}");
+    let o = e.decide(&with("/other?access_token=reader", &[])).await;
+    assert_eq!(
+        o.decision,
+        Decision::Deny(DenyReason::MissingToken),
+        "not on a rule that does not"
+    );
+    let o = e
+        .decide(&with(
+            "/date",
+            &[("cookie", "session=reader"), ("authorization", "Bearer other")],
+        ))
+        .await;
+    assert!(
+        matches!(o.decision, Decision::Deny(DenyReason::InvalidRequest(_))),
+        "two different credentials: {o:?}"
+    );
+    let o = e.decide(&with("/date", &[("cookie", "session=revoked")])).await;
+    assert_eq!(
+        o.decision,
+        Decision::Deny(DenyReason::InvalidToken(ClaimFailure::Inactive))
+    );
+    assert!(
+        o.token_fingerprint.is_some(),
+        "the cookie token is fingerprinted for the log line"
+    );
 }

@@ -19,6 +19,8 @@ pub enum DenyReason {
     InvalidToken(ClaimFailure),
     /// The route's required scopes (all of them, as RFC 6750 advises).
     InsufficientScope(Vec<String>),
+    /// A rule's claim condition failed; the claim path (never its value).
+    ClaimMismatch(String),
     NoRule,
     RouteMisconfigured(String),
     /// Introspection could not answer; the kind of failure.
@@ -31,7 +33,7 @@ impl DenyReason {
             DenyReason::InvalidRequest(_) | DenyReason::InvalidPath(_) | DenyReason::BadRequest(_) => 400,
             DenyReason::TooLarge(_) => 431,
             DenyReason::MissingToken | DenyReason::InvalidToken(_) => 401,
-            DenyReason::InsufficientScope(_) | DenyReason::NoRule => 403,
+            DenyReason::InsufficientScope(_) | DenyReason::NoRule | DenyReason::ClaimMismatch(_) => 403,
             DenyReason::RouteMisconfigured(_) => 500,
             DenyReason::Unavailable(_) => 503,
         }
@@ -47,6 +49,7 @@ impl DenyReason {
             DenyReason::MissingToken => "missing_token",
             DenyReason::InvalidToken(_) => "invalid_token",
             DenyReason::InsufficientScope(_) => "insufficient_scope",
+            DenyReason::ClaimMismatch(_) => "claim_mismatch",
             DenyReason::NoRule => "no_rule",
             DenyReason::RouteMisconfigured(_) => "route_misconfigured",
             DenyReason::Unavailable(_) => "introspection_unavailable",
@@ -62,6 +65,7 @@ impl DenyReason {
             DenyReason::MissingToken => "Authentication required",
             DenyReason::InvalidToken(_) => "Invalid token",
             DenyReason::InsufficientScope(_) => "Insufficient scope",
+            DenyReason::ClaimMismatch(_) => "Claim not accepted",
             DenyReason::NoRule => "Forbidden",
             DenyReason::RouteMisconfigured(_) => "Authorization policy error",
             DenyReason::Unavailable(_) => "Authorization unavailable",
@@ -78,6 +82,7 @@ impl DenyReason {
             DenyReason::MissingToken => "a bearer token is required".into(),
             DenyReason::InvalidToken(f) => f.to_string(),
             DenyReason::InsufficientScope(s) => format!("the token lacks a required scope: {}", s.join(" ")),
+            DenyReason::ClaimMismatch(claim) => format!("the token's {claim} claim is not accepted for this route"),
             DenyReason::NoRule => "no rule allows this request".into(),
             DenyReason::RouteMisconfigured(_) => "the route's authorization policy is invalid".into(),
             DenyReason::Unavailable(_) => "the token could not be verified right now".into(),

@@ -86,6 +86,22 @@ pub fn parse_authorization(value: Option<&str>) -> Credential {
     Credential::Bearer(Token::new(token))
 }
 
+/// A token sent without a scheme (a cookie, a query parameter, a custom
+/// header): the same length and character rules as a bearer token.
+pub fn parse_raw_token(value: &str) -> Credential {
+    let token = value.trim_matches(|c| c == ' ' || c == '\t');
+    if token.is_empty() {
+        return Credential::Missing;
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Credential::Malformed("bearer token too long");
+    }
+    if !is_b64token(token) {
+        return Credential::Malformed("bearer token has characters outside RFC 6750 b64token");
+    }
+    Credential::Bearer(Token::new(token))
+}
+
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
 fn is_b64token(s: &str) -> bool {
     let body = s.trim_end_matches('=');

@@ -39,12 +39,15 @@ impl AuthzRequest {
         if credential != Credential::Missing && super::query_has_access_token(&http.path) {
             credential = Credential::Malformed("a token was sent both in the Authorization header and the query");
         }
+        let target = AuthzRequest::with_target(&http.method, &http.host, &http.path);
         AuthzRequest {
             too_large,
             credential,
             context_extensions,
             route_metadata,
-            ..AuthzRequest::with_target(&http.method, &http.host, &http.path)
+            // Moved, not copied: the CheckRequest is ours.
+            headers: std::mem::take(&mut http.headers),
+            ..target
         }
     }
 

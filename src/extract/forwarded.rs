@@ -146,9 +146,22 @@ fn from_http(method: &str, host: &str, uri: &str, headers: &HeaderMap) -> AuthzR
             .map(|(k, v)| (k.as_str(), std::str::from_utf8(v.as_bytes()).unwrap_or(""))),
     );
     let credential = credential(headers, uri);
+    // As Envoy hands them over: lower-case names, repeats joined (cookies with "; ").
+    let mut joined: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for (name, value) in headers {
+        let Ok(value) = value.to_str() else { continue };
+        joined
+            .entry(name.as_str().to_owned())
+            .and_modify(|v| {
+                v.push_str(if name == "cookie" { "; " } else { "," });
+                v.push_str(value);
+            })
+            .or_insert_with(|| value.to_owned());
+    }
     AuthzRequest {
         too_large,
         credential,
+        headers: joined,
         ..AuthzRequest::with_target(method, host, uri)
     }
 }

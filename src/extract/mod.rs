@@ -17,6 +17,7 @@ pub mod credential;
 pub mod envoy;
 pub mod forwarded;
 pub mod path;
+pub mod sources;
 
 pub use envoy::{envoy_check_request, METADATA_NAMESPACE};
 
@@ -50,6 +51,11 @@ pub struct AuthzRequest {
     /// Route metadata in our namespace, as plain JSON (Envoy
     /// `route_metadata_context`, namespace `hydra_authz`).
     pub route_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The request's headers, lower-case names, repeats joined with ',' (as
+    /// Envoy sends them): for token sources a rule names (`token_from`).
+    pub headers: std::collections::HashMap<String, String>,
+    /// The raw query string (no '?', no fragment), for `query:<name>` sources.
+    pub query: String,
 }
 
 impl AuthzRequest {
@@ -74,12 +80,17 @@ impl AuthzRequest {
                 Some(why),
             ),
         };
+        let query = raw_path
+            .split_once('?')
+            .map(|(_, q)| q.split('#').next().unwrap_or_default().to_owned())
+            .unwrap_or_default();
         AuthzRequest {
             method,
             host,
             malformed,
             path,
             path_error,
+            query,
             ..Default::default()
         }
     }

@@ -18,7 +18,7 @@ pub fn check_response(responder: &Responder, o: &Outcome) -> CheckResponse {
     match &o.decision {
         Decision::Allow => {
             let identity = responder.identity_of(o);
-            let h = responder.upstream_headers(identity);
+            let h = responder.upstream_headers_for(o);
             responder.log_refused(&h, o);
             allowed(h, identity, o.rule_id.as_deref())
         }
@@ -53,6 +53,7 @@ fn allowed(h: UpstreamHeaders, identity: Option<&Identity>, rule_id: Option<&str
                 .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
                 .collect(),
             headers_to_remove: h.remove,
+            query_parameters_to_remove: h.query_remove,
             ..Default::default()
         })),
         dynamic_metadata: Some(metadata),
@@ -88,7 +89,9 @@ pub fn grpc_code(reason: &DenyReason) -> tonic::Code {
         | DenyReason::BadRequest(_)
         | DenyReason::TooLarge(_) => tonic::Code::InvalidArgument,
         DenyReason::MissingToken | DenyReason::InvalidToken(_) => tonic::Code::Unauthenticated,
-        DenyReason::InsufficientScope(_) | DenyReason::NoRule => tonic::Code::PermissionDenied,
+        DenyReason::InsufficientScope(_) | DenyReason::NoRule | DenyReason::ClaimMismatch(_) => {
+            tonic::Code::PermissionDenied
+        }
         DenyReason::RouteMisconfigured(_) => tonic::Code::Internal,
         DenyReason::Unavailable(_) => tonic::Code::Unavailable,
     }

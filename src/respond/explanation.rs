@@ -52,7 +52,7 @@ pub async fn explain<A: Authenticator>(authorizer: &Authorizer<A>, req: &AuthzRe
         Decision::Allow => {
             e.http_status = 200;
             e.reason = "allowed".into();
-            let h = responder.upstream_headers(responder.identity_of(&o));
+            let h = responder.upstream_headers_for(&o);
             e.headers_to_set = h.set.into_iter().collect();
             e.headers_to_remove = h.remove;
         }

@@ -19,7 +19,7 @@ pub const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 pub fn forward_auth_response(responder: &Responder, o: &Outcome) -> Response<Body> {
     match &o.decision {
         Decision::Allow => {
-            let h = responder.upstream_headers(responder.identity_of(o));
+            let h = responder.upstream_headers_for(o);
             responder.log_refused(&h, o);
             allow(h)
         }
@@ -73,12 +73,8 @@ mod tests {
             decision,
             rule_id: Some("r".into()),
             public,
-            required_scopes: Vec::new(),
-            any_of: Vec::new(),
             identity: identity.map(Arc::new),
-            token_fingerprint: None,
-            failure: None,
-            anonymous: false,
+            ..Outcome::new()
         }
     }
 

@@ -10,6 +10,7 @@ pub mod envoy;
 pub mod explanation;
 pub mod http;
 pub mod resource_metadata;
+pub mod upstream_jwt;
 
 use crate::authn::Identity;
 use crate::config::HeadersConfig;
@@ -25,6 +26,8 @@ pub struct UpstreamHeaders {
     pub claims: Vec<(String, String)>,
     /// Claim headers removed because the value is not a safe header value.
     pub refused: Vec<String>,
+    /// Query parameters to remove (a `query:<name>` credential, stripped).
+    pub query_remove: Vec<String>,
 }
 
 /// Renders outcomes; built once from config, swapped with it on reload.
@@ -37,6 +40,8 @@ pub struct Responder {
     twins: Vec<String>,
     /// RFC 9728 metadata URL for 401 challenges, when published.
     resource_metadata: Option<String>,
+    /// Signs the identity JWT for the upstream, when `[upstream_jwt]` is on.
+    upstream_jwt: Option<std::sync::Arc<upstream_jwt::Signer>>,
 }
 
 /// Separators beyond this many are not expanded (2^n spellings); such a
@@ -88,7 +93,22 @@ impl Responder {
             realm,
             twins,
             resource_metadata: None,
+            upstream_jwt: None,
         }
+    }
+
+    /// Add a signed identity JWT to every allow with an identity.
+    pub fn with_upstream_jwt(mut self, signer: Option<std::sync::Arc<upstream_jwt::Signer>>) -> Responder {
+        if let Some(s) = &signer {
+            self.twins.extend(header_twins(s.header()));
+        }
+        self.upstream_jwt = signer;
+        self
+    }
+
+    /// The identity JWT's public keys (JWKS JSON), when signing is on.
+    pub fn jwks(&self) -> Option<String> {
+        self.upstream_jwt.as_ref().map(|s| s.jwks())
     }
 
     /// Name the RFC 9728 metadata URL in 401 challenges.
@@ -137,11 +157,47 @@ impl Responder {
                 None => out.remove.push(name.clone()),
             }
         }
+        if let Some(signer) = &self.upstream_jwt {
+            let claims: Vec<(String, serde_json::Value)> = match identity {
+                Some(i) => h
+                    .claims
+                    .values()
+                    .filter_map(|path| i.claim(path).map(|v| (path.clone(), v)))
+                    .collect(),
+                None => Vec::new(),
+            };
+            match identity.and_then(|i| signer.sign(i, &claims)) {
+                Some(jwt) => out.set.push((signer.header().to_owned(), jwt)),
+                None => out.remove.push(signer.header().to_owned()),
+            }
+        }
         if h.strip_authorization {
             out.remove.push("authorization".into());
         }
         out.remove.extend(self.twins.iter().cloned());
         out
+    }
+
+    /// [`Responder::upstream_headers`] for an outcome, plus the credential
+    /// itself when `headers.strip_authorization` asks and a rule found it
+    /// elsewhere than `Authorization`: its header, its cookie (the other
+    /// cookies kept) or its query parameter.
+    pub fn upstream_headers_for(&self, o: &Outcome) -> UpstreamHeaders {
+        use crate::extract::sources::TokenSource;
+        let mut h = self.upstream_headers(self.identity_of(o));
+        if !self.headers.strip_authorization {
+            return h;
+        }
+        match &o.token_source {
+            None | Some(TokenSource::Authorization) => {}
+            Some(TokenSource::Header(name)) => h.remove.push(name.clone()),
+            Some(TokenSource::Cookie(_)) => match &o.cookie_rest {
+                Some(rest) => h.set.push(("cookie".into(), rest.clone())),
+                None => h.remove.push("cookie".into()),
+            },
+            Some(TokenSource::Query(name)) => h.query_remove.push(name.clone()),
+        }
+        h
     }
 
     /// Say in the log which claim headers were left out and why (once per
@@ -400,5 +456,36 @@ mod tests {
             claim_text(&json!([["a"], {"b": 1}]), "|").as_deref(),
             Some(r#"a|{"b":1}"#)
         );
+    }
+
+    #[test]
+    fn stripping_removes_the_credential_wherever_it_was() {
+        use crate::extract::sources::TokenSource;
+        let strip = Responder::new(
+            HeadersConfig {
+                strip_authorization: true,
+                ..Default::default()
+            },
+            "api".into(),
+        );
+        let o = |source: TokenSource, rest: Option<&str>| Outcome {
+            identity: Some(std::sync::Arc::new(reader())),
+            token_source: Some(source),
+            cookie_rest: rest.map(str::to_owned),
+            ..Outcome::new()
+        };
+        let h = strip.upstream_headers_for(&o(TokenSource::Cookie("session".into()), Some("theme=dark")));
+        assert!(
+            h.set.contains(&("cookie".into(), "theme=dark".into())),
+            "other cookies kept"
+        );
+        let h = strip.upstream_headers_for(&o(TokenSource::Cookie("session".into()), None));
+        assert!(h.remove.contains(&"cookie".to_string()));
+        let h = strip.upstream_headers_for(&o(TokenSource::Query("access_token".into()), None));
+        assert_eq!(h.query_remove, vec!["access_token".to_string()]);
+        let h = strip.upstream_headers_for(&o(TokenSource::Header("x-api-token".into()), None));
+        assert!(h.remove.contains(&"x-api-token".to_string()));
+        let keep = responder().upstream_headers_for(&o(TokenSource::Query("access_token".into()), None));
+        assert!(keep.query_remove.is_empty(), "kept unless strip_authorization");
     }
 }

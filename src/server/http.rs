@@ -49,6 +49,7 @@ pub fn router(
             crate::respond::resource_metadata::WELL_KNOWN_PATH,
             get(resource_metadata),
         )
+        .route("/.well-known/jwks.json", get(jwks))
         // A resource with a path publishes under it (RFC 9728 §3.1).
         .route(
             &format!(
@@ -69,6 +70,22 @@ async fn resource_metadata(State(s): State<ProbeState>) -> axum::response::Respo
                 (header::CACHE_CONTROL, "max-age=300"),
             ],
             doc.to_owned(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// The public keys of the identity JWT (`[upstream_jwt]`), 404 when off.
+async fn jwks(State(s): State<ProbeState>) -> axum::response::Response {
+    match s.engine.load_full().responder().jwks() {
+        Some(doc) => (
+            [
+                (header::CONTENT_TYPE, "application/jwk-set+json"),
+                // Short: a rotation must reach verifiers well within key_overlap_s.
+                (header::CACHE_CONTROL, "max-age=30"),
+            ],
+            doc,
         )
             .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),

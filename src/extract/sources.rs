@@ -1,0 +1,239 @@
+//! Where a rule may find its bearer token (rule key `token_from`): the
+//! `Authorization` header (the default), another header, a cookie (browser
+//! and WebSocket clients cannot send `Authorization`), or a query parameter
+//! (only when a rule asks: RFC 6750 §2.3 warns that URLs end up in logs).
+//! Sources are tried in order; two different tokens in one request are 400.
+
+use super::credential::{parse_authorization, parse_raw_token, Credential, Token};
+use super::AuthzRequest;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>`.
+    Authorization,
+    /// A header carrying the token itself (or `Bearer <token>`).
+    Header(String),
+    Cookie(String),
+    Query(String),
+}
+
+impl TokenSource {
+    /// `"header"`, `"header:<name>"`, `"cookie:<name>"`, `"query:<name>"`.
+    pub fn parse(s: &str) -> Result<TokenSource, String> {
+        let bad = |why: &str| Err(format!("{s:?}: {why}"));
+        let (kind, name) = match s.split_once(':') {
+            None if s == "header" => return Ok(TokenSource::Authorization),
+            None => return bad("expected header, header:<name>, cookie:<name> or query:<name>"),
+            Some(pair) => pair,
+        };
+        let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(token_char) {
+            return bad("the name must be a non-empty token (letters, digits, - _ . and the like)");
+        }
+        match kind {
+            "header" if name.eq_ignore_ascii_case("authorization") => Ok(TokenSource::Authorization),
+            "header" if name.bytes().any(|b| b.is_ascii_uppercase()) => bad("header names are lower-case"),
+            "header" => Ok(TokenSource::Header(name.to_owned())),
+            "cookie" => Ok(TokenSource::Cookie(name.to_owned())),
+            "query" => Ok(TokenSource::Query(name.to_owned())),
+            _ => bad("expected header, header:<name>, cookie:<name> or query:<name>"),
+        }
+    }
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenSource::Authorization => f.write_str("header"),
+            TokenSource::Header(n) => write!(f, "header:{n}"),
+            TokenSource::Cookie(n) => write!(f, "cookie:{n}"),
+            TokenSource::Query(n) => write!(f, "query:{n}"),
+        }
+    }
+}
+
+/// The token a request carries in `sources`, and where it was found. The
+/// `Authorization` header has been parsed (and refused when malformed) at
+/// extraction; the others are read here, once a rule has named them.
+pub fn find<'r>(req: &'r AuthzRequest, sources: &'r [TokenSource]) -> Result<Option<Found>, &'static str> {
+    let mut found: Option<Found> = None;
+    for source in sources {
+        let credential = match source {
+            TokenSource::Authorization => req.credential.clone(),
+            TokenSource::Header(name) => match req.headers.get(name) {
+                None => Credential::Missing,
+                // Envoy joins repeated headers with ','; never a b64token character.
+                Some(v) if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") => parse_authorization(Some(v)),
+                Some(v) => parse_raw_token(v),
+            },
+            TokenSource::Cookie(name) => one(cookies(req, name))?,
+            TokenSource::Query(name) => one(query(req, name))?,
+        };
+        let token = match credential {
+            Credential::Missing => continue,
+            Credential::Malformed(why) => return Err(why),
+            Credential::Bearer(t) => t,
+        };
+        match &found {
+            Some(earlier) if earlier.token != token => return Err("two different credentials in one request"),
+            Some(_) => {}
+            None => {
+                found = Some(Found {
+                    token,
+                    source: source.clone(),
+                })
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A token and where it came from (so it can be removed before the upstream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub token: Token,
+    pub source: TokenSource,
+}
+
+/// Every value of cookie `name` in the request's `cookie` header(s).
+fn cookies<'r>(req: &'r AuthzRequest, name: &'r str) -> impl Iterator<Item = &'r str> {
+    req.headers
+        .get("cookie")
+        .into_iter()
+        // Envoy joins repeated cookie headers with "; " (RFC 6265), others with ','.
+        .flat_map(|h| h.split([';', ',']))
+        .filter_map(move |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then(|| v.trim_matches('"'))
+        })
+}
+
+fn query<'r>(req: &'r AuthzRequest, name: &'r str) -> impl Iterator<Item = String> + 'r {
+    form_urlencoded::parse(req.query.as_bytes())
+        .filter(move |(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// One credential from repeated occurrences: the same value any number of
+/// times is one; two different values are refused.
+fn one<S: AsRef<str>>(values: impl Iterator<Item = S>) -> Result<Credential, &'static str> {
+    let mut out = Credential::Missing;
+    for v in values {
+        let c = parse_raw_token(v.as_ref());
+        match (&out, &c) {
+            (_, Credential::Malformed(why)) => return Err(why),
+            (Credential::Missing, _) => out = c,
+            (earlier, now) if earlier != now => return Err("two different credentials in one request"),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The `cookie` header without cookie `name`, for the upstream when the
+/// credential is stripped; `None` when nothing else is left.
+pub fn cookie_without(header: &str, name: &str) -> Option<String> {
+    let kept: Vec<&str> = header
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)], query: &str, authorization: Option<&str>) -> AuthzRequest {
+        AuthzRequest {
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            query: query.into(),
+            credential: parse_authorization(authorization),
+            ..Default::default()
+        }
+    }
+
+    fn sources(list: &[&str]) -> Vec<TokenSource> {
+        list.iter().map(|s| TokenSource::parse(s).expect("source")).collect()
+    }
+
+    fn token(r: Result<Option<Found>, &'static str>) -> Result<Option<(String, String)>, &'static str> {
+        r.map(|f| f.map(|f| (f.token.expose().to_owned(), f.source.to_string())))
+    }
+
+    #[test]
+    fn parse_and_print_sources() {
+        for s in ["header", "header:x-api-token", "cookie:session", "query:access_token"] {
+            assert_eq!(TokenSource::parse(s).expect(s).to_string(), s);
+        }
+        assert_eq!(
+            TokenSource::parse("header:authorization"),
+            Ok(TokenSource::Authorization)
+        );
+        for bad in [
+            "",
+            "cookie",
+            "cookie:",
+            "body:x",
+            "header:X-Token",
+            "cookie:a b",
+            "query:a;b",
+        ] {
+            assert!(TokenSource::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cookie_among_several() {
+        let r = req(&[("cookie", "theme=dark; session=t0k; lang=en")], "", None);
+        assert_eq!(
+            token(find(&r, &sources(&["header", "cookie:session"]))),
+            Ok(Some(("t0k".into(), "cookie:session".into())))
+        );
+        let r = req(&[("cookie", "session=a; session=b")], "", None);
+        assert!(find(&r, &sources(&["cookie:session"])).is_err(), "two session cookies");
+        let r = req(&[("cookie", "session=a; session=a")], "", None);
+        assert!(find(&r, &sources(&["cookie:session"])).is_ok(), "the same one twice");
+        let r = req(&[("cookie", "session=bad token")], "", None);
+        assert!(find(&r, &sources(&["cookie:session"])).is_err(), "not a b64token");
+    }
+
+    #[test]
+    fn order_and_conflicts() {
+        let r = req(&[("x-api-token", "h1")], "access_token=q1", Some("Bearer h1"));
+        assert_eq!(
+            token(find(&r, &sources(&["header", "header:x-api-token"]))),
+            Ok(Some(("h1".into(), "header".into()))),
+            "the same token twice is one credential"
+        );
+        assert!(
+            find(&r, &sources(&["header", "query:access_token"])).is_err(),
+            "two different credentials: 400"
+        );
+        assert_eq!(
+            token(find(&r, &sources(&["query:access_token"]))),
+            Ok(Some(("q1".into(), "query:access_token".into())))
+        );
+        let none = req(&[], "", None);
+        assert_eq!(
+            token(find(&none, &sources(&["header", "cookie:s", "query:t"]))),
+            Ok(None)
+        );
+        let bearer = req(&[("x-api-token", "Bearer b1")], "", None);
+        assert_eq!(
+            token(find(&bearer, &sources(&["header:x-api-token"]))),
+            Ok(Some(("b1".into(), "header:x-api-token".into())))
+        );
+    }
+
+    #[test]
+    fn cookie_header_without_the_credential() {
+        assert_eq!(
+            cookie_without("a=1; session=t; b=2", "session").as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(cookie_without("session=t", "session"), None);
+    }
+}
