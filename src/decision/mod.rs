@@ -58,8 +58,10 @@ pub struct Outcome {
     /// Where the token was, when a rule's `token_from` found it elsewhere
     /// than `Authorization` (so it can be stripped before the upstream).
     pub token_source: Option<TokenSource>,
-    /// For a cookie source: the `cookie` header without that cookie (None:
-    /// nothing else left), for stripping.
+    /// Further sources the same token was also found in (stripped too).
+    pub token_also_in: Vec<TokenSource>,
+    /// For a cookie source: the `cookie` header without every cookie
+    /// holding the token (None: nothing else left), for stripping.
     pub cookie_rest: Option<String>,
 }
 
@@ -77,6 +79,7 @@ impl Outcome {
             failure: None,
             anonymous: false,
             token_source: None,
+            token_also_in: Vec::new(),
             cookie_rest: None,
         }
     }
@@ -189,10 +192,21 @@ impl<A: Authenticator> Engine<A> {
                 out.token_fingerprint = found.map(|f| f.token.fingerprint());
                 if let Some(f) = found {
                     note!(steps, "token found in {}", f.source);
-                    if let TokenSource::Cookie(name) = &f.source {
-                        out.cookie_rest = req.headers.get("cookie").and_then(|c| sources::cookie_without(c, name));
+                    // The cookie header without every cookie holding the token.
+                    let mut cookie_names = std::iter::once(&f.source).chain(&f.also).filter_map(|s| match s {
+                        TokenSource::Cookie(name) => Some(name),
+                        _ => None,
+                    });
+                    if let Some(first) = cookie_names.next() {
+                        let rest = req
+                            .headers
+                            .get("cookie")
+                            .and_then(|c| sources::cookie_without(c, first));
+                        out.cookie_rest =
+                            cookie_names.fold(rest, |rest, name| rest.and_then(|c| sources::cookie_without(&c, name)));
                     }
                     out.token_source = Some(f.source.clone());
+                    out.token_also_in = f.also.clone();
                 }
                 found.map(|f| &f.token)
             }

@@ -75,13 +75,16 @@ pub fn find<'r>(req: &'r AuthzRequest, sources: &'r [TokenSource]) -> Result<Opt
             Credential::Malformed(why) => return Err(why),
             Credential::Bearer(t) => t,
         };
-        match &found {
+        match &mut found {
             Some(earlier) if earlier.token != token => return Err("two different credentials in one request"),
-            Some(_) => {}
+            // The same token again: one credential, but stripping must
+            // remove this copy too.
+            Some(earlier) => earlier.also.push(source.clone()),
             None => {
                 found = Some(Found {
                     token,
                     source: source.clone(),
+                    also: Vec::new(),
                 })
             }
         }
@@ -94,6 +97,8 @@ pub fn find<'r>(req: &'r AuthzRequest, sources: &'r [TokenSource]) -> Result<Opt
 pub struct Found {
     pub token: Token,
     pub source: TokenSource,
+    /// Later sources holding the same token (removed too when stripping).
+    pub also: Vec<TokenSource>,
 }
 
 /// Every value of cookie `name` in the request's `cookie` header(s).
@@ -207,6 +212,11 @@ mod tests {
             token(find(&r, &sources(&["header", "header:x-api-token"]))),
             Ok(Some(("h1".into(), "header".into()))),
             "the same token twice is one credential"
+        );
+        assert_eq!(
+            find(&r, &sources(&["header", "header:x-api-token"])).map(|f| f.map(|f| f.also)),
+            Ok(Some(vec![TokenSource::Header("x-api-token".into())])),
+            "the second copy is remembered, to be stripped too"
         );
         assert!(
             find(&r, &sources(&["header", "query:access_token"])).is_err(),

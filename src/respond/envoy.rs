@@ -148,20 +148,7 @@ fn dynamic_metadata(identity: Option<&Identity>, rule_id: Option<&str>, claims: 
 mod tests {
     use super::*;
     use crate::authn::{ClaimFailure, FailureKind};
-    use crate::config::HeadersConfig;
-
-    fn responder() -> Responder {
-        Responder::new(HeadersConfig::default(), "api".into())
-    }
-
-    fn reader() -> Identity {
-        Identity {
-            client_id: Some("reader".into()),
-            subject: Some("reader".into()),
-            scopes: vec!["read_date".into(), "x".into()].into(),
-            ..Default::default()
-        }
-    }
+    use crate::respond::tests::{reader, responder};
 
     #[test]
     fn allow_overwrites_every_identity_header() {

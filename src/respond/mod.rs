@@ -188,14 +188,24 @@ impl Responder {
         if !self.headers.strip_authorization {
             return h;
         }
-        match &o.token_source {
-            None | Some(TokenSource::Authorization) => {}
-            Some(TokenSource::Header(name)) => h.remove.push(name.clone()),
-            Some(TokenSource::Cookie(_)) => match &o.cookie_rest {
-                Some(rest) => h.set.push(("cookie".into(), rest.clone())),
-                None => h.remove.push("cookie".into()),
-            },
-            Some(TokenSource::Query(name)) => h.query_remove.push(name.clone()),
+        // Every place the token was: the same token may be in several.
+        let mut cookie_done = false;
+        for source in o.token_source.iter().chain(&o.token_also_in) {
+            match source {
+                // Removed by upstream_headers under strip_authorization.
+                TokenSource::Authorization => {}
+                TokenSource::Header(name) => h.remove.push(name.clone()),
+                // cookie_rest has every cookie holding the token removed.
+                TokenSource::Cookie(_) if cookie_done => {}
+                TokenSource::Cookie(_) => {
+                    cookie_done = true;
+                    match &o.cookie_rest {
+                        Some(rest) => h.set.push(("cookie".into(), rest.clone())),
+                        None => h.remove.push("cookie".into()),
+                    }
+                }
+                TokenSource::Query(name) => h.query_remove.push(name.clone()),
+            }
         }
         h
     }
@@ -279,11 +289,11 @@ pub(crate) fn is_header_value_safe(v: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn responder() -> Responder {
+    pub(super) fn responder() -> Responder {
         Responder::new(HeadersConfig::default(), "api".into())
     }
 
-    fn reader() -> Identity {
+    pub(super) fn reader() -> Identity {
         Identity {
             client_id: Some("reader".into()),
             subject: Some("reader".into()),

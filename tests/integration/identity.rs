@@ -15,20 +15,20 @@ use support::stack::{envoy_for_ports, envoy_in_front_of, http, AuthzProcess};
 /// One answer through Envoy: status, the response headers we look at, the
 /// body (the echo upstream's JSON when the request got through).
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
 
     /// What the upstream received: its header map. Panics unless the request
     /// reached the echo upstream.
-    fn upstream(&self) -> serde_json::Map<String, Value> {
+    pub(crate) fn upstream(&self) -> serde_json::Map<String, Value> {
         let v = self.json();
         v["headers"]
             .as_object()
@@ -37,7 +37,7 @@ impl Reply {
     }
 
     /// The upstream's value for `name` when it received exactly one.
-    fn seen(&self, name: &str) -> Option<String> {
+    pub(crate) fn seen(&self, name: &str) -> Option<String> {
         self.upstream().get(name).map(|v| {
             v.as_str()
                 .unwrap_or_else(|| panic!("{name} reached the upstream more than once: {v}"))
@@ -45,18 +45,18 @@ impl Reply {
         })
     }
 
-    fn reached_upstream(&self) -> bool {
+    pub(crate) fn reached_upstream(&self) -> bool {
         self.json()["headers"].is_object()
     }
 
-    fn www(&self) -> Option<&str> {
+    pub(crate) fn www(&self) -> Option<&str> {
         self.headers.get("www-authenticate").map(String::as_str)
     }
 }
 
 /// A raw HTTP/1.1 request to Envoy's listener: header names, case and
 /// duplicates reach Envoy exactly as given.
-async fn raw(listener: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+pub(crate) async fn raw(listener: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(listener).await.expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: api.local\r\nConnection: close\r\n");
@@ -99,13 +99,13 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-fn bearer(token: &str) -> String {
+pub(crate) fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
 /// A tiny RFC 7662 endpoint answering a fixed body per token (inactive for
 /// any other); its URL.
-async fn introspection_endpoint(answers: BTreeMap<&'static str, Value>) -> String {
+pub(crate) async fn introspection_endpoint(answers: BTreeMap<&'static str, Value>) -> String {
     let answers = std::sync::Arc::new(answers);
     let app = axum::Router::new().route(
         "/introspect",
@@ -131,7 +131,7 @@ async fn introspection_endpoint(answers: BTreeMap<&'static str, Value>) -> Strin
     url
 }
 
-fn far_future() -> i64 {
+pub(crate) fn far_future() -> i64 {
     hydra_authz::authn::introspection::now_unix() + 3600
 }
 

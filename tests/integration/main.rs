@@ -20,6 +20,7 @@ mod hardening;
 mod health;
 mod hydra_contract;
 mod identity;
+mod identity_policy;
 mod jwt;
 mod metrics;
 mod otel_env;

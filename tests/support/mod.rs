@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod hydra;
+pub mod keys;
 pub mod ory;
 pub mod otlp;
 pub mod pki;

@@ -205,12 +205,24 @@ pub async fn envoy_for_ports(
     let upstream = hydra_authz::demo::upstream::serve(super::lo0())
         .await
         .expect("upstream");
+    envoy_for_upstream(authz_port, authz_http_port, upstream.port(), tls, edit).await
+}
+
+/// [`envoy_for_ports`], in front of an upstream of the caller's on
+/// `upstream_port` (e.g. one that also echoes the query string).
+pub async fn envoy_for_upstream(
+    authz_port: u16,
+    authz_http_port: u16,
+    upstream_port: u16,
+    tls: Option<(&Pki, bool)>,
+    edit: impl FnOnce(String) -> String,
+) -> Envoy {
     let ports = EnvoyPorts {
         admin: free_port(),
         listener: free_port(),
         authz: authz_port,
         authz_http: authz_http_port,
-        upstream: upstream.port(),
+        upstream: upstream_port,
     };
     let mut rendered = envoy::render(ports).expect("render envoy.yaml");
     if let Some((pki, client_cert)) = tls {
