@@ -10,5 +10,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ENVOY_BIN="${ENVOY_BIN:-$(scripts/install-envoy.sh)}"
 export ENVOY_BIN
-cargo build --release --locked --bins >&2
+# hydra-authz (the server under test) and the bench tool (a workspace member).
+cargo build --release --locked -p hydra-authz -p authz-bench --bins >&2
 exec target/release/authz-bench "$@"

@@ -1,0 +1,293 @@
+//! authz-bench: one run, one machine, every row measured against a baseline
+//! from the same run. Loopback only; every load loop is bounded in time.
+//!
+//!   scripts/bench.sh [--duration-s 5] [--concurrency 32]   (builds hydra-authz and this tool, release)
+//!
+//! Rows (see README "Performance"):
+//!   a  no-op ext_authz server (always allows; lives here only) — the floor
+//!   b  hydra-authz, cache hits, at the shipped log settings       vs a
+//!      (b: info pretty as config/, b2: info JSON as the Helm chart, b3: warn)
+//!   c  hydra-authz, jwt mode (local EdDSA verification)           vs a
+//!   d  hydra-authz uncached, Hydra-shaped issuer +0 ms / +5 ms      (introspections per check)
+//!   e  real Envoy answering direct_response, driven by wrk: plain, + no-op ext_authz, + hydra-authz (cached)
+//! plus p99 at a fixed 1,000 checks/s, and RSS idle / with 100,000 cached tokens.
+
+use envoy_types::ext_authz::v3::pb::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use hydra_authz::demo::issuer::{seed_clients, DevIssuer, TokenFormat};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+mod envoy;
+mod load;
+mod memory;
+mod servers;
+mod soak;
+
+pub(crate) use envoy::*;
+pub(crate) use load::*;
+pub(crate) use memory::*;
+pub(crate) use servers::*;
+pub(crate) use soak::*;
+
+#[derive(clap::Parser)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Seconds of load per row.
+    #[arg(long, default_value_t = 5)]
+    duration_s: u64,
+    /// Concurrent in-flight checks.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Envoy binary for rows e (default: $ENVOY_BIN, .venv-envoy, PATH).
+    #[arg(long)]
+    envoy: Option<PathBuf>,
+    /// Skip the Envoy rows.
+    #[arg(long)]
+    no_envoy: bool,
+    /// Skip the 100,000-token memory measurement.
+    #[arg(long)]
+    no_memory: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// Internal: serve the no-op ext_authz on ADDR (row a's server process).
+    NoopServer { addr: SocketAddr },
+    /// Bounded soak: fixed rate for MINUTES with Hydra faults injected
+    /// periodically; reports answers, false allows, RSS and open files.
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+    },
+    /// Only the memory rows: RSS idle and with N cached tokens.
+    Memory {
+        #[arg(long, default_value_t = 100_000)]
+        tokens: usize,
+    },
+}
+
+struct Noop;
+
+#[tonic::async_trait]
+impl Authorization for Noop {
+    async fn check(&self, _r: tonic::Request<CheckRequest>) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(CheckResponse {
+            status: Some(envoy_types::pb::google::rpc::Status::default()),
+            ..Default::default()
+        }))
+    }
+}
+
+#[derive(Default, Clone)]
+pub(crate) struct Row {
+    pub(crate) name: String,
+    pub(crate) rps: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) p999_us: f64,
+    pub(crate) rss_mib: f64,
+    /// Server CPU time (user + system) per answered check, µs.
+    pub(crate) cpu_us: Option<f64>,
+    pub(crate) note: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    use clap::Parser;
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if let Some(Cmd::Soak { minutes, rate }) = args.cmd {
+        return rt.block_on(soak(Duration::from_secs(minutes * 60), rate));
+    }
+    if let Some(Cmd::Memory { tokens }) = args.cmd {
+        return rt.block_on(async move {
+            let dir = tempfile::tempdir()?;
+            println!("{}", memory(dir.path(), tokens).await?);
+            Ok(())
+        });
+    }
+    if let Some(Cmd::NoopServer { addr }) = args.cmd {
+        return rt.block_on(async move {
+            tonic::transport::Server::builder()
+                .add_service(AuthorizationServer::new(Noop))
+                .serve(addr)
+                .await?;
+            Ok(())
+        });
+    }
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let dur = Duration::from_secs(args.duration_s);
+    let c = args.concurrency;
+    let dir = tempfile::tempdir()?;
+    let mut rows: Vec<Row> = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!(
+        "authz-bench: {cores} cores, {}s per row, concurrency {c}",
+        args.duration_s
+    );
+
+    // a. no-op floor.
+    let (opaque, _pa, admin) = issuer(TokenFormat::Opaque, Duration::ZERO).await?;
+    let one = mint(&opaque, 1);
+    let noop = spawn_noop().await?;
+    let (mut a, _) = load_on(&noop, &one, c, dur, None).await?;
+    a.name = "a. no-op ext_authz (floor)".into();
+    rows.push(a.clone());
+    // The floor below saturation, at the d' rows' rate: one gRPC round trip.
+    let (mut floor_paced, _) = load_on(&noop, &one, 4, dur, Some(200)).await?;
+    floor_paced.name = "a'. no-op at a fixed 200 checks/s".into();
+    rows.push(floor_paced.clone());
+
+    // b. cached, at the settings operators ship (config/ and the Helm
+    // chart), then at warn (no decision lines) as a separate contrast row.
+    let intro = format!("http://{admin}/admin/oauth2/introspect");
+    let cache_on = "[introspection.cache]\nenabled = true\nttl_ms = 600000";
+    let cached = spawn_authz(dir.path(), "cached", cache_on, &intro).await?;
+    let idle_rss = rss_mib(cached.pid());
+    let before = opaque.introspections();
+    let (mut b, denied) = load_on(&cached, &one, c, dur, None).await?;
+    b.name = format!(
+        "b. hydra-authz, cache hits ({}, as config/)",
+        LogSetting::SHIPPED.label()
+    );
+    b.note = format!(
+        "{:.2}x a; {} introspection(s); {denied} non-allow",
+        b.rps / a.rps,
+        opaque.introspections() - before
+    );
+    rows.push(b.clone());
+    for (tag, log) in [("b2", LogSetting::HELM), ("b3", LogSetting::WARN)] {
+        let srv = spawn_authz_logging(dir.path(), tag, cache_on, &intro, log).await?;
+        let (mut r, denied) = load_on(&srv, &one, c, dur, None).await?;
+        r.name = format!(
+            "{tag}. hydra-authz, cache hits ({}{})",
+            log.label(),
+            if tag == "b2" {
+                ", as the Helm chart"
+            } else {
+                ", no decision lines"
+            }
+        );
+        r.note = format!("{:.2}x a; {denied} non-allow", r.rps / a.rps);
+        rows.push(r);
+    }
+
+    // Fixed 1,000 checks/s against the cached server: latency when not saturated.
+    let (mut paced, _) = load_on(&cached, &one, 8, dur, Some(1000)).await?;
+    paced.name = "b'. cache hits at a fixed 1,000 checks/s".into();
+    paced.note = format!(
+        "client-observed; server-side p99 ≤ {} µs (check_duration histogram bucket); target < 1 ms",
+        server_p99_bucket_us(cached.metrics_addr)
+            .await
+            .map_or("?".into(), |v| format!("{v:.0}"))
+    );
+    rows.push(paced);
+
+    // c. jwt mode. A JWT makes every CheckRequest several times larger for
+    // the load generator too, so c is also compared with the floor fed the
+    // same JWT-carrying requests (a2).
+    let (jwt_iss, jwt_pub, _) = issuer(TokenFormat::JwtEdDsa, Duration::ZERO).await?;
+    let jwt_tokens = mint(&jwt_iss, 1);
+    let (mut a2, _) = load_on(&noop, &jwt_tokens, c, dur, None).await?;
+    a2.name = "a2. no-op, same JWT-carrying requests as c".into();
+    rows.push(a2.clone());
+    let extra = format!("mode = \"jwt\"\n[introspection.jwt]\njwks_url = \"http://{jwt_pub}/.well-known/jwks.json\"");
+    let jwt = spawn_authz(dir.path(), "jwt", &extra, &intro).await?;
+    let (mut cj, denied) = load_on(&jwt, &jwt_tokens, c, dur, None).await?;
+    cj.name = "c. hydra-authz, jwt mode (EdDSA)".into();
+    let verified = metric(jwt.metrics_addr, "hydra_authz_cache_misses_total")
+        .await
+        .unwrap_or(f64::NAN);
+    cj.note = format!(
+        "{:.2}x a, {:.2}x a2; {verified} signature verification(s) (JWT memo); {denied} non-allow",
+        cj.rps / a.rps,
+        cj.rps / a2.rps
+    );
+    rows.push(cj);
+    drop(jwt);
+
+    // d. uncached, distinct tokens so single-flight rarely coalesces.
+    for delay_ms in [0u64, 5] {
+        let (iss, _, adm, hydra_times) = timed_issuer(TokenFormat::Opaque, Duration::from_millis(delay_ms)).await?;
+        let tokens = mint(&iss, 20_000);
+        let url = format!("http://{adm}/admin/oauth2/introspect");
+        let srv = spawn_authz(dir.path(), &format!("uncached{delay_ms}"), "", &url).await?;
+        let (mut d, denied) = load_on(&srv, &tokens, c, dur, None).await?;
+        let checks = d.rps * dur.as_secs_f64();
+        d.name = format!("d. hydra-authz uncached, Hydra +{delay_ms} ms");
+        d.note = format!(
+            "{:.2} introspections/check; saturated; {denied} non-allow",
+            iss.introspections() as f64 / checks.max(1.0),
+        );
+        rows.push(d);
+        // Overhead over Hydra's latency, measured below saturation, with the
+        // hops any introspecting ext_authz pays subtracted (see the note).
+        hydra_times.take_p50_us();
+        let (mut dp, _) = load_on(&srv, &tokens, 4, dur, Some(200)).await?;
+        let hydra_p50 = hydra_times.take_p50_us();
+        dp.name = format!("d'. same at a fixed 200 checks/s, Hydra +{delay_ms} ms");
+        // The other unavoidable hop: a client's own round trip to this
+        // Hydra-shaped server at the same rate (what any introspecting
+        // service pays before doing anything).
+        let (mut rtt, _) = introspection_rtt(&url, &tokens, 4, dur, 200).await?;
+        rtt.name = format!("d\". reference: bench → Hydra +{delay_ms} ms introspection round trip, 200/s");
+        dp.note = format!(
+            "Hydra's handler: {hydra_p50:.0} µs (p50). p50 minus the floor's gRPC hop (a') and minus a \
+             client's own Hydra round trip (d\"): {:.0} µs (target ≤ 200); minus a' and Hydra's handler time \
+             only: {:.0} µs",
+            dp.p50_us - floor_paced.p50_us - rtt.p50_us,
+            dp.p50_us - floor_paced.p50_us - hydra_p50
+        );
+        rows.push(dp);
+        rows.push(rtt);
+    }
+
+    // e. real Envoy with wrk.
+    if !args.no_envoy {
+        match envoy_rows(&args, dir.path(), noop.addr, cached.addr, &one[0], dur).await {
+            Ok(mut r) => rows.append(&mut r),
+            Err(e) => eprintln!("authz-bench: Envoy rows skipped: {e:#}"),
+        }
+    }
+
+    let mut mem = format!("RSS idle (hydra-authz, cache on): {idle_rss:.1} MiB");
+    if !args.no_memory {
+        mem = memory(dir.path(), 100_000).await?;
+    }
+
+    println!("\n| row | checks/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/check | server RSS MiB | notes |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    for r in &rows {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.1} | {} |",
+            r.name,
+            r.rps,
+            r.p50_us,
+            r.p99_us,
+            if r.p999_us > 0.0 {
+                format!("{:.0}", r.p999_us)
+            } else {
+                "–".into()
+            },
+            r.cpu_us.map_or("–".into(), |c| format!("{c:.1}")),
+            r.rss_mib,
+            r.note
+        );
+    }
+    println!(
+        "\n{mem}\n{cores} cores; load generator, issuer and servers share them. Every hydra-authz row runs at {} unless its name says otherwise; stderr is drained through a pipe.",
+        LogSetting::SHIPPED.label()
+    );
+    drop((noop, cached));
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! The processes a row measures: the no-op floor, hydra-authz at a given
+//! log setting, the Hydra-shaped issuer; their CPU time, RSS and metrics.
+
+use crate::*;
+
+pub(crate) fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+pub(crate) fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().map(|d| d.join(name)).filter(|p| p.is_file());
+    p.ok_or_else(|| {
+        anyhow::anyhow!("{name} not found next to authz-bench: cargo build --release -p hydra-authz -p authz-bench")
+    })
+}
+
+/// A server process we measure; killed on drop.
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    /// hydra-authz's HTTP listener (metrics), when it has one.
+    pub(crate) metrics_addr: SocketAddr,
+}
+
+impl Proc {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+}
+
+pub(crate) async fn wait_port(addr: SocketAddr) -> anyhow::Result<()> {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("nothing listening on {addr}")
+}
+
+pub(crate) async fn spawn_noop() -> anyhow::Result<Proc> {
+    let addr = free_addr();
+    let child = Command::new(std::env::current_exe()?)
+        .args(["noop-server", &addr.to_string()])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_port(addr).await?;
+    Ok(Proc {
+        child,
+        addr,
+        metrics_addr: addr,
+    })
+}
+
+/// A `[log]` setting for a row: what operators ship unless said otherwise.
+#[derive(Clone, Copy)]
+pub(crate) struct LogSetting {
+    pub(crate) level: &'static str,
+    pub(crate) format: &'static str,
+}
+
+impl LogSetting {
+    /// `config/hydra-authz.toml`: info, one decision line per check, pretty.
+    pub(crate) const SHIPPED: LogSetting = LogSetting {
+        level: "info",
+        format: "pretty",
+    };
+    /// The Helm chart: info, JSON.
+    pub(crate) const HELM: LogSetting = LogSetting {
+        level: "info",
+        format: "json",
+    };
+    /// Quieter than shipped: no decision lines (a separate row, for contrast).
+    pub(crate) const WARN: LogSetting = LogSetting {
+        level: "warn",
+        format: "pretty",
+    };
+
+    pub(crate) fn label(&self) -> String {
+        format!("log {} {}", self.level, self.format)
+    }
+}
+
+pub(crate) async fn spawn_authz(
+    dir: &Path,
+    name: &str,
+    config_extra: &str,
+    introspection: &str,
+) -> anyhow::Result<Proc> {
+    spawn_authz_logging(dir, name, config_extra, introspection, LogSetting::SHIPPED).await
+}
+
+/// hydra-authz with `log`; its stderr goes to a pipe that a task drains,
+/// as a container runtime reads a pod's output.
+pub(crate) async fn spawn_authz_logging(
+    dir: &Path,
+    name: &str,
+    config_extra: &str,
+    introspection: &str,
+    log: LogSetting,
+) -> anyhow::Result<Proc> {
+    let (grpc, http) = (free_addr(), free_addr());
+    let config = format!(
+        "[server]\ngrpc_addr = \"{grpc}\"\nhttp_addr = \"{http}\"\n[introspection]\nurl = \"{introspection}\"\ntimeout_ms = 2000\n{config_extra}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\n[[rules]]\nid = \"bench\"\npath = \"/**\"\nscopes = [\"read_date\"]\n",
+        log.level, log.format
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config)?;
+    let mut cmd = Command::new(sibling("hydra-authz")?);
+    // Experiments with the server's runtime size (tokio reads this variable).
+    if let Ok(n) = std::env::var("AUTHZ_BENCH_SERVER_WORKERS") {
+        cmd.env("TOKIO_WORKER_THREADS", n);
+    }
+    let mut child = cmd
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    if let Some(mut err) = child.stderr.take() {
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 64 * 1024];
+            while matches!(err.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+    }
+    wait_port(grpc).await?;
+    Ok(Proc {
+        child,
+        addr: grpc,
+        metrics_addr: http,
+    })
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub(crate) fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line, in USER_HZ (100 on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    f.get(11).zip(f.get(12)).map_or(0.0, |(u, s)| (u + s) / 100.0)
+}
+
+/// hydra-authz's `/metrics` text.
+pub(crate) async fn scrape(http: SocketAddr) -> Option<String> {
+    reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
+/// A counter or gauge from hydra-authz's `/metrics`.
+pub(crate) async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
+    let text = scrape(http).await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Upper bound of the histogram bucket holding the 99th percentile of the
+/// server's own check_duration since start (coarse: buckets double).
+pub(crate) async fn server_p99_bucket_us(http: SocketAddr) -> Option<f64> {
+    let text = scrape(http).await?;
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("hydra_authz_check_duration_seconds_bucket"))
+    {
+        let le = line.split("le=\"").nth(1)?.split('"').next()?;
+        let count: f64 = line.rsplit(' ').next()?.parse().ok()?;
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+        buckets.push((le, count));
+    }
+    let total = buckets.last()?.1;
+    buckets.iter().find(|(_, c)| *c >= total * 0.99).map(|(le, _)| le * 1e6)
+}
+
+/// Hydra-shaped issuer with an injected delay on introspection.
+pub(crate) async fn issuer(
+    format: TokenFormat,
+    delay: Duration,
+) -> anyhow::Result<(DevIssuer, SocketAddr, SocketAddr)> {
+    let (iss, pa, aa, _) = timed_issuer(format, delay).await?;
+    Ok((iss, pa, aa))
+}
+
+pub(crate) async fn timed_issuer(
+    format: TokenFormat,
+    delay: Duration,
+) -> anyhow::Result<(DevIssuer, SocketAddr, SocketAddr, ServiceTimes)> {
+    let times = ServiceTimes::default();
+    let recorder = times.clone();
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (pa, aa) = (public.local_addr()?, admin.local_addr()?);
+    let iss = DevIssuer::with_format(format!("http://{pa}"), seed_clients(), 3600, format);
+    let admin_router = iss.admin_router().layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let recorder = recorder.clone();
+            async move {
+                let t = Instant::now();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let resp = next.run(req).await;
+                recorder.record(t.elapsed());
+                resp
+            }
+        },
+    ));
+    let pr = iss.public_router();
+    tokio::spawn(async move { axum::serve(public, pr).await });
+    tokio::spawn(async move { axum::serve(admin, admin_router).await });
+    Ok((iss, pa, aa, times))
+}
+
+pub(crate) fn mint(iss: &DevIssuer, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| iss.mint("reader", &["read_date"]).unwrap_or_default())
+        .collect()
+}
+
+pub(crate) fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
