@@ -3,6 +3,8 @@
 # authz-bench, which prints a markdown table (every row against a baseline
 # measured in the same run). Loopback only; each row runs for --duration-s.
 #   scripts/bench.sh [--duration-s 10] [--concurrency 32] [--no-envoy] [--no-memory]
+#   scripts/bench.sh --only b4,f,g   (just these row groups; a and b always run)
+# Needs nginx for rows g (scripts/install-proxies.sh nginx prints its dir); skipped without it.
 # Needs wrk for the Envoy rows (apt-get install wrk); they are skipped without it.
 # Micro-benchmarks: cargo bench --bench decision
 # AUTHZ_BENCH_SERVER_WORKERS=N runs the hydra-authz processes with N tokio workers.

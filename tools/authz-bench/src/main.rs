@@ -6,10 +6,13 @@
 //! Rows (see README "Performance"):
 //!   a  no-op ext_authz server (always allows; lives here only) — the floor
 //!   b  hydra-authz, cache hits, at the shipped log settings       vs a
-//!      (b: info pretty as config/, b2: info JSON as the Helm chart, b3: warn)
+//!      (b: info pretty as config/, b2: info JSON as the Helm chart, b3: warn,
+//!       b4: info pretty with the signed identity JWT on)
 //!   c  hydra-authz, jwt mode (local EdDSA verification)           vs a
 //!   d  hydra-authz uncached, Hydra-shaped issuer +0 ms / +5 ms      (introspections per check)
 //!   e  real Envoy answering direct_response, driven by wrk: plain, + no-op ext_authz, + hydra-authz (cached)
+//!   f  one hydra-authz, same run: gRPC Check (f) vs HTTP /forward-auth (f2)
+//!   g  nginx kit driven by wrk: without auth_request (g), with hydra-authz (g2)
 //! plus p99 at a fixed 1,000 checks/s, and RSS idle / with 100,000 cached tokens.
 
 use envoy_types::ext_authz::v3::pb::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
@@ -23,12 +26,14 @@ use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
 mod envoy;
+mod front_doors;
 mod load;
 mod memory;
 mod servers;
 mod soak;
 
 pub(crate) use envoy::*;
+pub(crate) use front_doors::*;
 pub(crate) use load::*;
 pub(crate) use memory::*;
 pub(crate) use servers::*;
@@ -53,6 +58,20 @@ struct Args {
     /// Skip the 100,000-token memory measurement.
     #[arg(long)]
     no_memory: bool,
+    /// Run only these row groups, comma-separated, from: b (b2, b3, b'),
+    /// b4, c, d, e, f, g, memory. The baselines a, a' and b always run.
+    /// Default: all of them.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+/// The row groups `--only` selects from.
+const GROUPS: [&str; 8] = ["b", "b4", "c", "d", "e", "f", "g", "memory"];
+
+impl Args {
+    fn wants(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == group)
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -128,6 +147,9 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let dur = Duration::from_secs(args.duration_s);
     let c = args.concurrency;
+    if let Some(bad) = args.only.iter().find(|o| !GROUPS.contains(&o.as_str())) {
+        anyhow::bail!("--only: unknown row group {bad:?} (choose from {})", GROUPS.join(","));
+    }
     let dir = tempfile::tempdir()?;
     let mut rows: Vec<Row> = Vec::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -166,7 +188,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         opaque.introspections() - before
     );
     rows.push(b.clone());
-    for (tag, log) in [("b2", LogSetting::HELM), ("b3", LogSetting::WARN)] {
+    let b_variants = if args.wants("b") {
+        vec![("b2", LogSetting::HELM), ("b3", LogSetting::WARN)]
+    } else {
+        Vec::new()
+    };
+    for (tag, log) in b_variants {
         let srv = spawn_authz_logging(dir.path(), tag, cache_on, &intro, log).await?;
         let (mut r, denied) = load_on(&srv, &one, c, dur, None).await?;
         r.name = format!(
@@ -182,27 +209,86 @@ async fn run(args: Args) -> anyhow::Result<()> {
         rows.push(r);
     }
 
-    // Fixed 1,000 checks/s against the cached server: latency when not saturated.
-    let (mut paced, _) = load_on(&cached, &one, 8, dur, Some(1000)).await?;
-    paced.name = "b'. cache hits at a fixed 1,000 checks/s".into();
-    paced.note = format!(
-        "client-observed; server-side p99 ≤ {} µs (check_duration histogram bucket); target < 1 ms",
-        server_p99_bucket_us(cached.metrics_addr)
-            .await
-            .map_or("?".into(), |v| format!("{v:.0}"))
-    );
-    rows.push(paced);
+    // b4. the allow path with the signed identity JWT (issue 16).
+    if args.wants("b4") {
+        rows.push(identity_jwt_row(dir.path(), cache_on, &intro, &one[0], c, dur, a.rps, b.rps).await?);
+    }
 
+    // Fixed 1,000 checks/s against the cached server: latency when not saturated.
+    if args.wants("b") {
+        let (mut paced, _) = load_on(&cached, &one, 8, dur, Some(1000)).await?;
+        paced.name = "b'. cache hits at a fixed 1,000 checks/s".into();
+        paced.note = format!(
+            "client-observed; server-side p99 ≤ {} µs (check_duration histogram bucket); target < 1 ms",
+            server_p99_bucket_us(cached.metrics_addr)
+                .await
+                .map_or("?".into(), |v| format!("{v:.0}"))
+        );
+        rows.push(paced);
+    }
+
+    if args.wants("c") {
+        rows.append(&mut jwt_mode_rows(dir.path(), &noop, &intro, a.rps, c, dur).await?);
+    }
+    if args.wants("d") {
+        rows.append(&mut uncached_rows(dir.path(), &floor_paced, c, dur).await?);
+    }
+
+    // e. real Envoy with wrk.
+    if args.wants("e") && !args.no_envoy {
+        match envoy_rows(&args, dir.path(), noop.addr, cached.addr, &one[0], dur).await {
+            Ok(mut r) => rows.append(&mut r),
+            Err(e) => eprintln!("authz-bench: Envoy rows skipped: {e:#}"),
+        }
+    }
+
+    // f and g: the HTTP front door of one hydra-authz (cache on), through
+    // gRPC and /forward-auth, then behind the nginx kit (issue 17).
+    if args.wants("f") || args.wants("g") {
+        let forward_auth = free_addr();
+        let extra = forward_auth_extra(cache_on, forward_auth);
+        let front = spawn_authz(dir.path(), "front", &extra, &intro).await?;
+        wait_port(forward_auth).await?;
+        if args.wants("f") {
+            rows.append(&mut forward_auth_rows(&front, forward_auth, &one[0], c, dur).await?);
+        }
+        if args.wants("g") {
+            match nginx_rows(dir.path(), forward_auth, &one[0], c, dur).await {
+                Ok(mut r) => rows.append(&mut r),
+                Err(e) => eprintln!("authz-bench: nginx rows skipped: {e:#}"),
+            }
+        }
+    }
+
+    let mut mem = format!("RSS idle (hydra-authz, cache on): {idle_rss:.1} MiB");
+    if args.wants("memory") && !args.no_memory {
+        mem = memory(dir.path(), 100_000).await?;
+    }
+    print_table(&rows, &mem, cores);
+    drop((noop, cached));
+    Ok(())
+}
+
+/// c. jwt mode, and a2: the floor fed the same JWT-carrying requests.
+async fn jwt_mode_rows(
+    dir: &Path,
+    noop: &Proc,
+    intro: &str,
+    a_rps: f64,
+    c: usize,
+    dur: Duration,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
     // c. jwt mode. A JWT makes every CheckRequest several times larger for
     // the load generator too, so c is also compared with the floor fed the
     // same JWT-carrying requests (a2).
     let (jwt_iss, jwt_pub, _) = issuer(TokenFormat::JwtEdDsa, Duration::ZERO).await?;
     let jwt_tokens = mint(&jwt_iss, 1);
-    let (mut a2, _) = load_on(&noop, &jwt_tokens, c, dur, None).await?;
+    let (mut a2, _) = load_on(noop, &jwt_tokens, c, dur, None).await?;
     a2.name = "a2. no-op, same JWT-carrying requests as c".into();
     rows.push(a2.clone());
     let extra = format!("mode = \"jwt\"\n[introspection.jwt]\njwks_url = \"http://{jwt_pub}/.well-known/jwks.json\"");
-    let jwt = spawn_authz(dir.path(), "jwt", &extra, &intro).await?;
+    let jwt = spawn_authz(dir, "jwt", &extra, intro).await?;
     let (mut cj, denied) = load_on(&jwt, &jwt_tokens, c, dur, None).await?;
     cj.name = "c. hydra-authz, jwt mode (EdDSA)".into();
     let verified = metric(jwt.metrics_addr, "hydra_authz_cache_misses_total")
@@ -210,18 +296,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or(f64::NAN);
     cj.note = format!(
         "{:.2}x a, {:.2}x a2; {verified} signature verification(s) (JWT memo); {denied} non-allow",
-        cj.rps / a.rps,
+        cj.rps / a_rps,
         cj.rps / a2.rps
     );
     rows.push(cj);
     drop(jwt);
+    Ok(rows)
+}
 
+/// d, d', d": uncached checks against a Hydra-shaped issuer +0 / +5 ms.
+async fn uncached_rows(dir: &Path, floor_paced: &Row, c: usize, dur: Duration) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
     // d. uncached, distinct tokens so single-flight rarely coalesces.
     for delay_ms in [0u64, 5] {
         let (iss, _, adm, hydra_times) = timed_issuer(TokenFormat::Opaque, Duration::from_millis(delay_ms)).await?;
         let tokens = mint(&iss, 20_000);
         let url = format!("http://{adm}/admin/oauth2/introspect");
-        let srv = spawn_authz(dir.path(), &format!("uncached{delay_ms}"), "", &url).await?;
+        let srv = spawn_authz(dir, &format!("uncached{delay_ms}"), "", &url).await?;
         let (mut d, denied) = load_on(&srv, &tokens, c, dur, None).await?;
         let checks = d.rps * dur.as_secs_f64();
         d.name = format!("d. hydra-authz uncached, Hydra +{delay_ms} ms");
@@ -251,23 +342,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         rows.push(dp);
         rows.push(rtt);
     }
+    Ok(rows)
+}
 
-    // e. real Envoy with wrk.
-    if !args.no_envoy {
-        match envoy_rows(&args, dir.path(), noop.addr, cached.addr, &one[0], dur).await {
-            Ok(mut r) => rows.append(&mut r),
-            Err(e) => eprintln!("authz-bench: Envoy rows skipped: {e:#}"),
-        }
-    }
-
-    let mut mem = format!("RSS idle (hydra-authz, cache on): {idle_rss:.1} MiB");
-    if !args.no_memory {
-        mem = memory(dir.path(), 100_000).await?;
-    }
-
+fn print_table(rows: &[Row], mem: &str, cores: usize) {
     println!("\n| row | checks/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/check | server RSS MiB | notes |");
     println!("|---|---:|---:|---:|---:|---:|---:|---|");
-    for r in &rows {
+    for r in rows {
         println!(
             "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.1} | {} |",
             r.name,
@@ -288,6 +369,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "\n{mem}\n{cores} cores; load generator, issuer and servers share them. Every hydra-authz row runs at {} unless its name says otherwise; stderr is drained through a pipe.",
         LogSetting::SHIPPED.label()
     );
-    drop((noop, cached));
-    Ok(())
 }
