@@ -350,7 +350,7 @@ fn admit<'r>(req: &'r AuthzRequest, steps: &mut Notes) -> Result<Option<&'r Toke
     let token = match &req.credential {
         Credential::Malformed(why) => {
             note!(steps, "authorization header is malformed: {why}");
-            return Err(DenyReason::InvalidRequest(why));
+            return Err(DenyReason::InvalidRequest(*why));
         }
         Credential::Missing => None,
         Credential::Bearer(t) => Some(t),

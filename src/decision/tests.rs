@@ -4,6 +4,7 @@ use super::*;
 use crate::authn::ClaimFailure;
 use crate::config::RuleConfig;
 use crate::extract::credential::{self, Token};
+use crate::extract::refusal::PathProblem;
 use crate::extract::sources::TokenSource;
 
 /// Authenticator with fixed answers per token value.
@@ -107,28 +108,22 @@ async fn path_corpus_through_the_engine() {
         (
             "POST",
             "/date/../echo",
-            Decision::Deny(DenyReason::InvalidPath(
-                "dot segments ('.', '..') are not allowed in the path",
-            )),
+            Decision::Deny(DenyReason::InvalidPath(PathProblem::DotSegments)),
         ),
         (
             "GET",
             "/date;x",
-            Decision::Deny(DenyReason::InvalidPath("path parameters (';') are not allowed")),
+            Decision::Deny(DenyReason::InvalidPath(PathProblem::Parameters)),
         ),
         (
             "GET",
             "/date%2F..",
-            Decision::Deny(DenyReason::InvalidPath(
-                "encoded slashes and backslashes are not allowed in the path",
-            )),
+            Decision::Deny(DenyReason::InvalidPath(PathProblem::EncodedSlash)),
         ),
         (
             "GET",
             "/health/..%2Fdate",
-            Decision::Deny(DenyReason::InvalidPath(
-                "encoded slashes and backslashes are not allowed in the path",
-            )),
+            Decision::Deny(DenyReason::InvalidPath(PathProblem::EncodedSlash)),
         ),
     ];
     for (method, path, want) in cases {

@@ -4,17 +4,18 @@
 //! `respond/`'s job.
 
 use crate::authn::{ClaimFailure, FailureKind};
+use crate::extract::refusal::{CredentialProblem, PathProblem, RequestProblem, SizeProblem};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DenyReason {
     /// Malformed Authorization header (RFC 6750 `invalid_request`).
-    InvalidRequest(&'static str),
+    InvalidRequest(CredentialProblem),
     /// A path we refuse to match (see `extract::path`).
-    InvalidPath(&'static str),
+    InvalidPath(PathProblem),
     /// A method or host that is not one (see `extract::canonical`).
-    BadRequest(&'static str),
+    BadRequest(RequestProblem),
     /// Headers beyond our limits (431).
-    TooLarge(&'static str),
+    TooLarge(SizeProblem),
     MissingToken,
     InvalidToken(ClaimFailure),
     /// The route's required scopes (all of them, as RFC 6750 advises).
@@ -75,10 +76,10 @@ impl DenyReason {
     /// Safe to send to the client: never the token, never internal addresses.
     pub fn detail(&self) -> String {
         match self {
-            DenyReason::InvalidRequest(why)
-            | DenyReason::InvalidPath(why)
-            | DenyReason::BadRequest(why)
-            | DenyReason::TooLarge(why) => (*why).to_owned(),
+            DenyReason::InvalidRequest(why) => why.to_string(),
+            DenyReason::InvalidPath(why) => why.to_string(),
+            DenyReason::BadRequest(why) => why.to_string(),
+            DenyReason::TooLarge(why) => why.to_string(),
             DenyReason::MissingToken => "a bearer token is required".into(),
             DenyReason::InvalidToken(f) => f.to_string(),
             DenyReason::InsufficientScope(s) => format!("the token lacks a required scope: {}", s.join(" ")),

@@ -17,18 +17,20 @@
 //! spaces, …) is refused with 400; what is kept for the log line is then an
 //! escaped, bounded copy, so it cannot split or forge a line.
 
+use super::refusal::RequestProblem;
+
 /// RFC 9110 §5.6.2 `tchar`.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The method to match rules with; or why it is refused.
-pub fn method(raw: &str) -> Result<String, &'static str> {
+pub fn method(raw: &str) -> Result<String, RequestProblem> {
     if raw.is_empty() || raw.len() > 64 || !raw.bytes().all(is_tchar) {
-        return Err("the method is not an HTTP method token");
+        return Err(RequestProblem::MethodNotToken);
     }
     if raw.bytes().any(|b| b.is_ascii_lowercase()) {
-        return Err("the method is not in upper case (methods are case-sensitive)");
+        return Err(RequestProblem::MethodNotUpperCase);
     }
     Ok(raw.to_owned())
 }
@@ -40,17 +42,17 @@ fn is_host_byte(b: u8) -> bool {
 
 /// The host to match rules with: lower-case, no port, no trailing dot.
 /// Empty stays empty (HTTP/1.0 without `Host`): only host-less rules match.
-pub fn host(raw: &str) -> Result<String, &'static str> {
+pub fn host(raw: &str) -> Result<String, RequestProblem> {
     if raw.len() > 255 + 6 || !raw.bytes().all(is_host_byte) {
-        return Err("the host is not a valid host name");
+        return Err(RequestProblem::HostInvalid);
     }
     let name = strip_port(raw);
     if name.starts_with('[') != name.ends_with(']') {
-        return Err("the host is not a valid host name");
+        return Err(RequestProblem::HostInvalid);
     }
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.ends_with('.') {
-        return Err("the host is not a valid host name");
+        return Err(RequestProblem::HostInvalid);
     }
     Ok(name.to_ascii_lowercase())
 }

@@ -1,6 +1,7 @@
 //! RFC 6750 bearer credentials: parse the `authorization` header into a
 //! [`Token`] whose `Debug`/`Display` never show the secret.
 
+pub use super::refusal::CredentialProblem;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -51,7 +52,7 @@ pub enum Credential {
     Bearer(Token),
     /// Present but not a single well-formed bearer token. The reason is safe
     /// to show to the client: it never contains the header value.
-    Malformed(&'static str),
+    Malformed(CredentialProblem),
 }
 
 /// Parse an `authorization` header value per RFC 6750 §2.1:
@@ -65,23 +66,23 @@ pub fn parse_authorization(value: Option<&str>) -> Credential {
     };
     let value = value.trim_matches(|c| c == ' ' || c == '\t');
     if value.is_empty() {
-        return Credential::Malformed("empty Authorization header");
+        return Credential::Malformed(CredentialProblem::EmptyHeader);
     }
     let Some((scheme, rest)) = value.split_once(' ') else {
-        return Credential::Malformed("Authorization header must be 'Bearer <token>'");
+        return Credential::Malformed(CredentialProblem::NotBearerForm);
     };
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Credential::Malformed("Authorization scheme must be Bearer");
+        return Credential::Malformed(CredentialProblem::SchemeNotBearer);
     }
     let token = rest.trim_start_matches(' ');
     if token.is_empty() {
-        return Credential::Malformed("empty bearer token");
+        return Credential::Malformed(CredentialProblem::EmptyToken);
     }
     if token.len() > MAX_TOKEN_LEN {
-        return Credential::Malformed("bearer token too long");
+        return Credential::Malformed(CredentialProblem::TooLong);
     }
     if !is_b64token(token) {
-        return Credential::Malformed("bearer token has characters outside RFC 6750 b64token");
+        return Credential::Malformed(CredentialProblem::NotB64Token);
     }
     Credential::Bearer(Token::new(token))
 }
@@ -94,10 +95,10 @@ pub fn parse_raw_token(value: &str) -> Credential {
         return Credential::Missing;
     }
     if token.len() > MAX_TOKEN_LEN {
-        return Credential::Malformed("bearer token too long");
+        return Credential::Malformed(CredentialProblem::TooLong);
     }
     if !is_b64token(token) {
-        return Credential::Malformed("bearer token has characters outside RFC 6750 b64token");
+        return Credential::Malformed(CredentialProblem::NotB64Token);
     }
     Credential::Bearer(Token::new(token))
 }
@@ -162,7 +163,7 @@ mod tests {
         let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN + 1));
         assert_eq!(
             parse_authorization(Some(&long)),
-            Credential::Malformed("bearer token too long")
+            Credential::Malformed(CredentialProblem::TooLong)
         );
     }
 

@@ -37,7 +37,7 @@ impl AuthzRequest {
         // RFC 6750 §3.1: a token by more than one method is invalid_request.
         // We only take the header; a query token next to it is refused, not ignored.
         if credential != Credential::Missing && super::query_has_access_token(&http.path) {
-            credential = Credential::Malformed("a token was sent both in the Authorization header and the query");
+            credential = Credential::Malformed(super::refusal::CredentialProblem::HeaderAndQuery);
         }
         let target = AuthzRequest::with_target(&http.method, &http.host, &http.path);
         AuthzRequest {
@@ -266,7 +266,7 @@ mod tests {
     fn from_parts_applies_the_header_limits() {
         let h: HashMap<String, String> = (0..=MAX_HEADERS).map(|i| (format!("h{i}"), "v".into())).collect();
         let r = AuthzRequest::from_parts("GET", "h", "/p", &h, HashMap::new());
-        assert_eq!(r.too_large, Some("too many request headers"));
+        assert_eq!(r.too_large, Some(crate::extract::refusal::SizeProblem::TooManyHeaders));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! `trusted_proxies`: anyone else gets 400, never an allow. Repeated or
 //! disagreeing copies are 400 too, rather than picking one.
 
-use super::credential::{parse_authorization, Credential};
+use super::credential::{parse_authorization, Credential, CredentialProblem};
+use super::refusal::RequestProblem;
 use super::AuthzRequest;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
@@ -95,17 +96,17 @@ impl ForwardAuthConfig {
 }
 
 /// Why a forward-auth call cannot describe a request (all 400).
-const UNTRUSTED: &str = "forwarded request facts are accepted only from forward_auth.trusted_proxies";
-const CONFLICTING: &str = "the forwarded headers disagree or are repeated";
-const MISSING: &str = "the original method and URI are missing (X-Forwarded-Method/-Uri or X-Original-Method/-URI)";
-const NOT_TEXT: &str = "a forwarded header is not valid text";
+const UNTRUSTED: RequestProblem = RequestProblem::ForwardedUntrusted;
+const CONFLICTING: RequestProblem = RequestProblem::ForwardedConflict;
+const MISSING: RequestProblem = RequestProblem::ForwardedMissing;
+const NOT_TEXT: RequestProblem = RequestProblem::ForwardedNotText;
 
 /// A `/forward-auth` call: the original request from the forwarded headers.
 pub fn from_forward_auth(cfg: &ForwardAuthConfig, peer_trusted: bool, headers: &HeaderMap) -> AuthzRequest {
     if !peer_trusted {
         return refused(UNTRUSTED);
     }
-    let facts = (|| -> Result<_, &'static str> {
+    let facts = (|| -> Result<_, RequestProblem> {
         let method = one_of(headers, &cfg.method_headers)?.ok_or(MISSING)?;
         let uri = one_of(headers, &cfg.uri_headers)?.ok_or(MISSING)?;
         let host = match one_of(headers, &cfg.host_headers)? {
@@ -174,21 +175,21 @@ fn credential(headers: &HeaderMap, uri: &str) -> Credential {
         return Credential::Missing;
     };
     if values.next().is_some() {
-        return Credential::Malformed("more than one Authorization header");
+        return Credential::Malformed(CredentialProblem::RepeatedHeader);
     }
     let Ok(text) = first.to_str() else {
-        return Credential::Malformed("the Authorization header is not valid text");
+        return Credential::Malformed(CredentialProblem::NotText);
     };
     let credential = parse_authorization(Some(text));
     if credential != Credential::Missing && super::query_has_access_token(uri) {
-        return Credential::Malformed("a token was sent both in the Authorization header and the query");
+        return Credential::Malformed(CredentialProblem::HeaderAndQuery);
     }
     credential
 }
 
 /// The value of the first of `names` present; every other present one must
 /// carry the same value (nginx kits send both conventions).
-fn one_of<'h>(headers: &'h HeaderMap, names: &[String]) -> Result<Option<&'h str>, &'static str> {
+fn one_of<'h>(headers: &'h HeaderMap, names: &[String]) -> Result<Option<&'h str>, RequestProblem> {
     let mut found: Option<&str> = None;
     for name in names {
         if let Some(v) = single(headers, name)? {
@@ -202,7 +203,7 @@ fn one_of<'h>(headers: &'h HeaderMap, names: &[String]) -> Result<Option<&'h str
     Ok(found)
 }
 
-fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, &'static str> {
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, RequestProblem> {
     let mut values = headers.get_all(name).iter();
     let Some(v) = values.next() else { return Ok(None) };
     if values.next().is_some() {
@@ -211,7 +212,7 @@ fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, &'s
     v.to_str().map(Some).map_err(|_| NOT_TEXT)
 }
 
-fn refused(why: &'static str) -> AuthzRequest {
+fn refused(why: RequestProblem) -> AuthzRequest {
     AuthzRequest {
         malformed: Some(why),
         method: "-".into(),

@@ -17,6 +17,7 @@ pub mod credential;
 pub mod envoy;
 pub mod forwarded;
 pub mod path;
+pub mod refusal;
 pub mod sources;
 
 pub use envoy::{envoy_check_request, METADATA_NAMESPACE};
@@ -38,13 +39,13 @@ pub struct AuthzRequest {
     /// refusal, a printable copy.
     pub host: String,
     /// Set when the method or host is not one (400).
-    pub malformed: Option<&'static str>,
+    pub malformed: Option<refusal::RequestProblem>,
     /// Normalized path ([`path::normalize`]); on refusal, the raw path (for
     /// logs) and `path_error` says why.
     pub path: String,
-    pub path_error: Option<&'static str>,
+    pub path_error: Option<refusal::PathProblem>,
     /// Set when the request exceeds [`MAX_HEADERS`] / [`MAX_HEADER_BYTES`].
-    pub too_large: Option<&'static str>,
+    pub too_large: Option<refusal::SizeProblem>,
     pub credential: Credential,
     /// Per-route policy the proxy attached (Envoy `context_extensions`).
     pub context_extensions: HashMap<String, String>,
@@ -63,7 +64,7 @@ impl AuthzRequest {
     /// one place every front door turns raw request-line facts into ours.
     pub(crate) fn with_target(method: &str, host: &str, raw_path: &str) -> AuthzRequest {
         let mut malformed = None;
-        let mut canonical = |raw: &str, f: fn(&str) -> Result<String, &'static str>| {
+        let mut canonical = |raw: &str, f: fn(&str) -> Result<String, refusal::RequestProblem>| {
             f(raw).unwrap_or_else(|why| {
                 malformed = malformed.or(Some(why));
                 canonical::shown(raw)
@@ -97,16 +98,16 @@ impl AuthzRequest {
 }
 
 /// Why the headers are refused, if they exceed our limits.
-pub(crate) fn header_limits<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Option<&'static str> {
+pub(crate) fn header_limits<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Option<refusal::SizeProblem> {
     let (mut count, mut bytes) = (0usize, 0usize);
     for (k, v) in headers {
         count += 1;
         bytes += k.len() + v.len();
     }
     if count > MAX_HEADERS {
-        Some("too many request headers")
+        Some(refusal::SizeProblem::TooManyHeaders)
     } else if bytes > MAX_HEADER_BYTES {
-        Some("request headers too large")
+        Some(refusal::SizeProblem::HeadersTooLarge)
     } else {
         None
     }

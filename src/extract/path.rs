@@ -19,23 +19,25 @@
 //! Case is kept: `/DATE` is not `/date`. Non-ASCII look-alikes (`/dаte` with
 //! a Cyrillic а) stay distinct and match no ASCII rule.
 
+use super::refusal::PathProblem;
+
 /// Longer paths are refused before any matching.
 pub const MAX_PATH_LEN: usize = 4096;
 
 /// Normalize `raw` (path plus optional query) or say why it is refused.
-pub fn normalize(raw: &str) -> Result<String, &'static str> {
+pub fn normalize(raw: &str) -> Result<String, PathProblem> {
     let path = raw.split(['?', '#']).next().unwrap_or("");
     if path.len() > MAX_PATH_LEN {
-        return Err("path too long");
+        return Err(PathProblem::TooLong);
     }
     if !path.starts_with('/') {
-        return Err("path must start with '/'");
+        return Err(PathProblem::NotAbsolute);
     }
     let decoded = decode_unreserved(path)?;
     let mut out = String::with_capacity(decoded.len());
     for segment in decoded.split('/').filter(|s| !s.is_empty()) {
         if segment == "." || segment == ".." {
-            return Err("dot segments ('.', '..') are not allowed in the path");
+            return Err(PathProblem::DotSegments);
         }
         out.push('/');
         out.push_str(segment);
@@ -46,7 +48,7 @@ pub fn normalize(raw: &str) -> Result<String, &'static str> {
     Ok(out)
 }
 
-fn decode_unreserved(path: &str) -> Result<String, &'static str> {
+fn decode_unreserved(path: &str) -> Result<String, PathProblem> {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
@@ -57,7 +59,7 @@ fn decode_unreserved(path: &str) -> Result<String, &'static str> {
             let next = path[i..].find('%').map_or(path.len(), |n| i + n);
             for c in path[i..next].chars() {
                 if c.is_control() {
-                    return Err("control characters are not allowed in the path");
+                    return Err(PathProblem::ControlCharacters);
                 }
                 if c == '\\' || c == ';' {
                     check_char(c as u8)?;
@@ -67,12 +69,12 @@ fn decode_unreserved(path: &str) -> Result<String, &'static str> {
             i = next;
             continue;
         }
-        let hex = path.get(i + 1..i + 3).ok_or("malformed percent-encoding in the path")?;
-        let v = u8::from_str_radix(hex, 16).map_err(|_| "malformed percent-encoding in the path")?;
+        let hex = path.get(i + 1..i + 3).ok_or(PathProblem::BadPercentEncoding)?;
+        let v = u8::from_str_radix(hex, 16).map_err(|_| PathProblem::BadPercentEncoding)?;
         match v {
-            b'/' | b'\\' => return Err("encoded slashes and backslashes are not allowed in the path"),
-            b';' => return Err("path parameters (';') are not allowed"),
-            0..=0x1f | 0x7f => return Err("control characters are not allowed in the path"),
+            b'/' | b'\\' => return Err(PathProblem::EncodedSlash),
+            b';' => return Err(PathProblem::Parameters),
+            0..=0x1f | 0x7f => return Err(PathProblem::ControlCharacters),
             _ if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => out.push(char::from(v)),
             _ => {
                 out.push('%');
@@ -84,11 +86,11 @@ fn decode_unreserved(path: &str) -> Result<String, &'static str> {
     Ok(out)
 }
 
-fn check_char(b: u8) -> Result<(), &'static str> {
+fn check_char(b: u8) -> Result<(), PathProblem> {
     match b {
-        b'\\' => Err("encoded slashes and backslashes are not allowed in the path"),
-        b';' => Err("path parameters (';') are not allowed"),
-        0..=0x1f | 0x7f => Err("control characters are not allowed in the path"),
+        b'\\' => Err(PathProblem::EncodedSlash),
+        b';' => Err(PathProblem::Parameters),
+        0..=0x1f | 0x7f => Err(PathProblem::ControlCharacters),
         _ => Ok(()),
     }
 }

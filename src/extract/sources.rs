@@ -4,7 +4,7 @@
 //! (only when a rule asks: RFC 6750 §2.3 warns that URLs end up in logs).
 //! Sources are tried in order; two different tokens in one request are 400.
 
-use super::credential::{parse_authorization, parse_raw_token, Credential, Token};
+use super::credential::{parse_authorization, parse_raw_token, Credential, CredentialProblem, Token};
 use super::AuthzRequest;
 use std::fmt;
 
@@ -56,7 +56,7 @@ impl fmt::Display for TokenSource {
 /// The token a request carries in `sources`, and where it was found. The
 /// `Authorization` header has been parsed (and refused when malformed) at
 /// extraction; the others are read here, once a rule has named them.
-pub fn find<'r>(req: &'r AuthzRequest, sources: &'r [TokenSource]) -> Result<Option<Found>, &'static str> {
+pub fn find<'r>(req: &'r AuthzRequest, sources: &'r [TokenSource]) -> Result<Option<Found>, CredentialProblem> {
     let mut found: Option<Found> = None;
     for source in sources {
         let credential = match source {
@@ -76,7 +76,7 @@ pub fn find<'r>(req: &'r AuthzRequest, sources: &'r [TokenSource]) -> Result<Opt
             Credential::Bearer(t) => t,
         };
         match &mut found {
-            Some(earlier) if earlier.token != token => return Err("two different credentials in one request"),
+            Some(earlier) if earlier.token != token => return Err(CredentialProblem::TwoCredentials),
             // The same token again: one credential, but stripping must
             // remove this copy too.
             Some(earlier) => earlier.also.push(source.clone()),
@@ -122,14 +122,14 @@ fn query<'r>(req: &'r AuthzRequest, name: &'r str) -> impl Iterator<Item = Strin
 
 /// One credential from repeated occurrences: the same value any number of
 /// times is one; two different values are refused.
-fn one<S: AsRef<str>>(values: impl Iterator<Item = S>) -> Result<Credential, &'static str> {
+fn one<S: AsRef<str>>(values: impl Iterator<Item = S>) -> Result<Credential, CredentialProblem> {
     let mut out = Credential::Missing;
     for v in values {
         let c = parse_raw_token(v.as_ref());
         match (&out, &c) {
-            (_, Credential::Malformed(why)) => return Err(why),
+            (_, Credential::Malformed(why)) => return Err(*why),
             (Credential::Missing, _) => out = c,
-            (earlier, now) if earlier != now => return Err("two different credentials in one request"),
+            (earlier, now) if earlier != now => return Err(CredentialProblem::TwoCredentials),
             _ => {}
         }
     }
@@ -164,7 +164,7 @@ mod tests {
         list.iter().map(|s| TokenSource::parse(s).expect("source")).collect()
     }
 
-    fn token(r: Result<Option<Found>, &'static str>) -> Result<Option<(String, String)>, &'static str> {
+    fn token(r: Result<Option<Found>, CredentialProblem>) -> Result<Option<(String, String)>, CredentialProblem> {
         r.map(|f| f.map(|f| (f.token.expose().to_owned(), f.source.to_string())))
     }
 

@@ -235,7 +235,9 @@ mod tests {
             Some("Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"read_date\"")
         );
 
-        let (grpc, http, h, _) = denied(DenyReason::InvalidRequest("x"));
+        let (grpc, http, h, _) = denied(DenyReason::InvalidRequest(
+            crate::extract::refusal::CredentialProblem::EmptyToken,
+        ));
         assert_eq!((grpc, http), (3, 400));
         assert_eq!(www(&h), Some("Bearer realm=\"api\", error=\"invalid_request\""));
 

@@ -142,7 +142,13 @@ mod tests {
         assert_eq!(header(&r, "x-client-id"), None);
         let r = forward_auth_response(
             &responder(),
-            &outcome(Decision::Deny(DenyReason::TooLarge("x")), None, false),
+            &outcome(
+                Decision::Deny(DenyReason::TooLarge(
+                    crate::extract::refusal::SizeProblem::TooManyHeaders,
+                )),
+                None,
+                false,
+            ),
         );
         assert_eq!(r.status(), 431);
     }
