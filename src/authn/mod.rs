@@ -57,10 +57,18 @@ impl Identity {
             Some((root, rest)) => (root, Some(rest)),
             None => (path, None),
         };
+        // `ext` is walked by reference and only the leaf is copied: it can
+        // be large, and this runs per claim header and condition per check.
+        if root == "ext" {
+            let mut at = self.ext.as_deref()?;
+            for key in rest.into_iter().flat_map(|r| r.split('.')) {
+                at = at.as_object()?.get(key)?;
+            }
+            return Some(at.clone());
+        }
         let text = |s: &Option<Arc<str>>| s.as_deref().map(|v| Value::String(v.to_owned()));
         let list = |l: &[Arc<str>]| (!l.is_empty()).then(|| l.iter().map(|v| Value::String(v.to_string())).collect());
         let value = match root {
-            "ext" => self.ext.as_deref().cloned(),
             "username" => text(&self.username),
             "sub" => text(&self.subject),
             "client_id" => text(&self.client_id),
@@ -71,12 +79,10 @@ impl Identity {
             "exp" => self.expires_at.map(Value::from),
             _ => None,
         }?;
+        // Only `ext` has structure below it.
         match rest {
             None => Some(value),
-            Some(rest) => rest.split('.').try_fold(value, |v, key| match v {
-                Value::Object(mut m) => m.remove(key),
-                _ => None,
-            }),
+            Some(_) => None,
         }
     }
 }

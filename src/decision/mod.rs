@@ -173,7 +173,7 @@ impl<A: Authenticator> Engine<A> {
         // A rule that names other token sources: read them now.
         let found = match token_from.is_empty() {
             true => None,
-            false => match sources::find(req, &token_from) {
+            false => match sources::find(req, &token_from).and_then(|f| authorization_agrees(req, &token_from, f)) {
                 Ok(found) => Some(found),
                 Err(why) => {
                     note!(
@@ -341,6 +341,30 @@ fn meets(conditions: &conditions::Conditions, identity: &Identity, steps: &mut N
     match conditions.first_unmet(identity) {
         None => Ok(()),
         Some(c) => Err(DenyReason::ClaimMismatch(c.path.clone())),
+    }
+}
+
+/// A bearer token in `Authorization` on a rule whose `token_from` does not
+/// read that header is still a credential the caller sent: it must be the
+/// token found elsewhere, or the request is refused. Otherwise a bad token
+/// there would be ignored (an optional rule would let the caller in
+/// anonymously) and reach the upstream unverified.
+fn authorization_agrees(
+    req: &AuthzRequest,
+    sources: &[TokenSource],
+    found: Option<sources::Found>,
+) -> Result<Option<sources::Found>, crate::extract::refusal::CredentialProblem> {
+    use crate::extract::refusal::CredentialProblem;
+    let Credential::Bearer(sent) = &req.credential else {
+        return Ok(found);
+    };
+    if sources.contains(&TokenSource::Authorization) {
+        return Ok(found);
+    }
+    match found {
+        Some(f) if f.token == *sent => Ok(Some(f)),
+        Some(_) => Err(CredentialProblem::TwoCredentials),
+        None => Err(CredentialProblem::UnexpectedAuthorization),
     }
 }
 

@@ -371,3 +371,50 @@ async fn token_sources_named_by_the_rule() {
         "the cookie token is fingerprinted for the log line"
     );
 }
+
+/// Found in review: on a rule that reads only a cookie, a bearer token in
+/// Authorization must not be ignored (anonymous on optional rules, or
+/// forwarded unverified next to a different cookie token).
+#[tokio::test]
+async fn authorization_outside_token_from_is_not_ignored() {
+    let config = Config {
+        rules: vec![RuleConfig {
+            id: "cookie-only".into(),
+            path: "/feed".into(),
+            optional: true,
+            token_from: vec!["cookie:session".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let e = Engine::new(&config, Fixed).expect("engine");
+    let with = |headers: &[(&str, &str)]| {
+        let h: std::collections::HashMap<String, String> =
+            headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        AuthzRequest::from_parts("GET", "api", "/feed", &h, Default::default())
+    };
+    use crate::extract::refusal::CredentialProblem;
+    assert_eq!(
+        e.decide(&with(&[("authorization", "Bearer revoked")])).await.decision,
+        Decision::Deny(DenyReason::InvalidRequest(CredentialProblem::UnexpectedAuthorization)),
+        "not silently anonymous"
+    );
+    assert_eq!(
+        e.decide(&with(&[
+            ("authorization", "Bearer other"),
+            ("cookie", "session=reader")
+        ]))
+        .await
+        .decision,
+        Decision::Deny(DenyReason::InvalidRequest(CredentialProblem::TwoCredentials))
+    );
+    assert!(e
+        .decide(&with(&[
+            ("authorization", "Bearer reader"),
+            ("cookie", "session=reader")
+        ]))
+        .await
+        .is_allowed());
+    let o = e.decide(&with(&[])).await;
+    assert!(o.is_allowed() && o.anonymous);
+}

@@ -127,13 +127,10 @@ pub fn from_envoy_http(method: &str, path_and_query: &str, peer_trusted: bool, h
     if !peer_trusted {
         return refused(UNTRUSTED);
     }
-    let path = if path_and_query.is_empty() || path_and_query.starts_with('?') {
-        format!("/{path_and_query}")
-    } else {
-        path_and_query.to_owned()
-    };
+    // As is: an empty or query-only target is refused by path
+    // normalisation, as on the gRPC door, never read as "/".
     match single(headers, "host") {
-        Ok(host) => from_http(method, host.unwrap_or_default(), &path, headers),
+        Ok(host) => from_http(method, host.unwrap_or_default(), path_and_query, headers),
         Err(why) => refused(why),
     }
 }
@@ -141,6 +138,17 @@ pub fn from_envoy_http(method: &str, path_and_query: &str, peer_trusted: bool, h
 /// The shared part: the same canonical forms, limits and credential rules
 /// as a gRPC Check (`envoy.rs`).
 fn from_http(method: &str, host: &str, uri: &str, headers: &HeaderMap) -> AuthzRequest {
+    // Behind nginx, Caddy or Traefik nothing normalises the target before
+    // us and the upstream gets it raw: a fragment would hide what follows
+    // it from the rules (`/public#/../admin`), and a leading `//` reads as
+    // an authority to some upstream parsers (`//x/admin`). A real request
+    // target has neither (RFC 9112 §3.2).
+    if uri.contains('#') {
+        return refused(RequestProblem::FragmentInTarget);
+    }
+    if uri.starts_with("//") {
+        return refused(RequestProblem::AuthorityLikeTarget);
+    }
     let too_large = super::header_limits(
         headers
             .iter()
@@ -371,7 +379,23 @@ mod tests {
             (r.method.as_str(), r.host.as_str(), r.path.as_str()),
             ("GET", "api.local", "/date")
         );
-        assert_eq!(from_envoy_http("GET", "", true, &h).path, "/");
+        assert!(
+            from_envoy_http("GET", "", true, &h).path_error.is_some(),
+            "no path is not \"/\""
+        );
+        assert!(from_envoy_http("GET", "?x", true, &h).path_error.is_some());
+        for hostile in ["/public#/../admin", "//x/admin"] {
+            let r = from_forward_auth(
+                &cfg(),
+                true,
+                &headers(&[("x-forwarded-method", "GET"), ("x-forwarded-uri", hostile)]),
+            );
+            assert!(r.malformed.is_some(), "{hostile}");
+            assert!(
+                from_envoy_http("GET", hostile, true, &h).malformed.is_some(),
+                "{hostile}"
+            );
+        }
         assert_eq!(from_envoy_http("GET", "/date", false, &h).malformed, Some(UNTRUSTED));
     }
 

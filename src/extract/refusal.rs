@@ -45,6 +45,8 @@ refusals! {
         RepeatedHeader => "repeated_header", "more than one Authorization header";
         NotText => "not_text", "the Authorization header is not valid text";
         TwoCredentials => "two_credentials", "two different credentials in one request";
+        EncodedQueryName => "encoded_query_name", "the token's query parameter name is percent-encoded";
+        UnexpectedAuthorization => "unexpected_authorization", "this route does not take its token from the Authorization header";
     }
 }
 
@@ -71,6 +73,8 @@ refusals! {
         ForwardedConflict => "forwarded_conflict", "the forwarded headers disagree or are repeated";
         ForwardedMissing => "forwarded_missing", "the original method and URI are missing (X-Forwarded-Method/-Uri or X-Original-Method/-URI)";
         ForwardedNotText => "forwarded_not_text", "a forwarded header is not valid text";
+        FragmentInTarget => "fragment_in_target", "a request target has no fragment ('#')";
+        AuthorityLikeTarget => "authority_like_target", "the path must not start with '//'";
     }
 }
 

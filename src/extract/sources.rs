@@ -64,11 +64,15 @@ pub fn find<'r>(req: &'r AuthzRequest, sources: &'r [TokenSource]) -> Result<Opt
             TokenSource::Header(name) => match req.headers.get(name) {
                 None => Credential::Missing,
                 // Envoy joins repeated headers with ','; never a b64token character.
-                Some(v) if v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ") => parse_authorization(Some(v)),
+                // `get`, not slicing: the value is the client's, and byte 7
+                // may fall inside a multi-byte character.
+                Some(v) if v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer ")) => {
+                    parse_authorization(Some(v))
+                }
                 Some(v) => parse_raw_token(v),
             },
             TokenSource::Cookie(name) => one(cookies(req, name))?,
-            TokenSource::Query(name) => one(query(req, name))?,
+            TokenSource::Query(name) => one(query(req, name)?.into_iter())?,
         };
         let token = match credential {
             Credential::Missing => continue,
@@ -114,10 +118,26 @@ fn cookies<'r>(req: &'r AuthzRequest, name: &'r str) -> impl Iterator<Item = &'r
         })
 }
 
-fn query<'r>(req: &'r AuthzRequest, name: &'r str) -> impl Iterator<Item = String> + 'r {
-    form_urlencoded::parse(req.query.as_bytes())
-        .filter(move |(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+/// Every value of query parameter `name`. The name must be spelled as is:
+/// Envoy's `query_parameters_to_remove` matches raw names, so a
+/// percent-encoded spelling (`access%5Ftoken`) would be authorized here
+/// and then not stripped. Such a request is refused.
+fn query(req: &AuthzRequest, name: &str) -> Result<Vec<String>, CredentialProblem> {
+    let mut values = Vec::new();
+    for pair in req.query.split('&').filter(|p| !p.is_empty()) {
+        let raw_key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        let Some((key, value)) = form_urlencoded::parse(pair.as_bytes()).next() else {
+            continue;
+        };
+        if key != name {
+            continue;
+        }
+        if raw_key != name {
+            return Err(CredentialProblem::EncodedQueryName);
+        }
+        values.push(value.into_owned());
+    }
+    Ok(values)
 }
 
 /// One credential from repeated occurrences: the same value any number of
@@ -139,8 +159,10 @@ fn one<S: AsRef<str>>(values: impl Iterator<Item = S>) -> Result<Credential, Cre
 /// The `cookie` header without cookie `name`, for the upstream when the
 /// credential is stripped; `None` when nothing else is left.
 pub fn cookie_without(header: &str, name: &str) -> Option<String> {
+    // Split exactly as `cookies` does (',' never occurs in a cookie value,
+    // RFC 6265), or a comma-joined copy of the credential would survive.
     let kept: Vec<&str> = header
-        .split(';')
+        .split([';', ','])
         .map(str::trim)
         .filter(|pair| !pair.is_empty() && pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
         .collect();
@@ -245,5 +267,28 @@ mod tests {
             Some("a=1; b=2")
         );
         assert_eq!(cookie_without("session=t", "session"), None);
+    }
+
+    /// Found in review: slicing a client's header at byte 7 panicked on a
+    /// multi-byte character; a percent-encoded query name and a
+    /// comma-joined cookie escaped stripping.
+    #[test]
+    fn hostile_spellings() {
+        let r = req(&[("x-api-token", "abcdef\u{e9}")], "", None);
+        assert!(
+            find(&r, &sources(&["header:x-api-token"])).is_err(),
+            "refused, not a panic"
+        );
+        let r = req(&[("x-api-token", "b\u{e9}arer x")], "", None);
+        assert!(find(&r, &sources(&["header:x-api-token"])).is_err());
+        let r = req(&[], "access%5Ftoken=t0k", None);
+        assert_eq!(
+            token(find(&r, &sources(&["query:access_token"]))),
+            Err(CredentialProblem::EncodedQueryName)
+        );
+        assert_eq!(
+            cookie_without("a=1,session=t; b=2", "session").as_deref(),
+            Some("a=1; b=2")
+        );
     }
 }

@@ -53,7 +53,16 @@ pub async fn explain<A: Authenticator>(authorizer: &Authorizer<A>, req: &AuthzRe
             e.http_status = 200;
             e.reason = "allowed".into();
             let h = responder.upstream_headers_for(&o);
-            e.headers_to_set = h.set.into_iter().collect();
+            // A live signed identity JWT is a credential for the upstream:
+            // explanations say it would be set, never show it.
+            e.headers_to_set = h
+                .set
+                .into_iter()
+                .map(|(k, v)| match responder.jwt_header() {
+                    Some(jwt) if jwt == k => (k, "(signed identity JWT, not shown)".to_owned()),
+                    _ => (k, v),
+                })
+                .collect();
             e.headers_to_remove = h.remove;
         }
         Decision::Deny(reason) => {

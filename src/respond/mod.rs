@@ -106,6 +106,11 @@ impl Responder {
         self
     }
 
+    /// The identity JWT's header name, when signing is on.
+    pub fn jwt_header(&self) -> Option<&str> {
+        self.upstream_jwt.as_ref().map(|s| s.header())
+    }
+
     /// The identity JWT's public keys (JWKS JSON), when signing is on.
     pub fn jwks(&self) -> Option<String> {
         self.upstream_jwt.as_ref().map(|s| s.jwks())

@@ -150,11 +150,29 @@ struct Claims<'a> {
 }
 
 impl Signer {
-    /// Load the key (errors name `upstream_jwt.key_file`) and start watching it.
+    /// Load the key (errors name `upstream_jwt.key_file`) and start watching
+    /// it; or, when a signer for this very `[upstream_jwt]` is still alive
+    /// (a config reload that left the section alone), that one, so a reload
+    /// does not forget a rotation's retired key mid-overlap.
     pub fn start(config: &UpstreamJwtConfig) -> anyhow::Result<Option<Arc<Signer>>> {
+        static LIVE: Mutex<Option<(UpstreamJwtConfig, std::sync::Weak<Signer>)>> = Mutex::new(None);
         if !config.enabled {
             return Ok(None);
         }
+        let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(signer) = live
+            .as_ref()
+            .filter(|(c, _)| c == config)
+            .and_then(|(_, weak)| weak.upgrade())
+        {
+            return Ok(Some(signer));
+        }
+        let signer = Self::load(config)?;
+        *live = Some((config.clone(), Arc::downgrade(&signer)));
+        Ok(Some(signer))
+    }
+
+    fn load(config: &UpstreamJwtConfig) -> anyhow::Result<Arc<Signer>> {
         let alg = algorithm(&config.algorithm).map_err(anyhow::Error::msg)?;
         let file = config
             .key_file
@@ -167,7 +185,7 @@ impl Signer {
         )?;
         keys.watch(Duration::from_millis(config.reload_interval_ms));
         let current = keys.get();
-        Ok(Some(Arc::new(Signer {
+        Ok(Arc::new(Signer {
             config: config.clone(),
             alg,
             keys,
@@ -176,7 +194,7 @@ impl Signer {
                 retired: Vec::new(),
             }),
             cache: quick_cache::sync::Cache::new(10_000),
-        })))
+        }))
     }
 
     pub fn header(&self) -> &str {
@@ -256,8 +274,15 @@ impl Signer {
     fn cache_key(&self, identity: &Identity, claims: &[(String, serde_json::Value)], kid: &str) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
+        // A tag byte per optional part, so "absent" and any string differ.
         for part in [identity.subject.as_deref(), identity.client_id.as_deref(), Some(kid)] {
-            h.update(part.unwrap_or("\u{0}").as_bytes());
+            match part {
+                Some(p) => {
+                    h.update([1]);
+                    h.update(p.as_bytes());
+                }
+                None => h.update([0]),
+            }
             h.update([0xff]);
         }
         for s in identity.scopes.iter() {

@@ -149,6 +149,20 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         Duration::from_millis(limits.header_read_timeout_ms),
     );
 
+    if config.forward_auth.addr.is_some() {
+        let mut extra: Vec<&str> = config.headers.claims.keys().map(String::as_str).collect();
+        if config.upstream_jwt.enabled {
+            extra.push(&config.upstream_jwt.header);
+        }
+        if !extra.is_empty() {
+            // A forward-auth answer cannot make a proxy drop a header it sets
+            // itself; client copies of these are the proxy's to clear.
+            tracing::warn!(
+                headers = %extra.join(","),
+                "forward-auth: make your proxy clear client-sent copies of these headers and copy them from the answer (the shipped kits list only x-client-id, x-scopes, x-subject)"
+            );
+        }
+    }
     let forward_server = forward.map(|listener| {
         let incoming = listener::incoming("forward_auth", listener, limits, closed.clone(), listener::first_bytes);
         listener::serve_http1(

@@ -37,8 +37,16 @@ impl LiveEngine {
     /// connection pool and cache) when `[introspection]` did not change.
     pub fn apply(&self, new: Config) -> anyhow::Result<()> {
         let mut config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
-        if new.server != config.server || new.log != config.log || new.telemetry != config.telemetry {
-            tracing::warn!("config reload: [server], [log] and [telemetry] changes take effect after a restart");
+        if new.server != config.server
+            || new.log != config.log
+            || new.telemetry != config.telemetry
+            || new.forward_auth != config.forward_auth
+        {
+            // [forward_auth] included: its listener and trusted_proxies are
+            // read at start, so say so rather than seem to apply them.
+            tracing::warn!(
+                "config reload: [server], [log], [telemetry] and [forward_auth] changes take effect after a restart"
+            );
         }
         let engine = if new.introspection == config.introspection {
             Arc::new(Authorizer::with_shared(

@@ -275,9 +275,15 @@ async fn token_sources_through_real_envoy() {
         assert_eq!(r.seen("x-client-id").as_deref(), Some("reader"), "{s}");
         let want = (!strip).then_some(tok.as_str());
         assert_eq!(r.seen("x-api-token").as_deref(), want, "{s}: {}", r.body);
-        // `Authorization` is not among this rule's sources.
+        // `Authorization` is not among this rule's sources: a token there is
+        // refused, never ignored (it would reach the upstream unverified).
         let r = raw(l, "GET", "/api", &[("authorization", &auth)]).await;
-        assert_eq!(r.status, 401, "{s}: {r:?}");
+        assert_eq!(r.status, 400, "{s}: {r:?}");
+        assert!(
+            r.body
+                .contains("this route does not take its token from the Authorization header"),
+            "{s}: {r:?}"
+        );
         assert!(!r.reached_upstream(), "{s}: {r:?}");
     }
 }
