@@ -27,8 +27,8 @@
 //!   emits the span, log line and metrics of every decision.
 //! - Around them: [`config`] (every key on one page), [`telemetry`],
 //!   [`metrics`], [`cmd`] (the CLI's commands, which use the engine, never
-//!   the server), [`demo`], and the operator helpers [`openapi`] and
-//!   [`envoy_routes`].
+//!   the server; the operator helpers `cmd::openapi` and `cmd::envoy_routes`
+//!   live there too), and [`demo`].
 
 pub mod authn;
 pub mod authorizer;
@@ -36,11 +36,9 @@ pub mod cmd;
 pub mod config;
 pub mod decision;
 pub mod demo;
-pub mod envoy_routes;
 pub mod extract;
 pub mod file_backed;
 pub mod metrics;
-pub mod openapi;
 pub mod respond;
 pub mod secret;
 pub mod server;

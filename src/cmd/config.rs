@@ -35,8 +35,8 @@ pub fn lint(config: &Config, openapi: Option<&Path>, envoy: Option<&Path>) -> an
         })
         .collect();
     if let Some(path) = openapi {
-        let doc = crate::openapi::parse(&std::fs::read_to_string(path)?)?;
-        for (method, template) in crate::openapi::operations(&doc, None) {
+        let doc = super::openapi::parse(&std::fs::read_to_string(path)?)?;
+        for (method, template) in super::openapi::operations(&doc, None) {
             // A concrete example of the templated path: `{id}` -> `id`.
             let sample: String = template.replace(['{', '}'], "");
             if !rules.covers_on_some_host(&method, &sample) {
@@ -49,8 +49,8 @@ pub fn lint(config: &Config, openapi: Option<&Path>, envoy: Option<&Path>) -> an
     }
     if let Some(path) = envoy {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let found = crate::envoy_routes::read(&text)?;
-        for route in crate::envoy_routes::uncovered(&found.routes, &rules) {
+        let found = super::envoy_routes::read(&text)?;
+        for route in super::envoy_routes::uncovered(&found.routes, &rules) {
             warnings.push(format!(
                 "Envoy route ({route}, in {}) has no per-route policy and no rule can match it: every request there is denied",
                 path.display()

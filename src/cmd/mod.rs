@@ -6,3 +6,8 @@ pub mod health;
 pub mod purge;
 pub mod rules;
 pub mod token;
+
+// Operator helpers, beside the commands that use them (`rules from-openapi`,
+// `config check --openapi/--envoy`); the server never needs them.
+pub mod envoy_routes;
+pub mod openapi;

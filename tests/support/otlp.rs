@@ -165,6 +165,8 @@ pub async fn trace_round_trip(
     config.introspection.cache.enabled = true;
     config.introspection.cache.ttl_ms = 60_000;
     config.log.level = "warn".into(); // spans must not depend on the log level
+                                      // The HTTP front door too: its span joins the caller's trace the same way.
+    config.forward_auth.addr = Some(super::lo0());
     let telemetry = hydra_authz::telemetry::init(&config.log, &config.telemetry).expect("telemetry");
     assert!(telemetry.tracing_enabled());
     let server = start_authz(&config).await;
@@ -244,11 +246,29 @@ pub async fn trace_round_trip(
             .await;
     }
 
-    // Four checks (six with B3) and two introspection calls.
+    // One forward-auth call (a cache hit), with its own traceparent.
+    let (fa_trace, fa_parent) = ("cccccccccccccccccccccccccccccccc", "dddddddddddddddd");
+    let forward_addr = server.forward_auth_addr.expect("forward-auth listener");
+    let fa = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(format!("http://{forward_addr}/forward-auth"))
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-uri", "/date")
+        .header("x-forwarded-host", "api.local")
+        .header("authorization", &auth)
+        .header("traceparent", format!("00-{fa_trace}-{fa_parent}-01"))
+        .send()
+        .await
+        .expect("forward-auth call");
+    assert_eq!(fa.status(), 200);
+
+    // Four checks (six with B3), two introspection calls, one forward-auth.
     let expected_checks = if b3 { 6 } else { 4 };
     telemetry.flush();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while received.spans().len() < expected_checks + 2 && tokio::time::Instant::now() < deadline {
+    while received.spans().len() < expected_checks + 3 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let spans = received.spans();
@@ -257,6 +277,25 @@ pub async fn trace_round_trip(
         .filter(|s| s.name == "envoy.service.auth.v3.Authorization/Check")
         .collect();
     assert_eq!(check_spans.len(), expected_checks, "one span per Check: {spans:#?}");
+
+    let forward: Vec<&Span> = spans.iter().filter(|s| s.name == "forward-auth").collect();
+    assert_eq!(forward.len(), 1, "one span per forward-auth decision: {spans:#?}");
+    let forward = span_with_trace(&forward, fa_trace);
+    assert_eq!(
+        hex::encode(&forward.parent_span_id),
+        fa_parent,
+        "child of the proxy's span"
+    );
+    assert_eq!(forward.kind, 2, "SERVER");
+    for (k, v) in [
+        ("hydra_authz.front", "http"),
+        ("hydra_authz.decision", "allow"),
+        ("http.response.status_code", "200"),
+        ("url.path", "/date"),
+    ] {
+        assert_eq!(attr(forward, k).as_deref(), Some(v), "forward-auth span {k}");
+    }
+    assert_eq!(attr(forward, "rpc.system"), None, "not a gRPC call");
 
     let allowed = span_with_trace(&check_spans, trace_id);
     assert_eq!(

@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn the_shipped_envoy_config_leaves_no_route_uncovered() {
-        let doc = parse(include_str!("../deploy/envoy/envoy.yaml")).expect("yaml");
+        let doc = parse(include_str!("../../deploy/envoy/envoy.yaml")).expect("yaml");
         let found = routes(&doc);
         assert_eq!(found.len(), 5, "{found:?}");
         // /.well-known/oauth-protected-resource (ext_authz disabled), /public, /ctx/date, /meta/echo.
@@ -295,8 +295,8 @@ mod tests {
     #[test]
     fn envoy_gateway_manifests_are_read_like_the_bootstrap() {
         let text = [
-            include_str!("../deploy/envoy-gateway/manifests/httproutes.yaml"),
-            include_str!("../deploy/envoy-gateway/manifests/securitypolicies.yaml"),
+            include_str!("../../deploy/envoy-gateway/manifests/httproutes.yaml"),
+            include_str!("../../deploy/envoy-gateway/manifests/securitypolicies.yaml"),
         ]
         .join("\n---\n");
         let found = read(&text).expect("manifests");
@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn a_bootstrap_is_still_one_document() {
-        let found = read(include_str!("../deploy/envoy/envoy.yaml")).expect("bootstrap");
+        let found = read(include_str!("../../deploy/envoy/envoy.yaml")).expect("bootstrap");
         assert_eq!(found.routes.len(), 5);
         assert!(
             read("a: 1\n---\nb: 2\n").is_err(),
