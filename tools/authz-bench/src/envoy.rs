@@ -83,28 +83,12 @@ pub(crate) async fn envoy_rows(
             .kill_on_drop(true)
             .spawn()?;
         wait_port(listen).await?;
-        let out = Command::new("wrk")
-            .args([
-                "-t",
-                "1",
-                "-c",
-                "32",
-                "-d",
-                &format!("{}s", dur.as_secs()),
-                "--latency",
-                "-H",
-                &format!("Authorization: Bearer {token}"),
-            ])
-            .arg(format!("http://{listen}/date"))
-            .output()
-            .await?;
+        let (mut row, non_2xx) = run_wrk(listen, token, 32, dur).await?;
         let rss = rss_mib(child.id().unwrap_or(0));
         let _ = child.start_kill();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut row = parse_wrk(&text);
         row.name = name.into();
         row.rss_mib = rss;
-        if text.contains("Non-2xx") {
+        if non_2xx {
             row.note = "NON-2XX ANSWERS: check the setup; ".into();
         }
         match target {

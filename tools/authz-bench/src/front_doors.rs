@@ -227,28 +227,12 @@ pub(crate) async fn nginx_rows(
         }
         // nginx's master forks one worker (worker_processes 1): RSS counts both.
         let master = nginx.0.id().unwrap_or(0);
-        let out = Command::new("wrk")
-            .args([
-                "-t",
-                "1",
-                "-c",
-                &concurrency.to_string(),
-                "-d",
-                &format!("{}s", dur.as_secs()),
-                "--latency",
-                "-H",
-                &format!("Authorization: Bearer {token}"),
-            ])
-            .arg(format!("http://{listen}/date"))
-            .output()
-            .await?;
+        let (mut row, non_2xx) = run_wrk(listen, token, concurrency, dur).await?;
         let rss = rss_mib(master) + nginx_workers(master).into_iter().map(rss_mib).sum::<f64>();
         drop(nginx);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut row = parse_wrk(&text);
         row.name = name.into();
         row.rss_mib = rss;
-        if text.contains("Non-2xx") || row.rps == 0.0 {
+        if non_2xx || row.rps == 0.0 {
             row.note = "NON-2XX ANSWERS: check the setup; ".into();
         }
         if with_authz {

@@ -173,6 +173,34 @@ pub(crate) fn which(cmd: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(cmd)).find(|p| p.is_file()))
 }
 
+/// `wrk --latency` with a bearer token on `GET http://{listen}/date`, one
+/// thread and `connections` connections, for `dur`; its output, parsed,
+/// and whether wrk saw non-2xx answers (a broken setup, not a result).
+pub(crate) async fn run_wrk(
+    listen: SocketAddr,
+    token: &str,
+    connections: usize,
+    dur: Duration,
+) -> anyhow::Result<(Row, bool)> {
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            "1",
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{}s", dur.as_secs()),
+            "--latency",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+        ])
+        .arg(format!("http://{listen}/date"))
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok((parse_wrk(&text), text.contains("Non-2xx")))
+}
+
 /// `Requests/sec:` and the `--latency` distribution (50%, 99%) of wrk's output.
 pub(crate) fn parse_wrk(text: &str) -> Row {
     let to_us = |v: &str| -> f64 {
