@@ -363,13 +363,7 @@ async fn claims_become_headers_and_cannot_be_spoofed() {
 /// jwt (local verification) access-token strategies.
 #[tokio::test]
 async fn token_hook_ext_reaches_the_upstream_as_a_header_real_hydra() {
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(|| async { axum::Json(json!({"session": {"access_token": {"tenant": "acme"}}})) }),
-    );
-    let listener = tokio::net::TcpListener::bind(support::lo0()).await.expect("bind");
-    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let hook = support::ory::token_hook_adding_tenant().await;
     for jwt in [false, true] {
         let hydra = Hydra::start(HydraOptions {
             jwt,

@@ -296,15 +296,7 @@ async fn jwt_strategy_against_real_hydra() {
 /// `ext` from Hydra's token hook arrives in introspection and in the JWT.
 #[tokio::test]
 async fn token_hook_ext_reaches_introspection_and_jwt() {
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(|| async {
-            axum::Json(serde_json::json!({"session": {"access_token": {"tenant": "acme"}}}))
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(support::lo0()).await.expect("bind");
-    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let hook = support::ory::token_hook_adding_tenant().await;
     for jwt in [false, true] {
         let hydra = Hydra::start(HydraOptions {
             jwt,

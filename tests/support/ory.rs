@@ -392,3 +392,18 @@ impl Drop for Hydra {
         }
     }
 }
+
+/// A Hydra token hook (its URL) that adds `{"tenant": "acme"}` to every
+/// access token's `ext`, as a deployment's hook would add a tenant.
+pub async fn token_hook_adding_tenant() -> String {
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async {
+            axum::Json(serde_json::json!({"session": {"access_token": {"tenant": "acme"}}}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(super::lo0()).await.expect("bind");
+    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    hook
+}
