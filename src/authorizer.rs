@@ -61,8 +61,12 @@ pub type ServerAuthn = crate::authn::stack::Stack;
 /// Build the server's authorizer from config (reads secrets, compiles
 /// rules) and start warming its verifier (the JWKS in jwt/auto mode) in the
 /// background; readiness waits for that.
-pub fn build(config: &Config, metrics: Arc<crate::metrics::Metrics>) -> anyhow::Result<Arc<Authorizer<ServerAuthn>>> {
-    let stack = crate::authn::stack::build(&config.introspection, metrics)?;
+pub fn build(
+    config: &Config,
+    metrics: Arc<crate::metrics::Metrics>,
+    fleet: Option<Arc<crate::authn::fleet::Fleet>>,
+) -> anyhow::Result<Arc<Authorizer<ServerAuthn>>> {
+    let stack = crate::authn::stack::build(&config.introspection, metrics, fleet)?;
     let authorizer = Arc::new(Authorizer::new(config, stack)?);
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
         let warming = authorizer.clone();

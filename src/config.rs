@@ -11,9 +11,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Defined beside the code it configures; listed here with every other key.
+pub use crate::authn::fleet::ClusterConfig;
 pub use crate::extract::forwarded::ForwardAuthConfig;
 pub use crate::respond::resource_metadata::ResourceMetadataConfig;
 pub use crate::respond::upstream_jwt::UpstreamJwtConfig;
+
+/// Upper bound of `introspection.cache.stale_if_error_ms`.
+pub const MAX_STALE_IF_ERROR_MS: u64 = 3_600_000;
 
 pub const DEFAULT_CONFIG_PATH: &str = "config/hydra-authz.toml";
 pub const ENV_PREFIX: &str = "HYDRA_AUTHZ_";
@@ -37,6 +41,9 @@ pub struct Config {
     /// A signed identity JWT for the upstream on every allow; off unless
     /// `upstream_jwt.enabled`.
     pub upstream_jwt: UpstreamJwtConfig,
+    /// The fleet on Redis: purges reach every replica, an optional shared
+    /// cache; off unless `cluster.redis_url` is set.
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -309,6 +316,12 @@ pub struct CacheConfig {
     /// How long an inactive/rejected token is remembered; 0 = never.
     pub negative_ttl_ms: u64,
     pub max_entries: u64,
+    /// Bounded stale-if-error, 0 = off: while the issuer cannot be reached
+    /// (not when it answers `active: false`), a token verified within the
+    /// last this many ms is still allowed, never past its `exp`, never
+    /// after a purge; each such allow is marked (log `stale=true`, span,
+    /// `hydra_authz_stale_allows_total`). Works with the cache off too.
+    pub stale_if_error_ms: u64,
 }
 
 impl Default for CacheConfig {
@@ -318,6 +331,7 @@ impl Default for CacheConfig {
             ttl_ms: 30_000,
             negative_ttl_ms: 0,
             max_entries: 100_000,
+            stale_if_error_ms: 0,
         }
     }
 }
@@ -693,6 +707,21 @@ impl Config {
         }
         if i.cache.max_entries == 0 {
             return Err(invalid("introspection.cache.max_entries", "must be greater than 0"));
+        }
+        if i.cache.stale_if_error_ms > MAX_STALE_IF_ERROR_MS {
+            return Err(invalid(
+                "introspection.cache.stale_if_error_ms",
+                format!(
+                    "at most {MAX_STALE_IF_ERROR_MS} (one hour): stale-if-error bridges an outage, it is not a session"
+                ),
+            ));
+        }
+        self.cluster.validate().map_err(|why| invalid("cluster", why))?;
+        if self.cluster.shared_cache && !i.cache.enabled {
+            return Err(invalid(
+                "cluster.shared_cache",
+                "needs [introspection.cache] enabled (its ttl_ms bounds shared entries too)",
+            ));
         }
         self.server.validate_admin()?;
         self.server.limits.validate()?;

@@ -44,6 +44,24 @@ pub struct Metrics {
     /// the output could not keep up (see `telemetry`); synced at scrape time.
     pub log_lines_dropped: Counter,
     log_lines_seen: std::sync::Mutex<u64>,
+    /// Allows of identities verified earlier, during an issuer outage.
+    pub stale_allows: Counter,
+    pub fleet: FleetMetrics,
+}
+
+/// The `[cluster]` metrics (all zero without it).
+pub struct FleetMetrics {
+    /// 1 while the purge subscription is up (the cache is served from).
+    pub subscribed: Gauge,
+    pub resubscribes: Counter,
+    pub purges_received: Counter,
+    /// Purge messages that could not be read: each empties the whole cache.
+    pub purges_unreadable: Counter,
+    pub purges_published: Counter,
+    /// Failed or timed-out Redis commands, by command.
+    pub redis_errors: Family<KindLabels, Counter>,
+    /// Shared (L2) cache lookups and writes by result.
+    pub shared_cache: Family<ResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -130,6 +148,13 @@ impl Metrics {
             "Log lines dropped because the log output could not keep up",
             log_lines_dropped.clone(),
         );
+        let stale_allows = Counter::default();
+        registry.register(
+            "stale_allows",
+            "Checks allowed on an identity verified earlier while the issuer was unreachable (stale_if_error_ms)",
+            stale_allows.clone(),
+        );
+        let fleet = FleetMetrics::register(registry.sub_registry_with_prefix("cluster"));
         registry.register(
             "build",
             "Build information",
@@ -150,6 +175,8 @@ impl Metrics {
             circuit_open,
             log_lines_dropped,
             log_lines_seen: std::sync::Mutex::new(0),
+            stale_allows,
+            fleet,
         }
     }
 
@@ -183,6 +210,64 @@ impl Metrics {
     pub fn in_flight(&self) -> InFlight<'_> {
         self.checks_in_flight.inc();
         InFlight(&self.checks_in_flight)
+    }
+}
+
+impl FleetMetrics {
+    fn register(registry: &mut Registry) -> FleetMetrics {
+        let m = FleetMetrics {
+            subscribed: Gauge::default(),
+            resubscribes: Counter::default(),
+            purges_received: Counter::default(),
+            purges_unreadable: Counter::default(),
+            purges_published: Counter::default(),
+            redis_errors: Family::default(),
+            shared_cache: Family::default(),
+        };
+        registry.register(
+            "subscribed",
+            "1 while the purge subscription is up; 0: the cache is bypassed",
+            m.subscribed.clone(),
+        );
+        registry.register(
+            "resubscribes",
+            "Purge subscriptions (re)established, each followed by a cache flush",
+            m.resubscribes.clone(),
+        );
+        registry.register(
+            "purges_received",
+            "Purge messages received from the fleet",
+            m.purges_received.clone(),
+        );
+        registry.register(
+            "purges_unreadable",
+            "Purge messages that could not be read (each empties the cache)",
+            m.purges_unreadable.clone(),
+        );
+        registry.register(
+            "purges_published",
+            "Purges sent to the fleet",
+            m.purges_published.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Redis commands that failed or timed out, by command",
+            m.redis_errors.clone(),
+        );
+        registry.register(
+            "shared_cache",
+            "Shared (L2) cache lookups and writes by result",
+            m.shared_cache.clone(),
+        );
+        m
+    }
+
+    pub fn redis_error(&self, command: &'static str) {
+        self.redis_errors.get_or_create(&KindLabels { kind: command }).inc();
+    }
+
+    pub fn shared(&self, result: &'static str) {
+        self.shared_cache.get_or_create(&ResultLabels { result }).inc();
     }
 }
 

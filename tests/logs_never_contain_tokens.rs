@@ -89,6 +89,7 @@ async fn no_token_appears_in_logs_at_any_level() {
             "path",
             "latency_us",
             "token_fp",
+            "stale",
         ] {
             assert!(!d["fields"][field].is_null(), "{field} missing in {d}");
         }

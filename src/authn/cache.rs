@@ -16,11 +16,22 @@
 //!   for min(`[introspection.jwt] verified_ttl_ms`, `exp` − now) even with the
 //!   cache off. It cannot be revoked before `exp` anyway; the memo only skips
 //!   repeating the signature check (Envoy's jwt_authn keeps such a cache too).
+//! - **Stale-if-error, off by default** (`[introspection.cache]
+//!   stale_if_error_ms`): while the issuer cannot be reached (not when it
+//!   says `active: false`), a token verified within the window is still
+//!   allowed, never past its `exp`, never after a purge, and marked
+//!   ([`Identity::served_stale`]).
+//! - **The fleet** (`[cluster]`, [`super::fleet`]): purges arrive from other
+//!   replicas; nothing is served from here while the purge subscription is
+//!   down; an L1 miss asks the shared L2 cache before the issuer.
 //!
-//! Keys are SHA-256 digests of the token: the cache never holds a token.
+//! Keys are SHA-256 digests of the token (HMAC-SHA-256 with the cluster
+//! secret when one is set): the cache never holds a token.
 //! quick_cache (rather than moka) because an entry costs about a third of the
 //! memory and a hit takes one shard read lock; expiry is checked on read.
 
+use super::fleet::purge::{CacheKey, PurgeTarget};
+use super::fleet::Fleet;
 use super::{Authenticator, AuthnError, ClaimFailure, FailureKind, Identity};
 use crate::config::CacheConfig;
 use crate::extract::credential::Token;
@@ -28,11 +39,12 @@ use crate::metrics::Metrics;
 use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult, PlaceholderGuard};
 use quick_cache::{DefaultHashBuilder, UnitWeighter};
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-type Key = [u8; 32];
+type Key = CacheKey;
 /// The right to load `Key`: checks arriving meanwhile wait for its result.
 type LoadGuard<'a> = PlaceholderGuard<'a, Key, Entry, UnitWeighter, DefaultHashBuilder, DefaultLifecycle<Key, Entry>>;
 
@@ -50,12 +62,64 @@ struct Entry {
     /// Usable until then; `None`: only by the checks that joined its load
     /// (the entry is removed as soon as it is handed over).
     until: Option<Instant>,
+    /// The token's fingerprint (`token_fp`), for purges by fingerprint:
+    /// with a cluster secret the key is not the plain digest.
+    fp: [u8; 4],
 }
 
 impl Entry {
     fn usable(&self, now: Instant) -> bool {
         self.until.is_none_or(|t| now < t)
     }
+
+    fn matches(&self, target: &PurgeTarget) -> bool {
+        let identity = match &self.verdict {
+            Cached::Valid(identity) => Some(identity),
+            _ => None,
+        };
+        match target {
+            PurgeTarget::Key(_) | PurgeTarget::All => true,
+            PurgeTarget::Fingerprint(fp) => self.fp == *fp,
+            PurgeTarget::Subject(s) => identity.is_some_and(|i| i.subject.as_deref() == Some(s)),
+            PurgeTarget::Client(c) => identity.is_some_and(|i| i.client_id.as_deref() == Some(c)),
+        }
+    }
+}
+
+fn fingerprint(token: &Token) -> [u8; 4] {
+    let d = Sha256::digest(token.expose().as_bytes());
+    [d[0], d[1], d[2], d[3]]
+}
+
+/// Identities verified recently, for stale-if-error: kept apart from the
+/// cache (and with the cache off) for `window` after each verification.
+struct StaleStore {
+    entries: Cache<Key, Stale>,
+    window: Duration,
+}
+
+#[derive(Clone)]
+struct Stale {
+    identity: Arc<Identity>,
+    fp: [u8; 4],
+    until: Instant,
+}
+
+impl Stale {
+    fn as_entry(&self) -> Entry {
+        Entry {
+            verdict: Cached::Valid(self.identity.clone()),
+            until: None,
+            fp: self.fp,
+        }
+    }
+}
+
+/// Failures during which a recently verified identity may be served: the
+/// issuer is unreachable or broken, or the breaker says so. Not our own
+/// shedding, the caller's deadline, or a rejection.
+fn issuer_unreachable(e: &AuthnError) -> bool {
+    matches!(e, AuthnError::Unavailable { kind, .. } if kind.is_issuer_fault() || *kind == FailureKind::CircuitOpen)
 }
 
 /// How long a freshly produced verdict stays usable.
@@ -71,6 +135,8 @@ struct Lifetimes {
 impl Lifetimes {
     fn of(&self, verdict: &Cached) -> Duration {
         match verdict {
+            // Served by stale-if-error: not a verification, never kept.
+            Cached::Valid(identity) if identity.served_stale => Duration::ZERO,
             Cached::Valid(identity) => {
                 let ttl = if identity.verified_locally {
                     self.positive.max(self.local_jwt)
@@ -95,6 +161,11 @@ pub struct SharedVerifier<A> {
     cache: Cache<Key, Entry>,
     lifetimes: Lifetimes,
     metrics: Arc<Metrics>,
+    /// Counts purges: a load that saw one go by while it ran hands its
+    /// verdict to its waiters but does not keep (or share) it.
+    purges: AtomicU64,
+    stale: Option<StaleStore>,
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl<A> SharedVerifier<A> {
@@ -118,7 +189,38 @@ impl<A> SharedVerifier<A> {
                 local_jwt: jwt_ttl,
             },
             metrics,
+            purges: AtomicU64::new(0),
+            stale: (cfg.stale_if_error_ms > 0).then(|| StaleStore {
+                entries: Cache::new(capacity),
+                window: Duration::from_millis(cfg.stale_if_error_ms),
+            }),
+            fleet: None,
         }
+    }
+
+    /// Part of a fleet: purges from other replicas, the subscription gate,
+    /// the shared L2 cache (see [`super::fleet`]).
+    pub fn with_fleet(mut self, fleet: Option<Arc<Fleet>>) -> Self {
+        self.fleet = fleet;
+        self
+    }
+
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
+    }
+
+    /// Whether stored verdicts may be served: always on a single replica;
+    /// in a fleet only while the purge subscription is up.
+    fn trusted(&self) -> bool {
+        self.fleet.as_ref().is_none_or(|f| f.cache_trusted())
+    }
+
+    /// The cache key of `token` (keyed with the cluster secret when set).
+    pub fn key_of(&self, token: &Token) -> Key {
+        self.fleet
+            .as_ref()
+            .and_then(|f| f.cache_key(token))
+            .unwrap_or_else(|| Sha256::digest(token.expose().as_bytes()).into())
     }
 
     pub fn inner(&self) -> &A {
@@ -142,23 +244,35 @@ impl<A> SharedVerifier<A> {
     }
 }
 
-fn key(token: &Token) -> Key {
-    Sha256::digest(token.expose().as_bytes()).into()
-}
-
 impl<A: Authenticator> SharedVerifier<A> {
     /// Ask the inner authenticator, publish the verdict to the checks that
     /// joined this load, and keep it only if it has a lifetime.
     async fn load(&self, key: &Key, token: &Token, guard: LoadGuard<'_>) -> Entry {
-        let verdict = match self.inner.authenticate(token).await {
-            Ok(identity) => Cached::Valid(identity),
-            Err(AuthnError::Rejected(why)) => Cached::Rejected(why),
-            Err(e) => Cached::Failed(e),
+        let purges = self.purges.load(Ordering::Acquire);
+        let trusted = self.trusted();
+        let fp = fingerprint(token);
+        let (verdict, shared_for) = match self.shared_get(key, trusted).await {
+            Some((identity, left)) => (Cached::Valid(identity), Some(left)),
+            None => (self.verify(key, token, fp, trusted).await, None),
         };
-        let ttl = self.lifetimes.of(&verdict);
+        let mut ttl = self.lifetimes.of(&verdict);
+        if let Some(left) = shared_for {
+            ttl = ttl.min(left);
+        }
+        // Kept only if no purge went by while it loaded, and only while
+        // every purge is heard.
+        let keep = trusted && self.purges.load(Ordering::Acquire) == purges;
+        if let (true, None, Cached::Valid(identity)) = (keep, shared_for, &verdict) {
+            if let Some(fleet) = &self.fleet {
+                if !identity.served_stale && !ttl.is_zero() {
+                    fleet.shared_put(*key, identity, ttl);
+                }
+            }
+        }
         let entry = Entry {
             verdict,
-            until: (!ttl.is_zero()).then(|| Instant::now() + ttl),
+            until: (keep && !ttl.is_zero()).then(|| Instant::now() + ttl),
+            fp,
         };
         if let Cached::Failed(AuthnError::Unavailable {
             kind: FailureKind::CallerDeadline,
@@ -179,9 +293,69 @@ impl<A: Authenticator> SharedVerifier<A> {
         entry
     }
 
+    /// An identity from the fleet's shared cache (only while purges are heard).
+    async fn shared_get(&self, key: &Key, trusted: bool) -> Option<(Arc<Identity>, Duration)> {
+        let fleet = self
+            .fleet
+            .as_ref()
+            .filter(|f| trusted && f.shares_cache() && self.lifetimes.positive > Duration::ZERO)?;
+        fleet.shared_get(key).await
+    }
+
+    /// Ask the layer below; remember verified identities for
+    /// stale-if-error, and fall back on one while the issuer is unreachable.
+    async fn verify(&self, key: &Key, token: &Token, fp: [u8; 4], trusted: bool) -> Cached {
+        let result = self.inner.authenticate(token).await;
+        let Some(stale) = &self.stale else {
+            return match result {
+                Ok(identity) => Cached::Valid(identity),
+                Err(AuthnError::Rejected(why)) => Cached::Rejected(why),
+                Err(e) => Cached::Failed(e),
+            };
+        };
+        match result {
+            Ok(identity) => {
+                let s = Stale {
+                    identity: identity.clone(),
+                    fp,
+                    until: Instant::now() + stale.window,
+                };
+                stale.entries.insert(*key, s);
+                Cached::Valid(identity)
+            }
+            Err(AuthnError::Rejected(why)) => {
+                // The issuer says no: nothing stale may say yes.
+                stale.entries.remove(key);
+                Cached::Rejected(why)
+            }
+            Err(e) if trusted && issuer_unreachable(&e) => {
+                let now = Instant::now();
+                let fresh = stale.entries.get(key).filter(|s| {
+                    now < s.until
+                        && s.identity
+                            .expires_at
+                            .is_none_or(|exp| exp > super::introspection::now_unix())
+                });
+                match fresh {
+                    Some(s) => {
+                        let mut identity = (*s.identity).clone();
+                        identity.served_stale = true;
+                        self.metrics.stale_allows.inc();
+                        Cached::Valid(Arc::new(identity))
+                    }
+                    None => Cached::Failed(e),
+                }
+            }
+            Err(e) => Cached::Failed(e),
+        }
+    }
+
     /// The usable entry for `key`, loading it unless one is stored or
     /// being loaded; `true` when it was not loaded by this call.
     async fn lookup(&self, key: &Key, token: &Token) -> (Entry, bool) {
+        if !self.trusted() {
+            return self.lookup_untrusted(key, token).await;
+        }
         match self.cache.get_value_or_guard_async(key).await {
             Ok(entry) if entry.usable(Instant::now()) => (entry, true),
             Err(guard) => (self.load(key, token, guard).await, false),
@@ -205,25 +379,42 @@ impl<A: Authenticator> SharedVerifier<A> {
                         (self.load(key, token, guard).await, false)
                     }
                     // Neither is produced by the callback above or by entry_async.
-                    EntryResult::Removed(..) | EntryResult::Timeout => {
-                        let e = AuthnError::unavailable(FailureKind::Cache, "unexpected cache state");
-                        (
-                            Entry {
-                                verdict: Cached::Failed(e),
-                                until: None,
-                            },
-                            false,
-                        )
-                    }
+                    EntryResult::Removed(..) | EntryResult::Timeout => (unexpected(), false),
                 }
             }
         }
+    }
+
+    /// While purges may be missed (the fleet's subscription is down):
+    /// nothing stored is served; concurrent checks still share one load.
+    async fn lookup_untrusted(&self, key: &Key, token: &Token) -> (Entry, bool) {
+        let found = self
+            .cache
+            .entry_async(key, |_, e| match e.until {
+                // A load in progress: join it.
+                None => EntryAction::Retain(e.clone()),
+                Some(_) => EntryAction::ReplaceWithGuard,
+            })
+            .await;
+        match found {
+            EntryResult::Retained(entry) => (entry, true),
+            EntryResult::Replaced(guard, _) | EntryResult::Vacant(guard) => (self.load(key, token, guard).await, false),
+            EntryResult::Removed(..) | EntryResult::Timeout => (unexpected(), false),
+        }
+    }
+}
+
+fn unexpected() -> Entry {
+    Entry {
+        verdict: Cached::Failed(AuthnError::unavailable(FailureKind::Cache, "unexpected cache state")),
+        until: None,
+        fp: [0; 4],
     }
 }
 
 impl<A: Authenticator> Authenticator for SharedVerifier<A> {
     async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
-        let key = key(token);
+        let key = self.key_of(token);
         let (entry, hit) = self.lookup(&key, token).await;
         let result = match entry.verdict {
             // Not a verdict: neither a hit nor a miss.
@@ -243,7 +434,8 @@ impl<A: Authenticator> Authenticator for SharedVerifier<A> {
     /// A usable stored verdict answers; otherwise verify without storing
     /// (and without joining or starting a shared load).
     async fn authenticate_dry(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
-        match self.cache.peek(&key(token)).filter(|e| e.usable(Instant::now())) {
+        let stored = self.cache.peek(&self.key_of(token));
+        match stored.filter(|e| self.trusted() && e.usable(Instant::now())) {
             Some(Entry {
                 verdict: Cached::Valid(identity),
                 ..
@@ -259,27 +451,43 @@ impl<A: Authenticator> Authenticator for SharedVerifier<A> {
 
 /// Dropping remembered verdicts, for revocation hooks and operators.
 pub trait Purge: Send + Sync + 'static {
-    fn purge_token(&self, token: &Token) -> impl std::future::Future<Output = ()> + Send;
-    /// By the 8-hex-digit fingerprint shown in logs.
-    fn purge_fingerprint(&self, fingerprint: &str) -> Result<(), String>;
-    fn purge_all(&self);
+    /// The cache key a token purge names.
+    fn purge_key(&self, token: &Token) -> CacheKey;
+    fn purge(&self, target: &PurgeTarget);
+    /// How long a token purge keeps the shared cache from taking it back.
+    fn tombstone_ttl(&self) -> Duration;
 }
 
 impl<A: Send + Sync + 'static> Purge for SharedVerifier<A> {
-    async fn purge_token(&self, token: &Token) {
-        self.cache.remove(&key(token));
+    fn purge_key(&self, token: &Token) -> CacheKey {
+        self.key_of(token)
     }
 
-    fn purge_fingerprint(&self, fingerprint: &str) -> Result<(), String> {
-        let prefix = hex::decode(fingerprint)
-            .ok()
-            .filter(|p| p.len() == 4)
-            .ok_or_else(|| "a fingerprint is 8 hex digits".to_owned())?;
-        self.cache.retain(|k, _| k[..4] != prefix[..]);
-        Ok(())
+    fn tombstone_ttl(&self) -> Duration {
+        // Outlasts any entry that a load in flight during the purge could write.
+        self.lifetimes.positive + Duration::from_secs(30)
     }
 
-    fn purge_all(&self) {
-        self.cache.clear();
+    fn purge(&self, target: &PurgeTarget) {
+        // Before removing: a load finishing meanwhile must see the change.
+        self.purges.fetch_add(1, Ordering::AcqRel);
+        match target {
+            PurgeTarget::Key(key) => {
+                self.cache.remove(key);
+            }
+            PurgeTarget::All => self.cache.clear(),
+            // Loads in progress (until = None) stay: their waiters hold them
+            // and the purge counter keeps them from being stored.
+            other => self.cache.retain(|_, e| e.until.is_none() || !e.matches(other)),
+        }
+        if let Some(stale) = &self.stale {
+            match target {
+                PurgeTarget::Key(key) => {
+                    stale.entries.remove(key);
+                }
+                PurgeTarget::All => stale.entries.clear(),
+                other => stale.entries.retain(|_, s| !s.as_entry().matches(other)),
+            }
+        }
     }
 }

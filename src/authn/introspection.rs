@@ -7,15 +7,16 @@
 use super::{intern, Authenticator, AuthnError, ClaimChecks, FailureKind, Identity};
 use crate::config::{AuthKind, IntrospectionConfig};
 use crate::extract::credential::Token;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The fields of an introspection answer we use. `active` has no default:
-/// a body without it, or with `"active": "true"`, does not parse.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// a body without it, or with `"active": "true"`, does not parse. Also the
+/// shape a verified identity is shared in through the fleet's L2 cache.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct Introspection {
     pub active: bool,
     #[serde(default)]
@@ -85,6 +86,28 @@ impl Introspection {
             username: intern::non_empty(self.username.as_deref()),
             ext: self.ext.clone().filter(|e| !e.is_null()).map(Arc::new),
             verified_locally: false,
+            served_stale: false,
+        }
+    }
+
+    /// The answer that [`Introspection::identity`] turns back into
+    /// `identity` (for sharing a verified identity through the fleet).
+    pub fn from_identity(identity: &Identity) -> Introspection {
+        let text = |s: &Option<Arc<str>>| s.as_deref().map(str::to_owned);
+        Introspection {
+            active: true,
+            scope: Some(identity.scopes.join(" ")).filter(|s| !s.is_empty()),
+            client_id: text(&identity.client_id),
+            sub: text(&identity.subject),
+            exp: identity.expires_at,
+            nbf: None,
+            iat: None,
+            aud: identity.audience.iter().map(|a| a.to_string()).collect(),
+            iss: text(&identity.issuer),
+            token_type: text(&identity.token_type),
+            token_use: text(&identity.token_use),
+            username: text(&identity.username),
+            ext: identity.ext.as_deref().cloned(),
         }
     }
 }

@@ -400,6 +400,7 @@ impl JwtVerifier {
             username: intern::non_empty(c.username.as_deref()),
             ext: c.ext.clone().filter(|e| !e.is_null()).map(Arc::new),
             verified_locally: true,
+            served_stale: false,
         }))
     }
 }

@@ -8,6 +8,7 @@ pub mod cache;
 #[cfg(test)]
 mod cancellation_tests;
 pub mod claims;
+pub mod fleet;
 pub mod http_client;
 pub mod instrumented;
 pub mod intern;
@@ -45,6 +46,10 @@ pub struct Identity {
     pub ext: Option<Arc<serde_json::Value>>,
     /// Verified here from a JWT's signature rather than by asking Hydra.
     pub verified_locally: bool,
+    /// Not verified now: the issuer could not be reached and this identity
+    /// was verified within `stale_if_error_ms` (bounded stale-if-error).
+    /// Marked in the decision's log line, span and metrics.
+    pub served_stale: bool,
 }
 
 impl Identity {

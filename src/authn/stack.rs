@@ -2,13 +2,15 @@
 //! to bottom as a check passes through it (outermost first):
 //!
 //! ```text
-//! SharedVerifier   single-flight always; the opt-in cache and the JWT memo
+//! SharedVerifier   single-flight always; the opt-in cache, the JWT memo,
+//!                  stale-if-error, and the fleet (purges, shared L2 cache)
 //!  └ Resilient     deadline, retries, circuit breaker, bounded slots + queue
 //!     └ Instrumented   latency and failure metrics per attempt
 //!        └ Verifier    introspection, local JWT verification, or both (mode)
 //! ```
 
 use super::cache::SharedVerifier;
+use super::fleet::Fleet;
 use super::instrumented::Instrumented;
 use super::resilience::Resilient;
 use super::verifier::Verifier;
@@ -22,7 +24,7 @@ pub type Stack = SharedVerifier<Resilient<Instrumented<Verifier>>>;
 
 /// Build the stack for `[introspection]` (reads the configured secrets now,
 /// so a missing one stops start-up instead of failing every check).
-pub fn build(cfg: &IntrospectionConfig, metrics: Arc<Metrics>) -> anyhow::Result<Stack> {
+pub fn build(cfg: &IntrospectionConfig, metrics: Arc<Metrics>, fleet: Option<Arc<Fleet>>) -> anyhow::Result<Stack> {
     // How a token is verified: Hydra's introspection and/or the JWKS.
     let verifier = Verifier::new(cfg)?;
     // What each attempt costs and how it fails, for the metrics; outside
@@ -37,7 +39,9 @@ pub fn build(cfg: &IntrospectionConfig, metrics: Arc<Metrics>) -> anyhow::Result
         VerifyMode::Introspect => Duration::ZERO,
         VerifyMode::Jwt | VerifyMode::Auto => Duration::from_millis(cfg.jwt.verified_ttl_ms),
     };
-    Ok(SharedVerifier::new(resilient, &cfg.cache, jwt_memo, metrics))
+    // In a fleet, the cache also hears other replicas' purges, is off while
+    // it might miss one, and asks the shared L2 cache before the issuer.
+    Ok(SharedVerifier::new(resilient, &cfg.cache, jwt_memo, metrics).with_fleet(fleet))
 }
 
 /// The innermost layer: how tokens are verified.

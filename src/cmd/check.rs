@@ -92,7 +92,7 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<Exit> {
             .ok_or_else(|| anyhow::anyhow!("--context-extension {kv:?}: expected key=value"))?;
         ext.insert(k.to_owned(), v.to_owned());
     }
-    let engine = crate::authorizer::build(config, Default::default())?;
+    let engine = crate::authorizer::build(config, Default::default(), None)?;
     let method = args.method.to_ascii_uppercase();
     let req = AuthzRequest::from_parts(&method, &args.host, &args.path, &headers, ext);
     let explained = crate::respond::explanation::explain(&engine, &req).await;

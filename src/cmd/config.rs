@@ -68,7 +68,7 @@ pub fn lint(config: &Config, openapi: Option<&Path>, envoy: Option<&Path>) -> an
 
 pub fn run(path: &Path, config: &Config, args: &ConfigCheckArgs) -> anyhow::Result<()> {
     // Also build the engine: reads the referenced secrets and compiles rules.
-    crate::authorizer::build(config, Default::default())?;
+    crate::authorizer::build(config, Default::default(), None)?;
     for w in lint(config, args.openapi.as_deref(), args.envoy.as_deref())? {
         eprintln!("warning: {w}");
     }

@@ -1,6 +1,8 @@
 //! `hydra-authz purge`: drop cached verdicts on a running instance through
 //! its admin API, found (address and credentials) in the same config file
-//! the instance runs with. Exits 0 only when the purge was accepted.
+//! the instance runs with; with `[cluster]` that instance tells the whole
+//! fleet. Exits 0 only when the purge was accepted (in a fleet: also
+//! published to every replica).
 
 use crate::admin_proto::admin_client::AdminClient;
 use crate::admin_proto::purge_token_request::Target;
@@ -13,8 +15,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    group(clap::ArgGroup::new("target").required(true).args(["token_file", "fingerprint", "all"])),
-    after_help = "Exit status: 0 when the instance accepted the purge, 1 otherwise (the reason goes to stderr).
+    group(clap::ArgGroup::new("target").required(true).args(["token_file", "fingerprint", "subject", "client_id", "all"])),
+    after_help = "Exit status: 0 when the instance accepted the purge (with [cluster]: and published it to the
+fleet), 1 otherwise (the reason goes to stderr).
 
 The admin API listens on server.admin_addr (127.0.0.1:9193 by default) and only
 when credentials are configured; this command reads the address and the bearer
@@ -23,6 +26,8 @@ token (server.admin_token_file / admin_token_env) from --config.
 Examples:
   hydra-authz purge --config /etc/hydra-authz/hydra-authz.toml --token-file ./revoked-token
   hydra-authz purge --config /etc/hydra-authz/hydra-authz.toml --fingerprint 1a2b3c4d
+  hydra-authz purge --config /etc/hydra-authz/hydra-authz.toml --subject user-42       # logged out
+  hydra-authz purge --config /etc/hydra-authz/hydra-authz.toml --client-id reader      # client deleted
   hydra-authz purge --config /etc/hydra-authz/hydra-authz.toml --all"
 )]
 pub struct PurgeArgs {
@@ -32,6 +37,12 @@ pub struct PurgeArgs {
     /// The 8-hex-digit fingerprint shown as `token_fp` in the logs.
     #[arg(long)]
     pub fingerprint: Option<String>,
+    /// Every token of this subject (`sub`), e.g. after the user logged out.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Every token of this OAuth2 client, e.g. after it was deleted.
+    #[arg(long)]
+    pub client_id: Option<String>,
     /// Empty the whole cache.
     #[arg(long)]
     pub all: bool,
@@ -88,22 +99,32 @@ pub async fn run(config: &Config, args: &PurgeArgs) -> anyhow::Result<()> {
         }
         Ok(r)
     });
-    let target = match (&args.token_file, &args.fingerprint) {
-        (Some(path), _) => Some(Target::Token(
+    let target = if let Some(path) = &args.token_file {
+        Some(Target::Token(
             crate::secret::read(None, Some(path)).context("--token-file")?,
-        )),
-        (None, Some(fp)) => Some(Target::Fingerprint(fp.clone())),
-        (None, None) => None,
+        ))
+    } else if let Some(fp) = &args.fingerprint {
+        Some(Target::Fingerprint(fp.clone()))
+    } else if let Some(sub) = &args.subject {
+        Some(Target::Subject(sub.clone()))
+    } else {
+        args.client_id.clone().map(Target::ClientId)
     };
     let result = match target {
-        Some(target) => client
-            .purge_token(PurgeTokenRequest { target: Some(target) })
-            .await
-            .map(|_| ()),
-        None => client.purge_all(PurgeAllRequest {}).await.map(|_| ()),
+        Some(target) => client.purge_token(PurgeTokenRequest { target: Some(target) }).await,
+        None => client.purge_all(PurgeAllRequest {}).await,
     };
-    result.map_err(|s| anyhow::anyhow!("purge refused: {} ({:?})", s.message(), s.code()))?;
-    eprintln!("purged");
+    let answer = result
+        .map_err(|s| anyhow::anyhow!("purge refused: {} ({:?})", s.message(), s.code()))?
+        .into_inner();
+    if answer.fleet {
+        eprintln!(
+            "purged; published to the fleet ({} replicas notified)",
+            answer.replicas_notified
+        );
+    } else {
+        eprintln!("purged");
+    }
     Ok(())
 }
 

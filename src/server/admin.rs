@@ -6,6 +6,8 @@ use crate::admin_proto::admin_server::Admin;
 use crate::admin_proto::purge_token_request::Target;
 use crate::admin_proto::{ExplainRequest, ExplainResponse, PurgeAllRequest, PurgeResponse, PurgeTokenRequest};
 use crate::authn::cache::Purge;
+use crate::authn::fleet::purge::PurgeTarget;
+use crate::authn::fleet::Fleet;
 use crate::authn::Authenticator;
 use crate::authorizer::Authorizer;
 use crate::extract::credential::Token;
@@ -66,11 +68,12 @@ impl tonic::service::Interceptor for AdminAuth {
 
 pub struct AdminService<A> {
     engine: Arc<arc_swap::ArcSwap<Authorizer<A>>>,
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl<A> AdminService<A> {
-    pub fn new(engine: Arc<arc_swap::ArcSwap<Authorizer<A>>>) -> Self {
-        AdminService { engine }
+    pub fn new(engine: Arc<arc_swap::ArcSwap<Authorizer<A>>>, fleet: Option<Arc<Fleet>>) -> Self {
+        AdminService { engine, fleet }
     }
 }
 
@@ -85,25 +88,59 @@ impl<A: Authenticator + Purge> Admin for AdminService<A> {
     async fn purge_token(&self, request: Request<PurgeTokenRequest>) -> Result<Response<PurgeResponse>, Status> {
         let engine = self.engine.load_full();
         let cache = engine.engine().authenticator();
-        match request.into_inner().target {
+        let target = match request.into_inner().target {
             Some(Target::Token(t)) if !t.is_empty() => {
                 let token = Token::new(t);
-                cache.purge_token(&token).await;
-                tracing::info!(token_fp = %token.fingerprint(), "purged a token from the cache");
+                tracing::info!(token_fp = %token.fingerprint(), "purge requested for a token");
+                PurgeTarget::Key(cache.purge_key(&token))
             }
-            Some(Target::Fingerprint(fp)) => {
-                cache.purge_fingerprint(&fp).map_err(Status::invalid_argument)?;
-                tracing::info!(token_fp = %fp, "purged a fingerprint from the cache");
+            Some(Target::Fingerprint(fp)) => PurgeTarget::fingerprint(&fp).map_err(Status::invalid_argument)?,
+            Some(Target::Subject(s)) => PurgeTarget::subject(&s).map_err(Status::invalid_argument)?,
+            Some(Target::ClientId(c)) => PurgeTarget::client(&c).map_err(Status::invalid_argument)?,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give a token, a fingerprint, a subject or a client id",
+                ))
             }
-            _ => return Err(Status::invalid_argument("give a token or a fingerprint")),
-        }
-        Ok(Response::new(PurgeResponse {}))
+        };
+        self.purge(cache, target).await
     }
 
     async fn purge_all(&self, _request: Request<PurgeAllRequest>) -> Result<Response<PurgeResponse>, Status> {
-        self.engine.load_full().engine().authenticator().purge_all();
-        tracing::info!("purged the whole cache");
-        Ok(Response::new(PurgeResponse {}))
+        let engine = self.engine.load_full();
+        self.purge(engine.engine().authenticator(), PurgeTarget::All).await
+    }
+}
+
+impl<A> AdminService<A> {
+    /// Here first, then the fleet: a purge that could not be published is
+    /// an error (the operator must know the other replicas still hold it).
+    async fn purge<C: Purge + ?Sized>(
+        &self,
+        cache: &C,
+        target: PurgeTarget,
+    ) -> Result<Response<PurgeResponse>, Status> {
+        cache.purge(&target);
+        let what = target.describe();
+        let Some(fleet) = &self.fleet else {
+            tracing::info!(target = %what, "purged from the cache");
+            return Ok(Response::new(PurgeResponse::default()));
+        };
+        match fleet.publish(&target, cache.tombstone_ttl()).await {
+            Ok(n) => {
+                tracing::info!(target = %what, replicas_notified = n, "purged from the cache and published to the fleet");
+                Ok(Response::new(PurgeResponse {
+                    fleet: true,
+                    replicas_notified: n,
+                }))
+            }
+            Err(e) => {
+                tracing::error!(target = %what, error = %e, "purged here, but the fleet could not be told");
+                Err(Status::unavailable(format!(
+                    "purged on this replica only; the fleet could not be told: {e}"
+                )))
+            }
+        }
     }
 }
 

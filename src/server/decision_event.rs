@@ -57,6 +57,11 @@ pub fn record(
     metrics.observe_decision(decision, reason, started.elapsed());
 }
 
+/// Decided on an identity verified earlier, during an issuer outage.
+fn served_stale(o: &Outcome) -> bool {
+    o.identity.as_ref().is_some_and(|i| i.served_stale)
+}
+
 fn summary(o: &Outcome) -> (&'static str, u16, &'static str) {
     match &o.decision {
         Decision::Allow => ("allow", 200, "allowed"),
@@ -92,11 +97,14 @@ fn annotate(span: &tracing::Span, front: Front, req: &AuthzRequest, o: &Outcome,
         _ => "not_checked",
     };
     span.set_attribute("hydra_authz.scopes.result", scope_check);
+    if served_stale(o) {
+        span.set_attribute("hydra_authz.stale", true);
+    }
     // hydra_authz.cache.hit is set by the cache layer when a token is verified.
 }
 
 /// The one line per decision. Fields only; the token appears as its
-/// fingerprint. A check we could not decide (5xx) is logged at WARN, with
+/// fingerprint; `stale=true` marks an allow by stale-if-error. A check we could not decide (5xx) is logged at WARN, with
 /// why, so Hydra trouble stands out without a second line; except while
 /// the circuit is open or checks are shed: the breaker and the shedder log
 /// their own state changes, and a WARN per check would flood a log kept at
@@ -127,6 +135,7 @@ fn log_decision(front: Front, req: &AuthzRequest, o: &Outcome, started: Instant)
                 path = %Escaped(&req.path),
                 latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 token_fp = o.token_fingerprint.as_deref().unwrap_or("-"),
+                stale = served_stale(o),
                 "decision"
             )
         };

@@ -153,10 +153,18 @@ pub fn readiness<A>(started: bool, layer: &Resilient<A>) -> (bool, String) {
 /// (the first JWKS fetch in jwt/auto mode), and nothing stuck. `/readyz`
 /// and gRPC health both ask this.
 fn serving_readiness(started: bool, engine: &Authorizer<ServerAuthn>) -> (bool, String) {
-    readiness(
+    let cache = engine.engine().authenticator();
+    let (ready, mut detail) = readiness(
         started && crate::authorizer::verifier_of(engine).prefetched(),
-        engine.engine().authenticator().inner(),
-    )
+        cache.inner(),
+    );
+    // A fleet without its purge subscription still serves (every check
+    // verified afresh), so it stays ready; the detail says why it is slower.
+    if let Some(fleet) = cache.fleet() {
+        detail.push_str(&fleet.status());
+        detail.push('\n');
+    }
+    (ready, detail)
 }
 
 /// Keep gRPC health in step with `/readyz` while serving.

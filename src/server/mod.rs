@@ -66,12 +66,24 @@ pub use crate::authorizer::ServerAuthn;
 /// Bind the listeners (port 0 allowed) and serve until shut down.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let metrics = Arc::new(Metrics::new());
-    let live = Arc::new(reload::LiveEngine::new(
-        crate::authorizer::build(config, metrics.clone())?,
+    let fleet = crate::authn::fleet::Fleet::start(&config.cluster, metrics.clone())?;
+    let live = Arc::new(reload::LiveEngine::start(
         config.clone(),
         metrics.clone(),
-    ));
+        fleet.clone(),
+    )?);
     let engine = live.handle();
+    if let Some(fleet) = &fleet {
+        // Purges from the fleet go to whichever engine is current (a reload
+        // may have swapped the cache); weak, so the fleet does not keep
+        // the engine alive after shutdown.
+        let current = Arc::downgrade(&engine);
+        fleet.on_purge(move |target| {
+            if let Some(engine) = current.upgrade() {
+                crate::authn::cache::Purge::purge(engine.load().engine().authenticator(), target);
+            }
+        });
+    }
     let server = &config.server;
     let limits = &server.limits;
     let bind = |addr: SocketAddr, key: &'static str| async move {
@@ -129,7 +141,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
                 ..server.tls.clone()
             })?;
             let router = grpc_builder(limits).add_service(AdminServer::with_interceptor(
-                admin::AdminService::new(engine.clone()),
+                admin::AdminService::new(engine.clone(), fleet.clone()),
                 auth,
             ));
             Some(serve_grpc(router, listener, admin_tls, limits, closed.clone(), "admin"))
@@ -172,6 +184,10 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         )
     });
 
+    if let Some(fleet) = fleet {
+        // Ends with the listeners (it watches `close`).
+        crate::authn::fleet::subscriber::spawn(fleet, closed.clone());
+    }
     let ready = readiness.clone();
     let task = tokio::spawn(async move {
         let grpc_task = tokio::spawn(grpc_server);

@@ -5,6 +5,7 @@
 //! Triggers: SIGHUP, and changes in the config file's directory (which also
 //! catches Kubernetes ConfigMap updates, done by swapping a symlink).
 
+use crate::authn::fleet::Fleet;
 use crate::authorizer::{Authorizer, ServerAuthn};
 use crate::config::Config;
 use crate::metrics::{Metrics, ResultLabels};
@@ -17,15 +18,20 @@ pub struct LiveEngine {
     current: Arc<ArcSwap<Authorizer<ServerAuthn>>>,
     config: Mutex<Config>,
     metrics: Arc<Metrics>,
+    /// Started once (`[cluster]` is read at start); every rebuilt stack joins it.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl LiveEngine {
-    pub fn new(engine: Arc<Authorizer<ServerAuthn>>, config: Config, metrics: Arc<Metrics>) -> LiveEngine {
-        LiveEngine {
+    /// Build the first engine from `config` (in `fleet`, if any).
+    pub fn start(config: Config, metrics: Arc<Metrics>, fleet: Option<Arc<Fleet>>) -> anyhow::Result<LiveEngine> {
+        let engine = crate::authorizer::build(&config, metrics.clone(), fleet.clone())?;
+        Ok(LiveEngine {
             current: Arc::new(ArcSwap::new(engine)),
             config: Mutex::new(config),
             metrics,
-        }
+            fleet,
+        })
     }
 
     /// The handle services read from (one atomic load per check).
@@ -41,11 +47,13 @@ impl LiveEngine {
             || new.log != config.log
             || new.telemetry != config.telemetry
             || new.forward_auth != config.forward_auth
+            || new.cluster != config.cluster
         {
-            // [forward_auth] included: its listener and trusted_proxies are
-            // read at start, so say so rather than seem to apply them.
+            // [forward_auth] and [cluster] included: their listener and
+            // Redis connection are set up at start, so say so rather than
+            // seem to apply them.
             tracing::warn!(
-                "config reload: [server], [log], [telemetry] and [forward_auth] changes take effect after a restart"
+                "config reload: [server], [log], [telemetry], [forward_auth] and [cluster] changes take effect after a restart"
             );
         }
         let engine = if new.introspection == config.introspection {
@@ -54,7 +62,7 @@ impl LiveEngine {
                 self.current.load().engine().shared_authenticator(),
             )?)
         } else {
-            crate::authorizer::build(&new, self.metrics.clone())?
+            crate::authorizer::build(&new, self.metrics.clone(), self.fleet.clone())?
         };
         self.current.store(engine);
         *config = new;

@@ -14,6 +14,7 @@ mod demo;
 mod e2e_envoy;
 mod e2e_faults;
 mod e2e_hardening;
+mod fleet;
 mod forward_auth;
 mod grpc_server;
 mod hardening;

@@ -8,6 +8,7 @@ pub mod ory;
 pub mod otlp;
 pub mod pki;
 pub mod proxies;
+pub mod redis;
 pub mod stack;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
