@@ -17,6 +17,7 @@ import time
 import tomllib
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
@@ -53,6 +54,29 @@ K8S_VERSIONS = ["1.30.0", kubernetes_validate.utils.latest_version()]
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 
 WARNING = 2  # lint severities: 1 info, 2 warning, 3 error
+
+
+def cluster_values() -> dict:
+    """Fleet mode at its simplest: a plaintext in-cluster Redis (the Bitnami
+    chart's Service and Secret key), the chart's defaults otherwise."""
+    return {"cluster": {"enabled": True, "redisUrl": "redis://redis-master.redis.svc.cluster.local:6379/0",
+                        "existingSecret": "hydra-authz-cluster"}}
+
+
+def cluster_public_ca_values() -> dict:
+    """rediss:// to a Redis with a publicly trusted certificate (no
+    cluster.tls: system roots), with the shared cache."""
+    return {
+        "config": {"introspection": {"cache": {"enabled": True}}},
+        "cluster": {"enabled": True, "redisUrl": "rediss://redis.example.com:6380", "existingSecret": "hydra-authz-cluster",
+                    "sharedCache": True},
+    }
+
+
+# The fleet-mode renders, checked like conftest's VARIANTS (schema, Kubernetes
+# schemas, port names, `config check`).
+CLUSTER_VARIANTS: dict[str, Any] = {"cluster": cluster_values, "cluster-public-ca": cluster_public_ca_values}
+ALL_VARIANTS: dict[str, Any] = {**VARIANTS, **CLUSTER_VARIANTS}
 
 
 def chart_min_kube_version() -> str:
@@ -116,9 +140,9 @@ def test_all_on_render_kinds(all_on_render: Rendered):
 
 
 @pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(ALL_VARIANTS))
 def test_manifests_match_kubernetes_schemas(variant, k8s_version):
-    rendered = render(VARIANTS[variant]())
+    rendered = render(ALL_VARIANTS[variant]())
     validated, skipped = [], []
     for doc in rendered.docs:
         key = (doc["apiVersion"], doc["kind"])
@@ -279,13 +303,13 @@ def test_ports_named_for_istio(variant):
 IANA_SVC_NAME = re.compile(r"(?=.{1,15}$)(?=.*[a-z])(?!.*--)[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(ALL_VARIANTS))
 def test_port_names_resolve_to_valid_container_ports(variant):
     """Every container port name is a valid IANA_SVC_NAME (at most 15
     characters: so the forward-auth container port is "forward-auth", its
     Service port "http-forward-auth"), and every port a Service or the
     NetworkPolicy names is one of the pod's container ports."""
-    r = render(VARIANTS[variant]())
+    r = render(ALL_VARIANTS[variant]())
     cports = {p["name"] for p in r.container["ports"]}
     assert len(cports) == len(r.container["ports"]), "container port names must be unique"
     bad = [n for n in cports if not IANA_SVC_NAME.fullmatch(n)]
@@ -338,7 +362,7 @@ def mounted_file(r: Rendered, path: str) -> tuple[str, str, str]:
 # hydra-authz's own defaults (src/config.rs Default impls) for the sections
 # added to the chart later; test_chart_defaults_match_hydra_authz checks the
 # whole values.yaml config against the binary as well.
-DEFAULT_CACHE = {"enabled": False, "ttl_ms": 30000, "negative_ttl_ms": 0, "max_entries": 100000}
+DEFAULT_CACHE = {"enabled": False, "ttl_ms": 30000, "negative_ttl_ms": 0, "max_entries": 100000, "stale_if_error_ms": 0}
 DEFAULT_JWT = {
     "jwks_url": "",
     "algorithms": ["RS256", "ES256", "EdDSA"],
@@ -371,6 +395,11 @@ SERVER_TLS_DIR = "/etc/hydra-authz-tls/server"
 ADMIN_TLS_DIR = "/etc/hydra-authz-tls/admin"
 ADMIN_TOKEN_FILE = "/var/run/secrets/hydra-authz-admin/token"
 INTROSPECTION_TLS_DIR = "/etc/hydra-authz-tls/introspection"
+CLUSTER_SECRET_DIR = "/var/run/secrets/hydra-authz-cluster"
+CLUSTER_TLS_DIR = "/etc/hydra-authz-tls/redis"
+# The contract of [cluster] (hydra-authz's defaults, src/authn/fleet/config.rs)
+# for the values the chart renders whatever is set.
+DEFAULT_CLUSTER = {"key_prefix": "hydra-authz", "shared_cache": False, "timeout_ms": 100, "health_interval_ms": 1000}
 
 
 def test_configmap_toml_default(default_render: Rendered):
@@ -816,15 +845,265 @@ def test_forward_auth_without_trusted_proxies_names_the_value():
     assert "ingress controller" in str(e.value)
 
 
+# ------------------------------------------------------ fleet mode (Redis)
+
+
+def cluster_secret_files(r: Rendered) -> dict[str, tuple[str, str, str]]:
+    """Every file [cluster] names -> (secret | configMap, object, key), each
+    checked to be exactly one read-only mount (mounted_file)."""
+    return {k: mounted_file(r, v) for k, v in parse_toml(r)["cluster"].items() if k.endswith("_file")}
+
+
+def assert_no_inlined_cluster_secrets(r: Rendered):
+    """The Redis password and the cluster secret reach the pod only as files
+    from a Secret: [cluster] names paths into the read-only Secret mount,
+    never values, the URL carries no password, and no env var is fed from
+    the cluster Secret."""
+    cluster = parse_toml(r)["cluster"]
+    assert not {"password", "secret", "password_env", "secret_env"} & set(cluster), cluster
+    assert not re.match(r"rediss?://[^/?#@]*:[^/?#@]*@", cluster["redis_url"]), cluster["redis_url"]
+    for key in ("password_file", "secret_file"):
+        if key in cluster:
+            assert cluster[key].startswith(CLUSTER_SECRET_DIR + "/")
+            assert mounted_file(r, cluster[key])[0] == "secret"
+    secret_names = {v["secret"]["secretName"] for v in r.pod_spec["volumes"] if v["name"].startswith("cluster-")}
+    assert secret_names
+    from_env = [e["name"] for e in r.container.get("env", []) if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") in secret_names]
+    assert from_env == [], f"cluster secrets in env vars: {from_env}"
+
+
+def test_cluster_off_by_default(default_render: Rendered):
+    values = load_yaml(CHART / "values.yaml")["cluster"]
+    assert values["enabled"] is False and values["sharedCache"] is False and values["tls"]["enabled"] is False
+    assert (values["keyPrefix"], values["timeoutMs"], values["healthIntervalMs"]) == (
+        DEFAULT_CLUSTER["key_prefix"], DEFAULT_CLUSTER["timeout_ms"], DEFAULT_CLUSTER["health_interval_ms"])
+    assert "cluster" not in parse_toml(default_render)
+    assert "[cluster]" not in default_render.toml_text
+    assert not {"cluster-secret", "cluster-tls"} & {v["name"] for v in default_render.pod_spec["volumes"]}
+    assert "Fleet mode" not in default_render.notes
+    # cluster.* other than enabled changes nothing while it is off, and is not
+    # checked (sharedCache without a secret, tls without a Secret).
+    r = render({"cluster": {"redisUrl": "redis://r:6379", "existingSecret": "s", "sharedCache": True, "keyPrefix": "other",
+                            "tls": {"enabled": True}}})
+    assert "cluster" not in parse_toml(r)
+    assert checksum(r) == checksum(default_render)
+    assert r.pod_spec["volumes"] == default_render.pod_spec["volumes"]
+
+
+def test_cluster_enabled():
+    """The simplest fleet: [cluster] with the Redis URL and both secrets as
+    read-only files from the one existing Secret, the defaults otherwise."""
+    values = cluster_values()
+    r = render(values)
+    cfg = parse_toml(r)
+    assert cfg["cluster"] == {
+        "redis_url": values["cluster"]["redisUrl"],
+        "password_file": f"{CLUSTER_SECRET_DIR}/redis-password",
+        "secret_file": f"{CLUSTER_SECRET_DIR}/cluster-secret",
+        **DEFAULT_CLUSTER,
+    }
+    assert cluster_secret_files(r) == {
+        "password_file": ("secret", "hydra-authz-cluster", "redis-password"),
+        "secret_file": ("secret", "hydra-authz-cluster", "cluster-secret"),
+    }
+    assert_no_inlined_cluster_secrets(r)
+    # A plaintext Redis: no TLS files, no TLS volume.
+    assert not [k for k in cfg["cluster"] if k.startswith("tls_")]
+    assert "cluster-tls" not in {v["name"] for v in r.pod_spec["volumes"]}
+    # The Secret is the user's: the chart creates none.
+    assert r.maybe("Secret") is None
+    # The introspection cache is untouched; turning fleet mode on rolls the pods.
+    assert cfg["introspection"]["cache"] == DEFAULT_CACHE
+    assert checksum(r) != checksum(render())
+    assert "Fleet mode: Redis redis://redis-master.redis.svc.cluster.local:6379/0 (key prefix hydra-authz): purges reach every pod." in r.notes
+    assert "networkPolicy.egress is on" not in r.notes
+
+
+def test_cluster_all_on(all_on_render: Rendered):
+    """rediss:// with a private CA and client certificates, an ACL user, the
+    shared cache, non-default key names: every value reaches [cluster], every
+    file is a read-only mount of exactly the Secret key given."""
+    values = all_on_values()
+    cl = values["cluster"]
+    defaults = load_yaml(CHART / "values.yaml")["cluster"]
+    assert set(cl) == set(defaults) and set(cl["tls"]) == set(defaults["tls"])
+    assert all(cl[k] != v for k, v in defaults.items()), "all-on should change every cluster default"
+    r = all_on_render
+    cfg = parse_toml(r)
+    assert cfg["cluster"] == {
+        "redis_url": cl["redisUrl"],
+        "username": cl["username"],
+        "password_file": f"{CLUSTER_SECRET_DIR}/redis-password",
+        "secret_file": f"{CLUSTER_SECRET_DIR}/cluster-secret",
+        "tls_ca_file": f"{CLUSTER_TLS_DIR}/ca.crt",
+        "tls_cert_file": f"{CLUSTER_TLS_DIR}/tls.crt",
+        "tls_key_file": f"{CLUSTER_TLS_DIR}/tls.key",
+        "key_prefix": cl["keyPrefix"],
+        "shared_cache": True,
+        "timeout_ms": cl["timeoutMs"],
+        "health_interval_ms": cl["healthIntervalMs"],
+    }
+    tls = cl["tls"]
+    assert cluster_secret_files(r) == {
+        "password_file": ("secret", cl["existingSecret"], cl["passwordKey"]),
+        "secret_file": ("secret", cl["existingSecret"], cl["clusterSecretKey"]),
+        "tls_ca_file": ("secret", tls["existingSecret"], tls["caKey"]),
+        "tls_cert_file": ("secret", tls["existingSecret"], tls["certKey"]),
+        "tls_key_file": ("secret", tls["existingSecret"], tls["keyKey"]),
+    }
+    assert_no_inlined_cluster_secrets(r)
+    # The shared cache sits behind the pod's own cache, which is on here.
+    assert cfg["introspection"]["cache"]["enabled"] is True
+    # No chart-created Secret for the cluster: only the introspection and admin ones.
+    assert sorted(s["metadata"]["name"] for s in r.docs if s["kind"] == "Secret") == ["hydra-authz", "hydra-authz-admin"]
+    assert "verified tokens are shared (L2)" in r.notes
+    # Egress is locked down in all-on: the NOTES say Redis needs a rule (all-on has one).
+    assert "networkPolicy.egress is on: allow the Redis port" in r.notes
+    assert any(p.get("port") == 6380 for rule in r.one("NetworkPolicy")["spec"]["egress"] for p in rule.get("ports", []))
+    stale = values["config"]["introspection"]["cache"]["stale_if_error_ms"]
+    assert f"cache on: revocation can lag up to 15000 ms, stale-if-error: tokens verified in the last {stale} ms stay allowed" in r.notes
+
+
+def test_cluster_rediss_with_a_public_ca():
+    """rediss:// without cluster.tls is allowed: the system roots verify a
+    publicly trusted Redis certificate, and nothing TLS is mounted."""
+    r = render(cluster_public_ca_values())
+    cluster = parse_toml(r)["cluster"]
+    assert cluster["redis_url"].startswith("rediss://")
+    assert cluster["shared_cache"] is True
+    assert not [k for k in cluster if k.startswith("tls_")]
+    assert "cluster-tls" not in {v["name"] for v in r.pod_spec["volumes"]}
+    assert cluster_secret_files(r) == {
+        "password_file": ("secret", "hydra-authz-cluster", "redis-password"),
+        "secret_file": ("secret", "hydra-authz-cluster", "cluster-secret"),
+    }
+
+
+@pytest.mark.parametrize(
+    "extra, files",
+    [
+        # A Redis without AUTH: only the cluster secret is read.
+        ({"passwordKey": ""}, {"secret_file": ("secret", "s", "cluster-secret")}),
+        # No cluster secret (no shared cache): only the password.
+        ({"clusterSecretKey": ""}, {"password_file": ("secret", "s", "redis-password")}),
+        # A private CA only.
+        ({"redisUrl": "rediss://r:6380", "tls": {"enabled": True, "existingSecret": "redis-ca"}},
+         {"password_file": ("secret", "s", "redis-password"), "secret_file": ("secret", "s", "cluster-secret"),
+          "tls_ca_file": ("secret", "redis-ca", "ca.crt")}),
+        # A client certificate only (public CA): a cert-manager kubernetes.io/tls Secret.
+        ({"redisUrl": "rediss://r:6380", "tls": {"enabled": True, "existingSecret": "redis-client", "caKey": "",
+                                                   "certKey": "tls.crt", "keyKey": "tls.key"}},
+         {"password_file": ("secret", "s", "redis-password"), "secret_file": ("secret", "s", "cluster-secret"),
+          "tls_cert_file": ("secret", "redis-client", "tls.crt"), "tls_key_file": ("secret", "redis-client", "tls.key")}),
+    ],
+)
+def test_cluster_secret_and_tls_options(extra, files):
+    r = render({"cluster": deep_merge({"enabled": True, "redisUrl": "redis://r:6379", "existingSecret": "s"}, extra)})
+    assert cluster_secret_files(r) == files
+    # The TOML names exactly those files, and the volumes hold exactly those items.
+    items = [item["key"] for v in r.pod_spec["volumes"] if v["name"].startswith("cluster-") for item in v["secret"]["items"]]
+    assert sorted(items) == sorted(key for _, _, key in files.values())
+    assert_no_inlined_cluster_secrets(r)
+
+
+def test_cluster_username_and_prefix():
+    r = render({"cluster": {"enabled": True, "redisUrl": "redis://r:6379", "existingSecret": "s", "username": "hydra-authz-acl",
+                            "keyPrefix": "team-a/prod"}})
+    cluster = parse_toml(r)["cluster"]
+    assert cluster["username"] == "hydra-authz-acl"
+    assert cluster["key_prefix"] == "team-a/prod"
+    assert "(key prefix team-a/prod)" in r.notes
+
+
+CLUSTER_SECRET_MESSAGE = "cluster.enabled needs cluster.existingSecret"
+CLUSTER_SHARED_CACHE_SECRET_MESSAGE = "cluster.sharedCache needs cluster.existingSecret"
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"cluster": {"enabled": True, "redisUrl": "redis://r:6379"}}, CLUSTER_SECRET_MESSAGE),
+        ({"config": {"introspection": {"cache": {"enabled": True}}},
+          "cluster": {"enabled": True, "redisUrl": "redis://r:6379", "sharedCache": True}}, CLUSTER_SHARED_CACHE_SECRET_MESSAGE),
+        ({"config": {"introspection": {"cache": {"enabled": True}}},
+          "cluster": {"enabled": True, "redisUrl": "redis://r:6379", "sharedCache": True, "existingSecret": "s", "clusterSecretKey": ""}},
+         "cluster.sharedCache needs cluster.clusterSecretKey"),
+        ({"cluster": {"enabled": True, "redisUrl": "redis://r:6379", "sharedCache": True, "existingSecret": "s"}},
+         "cluster.sharedCache needs config.introspection.cache.enabled"),
+        ({"cluster": {"enabled": True, "redisUrl": "redis://r:6379", "existingSecret": "s", "passwordKey": "", "clusterSecretKey": ""}},
+         "cluster.existingSecret is set but nothing is read from it"),
+        ({"cluster": {"enabled": True, "redisUrl": "rediss://r:6380", "existingSecret": "s", "tls": {"enabled": True}}},
+         "cluster.tls.enabled needs cluster.tls.existingSecret"),
+        ({"cluster": {"enabled": True, "redisUrl": "redis://r:6379", "existingSecret": "s",
+                      "tls": {"enabled": True, "existingSecret": "redis-ca"}}},
+         "cluster.tls.enabled needs a rediss:// cluster.redisUrl"),
+        ({"cluster": {"enabled": True, "redisUrl": "rediss://r:6380", "existingSecret": "s",
+                      "tls": {"enabled": True, "existingSecret": "t", "certKey": "tls.crt"}}},
+         "cluster.tls: certKey and keyKey go together"),
+        ({"cluster": {"enabled": True, "redisUrl": "rediss://r:6380", "existingSecret": "s",
+                      "tls": {"enabled": True, "existingSecret": "t", "caKey": ""}}},
+         "cluster.tls.existingSecret is set but nothing is read from it"),
+    ],
+)
+def test_inconsistent_cluster_values_fail(values, message):
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
+def test_cluster_secret_messages_name_the_values():
+    """The messages tell the user what to set, not just that something failed."""
+    with pytest.raises(helm.HelmRenderError) as e:
+        render({"cluster": {"enabled": True, "redisUrl": "redis://r:6379"}})
+    assert all(v in str(e.value) for v in ("cluster.existingSecret", "cluster.passwordKey", "cluster.clusterSecretKey"))
+    with pytest.raises(helm.HelmRenderError) as e:
+        render({"config": {"introspection": {"cache": {"enabled": True}}},
+                "cluster": {"enabled": True, "redisUrl": "redis://r:6379", "sharedCache": True}})
+    assert "cluster.clusterSecretKey" in str(e.value) and "32 bytes" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["", "redis://:hunter2@redis:6379/0", "rediss://hydra-authz:hunter2@redis:6380", "http://redis:6379"]
+)
+def test_cluster_redis_url_refused_by_the_schema(url):
+    """A missing or non-Redis URL, or one with a password (which would land in
+    the ConfigMap), is refused before any template runs."""
+    with pytest.raises(helm.HelmValuesError, match="/cluster/redisUrl"):
+        render({"cluster": {"enabled": True, "redisUrl": url, "existingSecret": "s"}})
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("redis://:hunter2@redis:6379/0", "cluster.redisUrl must not contain a password"),
+        ("rediss://hydra-authz:hunter2@redis:6380", "cluster.redisUrl must not contain a password"),
+        ("", "cluster.enabled needs cluster.redisUrl"),
+    ],
+)
+def test_cluster_redis_url_refused_without_the_schema(tmp_path, url, message):
+    """Even with schema validation skipped (helm --skip-schema-validation),
+    the templates refuse a password in the URL: it would be in the ConfigMap."""
+    chart_dir = tmp_path / "hydra-authz"
+    shutil.copytree(CHART, chart_dir)
+    (chart_dir / "values.schema.json").unlink()
+    with helm.Chart.load(str(chart_dir)) as chart:
+        with pytest.raises(helm.HelmRenderError, match=re.escape(message)) as e:
+            chart.render({"cluster": {"enabled": True, "redisUrl": url, "existingSecret": "s"}}, name=RELEASE, namespace=NAMESPACE)
+    assert "hunter2" not in str(e.value)
+
+
 def test_values_schema_rejects_unknown_and_bad_values():
     with helm.Chart.load(str(CHART)) as chart:
         chart.validate_schema({})
         chart.validate_schema(all_on_values())
-        for variant in VARIANTS.values():
+        for variant in ALL_VARIANTS.values():
             chart.validate_schema(variant())
         chart.validate_schema({"config": {"introspection": {"mode": "jwt", "jwt": {"jwks_url": "https://h/.well-known/jwks.json"}}}})
         chart.validate_schema({"forwardAuth": {"enabled": True, "trustedProxies": ["10.0.0.0/8", "172.16.0.0/12", "fd00::/8", "::1/128"],
                                                "envoyPathPrefix": "/authz/check"}})
+        for url in ("redis://r:6379/0", "rediss://r", "redis://[fd00::1]:6379", "redis://acl-user@r:6379/0", "redis://r/0?a=b:c@d"):
+            chart.validate_schema({"cluster": {"enabled": True, "redisUrl": url}})
+        chart.validate_schema({"cluster": {"keyPrefix": "team-a/prod_1.v2", "passwordKey": "", "clusterSecretKey": ""}})
+        chart.validate_schema({"config": {"introspection": {"cache": {"stale_if_error_ms": 3600000}}}})
         bad = [
             {"config": {"introspection": {"urll": "http://x"}}},  # typo: the binary would refuse it
             {"config": {"authorization": {"scope_strategy": "regex"}}},
@@ -876,6 +1155,37 @@ def test_values_schema_rejects_unknown_and_bad_values():
             {"forwardAuth": {"envoyPathPrefix": "/forward-auth"}},  # the nginx / Caddy / Traefik endpoint
             {"forwardAuth": {"networkPolicyFrom": {"podSelector": {}}}},
             {"config": {"forward_auth": {"addr": "0.0.0.0:9194"}}},  # the chart sets it from forwardAuth.*
+            {"config": {"introspection": {"cache": {"stale_if_error_ms": -1}}}},
+            {"config": {"introspection": {"cache": {"stale_if_error_ms": "60s"}}}},
+            {"config": {"introspection": {"cache": {"stale_if_error_ms": 3600001}}}},  # hydra-authz: at most one hour
+            {"config": {"introspection": {"cache": {"staleIfErrorMs": 1000}}}},  # config.* are the TOML keys
+            {"config": {"cluster": {"redis_url": "redis://r:6379"}}},  # the chart renders [cluster] from cluster.*
+            {"cluster": {"enabled": "yes"}},
+            {"cluster": {"enabled": True}},  # no redisUrl
+            {"cluster": {"enabled": True, "redisUrl": "http://redis:6379"}},
+            {"cluster": {"enabled": True, "redisUrl": "redis://"}},  # no host
+            {"cluster": {"enabled": True, "redisUrl": "redis://:hunter2@redis:6379/0"}},  # a password lands in the ConfigMap
+            {"cluster": {"enabled": True, "redisUrl": "rediss://hydra-authz:hunter2@redis:6380"}},
+            {"cluster": {"redisUrl": "redis://:hunter2@redis:6379"}},  # not even while off
+            {"cluster": {"redisUrl": "redis-master:6379"}},
+            {"cluster": {"redis_url": "redis://r:6379"}},
+            {"cluster": {"password": "hunter2"}},  # secrets only through existingSecret
+            {"cluster": {"username": "has space"}},
+            {"cluster": {"keyPrefix": ""}},
+            {"cluster": {"keyPrefix": "a:b"}},  # would reach another prefix's keys
+            {"cluster": {"keyPrefix": "x*"}},
+            {"cluster": {"keyPrefix": "p" * 65}},
+            {"cluster": {"sharedCache": "true"}},
+            {"cluster": {"timeoutMs": 0}},
+            {"cluster": {"timeoutMs": "100ms"}},
+            {"cluster": {"healthIntervalMs": 0}},
+            {"cluster": {"existingSecret": "Not_A_Name"}},
+            {"cluster": {"passwordKey": "../redis-password"}},
+            {"cluster": {"clusterSecretKey": "a/b"}},
+            {"cluster": {"tls": {"enabled": "yes"}}},
+            {"cluster": {"tls": {"existingSecret": "Not_A_Name"}}},
+            {"cluster": {"tls": {"caKey": "../ca.crt"}}},
+            {"cluster": {"tls": {"caFile": "/x"}}},
         ]
         for values in bad:
             with pytest.raises(helm.HelmValuesError):
@@ -997,7 +1307,8 @@ def substitute_tls_files(toml: str, cfg: dict, pem_files: dict[str, Path]) -> st
     return toml
 
 
-@pytest.mark.parametrize("variant", ["default", "all-on", "existing-secret-env", "tls-from-secrets", "admin-existing-secret", "forward-auth"])
+@pytest.mark.parametrize("variant", ["default", "all-on", "existing-secret-env", "tls-from-secrets", "admin-existing-secret", "forward-auth",
+                                     "cluster", "cluster-public-ca"])
 def test_rendered_config_accepted_by_hydra_authz(variant, tmp_path, request):
     """The real binary's `config check` accepts the rendered TOML (strict: unknown keys fail).
 
@@ -1009,13 +1320,14 @@ def test_rendered_config_accepted_by_hydra_authz(variant, tmp_path, request):
     binary = find_hydra_authz_binary()
     if binary is None:
         pytest.skip("no hydra-authz binary built (set DEPLOY_TESTS_BIN or run cargo build first)")
-    r = render(VARIANTS[variant]())
+    r = render(ALL_VARIANTS[variant]())
     toml = r.toml_text
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_AUTHZ_", "OTEL_"))}
     cfg = tomllib.loads(toml)
     if "tls" in cfg["server"] or "tls" in cfg["introspection"]:
         toml = substitute_tls_files(toml, cfg, request.getfixturevalue("pem_files"))
     toml = substitute_admin_files(toml, cfg, tmp_path, request)
+    toml = substitute_cluster_files(toml, cfg, tmp_path, request)
     auth = cfg["introspection"]["auth"]
     for key in ("token_file", "client_secret_file"):
         if key in auth:  # point the secret file reference at a temp copy
@@ -1031,6 +1343,8 @@ def test_rendered_config_accepted_by_hydra_authz(variant, tmp_path, request):
     assert out.returncode == 0, f"{binary} config check failed:\n{out.stderr}\n{out.stdout}"
     assert "dummy-credential" not in out.stdout
     assert ADMIN_DUMMY_TOKEN not in out.stdout and ADMIN_DUMMY_TOKEN not in out.stderr
+    for secret in (CLUSTER_DUMMY_PASSWORD, CLUSTER_DUMMY_SECRET):
+        assert secret not in out.stdout and secret not in out.stderr
     # `config check` prints the effective config: every rendered value is
     # what hydra-authz uses (none lost to a misplaced table or an env var).
     assert_contained(tomllib.loads(toml), tomllib.loads(out.stdout))
@@ -1052,6 +1366,31 @@ def substitute_admin_files(toml: str, cfg: dict, tmp_path: Path, request) -> str
         ca = request.getfixturevalue("pem_files")["ca"]
         assert json.dumps(server["admin_client_ca_file"]) in toml
         toml = toml.replace(json.dumps(server["admin_client_ca_file"]), json.dumps(str(ca)))
+    return toml
+
+
+CLUSTER_DUMMY_PASSWORD = "dummy-redis-password-0123456789"
+# At least 32 bytes: hydra-authz refuses a shorter cluster secret.
+CLUSTER_DUMMY_SECRET = "dummy-cluster-secret-0123456789abcdef0123456789"
+# The test certificate / key / CA each [cluster] TLS path stands for.
+CLUSTER_TLS_PEM = {"tls_ca_file": "ca", "tls_cert_file": "cert", "tls_key_file": "key"}
+
+
+def substitute_cluster_files(toml: str, cfg: dict, tmp_path: Path, request) -> str:
+    """Point [cluster]'s password / cluster secret / TLS files (mounts in the
+    pod) at temp files and the test certificates. Only whole quoted TOML
+    strings are replaced."""
+    cluster = cfg.get("cluster", {})
+    for key, content in (("password_file", CLUSTER_DUMMY_PASSWORD), ("secret_file", CLUSTER_DUMMY_SECRET)):
+        if key in cluster:
+            f = tmp_path / key
+            f.write_text(content)
+            assert json.dumps(cluster[key]) in toml
+            toml = toml.replace(json.dumps(cluster[key]), json.dumps(str(f)))
+    for key, pem in CLUSTER_TLS_PEM.items():
+        if key in cluster:
+            assert json.dumps(cluster[key]) in toml
+            toml = toml.replace(json.dumps(cluster[key]), json.dumps(str(request.getfixturevalue("pem_files")[pem])))
     return toml
 
 
@@ -1131,6 +1470,12 @@ def test_chart_defaults_match_hydra_authz(tmp_path):
     # No TLS files by default (the re-read interval is only a setting).
     assert set(defaults["server"].get("tls", {})) <= {"reload_interval_ms"}
     assert set(defaults["introspection"].get("tls", {})) <= {"reload_interval_ms"}
+    # Fleet mode is off in both ([cluster] is off without redis_url), and
+    # cluster.* (camelCase, outside config.*) has the binary's defaults.
+    assert "redis_url" not in defaults["cluster"] and "cluster" not in rendered
+    cluster = load_yaml(CHART / "values.yaml")["cluster"]
+    assert {"key_prefix": cluster["keyPrefix"], "shared_cache": cluster["sharedCache"], "timeout_ms": cluster["timeoutMs"],
+            "health_interval_ms": cluster["healthIntervalMs"]} == {k: defaults["cluster"][k] for k in DEFAULT_CLUSTER} == DEFAULT_CLUSTER
 
 
 def free_port() -> int:

@@ -77,6 +77,8 @@ mount). The ConfigMap's server.tls / introspection.tls paths point here.
 {{- define "hydra-authz.introspectionTlsDir" -}}/etc/hydra-authz-tls/introspection{{- end }}
 {{- define "hydra-authz.adminTlsDir" -}}/etc/hydra-authz-tls/admin{{- end }}
 {{- define "hydra-authz.adminTokenDir" -}}/var/run/secrets/hydra-authz-admin{{- end }}
+{{- define "hydra-authz.clusterSecretDir" -}}/var/run/secrets/hydra-authz-cluster{{- end }}
+{{- define "hydra-authz.clusterTlsDir" -}}/etc/hydra-authz-tls/redis{{- end }}
 
 {{/*
 True ("true") when the gRPC listener serves TLS (serverTls.existingSecret).
@@ -260,6 +262,55 @@ live gRPC peers between keep-alive pings; fail the render instead.
 {{- with .Values.config.server.limits }}
 {{- if le (int64 .idle_timeout_ms) (add (int64 .grpc_keepalive_interval_ms) (int64 .grpc_keepalive_timeout_ms)) }}
 {{- fail "config.server.limits.idle_timeout_ms must exceed grpc_keepalive_interval_ms + grpc_keepalive_timeout_ms (live gRPC peers would be cut off)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Cross-field checks of cluster.* (fleet mode, config [cluster]); each fails
+the render with the values to fix. Nothing is checked while cluster.enabled
+is false: then no cluster.* value is used. The schema already refuses a
+password in cluster.redisUrl; it is refused here as well, so it cannot reach
+the ConfigMap when schema validation is skipped.
+*/}}
+{{- define "hydra-authz.validateCluster" -}}
+{{- $c := .Values.cluster }}
+{{- if $c.enabled }}
+{{- if not (regexMatch "^rediss?://[^/?#]" (toString $c.redisUrl)) }}
+{{- fail "cluster.enabled needs cluster.redisUrl: redis://host:port/db, or rediss://host:port/db for TLS" }}
+{{- end }}
+{{- if regexMatch "^rediss?://[^/?#@]*:[^/?#@]*@" $c.redisUrl }}
+{{- fail "cluster.redisUrl must not contain a password (it would be in the ConfigMap): put it in cluster.existingSecret under cluster.passwordKey" }}
+{{- end }}
+{{- if and $c.sharedCache (not $c.existingSecret) }}
+{{- fail "cluster.sharedCache needs cluster.existingSecret: a Secret holding the cluster secret (key cluster.clusterSecretKey, at least 32 bytes, the same for every pod), the HMAC key of the shared cache" }}
+{{- end }}
+{{- if not $c.existingSecret }}
+{{- fail "cluster.enabled needs cluster.existingSecret: a Secret holding the Redis password (key cluster.passwordKey) and the cluster secret (key cluster.clusterSecretKey); the chart never puts them in the ConfigMap" }}
+{{- end }}
+{{- if and $c.sharedCache (not $c.clusterSecretKey) }}
+{{- fail "cluster.sharedCache needs cluster.clusterSecretKey: the key of the cluster secret (at least 32 bytes) in cluster.existingSecret" }}
+{{- end }}
+{{- if not (or $c.passwordKey $c.clusterSecretKey) }}
+{{- fail "cluster.existingSecret is set but nothing is read from it: set cluster.passwordKey and / or cluster.clusterSecretKey" }}
+{{- end }}
+{{- if and $c.sharedCache (not .Values.config.introspection.cache.enabled) }}
+{{- fail "cluster.sharedCache needs config.introspection.cache.enabled: the shared cache sits behind each pod's own cache" }}
+{{- end }}
+{{- $t := $c.tls }}
+{{- if $t.enabled }}
+{{- if not $t.existingSecret }}
+{{- fail "cluster.tls.enabled needs cluster.tls.existingSecret (the CA and / or client certificate for Redis); a rediss:// Redis with a publicly trusted certificate needs no cluster.tls: leave it off" }}
+{{- end }}
+{{- if not (hasPrefix "rediss://" $c.redisUrl) }}
+{{- fail "cluster.tls.enabled needs a rediss:// cluster.redisUrl: redis:// is plaintext, and hydra-authz refuses tls_* files with it" }}
+{{- end }}
+{{- if ne (empty $t.certKey) (empty $t.keyKey) }}
+{{- fail "cluster.tls: certKey and keyKey go together" }}
+{{- end }}
+{{- if not (or $t.caKey $t.certKey) }}
+{{- fail "cluster.tls.existingSecret is set but nothing is read from it: set cluster.tls.caKey and / or cluster.tls.certKey + keyKey" }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
