@@ -396,6 +396,55 @@ async fn redis_down_never_allows_a_revoked_token_and_the_fleet_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_time_never_an_answer() {
+    let fleet = Fleet::start(true).await;
+    let issuer = &fleet.hydra.issuer;
+    let kept = issuer.mint("reader", &["read_date"]).expect("mint");
+    let revoked = issuer.mint("reader", &["read_date"]).expect("mint");
+    for t in [&kept, &revoked] {
+        assert_eq!(fleet.statuses(t).await, vec![200; REPLICAS]);
+    }
+
+    // Redis stops answering (connections stay open), then a token is revoked.
+    fleet.redis.freeze();
+    issuer.revoke_token(&revoked);
+    // Right away, before any replica has noticed: a new token's L2 lookup
+    // times out (timeout_ms) and the check goes on to the issuer.
+    let fresh = issuer.mint("reader", &["read_date"]).expect("mint");
+    let started = Instant::now();
+    assert_eq!(
+        status(&fleet.checkers[0], &fresh).await,
+        200,
+        "Redis hung: introspected instead"
+    );
+    println!(
+        "a new token's check with Redis hung (timeout_ms = {}): {:.0} ms",
+        fleet.config.cluster.timeout_ms,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    // The unanswered PINGs take every replica's cache out of service.
+    fleet.wait_subscribed(false).await;
+    assert_eq!(
+        fleet.statuses(&revoked).await,
+        vec![401; REPLICAS],
+        "no cache, no stale allow"
+    );
+    assert_eq!(fleet.statuses(&kept).await, vec![200; REPLICAS]);
+    let e = fleet
+        .admin(1)
+        .await
+        .purge_all(PurgeAllRequest {})
+        .await
+        .expect_err("a hung Redis cannot take a purge");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+
+    fleet.redis.resume();
+    fleet.wait_subscribed(true).await;
+    assert_eq!(fleet.statuses(&kept).await, vec![200; REPLICAS]);
+    assert_eq!(fleet.statuses(&revoked).await, vec![401; REPLICAS]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_cache_introspects_a_token_once_across_the_fleet() {
     let fleet = Fleet::start(true).await;
     let issuer = &fleet.hydra.issuer;

@@ -132,6 +132,25 @@ impl RedisServer {
         }
     }
 
+    /// A Redis that hangs: SIGSTOP, so connections stay open and nothing
+    /// answers (a slow or wedged Redis, not a dead one). Undo with [`RedisServer::resume`].
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server running").id();
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+
     /// Start again (after [`RedisServer::kill`], or killing it first) on the
     /// same port with the same password; ready when this returns. Empty:
     /// nothing was persisted. Redis sets SO_REUSEADDR, so the old server's
