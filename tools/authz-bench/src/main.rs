@@ -27,6 +27,7 @@ use tonic::transport::Channel;
 
 mod envoy;
 mod front_doors;
+mod instructions;
 mod load;
 mod memory;
 mod servers;
@@ -86,6 +87,14 @@ enum Cmd {
         #[arg(long, default_value_t = 500)]
         rate: u64,
     },
+    /// CHECKS checks of one kind in one process, for valgrind callgrind
+    /// (scripts/callgrind.sh runs 0 and N and divides the difference).
+    Instructions {
+        #[arg(long, value_enum)]
+        case: instructions::Case,
+        #[arg(long, default_value_t = 1_000)]
+        checks: u64,
+    },
     /// Only the memory rows: RSS idle and with N cached tokens.
     Memory {
         #[arg(long, default_value_t = 100_000)]
@@ -121,6 +130,9 @@ pub(crate) struct Row {
 fn main() -> anyhow::Result<()> {
     use clap::Parser;
     let args = Args::parse();
+    if let Some(Cmd::Instructions { case, checks }) = args.cmd {
+        return instructions::run(case, checks);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(Cmd::Soak { minutes, rate }) = args.cmd {
         return rt.block_on(soak(Duration::from_secs(minutes * 60), rate));
