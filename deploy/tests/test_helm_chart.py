@@ -984,8 +984,6 @@ def test_cluster_rediss_with_a_public_ca():
     [
         # A Redis without AUTH: only the cluster secret is read.
         ({"passwordKey": ""}, {"secret_file": ("secret", "s", "cluster-secret")}),
-        # No cluster secret (no shared cache): only the password.
-        ({"clusterSecretKey": ""}, {"password_file": ("secret", "s", "redis-password")}),
         # A private CA only.
         ({"redisUrl": "rediss://r:6380", "tls": {"enabled": True, "existingSecret": "redis-ca"}},
          {"password_file": ("secret", "s", "redis-password"), "secret_file": ("secret", "s", "cluster-secret"),
@@ -1027,7 +1025,10 @@ CLUSTER_SHARED_CACHE_SECRET_MESSAGE = "cluster.sharedCache needs cluster.existin
           "cluster": {"enabled": True, "redisUrl": "redis://r:6379", "sharedCache": True}}, CLUSTER_SHARED_CACHE_SECRET_MESSAGE),
         ({"config": {"introspection": {"cache": {"enabled": True}}},
           "cluster": {"enabled": True, "redisUrl": "redis://r:6379", "sharedCache": True, "existingSecret": "s", "clusterSecretKey": ""}},
-         "cluster.sharedCache needs cluster.clusterSecretKey"),
+         "cluster.enabled needs cluster.clusterSecretKey"),
+        # The cluster secret is needed without the shared cache too (it seals purge messages).
+        ({"cluster": {"enabled": True, "redisUrl": "redis://r:6379", "existingSecret": "s", "clusterSecretKey": ""}},
+         "cluster.enabled needs cluster.clusterSecretKey"),
         ({"cluster": {"enabled": True, "redisUrl": "redis://r:6379", "sharedCache": True, "existingSecret": "s"}},
          "cluster.sharedCache needs config.introspection.cache.enabled"),
         ({"cluster": {"enabled": True, "redisUrl": "redis://r:6379", "existingSecret": "s", "passwordKey": "", "clusterSecretKey": ""}},

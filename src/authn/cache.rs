@@ -166,6 +166,8 @@ pub struct SharedVerifier<A> {
     purges: AtomicU64,
     stale: Option<StaleStore>,
     fleet: Option<Arc<Fleet>>,
+    /// The verification policy shared entries must have been checked under.
+    policy: String,
 }
 
 impl<A> SharedVerifier<A> {
@@ -195,13 +197,17 @@ impl<A> SharedVerifier<A> {
                 window: Duration::from_millis(cfg.stale_if_error_ms),
             }),
             fleet: None,
+            policy: String::new(),
         }
     }
 
     /// Part of a fleet: purges from other replicas, the subscription gate,
     /// the shared L2 cache (see [`super::fleet`]).
-    pub fn with_fleet(mut self, fleet: Option<Arc<Fleet>>) -> Self {
+    /// `policy` names the verification settings (a digest of
+    /// `[introspection]`): shared entries verified under others are not taken.
+    pub fn with_fleet(mut self, fleet: Option<Arc<Fleet>>, policy: String) -> Self {
         self.fleet = fleet;
+        self.policy = policy;
         self
     }
 
@@ -217,10 +223,10 @@ impl<A> SharedVerifier<A> {
 
     /// The cache key of `token` (keyed with the cluster secret when set).
     pub fn key_of(&self, token: &Token) -> Key {
-        self.fleet
-            .as_ref()
-            .and_then(|f| f.cache_key(token))
-            .unwrap_or_else(|| Sha256::digest(token.expose().as_bytes()).into())
+        match &self.fleet {
+            Some(f) => f.cache_key(token),
+            None => Sha256::digest(token.expose().as_bytes()).into(),
+        }
     }
 
     pub fn inner(&self) -> &A {
@@ -250,10 +256,13 @@ impl<A: Authenticator> SharedVerifier<A> {
     async fn load(&self, key: &Key, token: &Token, guard: LoadGuard<'_>) -> Entry {
         let purges = self.purges.load(Ordering::Acquire);
         let trusted = self.trusted();
+        // The shared cache is read and written in the epoch the load began
+        // in: an entry verified before a broad purge never lands after it.
+        let epoch = self.fleet.as_ref().map_or(0, |f| f.epoch());
         let fp = fingerprint(token);
-        let (verdict, shared_for) = match self.shared_get(key, trusted).await {
+        let (verdict, shared_for) = match self.shared_get(key, epoch, trusted).await {
             Some((identity, left)) => (Cached::Valid(identity), Some(left)),
-            None => (self.verify(key, token, fp, trusted).await, None),
+            None => (self.verify(key, token, fp, purges).await, None),
         };
         let mut ttl = self.lifetimes.of(&verdict);
         if let Some(left) = shared_for {
@@ -265,7 +274,7 @@ impl<A: Authenticator> SharedVerifier<A> {
         if let (true, None, Cached::Valid(identity)) = (keep, shared_for, &verdict) {
             if let Some(fleet) = &self.fleet {
                 if !identity.served_stale && !ttl.is_zero() {
-                    fleet.shared_put(*key, identity, ttl);
+                    fleet.shared_put(*key, epoch, &self.policy, identity, ttl);
                 }
             }
         }
@@ -289,22 +298,26 @@ impl<A: Authenticator> SharedVerifier<A> {
         if entry.until.is_none() {
             // The waiters already hold it; nobody else may reuse it.
             self.cache.remove_if(key, |e| e.until.is_none());
+        } else if self.purges.load(Ordering::Acquire) != purges {
+            // A purge between the check above and the insert: a broad one
+            // skips placeholders, so take it out now.
+            self.cache.remove(key);
         }
         entry
     }
 
     /// An identity from the fleet's shared cache (only while purges are heard).
-    async fn shared_get(&self, key: &Key, trusted: bool) -> Option<(Arc<Identity>, Duration)> {
+    async fn shared_get(&self, key: &Key, epoch: u64, trusted: bool) -> Option<(Arc<Identity>, Duration)> {
         let fleet = self
             .fleet
             .as_ref()
             .filter(|f| trusted && f.shares_cache() && self.lifetimes.positive > Duration::ZERO)?;
-        fleet.shared_get(key).await
+        fleet.shared_get(key, epoch, &self.policy).await
     }
 
     /// Ask the layer below; remember verified identities for
     /// stale-if-error, and fall back on one while the issuer is unreachable.
-    async fn verify(&self, key: &Key, token: &Token, fp: [u8; 4], trusted: bool) -> Cached {
+    async fn verify(&self, key: &Key, token: &Token, fp: [u8; 4], purges: u64) -> Cached {
         let result = self.inner.authenticate(token).await;
         let Some(stale) = &self.stale else {
             return match result {
@@ -320,7 +333,15 @@ impl<A: Authenticator> SharedVerifier<A> {
                     fp,
                     until: Instant::now() + stale.window,
                 };
-                stale.entries.insert(*key, s);
+                // Not if a purge went by while we asked (it may have meant
+                // this token); checked again after, as the purge may land
+                // in between.
+                if self.purges.load(Ordering::Acquire) == purges {
+                    stale.entries.insert(*key, s);
+                    if self.purges.load(Ordering::Acquire) != purges {
+                        stale.entries.remove(key);
+                    }
+                }
                 Cached::Valid(identity)
             }
             Err(AuthnError::Rejected(why)) => {
@@ -328,7 +349,8 @@ impl<A: Authenticator> SharedVerifier<A> {
                 stale.entries.remove(key);
                 Cached::Rejected(why)
             }
-            Err(e) if trusted && issuer_unreachable(&e) => {
+            // Trust read now: the subscription may have gone while we asked.
+            Err(e) if self.trusted() && issuer_unreachable(&e) => {
                 let now = Instant::now();
                 let fresh = stale.entries.get(key).filter(|s| {
                     now < s.until
@@ -454,18 +476,11 @@ pub trait Purge: Send + Sync + 'static {
     /// The cache key a token purge names.
     fn purge_key(&self, token: &Token) -> CacheKey;
     fn purge(&self, target: &PurgeTarget);
-    /// How long a token purge keeps the shared cache from taking it back.
-    fn tombstone_ttl(&self) -> Duration;
 }
 
 impl<A: Send + Sync + 'static> Purge for SharedVerifier<A> {
     fn purge_key(&self, token: &Token) -> CacheKey {
         self.key_of(token)
-    }
-
-    fn tombstone_ttl(&self) -> Duration {
-        // Outlasts any entry that a load in flight during the purge could write.
-        self.lifetimes.positive + Duration::from_secs(30)
     }
 
     fn purge(&self, target: &PurgeTarget) {

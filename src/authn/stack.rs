@@ -41,7 +41,16 @@ pub fn build(cfg: &IntrospectionConfig, metrics: Arc<Metrics>, fleet: Option<Arc
     };
     // In a fleet, the cache also hears other replicas' purges, is off while
     // it might miss one, and asks the shared L2 cache before the issuer.
-    Ok(SharedVerifier::new(resilient, &cfg.cache, jwt_memo, metrics).with_fleet(fleet))
+    Ok(SharedVerifier::new(resilient, &cfg.cache, jwt_memo, metrics).with_fleet(fleet, policy(cfg)))
+}
+
+/// A name for the verification settings: identities shared through the
+/// fleet carry it, and a replica verifying differently (a rollout, a
+/// reload) does not take them.
+fn policy(cfg: &IntrospectionConfig) -> String {
+    use sha2::Digest;
+    let settings = serde_json::to_vec(cfg).unwrap_or_default();
+    hex::encode(&sha2::Sha256::digest(&settings)[..8])
 }
 
 /// The innermost layer: how tokens are verified.

@@ -126,7 +126,7 @@ impl<A> AdminService<A> {
             tracing::info!(target = %what, "purged from the cache");
             return Ok(Response::new(PurgeResponse::default()));
         };
-        match fleet.publish(&target, cache.tombstone_ttl()).await {
+        match fleet.publish(&target).await {
             Ok(n) => {
                 tracing::info!(target = %what, replicas_notified = n, "purged from the cache and published to the fleet");
                 Ok(Response::new(PurgeResponse {

@@ -327,6 +327,20 @@ async fn redis_down_never_allows_a_revoked_token_and_the_fleet_recovers() {
         assert_eq!(fleet.statuses(t).await, vec![200; REPLICAS]);
     }
 
+    // Purges so far have taken the shared epoch to 2.
+    for _ in 0..2 {
+        fleet
+            .admin(0)
+            .await
+            .purge_all(PurgeAllRequest {})
+            .await
+            .expect("purge all");
+    }
+    for t in [&doomed, &fine] {
+        assert_eq!(fleet.statuses(t).await, vec![200; REPLICAS]);
+    }
+    let epoch_key = format!("{}:epoch", fleet.config.cluster.key_prefix);
+
     // Redis dies while checks flow; meanwhile a token is revoked at the
     // issuer, and its purge cannot reach the fleet.
     fleet.redis.kill();
@@ -386,6 +400,10 @@ async fn redis_down_never_allows_a_revoked_token_and_the_fleet_recovers() {
     }
     assert_eq!(issuer.introspections(), before, "served from the caches again");
     assert_eq!(fleet.statuses(&doomed).await, vec![401; REPLICAS]);
+    // Redis came back empty; the replicas wrote their epoch back: the
+    // fleet never returns to an epoch whose entries may still be stored.
+    let epoch = fleet.redis.command(&["GET", &epoch_key]).await;
+    assert_eq!(epoch, "$1\r\n2\r\n", "{epoch:?}");
     // And purges flow again.
     fleet
         .admin(2)
@@ -489,7 +507,7 @@ async fn the_shared_cache_introspects_a_token_once_across_the_fleet() {
     println!("shared cache: a new token sent to {REPLICAS} replicas at once cost {concurrent} introspection(s)");
     assert!((1..=REPLICAS as u64).contains(&concurrent), "{concurrent}");
 
-    // A purge leaves a tombstone: a revoked token cannot come back from L2,
+    // A purge starts a new epoch: a revoked token cannot come back from L2,
     // not even to a replica that never saw it (its L1 is empty).
     issuer.revoke_token(&token);
     fleet
@@ -586,6 +604,64 @@ async fn forged_or_misplaced_shared_values_are_refused() {
     assert_eq!(issuer.introspections(), before + 2, "both went to the issuer");
     let s = support::scrape_parsed(fleet.replicas[1].http_addr).await;
     assert!(support::metric(&s, "hydra_authz_cluster_shared_cache_total", &[("result", "invalid")]) >= 1.0);
+
+    // A purge message not sealed by the fleet (anyone who can PUBLISH on
+    // this Redis) empties every cache and is believed in nothing, not its
+    // epoch.
+    let unreadable = || async {
+        let mut n = Vec::new();
+        for r in &fleet.replicas {
+            let s = support::scrape_parsed(r.http_addr).await;
+            n.push(support::metric(&s, "hydra_authz_cluster_purges_unreadable_total", &[]));
+        }
+        n
+    };
+    let channel = format!("{prefix}:purge");
+    fleet
+        .redis
+        .command(&["PUBLISH", &channel, r#"{"op":"all","epoch":999999}"#])
+        .await;
+    wait_for(|| async { unreadable().await == vec![1.0; REPLICAS] }).await;
+    let before = issuer.introspections();
+    let shared_hits = || async {
+        let s = support::scrape_parsed(fleet.replicas[0].http_addr).await;
+        support::metric_opt(&s, "hydra_authz_cluster_shared_cache_total", &[("result", "hit")]).unwrap_or(0.0)
+    };
+    let hits = shared_hits().await;
+    let post = Answer::of(
+        &fleet.checkers[0]
+            .check("POST", "/echo", &[("authorization", &bearer(&writer))])
+            .await,
+    );
+    assert_eq!(post.http_status, 200);
+    assert_eq!(issuer.introspections(), before, "not introspected again");
+    assert_eq!(
+        shared_hits().await,
+        hits + 1.0,
+        "flushed locally: taken from the shared cache"
+    );
+    // The next purge starts epoch 1, not 1,000,000.
+    fleet
+        .admin(0)
+        .await
+        .purge_token(purge_request(Target::Token(reader.clone())))
+        .await
+        .expect("purge");
+    let epoch = fleet.redis.command(&["GET", &format!("{prefix}:epoch")]).await;
+    assert_eq!(epoch, "$1\r\n1\r\n", "{epoch:?}");
+    // A sealed value copied into the new epoch is refused: the MAC binds
+    // it to its key, epoch included (no replay after a purge).
+    let moved = key_of(&reader).replace(":l2:0:", ":l2:1:");
+    fleet.redis.command(&["SET", &moved, &value]).await;
+    wait_for(|| async {
+        let mut all = true;
+        for c in &fleet.checkers {
+            let a = Answer::of(&c.check("POST", "/echo", &[("authorization", &bearer(&reader))]).await);
+            all &= a.http_status == 403;
+        }
+        all
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,10 +14,10 @@ pub struct ClusterConfig {
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     pub password_env: Option<String>,
-    /// The cluster secret: the HMAC key for cache keys (Redis never sees a
-    /// token or its plain digest) and for shared-cache values (a value
-    /// written by anyone without it is refused). Required with
-    /// `shared_cache`; at least 32 bytes.
+    /// The cluster secret, the same on every replica: keys the cache (Redis
+    /// never sees a token or its plain digest) and authenticates purge
+    /// messages and shared-cache values (anything written by someone
+    /// without it is refused). Required; at least 32 bytes.
     pub secret_file: Option<PathBuf>,
     pub secret_env: Option<String>,
     /// With `rediss://`: the CA that signed Redis's certificate (PEM);
@@ -29,7 +29,7 @@ pub struct ClusterConfig {
     /// Every key and the purge channel start with `<key_prefix>:`, so
     /// several deployments can share one Redis without seeing each other.
     pub key_prefix: String,
-    /// Share verified tokens through Redis (L2 behind each replica's cache),
+    /// Share verified identities through Redis (L2 behind each replica's cache),
     /// so a fleet introspects a new token about once instead of once per
     /// replica. Needs `[introspection.cache] enabled`.
     pub shared_cache: bool,
@@ -106,8 +106,8 @@ impl ClusterConfig {
         if self.secret_file.is_some() && self.secret_env.is_some() {
             return Err("give one of secret_file or secret_env".into());
         }
-        if self.shared_cache && !self.has_secret() {
-            return Err("shared_cache needs the cluster secret (secret_file or secret_env)".into());
+        if !self.has_secret() {
+            return Err("needs the cluster secret (secret_file or secret_env), the same on every replica".into());
         }
         let prefix_ok = !self.key_prefix.is_empty()
             && self.key_prefix.len() <= 64
@@ -132,6 +132,7 @@ mod tests {
     fn on(url: &str) -> ClusterConfig {
         ClusterConfig {
             redis_url: Some(url.into()),
+            secret_env: Some("CLUSTER_SECRET".into()),
             ..ClusterConfig::default()
         }
     }
@@ -153,12 +154,13 @@ mod tests {
     }
 
     #[test]
-    fn shared_cache_needs_a_secret_and_a_url() {
+    fn a_fleet_needs_its_secret_and_shared_cache_a_url() {
         let mut c = on("redis://127.0.0.1:6379");
         c.shared_cache = true;
+        assert_eq!(c.validate(), Ok(()));
+        c.secret_env = None;
         assert!(c.validate().expect_err("no secret").contains("cluster secret"));
         c.secret_env = Some("CLUSTER_SECRET".into());
-        assert_eq!(c.validate(), Ok(()));
         c.redis_url = None;
         assert!(c.validate().expect_err("no url").contains("needs redis_url"));
     }

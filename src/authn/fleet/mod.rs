@@ -31,9 +31,45 @@ use std::time::Duration;
 
 pub use config::ClusterConfig;
 
+/// A purge: the next epoch after both Redis's and ours (a Redis that
+/// restarted empty must not send the fleet back to an epoch whose entries
+/// may still be stored). Epochs stay below 2^52: Lua numbers are doubles.
+const BUMP_EPOCH: &str = "local n = math.max(tonumber(redis.call('GET', KEYS[1])) or 0, tonumber(ARGV[1])) + 1 \
+if n > 4503599627370496 then return redis.error_reply('epoch out of range') end \
+redis.call('SET', KEYS[1], string.format('%d', n)) return n";
+
+/// On (re)subscribe: max(Redis, ours), written back so Redis never lags.
+const SYNC_EPOCH: &str = "local cur = tonumber(redis.call('GET', KEYS[1])) or 0 \
+local n = math.max(cur, tonumber(ARGV[1])) \
+if n > 4503599627370496 then return redis.error_reply('epoch out of range') end \
+if n ~= cur then redis.call('SET', KEYS[1], string.format('%d', n)) end return n";
+
 /// What the local cache does with a purge (set once by whoever owns the
 /// cache; the subscriber calls it for every message and on resubscribe).
 type PurgeHook = Box<dyn Fn(&PurgeTarget) + Send + Sync>;
+
+/// Keys derived from the cluster secret, one per use, so a tag made for
+/// one purpose can never pass for another.
+pub(crate) struct Keys {
+    /// Cache keys: HMAC(token).
+    pub(crate) cache: hmac::Key,
+    /// Purge messages.
+    pub(crate) message: hmac::Key,
+    /// Shared-cache values.
+    pub(crate) value: hmac::Key,
+}
+
+impl Keys {
+    fn derive(secret: &[u8]) -> Keys {
+        let root = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let sub = |label: &str| hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(&root, label.as_bytes()).as_ref());
+        Keys {
+            cache: sub("hydra-authz/v1/cache-key"),
+            message: sub("hydra-authz/v1/purge-message"),
+            value: sub("hydra-authz/v1/shared-value"),
+        }
+    }
+}
 
 pub struct Fleet {
     client: redis::Client,
@@ -42,7 +78,7 @@ pub struct Fleet {
     prefix: String,
     timeout: Duration,
     health_interval: Duration,
-    secret: Option<hmac::Key>,
+    keys: Keys,
     shared_cache: bool,
     subscribed: AtomicBool,
     /// The shared cache's current epoch (see [`shared_cache`]).
@@ -82,7 +118,8 @@ impl Fleet {
             settings = settings.set_password(pw);
         }
         info = info.set_redis_settings(settings);
-        let client = if url.starts_with("rediss://") {
+        let tls = reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "rediss");
+        let client = if tls {
             let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("cluster: {}", p.display()));
             let root_cert = cfg.tls_ca_file.as_deref().map(read).transpose()?;
             let client_tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
@@ -108,25 +145,20 @@ impl Fleet {
                     .set_max_delay(Duration::from_secs(2)),
             )
             .context("cluster: Redis connection")?;
-        let secret = if cfg.has_secret() {
-            let s =
-                crate::secret::read(cfg.secret_env.as_deref(), cfg.secret_file.as_deref()).context("cluster.secret")?;
-            anyhow::ensure!(
-                s.len() >= config::MIN_SECRET_BYTES,
-                "cluster.secret: at least {} bytes (e.g. `openssl rand -hex 32`)",
-                config::MIN_SECRET_BYTES
-            );
-            Some(hmac::Key::new(hmac::HMAC_SHA256, s.as_bytes()))
-        } else {
-            None
-        };
+        let secret =
+            crate::secret::read(cfg.secret_env.as_deref(), cfg.secret_file.as_deref()).context("cluster.secret")?;
+        anyhow::ensure!(
+            secret.len() >= config::MIN_SECRET_BYTES,
+            "cluster.secret: at least {} bytes (e.g. `openssl rand -hex 32`)",
+            config::MIN_SECRET_BYTES
+        );
         Ok(Some(Arc::new(Fleet {
             client,
             commands,
             prefix: cfg.key_prefix.clone(),
             timeout,
             health_interval: Duration::from_millis(cfg.health_interval_ms),
-            secret,
+            keys: Keys::derive(secret.as_bytes()),
             shared_cache: cfg.shared_cache,
             subscribed: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
@@ -136,22 +168,29 @@ impl Fleet {
     }
 
     /// Whether the local cache may be served from: only while the purge
-    /// subscription is up (and was followed by a flush).
+    /// subscription is up (and was followed by a flush), and only once
+    /// someone applies purges to it.
     pub fn cache_trusted(&self) -> bool {
-        self.subscribed.load(Ordering::Acquire)
+        self.subscribed.load(Ordering::Acquire) && self.on_purge.get().is_some()
+    }
+
+    /// The shared cache's epoch as this replica knows it.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     pub fn shares_cache(&self) -> bool {
         self.shared_cache
     }
 
-    /// The cache key of `token` when a cluster secret is set: HMAC-SHA-256,
-    /// so a key published or stored in Redis reveals nothing about the
-    /// token even to someone holding a list of candidate tokens.
-    pub fn cache_key(&self, token: &Token) -> Option<CacheKey> {
-        let key = self.secret.as_ref()?;
-        let tag = hmac::sign(key, token.expose().as_bytes());
-        CacheKey::try_from(tag.as_ref()).ok()
+    /// The cache key of `token`: HMAC-SHA-256 with a key derived from the
+    /// cluster secret, so a key published or stored in Redis reveals
+    /// nothing about the token even to someone holding candidate tokens.
+    pub fn cache_key(&self, token: &Token) -> CacheKey {
+        let tag = hmac::sign(&self.keys.cache, token.expose().as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(tag.as_ref());
+        key
     }
 
     /// Set what the local cache does with a purge; the first call wins.
@@ -189,45 +228,74 @@ impl Fleet {
     }
 
     /// Tell every replica (this one included, through its subscription).
-    /// A broad purge starts a new shared-cache epoch first, a single-key
-    /// one leaves a tombstone there (see [`shared_cache`]). `Ok(n)`: how
-    /// many subscribers Redis delivered it to. `tombstone_ttl`: how long a
-    /// single-key purge keeps the shared cache from taking the token again.
-    pub async fn publish(&self, target: &PurgeTarget, tombstone_ttl: Duration) -> Result<u64, FleetError> {
-        let epoch = if target.is_broad() {
-            let e: u64 = self.run("incr", redis::cmd("INCR").arg(self.epoch_key())).await?;
-            self.epoch.fetch_max(e, Ordering::AcqRel);
-            e
-        } else {
-            self.epoch.load(Ordering::Acquire)
+    /// Every purge first starts a new shared-cache epoch (one script, so a
+    /// replica whose epoch lags cannot step back; see [`shared_cache`]):
+    /// nothing stored before it, nor written late by a load that began
+    /// before it, is read again, and no sealed value can be replayed into
+    /// the new epoch. `Ok(n)`: how many subscribers Redis delivered it to.
+    /// Published even when the epoch step failed (the replicas still drop
+    /// their own entries), but then reported as an error.
+    pub async fn publish(&self, target: &PurgeTarget) -> Result<u64, FleetError> {
+        let local = self.epoch();
+        let stepped: Result<u64, FleetError> = self
+            .run(
+                "eval",
+                redis::cmd("EVAL")
+                    .arg(BUMP_EPOCH)
+                    .arg(1)
+                    .arg(self.epoch_key())
+                    .arg(local),
+            )
+            .await;
+        let epoch = match &stepped {
+            Ok(e) => {
+                self.epoch.fetch_max(*e, Ordering::AcqRel);
+                *e
+            }
+            Err(_) => local,
         };
-        if let (PurgeTarget::Key(key), true) = (target, self.shared_cache) {
-            self.tombstone(key, epoch, tombstone_ttl).await?;
-        }
         let message = Message {
             target: target.clone(),
             epoch,
         }
-        .encode();
+        .seal(&self.keys.message);
         let receivers: u64 = self
             .run("publish", redis::cmd("PUBLISH").arg(self.channel()).arg(message))
             .await?;
         self.metrics.fleet.purges_published.inc();
-        Ok(receivers)
+        stepped.map(|_| receivers)
+    }
+
+    /// After (re)subscribing: the fleet's epoch, never behind ours (Redis
+    /// may have restarted empty or lost the key; see [`SYNC_EPOCH`]).
+    async fn sync_epoch(&self) -> Result<u64, FleetError> {
+        let e: u64 = self
+            .run(
+                "eval",
+                redis::cmd("EVAL")
+                    .arg(SYNC_EPOCH)
+                    .arg(1)
+                    .arg(self.epoch_key())
+                    .arg(self.epoch()),
+            )
+            .await?;
+        self.epoch.fetch_max(e, Ordering::AcqRel);
+        Ok(e)
     }
 
     /// A message from the purge channel.
     fn receive(&self, payload: &[u8]) {
         self.metrics.fleet.purges_received.inc();
-        match Message::decode(payload) {
+        match Message::open(&self.keys.message, payload) {
             Ok(m) => {
                 self.epoch.fetch_max(m.epoch, Ordering::AcqRel);
                 tracing::debug!(target = %m.target.describe(), "purge from the fleet");
                 self.apply_locally(&m.target);
             }
             Err(why) => {
-                // Some purge we cannot read: drop everything rather than
-                // keep a token someone meant to revoke.
+                // A purge we cannot read, or one not sealed by the fleet:
+                // drop everything rather than keep a token someone meant
+                // to revoke, and adopt nothing from it.
                 self.metrics.fleet.purges_unreadable.inc();
                 tracing::warn!(error = %crate::telemetry::EscapedText(&why), "unreadable purge message; emptying the cache");
                 self.apply_locally(&PurgeTarget::All);
@@ -266,14 +334,23 @@ mod tests {
             .expect("on");
         assert!(!fleet.cache_trusted(), "no subscription yet: the cache is not served");
         let t = Token::new("some-token");
-        let k = fleet.cache_key(&t).expect("keyed");
-        assert_eq!(Some(k), fleet.cache_key(&Token::new("some-token")));
+        let k = fleet.cache_key(&t);
+        assert_eq!(k, fleet.cache_key(&Token::new("some-token")));
+        assert_ne!(k, fleet.cache_key(&Token::new("other-token")));
         let plain: [u8; 32] = {
             use sha2::Digest;
             sha2::Sha256::digest(b"some-token").into()
         };
         assert_ne!(k, plain, "not the plain digest");
         assert!(fleet.status().contains("down"));
+        // Purposes do not share keys: the cache key is not the message seal.
+        let seal = hmac::sign(&fleet.keys.message, b"some-token");
+        assert_ne!(&k[..], seal.as_ref());
+        // Subscribed but nobody applies purges yet: still not trusted.
+        fleet.subscribed.store(true, Ordering::Release);
+        assert!(!fleet.cache_trusted());
+        fleet.on_purge(|_| {});
+        assert!(fleet.cache_trusted());
 
         std::fs::write(secret.path(), "short").expect("write");
         let e = Fleet::start(&cfg, Arc::new(Metrics::new()))

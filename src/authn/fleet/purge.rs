@@ -1,10 +1,14 @@
-//! What a purge names, and how it travels between replicas: one JSON
-//! message per purge on the `<prefix>:purge` channel. The message names
-//! the cache key (a keyed hash), never the token.
+//! What a purge names, and how it travels between replicas: one message
+//! per purge on the `<prefix>:purge` channel, `<MAC>.<JSON>`, sealed with a
+//! key derived from the cluster secret. It names the cache key (a keyed
+//! hash), never the token.
 //!
-//! A message that cannot be read is taken as "purge everything": we cannot
-//! tell which token it meant, and revocation safety beats hit rate.
+//! A message that cannot be read, or is not sealed by the fleet, is taken
+//! as "purge everything" and nothing in it is believed (not its epoch): we
+//! cannot tell which token it meant, and revocation safety beats hit rate.
 
+use aws_lc_rs::hmac;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// The cache key of a token: SHA-256, or HMAC-SHA-256 with the cluster
@@ -56,12 +60,6 @@ impl PurgeTarget {
             PurgeTarget::All => "everything".into(),
         }
     }
-
-    /// Whether this purge makes every shared-cache entry suspect (only a
-    /// single-key purge can be applied to the shared cache in place).
-    pub fn is_broad(&self) -> bool {
-        !matches!(self, PurgeTarget::Key(_))
-    }
 }
 
 fn checked_name(what: &str, s: &str) -> Result<String, String> {
@@ -82,16 +80,43 @@ enum Wire {
     All { epoch: u64 },
 }
 
-/// A purge as published: the target and the shared cache's epoch after it
-/// (a broad purge starts a new epoch; see `shared_cache`).
+/// A purge as published: the target and the shared cache's epoch it
+/// started (see `shared_cache`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub target: PurgeTarget,
     pub epoch: u64,
 }
 
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+}
+
+/// Longest message accepted (a subject or client id of `MAX_NAME_BYTES`
+/// escaped, plus the rest); anything longer is not ours.
+const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+
 impl Message {
-    pub fn encode(&self) -> String {
+    /// The wire form, sealed with `key`.
+    pub fn seal(&self, key: &hmac::Key) -> String {
+        let json = self.encode();
+        let tag = hmac::sign(key, json.as_bytes());
+        format!("{}.{json}", b64().encode(tag.as_ref()))
+    }
+
+    /// The message in `payload` if `key` sealed it.
+    pub fn open(key: &hmac::Key, payload: &[u8]) -> Result<Message, String> {
+        if payload.len() > MAX_MESSAGE_BYTES {
+            return Err("too long".into());
+        }
+        let dot = payload.iter().position(|&b| b == b'.').ok_or("not sealed")?;
+        let (tag, json) = (&payload[..dot], &payload[dot + 1..]);
+        let tag = b64().decode(tag).map_err(|_| "bad seal encoding")?;
+        hmac::verify(key, json, &tag).map_err(|_| "not sealed by this fleet")?;
+        Self::decode(json)
+    }
+
+    fn encode(&self) -> String {
         let epoch = self.epoch;
         let wire = match &self.target {
             PurgeTarget::Key(k) => Wire::Key {
@@ -117,7 +142,7 @@ impl Message {
 
     /// `Err` for anything that is not a message we sent; the caller purges
     /// everything then.
-    pub fn decode(payload: &[u8]) -> Result<Message, String> {
+    fn decode(payload: &[u8]) -> Result<Message, String> {
         let wire: Wire = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
         let (target, epoch) = match wire {
             Wire::Key { key, epoch } => {
@@ -170,6 +195,25 @@ mod tests {
         }
         assert!(PurgeTarget::subject(&"x".repeat(MAX_NAME_BYTES + 1)).is_err());
         assert!(PurgeTarget::fingerprint("1a2b3c4").is_err());
+    }
+
+    #[test]
+    fn only_sealed_messages_open() {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"fleet key");
+        let other = hmac::Key::new(hmac::HMAC_SHA256, b"someone else");
+        let m = Message {
+            target: PurgeTarget::subject("alice").expect("sub"),
+            epoch: 3,
+        };
+        let sealed = m.seal(&key);
+        assert_eq!(Message::open(&key, sealed.as_bytes()), Ok(m.clone()));
+        assert!(Message::open(&other, sealed.as_bytes()).is_err(), "another fleet's key");
+        // A forged epoch (the JSON changed, the seal kept): refused.
+        let forged = sealed.replace("\"epoch\":3", "\"epoch\":999999");
+        assert_ne!(forged, sealed);
+        assert!(Message::open(&key, forged.as_bytes()).is_err());
+        assert!(Message::open(&key, m.encode().as_bytes()).is_err(), "unsealed JSON");
+        assert!(Message::open(&key, "x".repeat(MAX_MESSAGE_BYTES + 1).as_bytes()).is_err());
     }
 
     #[test]

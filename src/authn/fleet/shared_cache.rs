@@ -2,40 +2,49 @@
 //! any replica, kept in Redis behind each replica's own cache, so a fleet
 //! introspects a new token about once rather than once per replica.
 //!
-//! - Key: `<prefix>:l2:<epoch>:<hex HMAC(secret, token)>`: Redis never
-//!   holds a token or a digest one could test guesses against.
-//! - Value: `v1.<MAC>.<JSON>`, the MAC (HMAC-SHA-256 with the cluster
-//!   secret) over the full key and the JSON: a value written by anyone
-//!   without the secret, or copied from another key, prefix or epoch, is
-//!   refused. The JSON carries its own `until_ms`, never past `exp`.
+//! - Key: `<prefix>:l2:<epoch>:<hex HMAC(token)>`: Redis never holds a
+//!   token or a digest one could test guesses against.
+//! - Value: `v1.<MAC>.<JSON>`, the MAC (HMAC-SHA-256, a key derived from the
+//!   cluster secret) over the full key and the JSON: a value written by
+//!   anyone without the secret, or copied from another key, prefix or
+//!   epoch, is refused. The JSON carries its own `until_ms` (never past
+//!   `exp`) and the verification policy it was checked under (a digest of
+//!   `[introspection]`): replicas with another policy (a rolling deploy, a
+//!   reload) do not take it.
 //! - Only verified identities are shared; rejections stay per replica.
-//! - Writes are `SET NX PX`: a single-key purge leaves a tombstone
-//!   (`purged`) that an introspection in flight during the purge cannot
-//!   overwrite. A broad purge (subject, client, fingerprint, everything)
-//!   cannot find its entries (the keys are keyed hashes), so it starts a
-//!   new epoch: entries of the old one are never read again and expire.
-//! - Anything odd (timeout, error, garbage, bad MAC, expired) is a miss:
-//!   the check goes on to introspection. Redis can cost a lookup, never
-//!   an allow.
+//! - Writes are `SET NX PX`, in the epoch the load began in. Every purge
+//!   starts a new epoch (it could not find a subject's or client's entries
+//!   anyway: the keys are keyed hashes): entries of the old epoch are never
+//!   read again and expire; an introspection in flight during the purge
+//!   writes into the old one; a sealed value copied back cannot be used
+//!   (the MAC binds it to its epoch). The price: after each purge every
+//!   token the fleet still uses is introspected once more. With frequent
+//!   purges the shared cache tends to no shared cache, never below it.
+//! - Anything odd (timeout, error, garbage, bad MAC, expired, another
+//!   policy) is a miss: the check goes on to introspection. Redis can cost
+//!   a lookup, never an allow.
 
 use super::purge::CacheKey;
-use super::{Fleet, FleetError};
+use super::Fleet;
 use crate::authn::introspection::{now_unix, Introspection};
-use crate::authn::Identity;
+use crate::authn::{intern, Identity};
 use aws_lc_rs::hmac;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const TOMBSTONE: &str = "purged";
 const VERSION: &str = "v1";
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Stored {
     until_ms: u64,
+    /// The verification policy it was checked under.
+    policy: String,
+    /// As a list: a scope may contain a space (a JWT's `scp`).
+    scopes: Vec<String>,
+    verified_locally: bool,
     identity: Introspection,
 }
 
@@ -62,55 +71,62 @@ fn signed(key: &str, json: &str) -> Vec<u8> {
 /// Why a stored value was not used.
 #[derive(Debug, PartialEq, Eq)]
 enum Unusable {
-    Purged,
     Invalid(&'static str),
     Expired,
+    /// Verified under another `[introspection]` (expected during a rollout).
+    OtherPolicy,
 }
 
 impl Unusable {
     fn label(&self) -> &'static str {
         match self {
-            Unusable::Purged => "purged",
             Unusable::Invalid(_) => "invalid",
             Unusable::Expired => "expired",
+            Unusable::OtherPolicy => "other_policy",
         }
     }
 }
 
-fn seal(secret: &hmac::Key, key: &str, identity: &Identity, until_ms: u64) -> Option<String> {
+fn exp_ms(exp: Option<i64>) -> u64 {
+    exp.map_or(u64::MAX, |e| u64::try_from(e).unwrap_or(0).saturating_mul(1000))
+}
+
+fn seal(mac: &hmac::Key, key: &str, policy: &str, identity: &Identity, until_ms: u64) -> Option<String> {
     let json = serde_json::to_string(&Stored {
         until_ms,
+        policy: policy.to_owned(),
+        scopes: identity.scopes.iter().map(|s| s.to_string()).collect(),
+        verified_locally: identity.verified_locally,
         identity: Introspection::from_identity(identity),
     })
     .ok()?;
-    let tag = hmac::sign(secret, &signed(key, &json));
+    let tag = hmac::sign(mac, &signed(key, &json));
     Some(format!("{VERSION}.{}.{json}", b64().encode(tag.as_ref())))
 }
 
 /// The identity in `value` and how long it stays usable.
-fn open(secret: &hmac::Key, key: &str, value: &str, now_ms: u64) -> Result<(Identity, Duration), Unusable> {
-    if value == TOMBSTONE {
-        return Err(Unusable::Purged);
-    }
+fn open(mac: &hmac::Key, key: &str, policy: &str, value: &str, now_ms: u64) -> Result<(Identity, Duration), Unusable> {
     let mut parts = value.splitn(3, '.');
     let (Some(VERSION), Some(tag), Some(json)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(Unusable::Invalid("not a value we wrote"));
     };
     let tag = b64().decode(tag).map_err(|_| Unusable::Invalid("bad MAC encoding"))?;
-    hmac::verify(secret, &signed(key, json), &tag).map_err(|_| Unusable::Invalid("MAC mismatch"))?;
+    hmac::verify(mac, &signed(key, json), &tag).map_err(|_| Unusable::Invalid("MAC mismatch"))?;
     let stored: Stored = serde_json::from_str(json).map_err(|_| Unusable::Invalid("bad JSON"))?;
+    if stored.policy != policy {
+        return Err(Unusable::OtherPolicy);
+    }
     if !stored.identity.active {
         return Err(Unusable::Invalid("inactive"));
     }
-    let exp_ms = stored
-        .identity
-        .exp
-        .map_or(u64::MAX, |e| u64::try_from(e).unwrap_or(0).saturating_mul(1000));
-    let until = stored.until_ms.min(exp_ms);
+    let until = stored.until_ms.min(exp_ms(stored.identity.exp));
     if until <= now_ms {
         return Err(Unusable::Expired);
     }
-    Ok((stored.identity.identity(), Duration::from_millis(until - now_ms)))
+    let mut identity = stored.identity.identity();
+    identity.scopes = intern::list(&stored.scopes);
+    identity.verified_locally = stored.verified_locally;
+    Ok((identity, Duration::from_millis(until - now_ms)))
 }
 
 impl Fleet {
@@ -118,10 +134,13 @@ impl Fleet {
         format!("{}:l2:{epoch}:{}", self.prefix, hex::encode(key))
     }
 
-    /// A usable shared identity for `key`, and how long it stays usable.
-    pub async fn shared_get(&self, key: &CacheKey) -> Option<(Arc<Identity>, Duration)> {
-        let secret = self.secret.as_ref().filter(|_| self.shared_cache)?;
-        let name = self.l2_key(self.epoch.load(Ordering::Acquire), key);
+    /// A usable shared identity for `key` at `epoch` verified under
+    /// `policy`, and how long it stays usable.
+    pub async fn shared_get(&self, key: &CacheKey, epoch: u64, policy: &str) -> Option<(Arc<Identity>, Duration)> {
+        if !self.shared_cache {
+            return None;
+        }
+        let name = self.l2_key(epoch, key);
         let value: Option<String> = match self.run("get", redis::cmd("GET").arg(&name)).await {
             Ok(v) => v,
             Err(_) => {
@@ -133,14 +152,14 @@ impl Fleet {
             self.metrics.fleet.shared("miss");
             return None;
         };
-        match open(secret, &name, &value, now_ms()) {
+        match open(&self.keys.value, &name, policy, &value, now_ms()) {
             Ok((identity, left)) => {
                 self.metrics.fleet.shared("hit");
                 Some((Arc::new(identity), left))
             }
             Err(why) => {
                 if let Unusable::Invalid(what) = why {
-                    tracing::warn!(key = %name, why = what, "shared cache: refused a value");
+                    tracing::warn!(key = %hex::encode(&key[..4]), epoch, why = what, "shared cache: refused a value");
                 }
                 self.metrics.fleet.shared(why.label());
                 None
@@ -148,25 +167,22 @@ impl Fleet {
         }
     }
 
-    /// Share a freshly verified identity for at most `ttl` (and never past
-    /// its `exp`). In the background: the check that verified it does not
-    /// wait for Redis.
-    pub fn shared_put(self: &Arc<Self>, key: CacheKey, identity: &Identity, ttl: Duration) {
-        let Some(secret) = self.secret.as_ref().filter(|_| self.shared_cache) else {
+    /// Share a freshly verified identity at `epoch` (the one its load
+    /// started in) for at most `ttl`, never past its `exp`. In the
+    /// background: the check that verified it does not wait for Redis.
+    pub fn shared_put(self: &Arc<Self>, key: CacheKey, epoch: u64, policy: &str, identity: &Identity, ttl: Duration) {
+        if !self.shared_cache {
             return;
-        };
+        }
         let now = now_ms();
-        let exp_ms = identity
-            .expires_at
-            .map_or(u64::MAX, |e| u64::try_from(e).unwrap_or(0).saturating_mul(1000));
         let until = now
             .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            .min(exp_ms);
+            .min(exp_ms(identity.expires_at));
         if until <= now || identity.expires_at.is_some_and(|e| e <= now_unix()) {
             return;
         }
-        let name = self.l2_key(self.epoch.load(Ordering::Acquire), &key);
-        let Some(value) = seal(secret, &name, identity, until) else {
+        let name = self.l2_key(epoch, &key);
+        let Some(value) = seal(&self.keys.value, &name, policy, identity, until) else {
             return;
         };
         let fleet = self.clone();
@@ -178,34 +194,19 @@ impl Fleet {
                 .arg("PX")
                 .arg(until - now)
                 .clone();
-            // NX: a tombstone or another replica's entry stays as it is.
+            // NX: another replica's entry stays as it is.
             if fleet.run::<Option<String>>("set", &set).await.is_ok() {
                 fleet.metrics.fleet.shared("stored");
             }
         });
-    }
-
-    /// Keep the shared cache from holding `key` for `ttl`.
-    pub(super) async fn tombstone(&self, key: &CacheKey, epoch: u64, ttl: Duration) -> Result<(), FleetError> {
-        let px = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.run::<()>(
-            "set",
-            redis::cmd("SET")
-                .arg(self.l2_key(epoch, key))
-                .arg(TOMBSTONE)
-                .arg("PX")
-                .arg(px),
-        )
-        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authn::intern;
 
-    fn secret(s: &str) -> hmac::Key {
+    fn mac(s: &str) -> hmac::Key {
         hmac::Key::new(hmac::HMAC_SHA256, s.as_bytes())
     }
 
@@ -213,52 +214,58 @@ mod tests {
         Identity {
             client_id: Some(intern::string("reader")),
             subject: Some(intern::string("user-1")),
-            scopes: intern::list(&["read_date"]),
+            scopes: intern::list(&["read_date", "odd scope"]),
             expires_at: Some(exp),
             issuer: Some(intern::string("http://hydra.example/")),
             audience: intern::list(&["api"]),
             ext: Some(Arc::new(serde_json::json!({"tenant": "t1"}))),
+            verified_locally: true,
             ..Identity::default()
         }
     }
 
     #[test]
-    fn a_sealed_value_opens_only_where_it_was_sealed() {
-        let k = secret(&"s".repeat(32));
+    fn a_sealed_value_opens_only_where_and_as_it_was_sealed() {
+        let k = mac(&"s".repeat(32));
         let now = now_ms();
         let exp = now_unix() + 3600;
-        let v = seal(&k, "p:l2:0:ab", &someone(exp), now + 10_000).expect("seal");
-        let (id, left) = open(&k, "p:l2:0:ab", &v, now).expect("open");
-        assert_eq!(id, someone(exp));
+        let v = seal(&k, "p:l2:0:ab", "pol", &someone(exp), now + 10_000).expect("seal");
+        let (id, left) = open(&k, "p:l2:0:ab", "pol", &v, now).expect("open");
+        assert_eq!(
+            id,
+            someone(exp),
+            "every field, a scope with a space and verified_locally included"
+        );
         assert_eq!(left, Duration::from_millis(10_000));
         // Another key, prefix or epoch: the MAC does not match.
         for other in ["p:l2:1:ab", "q:l2:0:ab", "p:l2:0:ac"] {
             assert_eq!(
-                open(&k, other, &v, now),
+                open(&k, other, "pol", &v, now),
                 Err(Unusable::Invalid("MAC mismatch")),
                 "{other}"
             );
         }
-        // Another secret.
+        // Another secret, another policy.
         assert_eq!(
-            open(&secret(&"t".repeat(32)), "p:l2:0:ab", &v, now),
+            open(&mac(&"t".repeat(32)), "p:l2:0:ab", "pol", &v, now),
             Err(Unusable::Invalid("MAC mismatch"))
         );
+        assert_eq!(open(&k, "p:l2:0:ab", "other", &v, now), Err(Unusable::OtherPolicy));
         // Tampered JSON (a scope added) with the old MAC.
-        let forged = v.replace("read_date", "read_date post_echo");
+        let forged = v.replace("read_date", "post_echo");
         assert_eq!(
-            open(&k, "p:l2:0:ab", &forged, now),
+            open(&k, "p:l2:0:ab", "pol", &forged, now),
             Err(Unusable::Invalid("MAC mismatch"))
         );
         // Later than until_ms, or than exp.
-        assert_eq!(open(&k, "p:l2:0:ab", &v, now + 10_000), Err(Unusable::Expired));
-        let short = seal(&k, "p:l2:0:ab", &someone(now_unix() - 1), now + 10_000).expect("seal");
-        assert_eq!(open(&k, "p:l2:0:ab", &short, now), Err(Unusable::Expired));
+        assert_eq!(open(&k, "p:l2:0:ab", "pol", &v, now + 10_000), Err(Unusable::Expired));
+        let short = seal(&k, "p:l2:0:ab", "pol", &someone(now_unix() - 1), now + 10_000).expect("seal");
+        assert_eq!(open(&k, "p:l2:0:ab", "pol", &short, now), Err(Unusable::Expired));
     }
 
     #[test]
     fn anything_else_is_a_miss() {
-        let k = secret(&"s".repeat(32));
+        let k = mac(&"s".repeat(32));
         for junk in [
             "",
             "purged",
@@ -269,13 +276,12 @@ mod tests {
             "{\"active\":true}",
             "v1.AAAA.{\"until_ms\":1}",
         ] {
-            assert!(open(&k, "p:l2:0:ab", junk, 0).is_err(), "{junk:?}");
+            assert!(open(&k, "p:l2:0:ab", "pol", junk, 0).is_err(), "{junk:?}");
         }
-        assert_eq!(open(&k, "p:l2:0:ab", "purged", 0), Err(Unusable::Purged));
         // Correctly sealed but inactive (not something we write): refused.
-        let json = r#"{"until_ms":99999999999999,"identity":{"active":false,"scope":null,"client_id":null,"sub":null,"exp":null,"nbf":null,"iat":null,"aud":[],"iss":null,"token_type":null,"token_use":null,"username":null,"ext":null}}"#;
+        let json = r#"{"until_ms":99999999999999,"policy":"pol","scopes":[],"verified_locally":false,"identity":{"active":false,"scope":null,"client_id":null,"sub":null,"exp":null,"nbf":null,"iat":null,"aud":[],"iss":null,"token_type":null,"token_use":null,"username":null,"ext":null}}"#;
         let tag = hmac::sign(&k, &signed("p:l2:0:ab", json));
         let v = format!("v1.{}.{json}", b64().encode(tag.as_ref()));
-        assert_eq!(open(&k, "p:l2:0:ab", &v, 0), Err(Unusable::Invalid("inactive")));
+        assert_eq!(open(&k, "p:l2:0:ab", "pol", &v, 0), Err(Unusable::Invalid("inactive")));
     }
 }

@@ -53,9 +53,7 @@ pub(crate) fn run(case: Case, checks: u64) -> anyhow::Result<()> {
             let answer = service.check(tonic::Request::new(request.clone())).await?.into_inner();
             let status = match answer.http_response {
                 Some(envoy_types::ext_authz::v3::pb::HttpResponse::OkResponse(_)) => 200,
-                Some(envoy_types::ext_authz::v3::pb::HttpResponse::DeniedResponse(d)) => {
-                    d.status.map_or(0, |s| s.code)
-                }
+                Some(envoy_types::ext_authz::v3::pb::HttpResponse::DeniedResponse(d)) => d.status.map_or(0, |s| s.code),
                 _ => 0,
             };
             // Measure the path we mean, or nothing.

@@ -288,11 +288,11 @@ the ConfigMap when schema validation is skipped.
 {{- if not $c.existingSecret }}
 {{- fail "cluster.enabled needs cluster.existingSecret: a Secret holding the Redis password (key cluster.passwordKey) and the cluster secret (key cluster.clusterSecretKey); the chart never puts them in the ConfigMap" }}
 {{- end }}
-{{- if and $c.sharedCache (not $c.clusterSecretKey) }}
-{{- fail "cluster.sharedCache needs cluster.clusterSecretKey: the key of the cluster secret (at least 32 bytes) in cluster.existingSecret" }}
-{{- end }}
 {{- if not (or $c.passwordKey $c.clusterSecretKey) }}
 {{- fail "cluster.existingSecret is set but nothing is read from it: set cluster.passwordKey and / or cluster.clusterSecretKey" }}
+{{- end }}
+{{- if not $c.clusterSecretKey }}
+{{- fail "cluster.enabled needs cluster.clusterSecretKey: the key of the cluster secret (at least 32 bytes, the same for every pod) in cluster.existingSecret; it keys cache entries and seals purge messages and shared-cache values" }}
 {{- end }}
 {{- if and $c.sharedCache (not .Values.config.introspection.cache.enabled) }}
 {{- fail "cluster.sharedCache needs config.introspection.cache.enabled: the shared cache sits behind each pod's own cache" }}
