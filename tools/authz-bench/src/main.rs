@@ -13,6 +13,8 @@
 //!   e  real Envoy answering direct_response, driven by wrk: plain, + no-op ext_authz, + hydra-authz (cached)
 //!   f  one hydra-authz, same run: gRPC Check (f) vs HTTP /forward-auth (f2)
 //!   g  nginx kit driven by wrk: without auth_request (g), with hydra-authz (g2)
+//!   z  open loop (fixed arrival rate, latency from the schedule): Zipf over
+//!      10,000 tokens + 1 % new, Hydra +2 ms, cache off/on, 1k/s, 5k/s, saturation
 //! plus p99 at a fixed 1,000 checks/s, and RSS idle / with 100,000 cached tokens.
 
 use envoy_types::ext_authz::v3::pb::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
@@ -30,6 +32,7 @@ mod front_doors;
 mod instructions;
 mod load;
 mod memory;
+mod open_loop;
 mod servers;
 mod soak;
 
@@ -37,6 +40,7 @@ pub(crate) use envoy::*;
 pub(crate) use front_doors::*;
 pub(crate) use load::*;
 pub(crate) use memory::*;
+pub(crate) use open_loop::*;
 pub(crate) use servers::*;
 pub(crate) use soak::*;
 
@@ -60,14 +64,14 @@ struct Args {
     #[arg(long)]
     no_memory: bool,
     /// Run only these row groups, comma-separated, from: b (b2, b3, b'),
-    /// b4, c, d, e, f, g, memory. The baselines a, a' and b always run.
+    /// b4, c, d, e, f, g, z, memory. The baselines a, a' and b always run.
     /// Default: all of them.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
 
 /// The row groups `--only` selects from.
-const GROUPS: [&str; 8] = ["b", "b4", "c", "d", "e", "f", "g", "memory"];
+const GROUPS: [&str; 9] = ["b", "b4", "c", "d", "e", "f", "g", "z", "memory"];
 
 impl Args {
     fn wants(&self, group: &str) -> bool {
@@ -270,6 +274,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Err(e) => eprintln!("authz-bench: nginx rows skipped: {e:#}"),
             }
         }
+    }
+
+    if args.wants("z") {
+        rows.append(&mut open_loop_rows(dir.path(), c, dur).await?);
     }
 
     let mut mem = format!("RSS idle (hydra-authz, cache on): {idle_rss:.1} MiB");
