@@ -23,7 +23,7 @@ impl<A: crate::authn::Authenticator> Authorizer<A> {
     /// its connection pool and cache).
     pub fn with_shared(config: &Config, authn: Arc<A>) -> Result<Authorizer<A>, ConfigError> {
         Ok(Authorizer {
-            engine: Engine::with_shared(config, authn)?,
+            engine: Engine::with_shared(config.engine_settings(), authn)?,
             responder: Responder::new(config.headers.clone(), config.authorization.realm.clone())
                 .with_resource_metadata(config.resource_metadata.url())
                 .with_upstream_jwt(

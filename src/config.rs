@@ -3,7 +3,6 @@
 //! validated at load time so a bad value stops start-up with the key named,
 //! instead of surfacing as a wrong decision later.
 
-use crate::decision::scopes::ScopeStrategy;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -12,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Defined beside the code it configures; listed here with every other key.
 pub use crate::authn::fleet::ClusterConfig;
+pub use crate::decision::config::{AuthorizationConfig, RuleConfig};
 pub use crate::extract::forwarded::ForwardAuthConfig;
 pub use crate::respond::resource_metadata::ResourceMetadataConfig;
 pub use crate::respond::upstream_jwt::UpstreamJwtConfig;
@@ -414,60 +414,6 @@ impl Default for HeadersConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct AuthorizationConfig {
-    pub scope_strategy: ScopeStrategy,
-    /// `realm` in `WWW-Authenticate`.
-    pub realm: String,
-}
-
-impl Default for AuthorizationConfig {
-    fn default() -> Self {
-        AuthorizationConfig {
-            scope_strategy: ScopeStrategy::Exact,
-            realm: "hydra-authz".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RuleConfig {
-    pub id: String,
-    /// Optional host pattern (`api.example.com`, `*.example.com`), case-insensitive, port ignored.
-    pub host: Option<String>,
-    /// Optional HTTP methods; empty matches any.
-    pub methods: Vec<String>,
-    /// Path pattern: `*` one segment, `**` any number of segments, `{name}` one segment.
-    pub path: String,
-    /// All of these scopes are required.
-    pub scopes: Vec<String>,
-    /// Alternatives (OpenAPI security requirement objects): at least one of
-    /// these sets must be granted in full, in addition to `scopes`.
-    pub any_of: Vec<Vec<String>>,
-    /// Anonymous route: no token needed, identity headers removed.
-    pub public: bool,
-    /// Optional authentication: no token → allowed anonymously with every
-    /// identity header removed; a valid token → allowed with its identity
-    /// (and the rule's scopes apply); an invalid or revoked token → 401,
-    /// never silently anonymous.
-    pub optional: bool,
-    /// Claim conditions (403 `claim_mismatch` when one fails): the token's
-    /// `aud` must contain one of `audiences`, its `iss` be one of `issuers`,
-    /// its `client_id` one of `clients`.
-    pub audiences: Vec<String>,
-    pub issuers: Vec<String>,
-    pub clients: Vec<String>,
-    /// Claim path → accepted values (`"ext.tenant" = ["acme"]`); a list
-    /// claim passes when one of its items is accepted.
-    pub claims: std::collections::BTreeMap<String, Vec<String>>,
-    /// Where the token may be, tried in order: `header` (the default,
-    /// `Authorization: Bearer`), `header:<name>`, `cookie:<name>`,
-    /// `query:<name>`.
-    pub token_from: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
     /// An `EnvFilter` directive, e.g. `info` or `hydra_authz=debug,info`.
@@ -554,6 +500,26 @@ pub enum ConfigError {
     Parse(String),
     #[error("invalid configuration: `{key}`: {message}")]
     Invalid { key: String, message: String },
+}
+
+impl From<crate::decision::rules::RuleError> for ConfigError {
+    fn from(e: crate::decision::rules::RuleError) -> ConfigError {
+        ConfigError::Invalid {
+            key: e.key,
+            message: e.message,
+        }
+    }
+}
+
+impl Config {
+    /// What the decision engine is built from.
+    pub fn engine_settings(&self) -> crate::decision::Settings<'_> {
+        crate::decision::Settings {
+            authorization: &self.authorization,
+            rules: &self.rules,
+            claim_checks: crate::authn::ClaimChecks::from_config(&self.introspection),
+        }
+    }
 }
 
 impl ServerConfig {

@@ -29,7 +29,7 @@ pub enum Check {
 }
 
 impl Conditions {
-    pub fn from_rule(rule: &crate::config::RuleConfig) -> Conditions {
+    pub fn from_rule(rule: &crate::decision::config::RuleConfig) -> Conditions {
         let mut all = Vec::new();
         for (path, accepted) in [
             ("aud", &rule.audiences),
@@ -92,7 +92,7 @@ impl Condition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RuleConfig;
+    use crate::decision::config::RuleConfig;
     use std::sync::Arc;
 
     fn identity() -> Identity {

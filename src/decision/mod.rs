@@ -12,18 +12,18 @@
 //! CLI all call [`Engine::decide`] / [`Engine::explain`], which share it.
 
 pub mod conditions;
+pub mod config;
 pub mod route;
 pub mod rules;
 pub mod scopes;
 pub mod verdict;
 
 use crate::authn::{Authenticator, AuthnError, ClaimChecks, Identity};
-use crate::config::{Config, ConfigError};
 use crate::extract::credential::{Credential, Token};
 use crate::extract::sources::{self, TokenSource};
 use crate::extract::AuthzRequest;
 use route::{Resolution, RoutePolicy};
-use rules::RuleSet;
+use rules::{RuleError, RuleSet};
 use scopes::ScopeStrategy;
 use std::sync::Arc;
 use verdict::{Decision, DenyReason};
@@ -113,16 +113,24 @@ macro_rules! note {
     };
 }
 
+/// What an engine is built from (`Config::engine_settings` gathers it).
+pub struct Settings<'a> {
+    pub authorization: &'a config::AuthorizationConfig,
+    pub rules: &'a [config::RuleConfig],
+    /// The claim checks `[introspection]` asks for (shown in explanations).
+    pub claim_checks: ClaimChecks,
+}
+
 impl<A: Authenticator> Engine<A> {
-    pub fn new(config: &Config, authn: A) -> Result<Engine<A>, ConfigError> {
-        Self::with_shared(config, Arc::new(authn))
+    pub fn new(settings: Settings<'_>, authn: A) -> Result<Engine<A>, RuleError> {
+        Self::with_shared(settings, Arc::new(authn))
     }
 
-    pub fn with_shared(config: &Config, authn: Arc<A>) -> Result<Engine<A>, ConfigError> {
+    pub fn with_shared(settings: Settings<'_>, authn: Arc<A>) -> Result<Engine<A>, RuleError> {
         Ok(Engine {
-            rules: RuleSet::compile(&config.rules)?,
-            strategy: config.authorization.scope_strategy,
-            claim_checks: ClaimChecks::from_config(&config.introspection),
+            rules: RuleSet::compile(settings.rules)?,
+            strategy: settings.authorization.scope_strategy,
+            claim_checks: settings.claim_checks,
             authn,
         })
     }

@@ -156,7 +156,7 @@ fn policy(rule_id: &str, public: bool, scopes: Vec<String>) -> Resolution {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RuleConfig;
+    use crate::decision::config::RuleConfig;
     use serde_json::json;
 
     fn rules() -> RuleSet {

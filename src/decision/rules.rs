@@ -2,8 +2,17 @@
 //! `GlobSet`, so matching a request costs one automaton pass however many
 //! rules there are; file order decides between several matches.
 
-use crate::config::{ConfigError, RuleConfig};
+use super::config::RuleConfig;
 use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
+
+/// A rule that cannot be compiled: which key, and why (the config loader
+/// turns it into its own error, naming the key the same way).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}`: {message}")]
+pub struct RuleError {
+    pub key: String,
+    pub message: String,
+}
 
 #[derive(Debug)]
 pub struct Rule {
@@ -40,17 +49,17 @@ pub enum Mismatch {
 }
 
 impl RuleSet {
-    pub fn compile(configs: &[RuleConfig]) -> Result<RuleSet, ConfigError> {
+    pub fn compile(configs: &[RuleConfig]) -> Result<RuleSet, RuleError> {
         let mut paths = GlobSetBuilder::new();
         let mut rules = Vec::with_capacity(configs.len());
         for (n, rc) in configs.iter().enumerate() {
-            let glob = path_glob(&rc.path).map_err(|message| ConfigError::Invalid {
+            let glob = path_glob(&rc.path).map_err(|message| RuleError {
                 key: format!("rules[{n}].path"),
                 message,
             })?;
             paths.add(glob);
             if rc.public && rc.optional {
-                return Err(ConfigError::Invalid {
+                return Err(RuleError {
                     key: format!("rules[{n}].optional"),
                     message:
                         "a rule is public (no token looked at) or optional (a token, if given, must be valid), not both"
@@ -63,7 +72,7 @@ impl RuleSet {
                 // Requests are matched without the trailing dot (`extract::canonical`): so are rules.
                 .map(|h| host_glob(h.strip_suffix('.').unwrap_or(h)).map(|g| g.compile_matcher()))
                 .transpose()
-                .map_err(|message| ConfigError::Invalid {
+                .map_err(|message| RuleError {
                     key: format!("rules[{n}].host"),
                     message,
                 })?;
@@ -77,14 +86,14 @@ impl RuleSet {
                 public: rc.public,
                 optional: rc.optional,
                 conditions: std::sync::Arc::new(super::conditions::Conditions::from_rule(rc)),
-                token_from: token_sources(&rc.token_from).map_err(|message| ConfigError::Invalid {
+                token_from: token_sources(&rc.token_from).map_err(|message| RuleError {
                     key: format!("rules[{n}].token_from"),
                     message,
                 })?,
                 path: rc.path.clone(),
             });
         }
-        let paths = paths.build().map_err(|e| ConfigError::Invalid {
+        let paths = paths.build().map_err(|e| RuleError {
             key: "rules".into(),
             message: e.to_string(),
         })?;

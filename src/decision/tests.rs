@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::authn::ClaimFailure;
-use crate::config::RuleConfig;
+use crate::config::{Config, RuleConfig};
 use crate::extract::credential::{self, Token};
 use crate::extract::refusal::PathProblem;
 use crate::extract::sources::TokenSource;
@@ -43,7 +43,7 @@ fn engine() -> Engine<Fixed> {
         ],
         ..Default::default()
     };
-    Engine::new(&config, Fixed).expect("engine")
+    Engine::new(config.engine_settings(), Fixed).expect("engine")
 }
 
 fn req(method: &str, path: &str, auth: Option<&str>) -> AuthzRequest {
@@ -167,7 +167,7 @@ async fn any_of_needs_one_full_alternative() {
         }],
         ..Default::default()
     };
-    let e = Engine::new(&config, Fixed).expect("engine");
+    let e = Engine::new(config.engine_settings(), Fixed).expect("engine");
     assert!(e.decide(&req("GET", "/alt", Some("Bearer reader"))).await.is_allowed());
     let config = Config {
         rules: vec![RuleConfig {
@@ -178,7 +178,7 @@ async fn any_of_needs_one_full_alternative() {
         }],
         ..Default::default()
     };
-    let e = Engine::new(&config, Fixed).expect("engine");
+    let e = Engine::new(config.engine_settings(), Fixed).expect("engine");
     assert_eq!(
         e.decide(&req("GET", "/alt", Some("Bearer reader"))).await.decision,
         Decision::Deny(DenyReason::InsufficientScope(vec!["admin".into()]))
@@ -211,7 +211,7 @@ fn optional_engine() -> Engine<Fixed> {
         }],
         ..Default::default()
     };
-    Engine::new(&config, Fixed).expect("engine")
+    Engine::new(config.engine_settings(), Fixed).expect("engine")
 }
 
 /// Optional authentication: none → anonymous allow; valid → identity;
@@ -254,7 +254,7 @@ fn a_rule_is_not_public_and_optional() {
         }],
         ..Default::default()
     };
-    let err = Engine::new(&config, Fixed).err().expect("refused");
+    let err = Engine::new(config.engine_settings(), Fixed).err().expect("refused");
     assert!(err.to_string().contains("rules[0].optional"), "{err}");
 }
 
@@ -274,7 +274,7 @@ async fn claim_conditions_deny_with_the_claim_name_only() {
         rules: vec![tenant_rule.clone()],
         ..Default::default()
     };
-    let e = Engine::new(&config, Fixed).expect("engine");
+    let e = Engine::new(config.engine_settings(), Fixed).expect("engine");
     assert!(e.decide(&req("GET", "/date", Some("Bearer reader"))).await.is_allowed());
 
     tenant_rule.claims.insert("ext.tenant".into(), vec!["acme".into()]);
@@ -282,7 +282,7 @@ async fn claim_conditions_deny_with_the_claim_name_only() {
         rules: vec![tenant_rule],
         ..Default::default()
     };
-    let e = Engine::new(&config, Fixed).expect("engine");
+    let e = Engine::new(config.engine_settings(), Fixed).expect("engine");
     let o = e.decide(&req("GET", "/date", Some("Bearer reader"))).await;
     assert_eq!(
         o.decision,
@@ -331,7 +331,7 @@ async fn token_sources_named_by_the_rule() {
         ],
         ..Default::default()
     };
-    let e = Engine::new(&config, Fixed).expect("engine");
+    let e = Engine::new(config.engine_settings(), Fixed).expect("engine");
     let with = |path: &str, headers: &[(&str, &str)]| {
         let h: std::collections::HashMap<String, String> =
             headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -387,7 +387,7 @@ async fn authorization_outside_token_from_is_not_ignored() {
         }],
         ..Default::default()
     };
-    let e = Engine::new(&config, Fixed).expect("engine");
+    let e = Engine::new(config.engine_settings(), Fixed).expect("engine");
     let with = |headers: &[(&str, &str)]| {
         let h: std::collections::HashMap<String, String> =
             headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

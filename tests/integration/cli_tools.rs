@@ -400,8 +400,8 @@ async fn generated_rules_decide_exactly_like_the_hand_written_ones() {
     let mut generated = hand.clone();
     let text = std::fs::read_to_string(Path::new(ROOT).join("config/examples/seed-api.rules.toml")).expect("read");
     generated.rules = toml::from_str::<Config>(&text).expect("rules TOML").rules;
-    let a = Engine::new(&hand, ByName).expect("engine");
-    let b = Engine::new(&generated, ByName).expect("engine");
+    let a = Engine::new(hand.engine_settings(), ByName).expect("engine");
+    let b = Engine::new(generated.engine_settings(), ByName).expect("engine");
     let mut compared = 0;
     for method in ["GET", "POST", "PUT", "DELETE", "HEAD"] {
         for path in ["/date", "/echo", "/date/", "/date/x", "/echoes", "/", "/Date"] {
