@@ -560,22 +560,9 @@ async fn forged_or_misplaced_shared_values_are_refused() {
         .http_status,
         200
     );
-    wait_for(|| async {
-        fleet
-            .redis
-            .command(&["EXISTS", &key_of(&writer)])
-            .await
-            .starts_with(":1")
-    })
-    .await;
-    wait_for(|| async {
-        fleet
-            .redis
-            .command(&["EXISTS", &key_of(&reader)])
-            .await
-            .starts_with(":1")
-    })
-    .await;
+    for t in [&writer, &reader] {
+        wait_for(|| async { fleet.redis.command(&["EXISTS", &key_of(t)]).await.starts_with(":1") }).await;
+    }
 
     // Someone with write access to Redis copies the writer's sealed value
     // under the reader's key (to gain post_echo), and plants garbage.
