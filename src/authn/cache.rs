@@ -38,7 +38,6 @@ use crate::extract::credential::Token;
 use crate::metrics::Metrics;
 use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult, PlaceholderGuard};
 use quick_cache::{DefaultHashBuilder, UnitWeighter};
-use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,7 +86,7 @@ impl Entry {
 }
 
 fn fingerprint(token: &Token) -> [u8; 4] {
-    let d = Sha256::digest(token.expose().as_bytes());
+    let d = token.digest();
     [d[0], d[1], d[2], d[3]]
 }
 
@@ -225,7 +224,7 @@ impl<A> SharedVerifier<A> {
     pub fn key_of(&self, token: &Token) -> Key {
         match &self.fleet {
             Some(f) => f.cache_key(token),
-            None => Sha256::digest(token.expose().as_bytes()).into(),
+            None => *token.digest(),
         }
     }
 

@@ -4,6 +4,7 @@
 pub use super::refusal::CredentialProblem;
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::sync::OnceLock;
 
 /// Longest token we accept. Real access tokens (opaque `ory_at_…` or JWT) are
 /// far shorter; the bound keeps a hostile header from being forwarded to Hydra.
@@ -11,23 +12,44 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// A bearer token. The raw value is only reachable through [`Token::expose`],
 /// so it cannot end up in a log line by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
+#[derive(Clone)]
+pub struct Token {
+    raw: String,
+    /// SHA-256 of `raw`, computed once: the cache key and the logged
+    /// fingerprint of one check both come from it.
+    digest: OnceLock<[u8; 32]>,
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Token) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for Token {}
 
 impl Token {
     pub fn new(raw: impl Into<String>) -> Self {
-        Token(raw.into())
+        Token {
+            raw: raw.into(),
+            digest: OnceLock::new(),
+        }
     }
 
     /// The secret itself, for the introspection request body only.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.raw
+    }
+
+    /// SHA-256 of the token (the cache key on a single replica).
+    pub fn digest(&self) -> &[u8; 32] {
+        self.digest.get_or_init(|| Sha256::digest(self.raw.as_bytes()).into())
     }
 
     /// First 8 hex digits of SHA-256: enough to correlate log lines, useless
     /// to replay.
     pub fn fingerprint(&self) -> String {
-        fingerprint(&self.0)
+        hex::encode(&self.digest()[..4])
     }
 }
 
