@@ -734,6 +734,63 @@ async fn stale_if_error_scenario(cache_ttl_ms: Option<u64>) {
     server.shutdown().await.expect("shutdown");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_mutual_tls_with_a_private_ca() {
+    let pki = support::pki::Pki::new();
+    let redis = RedisServer::start_tls(&pki.server_cert, &pki.server_key, &pki.ca).await;
+    let hydra = FakeHydra::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = replica_config(&hydra, &redis, dir.path(), false);
+    assert!(config
+        .cluster
+        .redis_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("rediss://")));
+    config.cluster.tls_ca_file = Some(pki.ca.clone());
+    config.cluster.tls_cert_file = Some(pki.client_cert.clone());
+    config.cluster.tls_key_file = Some(pki.client_key.clone());
+    let a = start_authz(&config).await;
+    let b = start_authz(&config).await;
+    // The same, without a client certificate: Redis refuses the handshake.
+    let mut no_cert = config.clone();
+    no_cert.cluster.tls_cert_file = None;
+    no_cert.cluster.tls_key_file = None;
+    let refused = start_authz(&no_cert).await;
+    for r in [&a, &b] {
+        wait_subscribed_one(r).await;
+    }
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    let (ca, cb, cr) = (
+        Checker::connect(a.grpc_addr).await,
+        Checker::connect(b.grpc_addr).await,
+        Checker::connect(refused.grpc_addr).await,
+    );
+    for c in [&ca, &cb, &cr] {
+        assert_eq!(status(c, &token).await, 200);
+    }
+    // Purged at a, over TLS: b hears it.
+    hydra.issuer.revoke_token(&token);
+    let answer = support::admin(&a)
+        .await
+        .purge_token(purge_request(Target::Token(token.clone())))
+        .await
+        .expect("purge over TLS")
+        .into_inner();
+    assert_eq!(
+        answer.replicas_notified, 2,
+        "a and b; never the replica without a certificate"
+    );
+    wait_for(|| async { status(&cb, &token).await == 401 }).await;
+    // The replica Redis refused never trusted its cache: correct all along.
+    assert_eq!(status(&cr, &token).await, 401);
+    let s = support::scrape_parsed(refused.http_addr).await;
+    assert_eq!(support::metric(&s, "hydra_authz_cluster_subscribed", &[]), 0.0);
+    assert!(
+        support::metric_opt(&s, "hydra_authz_cluster_resubscribes_total", &[]).unwrap_or(0.0) == 0.0,
+        "never subscribed"
+    );
+}
+
 #[tokio::test]
 async fn purge_all_without_a_fleet_still_says_it_is_local() {
     let (hydra, server, check) = support::authz_on_fake_hydra(|c| {

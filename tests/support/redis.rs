@@ -61,17 +61,45 @@ enum StartError {
 
 /// A running redis-server; killed when dropped.
 pub struct RedisServer {
+    /// The plain port (the tests' own probes and commands use it).
     pub port: u16,
     pub password: String,
     binary: PathBuf,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    tls: Option<Tls>,
+}
+
+/// A TLS port beside the plain one, with this certificate; client
+/// certificates from `ca` required.
+struct Tls {
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
 }
 
 impl RedisServer {
     /// Start one on a free loopback port; it answers `AUTH` + `PING` when
     /// this returns.
     pub async fn start() -> RedisServer {
+        Self::start_with(None).await
+    }
+
+    /// [`RedisServer::start`], plus a TLS port serving `cert`/`key` that
+    /// requires a client certificate signed by `ca`; [`RedisServer::url`]
+    /// is then `rediss://localhost:<tls port>/0`.
+    pub async fn start_tls(cert: &Path, key: &Path, ca: &Path) -> RedisServer {
+        Self::start_with(Some(Tls {
+            port: 0,
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            ca: ca.to_owned(),
+        }))
+        .await
+    }
+
+    async fn start_with(tls: Option<Tls>) -> RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("hydra-authz-redis")
             .tempdir()
@@ -84,11 +112,15 @@ impl RedisServer {
             binary: redis_binary(),
             child: None,
             dir,
+            tls,
         };
         // free_port() only knows the port was free a moment ago: another
         // test may take it first, then try another.
         for _ in 0..5 {
             server.port = super::free_port();
+            if let Some(t) = &mut server.tls {
+                t.port = super::free_port();
+            }
             match server.launch().await {
                 Ok(()) => return server,
                 Err(StartError::AddrInUse) => continue,
@@ -101,7 +133,10 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>/0`, without the password (that goes in
     /// [`RedisServer::password_file`], as an operator would mount it).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.tls {
+            Some(t) => format!("rediss://localhost:{}/0", t.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     /// A file holding the password, and nothing else.
@@ -226,8 +261,19 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
-            .args(["--requirepass", self.password.as_str(), "--loglevel", "warning"])
-            .stdin(Stdio::null())
+            .args(["--requirepass", self.password.as_str(), "--loglevel", "warning"]);
+        if let Some(t) = &self.tls {
+            cmd.arg("--tls-port")
+                .arg(t.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(&t.cert)
+                .arg("--tls-key-file")
+                .arg(&t.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&t.ca)
+                .args(["--tls-auth-clients", "yes"]);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone redis log file"))
             .stderr(log);
         let child = cmd
