@@ -46,7 +46,7 @@ fn replica_config(hydra: &FakeHydra, redis: &RedisServer, dir: &std::path::Path,
     c.cluster.key_prefix = format!("t{:08x}", rand::random::<u32>());
     c.cluster.shared_cache = shared;
     // Loopback Redis on a loaded CI machine: generous, still bounded.
-    c.cluster.timeout_ms = 500;
+    c.cluster.timeout_ms = 1_000;
     c.cluster.health_interval_ms = 200;
     c
 }
@@ -234,18 +234,14 @@ async fn purges_by_subject_and_by_client_reach_every_replica() {
         .purge_token(purge_request(Target::Subject("alice".into())))
         .await
         .expect("subject purge accepted");
-    let before = issuer.introspections();
     wait_for(|| async {
         fleet.statuses(&alice).await == vec![401; REPLICAS] && fleet.statuses(&alice2).await == vec![401; REPLICAS]
     })
     .await;
     // Bob is still served from every cache: nothing else was dropped.
+    let before = issuer.introspections();
     assert_eq!(fleet.statuses(&bob).await, vec![200; REPLICAS]);
-    assert_eq!(
-        issuer.introspections(),
-        before + 2 * REPLICAS as u64,
-        "only alice's two tokens were asked again, once per replica"
-    );
+    assert_eq!(issuer.introspections(), before, "bob's token was not purged anywhere");
 
     // The writer client is deleted: purged by client id with the CLI,
     // against replica 2's config, as an operator would.
@@ -277,11 +273,9 @@ async fn purges_by_subject_and_by_client_reach_every_replica() {
         all
     })
     .await;
-    assert_eq!(
-        fleet.statuses(&bob).await,
-        vec![200; REPLICAS],
-        "other clients untouched"
-    );
+    let before = issuer.introspections();
+    assert_eq!(fleet.statuses(&bob).await, vec![200; REPLICAS]);
+    assert_eq!(issuer.introspections(), before, "other clients' tokens untouched");
 
     // Bad targets are refused with the reason, and purge nothing.
     let e = fleet
