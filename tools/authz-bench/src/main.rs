@@ -277,7 +277,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     if args.wants("z") {
-        rows.append(&mut open_loop_rows(dir.path(), c, dur).await?);
+        rows.append(&mut open_loop_rows(dir.path(), &noop, c, dur).await?);
     }
 
     let mut mem = format!("RSS idle (hydra-authz, cache on): {idle_rss:.1} MiB");

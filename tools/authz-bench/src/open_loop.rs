@@ -20,13 +20,24 @@ const NEW_EVERY: usize = 100;
 const MAX_IN_FLIGHT: usize = 20_000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) async fn open_loop_rows(dir: &Path, c: usize, dur: Duration) -> anyhow::Result<Vec<Row>> {
+pub(crate) async fn open_loop_rows(dir: &Path, noop: &Proc, c: usize, dur: Duration) -> anyhow::Result<Vec<Row>> {
     let (iss, _, adm, _) = timed_issuer(TokenFormat::Opaque, Duration::from_millis(2)).await?;
     let url = format!("http://{adm}/admin/oauth2/introspect");
     let popular_tokens = mint(&iss, TOKENS);
     let popular: Vec<CheckRequest> = popular_tokens.iter().map(|t| check_request(t)).collect();
     let popular = Arc::new(popular);
     let mut rows = Vec::new();
+    // The baseline in the same run: the no-op server under the same
+    // generator, so what the generator itself adds is visible.
+    for rate in [1_000u64, 5_000] {
+        let mut row = open_loop(noop.addr, popular.clone(), Vec::new(), rate, dur).await?;
+        row.name = format!(
+            "z0. open loop {}k ({rate}/s), the no-op floor (same generator)",
+            rate / 1_000
+        );
+        row.rss_mib = rss_mib(noop.pid());
+        rows.push(row);
+    }
     for (cache, extra) in [
         ("off", ""),
         // The shipped ttl_ms (30 s) with the cache turned on.
