@@ -33,7 +33,7 @@
 use super::fleet::purge::{CacheKey, PurgeTarget};
 use super::fleet::Fleet;
 use super::{Authenticator, AuthnError, ClaimFailure, FailureKind, Identity};
-use crate::config::CacheConfig;
+use crate::authn::config::CacheConfig;
 use crate::extract::credential::Token;
 use crate::metrics::Metrics;
 use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult, PlaceholderGuard};

@@ -7,7 +7,7 @@
 use super::cache::SharedVerifier;
 use super::resilience::{BreakerView, Resilient, ENVOY_DEADLINE};
 use super::{Authenticator, AuthnError, FailureKind, Identity};
-use crate::config::{CacheConfig, ResilienceConfig};
+use crate::authn::config::{CacheConfig, ResilienceConfig};
 use crate::extract::credential::Token;
 use crate::metrics::Metrics;
 use proptest::prelude::*;

@@ -73,7 +73,7 @@ pub struct ClaimChecks {
 
 impl ClaimChecks {
     /// Both verifiers (introspection and JWT) apply the `[introspection]` claim policy.
-    pub fn from_config(cfg: &crate::config::IntrospectionConfig) -> ClaimChecks {
+    pub fn from_config(cfg: &crate::authn::config::IntrospectionConfig) -> ClaimChecks {
         ClaimChecks {
             leeway_s: i64::try_from(cfg.leeway_s).unwrap_or(i64::MAX),
             allowed_issuers: cfg.allowed_issuers.clone(),

@@ -7,7 +7,7 @@
 //! (re-read every `reload_interval_ms`, see [`FileBacked`]), so a renewed
 //! client certificate or CA needs no restart.
 
-use crate::config::IntrospectionConfig;
+use crate::authn::config::IntrospectionConfig;
 use crate::file_backed::FileBacked;
 use anyhow::Context;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! engine turns into a 503: we fail closed.
 
 use super::{intern, Authenticator, AuthnError, ClaimChecks, FailureKind, Identity};
-use crate::config::{AuthKind, IntrospectionConfig};
+use crate::authn::config::{AuthKind, IntrospectionConfig};
 use crate::extract::credential::Token;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
@@ -118,7 +118,7 @@ fn shown_url(url: &reqwest::Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
-    crate::config::redact_url_secrets(&mut shown);
+    crate::authn::config::redact_url_secrets(&mut shown);
     shown.to_string()
 }
 

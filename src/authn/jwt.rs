@@ -16,7 +16,7 @@
 //! one JWKS) is not an access token: see [`AccessTokenEvidence`].
 
 use super::{intern, Authenticator, AuthnError, ClaimChecks, ClaimFailure, FailureKind, Identity};
-use crate::config::{IntrospectionConfig, JwtAlgorithm};
+use crate::authn::config::{IntrospectionConfig, JwtAlgorithm};
 use crate::extract::credential::Token;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};

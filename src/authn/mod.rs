@@ -8,6 +8,7 @@ pub mod cache;
 #[cfg(test)]
 mod cancellation_tests;
 pub mod claims;
+pub mod config;
 pub mod fleet;
 pub mod http_client;
 pub mod instrumented;

@@ -16,7 +16,7 @@
 //! Every failure here is a 503: fail closed, never allow.
 
 use super::{Authenticator, AuthnError, FailureKind, Identity};
-use crate::config::ResilienceConfig;
+use crate::authn::config::ResilienceConfig;
 use crate::extract::credential::Token;
 use crate::metrics::Metrics;
 use backon::{ExponentialBuilder, Retryable};

@@ -14,7 +14,7 @@ use super::fleet::Fleet;
 use super::instrumented::Instrumented;
 use super::resilience::Resilient;
 use super::verifier::Verifier;
-use crate::config::{IntrospectionConfig, VerifyMode};
+use crate::authn::config::{IntrospectionConfig, VerifyMode};
 use crate::metrics::Metrics;
 use std::sync::Arc;
 use std::time::Duration;

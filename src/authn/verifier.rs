@@ -2,7 +2,7 @@
 
 use super::jwt::{looks_like_jwt, JwtVerifier};
 use super::{Authenticator, AuthnError, HydraIntrospector, Identity};
-use crate::config::{IntrospectionConfig, VerifyMode};
+use crate::authn::config::{IntrospectionConfig, VerifyMode};
 use crate::extract::credential::Token;
 use std::sync::Arc;
 

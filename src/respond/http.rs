@@ -64,8 +64,8 @@ fn insert(r: &mut Response<Body>, name: &str, value: &str) {
 mod tests {
     use super::*;
     use crate::authn::Identity;
-    use crate::config::HeadersConfig;
     use crate::decision::verdict::DenyReason;
+    use crate::respond::headers::HeadersConfig;
     use std::sync::Arc;
 
     fn outcome(decision: Decision, identity: Option<Identity>, public: bool) -> Outcome {

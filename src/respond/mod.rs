@@ -8,14 +8,15 @@
 
 pub mod envoy;
 pub mod explanation;
+pub mod headers;
 pub mod http;
 pub mod resource_metadata;
 pub mod upstream_jwt;
 
 use crate::authn::Identity;
-use crate::config::HeadersConfig;
 use crate::decision::verdict::DenyReason;
 use crate::decision::Outcome;
+use crate::respond::headers::HeadersConfig;
 
 /// Headers for the upstream on allow, as name/value pairs and names to drop.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
