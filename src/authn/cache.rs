@@ -73,15 +73,21 @@ impl Entry {
 
     fn matches(&self, target: &PurgeTarget) -> bool {
         let identity = match &self.verdict {
-            Cached::Valid(identity) => Some(identity),
+            Cached::Valid(identity) => Some(&**identity),
             _ => None,
         };
-        match target {
-            PurgeTarget::Key(_) | PurgeTarget::All => true,
-            PurgeTarget::Fingerprint(fp) => self.fp == *fp,
-            PurgeTarget::Subject(s) => identity.is_some_and(|i| i.subject.as_deref() == Some(s)),
-            PurgeTarget::Client(c) => identity.is_some_and(|i| i.client_id.as_deref() == Some(c)),
-        }
+        purged_by(target, self.fp, identity)
+    }
+}
+
+/// Whether a purge of `target` covers a stored verdict with fingerprint
+/// `fp` (and, when it was a verified one, `identity`).
+fn purged_by(target: &PurgeTarget, fp: [u8; 4], identity: Option<&Identity>) -> bool {
+    match target {
+        PurgeTarget::Key(_) | PurgeTarget::All => true,
+        PurgeTarget::Fingerprint(f) => fp == *f,
+        PurgeTarget::Subject(s) => identity.is_some_and(|i| i.subject.as_deref() == Some(s)),
+        PurgeTarget::Client(c) => identity.is_some_and(|i| i.client_id.as_deref() == Some(c)),
     }
 }
 
@@ -102,16 +108,6 @@ struct Stale {
     identity: Arc<Identity>,
     fp: [u8; 4],
     until: Instant,
-}
-
-impl Stale {
-    fn as_entry(&self) -> Entry {
-        Entry {
-            verdict: Cached::Valid(self.identity.clone()),
-            until: None,
-            fp: self.fp,
-        }
-    }
 }
 
 /// Failures during which a recently verified identity may be served: the
@@ -500,7 +496,7 @@ impl<A: Send + Sync + 'static> Purge for SharedVerifier<A> {
                     stale.entries.remove(key);
                 }
                 PurgeTarget::All => stale.entries.clear(),
-                other => stale.entries.retain(|_, s| !s.as_entry().matches(other)),
+                other => stale.entries.retain(|_, s| !purged_by(other, s.fp, Some(&s.identity))),
             }
         }
     }
