@@ -66,10 +66,6 @@ impl Default for ClusterConfig {
 pub const MIN_SECRET_BYTES: usize = 32;
 
 impl ClusterConfig {
-    pub fn enabled(&self) -> bool {
-        self.redis_url.is_some()
-    }
-
     pub fn has_secret(&self) -> bool {
         self.secret_file.is_some() || self.secret_env.is_some()
     }
@@ -139,7 +135,7 @@ mod tests {
 
     #[test]
     fn off_by_default_and_urls_are_checked() {
-        assert!(!ClusterConfig::default().enabled());
+        assert!(ClusterConfig::default().redis_url.is_none(), "off by default");
         assert_eq!(ClusterConfig::default().validate(), Ok(()));
         assert_eq!(on("redis://127.0.0.1:6379/0").validate(), Ok(()));
         assert_eq!(on("rediss://redis.example:6380").validate(), Ok(()));
