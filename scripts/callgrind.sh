@@ -9,6 +9,9 @@
 #                working tree. Defaults: BASE = HEAD (the last commit),
 #                HEAD = "." (your uncommitted changes).
 #   CALLGRIND_CHECKS=N   checks per measurement (default 2000)
+#   CALLGRIND_LOG_FORMAT=json   count the Helm chart's JSON lines instead of
+#                config/'s pretty ones (both commits must have
+#                `instructions --log-format`, 2026-11-30 or later)
 #
 # Each side is built in release (a commit in a temporary git worktree,
 # target dir target/callgrind, shared between commits), then
@@ -26,6 +29,10 @@ repo="$PWD"
 base="${1:-HEAD}"
 head="${2:-.}"
 checks="${CALLGRIND_CHECKS:-2000}"
+format_args=()
+if [[ -n "${CALLGRIND_LOG_FORMAT:-}" ]]; then
+    format_args=(--log-format "${CALLGRIND_LOG_FORMAT}")
+fi
 cases=(cached-allow deny-before-introspection uncached-allow)
 
 command -v valgrind >/dev/null || {
@@ -71,7 +78,7 @@ build() {
 # Total instructions of one run: $1 binary, $2 case, $3 checks.
 instructions() {
     local f="${tmp}/cg.out"
-    valgrind --tool=callgrind --callgrind-out-file="$f" "$1" instructions --case "$2" --checks "$3" \
+    valgrind --tool=callgrind --callgrind-out-file="$f" "$1" instructions --case "$2" --checks "$3" "${format_args[@]}" \
         >/dev/null 2>"${tmp}/cg.err" || {
         echo "callgrind: $1 --case $2 --checks $3 failed:" >&2
         tail -n 20 "${tmp}/cg.err" >&2
@@ -91,7 +98,7 @@ per_check() {
 base_bin="$(build "${base}")"
 head_bin="$(build "${head}")"
 echo
-echo "instructions per check (valgrind callgrind, ${checks} checks, shipped log settings)"
+echo "instructions per check (valgrind callgrind, ${checks} checks, shipped log settings: info, ${CALLGRIND_LOG_FORMAT:-pretty})"
 printf '%-28s %14s %14s %9s\n' "case" "${base}" "${head}" "change"
 for c in "${cases[@]}"; do
     a="$(per_check "${base_bin}" "$c")"

@@ -28,7 +28,16 @@ pub(crate) enum Case {
     UncachedAllow,
 }
 
-pub(crate) fn run(case: Case, checks: u64) -> anyhow::Result<()> {
+/// The shipped log settings: both at `info`, one decision line per check.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// `config/hydra-authz.toml`.
+    Pretty,
+    /// The Helm chart.
+    Json,
+}
+
+pub(crate) fn run(case: Case, checks: u64, format: Format) -> anyhow::Result<()> {
     // One thread for the checks and the issuer (the log writer has its own).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -37,6 +46,10 @@ pub(crate) fn run(case: Case, checks: u64) -> anyhow::Result<()> {
         let mut config = Config::from_toml_str(hydra_authz::demo::DEFAULT_CONFIG)?;
         config.introspection.url = addrs.introspection_url();
         config.introspection.cache.enabled = case == Case::CachedAllow;
+        config.log.format = match format {
+            Format::Pretty => hydra_authz::config::LogFormat::Pretty,
+            Format::Json => hydra_authz::config::LogFormat::Json,
+        };
         let telemetry = hydra_authz::telemetry::init(&config.log, &config.telemetry)?;
         let metrics = Arc::new(Metrics::new());
         let authorizer = hydra_authz::authorizer::build(&config, metrics.clone(), None)?;

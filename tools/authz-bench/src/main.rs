@@ -98,6 +98,9 @@ enum Cmd {
         case: instructions::Case,
         #[arg(long, default_value_t = 1_000)]
         checks: u64,
+        /// The log format: pretty as config/hydra-authz.toml, json as the Helm chart.
+        #[arg(long, value_enum, default_value_t = instructions::Format::Pretty)]
+        log_format: instructions::Format,
     },
     /// Only the memory rows: RSS idle and with N cached tokens.
     Memory {
@@ -134,8 +137,13 @@ pub(crate) struct Row {
 fn main() -> anyhow::Result<()> {
     use clap::Parser;
     let args = Args::parse();
-    if let Some(Cmd::Instructions { case, checks }) = args.cmd {
-        return instructions::run(case, checks);
+    if let Some(Cmd::Instructions {
+        case,
+        checks,
+        log_format,
+    }) = args.cmd
+    {
+        return instructions::run(case, checks, log_format);
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(Cmd::Soak { minutes, rate }) = args.cmd {
