@@ -8,6 +8,10 @@
 //! itself. Spans are filtered independently of the log level, so
 //! `log.level = "warn"` does not silence traces.
 
+mod line;
+
+pub use line::LineFormat;
+
 use crate::config::{LogConfig, LogFormat, OtlpProtocol, Propagator, TelemetryConfig};
 use anyhow::Context;
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
@@ -37,12 +41,7 @@ pub struct EscapedText<'a>(pub &'a str);
 pub const MAX_LOGGED_CHARS: usize = 512;
 
 fn write_escaped(f: &mut std::fmt::Formatter<'_>, value: &str, keep_spaces: bool) -> std::fmt::Result {
-    let risky = |c: char| {
-        c == '\\'
-            || (c == ' ' && !keep_spaces)
-            || c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
+    let risky = |c: char| c == '\\' || (c == ' ' && !keep_spaces) || line::is_line_breaking(c);
     let (shown, cut) = match value.char_indices().nth(MAX_LOGGED_CHARS) {
         Some((end, _)) => (&value[..end], true),
         None => (value, false),
@@ -159,16 +158,15 @@ pub fn log_layer<W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<R
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
-    match format {
-        LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .boxed(),
-        LogFormat::Pretty => fmt.compact().boxed(),
-    }
+    let shape = match format {
+        LogFormat::Json => LineFormat::Json,
+        LogFormat::Pretty => LineFormat::Compact,
+    };
+    tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .event_format(shape)
+        .boxed()
 }
 
 /// Install the global subscriber (logs, and traces when configured) and the

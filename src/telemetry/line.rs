@@ -1,0 +1,466 @@
+//! The two log line formats of `log.format`, written for one line per check.
+//!
+//! tracing-subscriber's compact and JSON formatters cost about 21,000
+//! instructions per decision line (callgrind, 2026-11-30), a third of a
+//! cached allow: each field name and `=` goes through `nu_ansi_term` and
+//! `fmt::write` even with colours off. These write the same lines (tests
+//! compare them with the crate's output, colours off) with plain
+//! `write_str`, `itoa` for integers and serde_json's string escaping where
+//! a string needs any; the
+//! timestamp is still the crate's timer. Span context is left out of both:
+//! the JSON layer never printed it and in the compact line it only repeated
+//! the check span's name. Unlike the crate's compact format, every
+//! Display/Debug value and every message is passed through [`Sanitized`],
+//! so no event (not only the decision line, whose caller-chosen fields are
+//! [`super::Escaped`] already) can split a line or repaint a terminal.
+
+use std::fmt::{self, Write as _};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// One of the formats of `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineFormat {
+    /// `2026-11-30T00:10:57.700432Z  INFO target: message k=v ...`, as
+    /// tracing-subscriber's compact format.
+    Compact,
+    /// One JSON object per line: timestamp, level, the fields flattened,
+    /// target; as tracing-subscriber's JSON format with `flatten_event`.
+    Json,
+}
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        // Records forwarded from the `log` crate carry their real target in fields.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        match self {
+            LineFormat::Compact => compact(&mut w, meta, event),
+            LineFormat::Json => json(&mut w, meta, event),
+        }
+    }
+}
+
+const RESET: &str = "\x1b[0m";
+const DIMMED: &str = "\x1b[2m";
+
+fn compact(w: &mut Writer<'_>, meta: &tracing::Metadata<'_>, event: &Event<'_>) -> fmt::Result {
+    let ansi = w.has_ansi_escapes();
+    let (level, colour) = match *meta.level() {
+        Level::TRACE => ("TRACE", "\x1b[35m"),
+        Level::DEBUG => ("DEBUG", "\x1b[34m"),
+        Level::INFO => (" INFO", "\x1b[32m"),
+        Level::WARN => (" WARN", "\x1b[33m"),
+        Level::ERROR => ("ERROR", "\x1b[31m"),
+    };
+    if ansi {
+        w.write_str(DIMMED)?;
+        SystemTime.format_time(w)?;
+        w.write_str(RESET)?;
+        w.write_char(' ')?;
+        w.write_str(colour)?;
+        w.write_str(level)?;
+        w.write_str(RESET)?;
+        w.write_char(' ')?;
+        w.write_str(DIMMED)?;
+        w.write_str(meta.target())?;
+        w.write_str(":")?;
+        w.write_str(RESET)?;
+        w.write_char(' ')?;
+    } else {
+        SystemTime.format_time(w)?;
+        w.write_char(' ')?;
+        w.write_str(level)?;
+        w.write_char(' ')?;
+        w.write_str(meta.target())?;
+        w.write_str(": ")?;
+    }
+    let mut fields = CompactFields {
+        w: w.by_ref(),
+        first: true,
+        result: Ok(()),
+    };
+    event.record(&mut fields);
+    fields.result?;
+    w.write_char('\n')
+}
+
+fn json(w: &mut Writer<'_>, meta: &tracing::Metadata<'_>, event: &Event<'_>) -> fmt::Result {
+    w.write_str("{\"timestamp\":\"")?;
+    SystemTime.format_time(w)?;
+    w.write_str("\",\"level\":\"")?;
+    w.write_str(meta.level().as_str())?;
+    w.write_char('"')?;
+    let mut fields = JsonFields {
+        w: w.by_ref(),
+        scratch: String::new(),
+        result: Ok(()),
+    };
+    event.record(&mut fields);
+    fields.result?;
+    w.write_str(",\"target\":")?;
+    json_string(w, meta.target())?;
+    w.write_str("}\n")
+}
+
+/// Printable ASCII other than `"` and `\\`: what both `{:?}` and a JSON
+/// string write unchanged between quotes (most values), so neither needs
+/// the formatting machinery or an escaper.
+fn needs_no_escaping(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// Fields forwarded from the `log` crate that the normalized metadata
+/// already shows.
+fn is_log_metadata(field: &Field) -> bool {
+    field.name().starts_with("log.")
+}
+
+/// `name=value` pairs separated by spaces, the message bare.
+struct CompactFields<'w> {
+    w: Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl CompactFields<'_> {
+    /// The separator and `name=` (nothing for the message); false when the
+    /// field is not written at all.
+    fn start(&mut self, field: &Field) -> bool {
+        if self.result.is_err() || is_log_metadata(field) {
+            return false;
+        }
+        self.result = self.separator_and_name(field.name());
+        self.result.is_ok()
+    }
+
+    fn separator_and_name(&mut self, name: &str) -> fmt::Result {
+        if !std::mem::take(&mut self.first) {
+            self.w.write_char(' ')?;
+        }
+        if name != "message" {
+            self.w.write_str(name.strip_prefix("r#").unwrap_or(name))?;
+            self.w.write_char('=')?;
+        }
+        Ok(())
+    }
+
+    /// What `{:?}` writes for a string that needs no escaping, without the
+    /// formatting machinery.
+    fn quoted(&mut self, value: &str) -> fmt::Result {
+        self.w.write_char('"')?;
+        self.w.write_str(value)?;
+        self.w.write_char('"')
+    }
+}
+
+impl Visit for CompactFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.start(field) {
+            return;
+        }
+        self.result = if field.name() == "message" {
+            Sanitized(&mut self.w).write_str(value)
+        } else if needs_no_escaping(value) {
+            self.quoted(value)
+        } else {
+            write!(Sanitized(&mut self.w), "{value:?}")
+        };
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.start(field) {
+            self.result = self.w.write_str(itoa::Buffer::new().format(value));
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.start(field) {
+            self.result = self.w.write_str(itoa::Buffer::new().format(value));
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.start(field) {
+            self.result = self.w.write_str(if value { "true" } else { "false" });
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.start(field) {
+            self.result = write!(Sanitized(&mut self.w), "{value:?}");
+        }
+    }
+}
+
+/// `,"name":value` for each field.
+struct JsonFields<'w> {
+    w: Writer<'w>,
+    /// Debug values are formatted here first (one buffer per line).
+    scratch: String,
+    result: fmt::Result,
+}
+
+impl JsonFields<'_> {
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_err() || is_log_metadata(field) {
+            return;
+        }
+        self.result = Self::entry(&mut self.w, field.name(), value);
+    }
+
+    fn entry(w: &mut Writer<'_>, name: &str, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) -> fmt::Result {
+        w.write_char(',')?;
+        json_string(w, name.strip_prefix("r#").unwrap_or(name))?;
+        w.write_char(':')?;
+        value(w)
+    }
+}
+
+impl Visit for JsonFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.field(field, |w| json_string(w, value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.field(field, |w| w.write_str(if value { "true" } else { "false" }));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.field(field, |w| match serde_json::to_string(&value) {
+            Ok(number) => w.write_str(&number),
+            Err(_) => Err(fmt::Error),
+        });
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        if write!(scratch, "{value:?}").is_err() {
+            self.result = Err(fmt::Error);
+            return;
+        }
+        self.field(field, |w| json_string(w, &scratch));
+        self.scratch = scratch;
+    }
+}
+
+/// `value` as a JSON string. Printable ASCII other than `"` and `\\` needs
+/// no escaping (RFC 8259 §7) and is written as it is, which is most values;
+/// anything else goes through serde_json, and what serde_json leaves raw
+/// inside a string (DEL, the C1 controls, the line separators and bidi
+/// overrides: legal JSON, but read by terminals and some log viewers) is
+/// then written as a `\\uXXXX` escape, so the value still parses back
+/// unchanged.
+fn json_string(w: &mut Writer<'_>, value: &str) -> fmt::Result {
+    if needs_no_escaping(value) {
+        w.write_char('"')?;
+        w.write_str(value)?;
+        return w.write_char('"');
+    }
+    let quoted = serde_json::to_string(value).map_err(|_| fmt::Error)?;
+    let mut rest = quoted.as_str();
+    while let Some(i) = rest.find(is_line_breaking) {
+        w.write_str(&rest[..i])?;
+        let c = rest[i..].chars().next().unwrap_or_default();
+        // All of them are in the Basic Multilingual Plane: one \\u escape.
+        write!(w, "\\u{:04x}", u32::from(c))?;
+        rest = &rest[i + c.len_utf8()..];
+    }
+    w.write_str(rest)
+}
+
+/// Writes through, with every control character, the Unicode line
+/// separators and the bidi overrides as `\u{..}`: whatever a value's
+/// Display or Debug prints stays on its line and cannot repaint a terminal.
+/// Idempotent on [`super::Escaped`] output, which has none of them left.
+pub(crate) struct Sanitized<'a, W: fmt::Write>(pub &'a mut W);
+
+pub(crate) fn is_line_breaking(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+impl<W: fmt::Write> fmt::Write for Sanitized<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some(i) = rest.find(is_line_breaking) {
+            self.0.write_str(&rest[..i])?;
+            let c = rest[i..].chars().next().unwrap_or_default();
+            write!(self.0, "\\u{{{:x}}}", u32::from(c))?;
+            rest = &rest[i + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LineFormat;
+    use crate::telemetry::Escaped;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Buf {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(self.0.lock().expect("lock").clone())
+                .expect("utf-8")
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    /// Events of every shape the service logs: a decision line (str, u64,
+    /// bool and Display fields, a Debug field), a formatted message, a raw
+    /// identifier, a line without fields, a WARN and an ERROR.
+    fn emit() {
+        let err = std::io::Error::other("connection refused");
+        tracing::info!(
+            target: "hydra_authz::decision",
+            decision = "allow",
+            front = "grpc",
+            status = 200u16,
+            reason = "allowed",
+            detail = %"",
+            rule_id = %Escaped("read-date"),
+            path = %Escaped("/date"),
+            latency_us = 12u64,
+            delta = -3i64,
+            token_fp = "084628e0",
+            stale = false,
+            "decision"
+        );
+        tracing::info!(target: "hydra_authz::server", addr = ?std::net::SocketAddr::from(([127, 0, 0, 1], 8080)), workers = 2usize, "hydra-authz listening");
+        tracing::warn!(target: "hydra_authz::resilience", error = %err, r#type = "x", "introspection failed: {} of {}", 1, 3);
+        tracing::error!(target: "hydra_authz", "stopped");
+        tracing::info!(target: "hydra_authz", quoted = "say \"hi\"\\", unicode = "tenant ü", "");
+    }
+
+    fn capture(
+        layer: impl FnOnce(Buf) -> Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>,
+    ) -> Vec<String> {
+        let buf = Buf::default();
+        let subscriber = tracing_subscriber::registry().with(layer(buf.clone()));
+        tracing::subscriber::with_default(subscriber, emit);
+        buf.lines()
+    }
+
+    fn without_timestamp(line: &str) -> &str {
+        // 2026-11-30T00:10:57.700432Z
+        line.split_once("Z ").map_or(line, |(_, rest)| rest)
+    }
+
+    #[test]
+    fn compact_lines_are_the_crates_lines() {
+        let ours = capture(|b| super::super::log_layer(crate::config::LogFormat::Pretty, Mutex::new(b), false));
+        let theirs = capture(|b| {
+            Box::new(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(Mutex::new(b))
+                    .with_ansi(false)
+                    .compact(),
+            )
+        });
+        assert_eq!(ours.len(), 5, "{ours:#?}");
+        assert_eq!(ours.len(), theirs.len());
+        for (o, t) in ours.iter().zip(&theirs) {
+            assert_eq!(without_timestamp(o), without_timestamp(t));
+            assert!(o.starts_with("20") && o.as_bytes()[27] == b' ', "timestamp first: {o}");
+        }
+        assert_eq!(
+            without_timestamp(&ours[0]),
+            " INFO hydra_authz::decision: decision decision=\"allow\" front=\"grpc\" status=200 reason=\"allowed\" detail= rule_id=read-date path=/date latency_us=12 delta=-3 token_fp=\"084628e0\" stale=false"
+        );
+    }
+
+    #[test]
+    fn json_lines_hold_the_crates_values() {
+        let ours = capture(|b| super::super::log_layer(crate::config::LogFormat::Json, Mutex::new(b), false));
+        let theirs = capture(|b| {
+            Box::new(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(Mutex::new(b))
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            )
+        });
+        assert_eq!(ours.len(), 5, "{ours:#?}");
+        for (o, t) in ours.iter().zip(&theirs) {
+            let mut o: serde_json::Value = serde_json::from_str(o).expect("one JSON object per line");
+            let mut t: serde_json::Value = serde_json::from_str(t).expect("JSON");
+            for v in [&mut o, &mut t] {
+                assert!(v["timestamp"].as_str().is_some_and(|s| s.ends_with('Z')), "{v}");
+                v["timestamp"] = serde_json::Value::Null;
+            }
+            assert_eq!(o, t);
+        }
+        let first: serde_json::Value = serde_json::from_str(&ours[0]).expect("JSON");
+        assert_eq!(first["status"], 200);
+        assert_eq!(first["stale"], false);
+        assert_eq!(first["target"], "hydra_authz::decision");
+    }
+
+    /// What the crate's compact format lets through (a Display value or a
+    /// message with a newline or an escape sequence), ours escapes.
+    #[test]
+    fn no_value_or_message_can_break_a_compact_line() {
+        for format in [LineFormat::Compact, LineFormat::Json] {
+            let buf = Buf::default();
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(Mutex::new(buf.clone()))
+                .with_ansi(false)
+                .event_format(format);
+            let subscriber = tracing_subscriber::registry().with(layer);
+            tracing::subscriber::with_default(subscriber, || {
+                let evil = "x\nforged \u{1b}[2K\u{2028}\r\u{85}";
+                tracing::warn!(error = %evil, debug = ?evil, plain = evil, "{evil}");
+            });
+            let lines = buf.lines();
+            assert_eq!(lines.len(), 1, "{format:?}: {lines:#?}");
+            assert!(
+                !lines[0].chars().any(super::is_line_breaking),
+                "{format:?}: {:?}",
+                lines[0]
+            );
+            if format == LineFormat::Json {
+                let v: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON");
+                assert_eq!(
+                    v["plain"], "x\nforged \u{1b}[2K\u{2028}\r\u{85}",
+                    "JSON keeps the value, escaped"
+                );
+            }
+        }
+    }
+}
