@@ -33,6 +33,7 @@ mod instructions;
 mod load;
 mod memory;
 mod open_loop;
+mod rounds;
 mod servers;
 mod soak;
 
@@ -68,6 +69,10 @@ struct Args {
     /// Default: all of them.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// With b: also measure a, b, b2 and b3 again in N interleaved rounds
+    /// and report each ratio's median and range (see rounds.rs).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 /// The row groups `--only` selects from.
@@ -217,6 +222,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    let mut b_servers = Vec::new();
     for (tag, log) in b_variants {
         let srv = spawn_authz_logging(dir.path(), tag, cache_on, &intro, log).await?;
         let (mut r, denied) = load_on(&srv, &one, c, dur, None).await?;
@@ -231,7 +237,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
         r.note = format!("{:.2}x a; {denied} non-allow", r.rps / a.rps);
         rows.push(r);
+        b_servers.push((tag, log, srv));
     }
+    let mut rounds_table = String::new();
+    if args.rounds > 1 && !b_servers.is_empty() {
+        let mut contenders = vec![rounds::Contender {
+            name: rounds::label("b", LogSetting::SHIPPED),
+            server: &cached,
+        }];
+        contenders.extend(b_servers.iter().map(|(tag, log, srv)| rounds::Contender {
+            name: rounds::label(tag, *log),
+            server: srv,
+        }));
+        rounds_table = rounds::interleaved(&noop, &contenders, &one, c, dur, args.rounds).await?;
+    }
+    drop(b_servers);
 
     // b4. the allow path with the signed identity JWT (issue 16).
     if args.wants("b4") {
@@ -293,6 +313,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         mem = memory(dir.path(), 100_000).await?;
     }
     print_table(&rows, &mem, cores);
+    print!("{rounds_table}");
     drop((noop, cached));
     Ok(())
 }

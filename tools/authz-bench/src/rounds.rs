@@ -1,0 +1,105 @@
+//! `--rounds N`: the floor and the cache-hit rows at each log setting,
+//! measured one after another in N interleaved rounds, each ratio taken
+//! against the floor of its own round; the median and the spread are
+//! reported. On a shared machine whose speed drifts by tens of percent
+//! between minutes (steal time), a single a-then-b pass compares two
+//! different machines; interleaving compares neighbours.
+
+use crate::{load_on, LogSetting, Proc};
+use std::time::Duration;
+
+/// One server measured against the floor, round after round.
+pub(crate) struct Contender<'a> {
+    pub(crate) name: String,
+    pub(crate) server: &'a Proc,
+}
+
+/// The summary table: per contender, the median ratio to the floor, its
+/// range, and the median server CPU per check against the floor's.
+pub(crate) async fn interleaved(
+    floor: &Proc,
+    contenders: &[Contender<'_>],
+    tokens: &[String],
+    concurrency: usize,
+    per_row: Duration,
+    rounds: usize,
+) -> anyhow::Result<String> {
+    let mut ratios = vec![Vec::new(); contenders.len()];
+    let mut cpu = vec![Vec::new(); contenders.len() + 1];
+    let mut floor_rps = Vec::new();
+    for round in 0..rounds {
+        let (a, _) = load_on(floor, tokens, concurrency, per_row, None).await?;
+        floor_rps.push(a.rps);
+        cpu[0].push(a.cpu_us.unwrap_or(f64::NAN));
+        for (i, c) in contenders.iter().enumerate() {
+            let (r, denied) = load_on(c.server, tokens, concurrency, per_row, None).await?;
+            anyhow::ensure!(denied == 0, "{}: {denied} checks not allowed in round {round}", c.name);
+            ratios[i].push(r.rps / a.rps);
+            cpu[i + 1].push(r.cpu_us.unwrap_or(f64::NAN));
+        }
+        eprintln!("authz-bench: round {}/{rounds} done", round + 1);
+    }
+    let mut out = format!(
+        "\nInterleaved: {rounds} rounds of [a, {}], {}s each; ratios to the floor of the same round \
+         (floor: median {:.0} checks/s, {:.0}–{:.0}).\n\n\
+         | row | median × a | min–max × a | median server CPU µs/check (a: {:.1}) |\n|---|---:|---:|---:|\n",
+        contenders
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        per_row.as_secs(),
+        median(&floor_rps),
+        min(&floor_rps),
+        max(&floor_rps),
+        median(&cpu[0]),
+    );
+    for (i, c) in contenders.iter().enumerate() {
+        out.push_str(&format!(
+            "| {} | {:.2} | {:.2}–{:.2} | {:.1} |\n",
+            c.name,
+            median(&ratios[i]),
+            min(&ratios[i]),
+            max(&ratios[i]),
+            median(&cpu[i + 1])
+        ));
+    }
+    Ok(out)
+}
+
+/// The label of a cache-hit contender at `log`.
+pub(crate) fn label(tag: &str, log: LogSetting) -> String {
+    format!("{tag}. cache hits, {}", log.label())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(super::median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(super::median(&[f64::NAN]).is_nan());
+    }
+}
