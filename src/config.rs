@@ -20,6 +20,7 @@ pub use crate::extract::forwarded::ForwardAuthConfig;
 pub use crate::respond::headers::HeadersConfig;
 pub use crate::respond::resource_metadata::ResourceMetadataConfig;
 pub use crate::respond::upstream_jwt::UpstreamJwtConfig;
+pub use crate::telemetry::config::{LogConfig, LogFormat, OtlpProtocol, Propagator, TelemetryConfig};
 
 /// Upper bound of `introspection.cache.stale_if_error_ms`.
 pub const MAX_STALE_IF_ERROR_MS: u64 = 3_600_000;
@@ -165,86 +166,6 @@ impl Default for ServerConfig {
             limits: ListenerLimits::default(),
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// An `EnvFilter` directive, e.g. `info` or `hydra_authz=debug,info`.
-    pub level: String,
-    /// Lines queued for the log writer thread. Decision lines leave the
-    /// request path through this queue; when the output cannot keep up and
-    /// the queue is full, further lines are dropped and counted
-    /// (`hydra_authz_log_lines_dropped_total`) rather than slowing checks.
-    pub buffered_lines: usize,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Pretty,
-            level: "info".into(),
-            buffered_lines: 16_384,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    #[default]
-    Pretty,
-    Json,
-}
-
-/// OpenTelemetry tracing. Off unless an endpoint is set here or in
-/// `OTEL_EXPORTER_OTLP_ENDPOINT`; the other standard `OTEL_*` variables
-/// (protocol, service name, sampler, resource attributes) are honoured as usual.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TelemetryConfig {
-    /// e.g. `http://otel-collector:4317` (grpc) or `http://otel-collector:4318` (http/protobuf).
-    pub otlp_endpoint: String,
-    /// Unset: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then `OTEL_EXPORTER_OTLP_PROTOCOL`, then grpc.
-    pub otlp_protocol: Option<OtlpProtocol>,
-    /// `service.name`: `OTEL_SERVICE_NAME` wins over this, this over
-    /// `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, which wins over `hydra-authz`.
-    pub service_name: Option<String>,
-    /// Trace context formats read from the request Envoy forwards (and sent to Hydra).
-    pub propagators: Vec<Propagator>,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        // Protocol and service name stay unset so the OTEL_* environment can decide them.
-        TelemetryConfig {
-            otlp_endpoint: String::new(),
-            otlp_protocol: None,
-            service_name: None,
-            propagators: vec![Propagator::Tracecontext, Propagator::Baggage],
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OtlpProtocol {
-    #[default]
-    #[serde(rename = "grpc")]
-    Grpc,
-    #[serde(rename = "http/protobuf")]
-    HttpProtobuf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Propagator {
-    /// W3C `traceparent` / `tracestate`.
-    Tracecontext,
-    /// W3C `baggage`.
-    Baggage,
-    /// Zipkin B3, single (`b3`) and multi-header (`x-b3-*`).
-    B3,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -395,8 +316,12 @@ impl Config {
     /// Checks that serde cannot express. Rule patterns are compiled (and so
     /// checked) by [`crate::decision::rules::RuleSet::compile`].
     pub fn validate(&self) -> Result<(), ConfigError> {
-        // The filter the server will install (RUST_LOG, when set, replaces it at start).
-        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| invalid("log.level", e.to_string()))?;
+        self.log
+            .validate()
+            .map_err(|(key, why)| invalid(format!("log.{key}"), why))?;
+        self.telemetry
+            .validate()
+            .map_err(|(key, why)| invalid(format!("telemetry.{key}"), why))?;
         self.forward_auth
             .validate()
             .map_err(|why| invalid("forward_auth", why))?;
@@ -408,9 +333,6 @@ impl Config {
             .map_err(|why| invalid("upstream_jwt", why))?;
         if self.upstream_jwt.enabled {
             validate_header_name("upstream_jwt.header", &self.upstream_jwt.header)?;
-        }
-        if self.log.buffered_lines == 0 {
-            return Err(invalid("log.buffered_lines", "must be greater than 0"));
         }
         let i = &self.introspection;
         let url = reqwest::Url::parse(&i.url).map_err(|e| invalid("introspection.url", e.to_string()))?;
@@ -635,13 +557,6 @@ impl Config {
             }
         }
         crate::decision::rules::RuleSet::compile(&self.rules)?;
-        let endpoint = &self.telemetry.otlp_endpoint;
-        if !endpoint.is_empty() && reqwest::Url::parse(endpoint).is_err() {
-            return Err(invalid(
-                "telemetry.otlp_endpoint",
-                "must be a URL such as http://collector:4317",
-            ));
-        }
         Ok(())
     }
 

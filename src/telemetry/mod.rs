@@ -8,12 +8,15 @@
 //! itself. Spans are filtered independently of the log level, so
 //! `log.level = "warn"` does not silence traces.
 
+pub mod config;
 mod line;
+mod writer;
 
 pub use line::LineFormat;
+pub use writer::{LogWriter, LogWriterGuard, FLUSH_INTERVAL};
 
-use crate::config::{LogConfig, LogFormat, OtlpProtocol, Propagator, TelemetryConfig};
 use anyhow::Context;
+use config::{LogConfig, LogFormat, OtlpProtocol, Propagator, TelemetryConfig};
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -77,9 +80,8 @@ impl std::fmt::Display for EscapedText<'_> {
     }
 }
 
-/// The running count of log lines the non-blocking writer dropped, once
-/// [`init`] installed it.
-static DROPPED: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> = std::sync::OnceLock::new();
+/// The log queue, once [`init`] installed it: its drop count is a metric.
+static LOG_WRITER: std::sync::OnceLock<LogWriter> = std::sync::OnceLock::new();
 
 /// Whether per-check spans are worth creating: true unless [`init`] found
 /// neither trace export nor a log format that prints span context. Tests
@@ -88,7 +90,7 @@ static SPANS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new
 
 /// Log lines dropped so far because the output could not keep up.
 pub fn dropped_log_lines() -> u64 {
-    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+    LOG_WRITER.get().map_or(0, LogWriter::dropped)
 }
 
 /// Create the per-check (and per-introspection) spans? When nothing
@@ -97,32 +99,13 @@ pub fn spans_enabled() -> bool {
     SPANS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// A writer that hands lines to a dedicated thread through a bounded queue
-/// (`buffered_lines`), which writes them to `out` in batches (a `BufWriter`
-/// flushed whenever the queue is drained). When the queue is full, lines are
-/// dropped and counted instead of blocking the caller: a slow log sink never
-/// slows checks. Dropping the guard flushes what is queued.
-pub fn non_blocking<W: std::io::Write + Send + 'static>(
-    out: W,
-    buffered_lines: usize,
-) -> (
-    tracing_appender::non_blocking::NonBlocking,
-    tracing_appender::non_blocking::WorkerGuard,
-) {
-    tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(buffered_lines)
-        .thread_name("hydra-authz-log")
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, out))
-}
-
 /// Keeps the trace pipeline and the log writer alive; call
 /// [`Telemetry::shutdown`] before exit so buffered spans are exported and
 /// queued log lines written.
 #[derive(Debug, Default)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
-    log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+    log_writer: Option<LogWriterGuard>,
 }
 
 impl Telemetry {
@@ -177,8 +160,8 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
         Ok(v) if !v.is_empty() => EnvFilter::try_new(v).context("RUST_LOG")?,
         _ => EnvFilter::try_new(&log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?,
     };
-    let (writer, log_writer) = non_blocking(std::io::stderr(), log.buffered_lines);
-    let _ = DROPPED.set(writer.error_counter());
+    let (writer, log_writer) = LogWriter::new(std::io::stderr(), log.buffered_lines).context("log writer thread")?;
+    let _ = LOG_WRITER.set(writer.clone());
     let fmt = log_layer(log.format, writer, std::io::IsTerminal::is_terminal(&std::io::stderr()));
 
     opentelemetry::global::set_text_map_propagator(propagator(&telemetry.propagators));
@@ -346,10 +329,12 @@ mod tests {
             }
         }
         let sink = Slow::default();
-        let (writer, guard) = super::non_blocking(sink.clone(), 8);
-        let dropped = writer.error_counter();
-        let subscriber =
-            tracing_subscriber::registry().with(super::log_layer(crate::config::LogFormat::Json, writer, false));
+        let (writer, guard) = super::LogWriter::new(sink.clone(), 8).expect("writer");
+        let subscriber = tracing_subscriber::registry().with(super::log_layer(
+            crate::config::LogFormat::Json,
+            writer.clone(),
+            false,
+        ));
         const LINES: usize = 2_000;
         tracing::subscriber::with_default(subscriber, || {
             for i in 0..LINES {
@@ -358,10 +343,10 @@ mod tests {
         });
         drop(guard);
         let written = sink.0.lock().expect("lock").iter().filter(|b| **b == b'\n').count();
-        assert!(dropped.dropped_lines() > 0, "the queue of 8 overflowed");
+        assert!(writer.dropped() > 0, "the queue of 8 overflowed");
         assert_eq!(
-            written + dropped.dropped_lines(),
-            LINES,
+            written as u64 + writer.dropped(),
+            LINES as u64,
             "every line written or counted"
         );
     }

@@ -241,10 +241,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut rounds_table = String::new();
     if args.rounds > 1 && !b_servers.is_empty() {
-        let mut contenders = vec![rounds::Contender {
-            name: rounds::label("b", LogSetting::SHIPPED),
-            server: &cached,
-        }];
+        let mut contenders = vec![
+            // The floor against itself: what the method reads when nothing differs.
+            rounds::Contender {
+                name: "a. the no-op floor again (control)".into(),
+                server: &noop,
+            },
+            rounds::Contender {
+                name: rounds::label("b", LogSetting::SHIPPED),
+                server: &cached,
+            },
+        ];
         contenders.extend(b_servers.iter().map(|(tag, log, srv)| rounds::Contender {
             name: rounds::label(tag, *log),
             server: srv,

@@ -5,7 +5,7 @@
 //! between minutes (steal time), a single a-then-b pass compares two
 //! different machines; interleaving compares neighbours.
 
-use crate::{load_on, LogSetting, Proc};
+use crate::{context_switches, load_on, LogSetting, Proc};
 use std::time::Duration;
 
 /// One server measured against the floor, round after round.
@@ -26,23 +26,33 @@ pub(crate) async fn interleaved(
 ) -> anyhow::Result<String> {
     let mut ratios = vec![Vec::new(); contenders.len()];
     let mut cpu = vec![Vec::new(); contenders.len() + 1];
+    let mut switches = vec![Vec::new(); contenders.len() + 1];
     let mut floor_rps = Vec::new();
+    // One measurement: the row and the server's context switches per check.
+    async fn measure(p: &Proc, tokens: &[String], c: usize, d: Duration) -> anyhow::Result<(crate::Row, u64, f64)> {
+        let before = context_switches(p.pid());
+        let (row, denied) = load_on(p, tokens, c, d, None).await?;
+        let per_check = (context_switches(p.pid()) - before) as f64 / (row.rps * d.as_secs_f64()).max(1.0);
+        Ok((row, denied, per_check))
+    }
     for round in 0..rounds {
-        let (a, _) = load_on(floor, tokens, concurrency, per_row, None).await?;
+        let (a, _, a_switches) = measure(floor, tokens, concurrency, per_row).await?;
         floor_rps.push(a.rps);
         cpu[0].push(a.cpu_us.unwrap_or(f64::NAN));
+        switches[0].push(a_switches);
         for (i, c) in contenders.iter().enumerate() {
-            let (r, denied) = load_on(c.server, tokens, concurrency, per_row, None).await?;
+            let (r, denied, sw) = measure(c.server, tokens, concurrency, per_row).await?;
             anyhow::ensure!(denied == 0, "{}: {denied} checks not allowed in round {round}", c.name);
             ratios[i].push(r.rps / a.rps);
             cpu[i + 1].push(r.cpu_us.unwrap_or(f64::NAN));
+            switches[i + 1].push(sw);
         }
         eprintln!("authz-bench: round {}/{rounds} done", round + 1);
     }
     let mut out = format!(
         "\nInterleaved: {rounds} rounds of [a, {}], {}s each; ratios to the floor of the same round \
          (floor: median {:.0} checks/s, {:.0}–{:.0}).\n\n\
-         | row | median × a | min–max × a | median server CPU µs/check (a: {:.1}) |\n|---|---:|---:|---:|\n",
+         | row | median × a | min–max × a | median server CPU µs/check (a: {:.1}) | median server context switches per check (a: {:.2}) |\n|---|---:|---:|---:|---:|\n",
         contenders
             .iter()
             .map(|c| c.name.as_str())
@@ -53,15 +63,17 @@ pub(crate) async fn interleaved(
         min(&floor_rps),
         max(&floor_rps),
         median(&cpu[0]),
+        median(&switches[0]),
     );
     for (i, c) in contenders.iter().enumerate() {
         out.push_str(&format!(
-            "| {} | {:.2} | {:.2}–{:.2} | {:.1} |\n",
+            "| {} | {:.2} | {:.2}–{:.2} | {:.1} | {:.2} |\n",
             c.name,
             median(&ratios[i]),
             min(&ratios[i]),
             max(&ratios[i]),
-            median(&cpu[i + 1])
+            median(&cpu[i + 1]),
+            median(&switches[i + 1])
         ));
     }
     Ok(out)

@@ -155,6 +155,26 @@ pub(crate) fn cpu_s(pid: u32) -> f64 {
     f.get(11).zip(f.get(12)).map_or(0.0, |(u, s)| (u + s) / 100.0)
 }
 
+/// Context switches (voluntary + involuntary) of all the process's
+/// threads so far: each is a wake-up or a preemption, which on two shared
+/// cores costs the load generator and the server alike.
+pub(crate) fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// hydra-authz's `/metrics` text.
 pub(crate) async fn scrape(http: SocketAddr) -> Option<String> {
     reqwest::get(format!("http://{http}/metrics"))
