@@ -73,7 +73,13 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         // The config first: it sizes the runtime.
         Command::Serve => Config::load(&path).map_err(anyhow::Error::from).and_then(|config| {
-            server_runtime(config.server.worker_threads).and_then(|rt| rt.block_on(serve(path, config)))
+            let rt = server_runtime(config.server.worker_threads)?;
+            let (result, logs) = rt.block_on(serve(path, config));
+            // No task is left to log once the runtime is gone; then the
+            // log queue's last lines are written and it closes.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            drop(logs);
+            result
         }),
         Command::Check(args) => {
             // Its own exit codes: 0 allow, 1 deny, 2 error or no decision.
@@ -138,16 +144,24 @@ fn server_runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runti
     b.enable_all().build().context("cannot start the tokio runtime")
 }
 
-async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
-    let telemetry = hydra_authz::telemetry::init(&config.log, &config.telemetry)?;
+/// Serves until SIGTERM/SIGINT; hands back the log writer's guard, which
+/// the caller drops after the runtime.
+async fn serve(path: PathBuf, config: Config) -> (anyhow::Result<()>, Option<hydra_authz::telemetry::LogWriterGuard>) {
+    let telemetry = match hydra_authz::telemetry::init(&config.log, &config.telemetry) {
+        Ok(t) => t,
+        Err(e) => return (Err(e), None),
+    };
+    let result = serve_until_signal(path, &config).await;
+    (result, telemetry.shutdown())
+}
+
+async fn serve_until_signal(path: PathBuf, config: &Config) -> anyhow::Result<()> {
     // Before the listeners: once /readyz says 200, SIGTERM must drain, not kill.
     let signal = hydra_authz::server::termination_signal()?;
-    let server = hydra_authz::server::start(&config).await?;
+    let server = hydra_authz::server::start(config).await?;
     server.watch_config(path)?;
     signal.await;
-    let result = server.shutdown().await;
-    telemetry.shutdown();
-    result
+    server.shutdown().await
 }
 
 async fn demo(envoy: Option<PathBuf>, hydra: Option<PathBuf>) -> anyhow::Result<()> {

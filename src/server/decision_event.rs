@@ -6,7 +6,7 @@ use crate::decision::verdict::{Decision, DenyReason};
 use crate::decision::Outcome;
 use crate::extract::AuthzRequest;
 use crate::metrics::Metrics;
-use crate::telemetry::{Escaped, EscapedText};
+use crate::telemetry::{capped, Escaped};
 use std::time::Instant;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -104,7 +104,8 @@ fn annotate(span: &tracing::Span, front: Front, req: &AuthzRequest, o: &Outcome,
 }
 
 /// The one line per decision. Fields only; the token appears as its
-/// fingerprint; `stale=true` marks an allow by stale-if-error. A check we could not decide (5xx) is logged at WARN, with
+/// fingerprint; `stale=true` marks an allow by stale-if-error; `detail`
+/// (our prose, which may quote the issuer) is a quoted string. A check we could not decide (5xx) is logged at WARN, with
 /// why, so Hydra trouble stands out without a second line; except while
 /// the circuit is open or checks are shed: the breaker and the shedder log
 /// their own state changes, and a WARN per check would flood a log kept at
@@ -127,7 +128,7 @@ fn log_decision(front: Front, req: &AuthzRequest, o: &Outcome, started: Instant)
                 front = front.label(),
                 status,
                 reason,
-                detail = %EscapedText(&detail),
+                detail = &*capped(&detail),
                 rule_id = %Escaped(o.rule_id.as_deref().unwrap_or("-")),
                 client_id = %Escaped(o.identity.as_ref().and_then(|i| i.client_id.as_deref()).unwrap_or("-")),
                 method = %Escaped(&req.method),

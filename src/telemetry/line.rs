@@ -72,7 +72,7 @@ fn compact(w: &mut Writer<'_>, meta: &tracing::Metadata<'_>, event: &Event<'_>) 
         w.write_str(RESET)?;
         w.write_char(' ')?;
         w.write_str(DIMMED)?;
-        w.write_str(meta.target())?;
+        Sanitized(&mut *w).write_str(meta.target())?;
         w.write_str(":")?;
         w.write_str(RESET)?;
         w.write_char(' ')?;
@@ -81,7 +81,8 @@ fn compact(w: &mut Writer<'_>, meta: &tracing::Metadata<'_>, event: &Event<'_>) 
         w.write_char(' ')?;
         w.write_str(level)?;
         w.write_char(' ')?;
-        w.write_str(meta.target())?;
+        // A `log` crate record's target is a runtime string.
+        Sanitized(&mut *w).write_str(meta.target())?;
         w.write_str(": ")?;
     }
     let mut fields = CompactFields {
@@ -446,9 +447,18 @@ mod tests {
             tracing::subscriber::with_default(subscriber, || {
                 let evil = "x\nforged \u{1b}[2K\u{2028}\r\u{85}";
                 tracing::warn!(error = %evil, debug = ?evil, plain = evil, "{evil}");
+                // A quoted field keeps a forged `key=value` inside its quotes.
+                tracing::info!(detail = "rejected: \" client_id=evil", client_id = "real");
             });
             let lines = buf.lines();
-            assert_eq!(lines.len(), 1, "{format:?}: {lines:#?}");
+            assert_eq!(lines.len(), 2, "{format:?}: {lines:#?}");
+            if format == LineFormat::Compact {
+                assert!(
+                    lines[1].ends_with(r#"detail="rejected: \" client_id=evil" client_id="real""#),
+                    "{}",
+                    lines[1]
+                );
+            }
             assert!(
                 !lines[0].chars().any(super::is_line_breaking),
                 "{format:?}: {:?}",

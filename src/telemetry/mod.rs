@@ -43,6 +43,17 @@ pub struct EscapedText<'a>(pub &'a str);
 /// The longest field value written to a log line, in characters.
 pub const MAX_LOGGED_CHARS: usize = 512;
 
+/// `value` cut at [`MAX_LOGGED_CHARS`] characters (marked), for a field
+/// logged as a string: both line formats quote and escape it, so prose
+/// that may quote an outsider (an issuer's error) can neither leave its
+/// field nor forge another one.
+pub fn capped(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(MAX_LOGGED_CHARS) {
+        Some((end, _)) => format!("{}...(truncated)", &value[..end]).into(),
+        None => value.into(),
+    }
+}
+
 fn write_escaped(f: &mut std::fmt::Formatter<'_>, value: &str, keep_spaces: bool) -> std::fmt::Result {
     let risky = |c: char| c == '\\' || (c == ' ' && !keep_spaces) || line::is_line_breaking(c);
     let (shown, cut) = match value.char_indices().nth(MAX_LOGGED_CHARS) {
@@ -122,14 +133,16 @@ impl Telemetry {
         }
     }
 
-    pub fn shutdown(self) {
-        // Writes every queued line (the guard waits for the writer thread).
-        drop(self.log_writer);
+    /// Exports the buffered spans and hands back the log writer's guard:
+    /// drop it last (the server drops it after its runtime), since
+    /// dropping it writes every queued line and closes the queue.
+    pub fn shutdown(self) -> Option<LogWriterGuard> {
         if let Some(p) = self.provider {
             if let Err(e) = p.shutdown() {
-                eprintln!("hydra-authz: trace exporter shutdown: {e}");
+                tracing::warn!(error = %e, "trace exporter shutdown failed");
             }
         }
+        self.log_writer
     }
 }
 

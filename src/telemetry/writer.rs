@@ -67,7 +67,7 @@ impl LogWriter {
             .spawn(move || {
                 // The shared state names this thread, so it arrives after the spawn.
                 if let Ok(shared) = thread_rx.recv() {
-                    write_lines(&rx, std::io::BufWriter::with_capacity(64 * 1024, out), &shared);
+                    write_lines(rx, std::io::BufWriter::with_capacity(64 * 1024, out), &shared);
                 }
                 let _ = done_tx.send(());
             })?;
@@ -96,7 +96,7 @@ impl LogWriter {
     }
 }
 
-fn write_lines<W: Write>(rx: &Receiver<Vec<u8>>, mut out: std::io::BufWriter<W>, shared: &Shared) {
+fn write_lines<W: Write>(rx: Receiver<Vec<u8>>, mut out: std::io::BufWriter<W>, shared: &Shared) {
     loop {
         let stopping = shared.stop.load(Ordering::SeqCst);
         let mut wrote = false;
@@ -110,9 +110,17 @@ fn write_lines<W: Write>(rx: &Receiver<Vec<u8>>, mut out: std::io::BufWriter<W>,
         // then find no room fail in `write_all` above and are counted.
         let _ = out.flush();
         if stopping {
+            // From here a send fails (Disconnected) and is counted; what the
+            // output never took is counted too.
+            drop(rx);
+            let stuck = out.buffer().iter().filter(|b| **b == b'\n').count();
+            shared.dropped.fetch_add(stuck as u64, Ordering::Relaxed);
+            // The output refused it: not tried again when `out` drops.
+            let _ = out.into_parts();
             return;
         }
-        if wrote {
+        // Busy, or the output refused the last flush: try again soon.
+        if wrote || !out.buffer().is_empty() {
             std::thread::park_timeout(FLUSH_INTERVAL);
             continue;
         }
@@ -245,15 +253,24 @@ mod tests {
                 Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
             }
         }
-        // A line larger than the buffer goes straight to the output and fails there.
+        // A line larger than the buffer goes straight to the output and fails
+        // there; small lines wait in the buffer, and what the output never
+        // took is counted at shutdown.
         let (writer, guard) = LogWriter::new(Broken, 16).expect("writer");
-        let big = vec![b'x'; 128 * 1024];
+        let mut big = vec![b'x'; 128 * 1024];
+        big.push(b'\n');
         for _ in 0..3 {
             (&writer)
                 .write_all(&big)
                 .expect("the caller never sees the output's error");
         }
+        for _ in 0..5 {
+            (&writer).write_all(b"small\n").expect("queued");
+        }
         drop(guard);
-        assert_eq!(writer.dropped(), 3);
+        assert_eq!(writer.dropped(), 8);
+        // After shutdown a line is counted, not lost silently.
+        (&writer).write_all(b"late\n").expect("never an error");
+        assert_eq!(writer.dropped(), 9);
     }
 }

@@ -72,7 +72,7 @@ pub(crate) fn run(case: Case, checks: u64, format: Format) -> anyhow::Result<()>
             // Measure the path we mean, or nothing.
             anyhow::ensure!(status == expected, "expected {expected}, got {status}");
         }
-        telemetry.shutdown();
+        drop(telemetry.shutdown());
         anyhow::Ok(())
     })
 }
