@@ -6,13 +6,13 @@
 //! `fmt::write` even with colours off. These write the same lines (tests
 //! compare them with the crate's output, colours off) with plain
 //! `write_str`, `itoa` for integers and serde_json's string escaping where
-//! a string needs any; the
-//! timestamp is still the crate's timer. Span context is left out of both:
-//! the JSON layer never printed it and in the compact line it only repeated
-//! the check span's name. Unlike the crate's compact format, every
-//! Display/Debug value and every message is passed through [`Sanitized`],
-//! so no event (not only the decision line, whose caller-chosen fields are
-//! [`super::Escaped`] already) can split a line or repaint a terminal.
+//! a string needs any; the timestamp is still the crate's timer. Span
+//! context is left out of both: the JSON layer never printed it and in the
+//! compact line it only repeated the check span's name. Unlike the crate's
+//! compact format, every Display/Debug value, message and target is passed
+//! through [`Sanitized`], so no event (not only the decision line, whose
+//! caller-chosen fields are [`super::Escaped`] already) can split a line
+//! or repaint a terminal.
 
 use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
@@ -317,29 +317,10 @@ impl<W: fmt::Write> fmt::Write for Sanitized<'_, W> {
 mod tests {
     use super::LineFormat;
     use crate::telemetry::Escaped;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
     use tracing_subscriber::layer::SubscriberExt;
 
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    impl Buf {
-        fn lines(&self) -> Vec<String> {
-            String::from_utf8(self.0.lock().expect("lock").clone())
-                .expect("utf-8")
-                .lines()
-                .map(str::to_owned)
-                .collect()
-        }
-    }
+    use crate::telemetry::TestSink as Buf;
 
     /// Events of every shape the service logs: a decision line (str, u64,
     /// bool and Display fields, a Debug field), a formatted message, a raw

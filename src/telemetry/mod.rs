@@ -40,6 +40,33 @@ pub struct Escaped<'a>(pub &'a str);
 /// quote something an outsider sent): spaces stay, all else is escaped.
 pub struct EscapedText<'a>(pub &'a str);
 
+/// An in-memory log output for the unit tests of this module's parts.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct TestSink(pub(crate) std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl std::io::Write for TestSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl TestSink {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf-8")
+    }
+
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.text().lines().map(str::to_owned).collect()
+    }
+}
+
 /// The longest field value written to a log line, in characters.
 pub const MAX_LOGGED_CHARS: usize = 512;
 

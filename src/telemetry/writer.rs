@@ -184,19 +184,8 @@ impl Drop for LogWriterGuard {
 mod tests {
     use super::LogWriter;
     use std::io::Write as _;
-    use std::sync::{Arc, Mutex};
 
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::TestSink as Sink;
 
     /// Lines reach the output while the writer keeps running (the timer
     /// and the idle wake-up), not only at shutdown; bounded wait.
@@ -212,7 +201,7 @@ mod tests {
                 .expect("queued");
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             loop {
-                let text = String::from_utf8(sink.0.lock().expect("lock").clone()).expect("utf-8");
+                let text = sink.text();
                 if text.contains(&format!("line {round}\n")) {
                     break;
                 }
@@ -235,7 +224,7 @@ mod tests {
             (&writer).write_all(format!("{i}\n").as_bytes()).expect("queued");
         }
         drop(guard);
-        let text = String::from_utf8(sink.0.lock().expect("lock").clone()).expect("utf-8");
+        let text = sink.text();
         let lines: Vec<usize> = text.lines().map(|l| l.parse().expect("number")).collect();
         assert_eq!(lines, (0..5_000).collect::<Vec<_>>());
         assert_eq!(writer.dropped(), 0);
