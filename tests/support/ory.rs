@@ -58,18 +58,34 @@ pub struct Hydra {
 
 impl Hydra {
     pub async fn start(opts: HydraOptions) -> Hydra {
-        let mut h = Hydra {
-            child: None,
-            log: Arc::default(),
-            public_port: super::free_port(),
-            admin_port: super::free_port(),
-            opts,
-        };
-        h.spawn().await;
-        h
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let mut h = Hydra {
+                child: None,
+                log: Arc::default(),
+                public_port: super::free_port(),
+                admin_port: super::free_port(),
+                opts: opts.clone(),
+            };
+            match h.try_spawn().await {
+                Ok(()) => return h,
+                // A port free when picked was taken (by a parallel test)
+                // before Hydra bound it: pick others.
+                Err(log) if log.contains("address already in use") && attempt < ATTEMPTS => continue,
+                Err(log) => panic!("hydra exited: {log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("hydra exited: {log}");
+        }
+    }
+
+    /// Start Hydra and wait until ready; `Err(its log)` when it exited.
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let mut cmd = Command::new(hydra_binary());
         cmd.args(["serve", "all", "--dev", "--sqa-opt-out"])
             .env_clear()
@@ -99,10 +115,10 @@ impl Hydra {
             super::collect_output(err, self.log.clone());
         }
         self.child = Some(child);
-        self.wait_ready().await;
+        self.wait_ready().await
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let client = super::stack::http();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         for url in [
@@ -111,7 +127,9 @@ impl Hydra {
         ] {
             while !client.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
                 let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-                assert!(exited.is_none(), "hydra exited: {}", self.log());
+                if exited.is_some() {
+                    return Err(self.log());
+                }
                 assert!(
                     tokio::time::Instant::now() < deadline,
                     "hydra not ready: {}",
@@ -120,6 +138,7 @@ impl Hydra {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        Ok(())
     }
 
     pub fn log(&self) -> String {
