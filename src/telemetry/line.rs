@@ -279,15 +279,10 @@ fn json_string(w: &mut Writer<'_>, value: &str) -> fmt::Result {
         return w.write_char('"');
     }
     let quoted = serde_json::to_string(value).map_err(|_| fmt::Error)?;
-    let mut rest = quoted.as_str();
-    while let Some(i) = rest.find(is_line_breaking) {
-        w.write_str(&rest[..i])?;
-        let c = rest[i..].chars().next().unwrap_or_default();
-        // All of them are in the Basic Multilingual Plane: one \\u escape.
-        write!(w, "\\u{:04x}", u32::from(c))?;
-        rest = &rest[i + c.len_utf8()..];
-    }
-    w.write_str(rest)
+    // All of them are in the Basic Multilingual Plane: one \\u escape.
+    write_escaping(w, &quoted, is_line_breaking, |w, c| {
+        write!(w, "\\u{:04x}", u32::from(c))
+    })
 }
 
 /// Writes through, with every control character, the Unicode line
@@ -302,15 +297,30 @@ pub(crate) fn is_line_breaking(c: char) -> bool {
 
 impl<W: fmt::Write> fmt::Write for Sanitized<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut rest = s;
-        while let Some(i) = rest.find(is_line_breaking) {
-            self.0.write_str(&rest[..i])?;
-            let c = rest[i..].chars().next().unwrap_or_default();
-            write!(self.0, "\\u{{{:x}}}", u32::from(c))?;
-            rest = &rest[i + c.len_utf8()..];
-        }
-        self.0.write_str(rest)
+        write_escaping(self.0, s, is_line_breaking, |w, c| {
+            write!(w, "\\u{{{:x}}}", u32::from(c))
+        })
     }
+}
+
+/// Writes `value` with each character `risky` picks replaced by what
+/// `escape` writes; safe runs are written whole. The one loop behind every
+/// escaping writer of the log lines ([`Sanitized`], JSON strings,
+/// [`super::Escaped`]).
+pub(crate) fn write_escaping<W: fmt::Write + ?Sized>(
+    w: &mut W,
+    value: &str,
+    risky: impl Fn(char) -> bool,
+    escape: impl Fn(&mut W, char) -> fmt::Result,
+) -> fmt::Result {
+    let mut rest = value;
+    while let Some(i) = rest.find(&risky) {
+        w.write_str(&rest[..i])?;
+        let c = rest[i..].chars().next().unwrap_or_default();
+        escape(w, c)?;
+        rest = &rest[i + c.len_utf8()..];
+    }
+    w.write_str(rest)
 }
 
 #[cfg(test)]

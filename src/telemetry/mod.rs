@@ -87,19 +87,13 @@ fn write_escaped(f: &mut std::fmt::Formatter<'_>, value: &str, keep_spaces: bool
         Some((end, _)) => (&value[..end], true),
         None => (value, false),
     };
-    // Safe runs are written whole; only the risky characters one by one.
-    let mut rest = shown;
-    while let Some(i) = rest.find(risky) {
-        f.write_str(&rest[..i])?;
-        let c = rest[i..].chars().next().unwrap_or_default();
+    line::write_escaping(f, shown, risky, |f, c| {
         if c == '\\' {
-            f.write_str("\\\\")?;
+            f.write_str("\\\\")
         } else {
-            write!(f, "\\u{{{:x}}}", u32::from(c))?;
+            write!(f, "\\u{{{:x}}}", u32::from(c))
         }
-        rest = &rest[i + c.len_utf8()..];
-    }
-    f.write_str(rest)?;
+    })?;
     if cut {
         f.write_str("...(truncated)")?;
     }
