@@ -62,29 +62,22 @@ fn compact(w: &mut Writer<'_>, meta: &tracing::Metadata<'_>, event: &Event<'_>) 
         Level::WARN => (" WARN", "\x1b[33m"),
         Level::ERROR => ("ERROR", "\x1b[31m"),
     };
-    if ansi {
-        w.write_str(DIMMED)?;
-        SystemTime.format_time(w)?;
-        w.write_str(RESET)?;
-        w.write_char(' ')?;
-        w.write_str(colour)?;
-        w.write_str(level)?;
-        w.write_str(RESET)?;
-        w.write_char(' ')?;
-        w.write_str(DIMMED)?;
-        Sanitized(&mut *w).write_str(meta.target())?;
-        w.write_str(":")?;
-        w.write_str(RESET)?;
-        w.write_char(' ')?;
-    } else {
-        SystemTime.format_time(w)?;
-        w.write_char(' ')?;
-        w.write_str(level)?;
-        w.write_char(' ')?;
-        // A `log` crate record's target is a runtime string.
-        Sanitized(&mut *w).write_str(meta.target())?;
-        w.write_str(": ")?;
-    }
+    // Colour codes only on a terminal; the text between them is the same.
+    let paint = |w: &mut Writer<'_>, code: &str| if ansi { w.write_str(code) } else { Ok(()) };
+    paint(w, DIMMED)?;
+    SystemTime.format_time(w)?;
+    paint(w, RESET)?;
+    w.write_char(' ')?;
+    paint(w, colour)?;
+    w.write_str(level)?;
+    paint(w, RESET)?;
+    w.write_char(' ')?;
+    paint(w, DIMMED)?;
+    // A `log` crate record's target is a runtime string.
+    Sanitized(&mut *w).write_str(meta.target())?;
+    w.write_char(':')?;
+    paint(w, RESET)?;
+    w.write_char(' ')?;
     let mut fields = CompactFields {
         w: w.by_ref(),
         first: true,

@@ -59,7 +59,8 @@ pub struct LogWriterGuard {
 impl LogWriter {
     /// A queue of `capacity` lines in front of `out`, and its writer thread.
     pub fn new<W: Write + Send + 'static>(out: W, capacity: usize) -> std::io::Result<(LogWriter, LogWriterGuard)> {
-        let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+        let capacity = capacity.max(1);
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
         let (done_tx, done) = std::sync::mpsc::channel();
         let (thread_tx, thread_rx) = std::sync::mpsc::channel::<Arc<Shared>>();
         let handle = std::thread::Builder::new()
@@ -75,7 +76,7 @@ impl LogWriter {
             dropped: AtomicU64::new(0),
             idle: AtomicBool::new(false),
             stop: AtomicBool::new(false),
-            capacity: capacity.max(1),
+            capacity,
             thread: handle.thread().clone(),
         });
         thread_tx
