@@ -12,6 +12,8 @@
 #   CALLGRIND_LOG_FORMAT=json   count the Helm chart's JSON lines instead of
 #                config/'s pretty ones (both commits must have
 #                `instructions --log-format`, 2026-11-30 or later)
+#   CALLGRIND_LOG_LEVEL=warn   count the check without its decision line
+#                (both commits must have `instructions --log-level`)
 #
 # Each side is built in release (a commit in a temporary git worktree,
 # target dir target/callgrind, shared between commits), then
@@ -32,6 +34,9 @@ checks="${CALLGRIND_CHECKS:-2000}"
 format_args=()
 if [[ -n "${CALLGRIND_LOG_FORMAT:-}" ]]; then
     format_args=(--log-format "${CALLGRIND_LOG_FORMAT}")
+fi
+if [[ -n "${CALLGRIND_LOG_LEVEL:-}" ]]; then
+    format_args+=(--log-level "${CALLGRIND_LOG_LEVEL}")
 fi
 cases=(cached-allow deny-before-introspection uncached-allow)
 
@@ -98,7 +103,7 @@ per_check() {
 base_bin="$(build "${base}")"
 head_bin="$(build "${head}")"
 echo
-echo "instructions per check (valgrind callgrind, ${checks} checks, shipped log settings: info, ${CALLGRIND_LOG_FORMAT:-pretty})"
+echo "instructions per check (valgrind callgrind, ${checks} checks, log settings: ${CALLGRIND_LOG_LEVEL:-info}, ${CALLGRIND_LOG_FORMAT:-pretty})"
 printf '%-28s %14s %14s %9s\n' "case" "${base}" "${head}" "change"
 for c in "${cases[@]}"; do
     a="$(per_check "${base_bin}" "$c")"

@@ -37,7 +37,7 @@ pub(crate) enum Format {
     Json,
 }
 
-pub(crate) fn run(case: Case, checks: u64, format: Format) -> anyhow::Result<()> {
+pub(crate) fn run(case: Case, checks: u64, format: Format, level: String) -> anyhow::Result<()> {
     // One thread for the checks and the issuer (the log writer has its own).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -46,6 +46,7 @@ pub(crate) fn run(case: Case, checks: u64, format: Format) -> anyhow::Result<()>
         let mut config = Config::from_toml_str(hydra_authz::demo::DEFAULT_CONFIG)?;
         config.introspection.url = addrs.introspection_url();
         config.introspection.cache.enabled = case == Case::CachedAllow;
+        config.log.level = level;
         config.log.format = match format {
             Format::Pretty => hydra_authz::config::LogFormat::Pretty,
             Format::Json => hydra_authz::config::LogFormat::Json,

@@ -106,6 +106,10 @@ enum Cmd {
         /// The log format: pretty as config/hydra-authz.toml, json as the Helm chart.
         #[arg(long, value_enum, default_value_t = instructions::Format::Pretty)]
         log_format: instructions::Format,
+        /// The log level: info as shipped (one decision line per check), or
+        /// warn to count the check without its line.
+        #[arg(long, default_value = "info")]
+        log_level: String,
     },
     /// Only the memory rows: RSS idle and with N cached tokens.
     Memory {
@@ -146,9 +150,10 @@ fn main() -> anyhow::Result<()> {
         case,
         checks,
         log_format,
+        log_level,
     }) = args.cmd
     {
-        return instructions::run(case, checks, log_format);
+        return instructions::run(case, checks, log_format, log_level);
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(Cmd::Soak { minutes, rate }) = args.cmd {
