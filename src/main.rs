@@ -67,6 +67,11 @@ enum RulesCommand {
     FromOpenapi(cmd::rules::FromOpenApiArgs),
 }
 
+/// What every allocation of the server goes through; see Cargo.toml for why
+/// not glibc's malloc. Benchmarks and `authz-bench instructions` set the same.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = cli.config;

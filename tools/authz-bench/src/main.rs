@@ -27,6 +27,11 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
+/// hydra-authz's allocator (its src/main.rs): `instructions` runs the check
+/// in this process, so it must allocate as the server does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod envoy;
 mod front_doors;
 mod instructions;
