@@ -92,7 +92,14 @@ impl Args {
 #[derive(clap::Subcommand)]
 enum Cmd {
     /// Internal: serve the no-op ext_authz on ADDR (row a's server process).
-    NoopServer { addr: SocketAddr },
+    NoopServer {
+        addr: SocketAddr,
+        /// Answer every check with this CheckResponse (protobuf bytes)
+        /// instead of an empty OK: row a'', the floor that pays for the
+        /// same answer as hydra-authz.
+        #[arg(long)]
+        answer: Option<std::path::PathBuf>,
+    },
     /// Bounded soak: fixed rate for MINUTES with Hydra faults injected
     /// periodically; reports answers, false allows, RSS and open files.
     Soak {
@@ -123,15 +130,17 @@ enum Cmd {
     },
 }
 
-struct Noop;
+/// The floor: answers every check without looking at it, with an empty OK
+/// or (row a'') a fixed answer, cloned per check as a server would build it.
+struct Noop(Option<CheckResponse>);
 
 #[tonic::async_trait]
 impl Authorization for Noop {
     async fn check(&self, _r: tonic::Request<CheckRequest>) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(CheckResponse {
+        Ok(tonic::Response::new(self.0.clone().unwrap_or_else(|| CheckResponse {
             status: Some(envoy_types::pb::google::rpc::Status::default()),
             ..Default::default()
-        }))
+        })))
     }
 }
 
@@ -171,16 +180,38 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         });
     }
-    if let Some(Cmd::NoopServer { addr }) = args.cmd {
+    if let Some(Cmd::NoopServer { addr, answer }) = args.cmd {
+        let answer = match answer {
+            Some(path) => Some(<CheckResponse as prost::Message>::decode(
+                std::fs::read(path)?.as_slice(),
+            )?),
+            None => None,
+        };
         return rt.block_on(async move {
             tonic::transport::Server::builder()
-                .add_service(AuthorizationServer::new(Noop))
+                .add_service(AuthorizationServer::new(Noop(answer)))
                 .serve(addr)
                 .await?;
             Ok(())
         });
     }
     rt.block_on(run(args))
+}
+
+/// The protobuf bytes of `server`'s answer to row b's check with `token`.
+async fn allow_answer(server: &Proc, token: &str) -> anyhow::Result<Vec<u8>> {
+    let channel = Channel::from_shared(format!("http://{}", server.addr))?
+        .connect()
+        .await?;
+    let answer = AuthorizationClient::new(channel)
+        .check(check_request(token))
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        answer.status.as_ref().is_some_and(|s| s.code == 0),
+        "row a'': hydra-authz did not allow row b's check"
+    );
+    Ok(prost::Message::encode_to_vec(&answer))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -200,7 +231,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // a. no-op floor.
     let (opaque, _pa, admin) = issuer(TokenFormat::Opaque, Duration::ZERO).await?;
     let one = mint(&opaque, 1);
-    let noop = spawn_noop().await?;
+    let noop = spawn_noop(None).await?;
     let (mut a, _) = load_on(&noop, &one, c, dur, None).await?;
     a.name = "a. no-op ext_authz (floor)".into();
     rows.push(a.clone());
@@ -251,11 +282,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut rounds_table = String::new();
     if args.rounds > 1 && !b_servers.is_empty() {
+        // a''. the floor answering with hydra-authz's own allow for this
+        // request: what the answer costs (encoding it, and the load
+        // generator decoding it on the same cores), apart from the check.
+        let answer = dir.path().join("allow-answer.pb");
+        std::fs::write(&answer, allow_answer(&cached, &one[0]).await?)?;
+        let same_answer = spawn_noop(Some(&answer)).await?;
         let mut contenders = vec![
             // The floor against itself: what the method reads when nothing differs.
             rounds::Contender {
                 name: "a. the no-op floor again (control)".into(),
                 server: &noop,
+            },
+            rounds::Contender {
+                name: "a''. no-op answering hydra-authz's allow (same bytes)".into(),
+                server: &same_answer,
             },
             rounds::Contender {
                 name: rounds::label("b", LogSetting::SHIPPED),
@@ -266,7 +307,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             name: rounds::label(tag, *log),
             server: srv,
         }));
-        rounds_table = rounds::interleaved(&noop, &contenders, &one, c, dur, args.rounds).await?;
+        // Index 1: a'', the floor with the same answer.
+        rounds_table = rounds::interleaved(&noop, &contenders, Some(1), &one, c, dur, args.rounds).await?;
+        drop(same_answer);
     }
     drop(b_servers);
 

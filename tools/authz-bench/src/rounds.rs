@@ -15,16 +15,19 @@ pub(crate) struct Contender<'a> {
 }
 
 /// The summary table: per contender, the median ratio to the floor, its
-/// range, and the median server CPU per check against the floor's.
+/// range, and the median server CPU per check against the floor's; with
+/// `second`, also the median ratio to that contender of the same round.
 pub(crate) async fn interleaved(
     floor: &Proc,
     contenders: &[Contender<'_>],
+    second: Option<usize>,
     tokens: &[String],
     concurrency: usize,
     per_row: Duration,
     rounds: usize,
 ) -> anyhow::Result<String> {
     let mut ratios = vec![Vec::new(); contenders.len()];
+    let mut rps = vec![Vec::new(); contenders.len()];
     let mut cpu = vec![Vec::new(); contenders.len() + 1];
     let mut switches = vec![Vec::new(); contenders.len() + 1];
     let mut floor_rps = Vec::new();
@@ -44,15 +47,27 @@ pub(crate) async fn interleaved(
             let (r, denied, sw) = measure(c.server, tokens, concurrency, per_row).await?;
             anyhow::ensure!(denied == 0, "{}: {denied} checks not allowed in round {round}", c.name);
             ratios[i].push(r.rps / a.rps);
+            rps[i].push(r.rps);
             cpu[i + 1].push(r.cpu_us.unwrap_or(f64::NAN));
             switches[i + 1].push(sw);
         }
         eprintln!("authz-bench: round {}/{rounds} done", round + 1);
     }
+    // Ratios to the second reference, round by round.
+    let to_second = |i: usize| match second.and_then(|k| rps.get(k)) {
+        Some(reference) => {
+            let v: Vec<f64> = rps[i].iter().zip(reference).map(|(x, r)| x / r).collect();
+            format!("{:.2}", median(&v))
+        }
+        None => "–".to_owned(),
+    };
+    let second_name = second
+        .and_then(|k| contenders.get(k))
+        .map_or("–", |c| c.name.split('.').next().unwrap_or("–"));
     let mut out = format!(
         "\nInterleaved: {rounds} rounds of [a, {}], {}s each; ratios to the floor of the same round \
          (floor: median {:.0} checks/s, {:.0}–{:.0}).\n\n\
-         | row | median × a | min–max × a | median server CPU µs/check (a: {:.1}) | median server context switches per check (a: {:.2}) |\n|---|---:|---:|---:|---:|\n",
+         | row | median × a | min–max × a | median × {second_name} | median server CPU µs/check (a: {:.1}) | median server context switches per check (a: {:.2}) |\n|---|---:|---:|---:|---:|---:|\n",
         contenders
             .iter()
             .map(|c| c.name.as_str())
@@ -67,11 +82,12 @@ pub(crate) async fn interleaved(
     );
     for (i, c) in contenders.iter().enumerate() {
         out.push_str(&format!(
-            "| {} | {:.2} | {:.2}–{:.2} | {:.1} | {:.2} |\n",
+            "| {} | {:.2} | {:.2}–{:.2} | {} | {:.1} | {:.2} |\n",
             c.name,
             median(&ratios[i]),
             min(&ratios[i]),
             max(&ratios[i]),
+            to_second(i),
             median(&cpu[i + 1]),
             median(&switches[i + 1])
         ));

@@ -49,13 +49,16 @@ pub(crate) async fn wait_port(addr: SocketAddr) -> anyhow::Result<()> {
     anyhow::bail!("nothing listening on {addr}")
 }
 
-pub(crate) async fn spawn_noop() -> anyhow::Result<Proc> {
+/// The no-op floor's process; with `answer`, it answers every check with
+/// that CheckResponse (protobuf bytes in a file) instead of an empty OK.
+pub(crate) async fn spawn_noop(answer: Option<&std::path::Path>) -> anyhow::Result<Proc> {
     let addr = free_addr();
-    let child = Command::new(std::env::current_exe()?)
-        .args(["noop-server", &addr.to_string()])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["noop-server", &addr.to_string()]);
+    if let Some(path) = answer {
+        command.arg("--answer").arg(path);
+    }
+    let child = command.stdout(Stdio::null()).kill_on_drop(true).spawn()?;
     wait_port(addr).await?;
     Ok(Proc {
         child,
