@@ -6,7 +6,9 @@
 //! `fmt::write` even with colours off. These write the same lines (tests
 //! compare them with the crate's output, colours off) with plain
 //! `write_str`, `itoa` for integers and serde_json's string escaping where
-//! a string needs any; the timestamp is still the crate's timer. Span
+//! a string needs any, into one reused buffer per thread that goes to the
+//! crate's writer in a single write; the timestamp is the crate's format
+//! with its calendar part computed once per second ([`super::timestamp`]). Span
 //! context is left out of both: the JSON layer never printed it and in the
 //! compact line it only repeated the check span's name. Unlike the crate's
 //! compact format, every Display/Debug value, message and target is passed
@@ -14,12 +16,12 @@
 //! caller-chosen fields are [`super::Escaped`] already) can split a line
 //! or repaint a terminal.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -43,18 +45,44 @@ where
         // Records forwarded from the `log` crate carry their real target in fields.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        match self {
-            LineFormat::Compact => compact(&mut w, meta, event),
-            LineFormat::Json => json(&mut w, meta, event),
-        }
+        let ansi = w.has_ansi_escapes();
+        with_line_buffer(|line| {
+            match self {
+                LineFormat::Compact => compact(line, ansi, meta, event),
+                LineFormat::Json => json(line, meta, event),
+            }?;
+            w.write_str(line)
+        })
     }
+}
+
+thread_local! {
+    /// The line being written: pushes into a `String` we own are inlined,
+    /// where each write through the crate's `Writer` is a dynamic call.
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Runs `f` with this thread's line buffer, emptied; a fresh buffer when it
+/// is taken (an event logged while a value of another is being formatted).
+fn with_line_buffer(f: impl FnOnce(&mut String) -> fmt::Result) -> fmt::Result {
+    LINE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut line) => {
+            line.clear();
+            let result = f(&mut line);
+            // A rare giant line must not stay resident in every thread.
+            if line.capacity() > 16 * 1024 {
+                *line = String::new();
+            }
+            result
+        }
+        Err(_) => f(&mut String::new()),
+    })
 }
 
 const RESET: &str = "\x1b[0m";
 const DIMMED: &str = "\x1b[2m";
 
-fn compact(w: &mut Writer<'_>, meta: &tracing::Metadata<'_>, event: &Event<'_>) -> fmt::Result {
-    let ansi = w.has_ansi_escapes();
+fn compact(w: &mut String, ansi: bool, meta: &tracing::Metadata<'_>, event: &Event<'_>) -> fmt::Result {
     let (level, colour) = match *meta.level() {
         Level::TRACE => ("TRACE", "\x1b[35m"),
         Level::DEBUG => ("DEBUG", "\x1b[34m"),
@@ -63,9 +91,9 @@ fn compact(w: &mut Writer<'_>, meta: &tracing::Metadata<'_>, event: &Event<'_>) 
         Level::ERROR => ("ERROR", "\x1b[31m"),
     };
     // Colour codes only on a terminal; the text between them is the same.
-    let paint = |w: &mut Writer<'_>, code: &str| if ansi { w.write_str(code) } else { Ok(()) };
+    let paint = |w: &mut String, code: &str| if ansi { w.write_str(code) } else { Ok(()) };
     paint(w, DIMMED)?;
-    SystemTime.format_time(w)?;
+    super::timestamp::write_now(w)?;
     paint(w, RESET)?;
     w.write_char(' ')?;
     paint(w, colour)?;
@@ -79,7 +107,7 @@ fn compact(w: &mut Writer<'_>, meta: &tracing::Metadata<'_>, event: &Event<'_>) 
     paint(w, RESET)?;
     w.write_char(' ')?;
     let mut fields = CompactFields {
-        w: w.by_ref(),
+        w: &mut *w,
         first: true,
         result: Ok(()),
     };
@@ -88,32 +116,43 @@ fn compact(w: &mut Writer<'_>, meta: &tracing::Metadata<'_>, event: &Event<'_>) 
     w.write_char('\n')
 }
 
-fn json(w: &mut Writer<'_>, meta: &tracing::Metadata<'_>, event: &Event<'_>) -> fmt::Result {
-    w.write_str("{\"timestamp\":\"")?;
-    SystemTime.format_time(w)?;
-    w.write_str("\",\"level\":\"")?;
-    w.write_str(meta.level().as_str())?;
-    w.write_char('"')?;
+fn json(w: &mut String, meta: &tracing::Metadata<'_>, event: &Event<'_>) -> fmt::Result {
+    w.push_str("{\"timestamp\":\"");
+    super::timestamp::write_now(w)?;
+    w.push_str("\",\"level\":\"");
+    w.push_str(meta.level().as_str());
+    w.push('"');
     let mut fields = JsonFields {
-        w: w.by_ref(),
+        w: &mut *w,
         scratch: String::new(),
         result: Ok(()),
     };
     event.record(&mut fields);
     fields.result?;
-    w.write_str(",\"target\":")?;
+    w.push_str(",\"target\":");
     json_string(w, meta.target())?;
-    w.write_str("}\n")
+    w.push_str("}\n");
+    Ok(())
 }
 
 /// Printable ASCII other than `"` and `\\`: what both `{:?}` and a JSON
 /// string write unchanged between quotes (most values), so neither needs
 /// the formatting machinery or an escaper.
 fn needs_no_escaping(value: &str) -> bool {
-    value
-        .bytes()
-        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    value.bytes().all(|b| PLAIN[usize::from(b)])
 }
+
+/// [`needs_no_escaping`]'s bytes, one look-up each: a log line checks
+/// every key and value, some 300 bytes.
+static PLAIN: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut b = b' ';
+    while b <= b'~' {
+        plain[b as usize] = b != b'"' && b != b'\\';
+        b += 1;
+    }
+    plain
+};
 
 /// Fields forwarded from the `log` crate that the normalized metadata
 /// already shows.
@@ -123,7 +162,7 @@ fn is_log_metadata(field: &Field) -> bool {
 
 /// `name=value` pairs separated by spaces, the message bare.
 struct CompactFields<'w> {
-    w: Writer<'w>,
+    w: &'w mut String,
     first: bool,
     result: fmt::Result,
 }
@@ -165,11 +204,11 @@ impl Visit for CompactFields<'_> {
             return;
         }
         self.result = if field.name() == "message" {
-            Sanitized(&mut self.w).write_str(value)
+            Sanitized(&mut *self.w).write_str(value)
         } else if needs_no_escaping(value) {
             self.quoted(value)
         } else {
-            write!(Sanitized(&mut self.w), "{value:?}")
+            write!(Sanitized(&mut *self.w), "{value:?}")
         };
     }
 
@@ -193,31 +232,31 @@ impl Visit for CompactFields<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if self.start(field) {
-            self.result = write!(Sanitized(&mut self.w), "{value:?}");
+            self.result = write!(Sanitized(&mut *self.w), "{value:?}");
         }
     }
 }
 
 /// `,"name":value` for each field.
 struct JsonFields<'w> {
-    w: Writer<'w>,
+    w: &'w mut String,
     /// Debug values are formatted here first (one buffer per line).
     scratch: String,
     result: fmt::Result,
 }
 
 impl JsonFields<'_> {
-    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut String) -> fmt::Result) {
         if self.result.is_err() || is_log_metadata(field) {
             return;
         }
-        self.result = Self::entry(&mut self.w, field.name(), value);
+        self.result = Self::entry(self.w, field.name(), value);
     }
 
-    fn entry(w: &mut Writer<'_>, name: &str, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) -> fmt::Result {
-        w.write_char(',')?;
+    fn entry(w: &mut String, name: &str, value: impl FnOnce(&mut String) -> fmt::Result) -> fmt::Result {
+        w.push(',');
         json_string(w, name.strip_prefix("r#").unwrap_or(name))?;
-        w.write_char(':')?;
+        w.push(':');
         value(w)
     }
 }
@@ -265,11 +304,12 @@ impl Visit for JsonFields<'_> {
 /// overrides: legal JSON, but read by terminals and some log viewers) is
 /// then written as a `\\uXXXX` escape, so the value still parses back
 /// unchanged.
-fn json_string(w: &mut Writer<'_>, value: &str) -> fmt::Result {
+fn json_string(w: &mut String, value: &str) -> fmt::Result {
     if needs_no_escaping(value) {
-        w.write_char('"')?;
-        w.write_str(value)?;
-        return w.write_char('"');
+        w.push('"');
+        w.push_str(value);
+        w.push('"');
+        return Ok(());
     }
     let quoted = serde_json::to_string(value).map_err(|_| fmt::Error)?;
     // All of them are in the Basic Multilingual Plane: one \\u escape.
@@ -306,6 +346,14 @@ pub(crate) fn write_escaping<W: fmt::Write + ?Sized>(
     risky: impl Fn(char) -> bool,
     escape: impl Fn(&mut W, char) -> fmt::Result,
 ) -> fmt::Result {
+    // Most values are printable ASCII that nothing calls risky: written
+    // whole, without decoding them character by character.
+    if value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && !risky(char::from(b)))
+    {
+        return w.write_str(value);
+    }
     let mut rest = value;
     while let Some(i) = rest.find(&risky) {
         w.write_str(&rest[..i])?;

@@ -10,6 +10,7 @@
 
 pub mod config;
 mod line;
+mod timestamp;
 mod writer;
 
 pub use line::LineFormat;
@@ -75,6 +76,9 @@ pub const MAX_LOGGED_CHARS: usize = 512;
 /// that may quote an outsider (an issuer's error) can neither leave its
 /// field nor forge another one.
 pub fn capped(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.len() <= MAX_LOGGED_CHARS {
+        return value.into();
+    }
     match value.char_indices().nth(MAX_LOGGED_CHARS) {
         Some((end, _)) => format!("{}...(truncated)", &value[..end]).into(),
         None => value.into(),
@@ -83,8 +87,13 @@ pub fn capped(value: &str) -> std::borrow::Cow<'_, str> {
 
 fn write_escaped(f: &mut std::fmt::Formatter<'_>, value: &str, keep_spaces: bool) -> std::fmt::Result {
     let risky = |c: char| c == '\\' || (c == ' ' && !keep_spaces) || line::is_line_breaking(c);
-    let (shown, cut) = match value.char_indices().nth(MAX_LOGGED_CHARS) {
-        Some((end, _)) => (&value[..end], true),
+    // No more bytes than the limit in characters: nothing to count.
+    let end = match value.len() <= MAX_LOGGED_CHARS {
+        true => None,
+        false => value.char_indices().nth(MAX_LOGGED_CHARS).map(|(end, _)| end),
+    };
+    let (shown, cut) = match end {
+        Some(end) => (&value[..end], true),
         None => (value, false),
     };
     line::write_escaping(f, shown, risky, |f, c| {
