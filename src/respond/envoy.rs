@@ -113,7 +113,8 @@ fn dynamic_metadata(identity: Option<&Identity>, rule_id: Option<&str>, claims: 
     let s = |v: &str| Value {
         kind: Some(Kind::StringValue(v.to_owned())),
     };
-    let mut fields = std::collections::BTreeMap::new();
+    // Straight into the map prost encodes (at most five entries).
+    let mut fields = std::collections::HashMap::with_capacity(5);
     if let Some(id) = rule_id {
         fields.insert("rule_id".to_owned(), s(id));
     }
@@ -139,9 +140,7 @@ fn dynamic_metadata(identity: Option<&Identity>, rule_id: Option<&str>, claims: 
             },
         );
     }
-    Struct {
-        fields: fields.into_iter().collect(),
-    }
+    Struct { fields }
 }
 
 #[cfg(test)]
