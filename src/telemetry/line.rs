@@ -65,18 +65,24 @@ thread_local! {
 /// Runs `f` with this thread's line buffer, emptied; a fresh buffer when it
 /// is taken (an event logged while a value of another is being formatted).
 fn with_line_buffer(f: impl FnOnce(&mut String) -> fmt::Result) -> fmt::Result {
-    LINE.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut line) => {
-            line.clear();
-            let result = f(&mut line);
-            // A rare giant line must not stay resident in every thread.
-            if line.capacity() > 16 * 1024 {
-                *line = String::new();
-            }
-            result
+    let mut f = Some(f);
+    // Gone (an event from a thread-local destructor) or taken: a fresh one.
+    let done = LINE.try_with(|cell| {
+        let mut line = cell.try_borrow_mut().ok()?;
+        let f = f.take()?;
+        line.clear();
+        let result = f(&mut line);
+        // A rare giant line must not stay resident in every thread.
+        if line.capacity() > 16 * 1024 {
+            *line = String::new();
         }
-        Err(_) => f(&mut String::new()),
-    })
+        Some(result)
+    });
+    match (done, f) {
+        (Ok(Some(result)), _) => result,
+        (_, Some(f)) => f(&mut String::new()),
+        (_, None) => Err(fmt::Error),
+    }
 }
 
 const RESET: &str = "\x1b[0m";

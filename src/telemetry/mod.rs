@@ -406,7 +406,7 @@ mod tests {
 
     #[test]
     fn escaped_values_cannot_split_or_forge_lines() {
-        use super::{Escaped, EscapedText, MAX_LOGGED_CHARS};
+        use super::{capped, Escaped, EscapedText, MAX_LOGGED_CHARS};
         let shown = |v: &str| Escaped(v).to_string();
         assert_eq!(shown("/date"), "/date");
         assert_eq!(
@@ -428,6 +428,22 @@ mod tests {
         assert_eq!(EscapedText("the token\nexpired").to_string(), "the token\\u{a}expired");
         let long = shown(&"x".repeat(5_000));
         assert_eq!(long.len(), MAX_LOGGED_CHARS + "...(truncated)".len());
+        // The limit is in characters; the shortcut for short values in bytes.
+        assert_eq!(shown(&"x".repeat(MAX_LOGGED_CHARS)), "x".repeat(MAX_LOGGED_CHARS));
+        assert!(shown(&"x".repeat(MAX_LOGGED_CHARS + 1)).ends_with("x...(truncated)"));
+        assert_eq!(shown(&"ü".repeat(MAX_LOGGED_CHARS)), "ü".repeat(MAX_LOGGED_CHARS));
+        assert_eq!(
+            shown(&"ü".repeat(MAX_LOGGED_CHARS + 1)),
+            format!("{}...(truncated)", "ü".repeat(MAX_LOGGED_CHARS))
+        );
+        assert_eq!(capped(&"ü".repeat(MAX_LOGGED_CHARS)), "ü".repeat(MAX_LOGGED_CHARS));
+        assert_eq!(
+            capped(&"ü".repeat(MAX_LOGGED_CHARS + 1)),
+            format!("{}...(truncated)", "ü".repeat(MAX_LOGGED_CHARS))
+        );
+        // Plain ASCII takes the one-piece path: its risky space still escaped.
+        assert_eq!(shown("a b"), "a\\u{20}b");
+        assert_eq!(EscapedText("a b\\c").to_string(), "a b\\\\c");
         for v in ["\n", "\r", "\u{85}", "\u{0}", "\u{7f}"] {
             assert!(!shown(v).chars().any(char::is_control), "{v:?}");
         }
