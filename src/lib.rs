@@ -23,12 +23,17 @@
 //! - [`decision`]: "may it pass?" — [`decision::Engine`], pure logic, no wire types.
 //! - [`respond`]: the [`decision::Outcome`] said to the caller, per front door.
 //! - [`authorizer`]: engine + responder, the unit a config reload swaps.
-//! - [`server`]: sockets, listeners, lifecycles; [`server::decision_event`]
+//! - [`server`]: sockets, listeners, lifecycles; `server::decision_event`
 //!   emits the span, log line and metrics of every decision.
 //! - Around them: [`config`] (every key on one page), [`telemetry`],
 //!   [`metrics`], [`cmd`] (the CLI's commands, which use the engine, never
 //!   the server; the operator helpers `cmd::openapi` and `cmd::envoy_routes`
 //!   live there too), and [`demo`].
+//!
+//! Modules only this crate uses are `pub(crate)` (the log line formats,
+//! the authenticator layers' insides, the forward-auth extractor, the
+//! decision event, reload, ...); those the integration tests, `authz-bench`
+//! and the fuzz targets drive stay `pub`.
 
 pub mod authn;
 pub mod authorizer;

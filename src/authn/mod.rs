@@ -10,14 +10,14 @@ mod cancellation_tests;
 pub mod claims;
 pub mod config;
 pub mod fleet;
-pub mod http_client;
-pub mod instrumented;
-pub mod intern;
+pub(crate) mod http_client;
+pub(crate) mod instrumented;
+pub(crate) mod intern;
 pub mod introspection;
 pub mod jwt;
 pub mod resilience;
 pub mod stack;
-pub mod verifier;
+pub(crate) mod verifier;
 
 use crate::extract::credential::Token;
 use std::future::Future;

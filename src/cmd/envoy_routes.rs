@@ -37,10 +37,6 @@ pub struct Route {
     pub own_policy: bool,
 }
 
-pub fn parse(text: &str) -> anyhow::Result<Value> {
-    serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("cannot parse the Envoy config as YAML or JSON: {e}"))
-}
-
 /// What `config check --envoy` was given, and what it found in it.
 pub struct Found {
     pub routes: Vec<Route>,
@@ -280,7 +276,7 @@ mod tests {
 
     #[test]
     fn the_shipped_envoy_config_leaves_no_route_uncovered() {
-        let doc = parse(include_str!("../../deploy/envoy/envoy.yaml")).expect("yaml");
+        let doc: Value = serde_norway::from_str(include_str!("../../deploy/envoy/envoy.yaml")).expect("yaml");
         let found = routes(&doc);
         assert_eq!(found.len(), 5, "{found:?}");
         // /.well-known/oauth-protected-resource (ext_authz disabled), /public, /ctx/date, /meta/echo.

@@ -9,5 +9,5 @@ pub mod token;
 
 // Operator helpers, beside the commands that use them (`rules from-openapi`,
 // `config check --openapi/--envoy`); the server never needs them.
-pub mod envoy_routes;
-pub mod openapi;
+pub(crate) mod envoy_routes;
+pub(crate) mod openapi;

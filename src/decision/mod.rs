@@ -11,7 +11,7 @@
 //! itself for explanations. The gRPC `Check`, the admin `Explain` RPC and the
 //! CLI all call [`Engine::decide`] / [`Engine::explain`], which share it.
 
-pub mod conditions;
+pub(crate) mod conditions;
 pub mod config;
 pub mod route;
 pub mod rules;

@@ -15,10 +15,10 @@
 pub mod canonical;
 pub mod credential;
 pub mod envoy;
-pub mod forwarded;
+pub(crate) mod forwarded;
 pub mod path;
-pub mod refusal;
-pub mod sources;
+pub(crate) mod refusal;
+pub(crate) mod sources;
 
 pub use envoy::{envoy_check_request, METADATA_NAMESPACE};
 

@@ -7,11 +7,11 @@
 //! [`crate::decision::verdict`]; this module only renders it.
 
 pub mod envoy;
-pub mod explanation;
+pub(crate) mod explanation;
 pub mod headers;
 pub mod http;
 pub mod resource_metadata;
-pub mod upstream_jwt;
+pub(crate) mod upstream_jwt;
 
 use crate::authn::Identity;
 use crate::decision::verdict::DenyReason;

@@ -7,11 +7,11 @@
 
 pub mod admin;
 pub mod authz;
-pub mod decision_event;
+pub(crate) mod decision_event;
 pub mod forward_auth;
 pub mod http;
 pub mod listener;
-pub mod reload;
+pub(crate) mod reload;
 pub mod tls;
 
 use crate::admin_proto::admin_server::AdminServer;

@@ -17,7 +17,7 @@
 
 pub mod config;
 pub mod purge;
-pub mod shared_cache;
+pub(crate) mod shared_cache;
 pub mod subscriber;
 
 use crate::extract::credential::Token;
