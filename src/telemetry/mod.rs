@@ -76,23 +76,24 @@ pub const MAX_LOGGED_CHARS: usize = 512;
 /// that may quote an outsider (an issuer's error) can neither leave its
 /// field nor forge another one.
 pub fn capped(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.len() <= MAX_LOGGED_CHARS {
-        return value.into();
-    }
-    match value.char_indices().nth(MAX_LOGGED_CHARS) {
-        Some((end, _)) => format!("{}...(truncated)", &value[..end]).into(),
+    match cut_at(value) {
+        Some(end) => format!("{}...(truncated)", &value[..end]).into(),
         None => value.into(),
     }
 }
 
+/// Where `value` is cut to [`MAX_LOGGED_CHARS`] characters, if it is longer.
+fn cut_at(value: &str) -> Option<usize> {
+    // No more bytes than the limit in characters: nothing to count.
+    if value.len() <= MAX_LOGGED_CHARS {
+        return None;
+    }
+    value.char_indices().nth(MAX_LOGGED_CHARS).map(|(end, _)| end)
+}
+
 fn write_escaped(f: &mut std::fmt::Formatter<'_>, value: &str, keep_spaces: bool) -> std::fmt::Result {
     let risky = |c: char| c == '\\' || (c == ' ' && !keep_spaces) || line::is_line_breaking(c);
-    // No more bytes than the limit in characters: nothing to count.
-    let end = match value.len() <= MAX_LOGGED_CHARS {
-        true => None,
-        false => value.char_indices().nth(MAX_LOGGED_CHARS).map(|(end, _)| end),
-    };
-    let (shown, cut) = match end {
+    let (shown, cut) = match cut_at(value) {
         Some(end) => (&value[..end], true),
         None => (value, false),
     };
