@@ -26,7 +26,6 @@ pub(crate) async fn interleaved(
     per_row: Duration,
     rounds: usize,
 ) -> anyhow::Result<String> {
-    let mut ratios = vec![Vec::new(); contenders.len()];
     let mut rps = vec![Vec::new(); contenders.len()];
     let mut cpu = vec![Vec::new(); contenders.len() + 1];
     let mut switches = vec![Vec::new(); contenders.len() + 1];
@@ -46,19 +45,18 @@ pub(crate) async fn interleaved(
         for (i, c) in contenders.iter().enumerate() {
             let (r, denied, sw) = measure(c.server, tokens, concurrency, per_row).await?;
             anyhow::ensure!(denied == 0, "{}: {denied} checks not allowed in round {round}", c.name);
-            ratios[i].push(r.rps / a.rps);
             rps[i].push(r.rps);
             cpu[i + 1].push(r.cpu_us.unwrap_or(f64::NAN));
             switches[i + 1].push(sw);
         }
         eprintln!("authz-bench: round {}/{rounds} done", round + 1);
     }
-    // Ratios to the second reference, round by round.
+    // Each round's throughput against the reference's of the same round.
+    let per_round =
+        |x: &[f64], reference: &[f64]| -> Vec<f64> { x.iter().zip(reference).map(|(x, r)| x / r).collect() };
+    let ratios: Vec<Vec<f64>> = rps.iter().map(|x| per_round(x, &floor_rps)).collect();
     let to_second = |i: usize| match second.and_then(|k| rps.get(k)) {
-        Some(reference) => {
-            let v: Vec<f64> = rps[i].iter().zip(reference).map(|(x, r)| x / r).collect();
-            format!("{:.2}", median(&v))
-        }
+        Some(reference) => format!("{:.2}", median(&per_round(&rps[i], reference))),
         None => "–".to_owned(),
     };
     let second_name = second
