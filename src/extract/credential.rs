@@ -49,14 +49,24 @@ impl Token {
     /// First 8 hex digits of SHA-256: enough to correlate log lines, useless
     /// to replay.
     pub fn fingerprint(&self) -> String {
-        hex::encode(&self.digest()[..4])
+        fingerprint_of(self.digest())
     }
 }
 
 /// Fingerprint of an arbitrary secret; see [`Token::fingerprint`].
 pub fn fingerprint(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    hex::encode(&digest[..4])
+    fingerprint_of(&Sha256::digest(secret.as_bytes()).into())
+}
+
+/// The first four bytes of a digest in hex (`encode_to_slice`: no
+/// per-character iterator, as every decision line carries one).
+fn fingerprint_of(digest: &[u8; 32]) -> String {
+    let mut hex = [0u8; 8];
+    match hex::encode_to_slice(&digest[..4], &mut hex) {
+        Ok(()) => String::from_utf8_lossy(&hex).into_owned(),
+        // Cannot happen (4 bytes, 8 digits); the slow path says the same.
+        Err(_) => hex::encode(&digest[..4]),
+    }
 }
 
 impl fmt::Debug for Token {
@@ -128,11 +138,21 @@ pub fn parse_raw_token(value: &str) -> Credential {
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
 fn is_b64token(s: &str) -> bool {
     let body = s.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+    !body.is_empty() && body.bytes().all(|b| B64TOKEN[usize::from(b)])
 }
+
+/// RFC 6750 b64token characters (before the trailing `=`): one look-up per
+/// byte, as every check pays this for its token.
+static B64TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {
@@ -196,5 +216,24 @@ mod tests {
         assert!(!shown.contains("super-secret-token"));
         assert!(shown.contains(&t.fingerprint()));
         assert_eq!(t.fingerprint().len(), 8);
+    }
+
+    /// The fingerprint is the first 8 hex digits of SHA-256 (FIPS 180-2's
+    /// "abc" vector), the same for a token and for a bare secret.
+    #[test]
+    fn fingerprint_is_the_digest_prefix() {
+        assert_eq!(Token::new("abc").fingerprint(), "ba7816bf");
+        assert_eq!(fingerprint("abc"), "ba7816bf");
+    }
+
+    /// Every byte: the table says what the RFC 6750 grammar says.
+    #[test]
+    fn b64token_table_matches_the_grammar() {
+        for b in 0..=255u8 {
+            let allowed = b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+            assert_eq!(B64TOKEN[usize::from(b)], allowed, "byte {b:#04x}");
+        }
+        assert!(is_b64token("a=="));
+        assert!(!is_b64token("=="));
     }
 }

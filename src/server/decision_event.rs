@@ -64,7 +64,7 @@ fn served_stale(o: &Outcome) -> bool {
 
 fn summary(o: &Outcome) -> (&'static str, u16, &'static str) {
     match &o.decision {
-        Decision::Allow => ("allow", 200, "allowed"),
+        Decision::Allow => (crate::metrics::ALLOWED.decision, 200, crate::metrics::ALLOWED.reason),
         Decision::Deny(r) => ("deny", r.http_status(), r.label()),
     }
 }
