@@ -6,6 +6,9 @@
 #   scripts/bench.sh --only b4,f,g   (just these row groups; a and b always run)
 # Needs nginx for rows g (scripts/install-proxies.sh nginx prints its dir); skipped without it.
 # Needs wrk for the Envoy rows (apt-get install wrk); they are skipped without it.
+# scripts/bench.sh server-instructions   (the whole server process under valgrind's
+#   callgrind, floor and hydra-authz at each log setting: instructions per check and
+#   the ratio to the floor; repeatable where throughput is not; needs valgrind)
 # Micro-benchmarks: cargo bench --bench decision
 # AUTHZ_BENCH_SERVER_WORKERS=N runs the hydra-authz processes with N tokio workers.
 set -euo pipefail

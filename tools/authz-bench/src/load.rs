@@ -12,10 +12,11 @@ pub(crate) async fn load_on(
     duration: Duration,
     rate: Option<u64>,
 ) -> anyhow::Result<(Row, u64)> {
-    let cpu0 = cpu_s(p.pid());
+    let (cpu0, own0) = (cpu_s(p.pid()), cpu_s(std::process::id()));
     let (mut row, denied) = grpc_load(p.addr, tokens, concurrency, duration, rate).await?;
     let checks = row.rps * duration.as_secs_f64();
     row.cpu_us = Some((cpu_s(p.pid()) - cpu0) * 1e6 / checks.max(1.0));
+    row.load_cpu_us = Some((cpu_s(std::process::id()) - own0) * 1e6 / checks.max(1.0));
     row.rss_mib = rss_mib(p.pid());
     Ok((row, denied))
 }

@@ -16,6 +16,10 @@
 //!   z  open loop (fixed arrival rate, latency from the schedule): Zipf over
 //!      10,000 tokens + 1 % new, Hydra +2 ms, cache off/on, 1k/s, 5k/s, saturation
 //! plus p99 at a fixed 1,000 checks/s, and RSS idle / with 100,000 cached tokens.
+//!
+//! `authz-bench server-instructions` counts the whole server process under
+//! callgrind instead (floor, a'' and its parts, b, b2, b3): the same
+//! comparison without the machine's noise (server_instructions.rs).
 
 use envoy_types::ext_authz::v3::pb::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
@@ -39,6 +43,7 @@ mod load;
 mod memory;
 mod open_loop;
 mod rounds;
+mod server_instructions;
 mod servers;
 mod soak;
 
@@ -123,6 +128,20 @@ enum Cmd {
         #[arg(long, default_value = "info")]
         log_level: String,
     },
+    /// The whole server process under valgrind callgrind, floor and
+    /// hydra-authz at each log setting: instructions per check and the
+    /// ratio to the floor's (needs valgrind; a few minutes).
+    ServerInstructions {
+        #[arg(long, default_value_t = 2_000)]
+        checks: u64,
+        /// Checks before counting starts (connections, caches, buffers warm).
+        #[arg(long, default_value_t = 200)]
+        warmup: u64,
+        /// Keep the callgrind outputs in a new directory under this one
+        /// (for callgrind_annotate); by default they are deleted.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
     /// Only the memory rows: RSS idle and with N cached tokens.
     Memory {
         #[arg(long, default_value_t = 100_000)]
@@ -154,6 +173,8 @@ pub(crate) struct Row {
     pub(crate) rss_mib: f64,
     /// Server CPU time (user + system) per answered check, µs.
     pub(crate) cpu_us: Option<f64>,
+    /// The load generator's own CPU time per check, µs (it shares the cores).
+    pub(crate) load_cpu_us: Option<f64>,
     pub(crate) note: String,
 }
 
@@ -172,6 +193,9 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if let Some(Cmd::Soak { minutes, rate }) = args.cmd {
         return rt.block_on(soak(Duration::from_secs(minutes * 60), rate));
+    }
+    if let Some(Cmd::ServerInstructions { checks, warmup, keep }) = args.cmd {
+        return rt.block_on(server_instructions::run(checks, warmup, keep));
     }
     if let Some(Cmd::Memory { tokens }) = args.cmd {
         return rt.block_on(async move {

@@ -29,6 +29,7 @@ pub(crate) async fn interleaved(
     let mut rps = vec![Vec::new(); contenders.len()];
     let mut cpu = vec![Vec::new(); contenders.len() + 1];
     let mut switches = vec![Vec::new(); contenders.len() + 1];
+    let mut load_cpu = vec![Vec::new(); contenders.len() + 1];
     let mut floor_rps = Vec::new();
     // One measurement: the row and the server's context switches per check.
     async fn measure(p: &Proc, tokens: &[String], c: usize, d: Duration) -> anyhow::Result<(crate::Row, u64, f64)> {
@@ -41,12 +42,14 @@ pub(crate) async fn interleaved(
         let (a, _, a_switches) = measure(floor, tokens, concurrency, per_row).await?;
         floor_rps.push(a.rps);
         cpu[0].push(a.cpu_us.unwrap_or(f64::NAN));
+        load_cpu[0].push(a.load_cpu_us.unwrap_or(f64::NAN));
         switches[0].push(a_switches);
         for (i, c) in contenders.iter().enumerate() {
             let (r, denied, sw) = measure(c.server, tokens, concurrency, per_row).await?;
             anyhow::ensure!(denied == 0, "{}: {denied} checks not allowed in round {round}", c.name);
             rps[i].push(r.rps);
             cpu[i + 1].push(r.cpu_us.unwrap_or(f64::NAN));
+            load_cpu[i + 1].push(r.load_cpu_us.unwrap_or(f64::NAN));
             switches[i + 1].push(sw);
         }
         eprintln!("authz-bench: round {}/{rounds} done", round + 1);
@@ -65,7 +68,7 @@ pub(crate) async fn interleaved(
     let mut out = format!(
         "\nInterleaved: {rounds} rounds of [a, {}], {}s each; ratios to the floor of the same round \
          (floor: median {:.0} checks/s, {:.0}–{:.0}).\n\n\
-         | row | median × a | min–max × a | median × {second_name} | median server CPU µs/check (a: {:.1}) | median server context switches per check (a: {:.2}) |\n|---|---:|---:|---:|---:|---:|\n",
+         | row | median × a | min–max × a | median × {second_name} | median server CPU µs/check (a: {:.1}) | median server context switches per check (a: {:.2}) | median load generator CPU µs/check (a: {:.1}) |\n|---|---:|---:|---:|---:|---:|---:|\n",
         contenders
             .iter()
             .map(|c| c.name.as_str())
@@ -77,17 +80,19 @@ pub(crate) async fn interleaved(
         max(&floor_rps),
         median(&cpu[0]),
         median(&switches[0]),
+        median(&load_cpu[0]),
     );
     for (i, c) in contenders.iter().enumerate() {
         out.push_str(&format!(
-            "| {} | {:.2} | {:.2}–{:.2} | {} | {:.1} | {:.2} |\n",
+            "| {} | {:.2} | {:.2}–{:.2} | {} | {:.1} | {:.2} | {:.1} |\n",
             c.name,
             median(&ratios[i]),
             min(&ratios[i]),
             max(&ratios[i]),
             to_second(i),
             median(&cpu[i + 1]),
-            median(&switches[i + 1])
+            median(&switches[i + 1]),
+            median(&load_cpu[i + 1])
         ));
     }
     Ok(out)

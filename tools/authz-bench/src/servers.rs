@@ -40,7 +40,13 @@ impl Proc {
 }
 
 pub(crate) async fn wait_port(addr: SocketAddr) -> anyhow::Result<()> {
-    for _ in 0..200 {
+    wait_port_for(addr, Duration::from_secs(5)).await
+}
+
+/// [`wait_port`] with a longer budget (a server starting under valgrind).
+pub(crate) async fn wait_port_for(addr: SocketAddr, budget: Duration) -> anyhow::Result<()> {
+    let tries = (budget.as_millis() / 25).max(1);
+    for _ in 0..tries {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(());
         }
@@ -52,14 +58,45 @@ pub(crate) async fn wait_port(addr: SocketAddr) -> anyhow::Result<()> {
 /// The no-op floor's process; with `answer`, it answers every check with
 /// that CheckResponse (protobuf bytes in a file) instead of an empty OK.
 pub(crate) async fn spawn_noop(answer: Option<&std::path::Path>) -> anyhow::Result<Proc> {
+    spawn_noop_under(&Wrapper::NONE, answer).await
+}
+
+/// A program the measured server runs under (valgrind for
+/// `server-instructions`), or nothing.
+pub(crate) struct Wrapper {
+    pub(crate) argv: Vec<std::ffi::OsString>,
+    /// How long the server may take to listen under it.
+    pub(crate) start_budget: Duration,
+}
+
+impl Wrapper {
+    pub(crate) const NONE: Wrapper = Wrapper {
+        argv: Vec::new(),
+        start_budget: Duration::from_secs(5),
+    };
+
+    fn command(&self, program: &Path) -> Command {
+        match self.argv.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+}
+
+/// [`spawn_noop`] under `wrap`.
+pub(crate) async fn spawn_noop_under(wrap: &Wrapper, answer: Option<&std::path::Path>) -> anyhow::Result<Proc> {
     let addr = free_addr();
-    let mut command = Command::new(std::env::current_exe()?);
+    let mut command = wrap.command(&std::env::current_exe()?);
     command.args(["noop-server", &addr.to_string()]);
     if let Some(path) = answer {
         command.arg("--answer").arg(path);
     }
     let child = command.stdout(Stdio::null()).kill_on_drop(true).spawn()?;
-    wait_port(addr).await?;
+    wait_port_for(addr, wrap.start_budget).await?;
     Ok(Proc {
         child,
         addr,
@@ -114,6 +151,18 @@ pub(crate) async fn spawn_authz_logging(
     introspection: &str,
     log: LogSetting,
 ) -> anyhow::Result<Proc> {
+    spawn_authz_under(&Wrapper::NONE, dir, name, config_extra, introspection, log).await
+}
+
+/// [`spawn_authz_logging`] under `wrap`.
+pub(crate) async fn spawn_authz_under(
+    wrap: &Wrapper,
+    dir: &Path,
+    name: &str,
+    config_extra: &str,
+    introspection: &str,
+    log: LogSetting,
+) -> anyhow::Result<Proc> {
     let (grpc, http) = (free_addr(), free_addr());
     let config = format!(
         "[server]\ngrpc_addr = \"{grpc}\"\nhttp_addr = \"{http}\"\n[introspection]\nurl = \"{introspection}\"\ntimeout_ms = 2000\n{config_extra}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\n[[rules]]\nid = \"bench\"\npath = \"/**\"\nscopes = [\"read_date\"]\n",
@@ -121,7 +170,7 @@ pub(crate) async fn spawn_authz_logging(
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config)?;
-    let mut cmd = Command::new(sibling("hydra-authz")?);
+    let mut cmd = wrap.command(&sibling("hydra-authz")?);
     // Experiments with the server's runtime size (tokio reads this variable).
     if let Ok(n) = std::env::var("AUTHZ_BENCH_SERVER_WORKERS") {
         cmd.env("TOKIO_WORKER_THREADS", n);
@@ -140,7 +189,7 @@ pub(crate) async fn spawn_authz_logging(
             while matches!(err.read(&mut buf).await, Ok(n) if n > 0) {}
         });
     }
-    wait_port(grpc).await?;
+    wait_port_for(grpc, wrap.start_budget).await?;
     Ok(Proc {
         child,
         addr: grpc,
