@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# hydra-authz side by side with Ory Oathkeeper v0.40.9 (issue 15, part 3):
+# hydra-authz side by side with Ory Oathkeeper v0.40.9 and OPA-Envoy
+# v1.0.0-envoy (issue 15, part 3):
 # the same real Ory Hydra v2.3.0, the same Envoy, the same upstream, the same
 # load, one run on one machine. Prints a markdown table on stdout (progress
 # and the location of the temp files on stderr).
@@ -16,6 +17,9 @@
 #                   cache off / on (same transport as Oathkeeper; --no-http-rows skips)
 #   Oathkeeper      http_service ext_authz to its /decisions API (the shape of
 #                   envoy-http-service.yaml), cache off / on
+#   OPA-Envoy       gRPC ext_authz (deploy/envoy/envoy.yaml) to OPA's Envoy
+#                   plugin with tests/opa-envoy/policy.rego (introspection by
+#                   http.send), cache off / on (http.send's force_cache, 60 s)
 # Per row: the seed cases through Envoy with curl (the "correct" column),
 # 2 s of warm-up, then `wrk --latency` for --duration-s (closed loop, at
 # saturation), then a paced open-loop run at --rate req/s (latency measured
@@ -24,11 +28,13 @@
 # (http_requests_duration_seconds_count{endpoint="/admin/oauth2/introspect"})
 # read before and after the wrk run, divided by wrk's request count.
 #
-# Needs: wrk, curl, python3, go (builds the echo upstream; Hydra and Oathkeeper
-# come from scripts/install-{hydra,oathkeeper}.sh, Envoy from install-envoy.sh).
+# Needs: wrk, curl, python3, go (builds the echo upstream; Hydra, Oathkeeper and
+# OPA-Envoy come from scripts/install-{hydra,oathkeeper,opa-envoy}.sh, Envoy
+# from install-envoy.sh).
 # hydra-authz: $BENCH_HYDRA_AUTHZ_BIN, else built with cargo (release).
 # Everything binds 127.0.0.1 on free ports; Hydra and Oathkeeper run with
-# telemetry off (--sqa-opt-out); every process is killed on exit.
+# telemetry off (--sqa-opt-out), OPA with --disable-telemetry; every process
+# is killed on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$(pwd)"
@@ -43,7 +49,7 @@ while [[ $# -gt 0 ]]; do
     --rate-duration-s) rate_duration="$2"; shift 2 ;;
     --no-http-rows) http_rows=0; shift ;;
     --check-only) check_only=1; shift ;;
-    -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "bench-peers: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -97,6 +103,7 @@ stop() {
 ENVOY_BIN="${ENVOY_BIN:-$(scripts/install-envoy.sh)}"
 HYDRA_BIN="${HYDRA_BIN:-$(scripts/install-hydra.sh)}"
 OATHKEEPER_BIN="${OATHKEEPER_BIN:-$(scripts/install-oathkeeper.sh)}"
+OPA_ENVOY_BIN="${OPA_ENVOY_BIN:-$(scripts/install-opa-envoy.sh)}"
 if [[ -z "${BENCH_HYDRA_AUTHZ_BIN:-}" ]]; then
     cargo build --release --locked -p hydra-authz --bins >&2
     BENCH_HYDRA_AUTHZ_BIN="${repo}/target/release/hydra-authz"
@@ -315,6 +322,22 @@ start_oathkeeper() { # name cache(true|false) -> sets authz_pid authz_api
     wait_http "http://127.0.0.1:${authz_api}/health/ready" "$authz_pid"
 }
 
+start_opa() { # name cache(true|false) -> sets authz_pid authz_opa_grpc
+    authz_opa_grpc=$(free_port)
+    local api
+    api=$(free_port)
+    OPA_GRPC_ADDR="127.0.0.1:${authz_opa_grpc}" envsubst '${OPA_GRPC_ADDR}' \
+        <tests/opa-envoy/config.yaml >"${tmp}/$1.yaml"
+    env -i PATH="$PATH" HOME="$tmp" \
+        HYDRA_INTROSPECT_URL="${hydra_admin_url}/admin/oauth2/introspect" \
+        HYDRA_INTROSPECT_CACHE_S="$([[ "$2" == true ]] && echo 60 || echo 0)" \
+        "${OPA_ENVOY_BIN}" run --server --addr "127.0.0.1:${api}" --disable-telemetry \
+        --config-file "${tmp}/$1.yaml" "${repo}/tests/opa-envoy/policy.rego" >"${tmp}/$1.log" 2>&1 &
+    authz_pid=$!
+    pids+=("$authz_pid")
+    wait_http "http://127.0.0.1:${api}/health?plugins" "$authz_pid"
+}
+
 start_envoy() { # cfg -> sets envoy_pid
     "${ENVOY_BIN}" -c "$1" --log-level error --disable-hot-restart --concurrency 1 \
         >"${1%.yaml}.envoy.log" 2>&1 &
@@ -358,7 +381,7 @@ rows=()   # markdown lines
 details=()
 baseline_rps=()
 
-run_row() { # slug label kind(baseline|grpc|http|oathkeeper) cache(true|false|-)
+run_row() { # slug label kind(baseline|grpc|http|oathkeeper|opa) cache(true|false|-)
     local slug="$1" label="$2" kind="$3" cache="$4"
     log "row: ${label}"
     authz_pid=""
@@ -366,10 +389,15 @@ run_row() { # slug label kind(baseline|grpc|http|oathkeeper) cache(true|false|-)
     case "$kind" in
     grpc | http) start_hydra_authz "$slug" "$cache"; authz_port=$([[ $kind == grpc ]] && echo "$authz_grpc" || echo "$authz_fa"); authz_http_port="$authz_http" ;;
     oathkeeper) start_oathkeeper "$slug" "$cache"; authz_port="$authz_api" ;;
+    # deploy/envoy/envoy.yaml as for hydra-authz (gRPC); its metadata route's
+    # cluster points at a port nobody listens on.
+    opa) start_opa "$slug" "$cache"; authz_port="$authz_opa_grpc"; authz_http_port=$(free_port) ;;
     esac
     local listen
     listen=$(free_port) envoy_admin=$(free_port)
-    envoy_cfg "$kind" "${tmp}/${slug}.envoy.yaml" "$listen" "$envoy_admin" "$authz_port" "$authz_http_port"
+    local cfg_kind="$kind"
+    [[ "$kind" == opa ]] && cfg_kind=grpc
+    envoy_cfg "$cfg_kind" "${tmp}/${slug}.envoy.yaml" "$listen" "$envoy_admin" "$authz_port" "$authz_http_port"
     start_envoy "${tmp}/${slug}.envoy.yaml"
 
     correct="–" correct_detail=""
@@ -429,6 +457,8 @@ if ((http_rows)); then
 fi
 run_row ha-grpc-on "Envoy + hydra-authz (gRPC), cache on (60 s)" grpc true
 run_row ok-on "Envoy + Oathkeeper (http_service), cache on (60 s)" oathkeeper true
+run_row opa-off "Envoy + OPA-Envoy (gRPC, Rego http.send), cache off" opa false
+run_row opa-on "Envoy + OPA-Envoy (gRPC, Rego http.send), cache on (60 s)" opa true
 if ((http_rows)); then
     run_row ha-http-on "Envoy + hydra-authz (http_service), cache on (60 s)" http true
 fi
@@ -440,11 +470,12 @@ base=0
 envoy_version="$("${ENVOY_BIN}" --version | sed -n 's|.*version: [0-9a-f]*/\([^/]*\)/.*|\1|p')"
 commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
 cat <<EOF
-## hydra-authz and Ory Oathkeeper side by side ($(date -u +%Y-%m-%d))
+## hydra-authz, Ory Oathkeeper and OPA-Envoy side by side ($(date -u +%Y-%m-%d))
 
 Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), one run, loopback.
 Versions: Envoy ${envoy_version:-?} (--concurrency 1), Ory Hydra $("${HYDRA_BIN}" version 2>/dev/null | awk '/^Version:/ { print $2 }'),
-Ory Oathkeeper $("${OATHKEEPER_BIN}" version 2>/dev/null | awk '/^Version:/ { print $2 }'), $("${BENCH_HYDRA_AUTHZ_BIN}" --version) (commit ${commit}).
+Ory Oathkeeper $("${OATHKEEPER_BIN}" version 2>/dev/null | awk '/^Version:/ { print $2 }'), OPA-Envoy v1.0.0-envoy (OPA $("${OPA_ENVOY_BIN}" version 2>/dev/null | awk '/^Version:/ { print $2 }')),
+$("${BENCH_HYDRA_AUTHZ_BIN}" --version) (commit ${commit}).
 Load: \`wrk -t ${threads} -c ${connections} -d ${duration}s --latency\` GET /date with the reader's token after 2 s of warm-up;
 paced: ${rate} req/s for ${rate_duration} s (16 keep-alive connections, latency from the scheduled send time).
 Ratio: req/s over the mean of the two baseline rows (${base} req/s).
