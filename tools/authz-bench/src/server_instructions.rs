@@ -31,6 +31,9 @@ enum Server<'a> {
 
 pub(crate) async fn run(checks: u64, warmup: u64, keep: Option<PathBuf>) -> anyhow::Result<()> {
     anyhow::ensure!(checks > 0, "--checks must be at least 1");
+    let warm_and_counted = warmup
+        .checked_add(checks)
+        .ok_or_else(|| anyhow::anyhow!("--warmup + --checks is too large"))?;
     which_valgrind()?;
     let temp = tempfile::tempdir()?;
     let dir = match &keep {
@@ -84,7 +87,7 @@ pub(crate) async fn run(checks: u64, warmup: u64, keep: Option<PathBuf>) -> anyh
     let mut counted = Vec::new();
     for (i, (name, server)) in rows.iter().enumerate() {
         let base = count(dir, &format!("{i}-base"), server, &intro, &token, warmup).await?;
-        let full = count(dir, &format!("{i}-full"), server, &intro, &token, warmup + checks).await?;
+        let full = count(dir, &format!("{i}-full"), server, &intro, &token, warm_and_counted).await?;
         let per_check = full.saturating_sub(base) as f64 / checks as f64;
         eprintln!("authz-bench: {name}: {per_check:.0} instructions per check");
         counted.push((*name, per_check));
@@ -184,7 +187,10 @@ fn total(callgrind_out: &str) -> Option<u64> {
 
 /// `checks` allowed checks, one after another, over one connection.
 async fn send(proc: &Proc, token: &str, checks: u64) -> anyhow::Result<()> {
-    let channel = Channel::from_shared(format!("http://{}", proc.addr))?.connect().await?;
+    let channel = Channel::from_shared(format!("http://{}", proc.addr))?
+        .connect_timeout(Duration::from_secs(30))
+        .connect()
+        .await?;
     let mut client = AuthorizationClient::new(channel);
     let request = check_request(token);
     for i in 0..checks {
@@ -202,7 +208,12 @@ async fn send(proc: &Proc, token: &str, checks: u64) -> anyhow::Result<()> {
 
 /// SIGTERM, then wait: callgrind writes its counts when the process ends.
 async fn stop(proc: &mut Proc) -> anyhow::Result<()> {
-    let pid = proc.pid().to_string();
+    // Never `kill 0` (the whole process group) for a child already gone.
+    let pid = proc
+        .child
+        .id()
+        .ok_or_else(|| anyhow::anyhow!("the server under valgrind has already exited"))?
+        .to_string();
     let status = tokio::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
