@@ -49,7 +49,7 @@ while [[ $# -gt 0 ]]; do
     --rate-duration-s) rate_duration="$2"; shift 2 ;;
     --no-http-rows) http_rows=0; shift ;;
     --check-only) check_only=1; shift ;;
-    -h | --help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "bench-peers: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -104,6 +104,8 @@ ENVOY_BIN="${ENVOY_BIN:-$(scripts/install-envoy.sh)}"
 HYDRA_BIN="${HYDRA_BIN:-$(scripts/install-hydra.sh)}"
 OATHKEEPER_BIN="${OATHKEEPER_BIN:-$(scripts/install-oathkeeper.sh)}"
 OPA_ENVOY_BIN="${OPA_ENVOY_BIN:-$(scripts/install-opa-envoy.sh)}"
+# The OPA policy's own unit tests (tests/opa-envoy/policy_test.rego) first.
+"${OPA_ENVOY_BIN}" test tests/opa-envoy/ >&2 || die "tests/opa-envoy: the policy's tests fail"
 if [[ -z "${BENCH_HYDRA_AUTHZ_BIN:-}" ]]; then
     cargo build --release --locked -p hydra-authz --bins >&2
     BENCH_HYDRA_AUTHZ_BIN="${repo}/target/release/hydra-authz"

@@ -24,6 +24,8 @@
 set -euo pipefail
 
 name="${1:-}"
+# What `<bin> version` must print, when it is not the version itself.
+reports=""
 case "${name}" in
 hydra)
     version="v2.3.0"
