@@ -325,13 +325,25 @@ fn json_string(w: &mut String, value: &str) -> fmt::Result {
 }
 
 /// Writes through, with every control character, the Unicode line
-/// separators and the bidi overrides as `\u{..}`: whatever a value's
+/// separators and the bidi controls and marks as `\u{..}`: whatever a value's
 /// Display or Debug prints stays on its line and cannot repaint a terminal.
 /// Idempotent on [`super::Escaped`] output, which has none of them left.
 pub(crate) struct Sanitized<'a, W: fmt::Write>(pub &'a mut W);
 
 pub(crate) fn is_line_breaking(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}'
+            // Bidi embeddings, overrides and isolates, and the three bidi
+            // marks (LRM, RLM, ALM): each can reorder how a viewer shows
+            // the rest of the line.
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{061c}'
+        )
 }
 
 impl<W: fmt::Write> fmt::Write for Sanitized<'_, W> {
@@ -483,7 +495,7 @@ mod tests {
                 .event_format(format);
             let subscriber = tracing_subscriber::registry().with(layer);
             tracing::subscriber::with_default(subscriber, || {
-                let evil = "x\nforged \u{1b}[2K\u{2028}\r\u{85}";
+                let evil = "x\nforged \u{1b}[2K\u{2028}\r\u{85}\u{200f}";
                 tracing::warn!(error = %evil, debug = ?evil, plain = evil, "{evil}");
                 // A quoted field keeps a forged `key=value` inside its quotes.
                 tracing::info!(detail = "rejected: \" client_id=evil", client_id = "real");
@@ -505,7 +517,7 @@ mod tests {
             if format == LineFormat::Json {
                 let v: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON");
                 assert_eq!(
-                    v["plain"], "x\nforged \u{1b}[2K\u{2028}\r\u{85}",
+                    v["plain"], "x\nforged \u{1b}[2K\u{2028}\r\u{85}\u{200f}",
                     "JSON keeps the value, escaped"
                 );
             }

@@ -417,6 +417,11 @@ mod tests {
         assert_eq!(shown("\u{1b}[31mred"), "\\u{1b}[31mred");
         assert_eq!(shown("x\u{2028}y\u{202e}z"), "x\\u{2028}y\\u{202e}z");
         assert_eq!(
+            shown("a\u{200e}b\u{200f}c\u{61c}d"),
+            "a\\u{200e}b\\u{200f}c\\u{61c}d",
+            "the bidi marks reorder a line's display too"
+        );
+        assert_eq!(
             shown("back\\u{a}slash"),
             "back\\\\u{a}slash",
             "a literal backslash is escaped too"
