@@ -26,40 +26,41 @@ pub(crate) async fn interleaved(
     per_row: Duration,
     rounds: usize,
 ) -> anyhow::Result<String> {
-    let mut rps = vec![Vec::new(); contenders.len()];
-    let mut cpu = vec![Vec::new(); contenders.len() + 1];
-    let mut switches = vec![Vec::new(); contenders.len() + 1];
-    let mut load_cpu = vec![Vec::new(); contenders.len() + 1];
-    let mut floor_rps = Vec::new();
-    // One measurement: the row and the server's context switches per check.
-    async fn measure(p: &Proc, tokens: &[String], c: usize, d: Duration) -> anyhow::Result<(crate::Row, u64, f64)> {
+    // One measurement of one server: its row and its context switches per check.
+    struct Sample {
+        row: crate::Row,
+        switches: f64,
+    }
+    async fn measure(p: &Proc, tokens: &[String], c: usize, d: Duration) -> anyhow::Result<(Sample, u64)> {
         let before = context_switches(p.pid());
         let (row, denied) = load_on(p, tokens, c, d, None).await?;
-        let per_check = (context_switches(p.pid()) - before) as f64 / (row.rps * d.as_secs_f64()).max(1.0);
-        Ok((row, denied, per_check))
+        let switches = (context_switches(p.pid()) - before) as f64 / (row.rps * d.as_secs_f64()).max(1.0);
+        Ok((Sample { row, switches }, denied))
     }
+    // samples[0]: the floor; samples[i + 1]: contender i; one per round.
+    let mut samples: Vec<Vec<Sample>> = (0..=contenders.len()).map(|_| Vec::new()).collect();
     for round in 0..rounds {
-        let (a, _, a_switches) = measure(floor, tokens, concurrency, per_row).await?;
-        floor_rps.push(a.rps);
-        cpu[0].push(a.cpu_us.unwrap_or(f64::NAN));
-        load_cpu[0].push(a.load_cpu_us.unwrap_or(f64::NAN));
-        switches[0].push(a_switches);
+        let (a, _) = measure(floor, tokens, concurrency, per_row).await?;
+        samples[0].push(a);
         for (i, c) in contenders.iter().enumerate() {
-            let (r, denied, sw) = measure(c.server, tokens, concurrency, per_row).await?;
+            let (r, denied) = measure(c.server, tokens, concurrency, per_row).await?;
             anyhow::ensure!(denied == 0, "{}: {denied} checks not allowed in round {round}", c.name);
-            rps[i].push(r.rps);
-            cpu[i + 1].push(r.cpu_us.unwrap_or(f64::NAN));
-            load_cpu[i + 1].push(r.load_cpu_us.unwrap_or(f64::NAN));
-            switches[i + 1].push(sw);
+            samples[i + 1].push(r);
         }
         eprintln!("authz-bench: round {}/{rounds} done", round + 1);
     }
+    let series = |k: usize, f: fn(&Sample) -> f64| -> Vec<f64> { samples[k].iter().map(f).collect() };
+    let rps = |k: usize| series(k, |s| s.row.rps);
+    let cpu = |k: usize| median(&series(k, |s| s.row.cpu_us.unwrap_or(f64::NAN)));
+    let switches = |k: usize| median(&series(k, |s| s.switches));
+    let load_cpu = |k: usize| median(&series(k, |s| s.row.load_cpu_us.unwrap_or(f64::NAN)));
+    let floor_rps = rps(0);
     // Each round's throughput against the reference's of the same round.
     let per_round =
         |x: &[f64], reference: &[f64]| -> Vec<f64> { x.iter().zip(reference).map(|(x, r)| x / r).collect() };
-    let ratios: Vec<Vec<f64>> = rps.iter().map(|x| per_round(x, &floor_rps)).collect();
-    let to_second = |i: usize| match second.and_then(|k| rps.get(k)) {
-        Some(reference) => format!("{:.2}", median(&per_round(&rps[i], reference))),
+    let ratios: Vec<Vec<f64>> = (1..=contenders.len()).map(|k| per_round(&rps(k), &floor_rps)).collect();
+    let to_second = |i: usize| match second.filter(|k| *k < contenders.len()) {
+        Some(k) => format!("{:.2}", median(&per_round(&rps(i + 1), &rps(k + 1)))),
         None => "–".to_owned(),
     };
     let second_name = second
@@ -78,9 +79,9 @@ pub(crate) async fn interleaved(
         median(&floor_rps),
         min(&floor_rps),
         max(&floor_rps),
-        median(&cpu[0]),
-        median(&switches[0]),
-        median(&load_cpu[0]),
+        cpu(0),
+        switches(0),
+        load_cpu(0),
     );
     for (i, c) in contenders.iter().enumerate() {
         out.push_str(&format!(
@@ -90,9 +91,9 @@ pub(crate) async fn interleaved(
             min(&ratios[i]),
             max(&ratios[i]),
             to_second(i),
-            median(&cpu[i + 1]),
-            median(&switches[i + 1]),
-            median(&load_cpu[i + 1])
+            cpu(i + 1),
+            switches(i + 1),
+            load_cpu(i + 1)
         ));
     }
     Ok(out)
