@@ -267,7 +267,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // b. cached, at the settings operators ship (config/ and the Helm
     // chart), then at warn (no decision lines) as a separate contrast row.
     let intro = format!("http://{admin}/admin/oauth2/introspect");
-    let cache_on = "[introspection.cache]\nenabled = true\nttl_ms = 600000";
+    let cache_on = CACHE_ON;
     let cached = spawn_authz(dir.path(), "cached", cache_on, &intro).await?;
     let idle_rss = rss_mib(cached.pid());
     let before = opaque.introspections();

@@ -7,16 +7,7 @@ use crate::*;
 pub(crate) async fn memory(dir: &Path, n: usize) -> anyhow::Result<String> {
     let (iss, _, adm) = issuer(TokenFormat::Opaque, Duration::ZERO).await?;
     let url = format!("http://{adm}/admin/oauth2/introspect");
-    let srv = spawn_authz(
-        dir,
-        "mem",
-        &format!(
-            "[introspection.cache]\nenabled = true\nttl_ms = 600000\nmax_entries = {}",
-            n * 2
-        ),
-        &url,
-    )
-    .await?;
+    let srv = spawn_authz(dir, "mem", &format!("{CACHE_ON}\nmax_entries = {}", n * 2), &url).await?;
     let idle = rss_mib(srv.pid());
     let tokens = mint(&iss, n);
     let per = tokens.len() / 64;

@@ -14,7 +14,7 @@
 
 use crate::{
     allow_answer, check_request, issuer, mint, spawn_authz_logging, spawn_authz_under, spawn_noop_under, LogSetting,
-    Proc, Wrapper,
+    Proc, Wrapper, CACHE_ON,
 };
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use hydra_authz::demo::issuer::TokenFormat;
@@ -129,8 +129,6 @@ fn answer_parts(dir: &Path, answer: &Path) -> anyhow::Result<[PathBuf; 2]> {
     std::fs::write(&paths[1], no_removals.encode_to_vec())?;
     Ok(paths)
 }
-
-const CACHE_ON: &str = "[introspection.cache]\nenabled = true\nttl_ms = 600000";
 
 fn which_valgrind() -> anyhow::Result<()> {
     let ok = std::process::Command::new("valgrind")

@@ -104,6 +104,10 @@ pub(crate) async fn spawn_noop_under(wrap: &Wrapper, answer: Option<&std::path::
     })
 }
 
+/// The cache every cache-hit row runs with (`config_extra` of
+/// [`spawn_authz`]): on, entries kept ten minutes, longer than any run.
+pub(crate) const CACHE_ON: &str = "[introspection.cache]\nenabled = true\nttl_ms = 600000";
+
 /// A `[log]` setting for a row: what operators ship unless said otherwise.
 #[derive(Clone, Copy)]
 pub(crate) struct LogSetting {
