@@ -23,7 +23,7 @@
 
 use envoy_types::ext_authz::v3::pb::{Authorization, AuthorizationServer, CheckRequest, CheckResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use hydra_authz::demo::issuer::{seed_clients, DevIssuer, TokenFormat};
+use hydra_authz::demo::issuer::{seed_clients, DevIssuer, IssuerAddrs, TokenFormat};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -253,7 +253,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     // a. no-op floor.
-    let (opaque, _pa, admin) = issuer(TokenFormat::Opaque, Duration::ZERO).await?;
+    let (opaque, opaque_addrs) = issuer(TokenFormat::Opaque, Duration::ZERO).await?;
     let one = mint(&opaque, 1);
     let noop = spawn_noop(None).await?;
     let (mut a, _) = load_on(&noop, &one, c, dur, None).await?;
@@ -266,7 +266,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // b. cached, at the settings operators ship (config/ and the Helm
     // chart), then at warn (no decision lines) as a separate contrast row.
-    let intro = format!("http://{admin}/admin/oauth2/introspect");
+    let intro = opaque_addrs.introspection_url();
     let cache_on = CACHE_ON;
     let cached = spawn_authz(dir.path(), "cached", cache_on, &intro).await?;
     let idle_rss = rss_mib(cached.pid());
@@ -415,12 +415,15 @@ async fn jwt_mode_rows(
     // c. jwt mode. A JWT makes every CheckRequest several times larger for
     // the load generator too, so c is also compared with the floor fed the
     // same JWT-carrying requests (a2).
-    let (jwt_iss, jwt_pub, _) = issuer(TokenFormat::JwtEdDsa, Duration::ZERO).await?;
+    let (jwt_iss, jwt_addrs) = issuer(TokenFormat::JwtEdDsa, Duration::ZERO).await?;
     let jwt_tokens = mint(&jwt_iss, 1);
     let (mut a2, _) = load_on(noop, &jwt_tokens, c, dur, None).await?;
     a2.name = "a2. no-op, same JWT-carrying requests as c".into();
     rows.push(a2.clone());
-    let extra = format!("mode = \"jwt\"\n[introspection.jwt]\njwks_url = \"http://{jwt_pub}/.well-known/jwks.json\"");
+    let extra = format!(
+        "mode = \"jwt\"\n[introspection.jwt]\njwks_url = \"{}\"",
+        jwt_addrs.jwks_url()
+    );
     let jwt = spawn_authz(dir, "jwt", &extra, intro).await?;
     let (mut cj, denied) = load_on(&jwt, &jwt_tokens, c, dur, None).await?;
     cj.name = "c. hydra-authz, jwt mode (EdDSA)".into();
@@ -442,9 +445,9 @@ async fn uncached_rows(dir: &Path, floor_paced: &Row, c: usize, dur: Duration) -
     let mut rows = Vec::new();
     // d. uncached, distinct tokens so single-flight rarely coalesces.
     for delay_ms in [0u64, 5] {
-        let (iss, _, adm, hydra_times) = timed_issuer(TokenFormat::Opaque, Duration::from_millis(delay_ms)).await?;
+        let (iss, addrs, hydra_times) = timed_issuer(TokenFormat::Opaque, Duration::from_millis(delay_ms)).await?;
         let tokens = mint(&iss, 20_000);
-        let url = format!("http://{adm}/admin/oauth2/introspect");
+        let url = addrs.introspection_url();
         let srv = spawn_authz(dir, &format!("uncached{delay_ms}"), "", &url).await?;
         let (mut d, denied) = load_on(&srv, &tokens, c, dur, None).await?;
         let checks = d.rps * dur.as_secs_f64();

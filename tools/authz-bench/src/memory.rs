@@ -5,8 +5,8 @@ use crate::*;
 /// RSS of a cache-on hydra-authz idle, then after one check with each of `n`
 /// distinct tokens (all cached). Bounded: stops after 120 s whatever happens.
 pub(crate) async fn memory(dir: &Path, n: usize) -> anyhow::Result<String> {
-    let (iss, _, adm) = issuer(TokenFormat::Opaque, Duration::ZERO).await?;
-    let url = format!("http://{adm}/admin/oauth2/introspect");
+    let (iss, addrs) = issuer(TokenFormat::Opaque, Duration::ZERO).await?;
+    let url = addrs.introspection_url();
     let srv = spawn_authz(dir, "mem", &format!("{CACHE_ON}\nmax_entries = {}", n * 2), &url).await?;
     let idle = rss_mib(srv.pid());
     let tokens = mint(&iss, n);

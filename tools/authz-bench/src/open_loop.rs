@@ -21,8 +21,8 @@ const MAX_IN_FLIGHT: usize = 20_000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) async fn open_loop_rows(dir: &Path, noop: &Proc, c: usize, dur: Duration) -> anyhow::Result<Vec<Row>> {
-    let (iss, _, adm, _) = timed_issuer(TokenFormat::Opaque, Duration::from_millis(2)).await?;
-    let url = format!("http://{adm}/admin/oauth2/introspect");
+    let (iss, addrs, _) = timed_issuer(TokenFormat::Opaque, Duration::from_millis(2)).await?;
+    let url = addrs.introspection_url();
     let popular_tokens = mint(&iss, TOKENS);
     let popular: Vec<CheckRequest> = popular_tokens.iter().map(|t| check_request(t)).collect();
     let popular = Arc::new(popular);

@@ -47,12 +47,12 @@ pub(crate) async fn run(checks: u64, warmup: u64, keep: Option<PathBuf>) -> anyh
         None => temp.path().to_owned(),
     };
     let dir = dir.as_path();
-    let (opaque, _, admin) = issuer(TokenFormat::Opaque, Duration::ZERO).await?;
+    let (opaque, addrs) = issuer(TokenFormat::Opaque, Duration::ZERO).await?;
     let token = mint(&opaque, 1)
         .pop()
         .filter(|t| !t.is_empty())
         .ok_or_else(|| anyhow::anyhow!("the seed client cannot mint"))?;
-    let intro = format!("http://{admin}/admin/oauth2/introspect");
+    let intro = addrs.introspection_url();
     // Row a'''s bytes: hydra-authz's own allow for this check (not under valgrind).
     let answer = dir.join("allow-answer.pb");
     {

@@ -267,18 +267,15 @@ pub(crate) async fn server_p99_bucket_us(http: SocketAddr) -> Option<f64> {
 }
 
 /// Hydra-shaped issuer with an injected delay on introspection.
-pub(crate) async fn issuer(
-    format: TokenFormat,
-    delay: Duration,
-) -> anyhow::Result<(DevIssuer, SocketAddr, SocketAddr)> {
-    let (iss, pa, aa, _) = timed_issuer(format, delay).await?;
-    Ok((iss, pa, aa))
+pub(crate) async fn issuer(format: TokenFormat, delay: Duration) -> anyhow::Result<(DevIssuer, IssuerAddrs)> {
+    let (iss, addrs, _) = timed_issuer(format, delay).await?;
+    Ok((iss, addrs))
 }
 
 pub(crate) async fn timed_issuer(
     format: TokenFormat,
     delay: Duration,
-) -> anyhow::Result<(DevIssuer, SocketAddr, SocketAddr, ServiceTimes)> {
+) -> anyhow::Result<(DevIssuer, IssuerAddrs, ServiceTimes)> {
     let times = ServiceTimes::default();
     let recorder = times.clone();
     let public = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -302,7 +299,7 @@ pub(crate) async fn timed_issuer(
     let pr = iss.public_router();
     tokio::spawn(async move { axum::serve(public, pr).await });
     tokio::spawn(async move { axum::serve(admin, admin_router).await });
-    Ok((iss, pa, aa, times))
+    Ok((iss, IssuerAddrs { public: pa, admin: aa }, times))
 }
 
 pub(crate) fn mint(iss: &DevIssuer, n: usize) -> Vec<String> {

@@ -46,7 +46,13 @@ pub(crate) async fn soak(duration: Duration, rate: u64) -> anyhow::Result<()> {
         .map(|_| iss.mint("writer", &["post_echo"]).unwrap_or_default())
         .collect();
     let dir = tempfile::tempdir()?;
-    let srv = spawn_authz(dir.path(), "soak", "", &format!("http://{aa}/admin/oauth2/introspect")).await?;
+    let srv = spawn_authz(
+        dir.path(),
+        "soak",
+        "",
+        &IssuerAddrs { public: pa, admin: aa }.introspection_url(),
+    )
+    .await?;
     let pid = srv.pid();
     let ch = Channel::from_shared(format!("http://{}", srv.addr))?.connect().await?;
     // Warm up, then take the starting figures.
