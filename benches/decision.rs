@@ -71,13 +71,12 @@ impl Authenticator for InMemory {
 }
 
 fn benches(c: &mut Criterion) {
-    let req = check_request();
-    c.bench_function("extract CheckRequest -> AuthzRequest", |b| {
-        b.iter_batched(
-            || req.clone(),
-            |r| black_box(AuthzRequest::from_check(r)),
-            BatchSize::SmallInput,
-        )
+    // The bytes as tonic hands them to the codec; decoded as the server does.
+    let frame = prost::bytes::Bytes::from(prost::Message::encode_to_vec(&check_request()));
+    let decode =
+        |f: &prost::bytes::Bytes| AuthzRequest::from_wire(prost::Message::decode(f.clone()).expect("a CheckRequest"));
+    c.bench_function("decode + extract CheckRequest -> AuthzRequest", |b| {
+        b.iter(|| black_box(decode(&frame)))
     });
 
     let rules = RuleSet::compile(&thousand_rules()).expect("rules");
@@ -109,9 +108,9 @@ fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     c.bench_function("whole decision (in-memory authn, 1,002 rules)", |b| {
         b.iter_batched(
-            || req.clone(),
-            |r| {
-                let authz = AuthzRequest::from_check(r);
+            || frame.clone(),
+            |f| {
+                let authz = decode(&f);
                 let outcome = rt.block_on(authorizer.engine().decide(&authz));
                 black_box(hydra_authz::respond::envoy::check_response(
                     authorizer.responder(),

@@ -1,11 +1,16 @@
 //! Envoy's `CheckRequest` → [`AuthzRequest`]: the plain facts a decision
-//! needs, taken out of Envoy's nested protobuf once, so the rest of the
-//! engine never sees protobuf types.
+//! needs, taken out of Envoy's message once (as decoded by
+//! [`super::envoy_wire`]), so the rest of the engine never sees protobuf
+//! types.
 
-use super::credential::{parse_authorization, Credential};
+use super::credential::{parse_authorization, Credential, CredentialProblem};
+use super::envoy_wire;
+use super::headers::Headers;
+use super::refusal::RequestProblem;
 use super::AuthzRequest;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+use prost::Message;
 use std::collections::HashMap;
 
 /// Route metadata namespace we read (`route_metadata_context`).
@@ -14,41 +19,69 @@ pub const METADATA_NAMESPACE: &str = "hydra_authz";
 impl AuthzRequest {
     /// Build from the request Envoy sent. Missing parts become empty values,
     /// which can only lead to a deny (no rule matches an empty path).
-    pub fn from_check(mut check: CheckRequest) -> AuthzRequest {
-        let Some(attrs) = check.attributes.as_mut() else {
+    pub fn from_wire(check: envoy_wire::CheckRequest) -> AuthzRequest {
+        let Some(attrs) = check.attributes else {
             return AuthzRequest::default();
         };
-        let context_extensions = std::mem::take(&mut attrs.context_extensions);
+        // A later entry wins, as in the map Envoy encoded.
+        let context_extensions = attrs.context_extensions.into_iter().map(|e| (e.key, e.value)).collect();
         let route_metadata = attrs
             .route_metadata_context
-            .as_mut()
-            .and_then(|m| m.filter_metadata.remove(METADATA_NAMESPACE))
+            .and_then(|mut m| m.filter_metadata.remove(METADATA_NAMESPACE))
             .map(|s| struct_to_json(&s));
-        let http = attrs.request.as_mut().and_then(|r| r.http.as_mut());
-        let Some(http) = http else {
+        let Some(http) = attrs.request.and_then(|r| r.http) else {
             return AuthzRequest {
                 context_extensions,
                 route_metadata,
                 ..Default::default()
             };
         };
-        let too_large = super::header_limits(http.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let mut credential = parse_authorization(http.headers.get("authorization").map(String::as_str));
-        // RFC 6750 §3.1: a token by more than one method is invalid_request.
-        // We only take the header; a query token next to it is refused, not ignored.
-        if credential != Credential::Missing && super::query_has_access_token(&http.path) {
-            credential = Credential::Malformed(super::refusal::CredentialProblem::HeaderAndQuery);
-        }
-        let target = AuthzRequest::with_target(&http.method, &http.host, &http.path);
+        // Same size as the entries: collected in place, no copy.
+        let headers = Headers::from_entries(http.headers.into_iter().map(|e| (e.key, e.value)).collect());
+        let too_large = super::header_limits(headers.entries());
+        let mut credential = match headers.raw("authorization").map(std::str::from_utf8) {
+            None => Credential::Missing,
+            Some(Ok(value)) => parse_authorization(Some(value)),
+            Some(Err(_)) => Credential::Malformed(CredentialProblem::NotText),
+        };
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let (method, host, path) = (
+            std::str::from_utf8(&http.method),
+            std::str::from_utf8(&http.host),
+            std::str::from_utf8(&http.path),
+        );
+        let target = match (method, host, path) {
+            (Ok(method), Ok(host), Ok(path)) => {
+                // RFC 6750 §3.1: a token by more than one method is invalid_request.
+                // We only take the header; a query token next to it is refused, not ignored.
+                if credential != Credential::Missing && super::query_has_access_token(path) {
+                    credential = Credential::Malformed(CredentialProblem::HeaderAndQuery);
+                }
+                AuthzRequest::with_target(method, host, path)
+            }
+            // Refused; the printable copies are for the log line only.
+            _ => AuthzRequest {
+                malformed: Some(RequestProblem::NotText),
+                ..AuthzRequest::with_target(&text(&http.method), &text(&http.host), &text(&http.path))
+            },
+        };
         AuthzRequest {
             too_large,
             credential,
             context_extensions,
             route_metadata,
-            // Moved, not copied: the CheckRequest is ours.
-            headers: std::mem::take(&mut http.headers),
+            headers,
             ..target
         }
+    }
+
+    /// Build from Envoy's full message (tests, benchmarks, [`AuthzRequest::from_parts`]):
+    /// encoded and read back through [`AuthzRequest::from_wire`], the one
+    /// way a check is read.
+    pub fn from_check(check: CheckRequest) -> AuthzRequest {
+        // Our own encoding of a well-typed message always decodes.
+        let wire = envoy_wire::CheckRequest::decode(check.encode_to_vec().as_slice()).unwrap_or_default();
+        AuthzRequest::from_wire(wire)
     }
 
     /// Build from loose parts (admin `Explain`, CLI): they are first put in
@@ -233,6 +266,77 @@ mod tests {
         assert!(AuthzRequest::from_check(check("/", &[("x-ok", "v")]))
             .too_large
             .is_none());
+    }
+
+    /// The view as the server decodes it, with bytes no `CheckRequest`
+    /// (whose fields are Rust `String`s) can hold.
+    fn wire(method: &[u8], path: &[u8], headers: &[(&[u8], &[u8])]) -> envoy_wire::CheckRequest {
+        use prost::bytes::Bytes;
+        envoy_wire::CheckRequest {
+            attributes: Some(envoy_wire::AttributeContext {
+                request: Some(envoy_wire::Request {
+                    http: Some(envoy_wire::HttpRequest {
+                        method: Bytes::copy_from_slice(method),
+                        host: Bytes::from_static(b"api.local"),
+                        path: Bytes::copy_from_slice(path),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| envoy_wire::BytesEntry {
+                                key: Bytes::copy_from_slice(k),
+                                value: Bytes::copy_from_slice(v),
+                            })
+                            .collect(),
+                    }),
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_method_host_or_path_that_is_not_text_is_refused() {
+        let ok: &[(&[u8], &[u8])] = &[(b"authorization", b"Bearer t0k")];
+        for (method, path) in [(&b"GET"[..], &b"/date\xff"[..]), (b"G\xc3T", b"/date")] {
+            let r = AuthzRequest::from_wire(wire(method, path, ok));
+            assert_eq!(r.malformed, Some(RequestProblem::NotText));
+            assert!(!r.path.contains('\n') && !r.method.contains('\n'));
+        }
+        let r = AuthzRequest::from_wire(wire(b"GET", b"/date", ok));
+        assert_eq!((r.malformed, r.path.as_str()), (None, "/date"));
+        assert!(matches!(r.credential, Credential::Bearer(_)));
+    }
+
+    #[test]
+    fn headers_that_are_not_text() {
+        // The credential: refused as such (400), never read as missing.
+        let r = AuthzRequest::from_wire(wire(b"GET", b"/", &[(b"authorization", b"Bearer \xff")]));
+        assert_eq!(r.credential, Credential::Malformed(CredentialProblem::NotText));
+        // Any other header: absent to lookups, counted by the limits.
+        let big = vec![0xffu8; crate::extract::MAX_HEADER_BYTES];
+        let r = AuthzRequest::from_wire(wire(b"GET", b"/", &[(b"x-token", &big)]));
+        assert_eq!(r.headers.get("x-token"), None);
+        assert_eq!(r.too_large, Some(crate::extract::refusal::SizeProblem::HeadersTooLarge));
+    }
+
+    /// A protobuf map keeps the last of two entries with one key; so do we.
+    #[test]
+    fn a_repeated_map_key_reads_as_the_map_would() {
+        let r = AuthzRequest::from_wire(wire(
+            b"GET",
+            b"/",
+            &[(b"authorization", b"Bearer first"), (b"authorization", b"Bearer last")],
+        ));
+        assert!(matches!(r.credential, Credential::Bearer(ref t) if t.expose() == "last"));
+        let full: envoy_types::pb::envoy::service::auth::v3::CheckRequest = prost::Message::decode(
+            prost::Message::encode_to_vec(&wire(b"GET", b"/", &[(b"x", b"1"), (b"x", b"2")])).as_slice(),
+        )
+        .expect("decodes");
+        let http = full
+            .attributes
+            .and_then(|a| a.request)
+            .and_then(|r| r.http)
+            .expect("http");
+        assert_eq!(http.headers["x"], "2", "prost's own map agrees");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! disagreeing copies are 400 too, rather than picking one.
 
 use super::credential::{parse_authorization, Credential, CredentialProblem};
+use super::headers::Headers;
 use super::refusal::RequestProblem;
 use super::AuthzRequest;
 use axum::http::HeaderMap;
@@ -149,24 +150,18 @@ fn from_http(method: &str, host: &str, uri: &str, headers: &HeaderMap) -> AuthzR
     if uri.starts_with("//") {
         return refused(RequestProblem::AuthorityLikeTarget);
     }
-    let too_large = super::header_limits(
-        headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), std::str::from_utf8(v.as_bytes()).unwrap_or(""))),
-    );
+    let too_large = super::header_limits(headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
     let credential = credential(headers, uri);
-    // As Envoy hands them over: lower-case names, repeats joined (cookies with "; ").
-    let mut joined: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    for (name, value) in headers {
-        let Ok(value) = value.to_str() else { continue };
-        joined
-            .entry(name.as_str().to_owned())
-            .and_modify(|v| {
-                v.push_str(if name == "cookie" { "; " } else { "," });
-                v.push_str(value);
-            })
-            .or_insert_with(|| value.to_owned());
-    }
+    // As Envoy hands them over: lower-case names, repeats joined (cookies
+    // with "; "); values that are not text are left out.
+    let joined: Headers = headers
+        .keys()
+        .filter_map(|name| {
+            let sep = if name == "cookie" { "; " } else { "," };
+            let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+            (!values.is_empty()).then(|| (name.as_str(), values.join(sep)))
+        })
+        .collect();
     AuthzRequest {
         too_large,
         credential,

@@ -2,9 +2,9 @@
 //! facts a decision needs (method, host, path, credential, route hints).
 //!
 //! ```text
-//! Envoy CheckRequest ──► envoy.rs ──┐
-//!                                    ├──► AuthzRequest ──► decision::Engine
-//! (more front doors land here) ─────┘
+//! Envoy CheckRequest ──► envoy_wire.rs ──► envoy.rs ──┐
+//!                                                      ├──► AuthzRequest ──► decision::Engine
+//! forward-auth, http_service ──► forwarded.rs ─────────┘
 //! ```
 //!
 //! Each front door is one file that fills the same [`AuthzRequest`] through
@@ -15,7 +15,9 @@
 pub mod canonical;
 pub mod credential;
 pub mod envoy;
+pub mod envoy_wire;
 pub(crate) mod forwarded;
+pub mod headers;
 pub mod path;
 pub(crate) mod refusal;
 pub(crate) mod sources;
@@ -53,8 +55,9 @@ pub struct AuthzRequest {
     /// `route_metadata_context`, namespace `hydra_authz`).
     pub route_metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// The request's headers, lower-case names, repeats joined with ',' (as
-    /// Envoy sends them): for token sources a rule names (`token_from`).
-    pub headers: std::collections::HashMap<String, String>,
+    /// Envoy sends them): for token sources a rule names (`token_from`) and
+    /// the caller's trace context.
+    pub headers: headers::Headers,
     /// The raw query string (no '?', no fragment), for `query:<name>` sources.
     pub query: String,
 }
@@ -98,7 +101,7 @@ impl AuthzRequest {
 }
 
 /// Why the headers are refused, if they exceed our limits.
-pub(crate) fn header_limits<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> Option<refusal::SizeProblem> {
+pub(crate) fn header_limits<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Option<refusal::SizeProblem> {
     let (mut count, mut bytes) = (0usize, 0usize);
     for (k, v) in headers {
         count += 1;

@@ -73,6 +73,7 @@ refusals! {
         ForwardedConflict => "forwarded_conflict", "the forwarded headers disagree or are repeated";
         ForwardedMissing => "forwarded_missing", "the original method and URI are missing (X-Forwarded-Method/-Uri or X-Original-Method/-URI)";
         ForwardedNotText => "forwarded_not_text", "a forwarded header is not valid text";
+        NotText => "not_text", "the method, host or path is not valid text";
         FragmentInTarget => "fragment_in_target", "a request target has no fragment ('#')";
         AuthorityLikeTarget => "authority_like_target", "the path must not start with '//'";
     }

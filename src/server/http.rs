@@ -173,7 +173,7 @@ pub async fn watch_health(
     engine: Arc<arc_swap::ArcSwap<Authorizer<ServerAuthn>>>,
     health: tonic_health::server::HealthReporter,
 ) {
-    type Checked = envoy_types::ext_authz::v3::pb::AuthorizationServer<super::authz::AuthzService<ServerAuthn>>;
+    type Checked = super::authz::AuthorizationServer<super::authz::AuthzService<ServerAuthn>>;
     let mut serving = true;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

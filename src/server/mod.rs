@@ -18,7 +18,7 @@ use crate::admin_proto::admin_server::AdminServer;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use anyhow::Context;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use authz::AuthorizationServer;
 use http::Readiness;
 use std::future::Future;
 use std::net::SocketAddr;

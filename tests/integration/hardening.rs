@@ -400,3 +400,87 @@ async fn oversized_check_messages_are_refused() {
     let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
     assert_eq!(status(&check, "GET", "/date", &token).await, 200);
 }
+
+/// Bytes Envoy's message types cannot hold (their strings are Rust
+/// `String`s), sent as the server reads them: our view of the request.
+async fn check_wire(
+    addr: std::net::SocketAddr,
+    method: &[u8],
+    path: &[u8],
+    headers: &[(&[u8], &[u8])],
+) -> Result<envoy_types::ext_authz::v3::pb::CheckResponse, tonic::Status> {
+    use hydra_authz::extract::envoy_wire as w;
+    use prost::bytes::Bytes;
+    let request = w::CheckRequest {
+        attributes: Some(w::AttributeContext {
+            request: Some(w::Request {
+                http: Some(w::HttpRequest {
+                    method: Bytes::copy_from_slice(method),
+                    host: Bytes::from_static(b"api.local"),
+                    path: Bytes::copy_from_slice(path),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| w::BytesEntry {
+                            key: Bytes::copy_from_slice(k),
+                            value: Bytes::copy_from_slice(v),
+                        })
+                        .collect(),
+                }),
+            }),
+            ..Default::default()
+        }),
+    };
+    let mut grpc = tonic::client::Grpc::new(support::channel(addr).await);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check");
+    let codec = tonic_prost::ProstCodec::<w::CheckRequest, envoy_types::ext_authz::v3::pb::CheckResponse>::default();
+    grpc.unary(tonic::Request::new(request), path, codec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Bytes that are not UTF-8 where Envoy's proto says `string`: a refusal
+/// with its reason where we read them, ignored where we do not (as the
+/// HTTP front door ignores such a header), never a failed RPC that a
+/// `failure_mode_allow` Envoy would let through.
+#[tokio::test]
+async fn request_bytes_that_are_not_text() {
+    let (hydra, server, check) = setup(|_| {}).await;
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    let auth = bearer(&token);
+    let auth: (&[u8], &[u8]) = (b"authorization", auth.as_bytes());
+    let answer = |r: Result<_, tonic::Status>| {
+        let r = r.expect("answered, not an RPC error");
+        let a = Answer::of(&r);
+        (a.grpc_code, a.http_status, a.body)
+    };
+    for (method, path) in [(&b"GET"[..], &b"/date\xff"[..]), (b"G\xe9T", b"/date")] {
+        let (grpc, http, body) = answer(check_wire(server.grpc_addr, method, path, &[auth]).await);
+        assert_eq!((grpc, http), (3, 400), "{body}");
+        assert!(body.contains("not valid text"), "{body}");
+    }
+    let (grpc, http, body) = answer(
+        check_wire(
+            server.grpc_addr,
+            b"GET",
+            b"/date",
+            &[(b"authorization", b"Bearer \xff\xfe")],
+        )
+        .await,
+    );
+    assert_eq!((grpc, http), (3, 400), "{body}");
+    assert!(
+        body.contains("invalid_request") || body.contains("not valid text"),
+        "{body}"
+    );
+    let (grpc, http, _) =
+        answer(check_wire(server.grpc_addr, b"GET", b"/date", &[auth, (b"x-latin-1", b"caf\xe9")]).await);
+    assert_eq!(
+        (grpc, http),
+        (0, 200),
+        "an unread header that is not text does not matter"
+    );
+    assert_eq!(status(&check, "GET", "/date", &token).await, 200);
+}

@@ -3,18 +3,22 @@
 //! counts repeat to a fraction of a percent on shared machines where
 //! timings move by tens of percent, so a regression shows without noise.
 //!
-//! The check goes through the real gRPC service function (extraction,
-//! engine, responder, the decision event with its log line at the shipped
-//! settings of `config/hydra-authz.toml`); only the socket is left out. The
+//! The check goes through the real gRPC service function (decoding the
+//! request's bytes into hydra-authz's view of it, extraction, engine,
+//! responder, the decision event with its log line at the shipped settings
+//! of `config/hydra-authz.toml`); only the socket and gRPC framing are left
+//! out. The
 //! script runs 0 and N checks and divides the difference by N, so start-up
 //! and the one warm-up check cancel out.
 
 use arc_swap::ArcSwap;
-use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest};
+use envoy_types::ext_authz::v3::pb::CheckRequest;
 use hydra_authz::config::Config;
 use hydra_authz::demo::issuer::DevIssuer;
 use hydra_authz::metrics::Metrics;
+use hydra_authz::server::authz::Authorization;
 use hydra_authz::server::authz::AuthzService;
+use prost::Message;
 use std::sync::Arc;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,13 +62,16 @@ pub(crate) fn run(case: Case, checks: u64, format: Format, level: String) -> any
         let token = issuer
             .mint("reader", &["read_date"])
             .ok_or_else(|| anyhow::anyhow!("the seed client cannot mint"))?;
-        let (request, expected) = match case {
+        let (full, expected) = match case {
             Case::DenyBeforeIntrospection => (request(None), 401),
             Case::CachedAllow | Case::UncachedAllow => (request(Some(&token)), 200),
         };
+        // As tonic hands the frame to the codec.
+        let frame = prost::bytes::Bytes::from(full.encode_to_vec());
         // Warm-up (in both runs): the first introspection, pools, lazies.
         for _ in 0..=checks {
-            let answer = service.check(tonic::Request::new(request.clone())).await?.into_inner();
+            let request = hydra_authz::extract::envoy_wire::CheckRequest::decode(frame.clone())?;
+            let answer = service.check(tonic::Request::new(request)).await?.into_inner();
             let status = match answer.http_response {
                 Some(envoy_types::ext_authz::v3::pb::HttpResponse::OkResponse(_)) => 200,
                 Some(envoy_types::ext_authz::v3::pb::HttpResponse::DeniedResponse(d)) => d.status.map_or(0, |s| s.code),
