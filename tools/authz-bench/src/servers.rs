@@ -203,12 +203,20 @@ pub(crate) async fn spawn_authz_under(
 
 /// CPU seconds (user + system) a process has used so far.
 pub(crate) fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line, in USER_HZ (100 on Linux).
+    cpu_s_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// utime + stime of a `/proc/PID/stat` line: its 14th and 15th fields, in
+/// USER_HZ (100 on Linux). Counted from the 3rd field (the state), which
+/// follows the parenthesised command name (that may hold spaces).
+fn cpu_s_of(stat: &str) -> f64 {
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    f.get(11).zip(f.get(12)).map_or(0.0, |(u, s)| (u + s) / 100.0)
+    let mut fields = rest.split_whitespace().skip(14 - 3);
+    let mut next = || fields.next().and_then(|x| x.parse::<f64>().ok());
+    match (next(), next()) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => 0.0,
+    }
 }
 
 /// Context switches (voluntary + involuntary) of all the process's
@@ -310,4 +318,16 @@ pub(crate) fn mint(iss: &DevIssuer, n: usize) -> Vec<String> {
 
 pub(crate) fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A real line (`cat /proc/self/stat`, utime 155, stime 4, cutime 3):
+    /// user and system time, not the children's.
+    #[test]
+    fn cpu_is_user_plus_system() {
+        let stat = "4242 (a (b) c) R 1 4242 4242 0 -1 4194304 1400 0 0 0 155 4 3 4 20 0 1 0 1724851 10000 1000";
+        assert!((super::cpu_s_of(stat) - 1.59).abs() < 1e-9, "{}", super::cpu_s_of(stat));
+        assert_eq!(super::cpu_s_of(""), 0.0);
+    }
 }
