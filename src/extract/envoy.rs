@@ -36,13 +36,26 @@ impl AuthzRequest {
                 ..Default::default()
             };
         };
-        // Same size as the entries: collected in place, no copy.
-        let headers = Headers::from_entries(http.headers.into_iter().map(|e| (e.key, e.value)).collect());
-        let too_large = super::header_limits(headers.entries());
-        let mut credential = match headers.raw("authorization").map(std::str::from_utf8) {
+        let raw = http.header_map.as_ref().map(|m| joined(&m.headers)).unwrap_or_default();
+        let entries = http
+            .headers
+            .iter()
+            .map(|e| (&e.key[..], &e.value[..]))
+            .chain(raw.iter().map(|(k, v)| (*k, &v[..])));
+        let too_large = super::header_limits(entries.clone());
+        // Before the size check answers: a malformed credential is 400 even
+        // in an oversized request (the deny table's order).
+        let mut credential = match entries.clone().rev().find(|(k, _)| *k == b"authorization") {
             None => Credential::Missing,
-            Some(Ok(value)) => parse_authorization(Some(value)),
-            Some(Err(_)) => Credential::Malformed(CredentialProblem::NotText),
+            Some((_, value)) => match std::str::from_utf8(value) {
+                Ok(value) => parse_authorization(Some(value)),
+                Err(_) => Credential::Malformed(CredentialProblem::NotText),
+            },
+        };
+        // An oversized request is refused; its headers are not kept.
+        let headers = match too_large {
+            None => Headers::from_entries(entries),
+            Some(_) => Headers::default(),
         };
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let (method, host, path) = (
@@ -119,6 +132,34 @@ impl AuthzRequest {
         }
         AuthzRequest::from_check(check)
     }
+}
+
+/// Envoy's `header_map` (`encode_raw_headers`): one entry per header line,
+/// repeats not joined. Joined here as Envoy joins them in `headers`
+/// (cookies with "; ", the rest with ','), so two `Authorization` lines
+/// stay two credentials; past [`super::MAX_HEADERS`] lines the request is
+/// refused anyway and they are not joined (no quadratic work).
+fn joined(lines: &[envoy_wire::HeaderValue]) -> Vec<(&[u8], Vec<u8>)> {
+    let mut out: Vec<(&[u8], Vec<u8>)> = Vec::with_capacity(lines.len());
+    for line in lines {
+        let name = &line.key[..];
+        let value: &[u8] = if line.raw_value.is_empty() {
+            &line.value
+        } else {
+            &line.raw_value
+        };
+        let earlier = (lines.len() <= super::MAX_HEADERS)
+            .then(|| out.iter_mut().find(|(k, _)| *k == name))
+            .flatten();
+        match earlier {
+            Some((_, joined)) => {
+                joined.extend_from_slice(if name == b"cookie" { b"; " } else { b"," });
+                joined.extend_from_slice(value);
+            }
+            None => out.push((name, value.to_vec())),
+        }
+    }
+    out
 }
 
 /// Route metadata as plain JSON, so the decision reads no protobuf. prost
@@ -286,6 +327,7 @@ mod tests {
                                 value: Bytes::copy_from_slice(v),
                             })
                             .collect(),
+                        header_map: None,
                     }),
                 }),
                 ..Default::default()
@@ -296,11 +338,27 @@ mod tests {
     #[test]
     fn a_method_host_or_path_that_is_not_text_is_refused() {
         let ok: &[(&[u8], &[u8])] = &[(b"authorization", b"Bearer t0k")];
-        for (method, path) in [(&b"GET"[..], &b"/date\xff"[..]), (b"G\xc3T", b"/date")] {
+        for (method, path) in [(&b"GET"[..], &b"/date\xff\n"[..]), (b"G\xc3T\n", b"/date")] {
             let r = AuthzRequest::from_wire(wire(method, path, ok));
             assert_eq!(r.malformed, Some(RequestProblem::NotText));
-            assert!(!r.path.contains('\n') && !r.method.contains('\n'));
+            assert!(
+                !r.path.contains('\n') && !r.method.contains('\n'),
+                "printable copies only"
+            );
         }
+        let mut bad_host = wire(b"GET", b"/date", ok);
+        if let Some(http) = bad_host
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+        {
+            http.host = prost::bytes::Bytes::from_static(b"api\xff.local");
+        }
+        assert_eq!(
+            AuthzRequest::from_wire(bad_host).malformed,
+            Some(RequestProblem::NotText)
+        );
         let r = AuthzRequest::from_wire(wire(b"GET", b"/date", ok));
         assert_eq!((r.malformed, r.path.as_str()), (None, "/date"));
         assert!(matches!(r.credential, Credential::Bearer(_)));
@@ -314,8 +372,65 @@ mod tests {
         // Any other header: absent to lookups, counted by the limits.
         let big = vec![0xffu8; crate::extract::MAX_HEADER_BYTES];
         let r = AuthzRequest::from_wire(wire(b"GET", b"/", &[(b"x-token", &big)]));
-        assert_eq!(r.headers.get("x-token"), None);
         assert_eq!(r.too_large, Some(crate::extract::refusal::SizeProblem::HeadersTooLarge));
+        assert!(r.headers.is_empty(), "an oversized request keeps none of its headers");
+        let r = AuthzRequest::from_wire(wire(b"GET", b"/", &[(b"x-token", b"\xff")]));
+        assert_eq!(
+            (r.headers.get("x-token"), r.headers.raw("x-token")),
+            (None, Some(&b"\xff"[..]))
+        );
+    }
+
+    /// Envoy's `encode_raw_headers`: one `header_map` line per header, not
+    /// joined; read as the joined `headers` map would be.
+    #[test]
+    fn raw_header_lines_are_joined_as_envoy_joins_them() {
+        use prost::bytes::Bytes;
+        let line = |k: &'static [u8], v: &'static [u8]| envoy_wire::HeaderValue {
+            key: Bytes::from_static(k),
+            value: Bytes::new(),
+            raw_value: Bytes::from_static(v),
+        };
+        let with_lines = |lines: Vec<envoy_wire::HeaderValue>| {
+            let mut w = wire(b"GET", b"/date", &[]);
+            if let Some(http) = w
+                .attributes
+                .as_mut()
+                .and_then(|a| a.request.as_mut())
+                .and_then(|r| r.http.as_mut())
+            {
+                http.header_map = Some(envoy_wire::HeaderMap { headers: lines });
+            }
+            AuthzRequest::from_wire(w)
+        };
+        let r = with_lines(vec![
+            line(b"authorization", b"Bearer t0k"),
+            line(b"cookie", b"a=1"),
+            line(b"x-b", b"1"),
+            line(b"cookie", b"b=2"),
+            line(b"x-b", b"2"),
+        ]);
+        assert!(matches!(r.credential, Credential::Bearer(ref t) if t.expose() == "t0k"));
+        assert_eq!(
+            (r.headers.get("cookie"), r.headers.get("x-b")),
+            (Some("a=1; b=2"), Some("1,2"))
+        );
+        // Two Authorization lines are two credentials, never the last one.
+        let r = with_lines(vec![
+            line(b"authorization", b"Bearer a"),
+            line(b"authorization", b"Bearer b"),
+        ]);
+        assert!(matches!(r.credential, Credential::Malformed(_)), "{:?}", r.credential);
+        // Envoy fills raw_value; `value` is read when it is all there is.
+        let r = with_lines(vec![envoy_wire::HeaderValue {
+            key: Bytes::from_static(b"authorization"),
+            value: Bytes::from_static(b"Bearer v"),
+            raw_value: Bytes::new(),
+        }]);
+        assert!(matches!(r.credential, Credential::Bearer(ref t) if t.expose() == "v"));
+        // Past the header limit: refused, and nothing joined.
+        let many = (0..=crate::extract::MAX_HEADERS).map(|_| line(b"x", b"1")).collect();
+        assert!(with_lines(many).too_large.is_some());
     }
 
     /// A protobuf map keeps the last of two entries with one key; so do we.

@@ -17,9 +17,9 @@
 //!
 //! Policy fields (`context_extensions`, `route_metadata_context`) stay
 //! typed as in Envoy's proto, so a malformed one still fails the decode.
-//! `attributes.request.http.header_map` (Envoy's `encode_raw_headers`) is
-//! not read: a check sent that way carries no credential we see and is
-//! answered 401.
+//! With Envoy's `encode_raw_headers` the headers come in `header_map`
+//! instead, one entry per header line; [`super::AuthzRequest::from_wire`]
+//! joins repeats as Envoy joins them in `headers`.
 
 use envoy_types::pb::envoy::config::core::v3::Metadata;
 use prost::bytes::Bytes;
@@ -64,6 +64,28 @@ pub struct HttpRequest {
     pub path: Bytes,
     #[prost(bytes = "bytes", tag = "5")]
     pub host: Bytes,
+    /// `config.core.v3.HeaderMap header_map = 13`: set instead of `headers`
+    /// when Envoy's `encode_raw_headers` is on.
+    #[prost(message, optional, tag = "13")]
+    pub header_map: Option<HeaderMap>,
+}
+
+/// `envoy.config.core.v3.HeaderMap`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HeaderMap {
+    #[prost(message, repeated, tag = "1")]
+    pub headers: Vec<HeaderValue>,
+}
+
+/// `envoy.config.core.v3.HeaderValue`: Envoy fills `key` and `raw_value`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HeaderValue {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub key: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: Bytes,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub raw_value: Bytes,
 }
 
 /// One entry of a `map<string, string>`, read without UTF-8 checks.

@@ -3,46 +3,80 @@
 //! reads two or three names among a dozen or so, and hashing every header
 //! on arrival cost more than all the reads together.
 
-use prost::bytes::Bytes;
+use std::fmt;
+use std::ops::Range;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(Bytes, Bytes)>);
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    /// Every name and value, back to back, owned: one allocation, not
+    /// slices of the received gRPC frame, which would keep all of it (up to
+    /// the message limit, a body included) alive while the check waits for
+    /// Hydra.
+    bytes: Vec<u8>,
+    /// (name, value) as ranges of `bytes`, in the order received.
+    entries: Vec<(Range<usize>, Range<usize>)>,
+}
 
 impl Headers {
-    /// Entries as received, names lower-case, in order.
-    pub fn from_entries(entries: Vec<(Bytes, Bytes)>) -> Headers {
-        Headers(entries)
+    /// From name/value pairs as received (names lower-case); the bytes are
+    /// copied once.
+    pub fn from_entries<'a, I>(pairs: I) -> Headers
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        I::IntoIter: Clone,
+    {
+        let pairs = pairs.into_iter();
+        let (count, size) = pairs
+            .clone()
+            .fold((0, 0), |(n, len), (k, v)| (n + 1, len + k.len() + v.len()));
+        let mut h = Headers {
+            bytes: Vec::with_capacity(size),
+            entries: Vec::with_capacity(count),
+        };
+        for (k, v) in pairs {
+            h.push(k, v);
+        }
+        h
     }
 
-    /// The value of `name` (lower-case) when it is text. A value that is not
-    /// UTF-8 is no header we act on, as at the HTTP front door; the
-    /// `authorization` header tells the two apart ([`Headers::raw`]). Of two
-    /// entries with one name (Envoy never sends them; a protobuf map keeps
-    /// the last), the last wins.
+    fn push(&mut self, name: &[u8], value: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(name);
+        let middle = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.entries.push((start..middle, middle..self.bytes.len()));
+    }
+
+    /// The value of `name` (lower-case) when it is text. A value that is
+    /// not UTF-8 is absent here; where a credential may hide in it, the
+    /// caller asks [`Headers::raw`] and refuses it. Of two entries with one
+    /// name (Envoy never sends them; a protobuf map keeps the last), the
+    /// last wins.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.raw(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// The value of `name` as bytes; the last entry wins, as in [`Headers::get`].
     pub fn raw(&self, name: &str) -> Option<&[u8]> {
-        self.0
-            .iter()
+        self.entries()
             .rev()
-            .find(|(k, _)| k.as_ref() == name.as_bytes())
-            .map(|(_, v)| v.as_ref())
+            .find(|(k, _)| *k == name.as_bytes())
+            .map(|(_, v)| v)
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 
-    /// Every entry, text or not (for the size limits).
-    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    /// Every entry, text or not, in order.
+    pub fn entries(&self) -> impl DoubleEndedIterator<Item = (&[u8], &[u8])> {
+        self.entries
+            .iter()
+            .map(|(k, v)| (&self.bytes[k.clone()], &self.bytes[v.clone()]))
     }
 
     /// Every entry whose name and value are text.
@@ -52,14 +86,25 @@ impl Headers {
     }
 }
 
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Headers {
-        Headers(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (Bytes::from(k.into()), Bytes::from(v.into())))
-                .collect(),
-        )
+        let mut h = Headers::default();
+        for (k, v) in pairs {
+            h.push(k.as_ref().as_bytes(), v.as_ref().as_bytes());
+        }
+        h
+    }
+}
+
+/// Names and value sizes only: a value may be a credential.
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.entries()
+                    .map(|(k, v)| (String::from_utf8_lossy(k), format!("<{} bytes>", v.len()))),
+            )
+            .finish()
     }
 }
 
@@ -80,17 +125,21 @@ mod tests {
 
     #[test]
     fn the_last_entry_wins_and_non_text_values_are_absent() {
-        let h = Headers::from_entries(vec![
-            (Bytes::from_static(b"x-a"), Bytes::from_static(b"1")),
-            (Bytes::from_static(b"x-b"), Bytes::from_static(b"\xff")),
-            (Bytes::from_static(b"x-a"), Bytes::from_static(b"2")),
-        ]);
+        let h = Headers::from_entries([(&b"x-a"[..], &b"1"[..]), (b"x-b", b"\xff"), (b"x-a", b"2"), (b"", b"")]);
         assert_eq!(h.get("x-a"), Some("2"));
         assert_eq!(h.get("x-b"), None);
         assert_eq!(h.raw("x-b"), Some(&b"\xff"[..]));
         assert_eq!(h.get("X-A"), None, "names are compared as sent: lower-case");
-        assert_eq!(h.iter().collect::<Vec<_>>(), [("x-a", "1"), ("x-a", "2")]);
-        assert_eq!((h.len(), h.entries().count()), (3, 3));
+        assert_eq!(h.get(""), Some(""), "an empty name is a name like any other");
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("x-a", "1"), ("x-a", "2"), ("", "")]);
+        assert_eq!((h.len(), h.entries().count()), (4, 4));
+    }
+
+    #[test]
+    fn debug_shows_no_value() {
+        let h: Headers = [("authorization", "Bearer s3cr3t")].into_iter().collect();
+        let shown = format!("{h:?}");
+        assert!(!shown.contains("s3cr3t") && shown.contains("authorization"), "{shown}");
     }
 
     #[test]

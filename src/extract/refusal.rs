@@ -43,7 +43,7 @@ refusals! {
         NotB64Token => "not_b64token", "bearer token has characters outside RFC 6750 b64token";
         HeaderAndQuery => "header_and_query", "a token was sent both in the Authorization header and the query";
         RepeatedHeader => "repeated_header", "more than one Authorization header";
-        NotText => "not_text", "the Authorization header is not valid text";
+        NotText => "not_text", "a header that may carry the credential is not valid text";
         TwoCredentials => "two_credentials", "two different credentials in one request";
         EncodedQueryName => "encoded_query_name", "the token's query parameter name is percent-encoded";
         UnexpectedAuthorization => "unexpected_authorization", "this route does not take its token from the Authorization header";

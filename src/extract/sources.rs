@@ -61,7 +61,7 @@ pub fn find<'r>(req: &'r AuthzRequest, sources: &'r [TokenSource]) -> Result<Opt
     for source in sources {
         let credential = match source {
             TokenSource::Authorization => req.credential.clone(),
-            TokenSource::Header(name) => match req.headers.get(name) {
+            TokenSource::Header(name) => match text(req, name)? {
                 None => Credential::Missing,
                 // Envoy joins repeated headers with ','; never a b64token character.
                 // `get`, not slicing: the value is the client's, and byte 7
@@ -71,7 +71,7 @@ pub fn find<'r>(req: &'r AuthzRequest, sources: &'r [TokenSource]) -> Result<Opt
                 }
                 Some(v) => parse_raw_token(v),
             },
-            TokenSource::Cookie(name) => one(cookies(req, name))?,
+            TokenSource::Cookie(name) => one(cookies(req, name)?)?,
             TokenSource::Query(name) => one(query(req, name)?.into_iter())?,
         };
         let token = match credential {
@@ -105,17 +105,28 @@ pub struct Found {
     pub also: Vec<TokenSource>,
 }
 
+/// Header `name` as text. One that is present but not text may hide a
+/// second credential (or one that must be stripped): refused, as the
+/// `Authorization` header is, never read as absent.
+fn text<'r>(req: &'r AuthzRequest, name: &str) -> Result<Option<&'r str>, CredentialProblem> {
+    match req.headers.raw(name) {
+        None => Ok(None),
+        Some(raw) => std::str::from_utf8(raw)
+            .map(Some)
+            .map_err(|_| CredentialProblem::NotText),
+    }
+}
+
 /// Every value of cookie `name` in the request's `cookie` header(s).
-fn cookies<'r>(req: &'r AuthzRequest, name: &'r str) -> impl Iterator<Item = &'r str> {
-    req.headers
-        .get("cookie")
+fn cookies<'r>(req: &'r AuthzRequest, name: &'r str) -> Result<impl Iterator<Item = &'r str>, CredentialProblem> {
+    Ok(text(req, "cookie")?
         .into_iter()
         // Envoy joins repeated cookie headers with "; " (RFC 6265), others with ','.
         .flat_map(|h| h.split([';', ',']))
         .filter_map(move |pair| {
             let (k, v) = pair.trim().split_once('=')?;
             (k == name).then(|| v.trim_matches('"'))
-        })
+        }))
 }
 
 /// Every value of query parameter `name`. The name must be spelled as is:
@@ -257,6 +268,35 @@ mod tests {
         assert_eq!(
             token(find(&bearer, &sources(&["header:x-api-token"]))),
             Ok(Some(("b1".into(), "header:x-api-token".into())))
+        );
+    }
+
+    /// A header a rule reads its token from that is not text could hide a
+    /// second credential (that would then also reach the upstream): 400,
+    /// never "no token here".
+    #[test]
+    fn a_token_source_that_is_not_text_is_refused() {
+        let raw = |name: &'static [u8], value: &'static [u8]| AuthzRequest {
+            headers: crate::extract::headers::Headers::from_entries([(name, value)]),
+            credential: parse_authorization(Some("Bearer a")),
+            ..Default::default()
+        };
+        let both = sources(&["header", "header:x-api-token", "cookie:session"]);
+        for (name, value) in [
+            (&b"x-api-token"[..], &b"b\xff"[..]),
+            (b"cookie", b"session=b; x=caf\xe9"),
+        ] {
+            assert_eq!(
+                token(find(&raw(name, value), &both)),
+                Err(CredentialProblem::NotText),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        // A header no rule reads may be anything.
+        assert_eq!(
+            token(find(&raw(b"x-other", b"\xff"), &both)),
+            Ok(Some(("a".into(), "header".into())))
         );
     }
 

@@ -198,3 +198,37 @@ async fn host_spellings_through_envoy_meet_the_host_rule() {
     .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Envoy's `encode_raw_headers: true` sends the headers in `header_map`,
+/// one line each, repeats not joined. Read the same as the joined map: the
+/// seed answers hold, and two `Authorization` lines are two credentials
+/// (400), never the last one.
+#[tokio::test]
+async fn raw_headers_from_envoy_are_read_like_the_joined_map() {
+    let e = env(
+        |_| {},
+        |y| {
+            let out = y.replace(
+                "                      failure_mode_allow: false\n",
+                "                      failure_mode_allow: false\n                      encode_raw_headers: true\n",
+            );
+            assert_ne!(out, y, "the shipped envoy.yaml sets failure_mode_allow once");
+            out
+        },
+    )
+    .await;
+    let reader = e.hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    let writer = e.hydra.issuer.mint("writer", &["post_echo"]).expect("mint");
+    let (r, w) = (format!("Bearer {reader}"), format!("Bearer {writer}"));
+    let (status, body) = get(&e, "GET", "/date", &[("authorization", &r)]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["headers"]["x-client-id"], "reader", "{body}");
+    assert_eq!(get(&e, "GET", "/date", &[]).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&e, "POST", "/echo", &[("authorization", &r)]).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // reqwest sends both lines; Envoy passes them as two header_map entries.
+    let (status, body) = get(&e, "GET", "/date", &[("authorization", &w), ("authorization", &r)]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}

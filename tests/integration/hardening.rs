@@ -425,6 +425,7 @@ async fn check_wire(
                             value: Bytes::copy_from_slice(v),
                         })
                         .collect(),
+                    header_map: None,
                 }),
             }),
             ..Default::default()
@@ -472,7 +473,7 @@ async fn request_bytes_that_are_not_text() {
     );
     assert_eq!((grpc, http), (3, 400), "{body}");
     assert!(
-        body.contains("invalid_request") || body.contains("not valid text"),
+        body.contains("problem:invalid_request") && body.contains("not valid text"),
         "{body}"
     );
     let (grpc, http, _) =

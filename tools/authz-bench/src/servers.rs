@@ -55,6 +55,23 @@ pub(crate) async fn wait_port_for(addr: SocketAddr, budget: Duration) -> anyhow:
     anyhow::bail!("nothing listening on {addr}")
 }
 
+/// [`wait_port_for`] for a process we started: a child that exits before
+/// it listens (a bad config, a missing valgrind) is reported at once, with
+/// its exit status, instead of after the whole budget.
+async fn wait_child_port(child: &mut tokio::process::Child, addr: SocketAddr, budget: Duration) -> anyhow::Result<()> {
+    let tries = (budget.as_millis() / 25).max(1);
+    for _ in 0..tries {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the server exited ({status}) before listening on {addr}");
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("nothing listening on {addr} after {budget:?}")
+}
+
 /// The no-op floor's process; with `answer`, it answers every check with
 /// that CheckResponse (protobuf bytes in a file) instead of an empty OK.
 pub(crate) async fn spawn_noop(answer: Option<&std::path::Path>) -> anyhow::Result<Proc> {
@@ -95,8 +112,8 @@ pub(crate) async fn spawn_noop_under(wrap: &Wrapper, answer: Option<&std::path::
     if let Some(path) = answer {
         command.arg("--answer").arg(path);
     }
-    let child = command.stdout(Stdio::null()).kill_on_drop(true).spawn()?;
-    wait_port_for(addr, wrap.start_budget).await?;
+    let mut child = command.stdout(Stdio::null()).kill_on_drop(true).spawn()?;
+    wait_child_port(&mut child, addr, wrap.start_budget).await?;
     Ok(Proc {
         child,
         addr,
@@ -193,7 +210,7 @@ pub(crate) async fn spawn_authz_under(
             while matches!(err.read(&mut buf).await, Ok(n) if n > 0) {}
         });
     }
-    wait_port_for(grpc, wrap.start_budget).await?;
+    wait_child_port(&mut child, grpc, wrap.start_budget).await?;
     Ok(Proc {
         child,
         addr: grpc,
