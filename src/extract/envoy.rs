@@ -312,27 +312,7 @@ mod tests {
     /// The view as the server decodes it, with bytes no `CheckRequest`
     /// (whose fields are Rust `String`s) can hold.
     fn wire(method: &[u8], path: &[u8], headers: &[(&[u8], &[u8])]) -> envoy_wire::CheckRequest {
-        use prost::bytes::Bytes;
-        envoy_wire::CheckRequest {
-            attributes: Some(envoy_wire::AttributeContext {
-                request: Some(envoy_wire::Request {
-                    http: Some(envoy_wire::HttpRequest {
-                        method: Bytes::copy_from_slice(method),
-                        host: Bytes::from_static(b"api.local"),
-                        path: Bytes::copy_from_slice(path),
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| envoy_wire::BytesEntry {
-                                key: Bytes::copy_from_slice(k),
-                                value: Bytes::copy_from_slice(v),
-                            })
-                            .collect(),
-                        header_map: None,
-                    }),
-                }),
-                ..Default::default()
-            }),
-        }
+        envoy_wire::CheckRequest::with_http(method, b"api.local", path, headers)
     }
 
     #[test]

@@ -31,6 +31,34 @@ pub struct CheckRequest {
     pub attributes: Option<AttributeContext>,
 }
 
+impl CheckRequest {
+    /// An HTTP check with bytes of the caller's choosing, for tests: Envoy's
+    /// own message types (Rust `String`s) cannot hold bytes that are not
+    /// text.
+    pub fn with_http(method: &[u8], host: &[u8], path: &[u8], headers: &[(&[u8], &[u8])]) -> CheckRequest {
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(Request {
+                    http: Some(HttpRequest {
+                        method: Bytes::copy_from_slice(method),
+                        host: Bytes::copy_from_slice(host),
+                        path: Bytes::copy_from_slice(path),
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| BytesEntry {
+                                key: Bytes::copy_from_slice(k),
+                                value: Bytes::copy_from_slice(v),
+                            })
+                            .collect(),
+                        header_map: None,
+                    }),
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
 /// `envoy.service.auth.v3.AttributeContext`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AttributeContext {

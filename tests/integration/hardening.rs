@@ -410,27 +410,7 @@ async fn check_wire(
     headers: &[(&[u8], &[u8])],
 ) -> Result<envoy_types::ext_authz::v3::pb::CheckResponse, tonic::Status> {
     use hydra_authz::extract::envoy_wire as w;
-    use prost::bytes::Bytes;
-    let request = w::CheckRequest {
-        attributes: Some(w::AttributeContext {
-            request: Some(w::Request {
-                http: Some(w::HttpRequest {
-                    method: Bytes::copy_from_slice(method),
-                    host: Bytes::from_static(b"api.local"),
-                    path: Bytes::copy_from_slice(path),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| w::BytesEntry {
-                            key: Bytes::copy_from_slice(k),
-                            value: Bytes::copy_from_slice(v),
-                        })
-                        .collect(),
-                    header_map: None,
-                }),
-            }),
-            ..Default::default()
-        }),
-    };
+    let request = w::CheckRequest::with_http(method, b"api.local", path, headers);
     let mut grpc = tonic::client::Grpc::new(support::channel(addr).await);
     grpc.ready()
         .await
