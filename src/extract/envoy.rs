@@ -36,9 +36,13 @@ impl AuthzRequest {
                 ..Default::default()
             };
         };
-        let raw = http.header_map.as_ref().map(|m| joined(&m.headers)).unwrap_or_default();
-        let entries = http
-            .headers
+        // Envoy sets one of the two; `header_map` when it is there, so a
+        // direct caller sending both cannot have one credential read from each.
+        let (map, raw) = match &http.header_map {
+            Some(m) => (&[][..], joined(&m.headers)),
+            None => (&http.headers[..], Vec::new()),
+        };
+        let entries = map
             .iter()
             .map(|e| (&e.key[..], &e.value[..]))
             .chain(raw.iter().map(|(k, v)| (*k, &v[..])));
@@ -135,11 +139,18 @@ impl AuthzRequest {
 }
 
 /// Envoy's `header_map` (`encode_raw_headers`): one entry per header line,
-/// repeats not joined. Joined here as Envoy joins them in `headers`
-/// (cookies with "; ", the rest with ','), so two `Authorization` lines
-/// stay two credentials; past [`super::MAX_HEADERS`] lines the request is
-/// refused anyway and they are not joined (no quadratic work).
+/// repeats not joined. Joined here as in `headers` (the rest with ',';
+/// cookies with "; " as RFC 6265 joins them, where Envoy's `headers` uses
+/// ','; cookie parsing splits at both), so two `Authorization` lines stay
+/// two credentials. Past [`super::MAX_HEADERS`] lines or
+/// [`super::MAX_HEADER_BYTES`] the request is refused anyway and nothing is
+/// joined (no quadratic work).
 fn joined(lines: &[envoy_wire::HeaderValue]) -> Vec<(&[u8], Vec<u8>)> {
+    let size: usize = lines
+        .iter()
+        .map(|l| l.key.len() + l.value.len() + l.raw_value.len())
+        .sum();
+    let join = lines.len() <= super::MAX_HEADERS && size <= super::MAX_HEADER_BYTES;
     let mut out: Vec<(&[u8], Vec<u8>)> = Vec::with_capacity(lines.len());
     for line in lines {
         let name = &line.key[..];
@@ -148,9 +159,7 @@ fn joined(lines: &[envoy_wire::HeaderValue]) -> Vec<(&[u8], Vec<u8>)> {
         } else {
             &line.raw_value
         };
-        let earlier = (lines.len() <= super::MAX_HEADERS)
-            .then(|| out.iter_mut().find(|(k, _)| *k == name))
-            .flatten();
+        let earlier = join.then(|| out.iter_mut().find(|(k, _)| *k == name)).flatten();
         match earlier {
             Some((_, joined)) => {
                 joined.extend_from_slice(if name == b"cookie" { b"; " } else { b"," });

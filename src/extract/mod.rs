@@ -32,7 +32,7 @@ use std::collections::HashMap;
 pub const MAX_HEADERS: usize = 200;
 pub const MAX_HEADER_BYTES: usize = 96 * 1024;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct AuthzRequest {
     /// Upper-case ([`canonical::method`]); on refusal, a printable copy for
     /// logs and `malformed` says why.
@@ -54,12 +54,32 @@ pub struct AuthzRequest {
     /// Route metadata in our namespace, as plain JSON (Envoy
     /// `route_metadata_context`, namespace `hydra_authz`).
     pub route_metadata: Option<serde_json::Map<String, serde_json::Value>>,
-    /// The request's headers, lower-case names, repeats joined with ',' (as
-    /// Envoy sends them): for token sources a rule names (`token_from`) and
-    /// the caller's trace context.
+    /// The request's headers, lower-case names, repeats joined with ','
+    /// (cookies with ',' or "; "), as Envoy sends them: for token sources a
+    /// rule names (`token_from`) and the caller's trace context.
     pub headers: headers::Headers,
     /// The raw query string (no '?', no fragment), for `query:<name>` sources.
     pub query: String,
+}
+
+/// Every fact but the query's text, which may carry a token (`query:<name>`
+/// sources); the credential and headers redact themselves.
+impl std::fmt::Debug for AuthzRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthzRequest")
+            .field("method", &self.method)
+            .field("host", &self.host)
+            .field("malformed", &self.malformed)
+            .field("path", &self.path)
+            .field("path_error", &self.path_error)
+            .field("too_large", &self.too_large)
+            .field("credential", &self.credential)
+            .field("context_extensions", &self.context_extensions)
+            .field("route_metadata", &self.route_metadata)
+            .field("headers", &self.headers)
+            .field("query", &format_args!("<{} bytes>", self.query.len()))
+            .finish()
+    }
 }
 
 impl AuthzRequest {

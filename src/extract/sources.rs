@@ -121,7 +121,8 @@ fn text<'r>(req: &'r AuthzRequest, name: &str) -> Result<Option<&'r str>, Creden
 fn cookies<'r>(req: &'r AuthzRequest, name: &'r str) -> Result<impl Iterator<Item = &'r str>, CredentialProblem> {
     Ok(text(req, "cookie")?
         .into_iter()
-        // Envoy joins repeated cookie headers with "; " (RFC 6265), others with ','.
+        // Repeated cookie headers arrive joined with ',' (Envoy's `headers`) or
+        // "; " (RFC 6265: the forward-auth door, Envoy's raw `header_map`).
         .flat_map(|h| h.split([';', ',']))
         .filter_map(move |pair| {
             let (k, v) = pair.trim().split_once('=')?;

@@ -206,7 +206,18 @@ async fn host_spellings_through_envoy_meet_the_host_rule() {
 #[tokio::test]
 async fn raw_headers_from_envoy_are_read_like_the_joined_map() {
     let e = env(
-        |_| {},
+        |c| {
+            c.rules.insert(
+                0,
+                RuleConfig {
+                    id: "cookie".into(),
+                    path: "/cookie".into(),
+                    scopes: vec!["read_date".into()],
+                    token_from: vec!["cookie:session".into()],
+                    ..Default::default()
+                },
+            )
+        },
         |y| {
             let out = y.replace(
                 "                      failure_mode_allow: false\n",
@@ -231,4 +242,24 @@ async fn raw_headers_from_envoy_are_read_like_the_joined_map() {
     // reqwest sends both lines; Envoy passes them as two header_map entries.
     let (status, body) = get(&e, "GET", "/date", &[("authorization", &w), ("authorization", &r)]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Raw values pass Envoy unchanged (in `headers` it would write '!' for
+    // them): a cookie header the token is read from that is not UTF-8 is
+    // refused, not read as "no token".
+    let cookie = |v: Vec<u8>| async move {
+        let value = reqwest::header::HeaderValue::from_bytes(&v).expect("obs-text is a header value");
+        let r = http()
+            .get(format!("http://{}/cookie", e.envoy.listener))
+            .header("cookie", value)
+            .send()
+            .await
+            .expect("request through Envoy");
+        r.status()
+    };
+    assert_eq!(
+        cookie(format!("session={reader}; x=1").into_bytes()).await,
+        StatusCode::OK
+    );
+    let mut latin1 = format!("session={reader}; x=caf").into_bytes();
+    latin1.push(0xe9);
+    assert_eq!(cookie(latin1).await, StatusCode::BAD_REQUEST);
 }
