@@ -37,29 +37,29 @@ impl AuthzRequest {
             };
         };
         // Envoy sets one of the two; `header_map` when it is there, so a
-        // direct caller sending both cannot have one credential read from each.
-        let (map, raw) = match &http.header_map {
-            Some(m) => (&[][..], joined(&m.headers)),
-            None => (&http.headers[..], Vec::new()),
+        // direct caller sending both cannot have one credential read from
+        // each. Its lines are not joined by Envoy: joined here as in `headers`.
+        let headers = match &http.header_map {
+            Some(m) => Headers::joining(m.headers.iter().map(|h| {
+                // Envoy fills raw_value; `value` when it is all there is.
+                let value = if h.raw_value.is_empty() { &h.value } else { &h.raw_value };
+                (&h.key[..], &value[..])
+            })),
+            None => Headers::from_entries(http.headers.iter().map(|e| (&e.key[..], &e.value[..]))),
         };
-        let entries = map
-            .iter()
-            .map(|e| (&e.key[..], &e.value[..]))
-            .chain(raw.iter().map(|(k, v)| (*k, &v[..])));
-        let too_large = super::header_limits(entries.clone());
+        let too_large = super::header_limits(headers.entries());
         // Before the size check answers: a malformed credential is 400 even
         // in an oversized request (the deny table's order).
-        let mut credential = match entries.clone().rev().find(|(k, _)| *k == b"authorization") {
+        let mut credential = match headers.raw("authorization").map(std::str::from_utf8) {
             None => Credential::Missing,
-            Some((_, value)) => match std::str::from_utf8(value) {
-                Ok(value) => parse_authorization(Some(value)),
-                Err(_) => Credential::Malformed(CredentialProblem::NotText),
-            },
+            Some(Ok(value)) => parse_authorization(Some(value)),
+            Some(Err(_)) => Credential::Malformed(CredentialProblem::NotText),
         };
         // An oversized request is refused; its headers are not kept.
-        let headers = match too_large {
-            None => Headers::from_entries(entries),
-            Some(_) => Headers::default(),
+        let headers = if too_large.is_some() {
+            Headers::default()
+        } else {
+            headers
         };
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let (method, host, path) = (
@@ -136,39 +136,6 @@ impl AuthzRequest {
         }
         AuthzRequest::from_check(check)
     }
-}
-
-/// Envoy's `header_map` (`encode_raw_headers`): one entry per header line,
-/// repeats not joined. Joined here as in `headers` (the rest with ',';
-/// cookies with "; " as RFC 6265 joins them, where Envoy's `headers` uses
-/// ','; cookie parsing splits at both), so two `Authorization` lines stay
-/// two credentials. Past [`super::MAX_HEADERS`] lines or
-/// [`super::MAX_HEADER_BYTES`] the request is refused anyway and nothing is
-/// joined (no quadratic work).
-fn joined(lines: &[envoy_wire::HeaderValue]) -> Vec<(&[u8], Vec<u8>)> {
-    let size: usize = lines
-        .iter()
-        .map(|l| l.key.len() + l.value.len() + l.raw_value.len())
-        .sum();
-    let join = lines.len() <= super::MAX_HEADERS && size <= super::MAX_HEADER_BYTES;
-    let mut out: Vec<(&[u8], Vec<u8>)> = Vec::with_capacity(lines.len());
-    for line in lines {
-        let name = &line.key[..];
-        let value: &[u8] = if line.raw_value.is_empty() {
-            &line.value
-        } else {
-            &line.raw_value
-        };
-        let earlier = join.then(|| out.iter_mut().find(|(k, _)| *k == name)).flatten();
-        match earlier {
-            Some((_, joined)) => {
-                joined.extend_from_slice(if name == b"cookie" { b"; " } else { b"," });
-                joined.extend_from_slice(value);
-            }
-            None => out.push((name, value.to_vec())),
-        }
-    }
-    out
 }
 
 /// Route metadata as plain JSON, so the decision reads no protobuf. prost

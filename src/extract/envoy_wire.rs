@@ -11,15 +11,16 @@
 //!   compatibility"). No hash map is built per check; a later entry for
 //!   the same key wins, as it does in a map ([`super::headers::Headers`]).
 //! - The strings a check reads on every request (method, host, path,
-//!   header names and values) are `bytes`: slices of the received frame, not
-//!   copies; they are checked as UTF-8 where they are read
-//!   ([`super::AuthzRequest::from_wire`]).
+//!   header names and values) are `bytes`: slices of the received frame,
+//!   not copies; they are checked as UTF-8 where they are read
+//!   ([`super::AuthzRequest::from_wire`]), which copies the headers it
+//!   keeps out of the frame ([`super::headers::Headers`]).
 //!
 //! Policy fields (`context_extensions`, `route_metadata_context`) stay
 //! typed as in Envoy's proto, so a malformed one still fails the decode.
 //! With Envoy's `encode_raw_headers` the headers come in `header_map`
-//! instead, one entry per header line; [`super::AuthzRequest::from_wire`]
-//! joins repeats as Envoy joins them in `headers`.
+//! instead, one entry per header line; [`super::headers::Headers::joining`]
+//! joins repeats as in `headers`.
 
 use envoy_types::pb::envoy::config::core::v3::Metadata;
 use prost::bytes::Bytes;

@@ -152,24 +152,14 @@ fn from_http(method: &str, host: &str, uri: &str, headers: &HeaderMap) -> AuthzR
     }
     let too_large = super::header_limits(headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
     let credential = credential(headers, uri);
-    // As Envoy hands them over: lower-case names, repeats joined (cookies
-    // with "; "). Values that are not text are kept as bytes: absent to a
-    // lookup, refused where a token may be read from them.
-    let joined: Vec<(&[u8], Vec<u8>)> = headers
-        .keys()
-        .map(|name| {
-            let sep: &[u8] = if name == "cookie" { b"; " } else { b"," };
-            let mut value = Vec::new();
-            for (i, v) in headers.get_all(name).iter().enumerate() {
-                if i > 0 {
-                    value.extend_from_slice(sep);
-                }
-                value.extend_from_slice(v.as_bytes());
-            }
-            (name.as_str().as_bytes(), value)
-        })
+    // As Envoy hands them over: lower-case names, repeats joined. Values
+    // that are not text are kept as bytes: absent to a lookup, refused where
+    // a token may be read from them.
+    let lines: Vec<(&[u8], &[u8])> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
         .collect();
-    let joined = Headers::from_entries(joined.iter().map(|(k, v)| (*k, &v[..])));
+    let joined = Headers::joining(lines.iter().copied());
     AuthzRequest {
         too_large,
         credential,

@@ -39,6 +39,38 @@ impl Headers {
         h
     }
 
+    /// From header lines (names lower-case) with the repeats of a name
+    /// joined into one entry, in the order names first appear: values with
+    /// ',', cookies with "; " (RFC 6265; cookie parsing also splits at the
+    /// ',' Envoy's own `headers` map uses). Two `Authorization` lines thus
+    /// stay two credentials. Past [`super::MAX_HEADERS`] lines or
+    /// [`super::MAX_HEADER_BYTES`] the request is refused anyway and nothing
+    /// is joined (no quadratic work).
+    pub fn joining<'a, I>(lines: I) -> Headers
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        I::IntoIter: Clone,
+    {
+        let lines = lines.into_iter();
+        let (count, size) = lines
+            .clone()
+            .fold((0, 0), |(n, len), (k, v)| (n + 1, len + k.len() + v.len()));
+        if count > super::MAX_HEADERS || size > super::MAX_HEADER_BYTES {
+            return Headers::from_entries(lines);
+        }
+        let mut joined: Vec<(&[u8], Vec<u8>)> = Vec::with_capacity(count);
+        for (name, value) in lines {
+            match joined.iter_mut().find(|(k, _)| *k == name) {
+                Some((_, earlier)) => {
+                    earlier.extend_from_slice(if name == b"cookie" { b"; " } else { b"," });
+                    earlier.extend_from_slice(value);
+                }
+                None => joined.push((name, value.to_vec())),
+            }
+        }
+        Headers::from_entries(joined.iter().map(|(k, v)| (*k, &v[..])))
+    }
+
     fn push(&mut self, name: &[u8], value: &[u8]) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(name);
