@@ -15,12 +15,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Same package, service and method as Envoy's, so the same gRPC path
     // (/envoy.service.auth.v3.Authorization/Check); the request is decoded
     // as src/extract/envoy_wire.rs (only what a decision reads), the answer
-    // is envoy-types' CheckResponse.
+    // is written as src/respond/envoy_wire.rs (the fields we send).
     let check = tonic_build::manual::Method::builder()
         .name("check")
         .route_name("Check")
         .input_type("crate::extract::envoy_wire::CheckRequest")
-        .output_type("::envoy_types::pb::envoy::service::auth::v3::CheckResponse")
+        .output_type("crate::respond::envoy_wire::CheckResponse")
         .codec_path("::tonic_prost::ProstCodec")
         .build();
     let authorization = tonic_build::manual::Service::builder()

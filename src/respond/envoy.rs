@@ -2,16 +2,14 @@
 //! headers with overwrite semantics, `headers_to_remove`, the denied HTTP
 //! response and dynamic metadata for Envoy's access log.
 
+use super::envoy_wire::{
+    CheckResponse, DeniedHttpResponse, Field, HeaderValueOption, HttpResponse, HttpStatus, Kind, OkHttpResponse,
+    Status, Struct, Value,
+};
 use super::{Responder, UpstreamHeaders};
 use crate::authn::Identity;
 use crate::decision::verdict::{Decision, DenyReason};
 use crate::decision::Outcome;
-use envoy_types::ext_authz::v3::pb::{
-    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus,
-    OkHttpResponse,
-};
-use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
-use envoy_types::pb::google::rpc;
 
 /// The `CheckResponse` for an outcome.
 pub fn check_response(responder: &Responder, o: &Outcome) -> CheckResponse {
@@ -42,19 +40,18 @@ pub fn render(
 fn allowed(h: UpstreamHeaders, identity: Option<&Identity>, rule_id: Option<&str>) -> CheckResponse {
     let metadata = dynamic_metadata(identity, rule_id, &h.claims);
     CheckResponse {
-        status: Some(rpc::Status {
+        status: Some(Status {
             code: tonic::Code::Ok as i32,
-            ..Default::default()
+            message: String::new(),
         }),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers: h
                 .set
                 .into_iter()
-                .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+                .map(|(k, v)| HeaderValueOption::overwrite(k, v))
                 .collect(),
             headers_to_remove: h.remove,
             query_parameters_to_remove: h.query_remove,
-            ..Default::default()
         })),
         dynamic_metadata: Some(metadata),
     }
@@ -62,10 +59,9 @@ fn allowed(h: UpstreamHeaders, identity: Option<&Identity>, rule_id: Option<&str
 
 fn denied(responder: &Responder, reason: &DenyReason) -> CheckResponse {
     CheckResponse {
-        status: Some(rpc::Status {
+        status: Some(Status {
             code: grpc_code(reason) as i32,
             message: reason.label().to_owned(),
-            ..Default::default()
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
@@ -74,7 +70,7 @@ fn denied(responder: &Responder, reason: &DenyReason) -> CheckResponse {
             headers: responder
                 .deny_headers(reason)
                 .into_iter()
-                .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+                .map(|(k, v)| HeaderValueOption::overwrite(k, v))
                 .collect(),
             body: Responder::problem_body(reason),
         })),
@@ -97,48 +93,37 @@ pub fn grpc_code(reason: &DenyReason) -> tonic::Code {
     }
 }
 
-fn header(key: String, value: String, action: HeaderAppendAction) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key,
-            value,
-            ..Default::default()
-        }),
-        append_action: action as i32,
-        ..Default::default()
-    }
-}
-
 fn dynamic_metadata(identity: Option<&Identity>, rule_id: Option<&str>, claims: &[(String, String)]) -> Struct {
-    let s = |v: &str| Value {
-        kind: Some(Kind::StringValue(v.to_owned())),
+    let field = |key: &str, value: Value| Field {
+        key: key.to_owned(),
+        value: Some(value),
     };
-    // Straight into the map prost encodes (at most five entries).
-    let mut fields = std::collections::HashMap::with_capacity(5);
+    let text = |v: &str| Value::string(v.to_owned());
+    let mut fields = Vec::with_capacity(5);
     if let Some(id) = rule_id {
-        fields.insert("rule_id".to_owned(), s(id));
+        fields.push(field("rule_id", text(id)));
     }
     if let Some(i) = identity {
         if let Some(c) = &i.client_id {
-            fields.insert("client_id".to_owned(), s(c));
+            fields.push(field("client_id", text(c)));
         }
         if let Some(sub) = &i.subject {
-            fields.insert("subject".to_owned(), s(sub));
+            fields.push(field("subject", text(sub)));
         }
-        fields.insert("scopes".to_owned(), s(&i.scopes.join(" ")));
+        fields.push(field("scopes", Value::string(i.scopes.join(" "))));
     }
     if !claims.is_empty() {
         // The claim headers' values, keyed by header name, for access logs
         // and later filters.
         let claims = Struct {
-            fields: claims.iter().map(|(k, v)| (k.clone(), s(v))).collect(),
+            fields: claims.iter().map(|(k, v)| field(k, text(v))).collect(),
         };
-        fields.insert(
-            "claims".to_owned(),
+        fields.push(field(
+            "claims",
             Value {
                 kind: Some(Kind::StructValue(claims)),
             },
-        );
+        ));
     }
     Struct { fields }
 }
@@ -148,10 +133,12 @@ mod tests {
     use super::*;
     use crate::authn::{ClaimFailure, FailureKind};
     use crate::respond::tests::{reader, responder};
+    use envoy_types::ext_authz::v3::pb::{HeaderAppendAction, HttpResponse};
+    use envoy_types::pb::google::protobuf::value::Kind;
 
     #[test]
     fn allow_overwrites_every_identity_header() {
-        let r = render(&responder(), &Decision::Allow, Some(&reader()), Some("date"));
+        let r = render(&responder(), &Decision::Allow, Some(&reader()), Some("date")).to_envoy();
         assert_eq!(r.status.as_ref().map(|s| s.code), Some(0));
         let Some(HttpResponse::OkResponse(ok)) = r.http_response else {
             panic!("ok response")
@@ -186,8 +173,49 @@ mod tests {
         assert!(matches!(meta.fields["rule_id"].kind, Some(Kind::StringValue(ref v)) if v == "date"));
     }
 
+    /// Every field we write decodes as Envoy's own message: claims as a
+    /// nested struct, the query parameter stripped, the deny's status
+    /// message; a field number or type mirrored wrong fails here.
+    #[test]
+    fn the_answer_decodes_as_envoys_message() {
+        use prost::Message as _;
+        let mut cfg = crate::respond::headers::HeadersConfig::default();
+        cfg.claims.insert("x-tenant".into(), "ext.tenant".into());
+        let responder = Responder::new(cfg, "api".into());
+        let identity = Identity {
+            ext: Some(std::sync::Arc::new(serde_json::json!({"tenant": "acme"}))),
+            ..reader()
+        };
+        let mut h = responder.upstream_headers(Some(&identity));
+        h.query_remove.push("access_token".into());
+        let bytes = allowed(h, Some(&identity), Some("date")).encode_to_vec();
+        let r =
+            envoy_types::ext_authz::v3::pb::CheckResponse::decode(bytes.as_slice()).expect("Envoy's type decodes it");
+        let Some(HttpResponse::OkResponse(ok)) = r.http_response else {
+            panic!("ok response")
+        };
+        assert_eq!(ok.query_parameters_to_remove, ["access_token"]);
+        assert!(ok.headers.iter().any(|h| h
+            .header
+            .as_ref()
+            .is_some_and(|h| h.key == "x-tenant" && h.value == "acme")));
+        let meta = r.dynamic_metadata.expect("metadata");
+        assert_eq!(meta.fields.len(), 5, "{meta:?}");
+        assert!(matches!(meta.fields["scopes"].kind, Some(Kind::StringValue(ref v)) if v == "read_date x"));
+        let Some(Kind::StructValue(claims)) = &meta.fields["claims"].kind else {
+            panic!("claims struct: {meta:?}")
+        };
+        assert!(matches!(claims.fields["x-tenant"].kind, Some(Kind::StringValue(ref v)) if v == "acme"));
+
+        let deny = render(&responder, &Decision::Deny(DenyReason::NoRule), None, None).encode_to_vec();
+        let r = envoy_types::ext_authz::v3::pb::CheckResponse::decode(deny.as_slice()).expect("decodes");
+        let status = r.status.expect("status");
+        assert_eq!((status.code, status.message.as_str()), (7, "no_rule"));
+        assert!(r.dynamic_metadata.is_none());
+    }
+
     fn denied(reason: DenyReason) -> (i32, i32, Vec<(String, String)>, serde_json::Value) {
-        let r = render(&responder(), &Decision::Deny(reason), None, None);
+        let r = render(&responder(), &Decision::Deny(reason), None, None).to_envoy();
         let Some(HttpResponse::DeniedResponse(d)) = r.http_response else {
             panic!("denied response")
         };

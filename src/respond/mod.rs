@@ -7,6 +7,7 @@
 //! [`crate::decision::verdict`]; this module only renders it.
 
 pub mod envoy;
+pub mod envoy_wire;
 pub(crate) mod explanation;
 pub mod headers;
 pub mod http;

@@ -12,7 +12,7 @@ use crate::authorizer::Authorizer;
 use crate::extract::envoy_wire::CheckRequest;
 use crate::extract::AuthzRequest;
 use crate::metrics::Metrics;
-use envoy_types::ext_authz::v3::pb::CheckResponse;
+use crate::respond::envoy_wire::CheckResponse;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};

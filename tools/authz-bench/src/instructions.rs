@@ -73,8 +73,10 @@ pub(crate) fn run(case: Case, checks: u64, format: Format, level: String) -> any
             let request = hydra_authz::extract::envoy_wire::CheckRequest::decode(frame.clone())?;
             let answer = service.check(tonic::Request::new(request)).await?.into_inner();
             let status = match answer.http_response {
-                Some(envoy_types::ext_authz::v3::pb::HttpResponse::OkResponse(_)) => 200,
-                Some(envoy_types::ext_authz::v3::pb::HttpResponse::DeniedResponse(d)) => d.status.map_or(0, |s| s.code),
+                Some(hydra_authz::respond::envoy_wire::HttpResponse::OkResponse(_)) => 200,
+                Some(hydra_authz::respond::envoy_wire::HttpResponse::DeniedResponse(d)) => {
+                    d.status.map_or(0, |s| s.code)
+                }
                 _ => 0,
             };
             // Measure the path we mean, or nothing.
