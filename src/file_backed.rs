@@ -6,7 +6,6 @@
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -92,12 +91,12 @@ fn read(files: &[(PathBuf, String)]) -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 fn digest(parts: &[Vec<u8>]) -> [u8; 32] {
-    let mut h = Sha256::new();
+    let mut h = crate::sha256::Hasher::default();
     for p in parts {
         h.update((p.len() as u64).to_be_bytes());
         h.update(p);
     }
-    h.finalize().into()
+    h.finish()
 }
 
 #[cfg(test)]

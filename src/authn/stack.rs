@@ -48,9 +48,8 @@ pub fn build(cfg: &IntrospectionConfig, metrics: Arc<Metrics>, fleet: Option<Arc
 /// fleet carry it, and a replica verifying differently (a rollout, a
 /// reload) does not take them.
 fn policy(cfg: &IntrospectionConfig) -> String {
-    use sha2::Digest;
     let settings = serde_json::to_vec(cfg).unwrap_or_default();
-    hex::encode(&sha2::Sha256::digest(&settings)[..8])
+    hex::encode(&crate::sha256::of(&settings)[..8])
 }
 
 /// The innermost layer: how tokens are verified.

@@ -2,7 +2,6 @@
 //! [`Token`] whose `Debug`/`Display` never show the secret.
 
 pub use super::refusal::CredentialProblem;
-use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -43,7 +42,7 @@ impl Token {
 
     /// SHA-256 of the token (the cache key on a single replica).
     pub fn digest(&self) -> &[u8; 32] {
-        self.digest.get_or_init(|| Sha256::digest(self.raw.as_bytes()).into())
+        self.digest.get_or_init(|| crate::sha256::of(self.raw.as_bytes()))
     }
 
     /// First 8 hex digits of SHA-256: enough to correlate log lines, useless
@@ -55,7 +54,7 @@ impl Token {
 
 /// Fingerprint of an arbitrary secret; see [`Token::fingerprint`].
 pub fn fingerprint(secret: &str) -> String {
-    fingerprint_of(&Sha256::digest(secret.as_bytes()).into())
+    fingerprint_of(&crate::sha256::of(secret.as_bytes()))
 }
 
 /// The first four bytes of a digest in hex (`encode_to_slice`: no

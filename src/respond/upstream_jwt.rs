@@ -272,8 +272,7 @@ impl Signer {
     }
 
     fn cache_key(&self, identity: &Identity, claims: &[(String, serde_json::Value)], kid: &str) -> [u8; 32] {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
+        let mut h = crate::sha256::Hasher::default();
         // A tag byte per optional part, so "absent" and any string differ.
         for part in [identity.subject.as_deref(), identity.client_id.as_deref(), Some(kid)] {
             match part {
@@ -296,7 +295,7 @@ impl Signer {
             h.update(v.to_string().as_bytes());
             h.update([0xfc]);
         }
-        h.finalize().into()
+        h.finish()
     }
 }
 

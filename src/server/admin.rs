@@ -42,8 +42,7 @@ impl AdminAuth {
 }
 
 fn digest(v: &str) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(v.as_bytes()).into()
+    crate::sha256::of(v.as_bytes())
 }
 
 impl tonic::service::Interceptor for AdminAuth {

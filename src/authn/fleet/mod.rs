@@ -337,10 +337,7 @@ mod tests {
         let k = fleet.cache_key(&t);
         assert_eq!(k, fleet.cache_key(&Token::new("some-token")));
         assert_ne!(k, fleet.cache_key(&Token::new("other-token")));
-        let plain: [u8; 32] = {
-            use sha2::Digest;
-            sha2::Sha256::digest(b"some-token").into()
-        };
+        let plain = crate::sha256::of(b"some-token");
         assert_ne!(k, plain, "not the plain digest");
         assert!(fleet.status().contains("down"));
         // Purposes do not share keys: the cache key is not the message seal.
