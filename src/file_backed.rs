@@ -103,6 +103,18 @@ fn digest(parts: &[Vec<u8>]) -> [u8; 32] {
 mod tests {
     use super::*;
 
+    /// Each part is framed by its length, so ["a", "bc"] and ["ab", "c"]
+    /// differ; the value is SHA-256 (Python's hashlib) of the framed bytes.
+    #[test]
+    fn the_digest_frames_each_part() {
+        let d = digest(&[b"a".to_vec(), b"bc".to_vec()]);
+        assert_eq!(
+            hex::encode(d),
+            "3fafa1cf2f19a7c1129beb20cf0983f73a489a221fc0dd2f16d1be292d089205"
+        );
+        assert_ne!(d, digest(&[b"ab".to_vec(), b"c".to_vec()]));
+    }
+
     #[test]
     fn rebuilds_only_on_change_and_keeps_the_last_good_value() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -199,6 +199,13 @@ mod tests {
             .header
             .as_ref()
             .is_some_and(|h| h.key == "x-tenant" && h.value == "acme")));
+        assert!(ok
+            .headers
+            .iter()
+            .all(|h| h.append_action == HeaderAppendAction::OverwriteIfExistsOrAdd as i32));
+        for twin in ["x_tenant", "x_client_id", "x_scopes", "x_subject"] {
+            assert!(ok.headers_to_remove.iter().any(|r| r == twin), "{twin}");
+        }
         let meta = r.dynamic_metadata.expect("metadata");
         assert_eq!(meta.fields.len(), 5, "{meta:?}");
         assert!(matches!(meta.fields["scopes"].kind, Some(Kind::StringValue(ref v)) if v == "read_date x"));
@@ -212,6 +219,23 @@ mod tests {
         let status = r.status.expect("status");
         assert_eq!((status.code, status.message.as_str()), (7, "no_rule"));
         assert!(r.dynamic_metadata.is_none());
+    }
+
+    /// An allow with nothing to say (a public route: no identity) is still
+    /// an OK answer with an `ok_response` and (empty) metadata, and still
+    /// removes every identity header a client could have sent.
+    #[test]
+    fn an_empty_allow_keeps_its_ok_response() {
+        let r = render(&responder(), &Decision::Allow, None, None).to_envoy();
+        assert_eq!(r.status.as_ref().map(|s| s.code), Some(0));
+        let Some(HttpResponse::OkResponse(ok)) = r.http_response else {
+            panic!("ok response: {r:?}")
+        };
+        assert!(ok.headers.is_empty());
+        for name in ["x-client-id", "x-scopes", "x-subject", "x_client_id"] {
+            assert!(ok.headers_to_remove.iter().any(|r| r == name), "{name}");
+        }
+        assert_eq!(r.dynamic_metadata.map(|m| m.fields.len()), Some(0));
     }
 
     fn denied(reason: DenyReason) -> (i32, i32, Vec<(String, String)>, serde_json::Value) {

@@ -1,6 +1,7 @@
 //! Envoy's `CheckResponse`, only the fields we send, in a shape that is
-//! cheap to build for every check; the bytes on the wire are what Envoy's
-//! own message would carry.
+//! cheap to build for every check; Envoy reads these bytes as the same
+//! answer as its own message's (not byte for byte: the metadata entries
+//! come in a fixed order, not a hash map's).
 //!
 //! Field numbers are Envoy's (`envoy/service/auth/v3/external_auth.proto`,
 //! `envoy/config/core/v3/base.proto`, `google/rpc/status.proto`,
@@ -11,15 +12,20 @@
 //!   wire form, a repeated key/value message (protobuf language guide,
 //!   "Maps": "Backwards compatibility"): no hash map is built, hashed and
 //!   iterated per check.
-//! - Fields we never set (`details`, `raw_value`, the deprecated `append`,
-//!   the `Value` kinds other than string and struct) are left out.
+//! - Fields we never set are left out: `CheckResponse.error_response`,
+//!   `OkHttpResponse`'s deprecated `dynamic_metadata`,
+//!   `response_headers_to_add` and `query_parameters_to_set`,
+//!   `Status.details`, `HeaderValue.raw_value`, `HeaderValueOption`'s
+//!   deprecated `append` and `keep_empty_value`, and the `Value` kinds
+//!   other than string and struct.
 //!
 //! Strings stay `String`: prost writes them with one copy, where a shared
 //! `bytes::Bytes` is cloned (and, made from a `Vec`, promoted to a
 //! reference-counted allocation) to be written, which measured dearer.
 //!
-//! [`CheckResponse::to_envoy`] decodes one as Envoy's own message type
-//! (tests, the CLI).
+//! The unit tests decode every kind of answer with Envoy's own message
+//! type (`respond::envoy`); the end-to-end tests read them through a real
+//! Envoy (`tests/integration/e2e_envoy.rs`, `identity.rs`).
 
 /// `envoy.service.auth.v3.CheckResponse`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -32,13 +38,13 @@ pub struct CheckResponse {
     pub dynamic_metadata: Option<Struct>,
 }
 
+#[cfg(test)]
 impl CheckResponse {
     /// The same answer as Envoy's message type, as Envoy reads it.
     pub fn to_envoy(&self) -> envoy_types::ext_authz::v3::pb::CheckResponse {
         use prost::Message;
-        // Our own encoding of types that mirror Envoy's: it decodes, or
-        // the mirror is wrong (the tests decode every kind of answer).
-        envoy_types::ext_authz::v3::pb::CheckResponse::decode(self.encode_to_vec().as_slice()).unwrap_or_default()
+        envoy_types::ext_authz::v3::pb::CheckResponse::decode(self.encode_to_vec().as_slice())
+            .expect("Envoy's message type decodes our answer")
     }
 }
 
