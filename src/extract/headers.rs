@@ -26,9 +26,7 @@ impl Headers {
         I::IntoIter: Clone,
     {
         let pairs = pairs.into_iter();
-        let (count, size) = pairs
-            .clone()
-            .fold((0, 0), |(n, len), (k, v)| (n + 1, len + k.len() + v.len()));
+        let (count, size) = super::header_extent(pairs.clone());
         let mut h = Headers {
             bytes: Vec::with_capacity(size),
             entries: Vec::with_capacity(count),
@@ -52,13 +50,10 @@ impl Headers {
         I::IntoIter: Clone,
     {
         let lines = lines.into_iter();
-        let (count, size) = lines
-            .clone()
-            .fold((0, 0), |(n, len), (k, v)| (n + 1, len + k.len() + v.len()));
-        if count > super::MAX_HEADERS || size > super::MAX_HEADER_BYTES {
+        if super::header_limits(lines.clone()).is_some() {
             return Headers::from_entries(lines);
         }
-        let mut joined: Vec<(&[u8], Vec<u8>)> = Vec::with_capacity(count);
+        let mut joined: Vec<(&[u8], Vec<u8>)> = Vec::with_capacity(lines.size_hint().0);
         for (name, value) in lines {
             match joined.iter_mut().find(|(k, _)| *k == name) {
                 Some((_, earlier)) => {

@@ -122,11 +122,7 @@ impl AuthzRequest {
 
 /// Why the headers are refused, if they exceed our limits.
 pub(crate) fn header_limits<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Option<refusal::SizeProblem> {
-    let (mut count, mut bytes) = (0usize, 0usize);
-    for (k, v) in headers {
-        count += 1;
-        bytes += k.len() + v.len();
-    }
+    let (count, bytes) = header_extent(headers);
     if count > MAX_HEADERS {
         Some(refusal::SizeProblem::TooManyHeaders)
     } else if bytes > MAX_HEADER_BYTES {
@@ -134,6 +130,11 @@ pub(crate) fn header_limits<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8
     } else {
         None
     }
+}
+
+/// How many headers, and their names' and values' bytes together.
+pub(crate) fn header_extent<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> (usize, usize) {
+    headers.fold((0, 0), |(n, len), (k, v)| (n + 1, len + k.len() + v.len()))
 }
 
 /// Whether the query carries an `access_token` parameter (RFC 6750 §2.3).
