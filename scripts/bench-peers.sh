@@ -7,6 +7,7 @@
 #
 #   scripts/bench-peers.sh [--duration-s 10] [--threads 2] [--connections 32]
 #                          [--rate 200] [--rate-duration-s 10] [--no-http-rows]
+#                          [--rows slug,slug,...]
 #   scripts/bench-peers.sh --check-only   (the seed cases per row, no load)
 #
 # Rows (each with a fresh Envoy and a fresh authorizer; Hydra and the
@@ -20,6 +21,11 @@
 #   OPA-Envoy       gRPC ext_authz (deploy/envoy/envoy.yaml) to OPA's Envoy
 #                   plugin with tests/opa-envoy/policy.rego (introspection by
 #                   http.send), cache off / on (http.send's force_cache, 60 s)
+# --rows runs the named rows in that order instead (slugs: baseline-first,
+# ha-grpc-off, ok-off, ha-http-off, ha-grpc-on, ok-on, opa-off, opa-on,
+# ha-http-on, baseline-last; a slug may repeat), e.g. to see whether a row's
+# place in the run (a cold Hydra) moves its figures.
+# Before the first row Hydra is warmed up with 3 s of introspections.
 # Per row: the seed cases through Envoy with curl (the "correct" column),
 # 2 s of warm-up, then `wrk --latency` for --duration-s (closed loop, at
 # saturation), then a paced open-loop run at --rate req/s (latency measured
@@ -39,7 +45,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$(pwd)"
 
-duration=10 threads=2 connections=32 rate=200 rate_duration=10 http_rows=1 check_only=0
+duration=10 threads=2 connections=32 rate=200 rate_duration=10 http_rows=1 check_only=0 only_rows=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
     --duration-s) duration="$2"; shift 2 ;;
@@ -48,8 +54,9 @@ while [[ $# -gt 0 ]]; do
     --rate) rate="$2"; shift 2 ;;
     --rate-duration-s) rate_duration="$2"; shift 2 ;;
     --no-http-rows) http_rows=0; shift ;;
+    --rows) only_rows="$2"; shift 2 ;;
     --check-only) check_only=1; shift ;;
-    -h | --help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,43p' "$0"; exit 0 ;;
     *) echo "bench-peers: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -217,6 +224,21 @@ reader_token="$(token "$reader_id" "$reader_secret" read_date)"
 writer_token="$(token "$writer_id" "$writer_secret" post_echo)"
 [[ -n "$reader_token" && -n "$writer_token" ]] || die "no tokens from Hydra (log: ${tmp}/hydra.log)"
 log "clients: reader ${reader_id} (read_date), writer ${writer_id} (post_echo)"
+
+# Hydra warmed up before any row: 3 s of introspections straight to its
+# admin API (wrk, POST). Without it the first introspecting row pays for a
+# cold Hydra (its paced p50 read 8.3 ms first in the run, 4.9-5.3 ms later
+# in the same run, 2026-11-30), which says where a row sits, not how the
+# authorizer behind it does.
+cat >"${tmp}/introspect.lua" <<EOF
+wrk.method = "POST"
+wrk.body = "token=${reader_token}"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+EOF
+if ((!check_only)); then
+    wrk -t "$threads" -c 8 -d 3s -s "${tmp}/introspect.lua" "${hydra_admin_url}/admin/oauth2/introspect" >"${tmp}/hydra-warm-up.txt"
+    log "Hydra warmed up: $(awk '/^Requests\/sec:/ { printf "%.0f introspections/s", $2 }' "${tmp}/hydra-warm-up.txt")"
+fi
 
 introspections() {
     curl -s "${hydra_admin_url}/admin/metrics/prometheus" | awk '
@@ -451,20 +473,35 @@ run_row() { # slug label kind(baseline|grpc|http|oathkeeper|opa) cache(true|fals
 }
 
 # ------------------------------------------------------------- the run
-run_row baseline-first "Envoy → upstream, no ext_authz (baseline, first)" baseline -
-run_row ha-grpc-off "Envoy + hydra-authz (gRPC), cache off" grpc false
-run_row ok-off "Envoy + Oathkeeper (http_service), cache off" oathkeeper false
-if ((http_rows)); then
-    run_row ha-http-off "Envoy + hydra-authz (http_service), cache off" http false
+declare -A row_label=(
+    [baseline-first]="Envoy → upstream, no ext_authz (baseline, first)|baseline|-"
+    [ha-grpc-off]="Envoy + hydra-authz (gRPC), cache off|grpc|false"
+    [ok-off]="Envoy + Oathkeeper (http_service), cache off|oathkeeper|false"
+    [ha-http-off]="Envoy + hydra-authz (http_service), cache off|http|false"
+    [ha-grpc-on]="Envoy + hydra-authz (gRPC), cache on (60 s)|grpc|true"
+    [ok-on]="Envoy + Oathkeeper (http_service), cache on (60 s)|oathkeeper|true"
+    [opa-off]="Envoy + OPA-Envoy (gRPC, Rego http.send), cache off|opa|false"
+    [opa-on]="Envoy + OPA-Envoy (gRPC, Rego http.send), cache on (60 s)|opa|true"
+    [ha-http-on]="Envoy + hydra-authz (http_service), cache on (60 s)|http|true"
+    [baseline-last]="Envoy → upstream, no ext_authz (baseline, last)|baseline|-"
+)
+if [[ -n "$only_rows" ]]; then
+    IFS=',' read -r -a order <<<"$only_rows"
+else
+    order=(baseline-first ha-grpc-off ok-off)
+    ((http_rows)) && order+=(ha-http-off)
+    order+=(ha-grpc-on ok-on opa-off opa-on)
+    ((http_rows)) && order+=(ha-http-on)
+    order+=(baseline-last)
 fi
-run_row ha-grpc-on "Envoy + hydra-authz (gRPC), cache on (60 s)" grpc true
-run_row ok-on "Envoy + Oathkeeper (http_service), cache on (60 s)" oathkeeper true
-run_row opa-off "Envoy + OPA-Envoy (gRPC, Rego http.send), cache off" opa false
-run_row opa-on "Envoy + OPA-Envoy (gRPC, Rego http.send), cache on (60 s)" opa true
-if ((http_rows)); then
-    run_row ha-http-on "Envoy + hydra-authz (http_service), cache on (60 s)" http true
-fi
-run_row baseline-last "Envoy → upstream, no ext_authz (baseline, last)" baseline -
+n=0
+for slug in "${order[@]}"; do
+    [[ -n "${row_label[$slug]:-}" ]] || die "unknown row ${slug} (see --help)"
+    IFS='|' read -r label kind cache <<<"${row_label[$slug]}"
+    # A repeated slug gets its own temp files.
+    n=$((n + 1))
+    run_row "${slug}-${n}" "$label" "$kind" "$cache"
+done
 
 base=0
 ((${#baseline_rps[@]})) && base=$(printf '%s\n' "${baseline_rps[@]}" | awk '{ s += $1; n++ } END { printf "%.0f", s / n }')
