@@ -61,6 +61,31 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
+# The rows, by slug (--rows), checked before anything starts.
+declare -A row_label=(
+    [baseline-first]="Envoy → upstream, no ext_authz (baseline, first)|baseline|-"
+    [ha-grpc-off]="Envoy + hydra-authz (gRPC), cache off|grpc|false"
+    [ok-off]="Envoy + Oathkeeper (http_service), cache off|oathkeeper|false"
+    [ha-http-off]="Envoy + hydra-authz (http_service), cache off|http|false"
+    [ha-grpc-on]="Envoy + hydra-authz (gRPC), cache on (60 s)|grpc|true"
+    [ok-on]="Envoy + Oathkeeper (http_service), cache on (60 s)|oathkeeper|true"
+    [opa-off]="Envoy + OPA-Envoy (gRPC, Rego http.send), cache off|opa|false"
+    [opa-on]="Envoy + OPA-Envoy (gRPC, Rego http.send), cache on (60 s)|opa|true"
+    [ha-http-on]="Envoy + hydra-authz (http_service), cache on (60 s)|http|true"
+    [baseline-last]="Envoy → upstream, no ext_authz (baseline, last)|baseline|-"
+)
+if [[ -n "$only_rows" ]]; then
+    IFS=',' read -r -a order <<<"$only_rows"
+else
+    order=(baseline-first ha-grpc-off ok-off)
+    ((http_rows)) && order+=(ha-http-off)
+    order+=(ha-grpc-on ok-on opa-off opa-on)
+    ((http_rows)) && order+=(ha-http-on)
+    order+=(baseline-last)
+fi
+for slug in "${order[@]}"; do
+    [[ -n "${row_label[$slug]:-}" ]] || { echo "bench-peers: unknown row ${slug} (see --help)" >&2; exit 2; }
+done
 for tool in wrk curl python3 go envsubst; do
     command -v "$tool" >/dev/null || { echo "bench-peers: $tool not found" >&2; exit 1; }
 done
@@ -473,30 +498,8 @@ run_row() { # slug label kind(baseline|grpc|http|oathkeeper|opa) cache(true|fals
 }
 
 # ------------------------------------------------------------- the run
-declare -A row_label=(
-    [baseline-first]="Envoy → upstream, no ext_authz (baseline, first)|baseline|-"
-    [ha-grpc-off]="Envoy + hydra-authz (gRPC), cache off|grpc|false"
-    [ok-off]="Envoy + Oathkeeper (http_service), cache off|oathkeeper|false"
-    [ha-http-off]="Envoy + hydra-authz (http_service), cache off|http|false"
-    [ha-grpc-on]="Envoy + hydra-authz (gRPC), cache on (60 s)|grpc|true"
-    [ok-on]="Envoy + Oathkeeper (http_service), cache on (60 s)|oathkeeper|true"
-    [opa-off]="Envoy + OPA-Envoy (gRPC, Rego http.send), cache off|opa|false"
-    [opa-on]="Envoy + OPA-Envoy (gRPC, Rego http.send), cache on (60 s)|opa|true"
-    [ha-http-on]="Envoy + hydra-authz (http_service), cache on (60 s)|http|true"
-    [baseline-last]="Envoy → upstream, no ext_authz (baseline, last)|baseline|-"
-)
-if [[ -n "$only_rows" ]]; then
-    IFS=',' read -r -a order <<<"$only_rows"
-else
-    order=(baseline-first ha-grpc-off ok-off)
-    ((http_rows)) && order+=(ha-http-off)
-    order+=(ha-grpc-on ok-on opa-off opa-on)
-    ((http_rows)) && order+=(ha-http-on)
-    order+=(baseline-last)
-fi
 n=0
 for slug in "${order[@]}"; do
-    [[ -n "${row_label[$slug]:-}" ]] || die "unknown row ${slug} (see --help)"
     IFS='|' read -r label kind cache <<<"${row_label[$slug]}"
     # A repeated slug gets its own temp files.
     n=$((n + 1))
