@@ -64,6 +64,7 @@ def test_every_connection_manager_rejects_underscore_headers(kit):
         assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
         # The path hygiene next to it stays.
         assert hcm["normalize_path"] is True and hcm["merge_slashes"] is True
+        assert hcm["strip_any_host_port"] is True and hcm["strip_trailing_host_dot"] is True
         assert hcm["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
 
 

@@ -478,6 +478,7 @@ def test_envoy_http_service_kit_fields():
     doc, filters, hcm = envoy_http_ext_authz()
     # The hygiene of envoy.yaml.
     assert hcm["normalize_path"] is True and hcm["merge_slashes"] is True
+    assert hcm["strip_any_host_port"] is True and hcm["strip_trailing_host_dot"] is True
     assert hcm["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
     assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
     names = [f["name"] for f in filters]

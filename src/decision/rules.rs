@@ -122,7 +122,7 @@ impl RuleSet {
                 .find(|(i, r)| {
                     // An any-method rule covers everything; a listed set covers only listed subsets.
                     let methods = r.methods.is_empty()
-                        || (!later.methods.is_empty() && later.methods.iter().all(|m| r.methods.contains(m)));
+                        || (!later.methods.is_empty() && later.methods.iter().all(|m| covers_method(&r.methods, m)));
                     let host = self.hosts[*i].is_none() || self.hosts[*i] == self.hosts[j];
                     methods && host
                 });
@@ -211,7 +211,7 @@ impl RuleSet {
 
 impl Rule {
     fn mismatch_except_path(&self, method: &str, host: &str) -> Option<Mismatch> {
-        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == method) {
+        if !self.methods.is_empty() && !covers_method(&self.methods, method) {
             return Some(Mismatch::Method);
         }
         if let Some(h) = &self.host {
@@ -223,10 +223,20 @@ impl Rule {
     }
 }
 
-/// `host:port` / `[v6]:port` → host. Envoy's `host` is the `:authority`.
+/// Whether a rule listing `methods` (non-empty) covers `method`. HEAD is
+/// what most frameworks answer with the GET handler, so a GET rule covers
+/// it; otherwise a HEAD would fall past the GET rule to a weaker one.
+fn covers_method(methods: &[String], method: &str) -> bool {
+    methods.iter().any(|m| m == method || (method == "HEAD" && m == "GET"))
+}
+
+/// `host:port` → host, `[v6]:port` → `[v6]`. Envoy's `host` is the
+/// `:authority`. A bracketed literal keeps its brackets: no host pattern
+/// can hold one, so it is never matched as the text inside
+/// (`[status.example.com]` is not `status.example.com`).
 fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split_once(']').map_or(host, |(h, _)| h);
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
     }
     match host.rsplit_once(':') {
         Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -400,8 +410,43 @@ mod tests {
         assert!(s.find("GET", "API.example.com:8443", "/x").is_some());
         assert!(s.find("GET", "example.com", "/x").is_none());
         assert!(s.find("GET", "evil.com", "/x").is_none());
-        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("h:80"), "h");
+        // A name in brackets is not that name.
+        let mut status = rule("status", &[], "/**");
+        status.host = Some("status.example.com".into());
+        let s = set(vec![status]);
+        assert!(s.find("GET", "status.example.com", "/admin").is_some());
+        for spelled in [
+            "[status.example.com]",
+            "[status.example.com]:443",
+            "[status.example.com",
+        ] {
+            assert!(s.find("GET", spelled, "/admin").is_none(), "{spelled}");
+        }
+    }
+
+    /// HEAD is served by the GET handler in most frameworks (Express, Go's
+    /// net/http, Flask, Rails): a GET rule covers it, so a HEAD cannot fall
+    /// past the GET rule to a weaker one; a rule naming only HEAD or other
+    /// methods does not cover GET.
+    #[test]
+    fn head_is_checked_as_get() {
+        let s = set(vec![
+            rule("admin", &["GET"], "/admin/**"),
+            rule("head-only", &["HEAD"], "/h"),
+            rule("rest", &[], "/**"),
+        ]);
+        assert_eq!(found(&s, "HEAD", "/admin/export").as_deref(), Some("admin"));
+        assert_eq!(found(&s, "GET", "/admin/export").as_deref(), Some("admin"));
+        assert_eq!(found(&s, "POST", "/admin/export").as_deref(), Some("rest"));
+        assert_eq!(found(&s, "HEAD", "/h").as_deref(), Some("head-only"));
+        assert_eq!(found(&s, "GET", "/h").as_deref(), Some("rest"));
+        assert!(s.covers_on_some_host("HEAD", "/admin/x"));
+        let shadow = set(vec![rule("get", &["GET"], "/a"), rule("head", &["HEAD"], "/a")]);
+        assert_eq!(shadow.shadowed(), [("head", "get")]);
+        let why: Vec<_> = s.explain("HEAD", "", "/admin/x").into_iter().map(|(_, w)| w).collect();
+        assert_eq!(why, [None, Some(Mismatch::Path), None]);
     }
 
     #[test]

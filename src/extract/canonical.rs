@@ -42,12 +42,23 @@ fn is_host_byte(b: u8) -> bool {
 
 /// The host to match rules with: lower-case, no port, no trailing dot.
 /// Empty stays empty (HTTP/1.0 without `Host`): only host-less rules match.
+/// Brackets hold an IPv6 address and nothing else, kept with its brackets
+/// (`[status.example.com]` is refused, never read as the name inside);
+/// after the host only `:port` may follow.
 pub fn host(raw: &str) -> Result<String, RequestProblem> {
     if raw.len() > 255 + 6 || !raw.bytes().all(is_host_byte) {
         return Err(RequestProblem::HostInvalid);
     }
-    let name = strip_port(raw);
-    if name.starts_with('[') != name.ends_with(']') {
+    let name = strip_port(raw).ok_or(RequestProblem::HostInvalid)?;
+    if let Some(literal) = name.strip_prefix('[') {
+        let address = literal.strip_suffix(']').ok_or(RequestProblem::HostInvalid)?;
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(RequestProblem::HostInvalid);
+        }
+        return Ok(name.to_ascii_lowercase());
+    }
+    // ':', '[' and ']' only ever belong to a port or an IP literal.
+    if name.contains([':', '[', ']']) {
         return Err(RequestProblem::HostInvalid);
     }
     let name = name.strip_suffix('.').unwrap_or(name);
@@ -57,17 +68,23 @@ pub fn host(raw: &str) -> Result<String, RequestProblem> {
     Ok(name.to_ascii_lowercase())
 }
 
-/// `host:port` → `host`, `[v6]:port` → `[v6]`. Envoy's `host` is the `:authority`.
-fn strip_port(host: &str) -> &str {
+/// `host:port` → `host`, `[v6]:port` → `[v6]` (an empty port too, as RFC
+/// 3986 allows); `None` when a bracketed literal is followed by anything
+/// but a port. Envoy's `host` is the `:authority`.
+fn strip_port(host: &str) -> Option<&str> {
+    let is_port = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
     if host.starts_with('[') {
-        return match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
+        let end = host.find(']').unwrap_or(host.len() - 1);
+        let (literal, rest) = host.split_at(end + 1);
+        return match rest.strip_prefix(':') {
+            None if rest.is_empty() => Some(literal),
+            Some(port) if is_port(port) => Some(literal),
+            _ => None,
         };
     }
     match host.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
+        Some((h, port)) if is_port(port) => Some(h),
+        _ => Some(host),
     }
 }
 
@@ -115,6 +132,8 @@ mod tests {
             ("admin.example.com:80", "admin.example.com"),
             ("[::1]:8080", "[::1]"),
             ("[::1]", "[::1]"),
+            ("[2001:DB8::1]:", "[2001:db8::1]"),
+            ("[::ffff:127.0.0.1]:9", "[::ffff:127.0.0.1]"),
             ("127.0.0.1:9", "127.0.0.1"),
             ("", ""),
         ] {
@@ -127,6 +146,21 @@ mod tests {
             "a/b",
             "a@b",
             "[::1",
+            // Brackets hold an IPv6 address, nothing else: a name inside
+            // must not be matched as that name (a rule for
+            // status.example.com), nor anything after the literal dropped.
+            "[status.example.com]",
+            "[status.example.com]:443",
+            "[admin]",
+            "[::1]junk",
+            "[::1]:80x",
+            "[::1]]",
+            "[]",
+            "[v1.fe]",
+            "::1",
+            "a:b:80",
+            "admin.example.com:x",
+            "admin]",
             "x\u{0}",
             "ädmin.example.com",
         ] {

@@ -141,14 +141,11 @@ pub fn from_envoy_http(method: &str, path_and_query: &str, peer_trusted: bool, h
 fn from_http(method: &str, host: &str, uri: &str, headers: &HeaderMap) -> AuthzRequest {
     // Behind nginx, Caddy or Traefik nothing normalises the target before
     // us and the upstream gets it raw: a fragment would hide what follows
-    // it from the rules (`/public#/../admin`), and a leading `//` reads as
-    // an authority to some upstream parsers (`//x/admin`). A real request
-    // target has neither (RFC 9112 §3.2).
+    // it from the rules (`/public#/../admin`). A real request target has
+    // none (RFC 9112 §3.2). (A leading `//` is refused for every door by
+    // `with_target`.)
     if uri.contains('#') {
         return refused(RequestProblem::FragmentInTarget);
-    }
-    if uri.starts_with("//") {
-        return refused(RequestProblem::AuthorityLikeTarget);
     }
     let too_large = super::header_limits(headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
     let credential = credential(headers, uri);
@@ -390,6 +387,22 @@ mod tests {
             );
         }
         assert_eq!(from_envoy_http("GET", "/date", false, &h).malformed, Some(UNTRUSTED));
+        // The same canonical forms as the gRPC door (`with_target`): a name
+        // in brackets is no host; HEAD and `//` are decided there too.
+        let bracketed = from_forward_auth(
+            &cfg(),
+            true,
+            &headers(&[
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/admin"),
+                ("x-forwarded-host", "[status.example.com]"),
+            ]),
+        );
+        assert_eq!(bracketed.malformed, Some(RequestProblem::HostInvalid));
+        assert_eq!(
+            from_envoy_http("GET", "//x/admin", true, &h).malformed,
+            Some(RequestProblem::AuthorityLikeTarget)
+        );
     }
 
     #[test]

@@ -95,6 +95,14 @@ impl AuthzRequest {
         };
         let method = canonical(method, canonical::method);
         let host = canonical(host, canonical::host);
+        // A leading `//` reads as an authority to some upstream parsers
+        // (`//x/admin`: host x, path /admin), so it is never matched as the
+        // path with its slashes merged. No request target has one (RFC 9112
+        // §3.2); a proxy that merges slashes (Envoy's `merge_slashes`, as
+        // shipped) never sends one.
+        if raw_path.starts_with("//") {
+            malformed = malformed.or(Some(refusal::RequestProblem::AuthorityLikeTarget));
+        }
         let (path, path_error) = match path::normalize(raw_path) {
             Ok(p) => (p, None),
             // Keep a bounded, query-less, printable copy for the log line

@@ -362,6 +362,96 @@ async fn method_and_host_spellings_never_skip_a_rule() {
     assert_eq!(ask("GET", "api.local", "/date").await.http_status, 200, "still serving");
 }
 
+/// Three ways a request could be matched under one rule and served by
+/// another route: a host name in IPv6 brackets (read as the name inside
+/// before), a HEAD past a GET rule (frameworks answer HEAD with the GET
+/// handler), a leading `//` merged away (some upstream parsers read
+/// `//x/admin` as host x). Each gets the stricter answer, on the gRPC door.
+#[tokio::test]
+async fn brackets_head_and_double_slashes_never_steer_a_request_past_its_rule() {
+    let (hydra, _server, check) = setup(|c| {
+        let rule = |id: &str, host: Option<&str>, methods: &[&str], path: &str, scopes: &[&str], public: bool| {
+            hydra_authz::config::RuleConfig {
+                id: id.into(),
+                host: host.map(str::to_owned),
+                methods: methods.iter().map(|m| m.to_string()).collect(),
+                path: path.into(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                public,
+                ..Default::default()
+            }
+        };
+        c.rules = vec![
+            rule("status", Some("status.example.com"), &[], "/**", &[], true),
+            rule("export", None, &["GET"], "/export/**", &["admin"], false),
+            rule("files", None, &[], "/files/**", &[], true),
+            rule("rest", None, &[], "/**", &["read_date"], false),
+        ];
+    })
+    .await;
+    let reader = bearer(&hydra.issuer.mint("reader", &["read_date"]).expect("mint"));
+    let ask = |method: &'static str, host: &'static str, path: &'static str, token: bool| {
+        let check = check.clone();
+        let reader = reader.clone();
+        async move {
+            let headers: Vec<(&str, &str)> = if token {
+                vec![("authorization", &reader)]
+            } else {
+                vec![]
+            };
+            let req = support::check_request_on_host(method, host, path, &headers);
+            Answer::of(&check.raw(req).await)
+        }
+    };
+    // The status host is public; its name in brackets is no host at all.
+    assert_eq!(
+        ask("GET", "status.example.com:443", "/admin", false).await.http_status,
+        200
+    );
+    for host in [
+        "[status.example.com]",
+        "[status.example.com]:443",
+        "[::1]junk",
+        "a:b:80",
+        "api:x",
+    ] {
+        let a = ask("GET", host, "/admin", false).await;
+        assert_eq!(a.http_status, 400, "{host}");
+        assert_eq!(a.problem()["type"], "urn:hydra-authz:problem:bad_request", "{host}");
+        assert!(
+            a.problem()["detail"].as_str().is_some_and(|d| d.contains("host")),
+            "{host}: {}",
+            a.body
+        );
+    }
+    // A real IPv6 literal is a host no host pattern names: the host-less rules.
+    assert_eq!(ask("GET", "[::1]:8080", "/admin", false).await.http_status, 401);
+    assert_eq!(ask("GET", "[::1]:8080", "/admin", true).await.http_status, 200);
+    // HEAD meets the GET rule (403 for the reader), not the catch-all (200).
+    for method in ["GET", "HEAD"] {
+        let a = ask(method, "api.local", "/export/all", true).await;
+        assert_eq!(a.http_status, 403, "{method}");
+        assert_eq!(a.problem()["type"], "urn:hydra-authz:problem:insufficient_scope");
+    }
+    assert_eq!(ask("POST", "api.local", "/export/all", true).await.http_status, 200);
+    // `//files/admin/...` is not `/files/admin/...` (public).
+    for path in ["//files/admin/users", "//", "///files"] {
+        let a = ask("GET", "api.local", path, false).await;
+        assert_eq!(a.http_status, 400, "{path}");
+        assert!(
+            a.problem()["detail"].as_str().is_some_and(|d| d.contains("'//'")),
+            "{path}: {}",
+            a.body
+        );
+    }
+    assert_eq!(ask("GET", "api.local", "/files//admin", false).await.http_status, 200);
+    assert_eq!(
+        ask("GET", "api.local", "/files/admin", false).await.http_status,
+        200,
+        "still serving"
+    );
+}
+
 /// One byte, then silence, on the Check port: closed within the
 /// header-read timeout (the whole HTTP/2 preface must arrive), not held
 /// until the idle timeout; a non-HTTP/2 greeting is closed at once.
