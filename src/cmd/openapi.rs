@@ -16,7 +16,10 @@ use crate::config::RuleConfig;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+/// Operations in the order their rules are written for one path. `head`
+/// before `get`: a GET rule also covers HEAD (see `decision::rules`), so a
+/// HEAD operation the document secures differently must come first.
+const METHODS: [&str; 8] = ["head", "get", "put", "post", "delete", "options", "patch", "trace"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenApiError {
@@ -370,6 +373,20 @@ mod tests {
                 ("GET", "/health", vec![], true),
             ]
         );
+    }
+
+    /// A HEAD operation secured differently from GET keeps its own policy:
+    /// its rule comes before the GET rule, which would cover HEAD too.
+    #[test]
+    fn a_head_operation_keeps_its_own_rule_before_get() {
+        let i = imported("paths:\n  /r:\n    get: {security: []}\n    head: {security: [{oauth: [a]}]}\n");
+        let rules = crate::decision::rules::RuleSet::compile(&i.rules).expect("rules");
+        let id = |m: &str| rules.find(m, "", "/r").map(|r| r.id.clone());
+        let head = i.rules.iter().find(|r| r.methods == ["HEAD"]).expect("head rule");
+        let get = i.rules.iter().find(|r| r.methods == ["GET"]).expect("get rule");
+        assert_eq!(id("HEAD"), Some(head.id.clone()), "HEAD needs scope a");
+        assert_eq!(id("GET"), Some(get.id.clone()), "GET is public");
+        assert!(!head.public && get.public);
     }
 
     #[test]

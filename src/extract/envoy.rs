@@ -17,11 +17,14 @@ use std::collections::HashMap;
 pub const METADATA_NAMESPACE: &str = "hydra_authz";
 
 impl AuthzRequest {
-    /// Build from the request Envoy sent. Missing parts become empty values,
-    /// which can only lead to a deny (no rule matches an empty path).
+    /// Build from the request Envoy sent. A request without its HTTP
+    /// attributes (Envoy always sends them; a direct caller may not) is
+    /// refused as an empty request line (400), whatever route policy it
+    /// carries: without it, `public: "true"` in its context_extensions would
+    /// otherwise decide an allow for no request at all.
     pub fn from_wire(check: envoy_wire::CheckRequest) -> AuthzRequest {
         let Some(attrs) = check.attributes else {
-            return AuthzRequest::default();
+            return AuthzRequest::with_target("", "", "");
         };
         // A later entry wins, as in the map Envoy encoded.
         let context_extensions = attrs.context_extensions.into_iter().map(|e| (e.key, e.value)).collect();
@@ -33,7 +36,7 @@ impl AuthzRequest {
             return AuthzRequest {
                 context_extensions,
                 route_metadata,
-                ..Default::default()
+                ..AuthzRequest::with_target("", "", "")
             };
         };
         // Envoy sets one of the two; `header_map` when it is there, so a
@@ -291,6 +294,20 @@ mod tests {
         envoy_wire::CheckRequest::with_http(method, b"api.local", path, headers)
     }
 
+    /// No HTTP attributes: refused (400), even when the route policy it
+    /// carries says public.
+    #[test]
+    fn a_check_without_its_http_request_is_refused() {
+        let mut no_http = check("/date", &[]);
+        if let Some(a) = no_http.attributes.as_mut() {
+            a.request = None;
+            a.context_extensions = [("public".to_string(), "true".to_string())].into();
+        }
+        let r = AuthzRequest::from_check(no_http);
+        assert_eq!(r.malformed, Some(RequestProblem::MethodNotToken));
+        assert_eq!(r.context_extensions["public"], "true");
+    }
+
     #[test]
     fn a_method_host_or_path_that_is_not_text_is_refused() {
         let ok: &[(&[u8], &[u8])] = &[(b"authorization", b"Bearer t0k")];
@@ -417,13 +434,11 @@ mod tests {
     }
 
     #[test]
-    fn empty_check_request_yields_empty_facts() {
+    fn empty_check_request_is_an_empty_request_line() {
         let r = AuthzRequest::from_check(CheckRequest::default());
-        assert_eq!(r.path, "");
-        assert!(
-            r.path_error.is_none(),
-            "no HTTP attributes at all: nothing to match, default deny"
-        );
+        assert_eq!((r.method.as_str(), r.host.as_str(), r.path.as_str()), ("", "", ""));
+        assert_eq!(r.malformed, Some(RequestProblem::MethodNotToken), "refused, 400");
+        assert!(r.path_error.is_some());
         assert_eq!(r.credential, Credential::Missing);
     }
 

@@ -100,17 +100,18 @@ impl AuthzRequest {
         // path with its slashes merged. No request target has one (RFC 9112
         // §3.2); a proxy that merges slashes (Envoy's `merge_slashes`, as
         // shipped) never sends one.
-        if raw_path.starts_with("//") {
+        let authority_like = raw_path.starts_with("//");
+        if authority_like {
             malformed = malformed.or(Some(refusal::RequestProblem::AuthorityLikeTarget));
         }
+        // A bounded, query-less, printable copy of a refused path for the
+        // log line (no CR/LF: a refused path must not forge log lines); for
+        // `//x/admin` the path as sent, not the `/x/admin` it would merge to.
+        let shown_path = || canonical::shown(raw_path.split(['?', '#']).next().unwrap_or(""));
         let (path, path_error) = match path::normalize(raw_path) {
+            Ok(_) if authority_like => (shown_path(), None),
             Ok(p) => (p, None),
-            // Keep a bounded, query-less, printable copy for the log line
-            // (no CR/LF: a refused path must not forge log lines).
-            Err(why) => (
-                canonical::shown(raw_path.split(['?', '#']).next().unwrap_or("")),
-                Some(why),
-            ),
+            Err(why) => (shown_path(), Some(why)),
         };
         let query = raw_path
             .split_once('?')

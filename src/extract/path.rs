@@ -14,7 +14,9 @@
 //!    serve another route than the one we matched), control characters (raw
 //!    or encoded), malformed escapes, dot segments (`.`, `..`, raw or
 //!    encoded), a path not starting with `/`, and paths over [`MAX_PATH_LEN`];
-//! 4. repeated slashes are merged (`//date` is `/date`).
+//! 4. repeated slashes are merged (`/a//date` is `/a/date`); a path that
+//!    *starts* with `//` is refused before it gets here, by every front
+//!    door (`AuthzRequest::with_target`: 400 `authority_like_target`).
 //!
 //! Case is kept: `/DATE` is not `/date`. Non-ASCII look-alikes (`/dаte` with
 //! a Cyrillic а) stay distinct and match no ASCII rule.

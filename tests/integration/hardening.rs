@@ -418,11 +418,7 @@ async fn brackets_head_and_double_slashes_never_steer_a_request_past_its_rule() 
         let a = ask("GET", host, "/admin", false).await;
         assert_eq!(a.http_status, 400, "{host}");
         assert_eq!(a.problem()["type"], "urn:hydra-authz:problem:bad_request", "{host}");
-        assert!(
-            a.problem()["detail"].as_str().is_some_and(|d| d.contains("host")),
-            "{host}: {}",
-            a.body
-        );
+        assert_eq!(a.problem()["detail"], "the host is not a valid host name", "{host}");
     }
     // A real IPv6 literal is a host no host pattern names: the host-less rules.
     assert_eq!(ask("GET", "[::1]:8080", "/admin", false).await.http_status, 401);
@@ -438,13 +434,21 @@ async fn brackets_head_and_double_slashes_never_steer_a_request_past_its_rule() 
     for path in ["//files/admin/users", "//", "///files"] {
         let a = ask("GET", "api.local", path, false).await;
         assert_eq!(a.http_status, 400, "{path}");
-        assert!(
-            a.problem()["detail"].as_str().is_some_and(|d| d.contains("'//'")),
-            "{path}: {}",
-            a.body
-        );
+        assert_eq!(a.problem()["detail"], "the path must not start with '//'", "{path}");
     }
     assert_eq!(ask("GET", "api.local", "/files//admin", false).await.http_status, 200);
+    // No HTTP request at all (only a direct caller can send that), with a
+    // route policy saying public: refused, not allowed for nothing.
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    let bare = CheckRequest {
+        attributes: Some(AttributeContext {
+            context_extensions: [("public".to_string(), "true".to_string())].into(),
+            ..Default::default()
+        }),
+    };
+    let a = Answer::of(&check.raw(bare).await);
+    assert_eq!(a.http_status, 400, "{}", a.body);
+    assert_eq!(a.problem()["type"], "urn:hydra-authz:problem:bad_request");
     assert_eq!(
         ask("GET", "api.local", "/files/admin", false).await.http_status,
         200,
