@@ -69,12 +69,12 @@ pub fn host(raw: &str) -> Result<String, RequestProblem> {
 }
 
 /// `host:port` → `host`, `[v6]:port` → `[v6]` (an empty port too, as RFC
-/// 3986 allows); `None` when a bracketed literal is followed by anything
-/// but a port. Envoy's `host` is the `:authority`.
+/// 3986 allows); `None` when a bracket is not closed or the literal is
+/// followed by anything but a port. Envoy's `host` is the `:authority`.
 fn strip_port(host: &str) -> Option<&str> {
     let is_port = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
     if host.starts_with('[') {
-        let end = host.find(']').unwrap_or(host.len() - 1);
+        let end = host.find(']')?;
         let (literal, rest) = host.split_at(end + 1);
         return match rest.strip_prefix(':') {
             None if rest.is_empty() => Some(literal),

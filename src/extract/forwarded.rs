@@ -388,7 +388,7 @@ mod tests {
         }
         assert_eq!(from_envoy_http("GET", "/date", false, &h).malformed, Some(UNTRUSTED));
         // The same canonical forms as the gRPC door (`with_target`): a name
-        // in brackets is no host; HEAD and `//` are decided there too.
+        // in brackets is no host, and a leading `//` is refused there.
         let bracketed = from_forward_auth(
             &cfg(),
             true,

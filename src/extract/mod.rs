@@ -108,10 +108,14 @@ impl AuthzRequest {
         // log line (no CR/LF: a refused path must not forge log lines); for
         // `//x/admin` the path as sent, not the `/x/admin` it would merge to.
         let shown_path = || canonical::shown(raw_path.split(['?', '#']).next().unwrap_or(""));
-        let (path, path_error) = match path::normalize(raw_path) {
-            Ok(_) if authority_like => (shown_path(), None),
-            Ok(p) => (p, None),
-            Err(why) => (shown_path(), Some(why)),
+        let (path, path_error) = if authority_like {
+            // Refused above: nothing to normalize.
+            (shown_path(), None)
+        } else {
+            match path::normalize(raw_path) {
+                Ok(p) => (p, None),
+                Err(why) => (shown_path(), Some(why)),
+            }
         };
         let query = raw_path
             .split_once('?')
