@@ -2,10 +2,7 @@
 //! headers with overwrite semantics, `headers_to_remove`, the denied HTTP
 //! response and dynamic metadata for Envoy's access log.
 
-use super::envoy_wire::{
-    CheckResponse, DeniedHttpResponse, Field, HeaderValueOption, HttpResponse, HttpStatus, Kind, OkHttpResponse,
-    Status, Struct, Value,
-};
+use super::envoy_wire::{tag, CheckResponse, Writer};
 use super::{Responder, UpstreamHeaders};
 use crate::authn::Identity;
 use crate::decision::verdict::{Decision, DenyReason};
@@ -18,7 +15,7 @@ pub fn check_response(responder: &Responder, o: &Outcome) -> CheckResponse {
             let identity = responder.identity_of(o);
             let h = responder.upstream_headers_for(o);
             responder.log_refused(&h, o);
-            allowed(h, identity, o.rule_id.as_deref())
+            allowed(&h, identity, o.rule_id.as_deref())
         }
         Decision::Deny(reason) => denied(responder, reason),
     }
@@ -32,50 +29,61 @@ pub fn render(
     rule_id: Option<&str>,
 ) -> CheckResponse {
     match decision {
-        Decision::Allow => allowed(responder.upstream_headers(identity), identity, rule_id),
+        Decision::Allow => allowed(&responder.upstream_headers(identity), identity, rule_id),
         Decision::Deny(reason) => denied(responder, reason),
     }
 }
 
-fn allowed(h: UpstreamHeaders, identity: Option<&Identity>, rule_id: Option<&str>) -> CheckResponse {
-    let metadata = dynamic_metadata(identity, rule_id, &h.claims);
-    CheckResponse {
-        status: Some(Status {
-            code: tonic::Code::Ok as i32,
-            message: String::new(),
-        }),
-        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            headers: h
-                .set
-                .into_iter()
-                .map(|(k, v)| HeaderValueOption::overwrite(k, v))
-                .collect(),
-            headers_to_remove: h.remove,
-            query_parameters_to_remove: h.query_remove,
-        })),
-        dynamic_metadata: Some(metadata),
-    }
+/// OK, the identity headers set and the rest removed, and the dynamic
+/// metadata for Envoy's access log.
+fn allowed(h: &UpstreamHeaders, identity: Option<&Identity>, rule_id: Option<&str>) -> CheckResponse {
+    let names = |list: &[String]| list.iter().map(|n| n.len() + 2).sum::<usize>();
+    let mut w = Writer::with_capacity(
+        128 + 2 * pairs_len(&h.set) + pairs_len(&h.claims) + names(&h.remove) + names(&h.query_remove),
+    );
+    // An OK status is an empty one.
+    w.message(tag::STATUS, |_| {});
+    w.message(tag::OK_RESPONSE, |w| {
+        for (k, v) in &h.set {
+            w.overwrite_header(tag::OK_HEADERS, k, v);
+        }
+        for name in &h.remove {
+            w.string(tag::OK_HEADERS_TO_REMOVE, name);
+        }
+        for name in &h.query_remove {
+            w.string(tag::OK_QUERY_PARAMETERS_TO_REMOVE, name);
+        }
+    });
+    w.message(tag::DYNAMIC_METADATA, |w| {
+        dynamic_metadata(w, identity, rule_id, &h.claims)
+    });
+    w.finish()
+}
+
+/// Room for name/value pairs in an answer: their text, and about eight
+/// bytes each for field keys and lengths (one allocation for most answers).
+fn pairs_len(pairs: &[(String, String)]) -> usize {
+    pairs.iter().map(|(k, v)| k.len() + v.len() + 8).sum()
 }
 
 fn denied(responder: &Responder, reason: &DenyReason) -> CheckResponse {
-    CheckResponse {
-        status: Some(Status {
-            code: grpc_code(reason) as i32,
-            message: reason.label().to_owned(),
-        }),
-        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-            status: Some(HttpStatus {
-                code: i32::from(reason.http_status()),
-            }),
-            headers: responder
-                .deny_headers(reason)
-                .into_iter()
-                .map(|(k, v)| HeaderValueOption::overwrite(k, v))
-                .collect(),
-            body: Responder::problem_body(reason),
-        })),
-        dynamic_metadata: None,
-    }
+    let headers = responder.deny_headers(reason);
+    let body = Responder::problem_body(reason);
+    let mut w = Writer::with_capacity(128 + body.len() + pairs_len(&headers));
+    w.message(tag::STATUS, |w| {
+        w.int32(tag::STATUS_CODE, grpc_code(reason) as i32);
+        w.singular(tag::STATUS_MESSAGE, reason.label());
+    });
+    w.message(tag::DENIED_RESPONSE, |w| {
+        w.message(tag::DENIED_STATUS, |w| {
+            w.int32(tag::HTTP_STATUS_CODE, i32::from(reason.http_status()))
+        });
+        for (k, v) in &headers {
+            w.overwrite_header(tag::DENIED_HEADERS, k, v);
+        }
+        w.singular(tag::DENIED_BODY, &body);
+    });
+    w.finish()
 }
 
 pub fn grpc_code(reason: &DenyReason) -> tonic::Code {
@@ -93,39 +101,31 @@ pub fn grpc_code(reason: &DenyReason) -> tonic::Code {
     }
 }
 
-fn dynamic_metadata(identity: Option<&Identity>, rule_id: Option<&str>, claims: &[(String, String)]) -> Struct {
-    let field = |key: &str, value: Value| Field {
-        key: key.to_owned(),
-        value: Some(value),
-    };
-    let text = |v: &str| Value::string(v.to_owned());
-    let mut fields = Vec::with_capacity(5);
+/// The `Struct`'s entries: the rule, who called and with which scopes, and
+/// the claim headers' values keyed by header name (a nested struct) for
+/// access logs and later filters.
+fn dynamic_metadata(w: &mut Writer, identity: Option<&Identity>, rule_id: Option<&str>, claims: &[(String, String)]) {
     if let Some(id) = rule_id {
-        fields.push(field("rule_id", text(id)));
+        w.string_entry("rule_id", id);
     }
     if let Some(i) = identity {
         if let Some(c) = &i.client_id {
-            fields.push(field("client_id", text(c)));
+            w.string_entry("client_id", c);
         }
         if let Some(sub) = &i.subject {
-            fields.push(field("subject", text(sub)));
+            w.string_entry("subject", sub);
         }
-        fields.push(field("scopes", Value::string(i.scopes.join(" "))));
+        w.entry("scopes", |w| w.joined(tag::VALUE_STRING, &i.scopes, " "));
     }
     if !claims.is_empty() {
-        // The claim headers' values, keyed by header name, for access logs
-        // and later filters.
-        let claims = Struct {
-            fields: claims.iter().map(|(k, v)| field(k, text(v))).collect(),
-        };
-        fields.push(field(
-            "claims",
-            Value {
-                kind: Some(Kind::StructValue(claims)),
-            },
-        ));
+        w.entry("claims", |w| {
+            w.message(tag::VALUE_STRUCT, |w| {
+                for (k, v) in claims {
+                    w.string_entry(k, v);
+                }
+            })
+        });
     }
-    Struct { fields }
 }
 
 #[cfg(test)]
@@ -188,7 +188,7 @@ mod tests {
         };
         let mut h = responder.upstream_headers(Some(&identity));
         h.query_remove.push("access_token".into());
-        let bytes = allowed(h, Some(&identity), Some("date")).encode_to_vec();
+        let bytes = allowed(&h, Some(&identity), Some("date")).encode_to_vec();
         let r =
             envoy_types::ext_authz::v3::pb::CheckResponse::decode(bytes.as_slice()).expect("Envoy's type decodes it");
         let Some(HttpResponse::OkResponse(ok)) = r.http_response else {
@@ -219,6 +219,143 @@ mod tests {
         let status = r.status.expect("status");
         assert_eq!((status.code, status.message.as_str()), (7, "no_rule"));
         assert!(r.dynamic_metadata.is_none());
+    }
+
+    /// The same parts built with Envoy's own message types: what every
+    /// answer we write must decode to, and (prost writes canonically; a
+    /// map's entry order does not change the length) as many bytes.
+    fn envoys_own(
+        responder: &Responder,
+        decision: &Decision,
+        identity: Option<&Identity>,
+        rule_id: Option<&str>,
+    ) -> envoy_types::ext_authz::v3::pb::CheckResponse {
+        use envoy_types::ext_authz::v3::pb::{
+            CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption, HttpStatus, OkHttpResponse,
+        };
+        use envoy_types::pb::google::protobuf::{Struct, Value};
+        let header = |(k, v): (String, String)| HeaderValueOption {
+            header: Some(HeaderValue {
+                key: k,
+                value: v,
+                ..Default::default()
+            }),
+            append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+            ..Default::default()
+        };
+        let text = |v: &str| Value {
+            kind: Some(Kind::StringValue(v.to_owned())),
+        };
+        match decision {
+            Decision::Allow => {
+                let h = responder.upstream_headers(identity);
+                let mut meta = std::collections::HashMap::new();
+                if let Some(id) = rule_id {
+                    meta.insert("rule_id".to_owned(), text(id));
+                }
+                if let Some(i) = identity {
+                    if let Some(c) = &i.client_id {
+                        meta.insert("client_id".to_owned(), text(c));
+                    }
+                    if let Some(s) = &i.subject {
+                        meta.insert("subject".to_owned(), text(s));
+                    }
+                    meta.insert("scopes".to_owned(), text(&i.scopes.join(" ")));
+                }
+                if !h.claims.is_empty() {
+                    let fields = h.claims.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+                    meta.insert(
+                        "claims".to_owned(),
+                        Value {
+                            kind: Some(Kind::StructValue(Struct { fields })),
+                        },
+                    );
+                }
+                CheckResponse {
+                    status: Some(Default::default()),
+                    http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                        headers: h.set.into_iter().map(header).collect(),
+                        headers_to_remove: h.remove,
+                        query_parameters_to_remove: h.query_remove,
+                        ..Default::default()
+                    })),
+                    dynamic_metadata: Some(Struct { fields: meta }),
+                }
+            }
+            Decision::Deny(reason) => CheckResponse {
+                status: Some(envoy_types::pb::google::rpc::Status {
+                    code: grpc_code(reason) as i32,
+                    message: reason.label().to_owned(),
+                    ..Default::default()
+                }),
+                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus {
+                        code: i32::from(reason.http_status()),
+                    }),
+                    headers: responder.deny_headers(reason).into_iter().map(header).collect(),
+                    body: Responder::problem_body(reason),
+                })),
+                dynamic_metadata: None,
+            },
+        }
+    }
+
+    #[test]
+    fn every_answer_is_what_envoys_own_types_would_send() {
+        use prost::Message as _;
+        let mut cfg = crate::respond::headers::HeadersConfig::default();
+        cfg.claims.insert("x-tenant".into(), "ext.tenant".into());
+        cfg.claims.insert("x-groups".into(), "ext.groups".into());
+        let with_claims = Responder::new(cfg, "api".into())
+            .with_resource_metadata(Some("https://api.example/.well-known/oauth-protected-resource".into()));
+        let rich = Identity {
+            ext: Some(std::sync::Arc::new(
+                serde_json::json!({"tenant": "acme", "groups": ["a", "b"]}),
+            )),
+            ..reader()
+        };
+        let no_scopes = Identity {
+            client_id: Some("c".into()),
+            ..Default::default()
+        };
+        let long = Identity {
+            client_id: Some("c".repeat(300).into()),
+            subject: Some("s".repeat(20_000).into()),
+            ..reader()
+        };
+        let allows: [(&Responder, Option<&Identity>, Option<&str>); 6] = [
+            (&with_claims, Some(&rich), Some("date")),
+            (&with_claims, None, Some("public")),
+            (&with_claims, Some(&no_scopes), None),
+            (&with_claims, Some(&long), Some("")),
+            (&responder(), Some(&reader()), Some("date")),
+            (&responder(), None, None),
+        ];
+        let reasons = [
+            DenyReason::MissingToken,
+            DenyReason::InvalidToken(ClaimFailure::Inactive),
+            DenyReason::InsufficientScope(vec!["read_date".into(), "x".into()]),
+            DenyReason::ClaimMismatch("ext.tenant".into()),
+            DenyReason::NoRule,
+            DenyReason::RouteMisconfigured("r".into()),
+            DenyReason::Unavailable(FailureKind::Timeout),
+            DenyReason::InvalidRequest(crate::extract::refusal::CredentialProblem::EmptyToken),
+        ];
+        let cases = allows.iter().map(|&(r, i, id)| (r, Decision::Allow, i, id)).chain(
+            reasons
+                .into_iter()
+                .map(|d| (&with_claims, Decision::Deny(d), None, None)),
+        );
+        for (responder, decision, identity, rule_id) in cases {
+            let ours = render(responder, &decision, identity, rule_id);
+            let theirs = envoys_own(responder, &decision, identity, rule_id);
+            assert_eq!(ours.to_envoy(), theirs, "{decision:?} {identity:?}");
+            assert_eq!(
+                ours.as_bytes().len(),
+                theirs.encoded_len(),
+                "{decision:?}: canonical length"
+            );
+        }
     }
 
     /// An allow with nothing to say (a public route: no identity) is still
