@@ -198,6 +198,37 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The issuer URLs this mode uses that are plain `http://` to a host
+    /// other than loopback, by key: every token (introspection) or the keys
+    /// that every token is checked with (JWKS) would cross the network in
+    /// clear, readable and replaceable, unless a mesh encrypts it. Said at
+    /// start (a warning: in-cluster Hydra behind Istio's mTLS is common).
+    pub fn cleartext_issuer_urls(&self) -> Vec<&'static str> {
+        let i = &self.introspection;
+        let cleartext = |url: &str| {
+            reqwest::Url::parse(url).is_ok_and(|u| {
+                let host = u.host_str().unwrap_or_default();
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                u.scheme() == "http"
+                    && !host.is_empty()
+                    && match host.parse::<std::net::IpAddr>() {
+                        Ok(ip) => !ip.is_loopback(),
+                        Err(_) => !host.eq_ignore_ascii_case("localhost"),
+                    }
+            })
+        };
+        let mut keys = Vec::new();
+        if i.mode != VerifyMode::Jwt && cleartext(&i.url) {
+            keys.push("introspection.url");
+        }
+        if i.mode != VerifyMode::Introspect && cleartext(&i.jwt.jwks_url) {
+            keys.push("introspection.jwt.jwks_url");
+        }
+        keys
+    }
+}
+
 impl ServerConfig {
     /// Whether the admin listener runs: only with credentials.
     pub fn admin_enabled(&self) -> bool {
@@ -218,6 +249,12 @@ impl ServerConfig {
                     format!("name a variable outside the {ENV_PREFIX}* config namespace"),
                 ));
             }
+        }
+        if self.admin_client_ca_file.is_some() && self.admin_client_ca_file == self.tls.client_ca_file {
+            return Err(invalid(
+                "server.admin_client_ca_file",
+                "must not be server.tls.client_ca_file: every client Envoy's CA signs would be an administrator",
+            ));
         }
         if self.admin_client_ca_file.is_some() && self.tls.cert_file.is_none() {
             return Err(invalid(
@@ -342,6 +379,15 @@ impl Config {
         if i.timeout_ms == 0 {
             return Err(invalid("introspection.timeout_ms", "must be greater than 0"));
         }
+        if i.leeway_s > MAX_LEEWAY_S {
+            return Err(invalid(
+                "introspection.leeway_s",
+                format!(
+                    "at most {MAX_LEEWAY_S} (seconds): a leeway is for clock skew, and every second of it \
+                     accepts an expired token for that much longer"
+                ),
+            ));
+        }
         if i.cache.enabled && i.cache.ttl_ms == 0 {
             return Err(invalid(
                 "introspection.cache.ttl_ms",
@@ -398,6 +444,12 @@ impl Config {
             return Err(invalid(
                 "introspection.resilience",
                 "retry_budget_ms, breaker_failures and max_concurrent must be greater than 0",
+            ));
+        }
+        if i.jwt.max_stale_key_age_ms < i.jwt.max_key_age_ms.max(1) {
+            return Err(invalid(
+                "introspection.jwt.max_stale_key_age_ms",
+                "must be at least max_key_age_ms (and greater than 0)",
             ));
         }
         if i.mode != VerifyMode::Introspect {
@@ -579,6 +631,11 @@ impl Config {
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
+
+/// The most clock skew `introspection.leeway_s` may allow: five minutes,
+/// as Kerberos and most JWT libraries' guidance; beyond it a typo (a day
+/// entered as 86400) would quietly keep expired tokens alive.
+pub const MAX_LEEWAY_S: u64 = 300;
 
 fn validate_header_name(key: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()

@@ -102,6 +102,11 @@ fn bad_values_are_errors_naming_the_key() {
         ("[introspection]\nurl = \"not a url\"\n", "introspection.url"),
         ("[introspection]\nurl = \"ftp://h/x\"\n", "introspection.url"),
         ("[introspection]\ntimeout_ms = 0\n", "introspection.timeout_ms"),
+        ("[introspection]\nleeway_s = 86400\n", "introspection.leeway_s"),
+        (
+            "[introspection.jwt]\nmax_key_age_ms = 600000\nmax_stale_key_age_ms = 1000\n",
+            "introspection.jwt.max_stale_key_age_ms",
+        ),
         ("[introspection.auth]\nkind = \"bearer\"\n", "introspection.auth"),
         (
             "[introspection.auth]\nkind = \"client_secret_basic\"\nclient_secret_env = \"X\"\n",
@@ -246,4 +251,32 @@ fn shipped_config_passes_config_check() {
             .expect("run");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     })
+}
+
+/// Issuer URLs that would carry tokens (or the keys that verify them) in
+/// clear are named for the start-up warning; loopback, https and the URLs
+/// a mode does not use are not.
+#[test]
+fn cleartext_issuer_urls_are_named() {
+    use hydra_authz::config::VerifyMode;
+    let mut c = Config::default();
+    let named = |c: &Config| c.cleartext_issuer_urls();
+    for quiet in [
+        "http://127.0.0.1:4445/admin/oauth2/introspect",
+        "http://localhost:4445/admin/oauth2/introspect",
+        "http://[::1]:4445/admin/oauth2/introspect",
+        "https://hydra-admin:4445/admin/oauth2/introspect",
+    ] {
+        c.introspection.url = quiet.into();
+        assert!(named(&c).is_empty(), "{quiet}");
+    }
+    c.introspection.url = "http://hydra-admin:4445/admin/oauth2/introspect".into();
+    assert_eq!(named(&c), ["introspection.url"]);
+    c.introspection.mode = VerifyMode::Auto;
+    c.introspection.jwt.jwks_url = "http://10.0.0.5/.well-known/jwks.json".into();
+    assert_eq!(named(&c), ["introspection.url", "introspection.jwt.jwks_url"]);
+    c.introspection.mode = VerifyMode::Jwt;
+    assert_eq!(named(&c), ["introspection.jwt.jwks_url"], "jwt mode never introspects");
+    c.introspection.jwt.jwks_url = "http://LOCALHOST:4444/.well-known/jwks.json".into();
+    assert!(named(&c).is_empty());
 }

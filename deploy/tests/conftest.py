@@ -219,7 +219,8 @@ def pem_files(tmp_path_factory) -> dict[str, Path]:
     """A throw-away CA and a certificate + key it signed (P-256, valid for
     localhost / 127.0.0.1, one day), made with openssl: stand-ins for the
     files the chart mounts from Secrets, for `config check` and a real start.
-    Keys: ca, cert, key."""
+    Keys: ca, cert, key; and admin_ca, a second CA (hydra-authz refuses the
+    admin API's client CA when it is Envoy's)."""
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("openssl not found: cannot make test certificates (apt-get install openssl)")
@@ -232,6 +233,9 @@ def pem_files(tmp_path_factory) -> dict[str, Path]:
         [openssl, "req", "-new", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=localhost"],
         [openssl, "x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial", "2",
          "-days", "1", "-out", "tls.crt", "-extfile", "ext.cnf"],
+        [openssl, "req", "-x509", *ec, "-keyout", "admin-ca.key", "-out", "admin-ca.crt", "-days", "1",
+         "-subj", "/CN=hydra-authz test admin CA", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
     ]
     (d / "ext.cnf").write_text(
         "basicConstraints=CA:FALSE\n"
@@ -242,4 +246,4 @@ def pem_files(tmp_path_factory) -> dict[str, Path]:
     for cmd in steps:
         out = run(cmd, cwd=d)
         assert out.returncode == 0, f"{' '.join(cmd)}:\n{out.stderr}"
-    return {"ca": d / "ca.crt", "cert": d / "tls.crt", "key": d / "tls.key"}
+    return {"ca": d / "ca.crt", "cert": d / "tls.crt", "key": d / "tls.key", "admin_ca": d / "admin-ca.crt"}

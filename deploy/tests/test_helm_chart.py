@@ -368,6 +368,7 @@ DEFAULT_JWT = {
     "algorithms": ["RS256", "ES256", "EdDSA"],
     "refresh_min_interval_ms": 30000,
     "max_key_age_ms": 300000,
+    "max_stale_key_age_ms": 3600000,
     "verified_ttl_ms": 60000,
     "access_token_types": ["at+jwt", "application/at+jwt", "JWT"],
     "access_token_claims": ["client_id", "scp", "scope"],
@@ -1356,7 +1357,8 @@ ADMIN_DUMMY_TOKEN = "dummy-admin-token-0123456789"
 
 def substitute_admin_files(toml: str, cfg: dict, tmp_path: Path, request) -> str:
     """Point the admin token / client CA files (mounts in the pod) at a temp
-    token and the test CA. Only whole quoted TOML strings are replaced."""
+    token and the test admin CA (not Envoy's: hydra-authz refuses that).
+    Only whole quoted TOML strings are replaced."""
     server = cfg["server"]
     if "admin_token_file" in server:
         token = tmp_path / "admin-token"
@@ -1364,7 +1366,7 @@ def substitute_admin_files(toml: str, cfg: dict, tmp_path: Path, request) -> str
         assert json.dumps(server["admin_token_file"]) in toml
         toml = toml.replace(json.dumps(server["admin_token_file"]), json.dumps(str(token)))
     if "admin_client_ca_file" in server:
-        ca = request.getfixturevalue("pem_files")["ca"]
+        ca = request.getfixturevalue("pem_files")["admin_ca"]
         assert json.dumps(server["admin_client_ca_file"]) in toml
         toml = toml.replace(json.dumps(server["admin_client_ca_file"]), json.dumps(str(ca)))
     return toml

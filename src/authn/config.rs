@@ -108,6 +108,11 @@ pub struct JwtConfig {
     /// issuer removed stops being trusted. A failed re-fetch keeps the old
     /// keys (logged): a JWKS outage must not become an API outage.
     pub max_key_age_ms: u64,
+    /// ... but not forever: keys last fetched longer ago than this are not
+    /// trusted at all (503, cannot decide) until a fetch succeeds, so a
+    /// signing key the issuer removed (rotated out after a leak) cannot be
+    /// kept alive by making our re-fetches fail. At least `max_key_age_ms`.
+    pub max_stale_key_age_ms: u64,
     /// A verified JWT is remembered (by SHA-256, never the token) for
     /// min(this, `exp` − now), even with `[introspection.cache]` off: a
     /// locally verified JWT cannot be revoked before `exp` anyway, so this
@@ -132,6 +137,7 @@ impl Default for JwtConfig {
             algorithms: vec![JwtAlgorithm::RS256, JwtAlgorithm::ES256, JwtAlgorithm::EdDSA],
             refresh_min_interval_ms: 30_000,
             max_key_age_ms: 300_000,
+            max_stale_key_age_ms: 3_600_000,
             verified_ttl_ms: 60_000,
             access_token_types: vec!["at+jwt".into(), "application/at+jwt".into(), "JWT".into()],
             access_token_claims: vec!["client_id".into(), "scp".into(), "scope".into()],

@@ -59,6 +59,23 @@ impl HydraClient {
     }
 }
 
+/// A response's body, at most `max` bytes (`Ok(None)` when it is larger):
+/// refused by its Content-Length before reading, then read chunk by chunk,
+/// so a lying or missing length cannot make us buffer without bound.
+pub async fn read_bounded(resp: &mut reqwest::Response, max: usize) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 /// `ca`: a PEM bundle to trust besides the system roots; `identity`: the
 /// client certificate and key files' bytes.
 fn build(timeout: Duration, ca: Option<&Vec<u8>>, identity: Option<&[Vec<u8>]>) -> anyhow::Result<reqwest::Client> {

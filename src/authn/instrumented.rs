@@ -41,4 +41,8 @@ impl<A: Authenticator> Authenticator for Instrumented<A> {
     async fn authenticate_dry(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         self.inner.authenticate_dry(token).await
     }
+
+    fn asks_issuer(&self, token: &Token) -> bool {
+        self.inner.asks_issuer(token)
+    }
 }

@@ -213,11 +213,20 @@ impl HydraIntrospector {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                // Beyond any check's budget anyway; bounded so no clock math overflows.
+                .map(|s| Duration::from_secs(s.min(3600)));
+            // A 429 is retried only when the issuer says when (and that fits
+            // the budget): retrying a rate limit blindly spends the quota
+            // that every other check needs.
+            let retryable = match status.as_u16() {
+                429 => retry_after.is_some(),
+                502..=504 => true,
+                _ => false,
+            };
             return Err(AuthnError::Unavailable {
                 kind: FailureKind::Status,
                 detail: format!("introspection answered HTTP {}", status.as_u16()),
-                retryable: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+                retryable,
                 retry_after,
             });
         }
@@ -233,23 +242,15 @@ impl HydraIntrospector {
                 "introspection answer is not application/json".into(),
             ));
         }
-        if resp.content_length().is_some_and(|n| n > self.max_body as u64) {
+        let Some(body) = super::http_client::read_bounded(&mut resp, self.max_body)
+            .await
+            .map_err(transport_error)?
+        else {
             return Err(unavailable(
                 FailureKind::TooLarge,
                 format!("introspection answer exceeds {} bytes", self.max_body),
             ));
-        }
-        // Read chunk by chunk so a lying or missing Content-Length cannot make us buffer without bound.
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > self.max_body {
-                return Err(unavailable(
-                    FailureKind::TooLarge,
-                    format!("introspection answer exceeds {} bytes", self.max_body),
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        };
         Introspection::parse(&body)
             .map_err(|e| unavailable(FailureKind::Parse, format!("introspection answer is not valid: {e}")))
     }

@@ -40,6 +40,8 @@ pub struct JwtVerifier {
     algorithms: Vec<Algorithm>,
     refresh_every: Duration,
     max_key_age: Duration,
+    /// Keys older than this (a re-fetch kept failing) are not trusted.
+    max_stale_key_age: Duration,
     /// Shared with the fetch task, which outlives a cancelled check.
     jwks: Arc<Jwks>,
     /// Serialises refreshes so concurrent unknown-kid tokens fetch once;
@@ -166,22 +168,21 @@ async fn fetch_keys(
     max_body: usize,
 ) -> Result<HashMap<String, Key>, AuthnError> {
     let unavailable = |detail: String| AuthnError::unavailable(FailureKind::Jwks, detail);
-    let resp = client
+    let mut resp = client
         .get()
         .get(url)
         .send()
         .await
         .map_err(|e| unavailable(format!("cannot fetch the JWKS: {}", e.without_url())))?;
-    if !resp.status().is_success() {
+    if resp.status() != reqwest::StatusCode::OK {
         return Err(unavailable(format!("JWKS answered HTTP {}", resp.status().as_u16())));
     }
-    let body = resp
-        .bytes()
+    // Bounded while it is read, not after: a key set streamed without end
+    // must not be buffered for as long as the timeout lets it run.
+    let body = super::http_client::read_bounded(&mut resp, max_body)
         .await
-        .map_err(|e| unavailable(e.without_url().to_string()))?;
-    if body.len() > max_body {
-        return Err(unavailable("JWKS too large".into()));
-    }
+        .map_err(|e| unavailable(e.without_url().to_string()))?
+        .ok_or_else(|| unavailable(format!("JWKS larger than {max_body} bytes")))?;
     let set: JwkSet = serde_json::from_slice(&body).map_err(|e| unavailable(format!("bad JWKS: {e}")))?;
     let mut keys = HashMap::new();
     for jwk in &set.keys {
@@ -227,6 +228,7 @@ impl JwtVerifier {
             algorithms: jwt.algorithms.iter().copied().map(algorithm).collect(),
             refresh_every: Duration::from_millis(jwt.refresh_min_interval_ms),
             max_key_age: Duration::from_millis(jwt.max_key_age_ms),
+            max_stale_key_age: Duration::from_millis(jwt.max_stale_key_age_ms),
             jwks: Arc::new(Jwks::default()),
             refreshing: Arc::new(tokio::sync::Mutex::new(())),
             prefetched: std::sync::atomic::AtomicBool::new(false),
@@ -250,9 +252,14 @@ impl JwtVerifier {
             .cloned()
     }
 
-    fn keys_are_stale(&self) -> bool {
+    /// How long ago the keys we hold were fetched (none yet: `None`).
+    fn key_age(&self) -> Option<Duration> {
         let set = self.jwks.keys.read().unwrap_or_else(PoisonError::into_inner);
-        set.fetched.is_some_and(|t| t.elapsed() >= self.max_key_age)
+        set.fetched.map(|t| t.elapsed())
+    }
+
+    fn keys_are_stale(&self) -> bool {
+        self.key_age().is_some_and(|age| age >= self.max_key_age)
     }
 
     /// Fetch the JWKS unless a fetch finished less than `refresh_every` ago;
@@ -329,6 +336,17 @@ impl JwtVerifier {
         };
         if self.keys_are_stale() {
             if let Err(e) = self.refresh().await {
+                // A JWKS outage must not become an API outage at once...
+                if self.key_age().is_some_and(|age| age >= self.max_stale_key_age) {
+                    // ... nor keep a key the issuer may have removed alive
+                    // for as long as someone can make our fetches fail.
+                    return Err(AuthnError::unavailable(
+                        FailureKind::Jwks,
+                        format!(
+                            "the key set could not be re-fetched for longer than max_stale_key_age_ms; not trusted: {e}"
+                        ),
+                    ));
+                }
                 tracing::warn!(error = %e, "JWKS re-fetch failed; keeping the keys we have");
             }
         }

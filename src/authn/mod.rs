@@ -239,4 +239,13 @@ pub trait Authenticator: Send + Sync + 'static {
     fn authenticate_dry(&self, token: &Token) -> impl Future<Output = Result<Arc<Identity>, AuthnError>> + Send {
         self.authenticate(token)
     }
+
+    /// Whether verifying `token` asks the issuer (introspection), rather
+    /// than checking it here (a JWT against keys already fetched). Only
+    /// such calls take an introspection slot and pass the circuit breaker:
+    /// a breaker that local checks fed could never be closed by them, and
+    /// one that refused them would turn away what needs no issuer.
+    fn asks_issuer(&self, _token: &Token) -> bool {
+        true
+    }
 }

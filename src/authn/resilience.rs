@@ -305,6 +305,14 @@ impl<A> Resilient<A> {
         AuthnError::unavailable(kind, detail)
     }
 
+    /// A slot when the check asks the issuer; none for a local one.
+    async fn issuer_slot(&self, asks_issuer: bool, deadline: Deadline) -> Result<Option<Slot<'_>>, AuthnError> {
+        match asks_issuer {
+            true => self.slot(deadline).await.map(Some),
+            false => Ok(None),
+        }
+    }
+
     /// Wait for an introspection slot, bounded in queue length and by the
     /// deadline. Everything taken here is released by drop, so a check
     /// cancelled while queued leaves nothing behind.
@@ -339,14 +347,19 @@ impl<A> Resilient<A> {
 impl<A: Authenticator> Authenticator for Resilient<A> {
     async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         let deadline = self.deadline();
-        let probe = match self.breaker.admit() {
-            Admission::Rejected => return Err(self.shed(FailureKind::CircuitOpen, "introspection circuit is open")),
-            Admission::Probe(ticket) => Some(ticket),
-            Admission::Closed => None,
+        // A JWT checked here needs neither the breaker nor a slot; it keeps
+        // the deadline and the retries (a key set fetch may be slow or fail).
+        let asks_issuer = self.inner.asks_issuer(token);
+        let probe = match asks_issuer.then(|| self.breaker.admit()) {
+            Some(Admission::Rejected) => {
+                return Err(self.shed(FailureKind::CircuitOpen, "introspection circuit is open"))
+            }
+            Some(Admission::Probe(ticket)) => Some(ticket),
+            Some(Admission::Closed) | None => None,
         };
         // Shed or out of the caller's time: no verdict on the issuer; a probe
         // ticket is given back by drop.
-        let slot = self.slot(deadline).await?;
+        let slot = self.issuer_slot(asks_issuer, deadline).await?;
 
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(10))
@@ -358,14 +371,18 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
             .retry(backoff)
             .when(|e| matches!(e, AuthnError::Unavailable { retryable: true, .. }))
             .adjust(|e, backoff| {
+                // `max_retries` is a hard limit: `Retry-After` may lengthen a
+                // wait the backoff allows (never shorten it to a busy loop),
+                // not add one.
                 let wait = match e {
                     AuthnError::Unavailable {
                         retry_after: Some(ra), ..
-                    } => Some(*ra),
-                    _ => backoff,
-                }?;
+                    } => (*ra).max(backoff?),
+                    _ => backoff?,
+                };
                 // Never sleep past the deadline: give up and answer now instead.
-                (Instant::now() + wait < deadline.at).then_some(wait)
+                let until = Instant::now().checked_add(wait)?;
+                (until < deadline.at).then_some(wait)
             })
             .notify(|_, _| {
                 self.metrics.introspection_retries.inc();
@@ -373,7 +390,7 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
         let result = match tokio::time::timeout_at(deadline.at, retried).await {
             Ok(r) => r,
             Err(_) => {
-                let e = if slot.queued && !deadline.callers {
+                let e = if slot.as_ref().is_some_and(|s| s.queued) && !deadline.callers {
                     AuthnError::unavailable(
                         FailureKind::Overloaded,
                         "the check's budget ran out after queueing for an introspection slot",
@@ -396,6 +413,7 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
         // refused locally never reached it, so it can neither close the
         // circuit (as a probe) nor reset the failure count.
         let verdict = match &result {
+            _ if !asks_issuer => None,
             Err(AuthnError::Unavailable { kind, .. }) if !kind.is_issuer_fault() => None,
             Err(AuthnError::Unavailable { .. }) => Some(false),
             Ok(identity) if identity.verified_locally => None,
@@ -421,14 +439,15 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
     /// circuit answers as it would for a check. No retries, nothing
     /// recorded in the breaker.
     async fn authenticate_dry(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
-        if self.breaker.is_open() {
+        let asks_issuer = self.inner.asks_issuer(token);
+        if asks_issuer && self.breaker.is_open() {
             return Err(AuthnError::unavailable(
                 FailureKind::CircuitOpen,
                 "introspection circuit is open",
             ));
         }
         let deadline = self.deadline();
-        let _slot = self.slot(deadline).await?;
+        let _slot = self.issuer_slot(asks_issuer, deadline).await?;
         match tokio::time::timeout_at(deadline.at, self.inner.authenticate_dry(token)).await {
             Ok(r) => r,
             Err(_) => Err(deadline.expired()),

@@ -51,6 +51,14 @@ impl Verifier {
 }
 
 impl Authenticator for Verifier {
+    fn asks_issuer(&self, token: &Token) -> bool {
+        match self {
+            Verifier::Introspect(_) => true,
+            Verifier::Jwt(_) => false,
+            Verifier::Auto { .. } => !looks_like_jwt(token.expose()),
+        }
+    }
+
     async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         match self {
             Verifier::Introspect(i) => i.authenticate(token).await,

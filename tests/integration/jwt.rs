@@ -286,19 +286,18 @@ async fn id_tokens_are_not_access_tokens() {
     }
 }
 
-/// A JWKS that cannot be fetched makes an unknown key "cannot decide"
-/// (503), also for the tokens that arrive within the refresh interval after
-/// the failed fetch (which no longer read as "unknown key", 401); fetches
-/// stay bounded, and it recovers when the JWKS is back.
-#[tokio::test]
-async fn jwks_outage_is_503_for_unknown_keys_not_401() {
+/// A JWKS in front of the issuer's that can be switched off (503).
+struct SwitchableJwks {
+    url: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+async fn switchable_jwks(upstream: String) -> SwitchableJwks {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
-    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
-    // A switchable JWKS in front of the issuer's.
     let up = Arc::new(AtomicBool::new(true));
     let fetches = Arc::new(AtomicU64::new(0));
-    let upstream = addrs.jwks_url();
     let app = {
         let (up, fetches) = (up.clone(), fetches.clone());
         axum::Router::new().route(
@@ -317,8 +316,53 @@ async fn jwks_outage_is_503_for_unknown_keys_not_401() {
         )
     };
     let listener = tokio::net::TcpListener::bind(lo0()).await.expect("bind");
-    let jwks = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+    let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
+    SwitchableJwks { url, up, fetches }
+}
+
+/// While re-fetches fail, the keys we hold are kept (a JWKS outage is not
+/// an API outage), but only up to `max_stale_key_age_ms` after their last
+/// fetch: then nothing is trusted (503) until a fetch succeeds, so a key
+/// the issuer removed cannot be kept alive by making our fetches fail.
+#[tokio::test]
+async fn keys_that_cannot_be_refetched_expire_after_max_stale_key_age() {
+    use std::sync::atomic::Ordering;
+    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    let jwks = switchable_jwks(addrs.jwks_url()).await;
+    let check = authz(&addrs.introspection_url(), &jwks.url, VerifyMode::Jwt, |c| {
+        c.introspection.jwt.max_key_age_ms = 100;
+        c.introspection.jwt.max_stale_key_age_ms = 1_000;
+        c.introspection.jwt.refresh_min_interval_ms = 100;
+        c.introspection.jwt.verified_ttl_ms = 0;
+    })
+    .await;
+    let token = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(get(&check, "/date", &token).await.http_status, 200);
+    jwks.up.store(false, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        get(&check, "/date", &token).await.http_status,
+        200,
+        "stale keys kept a while"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    let a = get(&check, "/date", &token).await;
+    assert_eq!(a.http_status, 503, "too old to trust: {}", a.body);
+    jwks.up.store(true, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(get(&check, "/date", &token).await.http_status, 200, "fetched again");
+}
+
+/// A JWKS that cannot be fetched makes an unknown key "cannot decide"
+/// (503), also for the tokens that arrive within the refresh interval after
+/// the failed fetch (which no longer read as "unknown key", 401); fetches
+/// stay bounded, and it recovers when the JWKS is back.
+#[tokio::test]
+async fn jwks_outage_is_503_for_unknown_keys_not_401() {
+    use std::sync::atomic::Ordering;
+    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    let SwitchableJwks { url: jwks, up, fetches } = switchable_jwks(addrs.jwks_url()).await;
     let check = authz(&addrs.introspection_url(), &jwks, VerifyMode::Jwt, |c| {
         c.introspection.jwt.refresh_min_interval_ms = 400;
         // Fewer than the unknown-kid tokens below: one failed fetch told
@@ -352,4 +396,56 @@ async fn jwks_outage_is_503_for_unknown_keys_not_401() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let rotated = issuer.mint("reader", &["read_date"]).expect("mint");
     assert_eq!(get(&check, "/date", &rotated).await.http_status, 200);
+}
+
+/// A key set streamed without end is cut at `max_response_bytes` while it
+/// is read (503 for the check), not buffered for as long as the HTTP
+/// timeout lets it run; the server stays healthy.
+#[tokio::test]
+async fn an_endless_jwks_is_cut_while_it_is_read() {
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    const CHUNK: usize = 64 * 1024;
+    // At most 64 MiB, so the test is bounded even if nothing cuts it.
+    const CHUNKS: u64 = 1024;
+    let sent = Arc::new(AtomicU64::new(0));
+    let app = {
+        let sent = sent.clone();
+        axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let sent = sent.clone();
+                async move {
+                    let chunks = futures_util::stream::iter(0..CHUNKS).map(move |_| {
+                        sent.fetch_add(CHUNK as u64, Ordering::SeqCst);
+                        Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b' '; CHUNK]))
+                    });
+                    axum::response::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(axum::body::Body::from_stream(chunks))
+                        .expect("response")
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind(lo0()).await.expect("bind");
+    let jwks = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let check = authz(&addrs.introspection_url(), &jwks, VerifyMode::Jwt, |c| {
+        c.introspection.max_response_bytes = CHUNK;
+        c.introspection.timeout_ms = 3_000;
+    })
+    .await;
+    let token = issuer.mint("reader", &["read_date"]).expect("mint");
+    let a = get(&check, "/date", &token).await;
+    assert_eq!(a.http_status, 503, "{}", a.body);
+    // Give the streaming side time to notice the closed connection.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let streamed = sent.load(Ordering::SeqCst);
+    assert!(
+        streamed < CHUNKS * CHUNK as u64 / 2,
+        "the key set was read on: {streamed} bytes streamed"
+    );
 }

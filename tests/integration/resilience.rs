@@ -23,7 +23,7 @@ async fn status(check: &Checker, token: &str) -> i32 {
 async fn retryable_failures_are_retried_others_are_not() {
     let (hydra, check, _s) = setup(|_| {}).await;
     let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
-    for code in [502u16, 503, 504, 429] {
+    for code in [502u16, 503, 504] {
         let before = hydra.requests();
         hydra.set_fault_times(Fault::Status(code, None), 2);
         let got = status(&check, &token).await;
@@ -36,6 +36,9 @@ async fn retryable_failures_are_retried_others_are_not() {
         assert_eq!(hydra.requests() - before, 3, "{code}: two retries");
     }
     for fault in [
+        // A rate limit that does not say when to come back: retrying would
+        // only spend more of the quota every other check needs.
+        Fault::Status(429, None),
         Fault::Status(500, None),
         Fault::Status(401, None),
         Fault::Garbage,
@@ -46,11 +49,29 @@ async fn retryable_failures_are_retried_others_are_not() {
         assert_eq!(status(&check, &token).await, 503, "{fault:?}");
         assert_eq!(hydra.requests() - before, 1, "{fault:?} is not retried");
     }
+    // A 429 that says when: retried like the others.
+    let before = hydra.requests();
+    hydra.set_fault_times(Fault::Status(429, Some(0)), 2);
+    assert_eq!(status(&check, &token).await, 200);
+    assert_eq!(hydra.requests() - before, 3, "429 with Retry-After: two retries");
     // Persistent 503: the first attempt plus max_retries (2), then 503.
     let before = hydra.requests();
     hydra.set_fault(Fault::Status(503, None));
     assert_eq!(status(&check, &token).await, 503);
     assert_eq!(hydra.requests() - before, 3);
+    // `Retry-After: 0` does not lift max_retries (it was a busy loop until
+    // the budget ran out), and a Retry-After past any budget (or past what
+    // a clock can add) is one attempt, answered at once.
+    for retry_after in [0, u32::MAX] {
+        let before = hydra.requests();
+        hydra.set_fault(Fault::Status(429, Some(retry_after)));
+        assert_eq!(status(&check, &token).await, 503, "Retry-After: {retry_after}");
+        let sent = hydra.requests() - before;
+        let expected = if retry_after == 0 { 3 } else { 1 };
+        assert_eq!(sent, expected, "Retry-After: {retry_after}");
+    }
+    hydra.set_fault(Fault::None);
+    assert_eq!(status(&check, &token).await, 200, "healthy again");
 }
 
 #[tokio::test]
