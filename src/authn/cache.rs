@@ -31,6 +31,7 @@
 //! memory and a hit takes one shard read lock; expiry is checked on read.
 
 use super::fleet::purge::{CacheKey, PurgeTarget};
+use super::fleet::shared_cache::SharedRead;
 use super::fleet::Fleet;
 use super::{Authenticator, AuthnError, ClaimFailure, FailureKind, Identity};
 use crate::authn::config::CacheConfig;
@@ -256,8 +257,23 @@ impl<A: Authenticator> SharedVerifier<A> {
         let epoch = self.fleet.as_ref().map_or(0, |f| f.epoch());
         let fp = fingerprint(token);
         let (verdict, shared_for) = match self.shared_get(key, epoch, trusted).await {
-            Some((identity, left)) => (Cached::Valid(identity), Some(left)),
-            None => (self.verify(key, token, fp, purges).await, None),
+            SharedRead::Hit(identity, left) => (Cached::Valid(identity), Some(left)),
+            read => {
+                let verdict = self.verify(key, token, fp, purges).await;
+                // Refused as no longer valid (revoked, expired), where a
+                // shared entry may be stored unseen: remove it, so a later
+                // read cannot say yes where the issuer said no. Only these:
+                // a token that never verified (a forged JWT, garbage) has
+                // no entry, and must not buy a Redis write per request.
+                let gone = matches!(
+                    verdict,
+                    Cached::Rejected(ClaimFailure::Inactive | ClaimFailure::Expired)
+                );
+                if let (true, SharedRead::Unread, Some(fleet)) = (gone, &read, &self.fleet) {
+                    fleet.shared_forget(*key, epoch);
+                }
+                (verdict, None)
+            }
         };
         let mut ttl = self.lifetimes.of(&verdict);
         if let Some(left) = shared_for {
@@ -268,7 +284,9 @@ impl<A: Authenticator> SharedVerifier<A> {
         let keep = trusted && self.purges.load(Ordering::Acquire) == purges;
         if let (true, None, Cached::Valid(identity)) = (keep, shared_for, &verdict) {
             if let Some(fleet) = &self.fleet {
-                if !identity.served_stale && !ttl.is_zero() {
+                // Not into an epoch whose reads are suspended: no one would
+                // read it but a replica that has not heard why.
+                if !identity.served_stale && !ttl.is_zero() && fleet.shared_readable(epoch) {
                     fleet.shared_put(*key, epoch, &self.policy, identity, ttl);
                 }
             }
@@ -302,12 +320,17 @@ impl<A: Authenticator> SharedVerifier<A> {
     }
 
     /// An identity from the fleet's shared cache (only while purges are heard).
-    async fn shared_get(&self, key: &Key, epoch: u64, trusted: bool) -> Option<(Arc<Identity>, Duration)> {
-        let fleet = self
-            .fleet
-            .as_ref()
-            .filter(|f| trusted && f.shares_cache() && self.lifetimes.positive > Duration::ZERO)?;
-        fleet.shared_get(key, epoch, &self.policy).await
+    async fn shared_get(&self, key: &Key, epoch: u64, trusted: bool) -> SharedRead {
+        match &self.fleet {
+            Some(f) if f.shares_cache() && self.lifetimes.positive > Duration::ZERO => {
+                if trusted {
+                    f.shared_get(key, epoch, &self.policy).await
+                } else {
+                    SharedRead::Unread
+                }
+            }
+            _ => SharedRead::Miss,
+        }
     }
 
     /// Ask the layer below; remember verified identities for

@@ -17,7 +17,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// An issuer whose answer and latency depend on the token: `ok-<ms>`,
-/// `fail-<ms>` (a 500, not retried), `busy-<ms>` (a 503, retried).
+/// `fail-<ms>` (a 500, not retried), `busy-<ms>` (a 503, retried); and
+/// JWTs checked locally: `local-<ms>` (accepted), `forged-<ms>` (refused),
+/// `jwks-<ms>` (the key set could not be fetched).
 #[derive(Default)]
 struct Scripted {
     calls: AtomicU64,
@@ -36,6 +38,12 @@ impl Authenticator for Scripted {
                 ..Default::default()
             })),
             "forged" => Err(AuthnError::Rejected(super::ClaimFailure::BadSignature)),
+            "jwks" => Err(AuthnError::Unavailable {
+                kind: FailureKind::Jwks,
+                detail: what.to_owned(),
+                retryable: false,
+                retry_after: None,
+            }),
             _ => Err(AuthnError::Unavailable {
                 kind: FailureKind::Status,
                 detail: what.to_owned(),
@@ -43,6 +51,12 @@ impl Authenticator for Scripted {
                 retry_after: None,
             }),
         }
+    }
+
+    fn asks_issuer(&self, token: &Token) -> bool {
+        !["local", "forged", "jwks"]
+            .iter()
+            .any(|p| token.expose().starts_with(p))
     }
 }
 
@@ -335,5 +349,54 @@ fn local_verdicts_do_not_close_the_circuit() {
             "a real answer closes it"
         );
         assert_eq!(s.inner().state().breaker, BreakerView::Closed);
+    });
+}
+
+/// A JWT checked here neither feeds nor waits on the breaker: key set
+/// failures spread over a process's life never add up to a circuit that
+/// nothing local could close again, and a circuit opened by introspection
+/// failures does not turn away a JWT that needs no issuer.
+#[test]
+fn local_checks_neither_feed_nor_wait_on_the_breaker() {
+    paused_runtime().block_on(async {
+        let s = stack(false);
+        for _ in 0..10 {
+            let got = s.authenticate(&Token::new("jwks-0")).await;
+            assert!(
+                matches!(
+                    got,
+                    Err(AuthnError::Unavailable {
+                        kind: FailureKind::Jwks,
+                        ..
+                    })
+                ),
+                "{got:?}"
+            );
+        }
+        assert_eq!(s.inner().state().breaker, BreakerView::Closed, "breaker_failures is 2");
+        for _ in 0..2 {
+            assert!(s.authenticate(&Token::new("fail-0")).await.is_err());
+        }
+        assert_eq!(
+            s.inner().state().breaker,
+            BreakerView::Open,
+            "introspection failures open it"
+        );
+        assert!(
+            s.authenticate(&Token::new("local-0")).await.is_ok(),
+            "a JWT is checked while introspection's circuit is open"
+        );
+        let opaque = s.authenticate(&Token::new("ok-0")).await;
+        assert!(
+            matches!(
+                opaque,
+                Err(AuthnError::Unavailable {
+                    kind: FailureKind::CircuitOpen,
+                    ..
+                })
+            ),
+            "an opaque token still meets the open circuit: {opaque:?}"
+        );
+        assert_at_rest_and_serving(&s).await;
     });
 }

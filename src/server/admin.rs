@@ -126,13 +126,20 @@ impl<A> AdminService<A> {
             return Ok(Response::new(PurgeResponse::default()));
         };
         match fleet.publish(&target).await {
-            Ok(n) => {
+            Ok(p) if p.epoch_started => {
+                let n = p.receivers;
                 tracing::info!(target = %what, replicas_notified = n, "purged from the cache and published to the fleet");
                 Ok(Response::new(PurgeResponse {
                     fleet: true,
                     replicas_notified: n,
                 }))
             }
+            Ok(p) => Err(Status::unavailable(format!(
+                "purged on the {} replica(s) that heard it, which stopped reading the shared cache; \
+                 no new shared-cache epoch could be started yet (retried in the background): \
+                 purge again to be sure",
+                p.receivers
+            ))),
             Err(e) => {
                 tracing::error!(target = %what, error = %e, "purged here, but the fleet could not be told");
                 Err(Status::unavailable(format!(

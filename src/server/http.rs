@@ -167,26 +167,50 @@ fn serving_readiness(started: bool, engine: &Authorizer<ServerAuthn>) -> (bool, 
     (ready, detail)
 }
 
+/// Whether the engine could serve once the listeners run: false in jwt and
+/// auto mode until the first key set fetch is done (gRPC health's first word).
+pub(crate) fn warmed_up(engine: &Authorizer<ServerAuthn>) -> bool {
+    serving_readiness(true, engine).0
+}
+
+/// gRPC health for the Authorization service and for the server as a whole
+/// (`""`, what a `grpc_health_check {}` without a service name asks): the
+/// same answer, so neither says SERVING while the other would not.
+pub(crate) async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic::server::NamedService;
+    use tonic_health::ServingStatus;
+    type Checked = super::authz::AuthorizationServer<super::authz::AuthzService<ServerAuthn>>;
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for name in [Checked::NAME, ""] {
+        health.set_service_status(name, status).await;
+    }
+}
+
 /// Keep gRPC health in step with `/readyz` while serving.
 pub async fn watch_health(
     ready: Readiness,
     engine: Arc<arc_swap::ArcSwap<Authorizer<ServerAuthn>>>,
     health: tonic_health::server::HealthReporter,
+    mut serving: bool,
 ) {
-    type Checked = super::authz::AuthorizationServer<super::authz::AuthzService<ServerAuthn>>;
-    let mut serving = true;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let (now, _) = serving_readiness(ready.get(), &engine.load_full());
         if now != serving {
-            serving = now;
             if now {
-                health.set_serving::<Checked>().await;
-            } else {
-                tracing::error!("not ready: the introspection layer is stuck; see /readyz");
-                health.set_not_serving::<Checked>().await;
+                tracing::info!("ready: serving");
+            } else if serving {
+                tracing::error!(
+                    "not ready: see /readyz for why (the introspection layer stuck, or the key set not fetched)"
+                );
             }
+            serving = now;
+            set_health(&health, now).await;
         }
     }
 }

@@ -235,6 +235,9 @@ where
     ReceiverStream::new(rx)
 }
 
+/// The most an HTTP/1 connection may buffer while reading a request's head.
+pub const MAX_HTTP1_BUFFER_BYTES: usize = 128 * 1024;
+
 /// Serve HTTP/1 on guarded connections until the stream ends (the listener
 /// closed), then let open connections finish their request and close.
 /// hyper's header-read timeout closes a half-sent request (slowloris).
@@ -249,7 +252,11 @@ pub async fn serve_http1(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(header_read_timeout)
+        // hyper's default (~400 KiB) of unfinished headers per connection,
+        // times max_connections, is gigabytes; our own header limits are
+        // 96 KiB in all, so a request beyond this is refused anyway.
+        .max_buf_size(MAX_HTTP1_BUFFER_BYTES);
     while let Some(conn) = connections.next().await {
         let Ok(io) = conn else { continue };
         // The peer's address for handlers that ask (axum's ConnectInfo):

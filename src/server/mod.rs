@@ -11,7 +11,7 @@ pub(crate) mod decision_event;
 pub mod forward_auth;
 pub mod http;
 pub mod listener;
-pub(crate) mod reload;
+pub mod reload;
 pub mod tls;
 
 use crate::admin_proto::admin_server::AdminServer;
@@ -84,6 +84,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             }
         });
     }
+    warn_about_cleartext_issuers(config);
     let server = &config.server;
     let limits = &server.limits;
     let bind = |addr: SocketAddr, key: &'static str| async move {
@@ -114,17 +115,24 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let (close, closed) = watch::channel(false);
     let delay = Duration::from_millis(server.shutdown_delay_ms);
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<AuthorizationServer<authz::AuthzService<ServerAuthn>>>()
-        .await;
+    // Not SERVING before the verifier is warm (the first key set in jwt and
+    // auto mode); the watchdog below keeps it in step from then on.
+    let warm = http::warmed_up(&engine.load_full());
+    http::set_health(&health, warm).await;
 
     let tls = tls::ReloadingTls::load(&server.tls)?;
     // The Check port: Envoy's Authorization and gRPC health, nothing else.
-    let router = grpc_builder(limits).add_service(health_service).add_service(
-        AuthorizationServer::from_arc(Arc::new(authz::AuthzService::new(engine.clone(), metrics.clone())))
-            // Envoy's own header limit is 60 KiB; tonic's default would take 4 MiB per message.
-            .max_decoding_message_size(MAX_CHECK_MESSAGE_BYTES),
-    );
+    let request_timeout = grpc_request_timeout(config);
+    // The health service's requests are a service name: tonic's default
+    // 4 MiB per message would let one connection hold gigabytes.
+    let health_service = health_service.max_decoding_message_size(MAX_HEALTH_MESSAGE_BYTES);
+    let router = grpc_builder(limits, request_timeout)
+        .add_service(health_service)
+        .add_service(
+            AuthorizationServer::from_arc(Arc::new(authz::AuthzService::new(engine.clone(), metrics.clone())))
+                // Envoy's own header limit is 60 KiB; tonic's default would take 4 MiB per message.
+                .max_decoding_message_size(MAX_CHECK_MESSAGE_BYTES),
+        );
     let grpc_server = serve_grpc(router, grpc, tls, limits, closed.clone(), "grpc");
 
     let admin_server = match admin {
@@ -136,11 +144,21 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             // TLS whenever [server.tls] has a certificate, so a bearer token
             // never crosses the network in clear; client certificates only
             // from the admin CA (Envoy's client CA grants no admin rights).
+            if let (Some(admin_ca), Some(envoy_ca)) = (&server.admin_client_ca_file, &server.tls.client_ca_file) {
+                // The same CA under two names, or inside a bundle: validation
+                // sees only the paths.
+                if tls::shares_a_certificate(admin_ca, envoy_ca) {
+                    anyhow::bail!(
+                        "server.admin_client_ca_file holds the same CA as server.tls.client_ca_file: every client \
+                         Envoy's CA signs would be an administrator; give the admin API its own CA"
+                    );
+                }
+            }
             let admin_tls = tls::ReloadingTls::load(&crate::config::ServerTls {
                 client_ca_file: server.admin_client_ca_file.clone(),
                 ..server.tls.clone()
             })?;
-            let router = grpc_builder(limits).add_service(AdminServer::with_interceptor(
+            let router = grpc_builder(limits, request_timeout).add_service(AdminServer::with_interceptor(
                 admin::AdminService::new(engine.clone(), fleet.clone()),
                 auth,
             ));
@@ -198,7 +216,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
         tracing::info!(%grpc_addr, %http_addr, admin_addr = ?admin_addr, forward_auth_addr = ?forward_auth_addr, workers, "hydra-authz listening");
         // gRPC health follows the same verdict as /readyz.
-        let watchdog = tokio::spawn(http::watch_health(ready.clone(), engine, health.clone()));
+        let watchdog = tokio::spawn(http::watch_health(ready.clone(), engine, health.clone(), warm));
 
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;
@@ -206,9 +224,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         // Readiness first: probes and Envoy's health checks see us going
         // while we still serve, so they stop sending before we stop accepting.
         ready.set(false);
-        health
-            .set_not_serving::<AuthorizationServer<authz::AuthzService<ServerAuthn>>>()
-            .await;
+        http::set_health(&health, false).await;
         if !delay.is_zero() {
             tracing::info!(
                 shutdown_delay_ms = delay.as_millis() as u64,
@@ -263,6 +279,17 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     })
 }
 
+/// At start and on every reload that applies a config.
+pub(crate) fn warn_about_cleartext_issuers(config: &Config) {
+    for key in config.cleartext_issuer_urls() {
+        tracing::warn!(
+            key,
+            "issuer URL is plain http to a non-loopback host: tokens (introspection) or the keys that verify them \
+             (JWKS) cross the network in clear unless the mesh encrypts it; use https"
+        );
+    }
+}
+
 fn server_forward_addr(config: &Config) -> Option<SocketAddr> {
     config.forward_auth.addr
 }
@@ -271,11 +298,37 @@ fn server_forward_addr(config: &Config) -> Option<SocketAddr> {
 /// header limits (`extract`) are 96 KiB.
 const MAX_CHECK_MESSAGE_BYTES: usize = 256 * 1024;
 
+/// A `grpc.health.v1` request larger than this is refused (it holds a
+/// service name).
+const MAX_HEALTH_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// The longest one gRPC request may take, from its headers to our answer:
+/// as long as a request's headers may take to arrive, plus twice the budget
+/// a check has to decide in (a check that joins another's introspection
+/// may wait for it first), plus three Redis round trips (a shared-cache
+/// lookup; an admin purge's epoch step, delete and publish); as configured
+/// at start. Past it tonic answers CANCELLED and resets the stream: a peer
+/// that sends part of a message and holds it (with the buffer it fills)
+/// cannot keep it past this. A connection past `grpc_max_connection_age_ms`
+/// is closed this long after its GOAWAY even with streams open (a health
+/// Watch never ends on its own).
+fn grpc_request_timeout(config: &Config) -> Duration {
+    let ms = config
+        .server
+        .limits
+        .header_read_timeout_ms
+        .saturating_add(config.introspection.resilience.retry_budget_ms.saturating_mul(2))
+        .saturating_add(config.cluster.timeout_ms.saturating_mul(3));
+    Duration::from_millis(ms)
+}
+
 /// A gRPC server with the per-connection limits of `[server.limits]`.
-fn grpc_builder(limits: &crate::config::ListenerLimits) -> tonic::transport::Server {
+fn grpc_builder(limits: &crate::config::ListenerLimits, request_timeout: Duration) -> tonic::transport::Server {
     tonic::transport::Server::builder()
+        .timeout(request_timeout)
         .max_concurrent_streams(Some(limits.grpc_max_concurrent_streams))
         .max_connection_age(Duration::from_millis(limits.grpc_max_connection_age_ms))
+        .max_connection_age_grace(request_timeout)
         .http2_keepalive_interval(Some(Duration::from_millis(limits.grpc_keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(limits.grpc_keepalive_timeout_ms)))
 }

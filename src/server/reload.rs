@@ -34,6 +34,12 @@ impl LiveEngine {
         })
     }
 
+    /// The configuration in effect: the last applied file's, with the
+    /// restart-only sections as they were at start.
+    pub fn running_config(&self) -> Config {
+        self.config.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// The handle services read from (one atomic load per check).
     pub fn handle(&self) -> Arc<ArcSwap<Authorizer<ServerAuthn>>> {
         self.current.clone()
@@ -43,19 +49,29 @@ impl LiveEngine {
     /// connection pool and cache) when `[introspection]` did not change.
     pub fn apply(&self, new: Config) -> anyhow::Result<()> {
         let mut config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
-        if new.server != config.server
-            || new.log != config.log
-            || new.telemetry != config.telemetry
-            || new.forward_auth != config.forward_auth
-            || new.cluster != config.cluster
-        {
+        super::warn_about_cleartext_issuers(&new);
+        let pending = restart_only_changes(&config, &new);
+        if !pending.is_empty() {
             // [forward_auth] and [cluster] included: their listener and
             // Redis connection are set up at start, so say so rather than
-            // seem to apply them.
+            // seem to apply them; said on every reload until a restart.
             tracing::warn!(
-                "config reload: [server], [log], [telemetry], [forward_auth] and [cluster] changes take effect after a restart"
+                sections = %pending.join(", "),
+                "config reload: these sections differ from the running ones and take effect only after a restart"
             );
         }
+        // What runs from now on: the new file, except the sections that
+        // cannot change without a restart, which stay as they run (so the
+        // next reload still sees the difference, and nothing is recorded as
+        // applied that is not).
+        let new = Config {
+            server: config.server.clone(),
+            log: config.log.clone(),
+            telemetry: config.telemetry.clone(),
+            forward_auth: config.forward_auth.clone(),
+            cluster: config.cluster.clone(),
+            ..new
+        };
         let engine = if new.introspection == config.introspection {
             Arc::new(Authorizer::with_shared(
                 &new,
@@ -71,9 +87,30 @@ impl LiveEngine {
 
     /// Load, validate and apply `path`; on any error the running config stays.
     pub fn reload_file(&self, path: &Path) -> anyhow::Result<()> {
-        let result = Config::load(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|c| self.apply(c));
+        match std::fs::read(path) {
+            Ok(bytes) => self.reload_bytes(path, &bytes),
+            Err(e) => self.count_and_log(path, Err(anyhow::anyhow!("cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    /// Validate and apply what was read from `path`. An empty file is
+    /// refused: it parses (every key has a default) as no rules at all, and
+    /// is what a reader sees while a file is being rewritten in place.
+    pub fn reload_bytes(&self, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+        let result = match std::str::from_utf8(bytes) {
+            Err(e) => Err(anyhow::anyhow!("{} is not UTF-8: {e}", path.display())),
+            Ok(text) if text.trim().is_empty() => Err(anyhow::anyhow!(
+                "{} is empty; a reload never falls back to the defaults",
+                path.display()
+            )),
+            Ok(text) => Config::from_toml_str(text)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| self.apply(c)),
+        };
+        self.count_and_log(path, result)
+    }
+
+    pub(crate) fn count_and_log(&self, path: &Path, result: anyhow::Result<()>) -> anyhow::Result<()> {
         let label = if result.is_ok() { "success" } else { "error" };
         self.metrics
             .config_reloads
@@ -87,6 +124,21 @@ impl LiveEngine {
         }
         result
     }
+}
+
+/// The sections of `new` that differ from the running config's and are
+/// read only at start.
+pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
+    [
+        ("[server]", new.server != running.server),
+        ("[log]", new.log != running.log),
+        ("[telemetry]", new.telemetry != running.telemetry),
+        ("[forward_auth]", new.forward_auth != running.forward_auth),
+        ("[cluster]", new.cluster != running.cluster),
+    ]
+    .into_iter()
+    .filter_map(|(name, differs)| differs.then_some(name))
+    .collect()
 }
 
 /// Reload `path` on SIGHUP and whenever its directory changes, until `stop`.
@@ -124,18 +176,133 @@ pub fn watch(live: Arc<LiveEngine>, path: PathBuf, mut stop: tokio::sync::watch:
                 _ = stop.wait_for(|s| *s) => return,
                 got = rx.recv() => match got { Some(f) => f, None => return },
             };
-            // Editors and ConfigMap updates come as bursts of events: settle, then read once.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Editors and ConfigMap updates come as bursts of events: settle first.
+            tokio::time::sleep(SETTLE).await;
             while let Ok(f) = rx.try_recv() {
                 forced |= f;
             }
-            let now = std::fs::read(&path).ok();
-            if !forced && now.is_some() && now == last {
+            let now = match settled(&path, SETTLE, SETTLE_ROUNDS).await {
+                Settled::Stable(bytes) => bytes,
+                Settled::Unreadable => {
+                    // Not read again now (it could be half-written by then):
+                    // counted as a failed reload; the next change retries.
+                    let why = anyhow::anyhow!("{} could not be read while it settled", path.display());
+                    let _ = live.count_and_log(&path, Err(why));
+                    continue;
+                }
+                Settled::StillChanging => {
+                    tracing::warn!(path = %path.display(), "configuration file still changing; not reloaded (the next change or SIGHUP tries again)");
+                    continue;
+                }
+            };
+            if !forced && last.as_ref() == Some(&now) {
                 continue; // an unrelated file in the directory changed
             }
-            last = now;
-            let _ = live.reload_file(&path);
+            let _ = live.reload_bytes(&path, &now);
+            last = Some(now);
         }
     });
     Ok(())
+}
+
+/// How long a configuration file must stay the same before it is applied.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Reads of a changing file before a reload is given up (about 5 s).
+const SETTLE_ROUNDS: usize = 25;
+
+/// What [`settled`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// The same bytes twice, `settle` apart.
+    Stable(Vec<u8>),
+    /// Gone or unreadable (a rename in progress, or for good).
+    Unreadable,
+    /// Different on every read.
+    StillChanging,
+}
+
+/// The file's bytes once two reads `settle` apart agree: a file rewritten
+/// in place (truncated, then written in steps) is applied once it stops
+/// changing, not cut before a rule's `scopes` or the `required_audience`
+/// that came after. A writer that pauses longer than `settle` mid-file can
+/// still be read cut: replacing the file by a rename (as Kubernetes does)
+/// is the safe way, and the README says so.
+async fn settled(path: &Path, settle: Duration, rounds: usize) -> Settled {
+    let Ok(mut seen) = std::fs::read(path) else {
+        return Settled::Unreadable;
+    };
+    for _ in 0..rounds {
+        tokio::time::sleep(settle).await;
+        let Ok(again) = std::fs::read(path) else {
+            return Settled::Unreadable;
+        };
+        if again == seen {
+            return Settled::Stable(seen);
+        }
+        seen = again;
+    }
+    Settled::StillChanging
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paused() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime")
+    }
+
+    /// A writer that keeps writing in steps closer together than `settle`
+    /// is waited for; what is applied is the finished file, never a step.
+    #[test]
+    fn a_file_is_read_once_it_stops_changing() {
+        paused().block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, "").expect("write");
+            let steps = [
+                "[[rules]]\n",
+                "[[rules]]\nid = \"a\"\n",
+                "[[rules]]\nid = \"a\"\nscopes = [\"x\"]\n",
+            ];
+            let writer = {
+                let path = path.clone();
+                tokio::spawn(async move {
+                    for step in steps {
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        std::fs::write(&path, step).expect("write");
+                    }
+                })
+            };
+            let got = settled(&path, Duration::from_millis(200), 10).await;
+            writer.await.expect("writer");
+            assert_eq!(got, Settled::Stable(steps[2].as_bytes().to_vec()));
+        });
+    }
+
+    #[test]
+    fn a_file_that_never_settles_or_is_gone_is_not_read() {
+        paused().block_on(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("c.toml");
+            assert_eq!(settled(&path, SETTLE, 3).await, Settled::Unreadable);
+            std::fs::write(&path, "0").expect("write");
+            let writer = {
+                let path = path.clone();
+                tokio::spawn(async move {
+                    for i in 1..=10 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        std::fs::write(&path, i.to_string()).expect("write");
+                    }
+                })
+            };
+            assert_eq!(settled(&path, SETTLE, 3).await, Settled::StillChanging);
+            writer.abort();
+        });
+    }
 }

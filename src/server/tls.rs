@@ -48,6 +48,24 @@ impl ReloadingTls {
 }
 
 /// cert, key, and optionally the client CA, as PEM bytes in that order.
+/// Whether two PEM bundles hold a certificate in common (compared as DER,
+/// so line endings, comments and order do not hide one). Unreadable files
+/// share nothing here: loading them fails on its own.
+pub fn shares_a_certificate(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let ders = |p: &std::path::Path| -> Vec<Vec<u8>> {
+        std::fs::read(p)
+            .map(|pem| {
+                CertificateDer::pem_slice_iter(&pem)
+                    .filter_map(Result::ok)
+                    .map(|c| c.as_ref().to_vec())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let theirs = ders(b);
+    ders(a).iter().any(|c| theirs.contains(c))
+}
+
 fn build(parts: &[Vec<u8>]) -> anyhow::Result<ServerConfig> {
     let (cert_pem, key_pem) = match parts {
         [cert, key, ..] => (cert, key),

@@ -99,6 +99,22 @@ impl Fleet {
         }
     }
 
+    /// Shared-cache entries in Redis under this fleet's prefix.
+    async fn shared_entries(&self) -> usize {
+        let prefix = &self.config.cluster.key_prefix;
+        let keys = self.redis.command(&["KEYS", &format!("{prefix}:l2:*")]).await;
+        keys.matches(&format!("{prefix}:l2:")).count()
+    }
+
+    /// A token verified by replica 0 and stored in the shared cache (the
+    /// only entry there).
+    async fn shared_token(&self) -> String {
+        let token = self.hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+        assert_eq!(status(&self.checkers[0], &token).await, 200);
+        wait_for(|| async { self.shared_entries().await == 1 }).await;
+        token
+    }
+
     /// The HTTP status each replica gives `token` on `GET /date`.
     async fn statuses(&self, token: &str) -> Vec<i32> {
         let mut out = Vec::new();
@@ -460,11 +476,7 @@ async fn a_hung_redis_costs_time_never_an_answer() {
 async fn the_shared_cache_introspects_a_token_once_across_the_fleet() {
     let fleet = Fleet::start(true).await;
     let issuer = &fleet.hydra.issuer;
-    let prefix = fleet.config.cluster.key_prefix.clone();
-    let stored = || async {
-        let keys = fleet.redis.command(&["KEYS", &format!("{prefix}:l2:*")]).await;
-        keys.matches(&format!("{prefix}:l2:")).count()
-    };
+    let stored = || fleet.shared_entries();
     // Tokens one after another: the first replica to see one introspects
     // it and shares it; the others take it from Redis.
     const TOKENS: usize = 5;
@@ -801,4 +813,94 @@ async fn purge_all_without_a_fleet_still_says_it_is_local() {
         .into_inner();
     assert!(!answer.fleet);
     assert_eq!(answer.replicas_notified, 0);
+}
+
+/// A purge that cannot start a new shared-cache epoch (here Redis's epoch
+/// was set out of range, as anyone who can write to it could) still takes
+/// the token out everywhere: the message says no epoch was started, every
+/// replica stops reading the shared cache, the token's shared entry is
+/// deleted, and the operator is told. Once the epoch can be started again
+/// (retried in the background), the shared cache is read again. Before,
+/// the purged token came back from the shared cache on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_without_a_new_epoch_suspends_the_shared_cache_until_one_starts() {
+    let fleet = Fleet::start(true).await;
+    let issuer = &fleet.hydra.issuer;
+    let prefix = fleet.config.cluster.key_prefix.clone();
+    let stored = || fleet.shared_entries();
+    let token = fleet.shared_token().await;
+
+    issuer.revoke_token(&token);
+    let epoch_key = format!("{prefix}:epoch");
+    let pinned = fleet.redis.command(&["SET", &epoch_key, "4503599627370496"]).await;
+    assert_eq!(pinned, "+OK\r\n");
+    let e = fleet
+        .admin(0)
+        .await
+        .purge_token(purge_request(Target::Token(token.clone())))
+        .await
+        .expect_err("the operator is told no epoch started");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("no new shared-cache epoch"), "{}", e.message());
+    // Before any check could delete it: the purge itself did, as a replica
+    // started after it would never hear of it.
+    assert_eq!(stored().await, 0, "a purge by token deletes its shared entry");
+    wait_for(|| async { fleet.statuses(&token).await == vec![401; REPLICAS] }).await;
+    let fresh = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(fleet.statuses(&fresh).await, vec![200; REPLICAS], "checks go on");
+    let suspended = |r: &RunningServer| {
+        let addr = r.http_addr;
+        async move {
+            let s = support::scrape_parsed(addr).await;
+            support::metric_opt(&s, "hydra_authz_cluster_shared_cache_total", &[("result", "suspended")]).unwrap_or(0.0)
+        }
+    };
+    for r in &fleet.replicas {
+        assert!(suspended(r).await >= 1.0, "shared reads suspended on every replica");
+    }
+
+    // Redis's epoch repaired: the background step succeeds, the purge goes
+    // out again with the new epoch, and the shared cache is read again.
+    fleet.redis.command(&["SET", &epoch_key, "7"]).await;
+    let started = Instant::now();
+    loop {
+        let next = issuer.mint("reader", &["read_date"]).expect("mint");
+        assert_eq!(status(&fleet.checkers[0], &next).await, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = issuer.introspections();
+        assert_eq!(status(&fleet.checkers[1], &next).await, 200);
+        if issuer.introspections() == before {
+            break; // replica 1 took it from the shared cache
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the shared cache stayed suspended"
+        );
+    }
+    assert_eq!(
+        fleet.statuses(&token).await,
+        vec![401; REPLICAS],
+        "the purged token stays out"
+    );
+}
+
+/// The issuer refuses a token whose shared entry this replica could not
+/// read (Redis stalled): the entry is removed, so the next read, once
+/// Redis answers again, cannot allow what the issuer just refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_after_an_unread_shared_entry_removes_it() {
+    let fleet = Fleet::start(true).await;
+    let issuer = &fleet.hydra.issuer;
+    let stored = || fleet.shared_entries();
+    let token = fleet.shared_token().await;
+
+    // Revoked at the issuer without a purge; then Redis stalls for a while.
+    issuer.revoke_token(&token);
+    let paused = Instant::now();
+    fleet.redis.command(&["CLIENT", "PAUSE", "1500", "ALL"]).await;
+    assert_eq!(status(&fleet.checkers[1], &token).await, 401, "the issuer says no");
+    tokio::time::sleep(Duration::from_millis(1_600).saturating_sub(paused.elapsed())).await;
+    fleet.wait_subscribed(true).await;
+    wait_for(|| async { stored().await == 0 }).await;
+    assert_eq!(fleet.statuses(&token).await, vec![401; REPLICAS]);
 }

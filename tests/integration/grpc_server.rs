@@ -588,3 +588,44 @@ async fn oversized_header_sets_are_431() {
     assert_eq!(a.problem()["type"], "urn:hydra-authz:problem:request_too_large");
     assert_eq!(e.hydra.requests(), 0, "refused before any introspection");
 }
+
+/// During the shutdown delay gRPC health says NOT_SERVING for the server as
+/// a whole (`""`, what `grpc_health_check {}` asks) as well as for the
+/// Authorization service, while checks are still answered.
+#[tokio::test]
+async fn grpc_health_says_not_serving_for_every_name_while_draining() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let (hydra, server, check) = support::authz_on_fake_hydra(|c| c.server.shutdown_delay_ms = 1_500).await;
+    let mut health = HealthClient::new(support::channel(server.grpc_addr).await);
+    let status = |health: &mut HealthClient<tonic::transport::Channel>, service: &'static str| {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .expect("health")
+                .into_inner()
+                .status
+        }
+    };
+    const NAMES: [&str; 2] = ["", "envoy.service.auth.v3.Authorization"];
+    for service in NAMES {
+        assert_eq!(status(&mut health, service).await, 1, "SERVING for {service:?}");
+    }
+    let stop = tokio::spawn(server.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for service in NAMES {
+        assert_eq!(status(&mut health, service).await, 2, "NOT_SERVING for {service:?}");
+    }
+    let reader = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    let a = Answer::of(
+        &check
+            .check("GET", "/date", &[("authorization", &bearer(&reader))])
+            .await,
+    );
+    assert_eq!(a.http_status, 200, "still answering while draining");
+    stop.await.expect("join").expect("clean shutdown");
+}

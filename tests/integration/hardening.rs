@@ -559,3 +559,80 @@ async fn request_bytes_that_are_not_text() {
     );
     assert_eq!(status(&check, "GET", "/date", &token).await, 200);
 }
+
+/// A Check whose body never comes (the stream stays open with nothing
+/// sent; a peer could also hold a half-sent message and the buffer it
+/// fills) ends at the request timeout, headers' time plus the check's
+/// budget, instead of holding its stream and memory for the life of the
+/// connection; and a gRPC health request is held to a service name's size
+/// (tonic's default 4 MiB per message, 1,024 streams a connection).
+#[tokio::test]
+async fn a_grpc_request_that_never_finishes_is_cut_and_health_messages_are_small() {
+    let (hydra, server, check) = setup(|c| {
+        c.server.limits.header_read_timeout_ms = 400;
+        c.introspection.resilience.retry_budget_ms = 300;
+    })
+    .await;
+    let channel = support::channel(server.grpc_addr).await;
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/envoy.service.auth.v3.Authorization/Check");
+    let codec = tonic_prost::ProstCodec::<
+        envoy_types::ext_authz::v3::pb::CheckRequest,
+        envoy_types::ext_authz::v3::pb::CheckResponse,
+    >::default();
+    let never = futures_util::stream::pending::<envoy_types::ext_authz::v3::pb::CheckRequest>();
+    let started = std::time::Instant::now();
+    let got = tokio::time::timeout(
+        Duration::from_secs(10),
+        grpc.client_streaming(tonic::Request::new(never), path, codec),
+    )
+    .await
+    .expect("the server ends the stalled request itself");
+    let err = got.expect_err("no answer to a request that never came");
+    assert_eq!(err.code(), tonic::Code::Cancelled, "{err:?}");
+    assert!(started.elapsed() >= Duration::from_millis(600), "not before its time");
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("health answers");
+    assert_eq!(serving.get_ref().status, 1, "SERVING");
+    let err = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "x".repeat(64 * 1024),
+        })
+        .await
+        .expect_err("a 64 KiB service name is refused");
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(status(&check, "GET", "/date", &token).await, 200, "still serving");
+}
+
+/// An HTTP/1 request head larger than the connection may buffer is refused
+/// (431) instead of being read to hyper's ~400 KiB default.
+#[tokio::test]
+async fn an_oversized_http1_head_is_refused_early() {
+    let (_hydra, server, _check) = setup(|_| {}).await;
+    let mut tcp = TcpStream::connect(server.http_addr).await.expect("connect");
+    let mut head = String::from("GET /healthz HTTP/1.1\r\nhost: x\r\n");
+    // Five headers of 60 KiB: few enough for hyper's header count, 300 KiB
+    // in all (hyper checks its limit between reads, so a head up to about
+    // twice it may slip through; below its own ~400 KiB default).
+    for i in 0..5 {
+        head.push_str(&format!("x-filler-{i}: {}\r\n", "a".repeat(60 * 1024)));
+    }
+    head.push_str("\r\n");
+    // The server may close before reading it all; what it said first counts.
+    let _ = tcp.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:.200}");
+    let ok = reqwest::get(format!("http://{}/healthz", server.http_addr))
+        .await
+        .expect("still serving");
+    assert_eq!(ok.status().as_u16(), 200);
+}

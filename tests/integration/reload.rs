@@ -16,12 +16,18 @@ fn write_config(path: &Path, introspection_url: &str, date_scope: &str, extra: &
     std::fs::write(path, text).expect("write config");
 }
 
-async fn status(check: &Checker, token: &str) -> i32 {
-    Answer::of(&check.check("GET", "/date", &[("authorization", &bearer(token))]).await).http_status
+/// A server started from a config file (rule `date` needs `read_date`),
+/// with a reader's token.
+struct Served {
+    hydra: FakeHydra,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    server: hydra_authz::server::RunningServer,
+    check: Checker,
+    reader: String,
 }
 
-#[tokio::test]
-async fn reload_swaps_rules_and_rejects_bad_files() {
+async fn served_from_a_file() -> Served {
     let hydra = FakeHydra::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.toml");
@@ -29,6 +35,30 @@ async fn reload_swaps_rules_and_rejects_bad_files() {
     let server = start_authz(&hydra_authz::config::Config::load(&path).expect("config")).await;
     let check = Checker::connect(server.grpc_addr).await;
     let reader = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    Served {
+        hydra,
+        _dir: dir,
+        path,
+        server,
+        check,
+        reader,
+    }
+}
+
+async fn status(check: &Checker, token: &str) -> i32 {
+    Answer::of(&check.check("GET", "/date", &[("authorization", &bearer(token))]).await).http_status
+}
+
+#[tokio::test]
+async fn reload_swaps_rules_and_rejects_bad_files() {
+    let Served {
+        hydra,
+        _dir,
+        path,
+        server,
+        check,
+        reader,
+    } = served_from_a_file().await;
     assert_eq!(status(&check, &reader).await, 200);
 
     write_config(&path, &hydra.introspection_url(), "admin", "");
@@ -40,6 +70,13 @@ async fn reload_swaps_rules_and_rejects_bad_files() {
     assert!(err.contains("rules[0].path"), "{err}");
     std::fs::write(&path, "not = [valid toml").expect("write");
     assert!(server.live.reload_file(&path).is_err());
+    // An empty file parses as all defaults (no rules): what a reader sees
+    // mid-rewrite, never applied.
+    for empty in ["", " \n\t\n"] {
+        std::fs::write(&path, empty).expect("write");
+        let err = server.live.reload_file(&path).expect_err("empty file").to_string();
+        assert!(err.contains("is empty"), "{err}");
+    }
     assert_eq!(
         status(&check, &reader).await,
         403,
@@ -49,7 +86,7 @@ async fn reload_swaps_rules_and_rejects_bad_files() {
     let scrape = support::scrape_parsed(server.http_addr).await;
     let reloads = |result| metric(&scrape, "hydra_authz_config_reloads_total", &[("result", result)]);
     assert_eq!(reloads("success"), 1.0);
-    assert_eq!(reloads("error"), 2.0);
+    assert_eq!(reloads("error"), 4.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,4 +209,42 @@ async fn the_binary_reloads_on_file_change_and_sighup() {
     }
     assert_eq!(status(&check, &reader).await, 403);
     let _ = child.start_kill();
+}
+
+/// A section read only at start ([server], [forward_auth], ...) changed in
+/// the file is not recorded as applied: the running config keeps the
+/// section as it runs (so every later reload still warns), while the rest
+/// of the same file is applied.
+#[tokio::test]
+async fn restart_only_sections_are_not_recorded_as_applied() {
+    let Served {
+        hydra: _hydra,
+        _dir,
+        path,
+        server,
+        check,
+        reader,
+    } = served_from_a_file().await;
+    let started = server.live.running_config();
+
+    let text = std::fs::read_to_string(&path).expect("read");
+    let text = text.replace("[server]\n", "[server]\nshutdown_delay_ms = 4321\n");
+    let text = text.replace("scopes = [\"read_date\"]", "scopes = [\"admin\"]");
+    std::fs::write(&path, &text).expect("write");
+    for _ in 0..2 {
+        server.live.reload_file(&path).expect("reload");
+        let running = server.live.running_config();
+        assert_eq!(running.server, started.server, "[server] stays as it runs");
+        let on_disk = hydra_authz::config::Config::load(&path).expect("config");
+        assert_eq!(
+            hydra_authz::server::reload::restart_only_changes(&running, &on_disk),
+            ["[server]"],
+            "still pending on the next reload"
+        );
+    }
+    assert_eq!(
+        status(&check, &reader).await,
+        403,
+        "the rules of the same file are in force"
+    );
 }

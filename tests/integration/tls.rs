@@ -256,3 +256,45 @@ fn half_configured_tls_is_a_config_error() {
         .to_string()
         .contains("introspection.tls"));
 }
+
+/// The admin API's client CA must not be Envoy's: every client Envoy's CA
+/// signs (every sidecar, in a mesh) would be an administrator. Refused by
+/// path at validation, and by content (the same CA under another name) at
+/// start.
+#[tokio::test]
+async fn the_admin_ca_cannot_be_envoys() {
+    let pki = Pki::new();
+    let hydra = FakeHydra::start().await;
+    let mut c = config_for(&hydra.introspection_url());
+    c.server.tls.cert_file = Some(pki.server_cert.clone());
+    c.server.tls.key_file = Some(pki.server_key.clone());
+    c.server.tls.client_ca_file = Some(pki.ca.clone());
+    c.server.admin_addr = "127.0.0.1:0".parse().expect("addr");
+    c.server.admin_client_ca_file = Some(pki.ca.clone());
+    let err = c.validate().expect_err("same path").to_string();
+    assert!(err.contains("server.admin_client_ca_file"), "{err}");
+
+    // A copy; and a bundle of another CA with Envoy's, in CRLF line endings.
+    let envoy_ca = String::from_utf8(pki.read(&pki.ca)).expect("pem");
+    let other = Pki::new();
+    let bundle = format!(
+        "{}{}",
+        String::from_utf8(other.read(&other.ca)).expect("pem"),
+        envoy_ca.replace('\n', "\r\n")
+    );
+    for (what, content) in [("a copy", envoy_ca.clone()), ("a bundle holding it", bundle)] {
+        let copy = tempfile::NamedTempFile::new().expect("temp");
+        std::fs::write(copy.path(), content).expect("copy");
+        c.server.admin_client_ca_file = Some(copy.path().to_owned());
+        c.validate().expect("different paths validate");
+        let err = match hydra_authz::server::start(&c).await {
+            Ok(_) => panic!("{what} of Envoy's CA must not start"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains("same CA"), "{what}: {err}");
+    }
+    // Its own CA: starts.
+    c.server.admin_client_ca_file = Some(other.ca.clone());
+    let server = hydra_authz::server::start(&c).await.expect("a CA of its own");
+    server.shutdown().await.expect("shutdown");
+}

@@ -83,6 +83,14 @@ pub struct Fleet {
     subscribed: AtomicBool,
     /// The shared cache's current epoch (see [`shared_cache`]).
     epoch: AtomicU64,
+    /// The shared cache is read only at epochs from this one on: a purge
+    /// that could not start a new epoch (the step failed, or Redis's epoch
+    /// was set out of range) sets it to the top, so nothing is read until a
+    /// purge that started an epoch is heard, which lowers it to that epoch.
+    /// 0: no such purge.
+    l2_barrier: AtomicU64,
+    /// Unreadable purge messages acted on at most once per window.
+    unreadable: std::sync::Mutex<Throttle>,
     on_purge: OnceLock<PurgeHook>,
     metrics: Arc<Metrics>,
 }
@@ -162,6 +170,8 @@ impl Fleet {
             shared_cache: cfg.shared_cache,
             subscribed: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
+            l2_barrier: AtomicU64::new(0),
+            unreadable: std::sync::Mutex::new(Throttle::new(UNREADABLE_WINDOW)),
             on_purge: OnceLock::new(),
             metrics,
         })))
@@ -181,6 +191,24 @@ impl Fleet {
 
     pub fn shares_cache(&self) -> bool {
         self.shared_cache
+    }
+
+    /// Whether the shared cache may be read at `epoch` (see `l2_barrier`).
+    pub fn shared_readable(&self, epoch: u64) -> bool {
+        epoch >= self.l2_barrier.load(Ordering::Acquire)
+    }
+
+    /// A purge went by that started no new epoch: no shared read at all
+    /// (this replica's epoch may lag the one the purge meant to end) until
+    /// a purge that did start one is heard ([`Fleet::resume_shared_reads`]).
+    fn suspend_shared_reads(&self) {
+        self.l2_barrier.store(u64::MAX, Ordering::Release);
+    }
+
+    /// A purge started `epoch`: shared reads resume from it (a barrier
+    /// already below it stays as it is).
+    fn resume_shared_reads(&self, epoch: u64) {
+        self.l2_barrier.fetch_min(epoch, Ordering::AcqRel);
     }
 
     /// The cache key of `token`: HMAC-SHA-256 with a key derived from the
@@ -232,12 +260,48 @@ impl Fleet {
     /// replica whose epoch lags cannot step back; see [`shared_cache`]):
     /// nothing stored before it, nor written late by a load that began
     /// before it, is read again, and no sealed value can be replayed into
-    /// the new epoch. `Ok(n)`: how many subscribers Redis delivered it to.
-    /// Published even when the epoch step failed (the replicas still drop
-    /// their own entries), but then reported as an error.
-    pub async fn publish(&self, target: &PurgeTarget) -> Result<u64, FleetError> {
+    /// the new epoch.
+    ///
+    /// When the epoch cannot be started, the purge still goes out, with
+    /// epoch 0: every replica that hears it (this one at once) drops its
+    /// own entries and stops reading the shared cache until an epoch after
+    /// its current one starts; a purge by token also deletes that token's
+    /// shared entry. The step is then retried in the background for up to
+    /// [`EPOCH_RETRY`] tries, and once it succeeds the same purge goes out
+    /// again with the new epoch: that ends the suspension, and leaves
+    /// nothing of the old epoch for a replica that starts or resubscribes
+    /// later. The caller is told ([`Published::epoch_started`]).
+    pub async fn publish(self: &Arc<Self>, target: &PurgeTarget) -> Result<Published, FleetError> {
         let local = self.epoch();
-        let stepped: Result<u64, FleetError> = self
+        let epoch = match self.step_epoch(local).await {
+            Ok(e) => {
+                self.resume_shared_reads(e);
+                e
+            }
+            // Without a shared cache the epoch guards nothing.
+            Err(_) if !self.shared_cache => local,
+            Err(e) => {
+                tracing::warn!(error = %e, "purge: no new shared-cache epoch; shared reads suspended, retrying the step in the background");
+                self.suspend_shared_reads();
+                if let PurgeTarget::Key(key) = target {
+                    let _ = self.delete_shared(key, local).await;
+                }
+                // Also when the message below cannot be sent: once Redis is
+                // back, the retry delivers this purge to the fleet after all.
+                self.clone().finish_epoch_step(target.clone());
+                0
+            }
+        };
+        let receivers = self.send(target, epoch).await?;
+        Ok(Published {
+            receivers,
+            epoch_started: !(self.shared_cache && epoch == 0),
+        })
+    }
+
+    /// `BUMP_EPOCH`: the new epoch, adopted here.
+    async fn step_epoch(&self, local: u64) -> Result<u64, FleetError> {
+        let e: u64 = self
             .run(
                 "eval",
                 redis::cmd("EVAL")
@@ -246,14 +310,13 @@ impl Fleet {
                     .arg(self.epoch_key())
                     .arg(local),
             )
-            .await;
-        let epoch = match &stepped {
-            Ok(e) => {
-                self.epoch.fetch_max(*e, Ordering::AcqRel);
-                *e
-            }
-            Err(_) => local,
-        };
+            .await?;
+        self.epoch.fetch_max(e, Ordering::AcqRel);
+        Ok(e)
+    }
+
+    /// Publish one sealed purge message; how many subscribers got it.
+    async fn send(&self, target: &PurgeTarget, epoch: u64) -> Result<u64, FleetError> {
         let message = Message {
             target: target.clone(),
             epoch,
@@ -263,7 +326,32 @@ impl Fleet {
             .run("publish", redis::cmd("PUBLISH").arg(self.channel()).arg(message))
             .await?;
         self.metrics.fleet.purges_published.inc();
-        stepped.map(|_| receivers)
+        Ok(receivers)
+    }
+
+    /// Keep trying to start the epoch a purge could not; then send the
+    /// purge again with it. Bounded: an epoch key set out of range by
+    /// someone with Redis access keeps failing, and the shared cache then
+    /// stays suspended (safe) until a purge succeeds.
+    fn finish_epoch_step(self: Arc<Self>, target: PurgeTarget) {
+        tokio::spawn(async move {
+            for _ in 0..EPOCH_RETRY {
+                tokio::time::sleep(EPOCH_RETRY_EVERY).await;
+                let Ok(epoch) = self.step_epoch(self.epoch()).await else {
+                    continue;
+                };
+                // Here at once, should our own subscription be down.
+                self.resume_shared_reads(epoch);
+                match self.send(&target, epoch).await {
+                    Ok(_) => tracing::info!(epoch, "purge: the new shared-cache epoch started; shared reads resume"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, epoch, "purge: epoch started but not announced; shared reads resume at the next purge or resubscription")
+                    }
+                }
+                return;
+            }
+            tracing::error!("purge: no new shared-cache epoch could be started; the shared cache stays unused until a purge succeeds");
+        });
     }
 
     /// After (re)subscribing: the fleet's epoch, never behind ours (Redis
@@ -289,16 +377,36 @@ impl Fleet {
         match Message::open(&self.keys.message, payload) {
             Ok(m) => {
                 self.epoch.fetch_max(m.epoch, Ordering::AcqRel);
+                if m.epoch == 0 {
+                    self.suspend_shared_reads();
+                } else {
+                    self.resume_shared_reads(m.epoch);
+                }
                 tracing::debug!(target = %m.target.describe(), "purge from the fleet");
                 self.apply_locally(&m.target);
             }
             Err(why) => {
                 // A purge we cannot read, or one not sealed by the fleet:
                 // drop everything rather than keep a token someone meant
-                // to revoke, and adopt nothing from it.
+                // to revoke, and adopt nothing from it. At most once per
+                // UNREADABLE_WINDOW: a flood of junk on the channel (anyone
+                // who may PUBLISH there) must not become a log flood and a
+                // full cache scan per message on every replica.
                 self.metrics.fleet.purges_unreadable.inc();
-                tracing::warn!(error = %crate::telemetry::EscapedText(&why), "unreadable purge message; emptying the cache");
-                self.apply_locally(&PurgeTarget::All);
+                let now = std::time::Instant::now();
+                let admitted = self
+                    .unreadable
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .admit(now);
+                if let Some(suppressed) = admitted {
+                    tracing::warn!(
+                        error = %crate::telemetry::EscapedText(&why),
+                        more_since_last = suppressed,
+                        "unreadable purge message; emptying the cache"
+                    );
+                    self.apply_locally(&PurgeTarget::All);
+                }
             }
         }
     }
@@ -316,9 +424,74 @@ impl Fleet {
     }
 }
 
+/// What a purge's publication achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Subscribers Redis delivered it to.
+    pub receivers: u64,
+    /// False when the shared cache is on and no new epoch could be started
+    /// for it (see [`Fleet::publish`]).
+    pub epoch_started: bool,
+}
+
+/// Tries, [`EPOCH_RETRY_EVERY`] apart, to start an epoch a purge could not.
+const EPOCH_RETRY: u32 = 60;
+const EPOCH_RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often a replica acts on unreadable purge messages (flush, log).
+const UNREADABLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Lets an event through at most once per `window`, counting the rest.
+#[derive(Debug)]
+struct Throttle {
+    window: std::time::Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    fn new(window: std::time::Duration) -> Throttle {
+        Throttle {
+            window,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)`: act now; `n` events were held back since the last time.
+    fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < self.window)
+        {
+            self.suppressed = self.suppressed.saturating_add(1);
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Junk on the purge channel is acted on (cache emptied, one WARN) at
+    /// most once a second; the rest is counted and reported with the next.
+    #[test]
+    fn unreadable_purges_are_throttled() {
+        let t0 = std::time::Instant::now();
+        let ms = std::time::Duration::from_millis;
+        let mut t = Throttle::new(ms(1_000));
+        assert_eq!(t.admit(t0), Some(0), "the first acts at once");
+        let acted = (1..10_000u64).filter(|i| t.admit(t0 + ms(i / 20)).is_some()).count();
+        assert_eq!(acted, 0, "9,999 more within the window: none acts");
+        assert_eq!(t.admit(t0 + ms(1_000)), Some(9_999), "the next window reports them");
+        assert_eq!(t.admit(t0 + ms(1_001)), None);
+        assert_eq!(t.admit(t0 + ms(5_000)), Some(1));
+        // A clock that goes back never panics and never acts early.
+        assert_eq!(t.admit(t0), None);
+    }
 
     #[tokio::test]
     async fn keys_are_keyed_and_the_fleet_starts_untrusted() {

@@ -129,42 +129,81 @@ fn open(mac: &hmac::Key, key: &str, policy: &str, value: &str, now_ms: u64) -> R
     Ok((identity, Duration::from_millis(until - now_ms)))
 }
 
+/// What a read of the shared cache found.
+#[derive(Debug)]
+pub enum SharedRead {
+    /// A usable identity, and how long it stays usable.
+    Hit(Arc<Identity>, Duration),
+    /// Nothing usable there (absent, expired, refused).
+    Miss,
+    /// Not read: Redis failed, the shared cache is suspended, or this
+    /// replica does not trust its cache right now. Whatever is stored
+    /// stays unknown, so a later read may still find it.
+    Unread,
+}
+
 impl Fleet {
     fn l2_key(&self, epoch: u64, key: &CacheKey) -> String {
         format!("{}:l2:{epoch}:{}", self.prefix, hex::encode(key))
     }
 
-    /// A usable shared identity for `key` at `epoch` verified under
-    /// `policy`, and how long it stays usable.
-    pub async fn shared_get(&self, key: &CacheKey, epoch: u64, policy: &str) -> Option<(Arc<Identity>, Duration)> {
+    /// The shared identity for `key` at `epoch` verified under `policy`.
+    pub async fn shared_get(&self, key: &CacheKey, epoch: u64, policy: &str) -> SharedRead {
         if !self.shared_cache {
-            return None;
+            return SharedRead::Miss;
+        }
+        if !self.shared_readable(epoch) {
+            // A purge could not start a new epoch: what is stored in this
+            // one may be what it meant to revoke.
+            self.metrics.fleet.shared("suspended");
+            return SharedRead::Unread;
         }
         let name = self.l2_key(epoch, key);
         let value: Option<String> = match self.run("get", redis::cmd("GET").arg(&name)).await {
             Ok(v) => v,
             Err(_) => {
                 self.metrics.fleet.shared("error");
-                return None;
+                return SharedRead::Unread;
             }
         };
         let Some(value) = value else {
             self.metrics.fleet.shared("miss");
-            return None;
+            return SharedRead::Miss;
         };
         match open(&self.keys.value, &name, policy, &value, now_ms()) {
             Ok((identity, left)) => {
                 self.metrics.fleet.shared("hit");
-                Some((Arc::new(identity), left))
+                SharedRead::Hit(Arc::new(identity), left)
             }
             Err(why) => {
                 if let Unusable::Invalid(what) = why {
                     tracing::warn!(key = %hex::encode(&key[..4]), epoch, why = what, "shared cache: refused a value");
                 }
                 self.metrics.fleet.shared(why.label());
-                None
+                SharedRead::Miss
             }
         }
+    }
+
+    /// Remove the shared identity for `key` at `epoch`: the issuer refused
+    /// the token after a read that could not tell whether one is stored
+    /// (so a later read cannot say yes where the issuer just said no). In
+    /// the background, like a store.
+    pub fn shared_forget(self: &Arc<Self>, key: CacheKey, epoch: u64) {
+        if !self.shared_cache {
+            return;
+        }
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            if fleet.delete_shared(&key, epoch).await.is_ok() {
+                fleet.metrics.fleet.shared("forgotten");
+            }
+        });
+    }
+
+    /// `DEL` the shared entry for `key` at `epoch`.
+    pub(super) async fn delete_shared(&self, key: &CacheKey, epoch: u64) -> Result<u64, super::FleetError> {
+        self.run("del", redis::cmd("DEL").arg(self.l2_key(epoch, key))).await
     }
 
     /// Share a freshly verified identity at `epoch` (the one its load
