@@ -208,18 +208,28 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     }
     let ready = readiness.clone();
     let task = tokio::spawn(async move {
-        let grpc_task = tokio::spawn(grpc_server);
-        let forward_task = forward_server.map(tokio::spawn);
-        let admin_task = admin_server.map(tokio::spawn);
-        let http_task = tokio::spawn(http_server);
+        // Each listener's task says when it ends, however it ends (a panic
+        // too: the notice is dropped with the task).
+        let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+        let notice = |name| EndNotice(name, ended_tx.clone());
+        let grpc_task = tokio::spawn(until_end(notice("grpc"), grpc_server));
+        let forward_task = forward_server.map(|f| tokio::spawn(until_end(notice("forward_auth"), f)));
+        let admin_task = admin_server.map(|a| tokio::spawn(until_end(notice("admin"), a)));
+        let http_task = tokio::spawn(until_end(notice("http"), http_server));
+        drop(ended_tx);
         ready.set(true);
         let workers = tokio::runtime::Handle::current().metrics().num_workers();
         tracing::info!(%grpc_addr, %http_addr, admin_addr = ?admin_addr, forward_auth_addr = ?forward_auth_addr, workers, "hydra-authz listening");
         // gRPC health follows the same verdict as /readyz.
         let watchdog = tokio::spawn(http::watch_health(ready.clone(), engine, health.clone(), warm));
 
-        let mut stopped = stopped;
-        let _ = stopped.wait_for(|s| *s).await;
+        let died = serving_until(stopped, &mut ended).await;
+        if let Some(listener) = died {
+            // A door that closed by itself would leave the process looking
+            // alive to every probe while Envoy's checks fail: stop all of
+            // it, and exit with an error so the orchestrator restarts us.
+            tracing::error!(listener, "a listener stopped while serving: shutting down");
+        }
         watchdog.abort();
         // Readiness first: probes and Envoy's health checks see us going
         // while we still serve, so they stop sending before we stop accepting.
@@ -265,7 +275,10 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             }
             Err(_) => tracing::warn!("drain timeout reached; abandoning remaining connections"),
         }
-        Ok(())
+        match died {
+            Some(listener) => Err(anyhow::anyhow!("the {listener} listener stopped while serving")),
+            None => Ok(()),
+        }
     });
     Ok(RunningServer {
         grpc_addr,
@@ -277,6 +290,35 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         stop,
         task,
     })
+}
+
+/// Sent (the listener's name) when dropped: with its task's future, so
+/// whether that ends, fails or panics.
+struct EndNotice(&'static str, tokio::sync::mpsc::UnboundedSender<&'static str>);
+
+impl Drop for EndNotice {
+    fn drop(&mut self) {
+        let _ = self.1.send(self.0);
+    }
+}
+
+async fn until_end<T>(notice: EndNotice, serve: impl Future<Output = T>) -> T {
+    let _notice = notice;
+    serve.await
+}
+
+/// Until shutdown is asked for (`None`), or until a listener ends first
+/// (its name): before shutdown none of them may.
+async fn serving_until(
+    mut stopped: watch::Receiver<bool>,
+    ended: &mut tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+) -> Option<&'static str> {
+    tokio::select! {
+        biased;
+        _ = stopped.wait_for(|s| *s) => None,
+        // `None` only once every notice is gone, which is an end too.
+        name = ended.recv() => Some(name.unwrap_or("every")),
+    }
 }
 
 /// At start and on every reload that applies a config.
@@ -382,5 +424,32 @@ pub fn termination_signal() -> std::io::Result<impl Future<Output = ()> + Send> 
         Ok(async {
             let _ = tokio::signal::ctrl_c().await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{serving_until, until_end, EndNotice};
+    use tokio::sync::{mpsc, watch};
+
+    #[tokio::test]
+    async fn a_listener_that_ends_or_panics_before_shutdown_is_noticed() {
+        let (_keep, stopped) = watch::channel(false);
+        let (tx, mut ended) = mpsc::unbounded_channel();
+        tokio::spawn(until_end(EndNotice("grpc", tx.clone()), async {}));
+        assert_eq!(serving_until(stopped.clone(), &mut ended).await, Some("grpc"));
+        tokio::spawn(until_end(EndNotice("http", tx.clone()), async {
+            panic!("a listener panics")
+        }));
+        assert_eq!(serving_until(stopped.clone(), &mut ended).await, Some("http"));
+
+        // Still serving when shutdown is asked for: no listener died.
+        let (stop, stopped) = watch::channel(false);
+        let serving = tokio::spawn(until_end(EndNotice("admin", tx), std::future::pending::<()>()));
+        let _ = stop.send(true);
+        assert_eq!(serving_until(stopped, &mut ended).await, None);
+        // Ending it (as shutdown does) is seen too, were anyone to ask.
+        serving.abort();
+        assert_eq!(ended.recv().await, Some("admin"));
     }
 }
