@@ -619,7 +619,7 @@ def test_admin_off_by_default(default_render: Rendered):
     assert [s["metadata"]["name"] for s in default_render.docs if s["kind"] == "Service"] == [RELEASE]
     assert "Admin API" not in default_render.notes
     # admin.* other than enabled changes nothing while the API is off.
-    r = render({"networkPolicy": {"enabled": True}, "admin": {"token": "t", "allowedFrom": [{"podSelector": {}}]}})
+    r = render({"networkPolicy": {"enabled": True}, "admin": {"token": "t" * 16, "allowedFrom": [{"podSelector": {}}]}})
     assert admin_rules(r) == []
     assert r.maybe("Secret") is None
     assert not [k for k in parse_toml(r)["server"] if k.startswith("admin_")]
@@ -702,7 +702,7 @@ def test_admin_service_is_cluster_internal_whatever_service_type():
     "values, message",
     [
         ({"admin": {"enabled": True}}, "admin.enabled needs credentials"),
-        ({"admin": {"enabled": True, "token": "t", "existingSecret": "s"}}, "admin.existingSecret or admin.token, not both"),
+        ({"admin": {"enabled": True, "token": "t" * 16, "existingSecret": "s"}}, "admin.existingSecret or admin.token, not both"),
         ({"admin": {"enabled": True, "clientCaSecret": "ca"}}, "admin.clientCaSecret (mTLS) needs serverTls.existingSecret"),
         ({"admin": {"service": {"enabled": True}}}, "admin.service.enabled needs admin.enabled"),
         ({"config": {"server": {"limits": {"idle_timeout_ms": 40000}}}}, "idle_timeout_ms must exceed"),
@@ -1141,6 +1141,7 @@ def test_values_schema_rejects_unknown_and_bad_values():
             {"admin": {"existingSecret": "Not_A_Name"}},
             {"admin": {"clientCaKey": "../ca.crt"}},
             {"admin": {"token": "has a space"}},
+            {"admin": {"token": "short-password"}},  # hydra-authz wants at least 16 bytes
             {"admin": {"allowedFrom": {"podSelector": {}}}},
             {"admin": {"service": {"port": 0}}},
             {"admin": {"service": {"type": "LoadBalancer"}}},  # always ClusterIP

@@ -35,11 +35,24 @@ impl AdminAuth {
                     .context("server.admin_token: cannot read the admin token")?,
             ),
         };
+        if let Some(t) = &token {
+            anyhow::ensure!(
+                t.len() >= MIN_ADMIN_TOKEN_BYTES,
+                "server.admin_token: {} bytes, at least {MIN_ADMIN_TOKEN_BYTES} are needed (e.g. `openssl rand -hex 32`): \
+                 the token is all that stands between the network and every token's identity and the cache",
+                t.len()
+            );
+        }
         Ok(AdminAuth {
             token_digest: token.map(|t| digest(&t)),
         })
     }
 }
+
+/// The shortest admin token we serve with. The admin port answers every
+/// guess, so the token must be too long to guess online; a password-like
+/// word is refused at start instead of protecting the cache.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 
 fn digest(v: &str) -> [u8; 32] {
     crate::sha256::of(v.as_bytes())
@@ -169,5 +182,32 @@ impl From<Explanation> for ExplainResponse {
             response_headers: e.response_headers.into_iter().collect(),
             response_body: e.response_body,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AdminAuth, MIN_ADMIN_TOKEN_BYTES};
+    use crate::config::ServerConfig;
+
+    fn with_token(token: &str) -> anyhow::Result<AdminAuth> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, format!("{token}\n")).expect("write");
+        AdminAuth::from_config(&ServerConfig {
+            admin_token_file: Some(path),
+            ..ServerConfig::default()
+        })
+    }
+
+    #[test]
+    fn a_guessable_admin_token_is_refused_at_start() {
+        let short = "a".repeat(MIN_ADMIN_TOKEN_BYTES - 1);
+        let err = with_token(&short).err().expect("refused").to_string();
+        assert!(err.contains("at least 16"), "{err}");
+        // Surrounding whitespace (a file's newline) does not count toward it.
+        assert!(with_token(&format!("  {short}  ")).is_err());
+        let ok = with_token(&"a".repeat(MIN_ADMIN_TOKEN_BYTES)).expect("long enough");
+        assert!(ok.token_digest.is_some());
     }
 }
