@@ -446,6 +446,15 @@ impl Config {
                 "retry_budget_ms, breaker_failures and max_concurrent must be greater than 0",
             ));
         }
+        if i.jwt.refresh_min_interval_ms < MIN_JWKS_REFRESH_INTERVAL_MS {
+            return Err(invalid(
+                "introspection.jwt.refresh_min_interval_ms",
+                format!(
+                    "at least {MIN_JWKS_REFRESH_INTERVAL_MS} (ms): any caller can send tokens with unknown key ids, \
+                     and each may cost a JWKS fetch from the issuer once this interval has passed"
+                ),
+            ));
+        }
         if i.jwt.max_stale_key_age_ms < i.jwt.max_key_age_ms.max(1) {
             return Err(invalid(
                 "introspection.jwt.max_stale_key_age_ms",
@@ -631,6 +640,11 @@ impl Config {
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
+
+/// The shortest `introspection.jwt.refresh_min_interval_ms`: at most ten
+/// JWKS fetches a second per replica, whatever callers send (at 0, every
+/// token with a made-up `kid` would be one fetch from the issuer).
+pub const MIN_JWKS_REFRESH_INTERVAL_MS: u64 = 100;
 
 /// The most clock skew `introspection.leeway_s` may allow: five minutes,
 /// as Kerberos and most JWT libraries' guidance; beyond it a typo (a day

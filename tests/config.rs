@@ -107,6 +107,10 @@ fn bad_values_are_errors_naming_the_key() {
             "[introspection.jwt]\nmax_key_age_ms = 600000\nmax_stale_key_age_ms = 1000\n",
             "introspection.jwt.max_stale_key_age_ms",
         ),
+        (
+            "[introspection.jwt]\nrefresh_min_interval_ms = 0\n",
+            "introspection.jwt.refresh_min_interval_ms",
+        ),
         ("[introspection.auth]\nkind = \"bearer\"\n", "introspection.auth"),
         (
             "[introspection.auth]\nkind = \"client_secret_basic\"\nclient_secret_env = \"X\"\n",

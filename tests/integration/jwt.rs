@@ -127,7 +127,7 @@ async fn verified_jwts_are_remembered_not_reverified() {
     let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
     let check = authz(&addrs.introspection_url(), &addrs.jwks_url(), VerifyMode::Jwt, |c| {
         c.introspection.jwt.max_key_age_ms = 0;
-        c.introspection.jwt.refresh_min_interval_ms = 0;
+        c.introspection.jwt.refresh_min_interval_ms = 100;
     })
     .await;
     // The start-up prefetch fetches once; count from there.
@@ -139,12 +139,16 @@ async fn verified_jwts_are_remembered_not_reverified() {
     }
     let base = issuer.jwks_fetches();
     assert_eq!(base, 1, "the prefetch");
+    // Past the refresh interval, so each verification may re-fetch.
+    let interval = std::time::Duration::from_millis(150);
+    tokio::time::sleep(interval).await;
     let token = issuer.mint("reader", &["read_date"]).expect("mint");
     for _ in 0..3 {
         assert_eq!(get(&check, "/date", &token).await.http_status, 200);
     }
     assert_eq!(issuer.jwks_fetches() - base, 1, "one verification, then the memo");
     // The memo is per token: a new token is verified (and re-fetches the stale keys).
+    tokio::time::sleep(interval).await;
     let other = issuer.mint("reader", &["read_date"]).expect("mint");
     assert_eq!(get(&check, "/date", &other).await.http_status, 200);
     assert_eq!(issuer.jwks_fetches() - base, 2);
