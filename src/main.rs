@@ -161,12 +161,22 @@ async fn serve(path: PathBuf, config: Config) -> (anyhow::Result<()>, Option<hyd
 }
 
 async fn serve_until_signal(path: PathBuf, config: &Config) -> anyhow::Result<()> {
-    // Before the listeners: once /readyz says 200, SIGTERM must drain, not kill.
+    // Before the listeners: once /readyz says 200, SIGTERM must drain, not
+    // kill, and SIGHUP must reload, not kill.
     let signal = hydra_authz::server::termination_signal()?;
-    let server = hydra_authz::server::start(config).await?;
-    server.watch_config(path)?;
-    signal.await;
-    server.shutdown().await
+    let hangups = hydra_authz::server::reload::Hangups::catch()?;
+    let mut server = hydra_authz::server::start(config).await?;
+    server.watch_config(path, hangups)?;
+    // The server ends by itself only on error (a listener gone): exit with
+    // it, so the orchestrator restarts us, rather than wait for a signal.
+    let ended = tokio::select! {
+        _ = signal => None,
+        ended = server.wait() => Some(ended),
+    };
+    match ended {
+        None => server.shutdown().await,
+        Some(ended) => ended.and_then(|()| Err(anyhow::anyhow!("the server stopped without being asked to"))),
+    }
 }
 
 async fn demo(envoy: Option<PathBuf>, hydra: Option<PathBuf>) -> anyhow::Result<()> {

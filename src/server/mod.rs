@@ -50,9 +50,10 @@ impl RunningServer {
         self.task.await.context("server task panicked")?
     }
 
-    /// Reload `path` on SIGHUP and when it changes on disk, until shutdown.
-    pub fn watch_config(&self, path: std::path::PathBuf) -> anyhow::Result<()> {
-        reload::watch(self.live.clone(), path, self.stop.subscribe())
+    /// Reload `path` on SIGHUP (caught since `hangups` was made) and when
+    /// it changes on disk, until shutdown.
+    pub fn watch_config(&self, path: std::path::PathBuf, hangups: reload::Hangups) -> anyhow::Result<()> {
+        reload::watch(self.live.clone(), path, hangups, self.stop.subscribe())
     }
 
     /// Wait until the server stops by itself (it only does on error).

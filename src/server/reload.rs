@@ -48,7 +48,39 @@ impl LiveEngine {
     /// Swap in an already validated config. Keeps the authenticator (its
     /// connection pool and cache) when `[introspection]` did not change.
     pub fn apply(&self, new: Config) -> anyhow::Result<()> {
-        let mut config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = self.prepare(new)?;
+        self.commit(next);
+        Ok(())
+    }
+
+    /// [`LiveEngine::apply`], but a new authenticator is swapped in only
+    /// once it is as warm as one at start (its first key set fetched, or
+    /// every try of it made, at most [`WARM_WAIT`]): a reload that changes
+    /// `[introspection]` must not make every replica unready at once, nor
+    /// make its first checks pay for the fetch.
+    pub async fn apply_warm(&self, new: Config) -> anyhow::Result<()> {
+        let next = self.prepare(new)?;
+        if next.fresh_stack {
+            let verifier = crate::authorizer::verifier_of(&next.engine);
+            let warm = async {
+                while !verifier.prefetched() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            if tokio::time::timeout(WARM_WAIT, warm).await.is_err() {
+                tracing::warn!(
+                    waited_ms = WARM_WAIT.as_millis() as u64,
+                    "config reload: the new verifier is not warm yet (key set still being fetched); applying it anyway"
+                );
+            }
+        }
+        self.commit(next);
+        Ok(())
+    }
+
+    /// The engine and config `new` would run as; nothing swapped yet.
+    fn prepare(&self, new: Config) -> anyhow::Result<Next> {
+        let config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
         super::warn_about_cleartext_issuers(&new);
         let pending = restart_only_changes(&config, &new);
         if !pending.is_empty() {
@@ -72,17 +104,27 @@ impl LiveEngine {
             cluster: config.cluster.clone(),
             ..new
         };
-        let engine = if new.introspection == config.introspection {
+        let fresh_stack = new.introspection != config.introspection;
+        let engine = if fresh_stack {
+            crate::authorizer::build(&new, self.metrics.clone(), self.fleet.clone())?
+        } else {
             Arc::new(Authorizer::with_shared(
                 &new,
                 self.current.load().engine().shared_authenticator(),
             )?)
-        } else {
-            crate::authorizer::build(&new, self.metrics.clone(), self.fleet.clone())?
         };
-        self.current.store(engine);
-        *config = new;
-        Ok(())
+        Ok(Next {
+            config: new,
+            engine,
+            fresh_stack,
+        })
+    }
+
+    /// Swap `next` in: checks from now on use it; those in flight keep theirs.
+    fn commit(&self, next: Next) {
+        let mut config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+        self.current.store(next.engine);
+        *config = next.config;
     }
 
     /// Load, validate and apply `path`; on any error the running config stays.
@@ -93,19 +135,18 @@ impl LiveEngine {
         }
     }
 
-    /// Validate and apply what was read from `path`. An empty file is
-    /// refused: it parses (every key has a default) as no rules at all, and
-    /// is what a reader sees while a file is being rewritten in place.
+    /// Validate and apply what was read from `path`.
     pub fn reload_bytes(&self, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-        let result = match std::str::from_utf8(bytes) {
-            Err(e) => Err(anyhow::anyhow!("{} is not UTF-8: {e}", path.display())),
-            Ok(text) if text.trim().is_empty() => Err(anyhow::anyhow!(
-                "{} is empty; a reload never falls back to the defaults",
-                path.display()
-            )),
-            Ok(text) => Config::from_toml_str(text)
-                .map_err(anyhow::Error::from)
-                .and_then(|c| self.apply(c)),
+        let result = parse(path, bytes).and_then(|c| self.apply(c));
+        self.count_and_log(path, result)
+    }
+
+    /// [`LiveEngine::reload_bytes`] with a new authenticator warmed first
+    /// ([`LiveEngine::apply_warm`]): what the file watcher and SIGHUP do.
+    pub async fn reload_bytes_warm(&self, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+        let result = match parse(path, bytes) {
+            Ok(c) => self.apply_warm(c).await,
+            Err(e) => Err(e),
         };
         self.count_and_log(path, result)
     }
@@ -126,6 +167,31 @@ impl LiveEngine {
     }
 }
 
+/// A validated config and the engine built for it, not yet running.
+struct Next {
+    config: Config,
+    engine: Arc<Authorizer<ServerAuthn>>,
+    /// A new authenticator (`[introspection]` changed), not the running one's.
+    fresh_stack: bool,
+}
+
+/// The longest a reload waits for a new authenticator to warm up.
+pub const WARM_WAIT: Duration = Duration::from_secs(10);
+
+/// The config in `bytes`, read from `path`. An empty file is refused: it
+/// parses (every key has a default) as no rules at all, and is what a
+/// reader sees while a file is being rewritten in place.
+fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Config> {
+    match std::str::from_utf8(bytes) {
+        Err(e) => Err(anyhow::anyhow!("{} is not UTF-8: {e}", path.display())),
+        Ok(text) if text.trim().is_empty() => Err(anyhow::anyhow!(
+            "{} is empty; a reload never falls back to the defaults",
+            path.display()
+        )),
+        Ok(text) => Ok(Config::from_toml_str(text)?),
+    }
+}
+
 /// The sections of `new` that differ from the running config's and are
 /// read only at start.
 pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
@@ -141,8 +207,30 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str>
     .collect()
 }
 
+/// SIGHUP, caught from the moment this is made. Made before the listeners
+/// open: a SIGHUP sent as soon as the process looks ready then reloads it,
+/// where the signal's default action would have ended it.
+pub struct Hangups {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Hangups {
+    pub fn catch() -> std::io::Result<Hangups> {
+        Ok(Hangups {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
+        })
+    }
+}
+
 /// Reload `path` on SIGHUP and whenever its directory changes, until `stop`.
-pub fn watch(live: Arc<LiveEngine>, path: PathBuf, mut stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+pub fn watch(
+    live: Arc<LiveEngine>,
+    path: PathBuf,
+    hangups: Hangups,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     use notify::Watcher;
     // `true`: an explicit SIGHUP, which reloads even an unchanged file.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
@@ -160,7 +248,7 @@ pub fn watch(live: Arc<LiveEngine>, path: PathBuf, mut stop: tokio::sync::watch:
     watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
     #[cfg(unix)]
     {
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut hup = hangups.signal;
         let tx = tx.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
@@ -198,7 +286,7 @@ pub fn watch(live: Arc<LiveEngine>, path: PathBuf, mut stop: tokio::sync::watch:
             if !forced && last.as_ref() == Some(&now) {
                 continue; // an unrelated file in the directory changed
             }
-            let _ = live.reload_bytes(&path, &now);
+            let _ = live.reload_bytes_warm(&path, &now).await;
             last = Some(now);
         }
     });

@@ -453,3 +453,39 @@ async fn an_endless_jwks_is_cut_while_it_is_read() {
         "the key set was read on: {streamed} bytes streamed"
     );
 }
+
+/// A reload that changes `[introspection]` (here: a new key set) swaps the
+/// new verifier in only once its key set has been fetched, as at start:
+/// right after the reload, readiness holds and a token signed with the new
+/// key is allowed without a fetch of its own.
+#[tokio::test]
+async fn a_reload_to_a_new_key_set_is_warm_before_it_serves() {
+    use std::sync::atomic::Ordering;
+    let (_old_issuer, old) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    let (new_issuer, new) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    let jwks = switchable_jwks(new.jwks_url()).await;
+    let mut c = config_for(&old.introspection_url());
+    c.introspection.mode = VerifyMode::Jwt;
+    c.introspection.jwt.jwks_url = old.jwks_url();
+    let server = start_authz(&c).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    let token = new_issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(
+        get(&check, "/date", &token).await.http_status,
+        401,
+        "not the running key set's"
+    );
+
+    let mut next = c.clone();
+    next.introspection.jwt.jwks_url = jwks.url.clone();
+    server.live.apply_warm(next).await.expect("reload");
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1, "fetched before the swap");
+    let readyz = reqwest::get(format!("http://{}/readyz", server.http_addr))
+        .await
+        .expect("readyz");
+    assert_eq!(readyz.status(), 200, "never unready across the reload");
+    let a = get(&check, "/date", &token).await;
+    assert_eq!(a.http_status, 200, "{}", a.body);
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1, "no fetch of its own");
+    server.shutdown().await.expect("shutdown");
+}
