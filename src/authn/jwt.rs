@@ -226,7 +226,11 @@ impl JwtVerifier {
             client: super::http_client::HydraClient::new(cfg)?,
             jwks_url: reqwest::Url::parse(&jwt.jwks_url)?,
             algorithms: jwt.algorithms.iter().copied().map(algorithm).collect(),
-            refresh_every: Duration::from_millis(jwt.refresh_min_interval_ms),
+            // Validation refuses less; a config built in code is held to it too.
+            refresh_every: Duration::from_millis(
+                jwt.refresh_min_interval_ms
+                    .max(crate::config::MIN_JWKS_REFRESH_INTERVAL_MS),
+            ),
             max_key_age: Duration::from_millis(jwt.max_key_age_ms),
             max_stale_key_age: Duration::from_millis(jwt.max_stale_key_age_ms),
             jwks: Arc::new(Jwks::default()),
@@ -320,6 +324,11 @@ impl JwtVerifier {
     /// Whether [`JwtVerifier::prefetch`] has finished.
     pub fn prefetched(&self) -> bool {
         self.prefetched.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether a key set has ever been fetched.
+    pub fn has_keys(&self) -> bool {
+        self.key_age().is_some()
     }
 
     pub async fn verify(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {

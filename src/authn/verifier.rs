@@ -48,6 +48,15 @@ impl Verifier {
             Verifier::Jwt(jwt) | Verifier::Auto { jwt, .. } => jwt.prefetched(),
         }
     }
+
+    /// Whether it can verify anything locally yet: a key set fetched in
+    /// jwt and auto mode (introspection needs none).
+    pub fn has_keys(&self) -> bool {
+        match self {
+            Verifier::Introspect(_) => true,
+            Verifier::Jwt(jwt) | Verifier::Auto { jwt, .. } => jwt.has_keys(),
+        }
+    }
 }
 
 impl Authenticator for Verifier {

@@ -20,6 +20,9 @@ pub struct LiveEngine {
     metrics: Arc<Metrics>,
     /// Started once (`[cluster]` is read at start); every rebuilt stack joins it.
     fleet: Option<Arc<Fleet>>,
+    /// Held from prepare to commit, so two reloads cannot interleave (one
+    /// deciding against a config the other is replacing).
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl LiveEngine {
@@ -31,6 +34,7 @@ impl LiveEngine {
             config: Mutex::new(config),
             metrics,
             fleet,
+            reloading: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -47,18 +51,27 @@ impl LiveEngine {
 
     /// Swap in an already validated config. Keeps the authenticator (its
     /// connection pool and cache) when `[introspection]` did not change.
+    /// Refused while another reload is between its prepare and commit.
     pub fn apply(&self, new: Config) -> anyhow::Result<()> {
+        let _one = self
+            .reloading
+            .try_lock()
+            .map_err(|_| anyhow::anyhow!("another reload is in progress"))?;
         let next = self.prepare(new)?;
         self.commit(next);
         Ok(())
     }
 
     /// [`LiveEngine::apply`], but a new authenticator is swapped in only
-    /// once it is as warm as one at start (its first key set fetched, or
-    /// every try of it made, at most [`WARM_WAIT`]): a reload that changes
-    /// `[introspection]` must not make every replica unready at once, nor
-    /// make its first checks pay for the fetch.
+    /// once it is as warm as one at start (its first key set fetch done,
+    /// within [`WARM_WAIT`]): a reload that changes `[introspection]` must
+    /// not make every replica unready at once, nor make its first checks
+    /// pay for the fetch. One that cannot fetch its key set (a wrong
+    /// `jwks_url`, the issuer down) is refused and the running engine
+    /// stays: a reload never swaps a working verifier for one that can
+    /// verify nothing.
     pub async fn apply_warm(&self, new: Config) -> anyhow::Result<()> {
+        let _one = self.reloading.lock().await;
         let next = self.prepare(new)?;
         if next.fresh_stack {
             let verifier = crate::authorizer::verifier_of(&next.engine);
@@ -67,10 +80,12 @@ impl LiveEngine {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             };
-            if tokio::time::timeout(WARM_WAIT, warm).await.is_err() {
-                tracing::warn!(
-                    waited_ms = WARM_WAIT.as_millis() as u64,
-                    "config reload: the new verifier is not warm yet (key set still being fetched); applying it anyway"
+            let timed_out = tokio::time::timeout(WARM_WAIT, warm).await.is_err();
+            if timed_out || !verifier.has_keys() {
+                anyhow::bail!(
+                    "the new [introspection] could not fetch its key set{}: keeping the running configuration \
+                     (the next change or SIGHUP tries again)",
+                    if timed_out { " in time" } else { "" }
                 );
             }
         }
@@ -286,7 +301,12 @@ pub fn watch(
             if !forced && last.as_ref() == Some(&now) {
                 continue; // an unrelated file in the directory changed
             }
-            let _ = live.reload_bytes_warm(&path, &now).await;
+            // A reload waiting for its key set gives way to shutdown;
+            // nothing of it is applied until it commits.
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = live.reload_bytes_warm(&path, &now) => {}
+            }
             last = Some(now);
         }
     });

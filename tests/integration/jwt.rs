@@ -139,11 +139,11 @@ async fn verified_jwts_are_remembered_not_reverified() {
     }
     let base = issuer.jwks_fetches();
     assert_eq!(base, 1, "the prefetch");
-    // Past the refresh interval, so each verification may re-fetch.
     let interval = std::time::Duration::from_millis(150);
-    tokio::time::sleep(interval).await;
     let token = issuer.mint("reader", &["read_date"]).expect("mint");
     for _ in 0..3 {
+        // Each past the refresh interval: without the memo, each would fetch.
+        tokio::time::sleep(interval).await;
         assert_eq!(get(&check, "/date", &token).await.http_status, 200);
     }
     assert_eq!(issuer.jwks_fetches() - base, 1, "one verification, then the memo");
@@ -487,5 +487,39 @@ async fn a_reload_to_a_new_key_set_is_warm_before_it_serves() {
     let a = get(&check, "/date", &token).await;
     assert_eq!(a.http_status, 200, "{}", a.body);
     assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1, "no fetch of its own");
+    server.shutdown().await.expect("shutdown");
+}
+
+/// A reload whose new key set cannot be fetched (here: nothing listens at
+/// its `jwks_url`) is refused: the running verifier stays and keeps
+/// verifying, and the reload counts as failed.
+#[tokio::test]
+async fn a_reload_to_an_unreachable_key_set_keeps_the_running_one() {
+    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    let mut c = config_for(&addrs.introspection_url());
+    c.introspection.mode = VerifyMode::Jwt;
+    c.introspection.jwt.jwks_url = addrs.jwks_url();
+    let server = start_authz(&c).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    let token = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(get(&check, "/date", &token).await.http_status, 200);
+
+    let closed = std::net::TcpListener::bind(lo0()).expect("bind");
+    let nowhere = format!("http://{}/jwks.json", closed.local_addr().expect("addr"));
+    drop(closed);
+    let mut next = c.clone();
+    next.introspection.jwt.jwks_url = nowhere;
+    let err = server.live.apply_warm(next).await.expect_err("refused").to_string();
+    assert!(err.contains("could not fetch its key set"), "{err}");
+    assert_eq!(
+        server.live.running_config().introspection.jwt.jwks_url,
+        addrs.jwks_url()
+    );
+    let other = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(
+        get(&check, "/date", &other).await.http_status,
+        200,
+        "the running key set still verifies"
+    );
     server.shutdown().await.expect("shutdown");
 }
