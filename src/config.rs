@@ -446,7 +446,7 @@ impl Config {
                 "retry_budget_ms, breaker_failures and max_concurrent must be greater than 0",
             ));
         }
-        if i.jwt.refresh_min_interval_ms < MIN_JWKS_REFRESH_INTERVAL_MS {
+        if i.mode != VerifyMode::Introspect && i.jwt.refresh_min_interval_ms < MIN_JWKS_REFRESH_INTERVAL_MS {
             return Err(invalid(
                 "introspection.jwt.refresh_min_interval_ms",
                 format!(

@@ -108,7 +108,7 @@ fn bad_values_are_errors_naming_the_key() {
             "introspection.jwt.max_stale_key_age_ms",
         ),
         (
-            "[introspection.jwt]\nrefresh_min_interval_ms = 0\n",
+            "[introspection]\nmode = \"jwt\"\n[introspection.jwt]\nrefresh_min_interval_ms = 0\n",
             "introspection.jwt.refresh_min_interval_ms",
         ),
         ("[introspection.auth]\nkind = \"bearer\"\n", "introspection.auth"),

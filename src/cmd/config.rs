@@ -69,6 +69,10 @@ pub fn lint(config: &Config, openapi: Option<&Path>, envoy: Option<&Path>) -> an
 pub fn run(path: &Path, config: &Config, args: &ConfigCheckArgs) -> anyhow::Result<()> {
     // Also build the engine: reads the referenced secrets and compiles rules.
     crate::authorizer::build(config, Default::default(), None)?;
+    // And the admin token, which `serve` refuses when it is too short.
+    if config.server.admin_enabled() {
+        crate::server::admin::AdminAuth::from_config(&config.server)?;
+    }
     for w in lint(config, args.openapi.as_deref(), args.envoy.as_deref())? {
         eprintln!("warning: {w}");
     }

@@ -40,14 +40,20 @@ pub struct RunningServer {
     /// The running configuration; reload through it.
     pub live: Arc<reload::LiveEngine>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<anyhow::Result<()>>,
+    /// `None` once [`RunningServer::wait`] has seen it end.
+    task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl RunningServer {
-    /// Graceful stop: not ready, stop accepting, let in-flight checks finish.
+    /// Graceful stop: not ready, stop accepting, let in-flight checks
+    /// finish. After [`RunningServer::wait`] returned, nothing is left to
+    /// stop (and its result was that one).
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
-        self.task.await.context("server task panicked")?
+        match self.task {
+            Some(task) => task.await.context("server task panicked")?,
+            None => Ok(()),
+        }
     }
 
     /// Reload `path` on SIGHUP (caught since `hangups` was made) and when
@@ -58,7 +64,12 @@ impl RunningServer {
 
     /// Wait until the server stops by itself (it only does on error).
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        (&mut self.task).await.context("server task panicked")?
+        let Some(task) = self.task.as_mut() else {
+            return Ok(());
+        };
+        let ended = task.await;
+        self.task = None;
+        ended.context("server task panicked")?
     }
 }
 
@@ -289,7 +300,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         readiness,
         live,
         stop,
-        task,
+        task: Some(task),
     })
 }
 

@@ -456,6 +456,25 @@ async fn config_check_warns_about_shadowed_rules_and_uncovered_routes() {
     assert!(!err.contains("GET /date"), "{err}");
 }
 
+/// `config check` refuses what `serve` would refuse at start: here an
+/// admin token too short to serve with.
+#[tokio::test]
+async fn config_check_refuses_a_guessable_admin_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    let token = dir.path().join("admin-token");
+    let p = path.to_string_lossy().into_owned();
+    for (secret, ok) in [("short-password", false), ("long-enough-admin-token-0123", true)] {
+        std::fs::write(&token, format!("{secret}\n")).expect("write");
+        std::fs::write(&path, format!("[server]\nadmin_token_file = \"{}\"\n", token.display())).expect("write");
+        let out = run(&["config", "check", "--config", &p], &[]).await;
+        assert_eq!(out.status.code() == Some(0), ok, "{secret}: {}", stderr(&out));
+        if !ok {
+            assert!(stderr(&out).contains("at least 16"), "{}", stderr(&out));
+        }
+    }
+}
+
 /// Host-scoped rules cover routes too: the lint has no host to try, so it
 /// must not warn about them.
 #[tokio::test]
