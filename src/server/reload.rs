@@ -97,7 +97,11 @@ impl LiveEngine {
     fn prepare(&self, new: Config) -> anyhow::Result<Next> {
         let config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
         super::warn_about_cleartext_issuers(&new);
-        let pending = restart_only_changes(&config, &new);
+        // What runs from now on: the new file, except the sections that
+        // cannot change without a restart, which stay as they run (so the
+        // next reload still sees the difference, and nothing is recorded as
+        // applied that is not).
+        let (new, pending) = keep_restart_only(&config, new);
         if !pending.is_empty() {
             // [forward_auth] and [cluster] included: their listener and
             // Redis connection are set up at start, so say so rather than
@@ -107,18 +111,6 @@ impl LiveEngine {
                 "config reload: these sections differ from the running ones and take effect only after a restart"
             );
         }
-        // What runs from now on: the new file, except the sections that
-        // cannot change without a restart, which stay as they run (so the
-        // next reload still sees the difference, and nothing is recorded as
-        // applied that is not).
-        let new = Config {
-            server: config.server.clone(),
-            log: config.log.clone(),
-            telemetry: config.telemetry.clone(),
-            forward_auth: config.forward_auth.clone(),
-            cluster: config.cluster.clone(),
-            ..new
-        };
         let fresh_stack = new.introspection != config.introspection;
         let engine = if fresh_stack {
             crate::authorizer::build(&new, self.metrics.clone(), self.fleet.clone())?
@@ -210,16 +202,23 @@ fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<Config> {
 /// The sections of `new` that differ from the running config's and are
 /// read only at start.
 pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
-    [
-        ("[server]", new.server != running.server),
-        ("[log]", new.log != running.log),
-        ("[telemetry]", new.telemetry != running.telemetry),
-        ("[forward_auth]", new.forward_auth != running.forward_auth),
-        ("[cluster]", new.cluster != running.cluster),
-    ]
-    .into_iter()
-    .filter_map(|(name, differs)| differs.then_some(name))
-    .collect()
+    keep_restart_only(running, new.clone()).1
+}
+
+/// `new` with every section read only at start put back as it runs, and
+/// the names of those that differed: the one list of such sections.
+fn keep_restart_only(running: &Config, mut new: Config) -> (Config, Vec<&'static str>) {
+    let mut differ = Vec::new();
+    macro_rules! keep {
+        ($($section:ident),*) => {$(
+            if new.$section != running.$section {
+                differ.push(concat!("[", stringify!($section), "]"));
+                new.$section = running.$section.clone();
+            }
+        )*};
+    }
+    keep!(server, log, telemetry, forward_auth, cluster);
+    (new, differ)
 }
 
 /// SIGHUP, caught from the moment this is made. Made before the listeners
