@@ -361,12 +361,13 @@ const MAX_HEALTH_MESSAGE_BYTES: usize = 4 * 1024;
 /// a check has to decide in (a check that joins another's introspection
 /// may wait for it first), plus three Redis round trips (a shared-cache
 /// lookup; an admin purge's epoch step, delete and publish); as configured
-/// at start. Past it tonic answers CANCELLED and resets the stream: a peer
-/// that sends part of a message and holds it (with the buffer it fills)
-/// cannot keep it past this. A connection past `grpc_max_connection_age_ms`
+/// at start (a reload may lower the budget, not raise it past this). Past
+/// it tonic answers CANCELLED and resets the stream: a peer that sends part
+/// of a message and holds it (with the buffer it fills) cannot keep it past
+/// this. A connection past `grpc_max_connection_age_ms`
 /// is closed this long after its GOAWAY even with streams open (a health
 /// Watch never ends on its own).
-fn grpc_request_timeout(config: &Config) -> Duration {
+pub(super) fn grpc_request_timeout(config: &Config) -> Duration {
     let ms = config
         .server
         .limits

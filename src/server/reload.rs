@@ -23,18 +23,23 @@ pub struct LiveEngine {
     /// Held from prepare to commit, so two reloads cannot interleave (one
     /// deciding against a config the other is replacing).
     reloading: tokio::sync::Mutex<()>,
+    /// The gRPC listener's per-request timeout, fixed at start from the
+    /// retry budget then: a reload may not give checks longer than that.
+    request_timeout: Duration,
 }
 
 impl LiveEngine {
     /// Build the first engine from `config` (in `fleet`, if any).
     pub fn start(config: Config, metrics: Arc<Metrics>, fleet: Option<Arc<Fleet>>) -> anyhow::Result<LiveEngine> {
         let engine = crate::authorizer::build(&config, metrics.clone(), fleet.clone())?;
+        let request_timeout = super::grpc_request_timeout(&config);
         Ok(LiveEngine {
             current: Arc::new(ArcSwap::new(engine)),
             config: Mutex::new(config),
             metrics,
             fleet,
             reloading: tokio::sync::Mutex::new(()),
+            request_timeout,
         })
     }
 
@@ -109,6 +114,19 @@ impl LiveEngine {
             tracing::warn!(
                 sections = %pending.join(", "),
                 "config reload: these sections differ from the running ones and take effect only after a restart"
+            );
+        }
+        // tonic cancels a gRPC request past the timeout the listener was
+        // built with; a larger retry budget would let checks run into it
+        // and end as CANCELLED instead of as a decision.
+        let needs = super::grpc_request_timeout(&new);
+        if needs > self.request_timeout {
+            anyhow::bail!(
+                "introspection.resilience.retry_budget_ms = {} needs a restart: the gRPC listener's request \
+                 timeout ({} ms) was set at start from a smaller budget (a reload may lower the budget, not raise \
+                 it past that); keeping the running configuration",
+                new.introspection.resilience.retry_budget_ms,
+                self.request_timeout.as_millis()
             );
         }
         let fresh_stack = new.introspection != config.introspection;

@@ -248,3 +248,37 @@ async fn restart_only_sections_are_not_recorded_as_applied() {
         "the rules of the same file are in force"
     );
 }
+
+/// The gRPC listener's request timeout is built at start from the retry
+/// budget: a reload that raises the budget past it is refused (checks
+/// would otherwise end as CANCELLED), one that lowers it applies, and the
+/// server keeps answering with what runs.
+#[tokio::test]
+async fn a_reload_may_not_raise_the_retry_budget_past_the_listener_timeout() {
+    let hydra = FakeHydra::start().await;
+    let config = config_for(&hydra.introspection_url());
+    let started = config.introspection.resilience.retry_budget_ms;
+    let server = start_authz(&config).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    let reader = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+
+    let mut longer = config.clone();
+    longer.introspection.resilience.retry_budget_ms = started * 4;
+    let err = server.live.apply(longer).expect_err("refused").to_string();
+    assert!(err.contains("needs a restart"), "{err}");
+    assert_eq!(
+        server.live.running_config().introspection.resilience.retry_budget_ms,
+        started
+    );
+
+    let mut shorter = config.clone();
+    shorter.introspection.resilience.retry_budget_ms = started / 2;
+    server.live.apply(shorter).expect("a lower budget applies");
+    assert_eq!(
+        server.live.running_config().introspection.resilience.retry_budget_ms,
+        started / 2
+    );
+    // Back up to the budget the listener was built for: still allowed.
+    server.live.apply(config.clone()).expect("the start budget applies");
+    assert_eq!(status(&check, &reader).await, 200);
+}
