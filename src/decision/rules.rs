@@ -112,8 +112,10 @@ impl RuleSet {
         for (j, later) in self.rules.iter().enumerate() {
             // The compiled set answers for every earlier rule at once: an earlier
             // rule covers the later one if it matches both samples of its pattern.
-            let deep = self.paths.matches(later.path.replace("**", "__seg__/__seg__"));
-            let one = self.paths.matches(later.path.replace("**", "__seg__"));
+            let deep = self
+                .paths
+                .matches(matched_form(&later.path.replace("**", "__seg__/__seg__")));
+            let one = self.paths.matches(matched_form(&later.path.replace("**", "__seg__")));
             let earlier = deep
                 .iter()
                 .take_while(|i| **i < j)
@@ -146,7 +148,7 @@ impl RuleSet {
         let host = strip_port(host);
         // `matches` returns indices in ascending order, i.e. file order.
         self.paths
-            .matches(path)
+            .matches(matched_form(path))
             .into_iter()
             .map(|i| &self.rules[i])
             .find(|r| r.mismatch_except_path(method, host).is_none())
@@ -161,7 +163,7 @@ impl RuleSet {
     /// "routes without a rule" lint, which has no host to test with.
     pub fn covers_on_some_host(&self, method: &str, path: &str) -> bool {
         self.paths
-            .matches(path)
+            .matches(matched_form(path))
             .into_iter()
             .any(|i| self.rules[i].mismatch_except_path(method, "") != Some(Mismatch::Method))
     }
@@ -193,7 +195,7 @@ impl RuleSet {
 
     pub fn explain<'a>(&'a self, method: &str, host: &str, path: &str) -> Vec<(&'a Rule, Option<Mismatch>)> {
         let host = strip_port(host);
-        let hits = self.paths.matches(path);
+        let hits = self.paths.matches(matched_form(path));
         self.rules
             .iter()
             .enumerate()
@@ -244,10 +246,24 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// The form of a normalized request path rules are matched in: without a
+/// trailing `/` (but `/` itself). Most routers serve `/users/42/` as
+/// `/users/42` (or redirect one to the other), so the two must not fall to
+/// different rules.
+pub(crate) fn matched_form(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(p) if !p.is_empty() => p,
+        _ => path,
+    }
+}
+
 /// Translate our path pattern to a glob where `*` never crosses `/`.
-/// `*` and `{name}` match one non-empty segment, `**` any number of segments;
-/// `*` inside a segment (`*.json`) is a within-segment wildcard; every other
-/// character is literal.
+/// `*` and `{name}` match one non-empty segment, `**` any number of
+/// segments, none included (`/admin/**` covers `/admin`); `*` inside a
+/// segment (`*.json`) is a within-segment wildcard; every other character
+/// is literal. A trailing `/` is not significant ([`matched_form`]). A
+/// pattern requests can never take (an escape normalization decodes, an
+/// empty segment) is refused rather than silently never matching.
 fn path_glob(pattern: &str) -> Result<globset::Glob, String> {
     if !pattern.starts_with('/') {
         return Err(format!("{pattern:?} must start with '/'"));
@@ -257,8 +273,31 @@ fn path_glob(pattern: &str) -> Result<globset::Glob, String> {
             "{pattern:?}: patterns match the path only, without query or fragment"
         ));
     }
-    let mut glob = String::with_capacity(pattern.len() + 8);
-    for (i, seg) in pattern.split('/').enumerate() {
+    let trimmed = matched_form(pattern);
+    if trimmed.len() > 1 && trimmed[1..].split('/').any(str::is_empty) {
+        return Err(format!(
+            "{pattern:?}: an empty segment never matches (requests have repeated slashes merged)"
+        ));
+    }
+    let glob = match trimmed.strip_suffix("/**") {
+        // `**` also covers none: the bare prefix, as `{prefix,prefix/**}`.
+        Some(prefix) if !prefix.is_empty() => {
+            let prefix = segments_glob(pattern, prefix)?;
+            format!("{{{prefix},{prefix}/**}}")
+        }
+        _ => segments_glob(pattern, trimmed)?,
+    };
+    GlobBuilder::new(&glob)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| format!("{pattern:?}: {e}"))
+}
+
+/// The glob text of `path`, a part of `pattern` (named in errors).
+fn segments_glob(pattern: &str, path: &str) -> Result<String, String> {
+    let mut glob = String::with_capacity(path.len() + 8);
+    for (i, seg) in path.split('/').enumerate() {
         if i > 0 {
             glob.push('/');
         }
@@ -278,20 +317,24 @@ fn path_glob(pattern: &str) -> Result<globset::Glob, String> {
                 if seg.contains("**") || seg.contains(['{', '}']) {
                     return Err(format!("{pattern:?}: '**' and '{{name}}' must be whole segments"));
                 }
-                for part in seg.split('*').enumerate() {
-                    if part.0 > 0 {
+                for (n, part) in seg.split('*').enumerate() {
+                    if n > 0 {
                         glob.push('*');
                     }
-                    glob.push_str(&globset::escape(part.1));
+                    if !crate::extract::path::is_canonical_pattern_text(part) {
+                        return Err(format!(
+                            "{pattern:?}: {part:?} is not how request paths are matched: write `!$&'()*+,=:@~` and \
+                             letters, digits, `-._` as themselves (not `%3A`), other escapes in upper-case hex \
+                             (`%C3%A9`), and no `;`, `\\` or control characters"
+                        ));
+                    }
+                    // `,` separates alternatives in a glob's `{...}`.
+                    glob.push_str(&globset::escape(part).replace(',', "[,]"));
                 }
             }
         }
     }
-    GlobBuilder::new(&glob)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()
-        .map_err(|e| format!("{pattern:?}: {e}"))
+    Ok(glob)
 }
 
 fn host_glob(pattern: &str) -> Result<globset::Glob, String> {
@@ -361,7 +404,8 @@ mod tests {
         assert_eq!(found(&s, "GET", "/date").as_deref(), Some("date"));
         assert_eq!(found(&s, "POST", "/echo").as_deref(), Some("echo"));
         assert_eq!(found(&s, "POST", "/date"), None);
-        assert_eq!(found(&s, "GET", "/date/"), None);
+        // A trailing slash is not significant (most routers serve both alike).
+        assert_eq!(found(&s, "GET", "/date/").as_deref(), Some("date"));
         assert_eq!(found(&s, "GET", "/dates"), None);
         assert_eq!(found(&s, "GET", "/DATE"), None);
     }
@@ -381,6 +425,69 @@ mod tests {
         assert!(found(&s, "GET", "/static/a").is_some());
         assert!(found(&s, "GET", "/static/a/b/c.css").is_some());
         assert!(found(&s, "GET", "/staticx/a").is_none());
+        // Any number of segments, none included.
+        assert!(found(&s, "GET", "/static").is_some());
+        assert!(found(&s, "GET", "/static/").is_some());
+        let everything = set(vec![rule("all", &[], "/**")]);
+        assert!(found(&everything, "GET", "/").is_some());
+        assert!(found(&everything, "GET", "/a/b").is_some());
+    }
+
+    /// `/users/42/` is `/users/42` to most routers, and `/admin/**` covers
+    /// `/admin`: neither falls past the rule meant for it to a weaker one.
+    #[test]
+    fn a_trailing_slash_never_reaches_a_weaker_rule() {
+        let s = set(vec![
+            rule("user", &["GET"], "/users/{id}"),
+            rule("user-sub", &["GET"], "/users/{id}/**"),
+        ]);
+        assert_eq!(found(&s, "GET", "/users/42/").as_deref(), Some("user"));
+        assert_eq!(found(&s, "GET", "/users/42/posts").as_deref(), Some("user-sub"));
+        let s = set(vec![
+            rule("admin", &["GET"], "/admin/**"),
+            rule("page", &["GET"], "/{page}"),
+        ]);
+        assert_eq!(found(&s, "GET", "/admin").as_deref(), Some("admin"));
+        assert_eq!(found(&s, "GET", "/admin/").as_deref(), Some("admin"));
+        assert_eq!(found(&s, "GET", "/about").as_deref(), Some("page"));
+        // A pattern written with a trailing slash is the same pattern.
+        let s = set(vec![rule("dir", &["GET"], "/files/")]);
+        assert_eq!(found(&s, "GET", "/files").as_deref(), Some("dir"));
+        assert_eq!(found(&s, "GET", "/files/").as_deref(), Some("dir"));
+        let s = set(vec![rule("root", &["GET"], "/")]);
+        assert_eq!(found(&s, "GET", "/").as_deref(), Some("root"));
+        assert_eq!(found(&s, "GET", "/x"), None);
+    }
+
+    /// An escaped `:` (or `@`, `+`, ...) is matched as the character most
+    /// upstream routers decode it to, so it cannot skip the rule naming
+    /// the character and fall to a wider one.
+    #[test]
+    fn an_escaped_reserved_character_matches_the_rule_naming_it() {
+        let s = set(vec![
+            rule("publish", &["POST"], "/v1/items/*:publish"),
+            rule("write", &["POST"], "/v1/items/*"),
+            rule("me", &["GET"], "/users/@me"),
+            rule("comma", &["GET"], "/a,b"),
+            rule("star", &["GET"], "/lit/x*y"),
+        ]);
+        let norm = |p: &str| crate::extract::path::normalize(p).expect("normalizes");
+        for (method, raw, want) in [
+            ("POST", "/v1/items/42%3Apublish", "publish"),
+            ("POST", "/v1/items/42%3apublish", "publish"),
+            ("POST", "/v1/items/42:publish", "publish"),
+            ("POST", "/v1/items/42", "write"),
+            ("GET", "/users/%40me", "me"),
+            ("GET", "/a%2Cb", "comma"),
+            ("GET", "/lit/x%2Ay", "star"),
+        ] {
+            assert_eq!(found(&s, method, &norm(raw)).as_deref(), Some(want), "{raw}");
+        }
+        // `,` is literal in a `**` pattern's alternation too.
+        let s = set(vec![rule("c", &["GET"], "/a,b/**")]);
+        assert_eq!(found(&s, "GET", "/a,b").as_deref(), Some("c"));
+        assert_eq!(found(&s, "GET", "/a"), None);
+        assert_eq!(found(&s, "GET", "/b"), None);
     }
 
     #[test]
@@ -486,9 +593,28 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_rejected_with_the_key() {
-        for bad in ["date", "/a/{}", "/a/{x", "/a/b**", "/a?x=1", "/a/{x y}", "/a/{x*}"] {
+        for bad in [
+            "date",
+            "/a/{}",
+            "/a/{x",
+            "/a/b**",
+            "/a?x=1",
+            "/a/{x y}",
+            "/a/{x*}",
+            // Never the form a request is matched in:
+            "/a%3Ab",
+            "/a%7euser",
+            "/caf%c3%a9",
+            "/a%zz",
+            "/a;b",
+            "/a\\b",
+            "/a//b",
+        ] {
             let err = RuleSet::compile(&[rule("r", &[], bad)]).expect_err(bad).to_string();
             assert!(err.contains("rules[0].path"), "{err}");
+        }
+        for good in ["/caf%C3%A9", "/a%3Fb", "/a%20b", "/a/**/b", "/files/*.json"] {
+            RuleSet::compile(&[rule("r", &[], good)]).expect(good);
         }
     }
 }

@@ -6,9 +6,13 @@
 //!
 //! 1. the query string and fragment are dropped;
 //! 2. percent-encoded **unreserved** characters (RFC 3986 §6.2.2.2: letters,
-//!    digits, `-._~`) are decoded, once (`/%64ate` is `/date`); every other
-//!    escape stays encoded, upper-cased (`%3f` is `%3F`, never a `?`), so the
-//!    result is canonical and a second pass changes nothing;
+//!    digits, `-._~`) and the **sub-delimiters, `:` and `@`** a segment may
+//!    hold raw (`!$&'()*+,=:@`, §3.3) are decoded, once (`/%64ate` is
+//!    `/date`, `/items/42%3Apublish` is `/items/42:publish`): most upstream
+//!    routers decode them before routing, so a rule naming the raw
+//!    character must see the encoded one too. Every other escape stays
+//!    encoded, upper-cased (`%3f` is `%3F`, never a `?`), so the result is
+//!    canonical and a second pass changes nothing;
 //! 3. rejected with 400: encoded slashes (`%2F`), backslashes (raw or `%5C`),
 //!    `;` path parameters (raw or `%3B`: an upstream that strips them would
 //!    serve another route than the one we matched), control characters (raw
@@ -77,7 +81,7 @@ fn decode_unreserved(path: &str) -> Result<String, PathProblem> {
             b'/' | b'\\' => return Err(PathProblem::EncodedSlash),
             b';' => return Err(PathProblem::Parameters),
             0..=0x1f | 0x7f => return Err(PathProblem::ControlCharacters),
-            _ if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => out.push(char::from(v)),
+            _ if decoded_in_paths(v) => out.push(char::from(v)),
             _ => {
                 out.push('%');
                 out.push_str(&hex.to_ascii_uppercase());
@@ -86,6 +90,37 @@ fn decode_unreserved(path: &str) -> Result<String, PathProblem> {
         i += 3;
     }
     Ok(out)
+}
+
+/// Unreserved characters, sub-delimiters (`;` is refused before this),
+/// `:` and `@`: the bytes a segment may hold raw, decoded when escaped.
+fn decoded_in_paths(v: u8) -> bool {
+    v.is_ascii_alphanumeric()
+        || matches!(
+            v,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+/// Whether a rule pattern's literal `text` is already in the form requests
+/// are matched in: no escape that [`normalize`] decodes or upper-cases, and
+/// nothing it refuses. A pattern that is not could never match anything.
+pub fn is_canonical_pattern_text(text: &str) -> bool {
+    decode_unreserved(text).is_ok_and(|d| d == text)
 }
 
 fn check_char(b: u8) -> Result<(), PathProblem> {
@@ -118,7 +153,12 @@ mod tests {
             ("/d\u{0430}te", "/d\u{0430}te"),
             ("/caf%C3%A9", "/caf%C3%A9"),
             ("/a%3fb", "/a%3Fb"),
-            ("/a%2a", "/a%2A"),
+            ("/a%2a", "/a*"),
+            ("/items/42%3Apublish", "/items/42:publish"),
+            ("/users/%40me", "/users/@me"),
+            ("/a%21%24%26%27%28%29%2B%2C%3D", "/a!$&'()+,="),
+            ("/a%3Db%23c%25d%20e", "/a=b%23c%25d%20e"),
+            ("/a%5b%5D%7B%7c", "/a%5B%5D%7B%7C"),
             ("/%7euser", "/~user"),
             ("/files/a.json", "/files/a.json"),
             ("/.well-known/x", "/.well-known/x"),
