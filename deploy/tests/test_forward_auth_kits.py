@@ -620,6 +620,10 @@ def test_traefik_dynamic_config_shape():
     assert fa["trustForwardHeader"] is False
     assert {h.lower() for h in fa["authResponseHeaders"]} == set(IDENTITY)
     assert {"authorization", "cookie", "traceparent"} <= {h.lower() for h in fa["authRequestHeaders"]}
+    # Method overrides reach hydra-authz, which refuses one naming another method.
+    assert {"x-http-method-override", "x-http-method", "x-method-override"} <= {
+        h.lower() for h in fa["authRequestHeaders"]
+    }
     # Underscore twins are removed (empty value) before forwardAuth.
     (strip,) = router["middlewares"][:-1]
     removed = middlewares[strip]["headers"]["customRequestHeaders"]

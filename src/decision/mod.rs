@@ -387,7 +387,10 @@ fn admit<'r>(req: &'r AuthzRequest, steps: &mut Notes) -> Result<Option<&'r Toke
         Credential::Missing => None,
         Credential::Bearer(t) => Some(t),
     };
-    if let Some(why) = req.malformed {
+    if let Some(why) = req
+        .malformed
+        .or_else(|| crate::extract::canonical::method_override(&req.method, &req.headers, &req.query))
+    {
         note!(steps, "request refused: {why}");
         return Err(DenyReason::BadRequest(why));
     }

@@ -6,6 +6,7 @@ use crate::config::{Config, RuleConfig};
 use crate::extract::credential::{self, Token};
 use crate::extract::refusal::{PathProblem, RequestProblem};
 use crate::extract::sources::TokenSource;
+use std::collections::HashMap;
 
 /// Authenticator with fixed answers per token value.
 struct Fixed;
@@ -92,6 +93,32 @@ async fn malformed_header_is_400_even_on_public_routes() {
             Decision::Deny(DenyReason::InvalidRequest(_))
         ));
     }
+}
+
+/// A POST that asks the upstream to run it as DELETE is refused before
+/// any rule: the POST rule would otherwise decide for a DELETE.
+#[tokio::test]
+async fn a_method_override_is_refused_before_any_rule() {
+    let e = engine();
+    let refused = Decision::Deny(DenyReason::BadRequest(RequestProblem::MethodOverride));
+    for (headers, path) in [
+        (vec![("x-http-method-override", "DELETE")], "/echo"),
+        (vec![("X-HTTP-Method", "GET")], "/echo"),
+        (vec![], "/echo?_method=DELETE"),
+    ] {
+        let mut h: HashMap<String, String> = headers.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        h.insert("authorization".into(), "Bearer both".into());
+        let r = AuthzRequest::from_parts("POST", "", path, &h, Default::default());
+        assert_eq!(e.decide(&r).await.decision, refused, "{path} {h:?}");
+    }
+    // Naming its own method changes nothing.
+    let h: HashMap<String, String> = [
+        ("x-http-method-override".to_string(), "GET".to_string()),
+        ("authorization".to_string(), "Bearer reader".to_string()),
+    ]
+    .into();
+    let r = AuthzRequest::from_parts("GET", "", "/date", &h, Default::default());
+    assert_eq!(e.decide(&r).await.decision, Decision::Allow);
 }
 
 /// Path tricks never reach a rule they should not: each input and its answer.

@@ -13,6 +13,15 @@
 //!   (`Admin.Example.COM.:8443` is `admin.example.com`), as DNS and virtual
 //!   hosting read it.
 //!
+//! - **Method overrides**: a request that names another method in
+//!   `X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override` (any
+//!   `-`/`_` spelling) or a `_method` query parameter is refused (400):
+//!   Rails (`Rack::MethodOverride`, on by default), Symfony, Laravel and
+//!   others run such a `POST` as the named method, so a rule matched on
+//!   `POST` would decide for a `DELETE`. One naming the method the request
+//!   has changes nothing and passes. (A `_method` in a form body is not
+//!   something we are shown.)
+//!
 //! A value that is not a method or a host at all (control characters,
 //! spaces, …) is refused with 400; what is kept for the log line is then an
 //! escaped, bounded copy, so it cannot split or forge a line.
@@ -22,6 +31,29 @@ use super::refusal::RequestProblem;
 /// RFC 9110 §5.6.2 `tchar`.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Header names (lower-case, `-` spelling) frameworks read a method
+/// override from.
+const METHOD_OVERRIDE_HEADERS: [&[u8]; 3] = [b"x-http-method-override", b"x-http-method", b"x-method-override"];
+
+/// Why a request that names another method than `method` (in a method
+/// override header or a `_method` query parameter) is refused; `None` when
+/// it names none, or the same one.
+pub fn method_override(method: &str, headers: &super::headers::Headers, query: &str) -> Option<RequestProblem> {
+    let other = |value: &[u8]| !value.trim_ascii().eq_ignore_ascii_case(method.as_bytes());
+    let overrides = headers.entries().any(|(name, value)| {
+        METHOD_OVERRIDE_HEADERS
+            .iter()
+            .any(|h| h.len() == name.len() && h.iter().zip(name).all(|(a, b)| a == b || (*a == b'-' && *b == b'_')))
+            && other(value)
+    });
+    let in_query = || {
+        // Cheap first: names are decoded (`%5Fmethod`) by the frameworks too.
+        (query.contains("method") || query.contains('%'))
+            && form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "_method" && other(v.as_bytes()))
+    };
+    (overrides || in_query()).then_some(RequestProblem::MethodOverride)
 }
 
 /// The method to match rules with; or why it is refused.
@@ -100,6 +132,51 @@ pub fn shown(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every spelling of an override naming another method is refused;
+    /// none, or one naming the request's own method, passes.
+    #[test]
+    fn a_method_override_naming_another_method_is_refused() {
+        let h = |pairs: &[(&str, &str)]| {
+            super::super::headers::Headers::from_entries(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+        };
+        let refused = [
+            ("POST", h(&[("x-http-method-override", "DELETE")]), ""),
+            ("POST", h(&[("x_http_method_override", "DELETE")]), ""),
+            ("POST", h(&[("x-http_method-override", "PUT")]), ""),
+            ("POST", h(&[("x-http-method", "delete")]), ""),
+            ("POST", h(&[("x-method-override", "PATCH")]), ""),
+            ("POST", h(&[("x-http-method-override", "POST,DELETE")]), ""),
+            ("GET", h(&[("x-http-method-override", "")]), ""),
+            ("POST", h(&[]), "_method=DELETE"),
+            ("POST", h(&[]), "a=1&_method=delete"),
+            ("POST", h(&[]), "%5Fmethod=DELETE"),
+            ("POST", h(&[]), "_m%65thod=PUT"),
+        ];
+        for (method, headers, query) in &refused {
+            assert_eq!(
+                method_override(method, headers, query),
+                Some(RequestProblem::MethodOverride),
+                "{method} {headers:?} {query:?}"
+            );
+        }
+        let passed = [
+            ("POST", h(&[("x-http-method-override", "POST")]), ""),
+            ("POST", h(&[("x-http-method-override", " post ")]), ""),
+            ("POST", h(&[("x-http-method-overrides", "DELETE")]), ""),
+            ("POST", h(&[("x-method", "DELETE")]), ""),
+            ("POST", h(&[]), "method=DELETE&x_method=PUT"),
+            ("POST", h(&[]), "_method=POST"),
+            ("GET", h(&[("accept", "*/*")]), "q=1"),
+        ];
+        for (method, headers, query) in &passed {
+            assert_eq!(
+                method_override(method, headers, query),
+                None,
+                "{method} {headers:?} {query:?}"
+            );
+        }
+    }
 
     #[test]
     fn methods_must_be_upper_case_tokens() {

@@ -76,6 +76,7 @@ refusals! {
         NotText => "not_text", "the method, host or path is not valid text";
         FragmentInTarget => "fragment_in_target", "a request target has no fragment ('#')";
         AuthorityLikeTarget => "authority_like_target", "the path must not start with '//'";
+        MethodOverride => "method_override", "a method override (X-HTTP-Method-Override, _method) naming another method is not accepted: send the real method";
     }
 }
 
