@@ -660,12 +660,24 @@ fn validate_header_name(key: &str, name: &str) -> Result<(), ConfigError> {
             name,
             "authorization" | "host" | "cookie" | "content-length" | "transfer-encoding"
         );
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
+    if !ok {
+        return Err(invalid(
             key,
             format!("{name:?} must be a lower-case header name (a-z, 0-9, '-') that is not a reserved header"),
-        ))
+        ));
     }
+    // Every '-'/'_' spelling of the name is removed from requests; past
+    // this many separators they are too many to list (2^n).
+    let separators = name.bytes().filter(|b| *b == b'-').count();
+    if separators > crate::respond::MAX_EXPANDED_SEPARATORS as usize {
+        return Err(invalid(
+            key,
+            format!(
+                "{name:?} has {separators} '-': at most {} (every '-'/'_' spelling a client could smuggle is removed, and \
+                 those of a longer name are too many to list)",
+                crate::respond::MAX_EXPANDED_SEPARATORS
+            ),
+        ));
+    }
+    Ok(())
 }

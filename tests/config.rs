@@ -153,6 +153,12 @@ fn bad_values_are_errors_naming_the_key() {
             "[headers.claims]\n\"x-client-id\" = \"sub\"\n",
             "headers.claims.x-client-id",
         ),
+        // Seven '-': too many '-'/'_' spellings to remove them all.
+        (
+            "[headers.claims]\n\"x-acme-org-unit-team-role-id-v2\" = \"ext.role\"\n",
+            "headers.claims.x-acme-org-unit-team-role-id-v2",
+        ),
+        ("[headers]\nsubject = \"x-a-b-c-d-e-f-g\"\n", "headers.subject"),
         (
             "[[rules]]\nid = \"a\"\npath = \"/a\"\npublic = true\noptional = true\n",
             "rules[0].optional",

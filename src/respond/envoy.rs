@@ -109,13 +109,17 @@ fn dynamic_metadata(w: &mut Writer, identity: Option<&Identity>, rule_id: Option
         w.string_entry("rule_id", id);
     }
     if let Some(i) = identity {
-        if let Some(c) = &i.client_id {
+        // Only values that are plain text: Envoy's access log prints
+        // metadata as it is, so a subject with CR/LF could forge a line.
+        if let Some(c) = i.client_id.as_deref().filter(|c| super::is_header_value_safe(c)) {
             w.string_entry("client_id", c);
         }
-        if let Some(sub) = &i.subject {
+        if let Some(sub) = i.subject.as_deref().filter(|s| super::is_header_value_safe(s)) {
             w.string_entry("subject", sub);
         }
-        w.entry("scopes", |w| w.joined(tag::VALUE_STRING, &i.scopes, " "));
+        if i.scopes.iter().all(|s| super::is_scope_token(s)) {
+            w.entry("scopes", |w| w.joined(tag::VALUE_STRING, &i.scopes, " "));
+        }
     }
     if !claims.is_empty() {
         w.entry("claims", |w| {
@@ -135,6 +139,22 @@ mod tests {
     use crate::respond::tests::{reader, responder};
     use envoy_types::ext_authz::v3::pb::{HeaderAppendAction, HttpResponse};
     use envoy_types::pb::google::protobuf::value::Kind;
+
+    /// Envoy's access log prints dynamic metadata as it is: an identity
+    /// value that is not plain text stays out of it (and of the headers).
+    #[test]
+    fn unsafe_identity_values_stay_out_of_the_metadata() {
+        let identity = Identity {
+            subject: Some("a\r\nforged access log line".into()),
+            scopes: vec!["read_date post_echo".into()].into(),
+            ..reader()
+        };
+        let r = render(&responder(), &Decision::Allow, Some(&identity), Some("date")).to_envoy();
+        let meta = r.dynamic_metadata.expect("metadata");
+        assert!(!meta.fields.contains_key("subject"), "{meta:?}");
+        assert!(!meta.fields.contains_key("scopes"), "{meta:?}");
+        assert!(matches!(meta.fields["client_id"].kind, Some(Kind::StringValue(ref v)) if v == "reader"));
+    }
 
     #[test]
     fn allow_overwrites_every_identity_header() {
@@ -254,13 +274,16 @@ mod tests {
                     meta.insert("rule_id".to_owned(), text(id));
                 }
                 if let Some(i) = identity {
-                    if let Some(c) = &i.client_id {
+                    let safe = |v: &&std::sync::Arc<str>| crate::respond::is_header_value_safe(v);
+                    if let Some(c) = i.client_id.as_ref().filter(safe) {
                         meta.insert("client_id".to_owned(), text(c));
                     }
-                    if let Some(s) = &i.subject {
+                    if let Some(s) = i.subject.as_ref().filter(safe) {
                         meta.insert("subject".to_owned(), text(s));
                     }
-                    meta.insert("scopes".to_owned(), text(&i.scopes.join(" ")));
+                    if i.scopes.iter().all(|s| crate::respond::is_scope_token(s)) {
+                        meta.insert("scopes".to_owned(), text(&i.scopes.join(" ")));
+                    }
                 }
                 if !h.claims.is_empty() {
                     let fields = h.claims.iter().map(|(k, v)| (k.clone(), text(v))).collect();

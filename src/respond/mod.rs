@@ -26,7 +26,8 @@ pub struct UpstreamHeaders {
     pub remove: Vec<String>,
     /// The claim headers among `set` (also sent as dynamic metadata).
     pub claims: Vec<(String, String)>,
-    /// Claim headers removed because the value is not a safe header value.
+    /// Identity and claim headers removed because the value cannot be sent
+    /// safely (not plain header text, or a list item holding the separator).
     pub refused: Vec<String>,
     /// Query parameters to remove (a `query:<name>` credential, stripped).
     pub query_remove: Vec<String>,
@@ -47,8 +48,10 @@ pub struct Responder {
 }
 
 /// Separators beyond this many are not expanded (2^n spellings); such a
-/// header keeps its all-dash and all-underscore twins.
-const MAX_EXPANDED_SEPARATORS: u32 = 6;
+/// header keeps its all-dash and all-underscore twins. The config refuses
+/// header names we set with more (`config::validate_header_name`), so this
+/// only bounds `authorization`-like fixed names and defends in depth.
+pub const MAX_EXPANDED_SEPARATORS: u32 = 6;
 
 /// The spellings of `name` that upstreams may read as `name`: each '-' as
 /// '-' or '_' (CGI, WSGI, PHP, nginx `underscores_in_headers` map '_' to
@@ -129,35 +132,41 @@ impl Responder {
     /// `identity` is `None` on public routes.
     pub fn upstream_headers(&self, identity: Option<&Identity>) -> UpstreamHeaders {
         let h = &self.headers;
-        let scopes = identity.map(|i| i.scopes.join(" ")).filter(|s| !s.is_empty());
+        // A scope with a space in it (a JWT's `scp` item) would read as two
+        // to an upstream that splits the header: such a list is refused.
+        let scopes = identity.filter(|i| !i.scopes.is_empty()).map(|i| {
+            if i.scopes.iter().all(|s| is_scope_token(s)) {
+                Ok(i.scopes.join(" "))
+            } else {
+                Err(())
+            }
+        });
         let values = [
-            (
-                &h.client_id,
-                identity.and_then(|i| i.client_id.as_deref().map(str::to_owned)),
-            ),
+            (&h.client_id, identity.and_then(|i| i.client_id.as_deref()).map(text)),
             (&h.scopes, scopes),
-            (
-                &h.subject,
-                identity.and_then(|i| i.subject.as_deref().map(str::to_owned)),
-            ),
+            (&h.subject, identity.and_then(|i| i.subject.as_deref()).map(text)),
         ];
         let mut out = UpstreamHeaders::default();
         for (name, value) in values {
             match value {
-                Some(v) if is_header_value_safe(&v) => out.set.push((name.clone(), v)),
-                _ => out.remove.push(name.clone()),
+                Some(Ok(v)) => out.set.push((name.clone(), v)),
+                Some(Err(())) => {
+                    out.remove.push(name.clone());
+                    out.refused.push(name.clone());
+                }
+                None => out.remove.push(name.clone()),
             }
         }
         for (name, path) in &h.claims {
             match identity
                 .and_then(|i| i.claim(path))
-                .and_then(|v| claim_text(&v, &h.claims_separator))
+                .and_then(|v| claim_header_value(&v, &h.claims_separator))
             {
-                Some(v) if is_header_value_safe(&v) => {
+                Some(Ok(v)) => {
                     out.set.push((name.clone(), v.clone()));
                     out.claims.push((name.clone(), v));
                 }
-                Some(_) => {
+                Some(Err(())) => {
                     out.remove.push(name.clone());
                     out.refused.push(name.clone());
                 }
@@ -226,7 +235,7 @@ impl Responder {
                 header = %crate::telemetry::Escaped(name),
                 claim = %crate::telemetry::Escaped(self.headers.claims.get(name).map_or("-", String::as_str)),
                 token_fp = o.token_fingerprint.as_deref().unwrap_or("-"),
-                "claim header removed: the claim's value is not a safe header value (control characters, non-ASCII or over 4 KiB)"
+                "identity header removed: its value is not a safe header value (control characters, non-ASCII, over 4 KiB, or a list item holding the separator)"
             );
         }
     }
@@ -284,6 +293,39 @@ pub fn claim_text(v: &serde_json::Value, sep: &str) -> Option<String> {
             (!parts.is_empty()).then(|| parts.join(sep))
         }
     }
+}
+
+/// A claim's header value: `None` when the claim is absent, `Err` when it
+/// cannot be sent safely: not plain header text, or a list with an item
+/// holding the separator (a group named `"viewers admins"` would reach the
+/// upstream as two groups, one of them `admins`).
+fn claim_header_value(v: &serde_json::Value, sep: &str) -> Option<Result<String, ()>> {
+    let joined = claim_text(v, sep)?;
+    let ambiguous = match v {
+        serde_json::Value::Array(items) if !sep.is_empty() => {
+            items.iter().filter_map(|i| claim_text(i, sep)).any(|t| t.contains(sep))
+        }
+        _ => false,
+    };
+    Some(if ambiguous || !is_header_value_safe(&joined) {
+        Err(())
+    } else {
+        Ok(joined)
+    })
+}
+
+/// `v` as a header value, or `Err` when it is not plain header text.
+fn text(v: &str) -> Result<String, ()> {
+    if is_header_value_safe(v) {
+        Ok(v.to_owned())
+    } else {
+        Err(())
+    }
+}
+
+/// An RFC 6749 §3.3 scope-token: visible ASCII but `"` and `\\`, no space.
+pub(crate) fn is_scope_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
 /// Values come from the introspection answer; refuse anything that is not a
@@ -460,6 +502,38 @@ mod tests {
         cfg.claims_separator = ",".into();
         let h = Responder::new(cfg, "api".into()).upstream_headers(Some(&tenant_identity()));
         assert!(h.set.contains(&("x-groups".into(), "admins,ops,7".into())));
+    }
+
+    /// A list item holding the separator, or a scope with a space, would
+    /// read as more items to an upstream that splits the header: the
+    /// header is removed (and said in the log), never sent ambiguous.
+    #[test]
+    fn list_items_holding_the_separator_are_refused() {
+        let mut cfg = HeadersConfig::default();
+        cfg.claims.insert("x-groups".into(), "ext.groups".into());
+        let r = Responder::new(cfg.clone(), "api".into());
+        let mut i = reader();
+        i.ext = Some(std::sync::Arc::new(serde_json::json!({"groups": ["viewers admins"]})));
+        let h = r.upstream_headers(Some(&i));
+        assert!(h.set.iter().all(|(k, _)| k != "x-groups"), "{h:?}");
+        assert!(h.refused.contains(&"x-groups".to_string()) && h.remove.contains(&"x-groups".to_string()));
+        // Another separator makes the same list unambiguous.
+        cfg.claims_separator = ",".into();
+        let h = Responder::new(cfg, "api".into()).upstream_headers(Some(&i));
+        assert!(h.set.contains(&("x-groups".into(), "viewers admins".into())), "{h:?}");
+
+        let mut i = reader();
+        i.scopes = vec!["read_date post_echo".into()].into();
+        let h = responder().upstream_headers(Some(&i));
+        assert!(h.set.iter().all(|(k, _)| k != "x-scopes"), "{h:?}");
+        assert!(h.refused.contains(&"x-scopes".to_string()));
+        assert!(h.set.iter().any(|(k, _)| k == "x-client-id"), "the rest is still sent");
+
+        let mut i = reader();
+        i.subject = Some("a\r\nx-admin: 1".into());
+        let h = responder().upstream_headers(Some(&i));
+        assert!(h.set.iter().all(|(k, _)| k != "x-subject"), "{h:?}");
+        assert!(h.refused.contains(&"x-subject".to_string()));
     }
 
     #[test]

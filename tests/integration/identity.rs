@@ -343,10 +343,10 @@ async fn claims_become_headers_and_cannot_be_spoofed() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let log = authz.log();
-        if log.contains("claim header removed") {
+        if log.contains("identity header removed") {
             let line = log
                 .lines()
-                .find(|l| l.contains("claim header removed"))
+                .find(|l| l.contains("identity header removed"))
                 .expect("the line");
             assert!(line.contains("x-evil") && line.contains("ext.evil"), "{line}");
             assert!(line.contains("WARN"), "{line}");
