@@ -156,5 +156,8 @@ pub(crate) fn query_has_access_token(raw_path: &str) -> bool {
         return false;
     };
     let query = query.split('#').next().unwrap_or_default();
-    form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "access_token")
+    // Also after a ';', which Rack 2 and older Python servers split at.
+    query
+        .split(';')
+        .any(|part| form_urlencoded::parse(part.as_bytes()).any(|(k, _)| k == "access_token"))
 }

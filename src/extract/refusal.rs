@@ -46,6 +46,7 @@ refusals! {
         NotText => "not_text", "a header that may carry the credential is not valid text";
         TwoCredentials => "two_credentials", "two different credentials in one request";
         EncodedQueryName => "encoded_query_name", "the token's query parameter name is percent-encoded";
+        SemicolonQuery => "semicolon_query", "the token's query parameter follows a ';' (some servers split the query there)";
         UnexpectedAuthorization => "unexpected_authorization", "this route does not take its token from the Authorization header";
     }
 }

@@ -61,18 +61,9 @@ pub fn find<'r>(req: &'r AuthzRequest, sources: &'r [TokenSource]) -> Result<Opt
     for source in sources {
         let credential = match source {
             TokenSource::Authorization => req.credential.clone(),
-            TokenSource::Header(name) => match text(req, name)? {
-                None => Credential::Missing,
-                // Envoy joins repeated headers with ','; never a b64token character.
-                // `get`, not slicing: the value is the client's, and byte 7
-                // may fall inside a multi-byte character.
-                Some(v) if v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer ")) => {
-                    parse_authorization(Some(v))
-                }
-                Some(v) => parse_raw_token(v),
-            },
-            TokenSource::Cookie(name) => one(cookies(req, name)?)?,
-            TokenSource::Query(name) => one(query(req, name)?.into_iter())?,
+            TokenSource::Header(name) => one(header_spellings(req, name)?.into_iter(), header_token)?,
+            TokenSource::Cookie(name) => one(cookies(req, name)?, parse_raw_token)?,
+            TokenSource::Query(name) => one(query(req, name)?.into_iter(), parse_raw_token)?,
         };
         let token = match credential {
             Credential::Missing => continue,
@@ -117,6 +108,36 @@ fn text<'r>(req: &'r AuthzRequest, name: &str) -> Result<Option<&'r str>, Creden
     }
 }
 
+/// A token header's value: the token itself, or `Bearer <token>`.
+fn header_token(v: &str) -> Credential {
+    // Envoy joins repeated headers with ','; never a b64token character.
+    // `get`, not slicing: the value is the client's, and byte 7 may fall
+    // inside a multi-byte character.
+    if v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer ")) {
+        parse_authorization(Some(v))
+    } else {
+        parse_raw_token(v)
+    }
+}
+
+/// The values of header `name` and of every `-`/`_` spelling of it: CGI,
+/// WSGI and PHP upstreams read `x_api_token` as `x-api-token`, so a copy
+/// under another spelling is the same header to them, and must be read
+/// (and stripped) as one.
+fn header_spellings<'r>(req: &'r AuthzRequest, name: &str) -> Result<Vec<&'r str>, CredentialProblem> {
+    let same = |k: &[u8]| {
+        k.len() == name.len()
+            && k.iter()
+                .zip(name.as_bytes())
+                .all(|(a, b)| a == b || (matches!(a, b'-' | b'_') && matches!(b, b'-' | b'_')))
+    };
+    req.headers
+        .entries()
+        .filter(|(k, _)| same(k))
+        .map(|(_, v)| std::str::from_utf8(v).map_err(|_| CredentialProblem::NotText))
+        .collect()
+}
+
 /// Every value of cookie `name` in the request's `cookie` header(s).
 fn cookies<'r>(req: &'r AuthzRequest, name: &'r str) -> Result<impl Iterator<Item = &'r str>, CredentialProblem> {
     Ok(text(req, "cookie")?
@@ -126,7 +147,9 @@ fn cookies<'r>(req: &'r AuthzRequest, name: &'r str) -> Result<impl Iterator<Ite
         .flat_map(|h| h.split([';', ',']))
         .filter_map(move |pair| {
             let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then(|| v.trim_matches('"'))
+            // `session =x` is `session` to most cookie parsers (npm
+            // `cookie`, Python's, Go's): compared trimmed, as they do.
+            (k.trim() == name).then(|| v.trim().trim_matches('"'))
         }))
 }
 
@@ -136,6 +159,16 @@ fn cookies<'r>(req: &'r AuthzRequest, name: &'r str) -> Result<impl Iterator<Ite
 /// and then not stripped. Such a request is refused.
 fn query(req: &AuthzRequest, name: &str) -> Result<Vec<String>, CredentialProblem> {
     let mut values = Vec::new();
+    // Rack 2 and older Python servers split a query at ';' too: a token
+    // parameter after one would be read by them, and neither found nor
+    // stripped here. Refused.
+    if req
+        .query
+        .split('&')
+        .any(|p| p.split(';').skip(1).any(|q| query_key(q) == name))
+    {
+        return Err(CredentialProblem::SemicolonQuery);
+    }
     for pair in req.query.split('&').filter(|p| !p.is_empty()) {
         let raw_key = pair.split_once('=').map_or(pair, |(k, _)| k);
         let Some((key, value)) = form_urlencoded::parse(pair.as_bytes()).next() else {
@@ -152,12 +185,23 @@ fn query(req: &AuthzRequest, name: &str) -> Result<Vec<String>, CredentialProble
     Ok(values)
 }
 
-/// One credential from repeated occurrences: the same value any number of
-/// times is one; two different values are refused.
-fn one<S: AsRef<str>>(values: impl Iterator<Item = S>) -> Result<Credential, CredentialProblem> {
+/// A query pair's name, decoded as a server would read it.
+fn query_key(pair: &str) -> String {
+    form_urlencoded::parse(pair.as_bytes())
+        .next()
+        .map(|(k, _)| k.into_owned())
+        .unwrap_or_default()
+}
+
+/// One credential from repeated occurrences, each read by `parse`: the
+/// same value any number of times is one; two different values are refused.
+fn one<S: AsRef<str>>(
+    values: impl Iterator<Item = S>,
+    parse: impl Fn(&str) -> Credential,
+) -> Result<Credential, CredentialProblem> {
     let mut out = Credential::Missing;
     for v in values {
-        let c = parse_raw_token(v.as_ref());
+        let c = parse(v.as_ref());
         match (&out, &c) {
             (_, Credential::Malformed(why)) => return Err(*why),
             (Credential::Missing, _) => out = c,
@@ -176,7 +220,7 @@ pub fn cookie_without(header: &str, name: &str) -> Option<String> {
     let kept: Vec<&str> = header
         .split([';', ','])
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .filter(|pair| !pair.is_empty() && pair.split_once('=').map_or(*pair, |(k, _)| k).trim() != name)
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
 }
@@ -331,5 +375,55 @@ mod tests {
             cookie_without("a=1,session=t; b=2", "session").as_deref(),
             Some("a=1; b=2")
         );
+    }
+
+    /// Other spellings of a token's place that an upstream reads as the
+    /// same one: each is found (and so verified, and stripped) or refused,
+    /// never passed over as "no token".
+    #[test]
+    fn every_spelling_an_upstream_reads_is_found_or_refused() {
+        // `session =x` is cookie `session` to most parsers.
+        let r = req(&[("cookie", "a=1; session =t0k")], "", None);
+        assert_eq!(
+            token(find(&r, &sources(&["cookie:session"]))),
+            Ok(Some(("t0k".into(), "cookie:session".into())))
+        );
+        let r = req(&[("cookie", "session=good; session =evil")], "", None);
+        assert_eq!(
+            token(find(&r, &sources(&["cookie:session"]))),
+            Err(CredentialProblem::TwoCredentials)
+        );
+        assert_eq!(cookie_without("session =x; a=1", "session").as_deref(), Some("a=1"));
+        // `x_api_token` is `x-api-token` to CGI, WSGI and PHP.
+        let r = req(&[("x_api_token", "evil")], "", None);
+        assert_eq!(
+            token(find(&r, &sources(&["header:x-api-token"]))),
+            Ok(Some(("evil".into(), "header:x-api-token".into())))
+        );
+        let r = req(&[("x-api-token", "good"), ("x_api-token", "evil")], "", None);
+        assert_eq!(
+            token(find(&r, &sources(&["header:x-api-token"]))),
+            Err(CredentialProblem::TwoCredentials)
+        );
+        let r = req(&[("x-api-token", "same"), ("x_api_token", "Bearer same")], "", None);
+        assert_eq!(
+            token(find(&r, &sources(&["header:x-api-token"]))),
+            Ok(Some(("same".into(), "header:x-api-token".into())))
+        );
+        // `;` separates query pairs to Rack 2 and older Python servers.
+        for q in ["x=1;access_token=evil", "access_token=good&x=1;access_token=evil"] {
+            let r = req(&[], q, None);
+            assert_eq!(
+                token(find(&r, &sources(&["query:access_token"]))),
+                Err(CredentialProblem::SemicolonQuery),
+                "{q}"
+            );
+        }
+        let r = req(&[], "x=a;b&access_token=t0k", None);
+        assert_eq!(
+            token(find(&r, &sources(&["query:access_token"]))),
+            Ok(Some(("t0k".into(), "query:access_token".into())))
+        );
+        assert!(crate::extract::query_has_access_token("/date?x=1;access_token=evil"));
     }
 }

@@ -210,7 +210,11 @@ impl Responder {
             match source {
                 // Removed by upstream_headers under strip_authorization.
                 TokenSource::Authorization => {}
-                TokenSource::Header(name) => h.remove.push(name.clone()),
+                // Every spelling was read as the token (`sources`): all go.
+                TokenSource::Header(name) => {
+                    h.remove.push(name.clone());
+                    h.remove.extend(header_twins(name));
+                }
                 // cookie_rest has every cookie holding the token removed.
                 TokenSource::Cookie(_) if cookie_done => {}
                 TokenSource::Cookie(_) => {
@@ -576,6 +580,10 @@ mod tests {
         assert_eq!(h.query_remove, vec!["access_token".to_string()]);
         let h = strip.upstream_headers_for(&o(TokenSource::Header("x-api-token".into()), None));
         assert!(h.remove.contains(&"x-api-token".to_string()));
+        // And every other spelling, each read as the token by `sources`.
+        for twin in ["x_api_token", "x_api-token", "x-api_token"] {
+            assert!(h.remove.contains(&twin.to_string()), "{twin}: {:?}", h.remove);
+        }
         let keep = responder().upstream_headers_for(&o(TokenSource::Query("access_token".into()), None));
         assert!(keep.query_remove.is_empty(), "kept unless strip_authorization");
     }
