@@ -8,7 +8,8 @@
 //!   that waited too, so a Hydra outage is not retried once per waiter.
 //! - **Cache, off by default** (`[introspection.cache] enabled`): a verified
 //!   token is remembered for min(`ttl_ms`, `exp` − now), a rejected one for
-//!   `negative_ttl_ms` (0 = not at all). Results with no lifetime (cache off,
+//!   `negative_ttl_ms` (0 = not at all; never an unknown `kid` or a token not
+//!   valid yet, which say more about our key set and clocks). Results with no lifetime (cache off,
 //!   failures) are removed the moment the waiters have them, so the next
 //!   check asks Hydra again. Failures (Hydra down, 5xx, garbage) are never
 //!   kept.
@@ -146,6 +147,10 @@ impl Lifetimes {
                     .map_or(ttl, |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
                 ttl.min(left)
             }
+            // Facts about our key set (lagging a rotation) or a clock (ours
+            // or the issuer's), not about the token: the next check may well
+            // pass, so it must not find this answer kept.
+            Cached::Rejected(ClaimFailure::UnknownKey | ClaimFailure::NotYetValid) => Duration::ZERO,
             Cached::Rejected(_) => self.negative,
             Cached::Failed(_) => Duration::ZERO,
         }
@@ -521,6 +526,62 @@ impl<A: Send + Sync + 'static> Purge for SharedVerifier<A> {
                 PurgeTarget::All => stale.entries.clear(),
                 other => stale.entries.retain(|_, s| !purged_by(other, s.fp, Some(&s.identity))),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Answers with each verdict in turn, then allows.
+    struct Answers(Mutex<Vec<Result<Arc<Identity>, AuthnError>>>);
+
+    impl Answers {
+        fn new(first: Vec<Result<Arc<Identity>, AuthnError>>) -> Answers {
+            Answers(Mutex::new(first.into_iter().rev().collect()))
+        }
+    }
+
+    impl Authenticator for Answers {
+        async fn authenticate(&self, _token: &Token) -> Result<Arc<Identity>, AuthnError> {
+            let next = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+            next.unwrap_or_else(|| Ok(Arc::new(Identity::default())))
+        }
+    }
+
+    fn with_negative_cache(first: Vec<Result<Arc<Identity>, AuthnError>>) -> SharedVerifier<Answers> {
+        let cfg = CacheConfig {
+            enabled: true,
+            negative_ttl_ms: 60_000,
+            ..Default::default()
+        };
+        SharedVerifier::new(Answers::new(first), &cfg, Duration::ZERO, Arc::new(Metrics::new()))
+    }
+
+    /// A key our JWKS copy does not hold yet, or a token the issuer's
+    /// clock dates ahead of ours, may verify on the next check: the
+    /// negative cache must not keep saying no (it did, for negative_ttl_ms).
+    /// A rejection about the token itself is still remembered.
+    #[tokio::test]
+    async fn unknown_key_rejection_is_not_remembered() {
+        for why in [ClaimFailure::UnknownKey, ClaimFailure::NotYetValid] {
+            let cache = with_negative_cache(vec![Err(AuthnError::Rejected(why.clone()))]);
+            let token = Token::new("t");
+            let first = cache.authenticate(&token).await;
+            assert!(matches!(&first, Err(AuthnError::Rejected(w)) if *w == why), "{first:?}");
+            let again = cache.authenticate(&token).await;
+            assert!(again.is_ok(), "{why:?} was remembered: {again:?}");
+        }
+        let cache = with_negative_cache(vec![Err(AuthnError::Rejected(ClaimFailure::Inactive))]);
+        let token = Token::new("t");
+        for _ in 0..2 {
+            let got = cache.authenticate(&token).await;
+            assert!(
+                matches!(got, Err(AuthnError::Rejected(ClaimFailure::Inactive))),
+                "an inactive token is remembered: {got:?}"
+            );
         }
     }
 }

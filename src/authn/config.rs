@@ -163,7 +163,9 @@ pub struct CacheConfig {
     pub enabled: bool,
     /// Upper bound for remembering an active token (never past its `exp`).
     pub ttl_ms: u64,
-    /// How long an inactive/rejected token is remembered; 0 = never.
+    /// How long an inactive/rejected token is remembered; 0 = never. Not
+    /// an unknown `kid` or a not-yet-valid token: those depend on our key
+    /// set and the clocks, and may pass on the next check.
     pub negative_ttl_ms: u64,
     pub max_entries: u64,
     /// Bounded stale-if-error, 0 = off: while the issuer cannot be reached
