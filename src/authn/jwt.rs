@@ -186,16 +186,45 @@ async fn fetch_keys(
     let set: JwkSet = serde_json::from_slice(&body).map_err(|e| unavailable(format!("bad JWKS: {e}")))?;
     let mut keys = HashMap::new();
     for jwk in &set.keys {
+        let KeyUse::Signing(alg) = key_use(&jwk.common) else {
+            continue; // not ours to verify with, even when a token names it
+        };
         let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) else {
             continue; // keys without kid, or of unsupported types, cannot be selected
         };
-        let alg = jwk
-            .common
-            .key_algorithm
-            .and_then(|a| a.to_string().parse::<Algorithm>().ok());
         keys.insert(kid, Key { key, alg });
     }
     Ok(keys)
+}
+
+/// What a JWK says it is for.
+#[derive(Debug, PartialEq)]
+enum KeyUse {
+    /// Verifying signatures (with this algorithm, when the key names one).
+    Signing(Option<Algorithm>),
+    /// Something else: `use` other than `sig`, or an `alg` that is not a
+    /// JWS signature algorithm (`RSA-OAEP`, ...). Such a key is skipped: a
+    /// token naming its kid is answered as one naming an unknown kid.
+    Other,
+}
+
+fn key_use(common: &jsonwebtoken::jwk::CommonParameters) -> KeyUse {
+    use jsonwebtoken::jwk::PublicKeyUse;
+    if common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| !matches!(u, PublicKeyUse::Signature))
+    {
+        return KeyUse::Other;
+    }
+    match common.key_algorithm {
+        None => KeyUse::Signing(None),
+        // Named as in the JWS registry; the encryption ones do not parse.
+        Some(a) => match a.to_string().parse::<Algorithm>() {
+            Ok(alg) => KeyUse::Signing(Some(alg)),
+            Err(_) => KeyUse::Other,
+        },
+    }
 }
 
 impl Jwks {
@@ -435,5 +464,129 @@ impl JwtVerifier {
 impl Authenticator for JwtVerifier {
     async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         self.verify(token).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authn::config::JwtConfig;
+    use base64::Engine as _;
+
+    /// An Ed25519 signing key and its public half, for JWKS served here.
+    struct TestKey {
+        signing: jsonwebtoken::EncodingKey,
+        /// The public key, base64url (the JWK's `x`).
+        x: String,
+    }
+
+    impl TestKey {
+        fn generate() -> TestKey {
+            use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+            let rng = aws_lc_rs::rand::SystemRandom::new();
+            let der = Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+            let public = Ed25519KeyPair::from_pkcs8(der.as_ref())
+                .expect("pkcs8")
+                .public_key()
+                .as_ref()
+                .to_vec();
+            TestKey {
+                signing: jsonwebtoken::EncodingKey::from_ed_der(der.as_ref()),
+                x: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public),
+            }
+        }
+
+        /// The public JWK with these members added (`kid`, `use`, `alg`).
+        fn jwk(&self, members: serde_json::Value) -> serde_json::Value {
+            let mut jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": self.x});
+            if let (Some(all), serde_json::Value::Object(more)) = (jwk.as_object_mut(), members) {
+                all.extend(more);
+            }
+            jwk
+        }
+
+        /// An access token as Hydra's jwt strategy signs one, naming `kid`.
+        fn sign(&self, kid: &str) -> Token {
+            let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+            header.kid = Some(kid.to_owned());
+            let now = crate::authn::introspection::now_unix();
+            let claims = serde_json::json!({
+                "client_id": "reader", "sub": "reader", "scp": ["read"], "iat": now, "exp": now + 300
+            });
+            Token::new(jsonwebtoken::encode(&header, &claims, &self.signing).expect("sign"))
+        }
+    }
+
+    /// Serve `jwks` on a loopback port; its URL.
+    async fn serve_jwks(jwks: serde_json::Value) -> String {
+        let body = jwks.to_string();
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { body }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn verifier(jwks_url: &str, adjust: impl FnOnce(&mut IntrospectionConfig)) -> JwtVerifier {
+        let mut cfg = IntrospectionConfig {
+            jwt: JwtConfig {
+                jwks_url: jwks_url.to_owned(),
+                ..JwtConfig::default()
+            },
+            ..IntrospectionConfig::default()
+        };
+        adjust(&mut cfg);
+        JwtVerifier::new(&cfg).expect("verifier")
+    }
+
+    /// A key the JWKS marks for encryption (`use: enc`), or for an
+    /// algorithm that is not a JWS one, never verifies a signature: a
+    /// token naming it is answered as one naming an unknown kid. The same
+    /// key marked for signing verifies (so the refusal is about the marks).
+    #[tokio::test]
+    async fn encryption_keys_are_not_used_for_signatures() {
+        let key = TestKey::generate();
+        for members in [
+            serde_json::json!({"kid": "k", "use": "enc"}),
+            serde_json::json!({"kid": "k", "alg": "RSA-OAEP"}),
+        ] {
+            let jwks = serve_jwks(serde_json::json!({ "keys": [key.jwk(members.clone())] })).await;
+            let got = verifier(&jwks, |_| {}).verify(&key.sign("k")).await;
+            assert!(
+                matches!(got, Err(AuthnError::Rejected(ClaimFailure::UnknownKey))),
+                "{members}: {got:?}"
+            );
+        }
+        let signing = key.jwk(serde_json::json!({"kid": "k", "use": "sig", "alg": "EdDSA"}));
+        let jwks = serve_jwks(serde_json::json!({ "keys": [signing] })).await;
+        let got = verifier(&jwks, |_| {}).verify(&key.sign("k")).await;
+        assert!(got.is_ok(), "{got:?}");
+    }
+
+    #[test]
+    fn only_signing_keys_are_used() {
+        let common = |members: serde_json::Value| {
+            serde_json::from_value::<jsonwebtoken::jwk::CommonParameters>(members).expect("jwk members")
+        };
+        assert_eq!(key_use(&common(serde_json::json!({}))), KeyUse::Signing(None));
+        assert_eq!(
+            key_use(&common(serde_json::json!({"use": "sig", "alg": "RS256"}))),
+            KeyUse::Signing(Some(Algorithm::RS256))
+        );
+        for other in [
+            serde_json::json!({"use": "enc"}),
+            serde_json::json!({"use": "something"}),
+            serde_json::json!({"alg": "RSA-OAEP-256"}),
+            serde_json::json!({"use": "sig", "alg": "RSA1_5"}),
+            serde_json::json!({"alg": "A128KW"}),
+        ] {
+            assert_eq!(key_use(&common(other.clone())), KeyUse::Other, "{other}");
+        }
     }
 }
