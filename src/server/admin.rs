@@ -124,7 +124,7 @@ impl<A: Authenticator + Purge> Admin for AdminService<A> {
     }
 }
 
-impl<A> AdminService<A> {
+impl<A: Authenticator + Purge> AdminService<A> {
     /// Here first, then the fleet: a purge that could not be published is
     /// an error (the operator must know the other replicas still hold it).
     async fn purge<C: Purge + ?Sized>(
@@ -138,7 +138,15 @@ impl<A> AdminService<A> {
             tracing::info!(target = %what, "purged from the cache");
             return Ok(Response::new(PurgeResponse::default()));
         };
-        match fleet.publish(&target).await {
+        let published = fleet.publish(&target).await;
+        // Once more, now that the epoch has stepped (or shared reads are
+        // suspended), on the stack running now: while we waited, a check
+        // may have read the entry back from the shared cache into this
+        // replica's, or a reload may have swapped in a stack we did not
+        // purge. Our own message does that too, unless it never arrives.
+        // Idempotent, and cheap next to a Redis round trip.
+        self.engine.load().engine().authenticator().purge(&target);
+        match published {
             Ok(p) if p.epoch_started => {
                 let n = p.receivers;
                 tracing::info!(target = %what, replicas_notified = n, "purged from the cache and published to the fleet");
@@ -209,5 +217,118 @@ mod tests {
         assert!(with_token(&format!("  {short}  ")).is_err());
         let ok = with_token(&"a".repeat(MIN_ADMIN_TOKEN_BYTES)).expect("long enough");
         assert!(ok.token_digest.is_some());
+    }
+
+    mod purge_races {
+        use super::super::AdminService;
+        use crate::admin_proto::admin_server::Admin;
+        use crate::admin_proto::purge_token_request::Target;
+        use crate::admin_proto::PurgeTokenRequest;
+        use crate::authn::cache::Purge;
+        use crate::authn::fleet::purge::{CacheKey, PurgeTarget};
+        use crate::authn::fleet::{ClusterConfig, Fleet};
+        use crate::authn::{Authenticator, AuthnError, Identity};
+        use crate::authorizer::Authorizer;
+        use crate::config::Config;
+        use crate::extract::credential::Token;
+        use crate::metrics::Metrics;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex, PoisonError};
+
+        /// What races a purge while it is being published.
+        type Race = Box<dyn FnOnce() + Send>;
+
+        /// A cache holding one token's entry; its first purge runs `racing`.
+        #[derive(Default)]
+        struct OneEntry {
+            holds: AtomicBool,
+            purges: AtomicUsize,
+            racing: Mutex<Option<Race>>,
+        }
+
+        impl Authenticator for OneEntry {
+            async fn authenticate(&self, _token: &Token) -> Result<Arc<Identity>, AuthnError> {
+                Ok(Arc::new(Identity::default()))
+            }
+        }
+
+        impl Purge for OneEntry {
+            fn purge_key(&self, token: &Token) -> CacheKey {
+                *token.digest()
+            }
+
+            fn purge(&self, _target: &PurgeTarget) {
+                self.purges.fetch_add(1, Ordering::SeqCst);
+                self.holds.store(false, Ordering::SeqCst);
+                let racing = self.racing.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(race) = racing {
+                    race();
+                }
+            }
+        }
+
+        fn holding() -> Arc<Authorizer<OneEntry>> {
+            let cache = OneEntry::default();
+            cache.holds.store(true, Ordering::SeqCst);
+            Arc::new(Authorizer::new(&Config::default(), cache).expect("authorizer"))
+        }
+
+        fn cache(a: &Authorizer<OneEntry>) -> &OneEntry {
+            a.engine().authenticator()
+        }
+
+        /// In a fleet whose Redis cannot be reached: the publication fails.
+        fn unreachable_fleet(secret: &tempfile::NamedTempFile) -> Arc<Fleet> {
+            std::fs::write(secret.path(), "k".repeat(32)).expect("write");
+            let cfg = ClusterConfig {
+                redis_url: Some("redis://127.0.0.1:1/0".into()),
+                secret_file: Some(secret.path().to_owned()),
+                ..ClusterConfig::default()
+            };
+            Fleet::start(&cfg, Arc::new(Metrics::new())).expect("start").expect("on")
+        }
+
+        async fn purge_token(admin: &AdminService<OneEntry>) {
+            let request = tonic::Request::new(PurgeTokenRequest {
+                target: Some(Target::Token("the-token".into())),
+            });
+            let e = admin.purge_token(request).await.expect_err("the fleet could not be told");
+            assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        }
+
+        /// While a purge is being published, a check reads the token back
+        /// from the shared cache into this replica's cache (its epoch has
+        /// not stepped yet), or a reload swaps in another stack. Once the
+        /// publication is over (here it fails, so our own message never
+        /// comes back to purge again), neither holds the token: before,
+        /// both kept it for up to ttl_ms.
+        #[tokio::test]
+        async fn admin_purge_survives_a_concurrent_shared_read_or_reload() {
+            let secret = tempfile::NamedTempFile::new().expect("tmp");
+            let fleet = unreachable_fleet(&secret);
+
+            let running = holding();
+            let engine = Arc::new(arc_swap::ArcSwap::new(running.clone()));
+            let admin = AdminService::new(engine.clone(), Some(fleet.clone()));
+            let again = running.clone();
+            let read_back: Race = Box::new(move || cache(&again).holds.store(true, Ordering::SeqCst));
+            *cache(&running).racing.lock().unwrap_or_else(PoisonError::into_inner) = Some(read_back);
+            purge_token(&admin).await;
+            assert!(!cache(&running).holds.load(Ordering::SeqCst), "read back during the publication");
+
+            let old = holding();
+            let new = holding();
+            engine.store(old.clone());
+            let (swap, next) = (engine.clone(), new.clone());
+            let reload: Race = Box::new(move || swap.store(next));
+            *cache(&old).racing.lock().unwrap_or_else(PoisonError::into_inner) = Some(reload);
+            purge_token(&admin).await;
+            assert!(!cache(&old).holds.load(Ordering::SeqCst));
+            assert!(
+                !cache(&new).holds.load(Ordering::SeqCst),
+                "the stack a reload swapped in was not purged"
+            );
+            assert_eq!(cache(&new).purges.load(Ordering::SeqCst), 1);
+        }
     }
 }
