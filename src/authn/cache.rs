@@ -34,7 +34,7 @@
 use super::fleet::purge::{CacheKey, PurgeTarget};
 use super::fleet::shared_cache::SharedRead;
 use super::fleet::Fleet;
-use super::{Authenticator, AuthnError, ClaimFailure, FailureKind, Identity};
+use super::{Authenticator, AuthnError, ClaimFailure, FailureKind, Identity, ScrapedGauges};
 use crate::authn::config::CacheConfig;
 use crate::extract::credential::Token;
 use crate::metrics::Metrics;
@@ -242,12 +242,16 @@ impl<A> SharedVerifier<A> {
     pub fn is_empty(&self) -> bool {
         self.cache.is_empty()
     }
+}
 
-    /// Publish the entry count; called at scrape time rather than on every check.
+impl<A: ScrapedGauges> SharedVerifier<A> {
+    /// Publish the entry count and the gauges of the layers below; called
+    /// at scrape time, on the running stack, rather than on every check.
     pub async fn refresh_metrics(&self) {
         self.metrics
             .cache_entries
             .set(i64::try_from(self.cache.len()).unwrap_or(i64::MAX));
+        self.inner.publish_gauges();
     }
 }
 

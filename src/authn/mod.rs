@@ -228,6 +228,14 @@ pub enum AuthnError {
     },
 }
 
+/// Gauges a layer publishes from its own state when metrics are scraped,
+/// rather than as that state changes: a reload that replaces the layer then
+/// replaces what is shown, and a check still finishing on the old layer
+/// cannot write over it.
+pub trait ScrapedGauges {
+    fn publish_gauges(&self);
+}
+
 pub trait Authenticator: Send + Sync + 'static {
     fn authenticate(&self, token: &Token) -> impl Future<Output = Result<Arc<Identity>, AuthnError>> + Send;
 

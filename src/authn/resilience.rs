@@ -15,7 +15,7 @@
 //!
 //! Every failure here is a 503: fail closed, never allow.
 
-use super::{Authenticator, AuthnError, FailureKind, Identity};
+use super::{Authenticator, AuthnError, FailureKind, Identity, ScrapedGauges};
 use crate::authn::config::ResilienceConfig;
 use crate::extract::credential::Token;
 use crate::metrics::Metrics;
@@ -422,8 +422,10 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
             Err(AuthnError::Rejected(_)) => None,
         };
         if let Some(healthy) = verdict {
+            // The `circuit_open` gauge is published at scrape time (see
+            // `ScrapedGauges`), not here: this breaker may no longer be the
+            // running one.
             if let Some(open) = self.breaker.record(healthy, probe) {
-                self.metrics.circuit_open.set(i64::from(open));
                 if open {
                     tracing::warn!("introspection circuit opened: denying with 503 until a probe succeeds");
                 } else {
@@ -452,6 +454,13 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
             Ok(r) => r,
             Err(_) => Err(deadline.expired()),
         }
+    }
+}
+
+/// `circuit_open` is this breaker's: the stack scraped is the running one.
+impl<A> ScrapedGauges for Resilient<A> {
+    fn publish_gauges(&self) {
+        self.metrics.circuit_open.set(i64::from(self.breaker.is_open()));
     }
 }
 

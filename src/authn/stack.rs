@@ -56,3 +56,54 @@ fn policy(cfg: &IntrospectionConfig) -> String {
 pub fn verifier(stack: &Stack) -> &Verifier {
     stack.inner().inner().inner()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authn::config::ResilienceConfig;
+    use crate::authn::resilience::BreakerView;
+    use crate::authn::Authenticator;
+    use crate::extract::credential::Token;
+
+    /// A stack whose issuer cannot be reached, and whose breaker opens at
+    /// the first failure.
+    fn unreachable(metrics: &Arc<Metrics>, timeout_ms: u64) -> Stack {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/admin/oauth2/introspect", closed.local_addr().expect("addr"));
+        drop(closed);
+        let cfg = IntrospectionConfig {
+            url,
+            timeout_ms,
+            resilience: ResilienceConfig {
+                max_retries: 0,
+                breaker_failures: 1,
+                ..ResilienceConfig::default()
+            },
+            ..IntrospectionConfig::default()
+        };
+        build(&cfg, metrics.clone(), None).expect("stack")
+    }
+
+    /// `circuit_open` shows the running stack's breaker: a reload that
+    /// builds a new stack (a new, closed breaker) shows 0 at the next
+    /// scrape, though the old breaker is still open. Before, the gauge was
+    /// written only when a breaker changed state, and stayed 1.
+    #[tokio::test]
+    async fn circuit_gauge_follows_the_running_breaker() {
+        let metrics = Arc::new(Metrics::new());
+        let old = unreachable(&metrics, 800);
+        assert!(old.authenticate(&Token::new("opaque-token")).await.is_err());
+        assert_eq!(old.inner().state().breaker, BreakerView::Open);
+        old.refresh_metrics().await;
+        assert_eq!(metrics.circuit_open.get(), 1, "the running breaker is open");
+
+        // A reload with another [introspection]: a fresh stack runs now.
+        let new = unreachable(&metrics, 700);
+        new.refresh_metrics().await;
+        assert_eq!(metrics.circuit_open.get(), 0, "the running breaker is closed");
+        // A check still finishing on the old stack changes nothing shown.
+        assert!(old.authenticate(&Token::new("opaque-token")).await.is_err());
+        new.refresh_metrics().await;
+        assert_eq!(metrics.circuit_open.get(), 0);
+    }
+}
