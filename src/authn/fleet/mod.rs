@@ -89,7 +89,8 @@ pub struct Fleet {
     /// purge that started an epoch is heard, which lowers it to that epoch.
     /// 0: no such purge.
     l2_barrier: AtomicU64,
-    /// Unreadable purge messages acted on at most once per window.
+    /// Unreadable purge messages acted on at most once per window; those
+    /// held back are acted on once when their window ends.
     unreadable: std::sync::Mutex<Throttle>,
     on_purge: OnceLock<PurgeHook>,
     metrics: Arc<Metrics>,
@@ -372,7 +373,7 @@ impl Fleet {
     }
 
     /// A message from the purge channel.
-    fn receive(&self, payload: &[u8]) {
+    fn receive(self: &Arc<Self>, payload: &[u8]) {
         self.metrics.fleet.purges_received.inc();
         match Message::open(&self.keys.message, payload) {
             Ok(m) => {
@@ -393,22 +394,43 @@ impl Fleet {
                 // who may PUBLISH there) must not become a log flood and a
                 // full cache scan per message on every replica.
                 self.metrics.fleet.purges_unreadable.inc();
-                let now = std::time::Instant::now();
-                let admitted = self
-                    .unreadable
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .admit(now);
-                if let Some(suppressed) = admitted {
-                    tracing::warn!(
-                        error = %crate::telemetry::EscapedText(&why),
-                        more_since_last = suppressed,
-                        "unreadable purge message; emptying the cache"
-                    );
-                    self.apply_locally(&PurgeTarget::All);
+                let admitted = self.unreadable().admit(tokio::time::Instant::now());
+                match admitted {
+                    Admit::Now(suppressed) => {
+                        tracing::warn!(
+                            error = %crate::telemetry::EscapedText(&why),
+                            more_since_last = suppressed,
+                            "unreadable purge message; emptying the cache"
+                        );
+                        self.apply_locally(&PurgeTarget::All);
+                    }
+                    // Held back, not dropped: it may be a purge a newer
+                    // version or a rotated secret sent.
+                    Admit::At(due) => self.flush_held_back_at(due),
+                    Admit::Held => {}
                 }
             }
         }
+    }
+
+    fn unreadable(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.unreadable.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Empty the cache at `due`, the end of the window in which unreadable
+    /// messages were held back: one flush for all of them, still at most
+    /// one per window. Not tied to the subscription (a session that ends
+    /// meanwhile flushes on resubscribe anyway; once more does no harm).
+    fn flush_held_back_at(self: &Arc<Self>, due: tokio::time::Instant) {
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(due).await;
+            let held_back = fleet.unreadable().due(tokio::time::Instant::now());
+            if let Some(n) = held_back {
+                tracing::warn!(held_back = n, "unreadable purge messages held back; emptying the cache");
+                fleet.apply_locally(&PurgeTarget::All);
+            }
+        });
     }
 
     /// One line for `/readyz`'s detail.
@@ -441,12 +463,28 @@ const EPOCH_RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1)
 /// How often a replica acts on unreadable purge messages (flush, log).
 const UNREADABLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Lets an event through at most once per `window`, counting the rest.
+/// Lets an event through at most once per `window`; the rest are held
+/// back and acted on once, together, when their window ends.
 #[derive(Debug)]
 struct Throttle {
     window: std::time::Duration,
-    last: Option<std::time::Instant>,
+    last: Option<tokio::time::Instant>,
     suppressed: u64,
+    /// An act is owed for the events held back ([`Admit::At`] was told).
+    owed: bool,
+}
+
+/// What to do with one event.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    /// Act now; this many events were held back since the last act.
+    Now(u64),
+    /// Held back, the first in its window: act at this instant (the end
+    /// of the window) for it and every event held back until then, by
+    /// asking [`Throttle::due`].
+    At(tokio::time::Instant),
+    /// Held back; an act is already owed for it.
+    Held,
 }
 
 impl Throttle {
@@ -455,16 +493,32 @@ impl Throttle {
             window,
             last: None,
             suppressed: 0,
+            owed: false,
         }
     }
 
-    /// `Some(n)`: act now; `n` events were held back since the last time.
-    fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
-        if self
+    fn admit(&mut self, now: tokio::time::Instant) -> Admit {
+        let within = self
             .last
-            .is_some_and(|t| now.saturating_duration_since(t) < self.window)
-        {
+            .filter(|t| now.saturating_duration_since(*t) < self.window);
+        if let Some(last) = within {
             self.suppressed = self.suppressed.saturating_add(1);
+            if std::mem::replace(&mut self.owed, true) {
+                return Admit::Held;
+            }
+            return Admit::At(last.checked_add(self.window).unwrap_or(now));
+        }
+        self.last = Some(now);
+        // This act covers whatever was held back.
+        self.owed = false;
+        Admit::Now(std::mem::take(&mut self.suppressed))
+    }
+
+    /// The act an [`Admit::At`] asked for: `Some(n)` to act now for the `n`
+    /// events held back (a new window starts), `None` when an act since
+    /// then already covered them.
+    fn due(&mut self, now: tokio::time::Instant) -> Option<u64> {
+        if !std::mem::take(&mut self.owed) {
             return None;
         }
         self.last = Some(now);
@@ -477,20 +531,71 @@ mod tests {
     use super::*;
 
     /// Junk on the purge channel is acted on (cache emptied, one WARN) at
-    /// most once a second; the rest is counted and reported with the next.
+    /// most once a second; the rest is counted and acted on once, when the
+    /// window ends, or by the next event that acts, whichever comes first.
     #[test]
     fn unreadable_purges_are_throttled() {
-        let t0 = std::time::Instant::now();
+        let t0 = tokio::time::Instant::now();
         let ms = std::time::Duration::from_millis;
         let mut t = Throttle::new(ms(1_000));
-        assert_eq!(t.admit(t0), Some(0), "the first acts at once");
-        let acted = (1..10_000u64).filter(|i| t.admit(t0 + ms(i / 20)).is_some()).count();
-        assert_eq!(acted, 0, "9,999 more within the window: none acts");
-        assert_eq!(t.admit(t0 + ms(1_000)), Some(9_999), "the next window reports them");
-        assert_eq!(t.admit(t0 + ms(1_001)), None);
-        assert_eq!(t.admit(t0 + ms(5_000)), Some(1));
+        assert_eq!(t.admit(t0), Admit::Now(0), "the first acts at once");
+        assert_eq!(t.admit(t0 + ms(1)), Admit::At(t0 + ms(1_000)), "the next is owed an act");
+        let acted = (2..10_000u64)
+            .filter(|i| t.admit(t0 + ms(i / 20)) != Admit::Held)
+            .count();
+        assert_eq!(acted, 0, "9,998 more within the window: none acts, none owed again");
+        assert_eq!(t.admit(t0 + ms(1_000)), Admit::Now(9_999), "the next window reports them");
+        assert_eq!(t.due(t0 + ms(1_000)), None, "that act covered what was owed");
+        assert_eq!(t.admit(t0 + ms(1_001)), Admit::At(t0 + ms(2_000)));
+        assert_eq!(t.due(t0 + ms(2_000)), Some(1), "acted on at the window's end");
+        assert_eq!(t.due(t0 + ms(2_000)), None, "once");
+        assert_eq!(t.admit(t0 + ms(2_500)), Admit::At(t0 + ms(3_000)), "a new window began there");
+        assert_eq!(t.admit(t0 + ms(5_000)), Admit::Now(1));
         // A clock that goes back never panics and never acts early.
-        assert_eq!(t.admit(t0), None);
+        assert!(matches!(t.admit(t0), Admit::At(_)));
+    }
+
+    /// A fleet whose Redis is never reached (it connects lazily).
+    fn lazy_fleet(secret: &tempfile::NamedTempFile) -> Arc<Fleet> {
+        std::fs::write(secret.path(), "k".repeat(32)).expect("write");
+        let cfg = ClusterConfig {
+            redis_url: Some("redis://127.0.0.1:1/0".into()),
+            secret_file: Some(secret.path().to_owned()),
+            shared_cache: true,
+            ..ClusterConfig::default()
+        };
+        Fleet::start(&cfg, Arc::new(Metrics::new()))
+            .expect("start")
+            .expect("on")
+    }
+
+    /// Unreadable messages held back by the throttle are not dropped: one
+    /// flush follows when their window ends (a rolling upgrade or a secret
+    /// rotation sends two real purges 300 ms apart: the second must bite
+    /// too). Before, only the first message of a window flushed.
+    #[tokio::test(start_paused = true)]
+    async fn suppressed_unreadable_purge_flushes_at_window_end() {
+        let secret = tempfile::NamedTempFile::new().expect("tmp");
+        let fleet = lazy_fleet(&secret);
+        let flushes = Arc::new(AtomicU64::new(0));
+        let counted = flushes.clone();
+        fleet.on_purge(move |target| {
+            if *target == PurgeTarget::All {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let ms = Duration::from_millis;
+        fleet.receive(b"a purge we cannot read");
+        assert_eq!(flushes.load(Ordering::SeqCst), 1, "the first acts at once");
+        tokio::time::sleep(ms(300)).await;
+        fleet.receive(b"another");
+        tokio::time::sleep(ms(10)).await;
+        fleet.receive(b"and another");
+        assert_eq!(flushes.load(Ordering::SeqCst), 1, "held back within the window");
+        tokio::time::sleep(ms(700)).await;
+        assert_eq!(flushes.load(Ordering::SeqCst), 2, "one flush at the window's end, for both");
+        tokio::time::sleep(ms(5_000)).await;
+        assert_eq!(flushes.load(Ordering::SeqCst), 2, "and only one");
     }
 
     #[tokio::test]

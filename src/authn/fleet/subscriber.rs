@@ -67,7 +67,7 @@ impl Drop for Trusted<'_> {
 
 /// One subscription, from connect to loss. It only ends with why, and
 /// whether it had come up.
-async fn session(fleet: &Fleet) -> Result<Infallible, (bool, String)> {
+async fn session(fleet: &Arc<Fleet>) -> Result<Infallible, (bool, String)> {
     let deadline = fleet.timeout.max(Duration::from_secs(1));
     let down = |why: String| (false, why);
     let late = |what: &str| (false, format!("{what}: no answer within {} ms", deadline.as_millis()));
