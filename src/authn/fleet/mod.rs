@@ -44,6 +44,17 @@ local n = math.max(cur, tonumber(ARGV[1])) \
 if n > 4503599627370496 then return redis.error_reply('epoch out of range') end \
 if n ~= cur then redis.call('SET', KEYS[1], string.format('%d', n)) end return n";
 
+/// In `l2_barrier`: shared reads are suspended; the other bits hold the
+/// epoch this replica held when they were (epochs stay below 2^52).
+const SUSPENDED: u64 = 1 << 63;
+
+/// `l2_barrier` suspended at the later of `epoch` and the epoch a
+/// suspension already in `barrier` holds.
+fn suspended_at(barrier: u64, epoch: u64) -> u64 {
+    let held = if barrier & SUSPENDED != 0 { barrier & !SUSPENDED } else { 0 };
+    SUSPENDED | held.max(epoch & !SUSPENDED)
+}
+
 /// What the local cache does with a purge (set once by whoever owns the
 /// cache; the subscriber calls it for every message and on resubscribe).
 type PurgeHook = Box<dyn Fn(&PurgeTarget) + Send + Sync>;
@@ -83,11 +94,11 @@ pub struct Fleet {
     subscribed: AtomicBool,
     /// The shared cache's current epoch (see [`shared_cache`]).
     epoch: AtomicU64,
-    /// The shared cache is read only at epochs from this one on: a purge
-    /// that could not start a new epoch (the step failed, or Redis's epoch
-    /// was set out of range) sets it to the top, so nothing is read until a
-    /// purge that started an epoch is heard, which lowers it to that epoch.
-    /// 0: no such purge.
+    /// The shared cache is read only at epochs from this one on (0: any).
+    /// A purge that could not start a new epoch (the step failed, or
+    /// Redis's epoch was set out of range) suspends reads: [`SUSPENDED`]
+    /// and the epoch held then. Only a purge that started a later epoch
+    /// ends that, and reads resume from its epoch on.
     l2_barrier: AtomicU64,
     /// Unreadable purge messages acted on at most once per window; those
     /// held back are acted on once when their window ends.
@@ -196,20 +207,51 @@ impl Fleet {
 
     /// Whether the shared cache may be read at `epoch` (see `l2_barrier`).
     pub fn shared_readable(&self, epoch: u64) -> bool {
-        epoch >= self.l2_barrier.load(Ordering::Acquire)
+        let barrier = self.l2_barrier.load(Ordering::Acquire);
+        barrier & SUSPENDED == 0 && epoch >= barrier
     }
 
     /// A purge went by that started no new epoch: no shared read at all
     /// (this replica's epoch may lag the one the purge meant to end) until
-    /// a purge that did start one is heard ([`Fleet::resume_shared_reads`]).
+    /// a purge that started a later epoch than the one held now is heard
+    /// ([`Fleet::resume_shared_reads`]).
     fn suspend_shared_reads(&self) {
-        self.l2_barrier.store(u64::MAX, Ordering::Release);
+        let held = self.epoch();
+        let _ = self
+            .l2_barrier
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| Some(suspended_at(b, held)));
     }
 
-    /// A purge started `epoch`: shared reads resume from it (a barrier
-    /// already below it stays as it is).
+    /// A purge started `epoch`. It ends a suspension only if `epoch` is
+    /// later than the epoch held when the suspension began: a message
+    /// sealed before (replayed by anyone who may PUBLISH on the channel,
+    /// or a late one) names an epoch this replica had already reached, and
+    /// changes nothing. Reads then resume at `epoch` and above, never
+    /// below (a load that began in an older epoch reads nothing). Without
+    /// a suspension nothing changes either: an old message cannot lower
+    /// the barrier.
+    ///
+    /// Not covered: a step that ran before the failed one but is announced
+    /// after it names a later epoch than a replica that had not heard it
+    /// yet holds, and resumes that replica.
     fn resume_shared_reads(&self, epoch: u64) {
-        self.l2_barrier.fetch_min(epoch, Ordering::AcqRel);
+        let _ = self.l2_barrier.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+            (b & SUSPENDED != 0 && epoch > (b & !SUSPENDED)).then_some(epoch)
+        });
+    }
+
+    /// After a resubscription found (and adopted) `synced`: a suspension
+    /// stays, now holding `synced`. An epoch in Redis later than the one
+    /// held when reads were suspended does not show that a purge stepped
+    /// it after the one that could not: the step may have run before it
+    /// and been announced late (or not at all), or someone with access to
+    /// Redis may have set the key, and that epoch's entries may hold what
+    /// the purge meant to revoke. So only a purge that steps the epoch
+    /// after this sync resumes reads here. Fail safe: the hit rate pays.
+    fn keep_suspension_past(&self, synced: u64) {
+        let _ = self.l2_barrier.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+            (b & SUSPENDED != 0).then(|| suspended_at(b, synced))
+        });
     }
 
     /// The cache key of `token`: HMAC-SHA-256 with a key derived from the
@@ -269,9 +311,11 @@ impl Fleet {
     /// its current one starts; a purge by token also deletes that token's
     /// shared entry. The step is then retried in the background for up to
     /// [`EPOCH_RETRY`] tries, and once it succeeds the same purge goes out
-    /// again with the new epoch: that ends the suspension, and leaves
-    /// nothing of the old epoch for a replica that starts or resubscribes
-    /// later. The caller is told ([`Published::epoch_started`]).
+    /// again with the new epoch: that ends the suspension (on every replica
+    /// that held an older epoch when it suspended; see
+    /// [`Fleet::resume_shared_reads`]), and leaves nothing of the old epoch
+    /// for a replica that starts or resubscribes later. The caller is told
+    /// ([`Published::epoch_started`]).
     pub async fn publish(self: &Arc<Self>, target: &PurgeTarget) -> Result<Published, FleetError> {
         let local = self.epoch();
         let epoch = match self.step_epoch(local).await {
@@ -346,7 +390,7 @@ impl Fleet {
                 match self.send(&target, epoch).await {
                     Ok(_) => tracing::info!(epoch, "purge: the new shared-cache epoch started; shared reads resume"),
                     Err(e) => {
-                        tracing::warn!(error = %e, epoch, "purge: epoch started but not announced; shared reads resume at the next purge or resubscription")
+                        tracing::warn!(error = %e, epoch, "purge: epoch started but not announced; shared reads resume here, and on the other replicas at the next purge that starts an epoch")
                     }
                 }
                 return;
@@ -356,7 +400,8 @@ impl Fleet {
     }
 
     /// After (re)subscribing: the fleet's epoch, never behind ours (Redis
-    /// may have restarted empty or lost the key; see [`SYNC_EPOCH`]).
+    /// may have restarted empty or lost the key; see [`SYNC_EPOCH`]). A
+    /// suspension of shared reads stays ([`Fleet::adopt_synced_epoch`]).
     async fn sync_epoch(&self) -> Result<u64, FleetError> {
         let e: u64 = self
             .run(
@@ -368,8 +413,15 @@ impl Fleet {
                     .arg(self.epoch()),
             )
             .await?;
-        self.epoch.fetch_max(e, Ordering::AcqRel);
+        self.adopt_synced_epoch(e);
         Ok(e)
+    }
+
+    /// The epoch a resubscription found in Redis, adopted; a suspension
+    /// now holds it (see [`Fleet::keep_suspension_past`]).
+    fn adopt_synced_epoch(&self, synced: u64) {
+        self.epoch.fetch_max(synced, Ordering::AcqRel);
+        self.keep_suspension_past(self.epoch());
     }
 
     /// A message from the purge channel.
@@ -596,6 +648,65 @@ mod tests {
         assert_eq!(flushes.load(Ordering::SeqCst), 2, "one flush at the window's end, for both");
         tokio::time::sleep(ms(5_000)).await;
         assert_eq!(flushes.load(Ordering::SeqCst), 2, "and only one");
+    }
+
+    fn sealed(fleet: &Fleet, target: PurgeTarget, epoch: u64) -> String {
+        Message { target, epoch }.seal(&fleet.keys.message)
+    }
+
+    /// A purge that could not start an epoch suspends shared reads (here
+    /// at epoch 7, where the purged identity may be stored). A sealed
+    /// message from before, captured on the channel and published again
+    /// (or one arriving late), must not lift that: only a purge that
+    /// started a later epoch does, and reads resume from its epoch on.
+    /// Before, any message with an epoch lowered the barrier to it, and
+    /// the purged identity came back from the shared cache.
+    #[tokio::test]
+    async fn a_replayed_sealed_purge_does_not_lift_a_suspension() {
+        let secret = tempfile::NamedTempFile::new().expect("tmp");
+        let fleet = lazy_fleet(&secret);
+        fleet.epoch.store(7, Ordering::Release);
+        assert!(fleet.shared_readable(7));
+        fleet.receive(sealed(&fleet, PurgeTarget::All, 0).as_bytes());
+        assert!(!fleet.shared_readable(7), "suspended");
+        for replayed in [
+            sealed(&fleet, PurgeTarget::Subject("x".into()), 5),
+            sealed(&fleet, PurgeTarget::Key([1; 32]), 7),
+        ] {
+            fleet.receive(replayed.as_bytes());
+            assert!(!fleet.shared_readable(7), "a replayed message lifted the suspension");
+            assert!(!fleet.shared_readable(8));
+        }
+        fleet.receive(sealed(&fleet, PurgeTarget::All, 8).as_bytes());
+        assert!(fleet.shared_readable(8), "a purge that stepped the epoch resumes reads");
+        assert!(!fleet.shared_readable(7), "not in the epoch the failed purge meant to end");
+        // Nor does an old message lower the barrier once reads resumed.
+        fleet.receive(sealed(&fleet, PurgeTarget::Subject("x".into()), 5).as_bytes());
+        assert!(!fleet.shared_readable(7));
+        assert!(fleet.shared_readable(9));
+    }
+
+    /// A suspended replica that resubscribes and finds a later epoch in
+    /// Redis stays suspended (that epoch may have been stepped before the
+    /// failed purge, or set by hand), now holding the synced epoch: only a
+    /// purge stepped after the sync resumes it. Without a suspension, a
+    /// resubscription changes nothing.
+    #[tokio::test]
+    async fn a_resubscription_does_not_lift_a_suspension() {
+        let secret = tempfile::NamedTempFile::new().expect("tmp");
+        let fleet = lazy_fleet(&secret);
+        fleet.epoch.store(7, Ordering::Release);
+        fleet.receive(sealed(&fleet, PurgeTarget::All, 0).as_bytes());
+        fleet.adopt_synced_epoch(9);
+        assert_eq!(fleet.epoch(), 9);
+        assert!(!fleet.shared_readable(9), "a resubscription lifted the suspension");
+        fleet.receive(sealed(&fleet, PurgeTarget::Client("c".into()), 9).as_bytes());
+        assert!(!fleet.shared_readable(9), "stepped before the sync");
+        fleet.receive(sealed(&fleet, PurgeTarget::All, 10).as_bytes());
+        assert!(fleet.shared_readable(10));
+        assert!(!fleet.shared_readable(9));
+        fleet.adopt_synced_epoch(12);
+        assert!(fleet.shared_readable(12), "no suspension: reads go on");
     }
 
     #[tokio::test]
