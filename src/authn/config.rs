@@ -105,8 +105,9 @@ pub struct JwtConfig {
     /// A token with an unknown `kid` refreshes the JWKS at most this often.
     pub refresh_min_interval_ms: u64,
     /// Keys older than this are re-fetched on their next use, so a key the
-    /// issuer removed stops being trusted. A failed re-fetch keeps the old
-    /// keys (logged): a JWKS outage must not become an API outage.
+    /// issuer removed stops being trusted once that fetch lands (a check
+    /// whose key we hold does not wait for it). A failed re-fetch keeps the
+    /// old keys (logged): a JWKS outage must not become an API outage.
     pub max_key_age_ms: u64,
     /// ... but not forever: keys last fetched longer ago than this are not
     /// trusted at all (503, cannot decide) until a fetch succeeds, so a

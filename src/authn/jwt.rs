@@ -8,7 +8,10 @@
 //! a refresh, at most once per `refresh_min_interval_ms`, so garbage tokens
 //! cannot turn us into a JWKS flood. Keys older than `max_key_age_ms` are
 //! re-fetched on their next use, so a key the issuer removed stops being
-//! trusted; if that re-fetch fails the old keys stay in use (logged).
+//! trusted once that fetch lands; if it fails the old keys stay in use
+//! (logged). A token whose key we hold does not wait for that fetch (it
+//! runs in the background, and a slow or dead JWKS cannot stall checks);
+//! one with an unknown kid, or keys past `max_stale_key_age_ms`, does.
 //! The JWKS is fetched once at start-up too (readiness waits for it), and
 //! while it cannot be fetched an unknown key is 503, not 401.
 //!
@@ -295,37 +298,75 @@ impl JwtVerifier {
         self.key_age().is_some_and(|age| age >= self.max_key_age)
     }
 
-    /// Fetch the JWKS unless a fetch finished less than `refresh_every` ago;
-    /// then that fetch's outcome stands (an error stays an error: 503).
-    ///
-    /// The fetch runs as its own task and records its result itself, so a
-    /// check cancelled while it waits neither loses the fetch nor leaves a
-    /// "fetched just now" mark without keys; callers queue on a tokio mutex,
-    /// which is cancel-safe.
-    async fn refresh(&self) -> Result<(), AuthnError> {
-        let one_at_a_time = self.refreshing.clone().lock_owned().await;
-        if let Some((at, error)) = self.jwks.last.lock().unwrap_or_else(PoisonError::into_inner).clone() {
-            if at.elapsed() < self.refresh_every {
-                // The failure already counted once; told again, it must not
-                // count again (20 unknown kids would open the breaker).
-                return error.map_or(Ok(()), |e| {
-                    Err(AuthnError::unavailable(FailureKind::JwksRecentlyFailed, e.to_string()))
-                });
-            }
-        }
+    /// Fetched longer ago than `max_stale_key_age`: not to be trusted
+    /// until a fetch succeeds.
+    fn keys_are_too_old(&self) -> bool {
+        self.key_age().is_some_and(|age| age >= self.max_stale_key_age)
+    }
+
+    /// The outcome of a fetch that finished less than `refresh_every` ago,
+    /// if one did: it stands (an error stays an error: 503).
+    fn recent_outcome(&self) -> Option<Result<(), AuthnError>> {
+        let (at, error) = self.jwks.last.lock().unwrap_or_else(PoisonError::into_inner).clone()?;
+        (at.elapsed() < self.refresh_every).then(|| {
+            // The failure already counted once; told again, it must not
+            // count again (20 unknown kids would open the breaker).
+            error.map_or(Ok(()), |e| {
+                Err(AuthnError::unavailable(FailureKind::JwksRecentlyFailed, e.to_string()))
+            })
+        })
+    }
+
+    /// One fetch that records its result itself and holds `one_at_a_time`
+    /// until it has, to be spawned as its own task: a check cancelled
+    /// while it waits neither loses the fetch nor leaves a "fetched just
+    /// now" mark without keys, nor lets a second fetch start meanwhile.
+    fn fetch_task(
+        &self,
+        one_at_a_time: tokio::sync::OwnedMutexGuard<()>,
+    ) -> impl std::future::Future<Output = Result<(), AuthnError>> + Send + 'static {
         let jwks = self.jwks.clone();
         let fetch = fetch_keys(self.client.clone(), self.jwks_url.clone(), self.max_body);
-        tokio::spawn(async move {
+        async move {
             let _held = one_at_a_time;
             jwks.store(fetch.await)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(AuthnError::unavailable(
-                FailureKind::Jwks,
-                format!("JWKS fetch task: {e}"),
-            ))
-        })
+        }
+    }
+
+    /// Fetch the JWKS unless a fetch finished less than `refresh_every` ago
+    /// ([`JwtVerifier::recent_outcome`]), and wait for it. Callers queue on
+    /// a tokio mutex, which is cancel-safe.
+    async fn refresh(&self) -> Result<(), AuthnError> {
+        let one_at_a_time = self.refreshing.clone().lock_owned().await;
+        if let Some(outcome) = self.recent_outcome() {
+            return outcome;
+        }
+        tokio::spawn(self.fetch_task(one_at_a_time))
+            .await
+            .unwrap_or_else(|e| {
+                Err(AuthnError::unavailable(
+                    FailureKind::Jwks,
+                    format!("JWKS fetch task: {e}"),
+                ))
+            })
+    }
+
+    /// Start a fetch and return at once: the keys held go on verifying
+    /// while it runs. Nothing when a fetch is running (its result will do)
+    /// or one finished less than `refresh_every` ago, as for [`JwtVerifier::refresh`].
+    fn refresh_in_background(&self) {
+        let Ok(one_at_a_time) = self.refreshing.clone().try_lock_owned() else {
+            return;
+        };
+        if self.recent_outcome().is_some() {
+            return;
+        }
+        let fetch = self.fetch_task(one_at_a_time);
+        tokio::spawn(async move {
+            if let Err(e) = fetch.await {
+                tracing::warn!(error = %e, "JWKS re-fetch failed; keeping the keys we have");
+            }
+        });
     }
 
     /// Fetch the JWKS before the first check needs it: some issuers, Hydra
@@ -373,9 +414,15 @@ impl JwtVerifier {
             return reject(ClaimFailure::UnknownKey);
         };
         if self.keys_are_stale() {
-            if let Err(e) = self.refresh().await {
+            if self.lookup(&kid).is_some() && !self.keys_are_too_old() {
+                // Our key for it is due a re-fetch, not distrusted yet: a
+                // JWKS that is slow or down must not stall this check (a
+                // blocking fetch outlasts Envoy's deadline), so the fetch
+                // runs in the background and the keys held answer.
+                self.refresh_in_background();
+            } else if let Err(e) = self.refresh().await {
                 // A JWKS outage must not become an API outage at once...
-                if self.key_age().is_some_and(|age| age >= self.max_stale_key_age) {
+                if self.keys_are_too_old() {
                     // ... nor keep a key the issuer may have removed alive
                     // for as long as someone can make our fetches fail.
                     return Err(AuthnError::unavailable(
@@ -472,6 +519,7 @@ mod tests {
     use super::*;
     use crate::authn::config::JwtConfig;
     use base64::Engine as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// An Ed25519 signing key and its public half, for JWKS served here.
     struct TestKey {
@@ -519,12 +567,23 @@ mod tests {
 
     /// Serve `jwks` on a loopback port; its URL.
     async fn serve_jwks(jwks: serde_json::Value) -> String {
+        serve_jwks_until(jwks, Arc::default()).await
+    }
+
+    /// Serve `jwks` until `hang` is set; from then on every request is
+    /// read and never answered (a black-holed JWKS host). Its URL.
+    async fn serve_jwks_until(jwks: serde_json::Value, hang: Arc<AtomicBool>) -> String {
         let body = jwks.to_string();
         let app = axum::Router::new().route(
             "/jwks.json",
             axum::routing::get(move || {
-                let body = body.clone();
-                async move { body }
+                let (body, hang) = (body.clone(), hang.clone());
+                async move {
+                    if hang.load(Ordering::SeqCst) {
+                        std::future::pending::<()>().await;
+                    }
+                    body
+                }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -588,5 +647,38 @@ mod tests {
         ] {
             assert_eq!(key_use(&common(other.clone())), KeyUse::Other, "{other}");
         }
+    }
+
+    /// Keys due a re-fetch (older than max_key_age) while the JWKS host
+    /// accepts and never answers: a token whose key we hold is verified at
+    /// once with the keys held; the first such check starts the fetch in
+    /// the background, the next does not wait for it. Before, each waited
+    /// for the fetch (up to timeout_ms, far past Envoy's deadline). A token
+    /// with a kid we do not hold still waits for a fetch.
+    #[tokio::test]
+    async fn stale_key_refresh_does_not_block_known_kid_checks() {
+        let key = TestKey::generate();
+        let hang = Arc::new(AtomicBool::new(false));
+        let signing = key.jwk(serde_json::json!({"kid": "k", "use": "sig", "alg": "EdDSA"}));
+        let jwks = serve_jwks_until(serde_json::json!({ "keys": [signing] }), hang.clone()).await;
+        let v = verifier(&jwks, |c| {
+            c.timeout_ms = 5_000;
+            c.jwt.max_key_age_ms = 0;
+            c.jwt.refresh_min_interval_ms = 100;
+        });
+        v.prefetch().await;
+        assert!(v.has_keys());
+        hang.store(true, Ordering::SeqCst);
+        // Past refresh_min_interval_ms: the next check may fetch again.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        for n in 1..=2 {
+            let started = tokio::time::Instant::now();
+            let got = tokio::time::timeout(Duration::from_secs(1), v.verify(&key.sign("k"))).await;
+            assert!(matches!(got, Ok(Ok(_))), "check {n}: {got:?}");
+            assert!(started.elapsed() < Duration::from_millis(500), "check {n} waited");
+        }
+        assert!(v.refreshing.try_lock().is_err(), "the fetch is still pending");
+        let unknown = tokio::time::timeout(Duration::from_millis(300), v.verify(&key.sign("other"))).await;
+        assert!(unknown.is_err(), "an unknown kid waits for the fetch: {unknown:?}");
     }
 }
