@@ -341,14 +341,12 @@ impl JwtVerifier {
         if let Some(outcome) = self.recent_outcome() {
             return outcome;
         }
-        tokio::spawn(self.fetch_task(one_at_a_time))
-            .await
-            .unwrap_or_else(|e| {
-                Err(AuthnError::unavailable(
-                    FailureKind::Jwks,
-                    format!("JWKS fetch task: {e}"),
-                ))
-            })
+        tokio::spawn(self.fetch_task(one_at_a_time)).await.unwrap_or_else(|e| {
+            Err(AuthnError::unavailable(
+                FailureKind::Jwks,
+                format!("JWKS fetch task: {e}"),
+            ))
+        })
     }
 
     /// Start a fetch and return at once: the keys held go on verifying

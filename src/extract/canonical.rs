@@ -45,7 +45,7 @@ pub fn method_override(method: &str, headers: &super::headers::Headers, query: &
     let overrides = headers.entries().any(|(name, value)| {
         METHOD_OVERRIDE_HEADERS
             .iter()
-            .any(|h| h.len() == name.len() && h.iter().zip(name).all(|(a, b)| a == b || (*a == b'-' && *b == b'_')))
+            .any(|h| super::headers::same_name_any_separator(name, h))
             && other(value)
     });
     let in_query = || {

@@ -6,6 +6,17 @@
 use std::fmt;
 use std::ops::Range;
 
+/// Whether header name `name` (lower-case, as received) is `wanted` in one
+/// of its `-`/`_` spellings: CGI, WSGI and PHP upstreams read `x_api_token`
+/// as `x-api-token`, so the two are one header to them.
+pub(crate) fn same_name_any_separator(name: &[u8], wanted: &[u8]) -> bool {
+    name.len() == wanted.len()
+        && name
+            .iter()
+            .zip(wanted)
+            .all(|(a, b)| a == b || (matches!(a, b'-' | b'_') && matches!(b, b'-' | b'_')))
+}
+
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
     /// Every name and value, back to back, owned: one allocation, not

@@ -125,15 +125,9 @@ fn header_token(v: &str) -> Credential {
 /// under another spelling is the same header to them, and must be read
 /// (and stripped) as one.
 fn header_spellings<'r>(req: &'r AuthzRequest, name: &str) -> Result<Vec<&'r str>, CredentialProblem> {
-    let same = |k: &[u8]| {
-        k.len() == name.len()
-            && k.iter()
-                .zip(name.as_bytes())
-                .all(|(a, b)| a == b || (matches!(a, b'-' | b'_') && matches!(b, b'-' | b'_')))
-    };
     req.headers
         .entries()
-        .filter(|(k, _)| same(k))
+        .filter(|(k, _)| super::headers::same_name_any_separator(k, name.as_bytes()))
         .map(|(_, v)| std::str::from_utf8(v).map_err(|_| CredentialProblem::NotText))
         .collect()
 }

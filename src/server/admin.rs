@@ -285,14 +285,19 @@ mod tests {
                 secret_file: Some(secret.path().to_owned()),
                 ..ClusterConfig::default()
             };
-            Fleet::start(&cfg, Arc::new(Metrics::new())).expect("start").expect("on")
+            Fleet::start(&cfg, Arc::new(Metrics::new()))
+                .expect("start")
+                .expect("on")
         }
 
         async fn purge_token(admin: &AdminService<OneEntry>) {
             let request = tonic::Request::new(PurgeTokenRequest {
                 target: Some(Target::Token("the-token".into())),
             });
-            let e = admin.purge_token(request).await.expect_err("the fleet could not be told");
+            let e = admin
+                .purge_token(request)
+                .await
+                .expect_err("the fleet could not be told");
             assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
         }
 
@@ -314,7 +319,10 @@ mod tests {
             let read_back: Race = Box::new(move || cache(&again).holds.store(true, Ordering::SeqCst));
             *cache(&running).racing.lock().unwrap_or_else(PoisonError::into_inner) = Some(read_back);
             purge_token(&admin).await;
-            assert!(!cache(&running).holds.load(Ordering::SeqCst), "read back during the publication");
+            assert!(
+                !cache(&running).holds.load(Ordering::SeqCst),
+                "read back during the publication"
+            );
 
             let old = holding();
             let new = holding();

@@ -51,7 +51,11 @@ const SUSPENDED: u64 = 1 << 63;
 /// `l2_barrier` suspended at the later of `epoch` and the epoch a
 /// suspension already in `barrier` holds.
 fn suspended_at(barrier: u64, epoch: u64) -> u64 {
-    let held = if barrier & SUSPENDED != 0 { barrier & !SUSPENDED } else { 0 };
+    let held = if barrier & SUSPENDED != 0 {
+        barrier & !SUSPENDED
+    } else {
+        0
+    };
     SUSPENDED | held.max(epoch & !SUSPENDED)
 }
 
@@ -466,7 +470,9 @@ impl Fleet {
     }
 
     fn unreadable(&self) -> std::sync::MutexGuard<'_, Throttle> {
-        self.unreadable.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.unreadable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Empty the cache at `due`, the end of the window in which unreadable
@@ -550,9 +556,7 @@ impl Throttle {
     }
 
     fn admit(&mut self, now: tokio::time::Instant) -> Admit {
-        let within = self
-            .last
-            .filter(|t| now.saturating_duration_since(*t) < self.window);
+        let within = self.last.filter(|t| now.saturating_duration_since(*t) < self.window);
         if let Some(last) = within {
             self.suppressed = self.suppressed.saturating_add(1);
             if std::mem::replace(&mut self.owed, true) {
@@ -591,17 +595,29 @@ mod tests {
         let ms = std::time::Duration::from_millis;
         let mut t = Throttle::new(ms(1_000));
         assert_eq!(t.admit(t0), Admit::Now(0), "the first acts at once");
-        assert_eq!(t.admit(t0 + ms(1)), Admit::At(t0 + ms(1_000)), "the next is owed an act");
+        assert_eq!(
+            t.admit(t0 + ms(1)),
+            Admit::At(t0 + ms(1_000)),
+            "the next is owed an act"
+        );
         let acted = (2..10_000u64)
             .filter(|i| t.admit(t0 + ms(i / 20)) != Admit::Held)
             .count();
         assert_eq!(acted, 0, "9,998 more within the window: none acts, none owed again");
-        assert_eq!(t.admit(t0 + ms(1_000)), Admit::Now(9_999), "the next window reports them");
+        assert_eq!(
+            t.admit(t0 + ms(1_000)),
+            Admit::Now(9_999),
+            "the next window reports them"
+        );
         assert_eq!(t.due(t0 + ms(1_000)), None, "that act covered what was owed");
         assert_eq!(t.admit(t0 + ms(1_001)), Admit::At(t0 + ms(2_000)));
         assert_eq!(t.due(t0 + ms(2_000)), Some(1), "acted on at the window's end");
         assert_eq!(t.due(t0 + ms(2_000)), None, "once");
-        assert_eq!(t.admit(t0 + ms(2_500)), Admit::At(t0 + ms(3_000)), "a new window began there");
+        assert_eq!(
+            t.admit(t0 + ms(2_500)),
+            Admit::At(t0 + ms(3_000)),
+            "a new window began there"
+        );
         assert_eq!(t.admit(t0 + ms(5_000)), Admit::Now(1));
         // A clock that goes back never panics and never acts early.
         assert!(matches!(t.admit(t0), Admit::At(_)));
@@ -645,7 +661,11 @@ mod tests {
         fleet.receive(b"and another");
         assert_eq!(flushes.load(Ordering::SeqCst), 1, "held back within the window");
         tokio::time::sleep(ms(700)).await;
-        assert_eq!(flushes.load(Ordering::SeqCst), 2, "one flush at the window's end, for both");
+        assert_eq!(
+            flushes.load(Ordering::SeqCst),
+            2,
+            "one flush at the window's end, for both"
+        );
         tokio::time::sleep(ms(5_000)).await;
         assert_eq!(flushes.load(Ordering::SeqCst), 2, "and only one");
     }
@@ -679,7 +699,10 @@ mod tests {
         }
         fleet.receive(sealed(&fleet, PurgeTarget::All, 8).as_bytes());
         assert!(fleet.shared_readable(8), "a purge that stepped the epoch resumes reads");
-        assert!(!fleet.shared_readable(7), "not in the epoch the failed purge meant to end");
+        assert!(
+            !fleet.shared_readable(7),
+            "not in the epoch the failed purge meant to end"
+        );
         // Nor does an old message lower the barrier once reads resumed.
         fleet.receive(sealed(&fleet, PurgeTarget::Subject("x".into()), 5).as_bytes());
         assert!(!fleet.shared_readable(7));
