@@ -41,15 +41,16 @@ pub fn build(cfg: &IntrospectionConfig, metrics: Arc<Metrics>, fleet: Option<Arc
     };
     // In a fleet, the cache also hears other replicas' purges, is off while
     // it might miss one, and asks the shared L2 cache before the issuer.
-    Ok(SharedVerifier::new(resilient, &cfg.cache, jwt_memo, metrics).with_fleet(fleet, policy(cfg)))
+    let policy = fleet.as_deref().map(|f| policy(cfg, f)).unwrap_or_default();
+    Ok(SharedVerifier::new(resilient, &cfg.cache, jwt_memo, metrics).with_fleet(fleet, policy))
 }
 
 /// A name for the verification settings: identities shared through the
 /// fleet carry it, and a replica verifying differently (a rollout, a
-/// reload) does not take them.
-fn policy(cfg: &IntrospectionConfig) -> String {
-    let settings = serde_json::to_vec(cfg).unwrap_or_default();
-    hex::encode(&crate::sha256::of(&settings)[..8])
+/// reload) does not take them. Only a fleet shares them, and it keys the
+/// name ([`Fleet::policy_of`]).
+fn policy(cfg: &IntrospectionConfig, fleet: &Fleet) -> String {
+    fleet.policy_of(&serde_json::to_vec(cfg).unwrap_or_default())
 }
 
 /// The innermost layer: how tokens are verified.

@@ -268,6 +268,17 @@ impl Fleet {
         key
     }
 
+    /// A name for verification `settings` (the serialized
+    /// `[introspection]`), stored with every shared value: keyed with the
+    /// cluster secret, because the settings may hold a secret (an API key
+    /// in the URL's query) that a plain digest in Redis would let anyone
+    /// who can read it test guesses of offline.
+    pub fn policy_of(&self, settings: &[u8]) -> String {
+        let mut input = b"hydra-authz/v1/policy:".to_vec();
+        input.extend_from_slice(settings);
+        hex::encode(&hmac::sign(&self.keys.value, &input).as_ref()[..8])
+    }
+
     /// Set what the local cache does with a purge; the first call wins.
     pub fn on_purge(&self, hook: impl Fn(&PurgeTarget) + Send + Sync + 'static) {
         let _ = self.on_purge.set(Box::new(hook));
@@ -755,6 +766,20 @@ mod tests {
         // Purposes do not share keys: the cache key is not the message seal.
         let seal = hmac::sign(&fleet.keys.message, b"some-token");
         assert_ne!(&k[..], seal.as_ref());
+        // The policy name in shared values is keyed too: settings with a
+        // secret in them cannot be checked against it without the secret.
+        let settings = br#"{"url":"https://hydra/introspect?api_key=guess"}"#;
+        let p = fleet.policy_of(settings);
+        assert_eq!(p, fleet.policy_of(settings));
+        assert_ne!(
+            p,
+            fleet.policy_of(br#"{"url":"https://hydra/introspect?api_key=other"}"#)
+        );
+        assert_ne!(
+            p,
+            hex::encode(&crate::sha256::of(settings)[..8]),
+            "not the plain digest"
+        );
         // Subscribed but nobody applies purges yet: still not trusted.
         fleet.subscribed.store(true, Ordering::Release);
         assert!(!fleet.cache_trusted());
