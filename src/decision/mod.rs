@@ -265,6 +265,15 @@ impl<A: Authenticator> Engine<A> {
                 note!(steps, "route policy unreadable: {why}");
                 return Err(DenyReason::RouteMisconfigured(why));
             }
+            Resolution::AmbiguousTrailingSlash => {
+                note!(
+                    steps,
+                    "the path with and without its trailing '/' falls under different rules: refused"
+                );
+                return Err(DenyReason::InvalidPath(
+                    crate::extract::refusal::PathProblem::AmbiguousTrailingSlash,
+                ));
+            }
         };
         note!(steps, "policy from {:?}: {}", policy.rule_id, policy.describe());
         Ok(policy)

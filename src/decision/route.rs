@@ -52,6 +52,9 @@ pub enum Resolution {
     NoRule,
     /// The route carries policy we cannot read; deny rather than guess.
     Misconfigured(String),
+    /// The path with and without its trailing `/` falls under different
+    /// rules ([`RuleSet::trailing_slash_disagrees`]): refused, not guessed.
+    AmbiguousTrailingSlash,
 }
 
 pub fn resolve(req: &AuthzRequest, rules: &RuleSet) -> Resolution {
@@ -61,7 +64,11 @@ pub fn resolve(req: &AuthzRequest, rules: &RuleSet) -> Resolution {
     if let Some(r) = req.route_metadata.as_ref().and_then(from_metadata) {
         return r;
     }
-    match rules.find(&req.method, &req.host, &req.path) {
+    let found = rules.find(&req.method, &req.host, &req.path);
+    if rules.trailing_slash_disagrees(&req.method, &req.host, &req.path, found) {
+        return Resolution::AmbiguousTrailingSlash;
+    }
+    match found {
         Some(rule) => Resolution::Policy(RoutePolicy {
             rule_id: rule.id.clone(),
             public: rule.public,

@@ -112,10 +112,8 @@ impl RuleSet {
         for (j, later) in self.rules.iter().enumerate() {
             // The compiled set answers for every earlier rule at once: an earlier
             // rule covers the later one if it matches both samples of its pattern.
-            let deep = self
-                .paths
-                .matches(matched_form(&later.path.replace("**", "__seg__/__seg__")));
-            let one = self.paths.matches(matched_form(&later.path.replace("**", "__seg__")));
+            let deep = self.paths.matches(later.path.replace("**", "__seg__/__seg__"));
+            let one = self.paths.matches(later.path.replace("**", "__seg__"));
             let earlier = deep
                 .iter()
                 .take_while(|i| **i < j)
@@ -148,10 +146,27 @@ impl RuleSet {
         let host = strip_port(host);
         // `matches` returns indices in ascending order, i.e. file order.
         self.paths
-            .matches(matched_form(path))
+            .matches(path)
             .into_iter()
             .map(|i| &self.rules[i])
             .find(|r| r.mismatch_except_path(method, host).is_none())
+    }
+
+    /// Whether `path`, sent with a trailing `/`, would fall under another
+    /// rule than `found` without it. Routers differ on `/users/42/`: Rails,
+    /// Express and Django serve (or redirect to) `/users/42`, Go's
+    /// ServeMux, Spring 6 and static file servers do not. When the two
+    /// spellings name different rules we cannot know which handler runs,
+    /// so the request is refused (400) rather than decided by either.
+    /// Only a path that ends in `/` is looked at twice: the common form
+    /// costs one byte compare.
+    pub fn trailing_slash_disagrees(&self, method: &str, host: &str, path: &str, found: Option<&Rule>) -> bool {
+        let Some(found) = found else { return false };
+        let Some(bare) = path.strip_suffix('/').filter(|p| !p.is_empty()) else {
+            return false;
+        };
+        self.find(method, host, bare)
+            .is_some_and(|other| !std::ptr::eq(other, found))
     }
 
     /// The rules' path patterns, as written, in file order.
@@ -163,7 +178,7 @@ impl RuleSet {
     /// "routes without a rule" lint, which has no host to test with.
     pub fn covers_on_some_host(&self, method: &str, path: &str) -> bool {
         self.paths
-            .matches(matched_form(path))
+            .matches(path)
             .into_iter()
             .any(|i| self.rules[i].mismatch_except_path(method, "") != Some(Mismatch::Method))
     }
@@ -195,7 +210,7 @@ impl RuleSet {
 
     pub fn explain<'a>(&'a self, method: &str, host: &str, path: &str) -> Vec<(&'a Rule, Option<Mismatch>)> {
         let host = strip_port(host);
-        let hits = self.paths.matches(matched_form(path));
+        let hits = self.paths.matches(path);
         self.rules
             .iter()
             .enumerate()
@@ -246,24 +261,13 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// The form of a normalized request path rules are matched in: without a
-/// trailing `/` (but `/` itself). Most routers serve `/users/42/` as
-/// `/users/42` (or redirect one to the other), so the two must not fall to
-/// different rules.
-pub(crate) fn matched_form(path: &str) -> &str {
-    match path.strip_suffix('/') {
-        Some(p) if !p.is_empty() => p,
-        _ => path,
-    }
-}
-
 /// Translate our path pattern to a glob where `*` never crosses `/`.
-/// `*` and `{name}` match one non-empty segment, `**` any number of
-/// segments, none included (`/admin/**` covers `/admin`); `*` inside a
-/// segment (`*.json`) is a within-segment wildcard; every other character
-/// is literal. A trailing `/` is not significant ([`matched_form`]). A
-/// pattern requests can never take (an escape normalization decodes, an
-/// empty segment) is refused rather than silently never matching.
+/// `*` and `{name}` match one non-empty segment, `**` everything below its
+/// prefix (`/admin/**` matches `/admin/` and `/admin/x/y`, not `/admin`);
+/// `*` inside a segment (`*.json`) is a within-segment wildcard; every
+/// other character is literal. A pattern requests can never take (an
+/// escape normalization decodes, an empty segment) is refused rather than
+/// silently never matching.
 fn path_glob(pattern: &str) -> Result<globset::Glob, String> {
     if !pattern.starts_with('/') {
         return Err(format!("{pattern:?} must start with '/'"));
@@ -273,20 +277,14 @@ fn path_glob(pattern: &str) -> Result<globset::Glob, String> {
             "{pattern:?}: patterns match the path only, without query or fragment"
         ));
     }
-    let trimmed = matched_form(pattern);
-    if trimmed.len() > 1 && trimmed[1..].split('/').any(str::is_empty) {
+    // A trailing `/` is a segment of its own; an empty one elsewhere is not.
+    let inner = pattern.strip_suffix('/').unwrap_or(pattern);
+    if inner.len() > 1 && inner[1..].split('/').any(str::is_empty) {
         return Err(format!(
             "{pattern:?}: an empty segment never matches (requests have repeated slashes merged)"
         ));
     }
-    let glob = match trimmed.strip_suffix("/**") {
-        // `**` also covers none: the bare prefix, as `{prefix,prefix/**}`.
-        Some(prefix) if !prefix.is_empty() => {
-            let prefix = segments_glob(pattern, prefix)?;
-            format!("{{{prefix},{prefix}/**}}")
-        }
-        _ => segments_glob(pattern, trimmed)?,
-    };
+    let glob = segments_glob(pattern, pattern)?;
     GlobBuilder::new(&glob)
         .literal_separator(true)
         .backslash_escape(true)
@@ -328,7 +326,7 @@ fn segments_glob(pattern: &str, path: &str) -> Result<String, String> {
                              (`%C3%A9`), and no `;`, `\\` or control characters"
                         ));
                     }
-                    // `,` separates alternatives in a glob's `{...}`.
+                    // `,` separates alternatives, should a glob hold `{...}`.
                     glob.push_str(&globset::escape(part).replace(',', "[,]"));
                 }
             }
@@ -404,8 +402,7 @@ mod tests {
         assert_eq!(found(&s, "GET", "/date").as_deref(), Some("date"));
         assert_eq!(found(&s, "POST", "/echo").as_deref(), Some("echo"));
         assert_eq!(found(&s, "POST", "/date"), None);
-        // A trailing slash is not significant (most routers serve both alike).
-        assert_eq!(found(&s, "GET", "/date/").as_deref(), Some("date"));
+        assert_eq!(found(&s, "GET", "/date/"), None);
         assert_eq!(found(&s, "GET", "/dates"), None);
         assert_eq!(found(&s, "GET", "/DATE"), None);
     }
@@ -425,38 +422,49 @@ mod tests {
         assert!(found(&s, "GET", "/static/a").is_some());
         assert!(found(&s, "GET", "/static/a/b/c.css").is_some());
         assert!(found(&s, "GET", "/staticx/a").is_none());
-        // Any number of segments, none included.
-        assert!(found(&s, "GET", "/static").is_some());
+        // Everything below the prefix, not the prefix itself.
+        assert!(found(&s, "GET", "/static").is_none());
         assert!(found(&s, "GET", "/static/").is_some());
         let everything = set(vec![rule("all", &[], "/**")]);
         assert!(found(&everything, "GET", "/").is_some());
         assert!(found(&everything, "GET", "/a/b").is_some());
     }
 
-    /// `/users/42/` is `/users/42` to most routers, and `/admin/**` covers
-    /// `/admin`: neither falls past the rule meant for it to a weaker one.
+    /// `/users/42/` is `/users/42` to Rails or Express, and a path of its
+    /// own to Go's ServeMux or Spring 6: when the two spellings fall under
+    /// different rules, neither decides (the check is refused), whichever
+    /// is the weaker one.
     #[test]
-    fn a_trailing_slash_never_reaches_a_weaker_rule() {
+    fn a_trailing_slash_that_changes_the_rule_is_ambiguous() {
+        let disagrees =
+            |s: &RuleSet, p: &str| s.trailing_slash_disagrees("GET", "api.local", p, s.find("GET", "api.local", p));
+        // The subtree rule weaker than the exact one...
         let s = set(vec![
             rule("user", &["GET"], "/users/{id}"),
             rule("user-sub", &["GET"], "/users/{id}/**"),
         ]);
-        assert_eq!(found(&s, "GET", "/users/42/").as_deref(), Some("user"));
-        assert_eq!(found(&s, "GET", "/users/42/posts").as_deref(), Some("user-sub"));
+        assert_eq!(found(&s, "GET", "/users/42/").as_deref(), Some("user-sub"));
+        assert!(disagrees(&s, "/users/42/"));
+        assert!(!disagrees(&s, "/users/42"), "the bare form is never looked at twice");
+        assert!(!disagrees(&s, "/users/42/posts/"));
+        // ...or stronger (a public landing page before a scoped subtree).
         let s = set(vec![
+            rule("landing", &["GET"], "/admin"),
             rule("admin", &["GET"], "/admin/**"),
-            rule("page", &["GET"], "/{page}"),
         ]);
-        assert_eq!(found(&s, "GET", "/admin").as_deref(), Some("admin"));
-        assert_eq!(found(&s, "GET", "/admin/").as_deref(), Some("admin"));
-        assert_eq!(found(&s, "GET", "/about").as_deref(), Some("page"));
-        // A pattern written with a trailing slash is the same pattern.
-        let s = set(vec![rule("dir", &["GET"], "/files/")]);
-        assert_eq!(found(&s, "GET", "/files").as_deref(), Some("dir"));
-        assert_eq!(found(&s, "GET", "/files/").as_deref(), Some("dir"));
-        let s = set(vec![rule("root", &["GET"], "/")]);
-        assert_eq!(found(&s, "GET", "/").as_deref(), Some("root"));
-        assert_eq!(found(&s, "GET", "/x"), None);
+        assert!(disagrees(&s, "/admin/"));
+        assert!(!disagrees(&s, "/admin/x"));
+        // One rule for both spellings, or none for the bare one: no doubt.
+        let s = set(vec![
+            rule("static", &["GET"], "/static/**"),
+            rule("date", &["GET"], "/date"),
+        ]);
+        assert!(!disagrees(&s, "/static/"));
+        assert!(!disagrees(&s, "/date/"), "no rule takes /date/: default deny");
+        assert_eq!(found(&s, "GET", "/date/"), None);
+        assert!(!disagrees(&s, "/"));
+        let s = set(vec![rule("all", &[], "/**")]);
+        assert!(!disagrees(&s, "/a/"));
     }
 
     /// An escaped `:` (or `@`, `+`, ...) is matched as the character most
@@ -483,9 +491,8 @@ mod tests {
         ] {
             assert_eq!(found(&s, method, &norm(raw)).as_deref(), Some(want), "{raw}");
         }
-        // `,` is literal in a `**` pattern's alternation too.
         let s = set(vec![rule("c", &["GET"], "/a,b/**")]);
-        assert_eq!(found(&s, "GET", "/a,b").as_deref(), Some("c"));
+        assert_eq!(found(&s, "GET", "/a,b/x").as_deref(), Some("c"));
         assert_eq!(found(&s, "GET", "/a"), None);
         assert_eq!(found(&s, "GET", "/b"), None);
     }
@@ -613,7 +620,7 @@ mod tests {
             let err = RuleSet::compile(&[rule("r", &[], bad)]).expect_err(bad).to_string();
             assert!(err.contains("rules[0].path"), "{err}");
         }
-        for good in ["/caf%C3%A9", "/a%3Fb", "/a%20b", "/a/**/b", "/files/*.json"] {
+        for good in ["/caf%C3%A9", "/a%3Fb", "/a%20b", "/a/**/b", "/files/*.json", "/files/"] {
             RuleSet::compile(&[rule("r", &[], good)]).expect(good);
         }
     }

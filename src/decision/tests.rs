@@ -103,7 +103,7 @@ async fn a_method_override_is_refused_before_any_rule() {
     let refused = Decision::Deny(DenyReason::BadRequest(RequestProblem::MethodOverride));
     for (headers, path) in [
         (vec![("x-http-method-override", "DELETE")], "/echo"),
-        (vec![("X-HTTP-Method", "GET")], "/echo"),
+        (vec![("X-HTTP-Method", "PUT")], "/echo"),
         (vec![], "/echo?_method=DELETE"),
     ] {
         let mut h: HashMap<String, String> = headers.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
@@ -111,14 +111,49 @@ async fn a_method_override_is_refused_before_any_rule() {
         let r = AuthzRequest::from_parts("POST", "", path, &h, Default::default());
         assert_eq!(e.decide(&r).await.decision, refused, "{path} {h:?}");
     }
-    // Naming its own method changes nothing.
+    // Not a POST: no framework runs it as another method.
     let h: HashMap<String, String> = [
-        ("x-http-method-override".to_string(), "GET".to_string()),
+        ("x-http-method-override".to_string(), "DELETE".to_string()),
         ("authorization".to_string(), "Bearer reader".to_string()),
     ]
     .into();
     let r = AuthzRequest::from_parts("GET", "", "/date", &h, Default::default());
     assert_eq!(e.decide(&r).await.decision, Decision::Allow);
+}
+
+/// `/admin/` is `/admin` to some upstream routers and a subtree to others:
+/// when the two spellings fall under different rules the check is refused
+/// (400), whichever rule is the weaker.
+#[tokio::test]
+async fn a_trailing_slash_that_changes_the_rule_is_refused() {
+    let rule = |id: &str, p: &str, public: bool| RuleConfig {
+        id: id.into(),
+        methods: vec!["GET".into()],
+        path: p.into(),
+        scopes: if public { vec![] } else { vec!["read_date".into()] },
+        public,
+        ..Default::default()
+    };
+    let config = Config {
+        rules: vec![rule("landing", "/admin", true), rule("admin", "/admin/**", false)],
+        ..Default::default()
+    };
+    let e = Engine::new(config.engine_settings(), Fixed).expect("engine");
+    let refused = Decision::Deny(DenyReason::InvalidPath(PathProblem::AmbiguousTrailingSlash));
+    for (path, auth, want) in [
+        ("/admin/", None, refused.clone()),
+        ("/admin/", Some("Bearer reader"), refused),
+        // The landing page stays public, the subtree scoped.
+        ("/admin", None, Decision::Allow),
+        ("/admin/users", Some("Bearer reader"), Decision::Allow),
+        ("/admin/users", None, Decision::Deny(DenyReason::MissingToken)),
+    ] {
+        assert_eq!(
+            e.decide(&req("GET", path, auth)).await.decision,
+            want,
+            "{path} {auth:?}"
+        );
+    }
 }
 
 /// Path tricks never reach a rule they should not: each input and its answer.

@@ -37,11 +37,19 @@ fn is_tchar(b: u8) -> bool {
 /// override from.
 const METHOD_OVERRIDE_HEADERS: [&[u8]; 3] = [b"x-http-method-override", b"x-http-method", b"x-method-override"];
 
-/// Why a request that names another method than `method` (in a method
-/// override header or a `_method` query parameter) is refused; `None` when
-/// it names none, or the same one.
+/// Why a `POST` that names another method (in a method override header or
+/// a `_method` query parameter) is refused; `None` when it names none, an
+/// empty one or its own. Only a `POST` is run as another method by the
+/// frameworks that honour overrides (Rack, Symfony and Laravel, ASP.NET
+/// Core, express `method-override`, gorilla), and they ignore an empty one.
 pub fn method_override(method: &str, headers: &super::headers::Headers, query: &str) -> Option<RequestProblem> {
-    let other = |value: &[u8]| !value.trim_ascii().eq_ignore_ascii_case(method.as_bytes());
+    if method != "POST" {
+        return None;
+    }
+    let other = |value: &[u8]| {
+        let value = value.trim_ascii();
+        !value.is_empty() && !value.eq_ignore_ascii_case(method.as_bytes())
+    };
     let overrides = headers.entries().any(|(name, value)| {
         METHOD_OVERRIDE_HEADERS
             .iter()
@@ -51,9 +59,23 @@ pub fn method_override(method: &str, headers: &super::headers::Headers, query: &
     let in_query = || {
         // Cheap first: names are decoded (`%5Fmethod`) by the frameworks too.
         (query.contains("method") || query.contains('%'))
-            && form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "_method" && other(v.as_bytes()))
+            && form_urlencoded::parse(query.as_bytes())
+                .any(|(k, v)| as_php_reads_it(&k) == "_method" && other(v.as_bytes()))
     };
     (overrides || in_query()).then_some(RequestProblem::MethodOverride)
+}
+
+/// A query parameter's name as PHP registers it (Symfony and Laravel read
+/// `$_GET`): leading spaces dropped, a `[...]` suffix dropped, and `.`,
+/// ` ` and an unmatched `[` made `_` (`.method`, `[method`, `_method[]`
+/// are all `_method` there).
+fn as_php_reads_it(name: &str) -> String {
+    let name = name.trim_start_matches(' ');
+    let base = match name.find('[') {
+        Some(i) if name[i..].contains(']') => &name[..i],
+        _ => name,
+    };
+    base.replace([' ', '.', '['], "_")
 }
 
 /// The method to match rules with; or why it is refused.
@@ -147,11 +169,18 @@ mod tests {
             ("POST", h(&[("x-http-method", "delete")]), ""),
             ("POST", h(&[("x-method-override", "PATCH")]), ""),
             ("POST", h(&[("x-http-method-override", "POST,DELETE")]), ""),
-            ("GET", h(&[("x-http-method-override", "")]), ""),
+            ("POST", h(&[("x-http-method-override", "GET")]), ""),
             ("POST", h(&[]), "_method=DELETE"),
             ("POST", h(&[]), "a=1&_method=delete"),
             ("POST", h(&[]), "%5Fmethod=DELETE"),
             ("POST", h(&[]), "_m%65thod=PUT"),
+            // PHP's spellings of `_method`.
+            ("POST", h(&[]), ".method=DELETE"),
+            ("POST", h(&[]), "[method=DELETE"),
+            ("POST", h(&[]), "+_method=DELETE"),
+            ("POST", h(&[]), "%20_method=DELETE"),
+            ("POST", h(&[]), "_method[]=DELETE"),
+            ("POST", h(&[]), "_method[x]=DELETE"),
         ];
         for (method, headers, query) in &refused {
             assert_eq!(
@@ -168,6 +197,12 @@ mod tests {
             ("POST", h(&[]), "method=DELETE&x_method=PUT"),
             ("POST", h(&[]), "_method=POST"),
             ("GET", h(&[("accept", "*/*")]), "q=1"),
+            // Empty: ignored by the frameworks.
+            ("POST", h(&[("x-http-method-override", " ")]), "_method="),
+            // Not a POST: no framework runs it as another method.
+            ("GET", h(&[("x-http-method-override", "DELETE")]), "_method=DELETE"),
+            ("PUT", h(&[("x-http-method-override", "DELETE")]), ""),
+            ("POST", h(&[]), "x_method=DELETE&_methods=DELETE"),
         ];
         for (method, headers, query) in &passed {
             assert_eq!(

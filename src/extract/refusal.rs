@@ -61,6 +61,7 @@ refusals! {
         EncodedSlash => "encoded_slash", "encoded slashes and backslashes are not allowed in the path";
         Parameters => "parameters", "path parameters (';') are not allowed";
         BadPercentEncoding => "bad_percent_encoding", "malformed percent-encoding in the path";
+        AmbiguousTrailingSlash => "ambiguous_trailing_slash", "the path with and without its trailing '/' falls under different rules; send the form the API documents";
     }
 }
 

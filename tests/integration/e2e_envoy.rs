@@ -281,8 +281,8 @@ async fn path_tricks_never_reach_a_rule_they_should_not() {
             "{body}"
         );
     }
-    // The legitimate spellings still work (a trailing slash is not significant).
-    for path in ["/date", "//date", "/date?x=1", "/date/", "/%64ate/"] {
+    // The legitimate spellings still work.
+    for path in ["/date", "//date", "/date?x=1", "/%64ate"] {
         assert_eq!(
             raw(&stack, "GET", path, &[("authorization", &reader)]).await.0,
             200,
