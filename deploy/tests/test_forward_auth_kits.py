@@ -31,6 +31,23 @@ from cloudcoil.models.istio.security import v1 as istio_security_v1
 
 from conftest import REPO, find_envoy_binary, load_yaml, run
 
+# Headers frameworks read a method override from (hydra-authz refuses a POST
+# naming another method in one: it must see them).
+METHOD_OVERRIDES = ("x-http-method-override", "x-http-method", "x-method-override")
+
+
+def underscore_spellings(name):
+    """Every spelling of `name` with at least one '-' written '_'."""
+    parts = name.split("-")
+    out = set()
+    for mask in range(1, 2 ** (len(parts) - 1)):
+        spelled = parts[0]
+        for i, part in enumerate(parts[1:]):
+            spelled += ("_" if mask >> i & 1 else "-") + part
+        out.add(spelled)
+    return out
+
+
 NGINX_KIT = REPO / "deploy" / "nginx" / "nginx.conf"
 CADDY_KIT = REPO / "deploy" / "caddy" / "Caddyfile"
 TRAEFIK_KIT = REPO / "deploy" / "traefik" / "dynamic.yaml"
@@ -496,6 +513,8 @@ def test_envoy_http_service_kit_fields():
         return [p["exact"] for p in node["patterns"]]
 
     assert {"authorization", "cookie", "traceparent"} <= set(exact(http["authorization_request"]["allowed_headers"]))
+    # hydra-authz must see a method override to refuse it.
+    assert set(METHOD_OVERRIDES) <= set(exact(http["authorization_request"]["allowed_headers"]))
     assert exact(http["authorization_response"]["allowed_upstream_headers"]) == list(IDENTITY)
     assert set(exact(http["authorization_response"]["allowed_client_headers"])) == {"www-authenticate", "content-type", "cache-control"}
     clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
@@ -589,6 +608,7 @@ def test_istio_http_provider_fields():
     assert http["failOpen"] is False and http["statusOnError"] == "503"
     assert http["service"] == "hydra-authz.hydra-authz.svc.cluster.local"
     assert {"authorization", "cookie", "traceparent"} <= set(http["includeRequestHeadersInCheck"])
+    assert set(METHOD_OVERRIDES) <= set(http["includeRequestHeadersInCheck"])
     assert http["headersToUpstreamOnAllow"] == list(IDENTITY)
     assert set(http["headersToDownstreamOnDeny"]) == {"www-authenticate", "content-type", "cache-control"}
     chart_values = load_yaml(REPO / "deploy" / "helm" / "hydra-authz" / "values.yaml")
@@ -621,14 +641,17 @@ def test_traefik_dynamic_config_shape():
     assert {h.lower() for h in fa["authResponseHeaders"]} == set(IDENTITY)
     assert {"authorization", "cookie", "traceparent"} <= {h.lower() for h in fa["authRequestHeaders"]}
     # Method overrides reach hydra-authz, which refuses one naming another method.
-    assert {"x-http-method-override", "x-http-method", "x-method-override"} <= {
-        h.lower() for h in fa["authRequestHeaders"]
-    }
+    assert set(METHOD_OVERRIDES) <= {h.lower() for h in fa["authRequestHeaders"]}
     # Underscore twins are removed (empty value) before forwardAuth.
     (strip,) = router["middlewares"][:-1]
     removed = middlewares[strip]["headers"]["customRequestHeaders"]
     assert set(removed.values()) == {""}
-    assert {k.lower() for k in removed} == {"x_client_id", "x_client-id", "x-client_id", "x_scopes", "x_subject"}
+    # Every underscore spelling of the identity and method-override headers
+    # (Traefik passes `_` names on; CGI/WSGI/PHP read them as the dashed one).
+    wanted = {"x_client_id", "x_client-id", "x-client_id", "x_scopes", "x_subject"}
+    for name in METHOD_OVERRIDES:
+        wanted |= underscore_spellings(name)
+    assert {k.lower() for k in removed} == wanted
     (server,) = http["services"][router["service"]]["loadBalancer"]["servers"]
     assert server["url"] == f"http://127.0.0.1:{UPSTREAM_PORT}"
 

@@ -34,6 +34,11 @@ impl TokenSource {
         match kind {
             "header" if name.eq_ignore_ascii_case("authorization") => Ok(TokenSource::Authorization),
             "header" if name.bytes().any(|b| b.is_ascii_uppercase()) => bad("header names are lower-case"),
+            // Every -/_ spelling is read as the token and stripped; past
+            // six separators they are too many to list (2^n).
+            "header" if name.bytes().filter(|b| matches!(b, b'-' | b'_')).count() > 6 => {
+                bad("at most six '-' or '_' in a token header's name")
+            }
             "header" => Ok(TokenSource::Header(name.to_owned())),
             "cookie" => Ok(TokenSource::Cookie(name.to_owned())),
             "query" => Ok(TokenSource::Query(name.to_owned())),
@@ -238,6 +243,13 @@ mod tests {
 
     fn token(r: Result<Option<Found>, CredentialProblem>) -> Result<Option<(String, String)>, CredentialProblem> {
         r.map(|f| f.map(|f| (f.token.expose().to_owned(), f.source.to_string())))
+    }
+
+    #[test]
+    fn a_token_header_with_too_many_spellings_is_refused() {
+        assert!(TokenSource::parse("header:x-a-b-c-d-e-f").is_ok());
+        assert!(TokenSource::parse("header:x-a-b-c-d-e-f-g").is_err());
+        assert!(TokenSource::parse("header:x_a-b-c-d-e-f-g").is_err());
     }
 
     #[test]

@@ -109,15 +109,15 @@ fn dynamic_metadata(w: &mut Writer, identity: Option<&Identity>, rule_id: Option
         w.string_entry("rule_id", id);
     }
     if let Some(i) = identity {
-        // Only values that are plain text: Envoy's access log prints
-        // metadata as it is, so a subject with CR/LF could forge a line.
-        if let Some(c) = i.client_id.as_deref().filter(|c| super::is_header_value_safe(c)) {
+        // Envoy's access log prints metadata as it is: a value with CR/LF
+        // could forge a line, so it is left out (non-ASCII stays).
+        if let Some(c) = i.client_id.as_deref().filter(|c| super::is_metadata_text(c)) {
             w.string_entry("client_id", c);
         }
-        if let Some(sub) = i.subject.as_deref().filter(|s| super::is_header_value_safe(s)) {
+        if let Some(sub) = i.subject.as_deref().filter(|s| super::is_metadata_text(s)) {
             w.string_entry("subject", sub);
         }
-        if i.scopes.iter().all(|s| super::is_scope_token(s)) {
+        if super::scopes_join_unambiguously(&i.scopes) {
             w.entry("scopes", |w| w.joined(tag::VALUE_STRING, &i.scopes, " "));
         }
     }
@@ -154,6 +154,16 @@ mod tests {
         assert!(!meta.fields.contains_key("subject"), "{meta:?}");
         assert!(!meta.fields.contains_key("scopes"), "{meta:?}");
         assert!(matches!(meta.fields["client_id"].kind, Some(Kind::StringValue(ref v)) if v == "reader"));
+        // Non-ASCII is text: kept (a metadata-keyed rate limit must see it).
+        let identity = Identity {
+            subject: Some("jos\u{e9}@example.com".into()),
+            scopes: vec!["lecture_\u{e9}t\u{e9}".into()].into(),
+            ..reader()
+        };
+        let r = render(&responder(), &Decision::Allow, Some(&identity), Some("date")).to_envoy();
+        let meta = r.dynamic_metadata.expect("metadata");
+        assert!(matches!(meta.fields["subject"].kind, Some(Kind::StringValue(ref v)) if v == "jos\u{e9}@example.com"));
+        assert!(meta.fields.contains_key("scopes"), "{meta:?}");
     }
 
     #[test]
@@ -274,14 +284,14 @@ mod tests {
                     meta.insert("rule_id".to_owned(), text(id));
                 }
                 if let Some(i) = identity {
-                    let safe = |v: &&std::sync::Arc<str>| crate::respond::is_header_value_safe(v);
+                    let safe = |v: &&std::sync::Arc<str>| crate::respond::is_metadata_text(v);
                     if let Some(c) = i.client_id.as_ref().filter(safe) {
                         meta.insert("client_id".to_owned(), text(c));
                     }
                     if let Some(s) = i.subject.as_ref().filter(safe) {
                         meta.insert("subject".to_owned(), text(s));
                     }
-                    if i.scopes.iter().all(|s| crate::respond::is_scope_token(s)) {
+                    if crate::respond::scopes_join_unambiguously(&i.scopes) {
                         meta.insert("scopes".to_owned(), text(&i.scopes.join(" ")));
                     }
                 }

@@ -304,12 +304,17 @@ pub fn claim_text(v: &serde_json::Value, sep: &str) -> Option<String> {
 /// holding the separator (a group named `"viewers admins"` would reach the
 /// upstream as two groups, one of them `admins`).
 fn claim_header_value(v: &serde_json::Value, sep: &str) -> Option<Result<String, ()>> {
-    let joined = claim_text(v, sep)?;
-    let ambiguous = match v {
-        serde_json::Value::Array(items) if !sep.is_empty() => {
-            items.iter().filter_map(|i| claim_text(i, sep)).any(|t| t.contains(sep))
+    let (joined, ambiguous) = match v {
+        // Each item rendered once: checked, then joined.
+        serde_json::Value::Array(items) => {
+            let parts: Vec<String> = items.iter().filter_map(|i| claim_text(i, sep)).collect();
+            if parts.is_empty() {
+                return None;
+            }
+            let ambiguous = !sep.is_empty() && parts.iter().any(|p| p.contains(sep));
+            (parts.join(sep), ambiguous)
         }
-        _ => false,
+        _ => (claim_text(v, sep)?, false),
     };
     Some(if ambiguous || !is_header_value_safe(&joined) {
         Err(())
@@ -325,6 +330,24 @@ fn text(v: &str) -> Result<String, ()> {
     } else {
         Err(())
     }
+}
+
+/// Text Envoy's access log can print as it is (dynamic metadata): no
+/// control characters (CR/LF would start a forged line) and no Unicode line
+/// or paragraph separator. Non-ASCII and length are fine in a protobuf
+/// string, and dropping such a subject would let a metadata-keyed rate
+/// limit or RBAC rule skip the caller.
+pub(crate) fn is_metadata_text(v: &str) -> bool {
+    !v.chars()
+        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+}
+
+/// Scopes whose space-joined form reads back as the same list: each
+/// non-empty, without whitespace, and metadata text.
+pub(crate) fn scopes_join_unambiguously(scopes: &[std::sync::Arc<str>]) -> bool {
+    scopes
+        .iter()
+        .all(|s| !s.is_empty() && !s.chars().any(char::is_whitespace) && is_metadata_text(s))
 }
 
 /// An RFC 6749 §3.3 scope-token: visible ASCII but `"` and `\\`, no space.

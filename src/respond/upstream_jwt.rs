@@ -141,7 +141,10 @@ struct Claims<'a> {
     aud: &'a str,
     sub: Option<&'a str>,
     client_id: Option<&'a str>,
-    scope: String,
+    /// Left out when a scope holds a space (a JWT `scp` item): joined, it
+    /// would read as more scopes than the token has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
     iat: i64,
     exp: i64,
     /// The `[headers.claims]` values, keyed by claim path.
@@ -251,7 +254,7 @@ impl Signer {
             aud: &self.config.audience,
             sub: identity.subject.as_deref(),
             client_id: identity.client_id.as_deref(),
-            scope: identity.scopes.join(" "),
+            scope: super::scopes_join_unambiguously(&identity.scopes).then(|| identity.scopes.join(" ")),
             iat: now,
             exp,
             claims: claims.iter().cloned().collect(),
@@ -388,6 +391,11 @@ mod tests {
             );
             assert_eq!(c["scope"], "read_date");
             assert_eq!(c["claims"]["ext.tenant"], "acme");
+            // A scope with a space would read as two: no `scope` at all.
+            let mut odd = reader(Some(now + 3600));
+            odd.scopes = vec!["read_date admin".into()].into();
+            let c = verify(&s.jwks(), &s.sign(&odd, &claims).expect("signed")).expect("odd");
+            assert!(c.get("scope").is_none(), "{c}");
             assert!(c["exp"].as_i64().is_some_and(|e| e <= now + 60 + 1), "ttl bounds exp");
             assert_eq!(
                 s.sign(&reader(Some(now + 3600)), &claims).as_deref(),

@@ -531,6 +531,22 @@ async fn seed_scenario_through(b: KitBehaviour) {
     );
     assert_eq!(identity_seen(&echo), identity("writer", "post_echo"), "{name}: {echo}");
 
+    // ...but not as a POST the upstream framework would run as a DELETE:
+    // the kit lets hydra-authz see the override, which refuses it.
+    let hits = upstream.hits();
+    for (k, v) in [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("x-http-method", "PUT"),
+        ("X-Method-Override", "PATCH"),
+    ] {
+        let r = send(Method::POST, &url("/echo"), &[("authorization", &writer), (k, v)]).await;
+        assert!(!r.status.is_success(), "{name}: {k}: {} {}", r.status, r.text);
+        if b.passes_problem_body {
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{name}: {k}: {}", r.text);
+        }
+    }
+    assert_eq!(upstream.hits(), hits, "{name}: an overridden POST reached the upstream");
+
     // No token: 401 with hydra-authz's challenge.
     let hits = upstream.hits();
     let r = send(Method::GET, &url("/date"), &[]).await;
