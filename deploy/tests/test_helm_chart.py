@@ -680,6 +680,10 @@ def test_admin_existing_secret_only():
     assert [s["metadata"]["name"] for s in r.docs if s["kind"] == "Service"] == [RELEASE]
     assert admin_rules(r) == []
     assert "port-forward deploy/hydra-authz 9193:9193" in r.notes
+    # Without serverTls the admin token would cross the pod network in clear.
+    assert "the admin API serves without TLS" in r.notes
+    with_tls = render(deep_merge(values, {"serverTls": {"existingSecret": "hydra-authz-grpc-tls"}}))
+    assert "the admin API serves without TLS" not in with_tls.notes
 
 
 def test_admin_mtls_only():
@@ -805,6 +809,9 @@ def test_forward_auth_all_on(all_on_render: Rendered):
     assert rule["from"] == fa["networkPolicyFrom"]
     # Both the admin API and the forward-auth port: numbered NOTES sections.
     assert "5. Forward auth over HTTP" in all_on_render.notes
+    # The port is plain HTTP on the pod network: the NOTES say what that means.
+    assert "plain HTTP and every caller's bearer token crosses it" in all_on_render.notes
+    assert "must clear Authorization themselves" in all_on_render.notes
 
 
 def test_istio_http_provider_calls_the_forward_auth_port():

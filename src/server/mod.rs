@@ -191,19 +191,8 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         Duration::from_millis(limits.header_read_timeout_ms),
     );
 
-    if config.forward_auth.addr.is_some() {
-        let mut extra: Vec<&str> = config.headers.claims.keys().map(String::as_str).collect();
-        if config.upstream_jwt.enabled {
-            extra.push(&config.upstream_jwt.header);
-        }
-        if !extra.is_empty() {
-            // A forward-auth answer cannot make a proxy drop a header it sets
-            // itself; client copies of these are the proxy's to clear.
-            tracing::warn!(
-                headers = %extra.join(","),
-                "forward-auth: make your proxy clear client-sent copies of these headers and copy them from the answer (the shipped kits list only x-client-id, x-scopes, x-subject)"
-            );
-        }
+    for warning in forward_auth_warnings(config) {
+        tracing::warn!("{warning}");
     }
     let forward_server = forward.map(|listener| {
         let incoming = listener::incoming("forward_auth", listener, limits, closed.clone(), listener::first_bytes);
@@ -344,6 +333,45 @@ pub(crate) fn warn_about_cleartext_issuers(config: &Config) {
     }
 }
 
+/// What an operator must do around the forward-auth door that hydra-authz
+/// cannot do itself (said at start).
+fn forward_auth_warnings(config: &Config) -> Vec<String> {
+    let Some(addr) = config.forward_auth.addr else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if !addr.ip().is_loopback() {
+        // Every caller's bearer token crosses this hop.
+        out.push(format!(
+            "forward-auth listens on {addr}, off loopback, without TLS: every request's bearer token and cookies \
+             cross the network in clear unless the mesh encrypts it (keep it on loopback beside the proxy, or \
+             behind mTLS)"
+        ));
+    }
+    if config.headers.strip_authorization {
+        // Only Envoy and Istio apply x-envoy-auth-headers-to-remove.
+        out.push(
+            "forward-auth: headers.strip_authorization reaches the upstream only through Envoy or Istio; behind \
+             nginx, Caddy or Traefik clear Authorization in the proxy after the check (README, forward-auth)"
+                .to_owned(),
+        );
+    }
+    let mut extra: Vec<&str> = config.headers.claims.keys().map(String::as_str).collect();
+    if config.upstream_jwt.enabled {
+        extra.push(&config.upstream_jwt.header);
+    }
+    if !extra.is_empty() {
+        // A forward-auth answer cannot make a proxy drop a header it sets
+        // itself; client copies of these are the proxy's to clear.
+        out.push(format!(
+            "forward-auth: make your proxy clear client-sent copies of these headers and copy them from the answer \
+             (the shipped kits list only x-client-id, x-scopes, x-subject): {}",
+            extra.join(",")
+        ));
+    }
+    out
+}
+
 fn server_forward_addr(config: &Config) -> Option<SocketAddr> {
     config.forward_auth.addr
 }
@@ -442,8 +470,26 @@ pub fn termination_signal() -> std::io::Result<impl Future<Output = ()> + Send> 
 
 #[cfg(test)]
 mod tests {
-    use super::{serving_until, until_end, EndNotice};
+    use super::{forward_auth_warnings, serving_until, until_end, EndNotice};
     use tokio::sync::{mpsc, watch};
+
+    /// What the proxy must do that hydra-authz cannot is said at start:
+    /// cleartext tokens off loopback, and a strip only Envoy applies.
+    #[test]
+    fn the_forward_auth_door_says_what_the_proxy_must_do() {
+        let mut c = crate::config::Config::default();
+        assert!(forward_auth_warnings(&c).is_empty(), "door off: nothing to say");
+        c.forward_auth.addr = Some(([127, 0, 0, 1], 9194).into());
+        assert!(forward_auth_warnings(&c).is_empty(), "loopback, nothing to strip");
+        c.forward_auth.addr = Some(([0, 0, 0, 0], 9194).into());
+        c.headers.strip_authorization = true;
+        let w = forward_auth_warnings(&c);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("off loopback") && w[0].contains("in clear"), "{w:?}");
+        assert!(w[1].contains("strip_authorization") && w[1].contains("nginx"), "{w:?}");
+        c.headers.claims.insert("x-tenant".into(), "ext.tenant".into());
+        assert!(forward_auth_warnings(&c)[2].ends_with("x-tenant"));
+    }
 
     #[tokio::test]
     async fn a_listener_that_ends_or_panics_before_shutdown_is_noticed() {
