@@ -67,6 +67,9 @@ pub struct FleetMetrics {
     /// Purge messages that could not be read: each empties the whole cache.
     pub purges_unreadable: Counter,
     pub purges_published: Counter,
+    /// 1 while shared (L2) reads are suspended (a purge could not start an
+    /// epoch; see `fleet::Fleet::publish`).
+    pub shared_reads_suspended: Gauge,
     /// Failed or timed-out Redis commands, by command.
     pub redis_errors: Family<KindLabels, Counter>,
     /// Shared (L2) cache lookups and writes by result.
@@ -236,6 +239,7 @@ impl FleetMetrics {
             purges_received: Counter::default(),
             purges_unreadable: Counter::default(),
             purges_published: Counter::default(),
+            shared_reads_suspended: Gauge::default(),
             redis_errors: Family::default(),
             shared_cache: Family::default(),
         };
@@ -263,6 +267,11 @@ impl FleetMetrics {
             "purges_published",
             "Purges sent to the fleet",
             m.purges_published.clone(),
+        );
+        registry.register(
+            "shared_reads_suspended",
+            "1 while shared (L2) cache reads are suspended after a purge that could not start an epoch",
+            m.shared_reads_suspended.clone(),
         );
         registry.register(
             "redis_errors",

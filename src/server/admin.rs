@@ -124,7 +124,7 @@ impl<A: Authenticator + Purge> Admin for AdminService<A> {
     }
 }
 
-impl<A: Authenticator + Purge> AdminService<A> {
+impl<A: Authenticator + Purge + Send + Sync + 'static> AdminService<A> {
     /// Here first, then the fleet: a purge that could not be published is
     /// an error (the operator must know the other replicas still hold it).
     async fn purge<C: Purge + ?Sized>(
@@ -138,14 +138,22 @@ impl<A: Authenticator + Purge> AdminService<A> {
             tracing::info!(target = %what, "purged from the cache");
             return Ok(Response::new(PurgeResponse::default()));
         };
-        let published = fleet.publish(&target).await;
-        // Once more, now that the epoch has stepped (or shared reads are
-        // suspended), on the stack running now: while we waited, a check
-        // may have read the entry back from the shared cache into this
-        // replica's, or a reload may have swapped in a stack we did not
-        // purge. Our own message does that too, unless it never arrives.
-        // Idempotent, and cheap next to a Redis round trip.
-        self.engine.load().engine().authenticator().purge(&target);
+        let (fleet, engine, t) = (fleet.clone(), self.engine.clone(), target.clone());
+        // Its own task: an admin caller that goes away mid-publish must not
+        // skip the second purge below.
+        let published = tokio::spawn(async move {
+            let published = fleet.publish(&t).await;
+            // Once more, now that the epoch has stepped (or shared reads are
+            // suspended), on the stack running now: while we waited, a check
+            // may have read the entry back from the shared cache into this
+            // replica's, or a reload may have swapped in a stack we did not
+            // purge. Our own message does that too, unless it never arrives.
+            // Idempotent, and cheap next to a Redis round trip.
+            engine.load().engine().authenticator().purge(&t);
+            published
+        })
+        .await
+        .map_err(|e| Status::internal(format!("purge task: {e}")))?;
         match published {
             Ok(p) if p.epoch_started => {
                 let n = p.receivers;

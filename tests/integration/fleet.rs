@@ -857,6 +857,12 @@ async fn a_purge_without_a_new_epoch_suspends_the_shared_cache_until_one_starts(
     };
     for r in &fleet.replicas {
         assert!(suspended(r).await >= 1.0, "shared reads suspended on every replica");
+        let s = support::scrape_parsed(r.http_addr).await;
+        assert_eq!(
+            support::metric(&s, "hydra_authz_cluster_shared_reads_suspended", &[]),
+            1.0,
+            "and the gauge says so"
+        );
     }
 
     // Redis's epoch repaired: the background step succeeds, the purge goes
@@ -882,6 +888,66 @@ async fn a_purge_without_a_new_epoch_suspends_the_shared_cache_until_one_starts(
         vec![401; REPLICAS],
         "the purged token stays out"
     );
+    for r in &fleet.replicas {
+        let addr = r.http_addr;
+        wait_for(|| async move {
+            let s = support::scrape_parsed(addr).await;
+            support::metric(&s, "hydra_authz_cluster_shared_reads_suspended", &[]) == 0.0
+        })
+        .await;
+    }
+}
+
+/// A suspension of shared reads shows (gauge, `/readyz` detail) while no
+/// epoch can be started; once one can, every replica resumes (through the
+/// purge's retry, or its own step when it reconnects), and the purged
+/// token stays out throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_read_suspension_shows_until_an_epoch_starts() {
+    let fleet = Fleet::start(true).await;
+    let token = fleet.shared_token().await;
+    fleet.hydra.issuer.revoke_token(&token);
+    let epoch_key = format!("{}:epoch", fleet.config.cluster.key_prefix);
+    fleet.redis.command(&["SET", &epoch_key, "4503599627370496"]).await;
+    let e = fleet
+        .admin(0)
+        .await
+        .purge_token(purge_request(Target::Token(token.clone())))
+        .await
+        .expect_err("no epoch started");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    let gauge = |addr: std::net::SocketAddr| async move {
+        let s = support::scrape_parsed(addr).await;
+        support::metric(&s, "hydra_authz_cluster_shared_reads_suspended", &[])
+    };
+    let readyz = |addr: std::net::SocketAddr| async move {
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        let r = client
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        r.text().await.expect("body")
+    };
+    for r in &fleet.replicas {
+        let addr = r.http_addr;
+        wait_for(|| async move { gauge(addr).await == 1.0 }).await;
+        let detail = readyz(addr).await;
+        assert!(detail.contains("shared reads suspended"), "{detail}");
+    }
+    // Redis's epoch repaired: a step succeeds (the purge's retry, or a
+    // replica's own on its next reconnect) and reads resume everywhere.
+    fleet.redis.command(&["SET", &epoch_key, "7"]).await;
+    fleet.redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    for r in &fleet.replicas {
+        let addr = r.http_addr;
+        wait_for(|| async move { gauge(addr).await == 0.0 }).await;
+        assert!(!readyz(addr).await.contains("shared reads suspended"));
+    }
+    fleet.wait_subscribed(true).await;
+    for c in &fleet.checkers {
+        assert_eq!(status(c, &token).await, 401, "the purged token stays out");
+    }
 }
 
 /// The issuer refuses a token whose shared entry this replica could not

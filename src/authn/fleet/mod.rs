@@ -220,10 +220,26 @@ impl Fleet {
     /// a purge that started a later epoch than the one held now is heard
     /// ([`Fleet::resume_shared_reads`]).
     fn suspend_shared_reads(&self) {
-        let held = self.epoch();
-        let _ = self
-            .l2_barrier
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| Some(suspended_at(b, held)));
+        // Until the epoch read is the one held: a message adopting a later
+        // epoch between the read and the update must not leave the
+        // suspension holding an earlier one (a replay of that message
+        // would then end it).
+        loop {
+            let held = self.epoch();
+            let _ = self
+                .l2_barrier
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| Some(suspended_at(b, held)));
+            if self.epoch() == held {
+                break;
+            }
+        }
+        self.metrics.fleet.shared_reads_suspended.set(1);
+    }
+
+    /// Whether shared reads are suspended, and at which epoch.
+    fn suspended_at_epoch(&self) -> Option<u64> {
+        let b = self.l2_barrier.load(Ordering::Acquire);
+        (b & SUSPENDED != 0).then_some(b & !SUSPENDED)
     }
 
     /// A purge started `epoch`. It ends a suspension only if `epoch` is
@@ -239,9 +255,35 @@ impl Fleet {
     /// after it names a later epoch than a replica that had not heard it
     /// yet holds, and resumes that replica.
     fn resume_shared_reads(&self, epoch: u64) {
-        let _ = self.l2_barrier.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+        let resumed = self.l2_barrier.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
             (b & SUSPENDED != 0 && epoch > (b & !SUSPENDED)).then_some(epoch)
         });
+        if resumed.is_ok() {
+            self.metrics.fleet.shared_reads_suspended.set(0);
+        }
+    }
+
+    /// After a resubscription (the local cache just emptied) while shared
+    /// reads are suspended: start an epoch here, and resume reads from it.
+    /// Safe for the reason a purge's own step is: nothing stored before a
+    /// step is read in the epoch it starts, so whatever the failed purge
+    /// meant to revoke is not there. Without this, a replica that held a
+    /// suspension across a reconnect read no shared entry until someone's
+    /// next purge. Other replicas still resume at the next purge.
+    async fn resume_by_own_step(&self) {
+        if !self.shared_cache || self.suspended_at_epoch().is_none() {
+            return;
+        }
+        match self.step_epoch(self.epoch()).await {
+            Ok(e) => {
+                self.resume_shared_reads(e);
+                tracing::info!(
+                    epoch = e,
+                    "shared reads were suspended: started epoch {e} here and resumed from it"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "shared reads stay suspended: no new epoch could be started"),
+        }
     }
 
     /// After a resubscription found (and adopted) `synced`: a suspension
@@ -505,8 +547,15 @@ impl Fleet {
     /// One line for `/readyz`'s detail.
     pub fn status(&self) -> String {
         if self.cache_trusted() {
+            let suspended = match self.suspended_at_epoch() {
+                Some(e) => format!(
+                    "; shared reads suspended since epoch {e} (a purge could not start an epoch; the next one that \
+                     does resumes them)"
+                ),
+                None => String::new(),
+            };
             format!(
-                "cluster: purge subscription up (epoch {})",
+                "cluster: purge subscription up (epoch {}){suspended}",
                 self.epoch.load(Ordering::Acquire)
             )
         } else {
@@ -718,6 +767,32 @@ mod tests {
         fleet.receive(sealed(&fleet, PurgeTarget::Subject("x".into()), 5).as_bytes());
         assert!(!fleet.shared_readable(7));
         assert!(fleet.shared_readable(9));
+    }
+
+    /// A suspension shows (gauge, status line) until a purge that stepped
+    /// the epoch ends it; a replica's own step that cannot reach Redis
+    /// leaves it suspended.
+    #[tokio::test]
+    async fn a_suspension_shows_and_a_failed_own_step_keeps_it() {
+        let secret = tempfile::NamedTempFile::new().expect("tmp");
+        let fleet = lazy_fleet(&secret);
+        fleet.subscribed.store(true, Ordering::Release);
+        fleet.on_purge(|_| {});
+        fleet.epoch.store(3, Ordering::Release);
+        assert!(!fleet.status().contains("suspended"));
+        fleet.receive(sealed(&fleet, PurgeTarget::All, 0).as_bytes());
+        assert_eq!(fleet.metrics.fleet.shared_reads_suspended.get(), 1);
+        assert!(
+            fleet.status().contains("shared reads suspended since epoch 3"),
+            "{}",
+            fleet.status()
+        );
+        fleet.resume_by_own_step().await; // Redis unreachable: no epoch.
+        assert!(!fleet.shared_readable(3) && !fleet.shared_readable(4));
+        assert_eq!(fleet.metrics.fleet.shared_reads_suspended.get(), 1);
+        fleet.receive(sealed(&fleet, PurgeTarget::All, 4).as_bytes());
+        assert_eq!(fleet.metrics.fleet.shared_reads_suspended.get(), 0);
+        assert!(fleet.shared_readable(4) && !fleet.status().contains("suspended"));
     }
 
     /// A suspended replica that resubscribes and finds a later epoch in

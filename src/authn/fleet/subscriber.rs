@@ -88,6 +88,7 @@ async fn session(fleet: &Arc<Fleet>) -> Result<Infallible, (bool, String)> {
         return Err(down(format!("epoch: {e}")));
     }
     fleet.apply_locally(&PurgeTarget::All);
+    fleet.resume_by_own_step().await;
     let _trusted = Trusted::set(fleet);
     fleet.metrics.fleet.resubscribes.inc();
     tracing::info!(channel = %fleet.channel(), "purge subscription up; cache flushed and in use");
