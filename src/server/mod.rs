@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod authz;
+mod body_budget;
 pub(crate) mod decision_event;
 pub mod forward_auth;
 pub mod http;
@@ -140,11 +141,13 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let health_service = health_service.max_decoding_message_size(MAX_HEALTH_MESSAGE_BYTES);
     let router = grpc_builder(limits, request_timeout)
         .add_service(health_service)
-        .add_service(
+        .add_service(body_budget::Budgeted::new(
             AuthorizationServer::from_arc(Arc::new(authz::AuthzService::new(engine.clone(), metrics.clone())))
                 // Envoy's own header limit is 60 KiB; tonic's default would take 4 MiB per message.
                 .max_decoding_message_size(MAX_CHECK_MESSAGE_BYTES),
-        );
+            // And all streams together: bounded memory whatever the peers do.
+            body_budget::MAX_BUFFERED_CHECK_BYTES,
+        ));
     let grpc_server = serve_grpc(router, grpc, tls, limits, closed.clone(), "grpc");
 
     let admin_server = match admin {

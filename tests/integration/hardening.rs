@@ -5,6 +5,7 @@
 
 use crate::support;
 
+use futures_util::StreamExt as _;
 use hydra_authz::admin_proto::admin_client::AdminClient;
 use hydra_authz::admin_proto::{PurgeAllRequest, PurgeTokenRequest};
 use hydra_authz::config::Config;
@@ -607,6 +608,74 @@ async fn a_grpc_request_that_never_finishes_is_cut_and_health_messages_are_small
         .expect_err("a 64 KiB service name is refused");
     assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
 
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(status(&check, "GET", "/date", &token).await, 200, "still serving");
+}
+
+/// Streams that each send most of a large Check message and then hold it
+/// cannot make the process buffer without bound: past one budget for the
+/// listener (32 MiB) further streams are refused at once instead of held
+/// until the request timeout, and once the held ones are cut the service
+/// answers checks again.
+#[tokio::test]
+async fn streams_holding_partial_messages_cannot_buffer_without_bound() {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use tonic::codegen::{http, Bytes, Service};
+    let (hydra, server, check) = setup(|c| {
+        c.server.limits.header_read_timeout_ms = 1_000;
+        c.introspection.resilience.retry_budget_ms = 500;
+    })
+    .await;
+    // 200 streams x 240 KiB = 47 MiB, over the budget; each declares a
+    // 250 KB message (under the 256 KiB per-message limit) and never
+    // finishes it.
+    const STREAMS: usize = 200;
+    let mut partial = vec![0u8; 5 + 240 * 1024];
+    partial[1..5].copy_from_slice(&250_000u32.to_be_bytes());
+    let partial = Bytes::from(partial);
+    let channel = support::channel(server.grpc_addr).await;
+    let started = std::time::Instant::now();
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let mut channel = channel.clone();
+        let first = partial.clone();
+        streams.push(tokio::spawn(async move {
+            let frames = futures_util::stream::once(async move { Ok::<_, tonic::Status>(Frame::data(first)) })
+                .chain(futures_util::stream::pending());
+            let req = http::Request::builder()
+                .method("POST")
+                .uri("/envoy.service.auth.v3.Authorization/Check")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(tonic::body::Body::new(StreamBody::new(frames)))
+                .expect("request");
+            let answered = match tower::ServiceExt::ready(&mut channel).await {
+                Ok(ready) => ready.call(req).await,
+                Err(e) => Err(e),
+            };
+            let status = answered.ok().and_then(|r| {
+                r.headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            });
+            (started.elapsed(), status)
+        }));
+    }
+    let mut refused_at_once = 0;
+    for s in streams {
+        let (after, status) = s.await.expect("join");
+        // Held ones end at the request timeout (1 s + 2 x 500 ms) as CANCELLED.
+        if after < Duration::from_millis(1_500) && status.as_deref().is_some_and(|c| c != "0" && c != "1") {
+            refused_at_once += 1;
+        }
+    }
+    assert!(refused_at_once > 0, "no stream was refused over the budget");
+    assert!(
+        refused_at_once < STREAMS,
+        "streams under the budget are held, not refused"
+    );
     let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
     assert_eq!(status(&check, "GET", "/date", &token).await, 200, "still serving");
 }

@@ -1,0 +1,149 @@
+//! One budget of buffered request-body bytes for all Check streams of a
+//! listener. tonic holds a message's bytes until the whole message is in,
+//! per stream, up to the per-message limit: without a budget, one peer
+//! opening `grpc_max_concurrent_streams` streams on each of
+//! `max_connections` connections, each holding most of a message, could
+//! make the process hold gigabytes (and be killed for it, taking every
+//! check with it). With one, streams past the budget fail at once (the
+//! check is refused, fail closed) and memory stays bounded.
+//!
+//! A body holds the bytes it has taken until it is dropped: tonic drops it
+//! once the message is decoded, so a check in progress (waiting for Hydra)
+//! holds nothing.
+
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::body::Body;
+use tonic::codegen::{http, Bytes, Service, StdError};
+use tonic::server::NamedService;
+
+/// Bytes all Check request bodies of one listener may hold at once: far
+/// above what real traffic holds (a check's message is a few KiB and is
+/// held for microseconds), far below a container's memory limit.
+pub const MAX_BUFFERED_CHECK_BYTES: usize = 32 * 1024 * 1024;
+
+/// `S` with every request body counted against `budget`.
+#[derive(Clone)]
+pub struct Budgeted<S> {
+    inner: S,
+    budget: Arc<Semaphore>,
+}
+
+impl<S> Budgeted<S> {
+    pub fn new(inner: S, bytes: usize) -> Budgeted<S> {
+        Budgeted {
+            inner,
+            budget: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for Budgeted<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for Budgeted<S>
+where
+    S: Service<http::Request<Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let budget = self.budget.clone();
+        self.inner.call(req.map(|body| {
+            Body::new(BudgetBody {
+                inner: body,
+                budget,
+                held: None,
+            })
+        }))
+    }
+}
+
+/// A request body that takes a permit per byte as its frames arrive and
+/// gives them all back when dropped.
+struct BudgetBody {
+    inner: Body,
+    budget: Arc<Semaphore>,
+    held: Option<OwnedSemaphorePermit>,
+}
+
+/// The budget is spent: this stream's bytes cannot be held.
+#[derive(Debug, thiserror::Error)]
+#[error("request bodies in flight on this listener exceed {0} bytes; refused")]
+struct OverBudget(usize);
+
+impl HttpBody for BudgetBody {
+    type Data = Bytes;
+    type Error = StdError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, StdError>>> {
+        let this = &mut *self;
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            match this.budget.clone().try_acquire_many_owned(n) {
+                Ok(p) => match &mut this.held {
+                    Some(held) => held.merge(p),
+                    None => this.held = Some(p),
+                },
+                Err(_) => {
+                    let total = this.budget.available_permits() + this.held.as_ref().map_or(0, |h| h.num_permits());
+                    return Poll::Ready(Some(Err(Box::new(OverBudget(total)))));
+                }
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames are counted until the budget is spent, then refused; a body
+    /// gives back what it took when dropped.
+    #[tokio::test]
+    async fn bodies_hold_bytes_until_dropped_and_none_past_the_budget() {
+        use http_body_util::BodyExt;
+        let budget = Arc::new(Semaphore::new(10));
+        let body = |bytes: &'static [u8]| BudgetBody {
+            inner: Body::new(http_body_util::Full::new(Bytes::from_static(bytes))),
+            budget: budget.clone(),
+            held: None,
+        };
+        let mut first = body(b"123456");
+        assert!(first.frame().await.expect("a frame").is_ok());
+        assert_eq!(budget.available_permits(), 4, "held while the body lives");
+        let mut second = body(b"12345");
+        let refused = second.frame().await.expect("a frame");
+        assert!(refused.is_err(), "past the budget");
+        drop(second);
+        drop(first);
+        assert_eq!(budget.available_permits(), 10, "all given back");
+        let mut third = body(b"1234567890");
+        assert!(third.frame().await.expect("a frame").is_ok());
+    }
+}
