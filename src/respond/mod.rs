@@ -338,16 +338,20 @@ fn text(v: &str) -> Result<String, ()> {
 /// string, and dropping such a subject would let a metadata-keyed rate
 /// limit or RBAC rule skip the caller.
 pub(crate) fn is_metadata_text(v: &str) -> bool {
-    !v.chars()
-        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    // Printable ASCII (nearly every value) without decoding characters.
+    v.bytes().all(|b| (b' '..=b'~').contains(&b))
+        || !v
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
 }
 
 /// Scopes whose space-joined form reads back as the same list: each
 /// non-empty, without whitespace, and metadata text.
 pub(crate) fn scopes_join_unambiguously(scopes: &[std::sync::Arc<str>]) -> bool {
-    scopes
-        .iter()
-        .all(|s| !s.is_empty() && !s.chars().any(char::is_whitespace) && is_metadata_text(s))
+    scopes.iter().all(|s| {
+        !s.is_empty()
+            && (s.bytes().all(|b| b.is_ascii_graphic()) || (!s.chars().any(char::is_whitespace) && is_metadata_text(s)))
+    })
 }
 
 /// An RFC 6749 §3.3 scope-token: visible ASCII but `"` and `\\`, no space.
