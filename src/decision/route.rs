@@ -2,7 +2,7 @@
 //! `context_extensions`, then route metadata (`hydra_authz` namespace), then
 //! our own `[[rules]]`. The first source that speaks decides.
 
-use super::rules::RuleSet;
+use super::rules::{RuleSet, SlashForms};
 use crate::extract::AuthzRequest;
 use serde_json::{Map, Value};
 
@@ -53,7 +53,7 @@ pub enum Resolution {
     /// The route carries policy we cannot read; deny rather than guess.
     Misconfigured(String),
     /// The path with and without its trailing `/` falls under different
-    /// rules ([`RuleSet::trailing_slash_disagrees`]): refused, not guessed.
+    /// non-public rules ([`RuleSet::trailing_slash`]): refused, not guessed.
     AmbiguousTrailingSlash,
 }
 
@@ -64,9 +64,11 @@ pub fn resolve(req: &AuthzRequest, rules: &RuleSet) -> Resolution {
     if let Some(r) = req.route_metadata.as_ref().and_then(from_metadata) {
         return r;
     }
-    let found = rules.find(&req.method, &req.host, &req.path);
-    if rules.trailing_slash_disagrees(&req.method, &req.host, &req.path, found) {
-        return Resolution::AmbiguousTrailingSlash;
+    let mut found = rules.find(&req.method, &req.host, &req.path);
+    match rules.trailing_slash(&req.method, &req.host, &req.path, found) {
+        SlashForms::Agree => {}
+        SlashForms::Stricter(rule) => found = Some(rule),
+        SlashForms::Ambiguous => return Resolution::AmbiguousTrailingSlash,
     }
     match found {
         Some(rule) => Resolution::Policy(RoutePolicy {

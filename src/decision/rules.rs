@@ -40,6 +40,18 @@ pub struct RuleSet {
     hosts: Vec<Option<String>>,
 }
 
+/// How the two spellings of a path with a trailing `/` fall under rules
+/// ([`RuleSet::trailing_slash`]).
+#[derive(Debug)]
+pub enum SlashForms<'a> {
+    /// The rule found for the path as sent decides.
+    Agree,
+    /// The bare form's rule decides: the one sent is public, this one not.
+    Stricter(&'a Rule),
+    /// Two different non-public rules: refused.
+    Ambiguous,
+}
+
 /// Why a rule did not apply, for `Explain`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mismatch {
@@ -152,21 +164,36 @@ impl RuleSet {
             .find(|r| r.mismatch_except_path(method, host).is_none())
     }
 
-    /// Whether `path`, sent with a trailing `/`, would fall under another
-    /// rule than `found` without it. Routers differ on `/users/42/`: Rails,
-    /// Express and Django serve (or redirect to) `/users/42`, Go's
-    /// ServeMux, Spring 6 and static file servers do not. When the two
-    /// spellings name different rules we cannot know which handler runs,
-    /// so the request is refused (400) rather than decided by either.
-    /// Only a path that ends in `/` is looked at twice: the common form
-    /// costs one byte compare.
-    pub fn trailing_slash_disagrees(&self, method: &str, host: &str, path: &str, found: Option<&Rule>) -> bool {
-        let Some(found) = found else { return false };
-        let Some(bare) = path.strip_suffix('/').filter(|p| !p.is_empty()) else {
-            return false;
+    /// The rule that decides `path` when it is sent with a trailing `/`
+    /// and its bare form falls under another rule than `found`. Routers
+    /// differ on `/users/42/`: Rails, Express and Django serve (or
+    /// redirect to) `/users/42`, Go's ServeMux, Spring 6 and static file
+    /// servers do not; so we cannot know which handler runs. When one of
+    /// the two rules is public the other decides: whichever handler runs,
+    /// that one's requirements cover it. Otherwise the check is refused
+    /// ([`SlashForms::Ambiguous`]). Only a path that ends in `/` is looked
+    /// at twice: the common form costs one byte compare.
+    pub fn trailing_slash<'a>(
+        &'a self,
+        method: &str,
+        host: &str,
+        path: &str,
+        found: Option<&'a Rule>,
+    ) -> SlashForms<'a> {
+        let Some(found) = found else {
+            return SlashForms::Agree;
         };
-        self.find(method, host, bare)
-            .is_some_and(|other| !std::ptr::eq(other, found))
+        let Some(bare) = path.strip_suffix('/').filter(|p| !p.is_empty()) else {
+            return SlashForms::Agree;
+        };
+        match self.find(method, host, bare) {
+            Some(other) if !std::ptr::eq(other, found) => match (found.public, other.public) {
+                (true, false) => SlashForms::Stricter(other),
+                (false, true) => SlashForms::Agree,
+                _ => SlashForms::Ambiguous,
+            },
+            _ => SlashForms::Agree,
+        }
     }
 
     /// The rules' path patterns, as written, in file order.
@@ -436,35 +463,48 @@ mod tests {
     /// is the weaker one.
     #[test]
     fn a_trailing_slash_that_changes_the_rule_is_ambiguous() {
-        let disagrees =
-            |s: &RuleSet, p: &str| s.trailing_slash_disagrees("GET", "api.local", p, s.find("GET", "api.local", p));
-        // The subtree rule weaker than the exact one...
+        let forms = |s: &RuleSet, p: &str| {
+            let found = s.find("GET", "api.local", p);
+            match s.trailing_slash("GET", "api.local", p, found) {
+                SlashForms::Agree => found.map(|r| r.id.clone()).unwrap_or_default(),
+                SlashForms::Stricter(r) => format!("stricter {}", r.id),
+                SlashForms::Ambiguous => "ambiguous".into(),
+            }
+        };
+        // The subtree rule weaker than the exact one, neither public: refused.
         let s = set(vec![
             rule("user", &["GET"], "/users/{id}"),
             rule("user-sub", &["GET"], "/users/{id}/**"),
         ]);
-        assert_eq!(found(&s, "GET", "/users/42/").as_deref(), Some("user-sub"));
-        assert!(disagrees(&s, "/users/42/"));
-        assert!(!disagrees(&s, "/users/42"), "the bare form is never looked at twice");
-        assert!(!disagrees(&s, "/users/42/posts/"));
-        // ...or stronger (a public landing page before a scoped subtree).
-        let s = set(vec![
-            rule("landing", &["GET"], "/admin"),
-            rule("admin", &["GET"], "/admin/**"),
-        ]);
-        assert!(disagrees(&s, "/admin/"));
-        assert!(!disagrees(&s, "/admin/x"));
+        assert_eq!(forms(&s, "/users/42/"), "ambiguous");
+        assert_eq!(forms(&s, "/users/42"), "user", "the bare form is never looked at twice");
+        assert_eq!(forms(&s, "/users/42/posts/"), "user-sub");
+        // A public landing page before a scoped subtree: the scoped rule
+        // decides /admin/, whichever of the two handlers serves it.
+        let mut landing = rule("landing", &["GET"], "/admin");
+        landing.public = true;
+        let s = set(vec![landing.clone(), rule("admin", &["GET"], "/admin/**")]);
+        assert_eq!(forms(&s, "/admin/"), "admin");
+        assert_eq!(forms(&s, "/admin/x"), "admin");
+        // And the other way round (a catch-all before a public page).
+        let mut page = rule("page", &["GET"], "/api/public/{x}");
+        page.public = true;
+        let s = set(vec![rule("api", &["GET"], "/api/**"), page]);
+        assert_eq!(forms(&s, "/api/public/1/"), "api");
+        let mut sub = rule("sub", &["GET"], "/docs/**");
+        sub.public = true;
+        let s = set(vec![sub, rule("docs", &["GET"], "/docs")]);
+        assert_eq!(forms(&s, "/docs/"), "stricter docs");
         // One rule for both spellings, or none for the bare one: no doubt.
         let s = set(vec![
             rule("static", &["GET"], "/static/**"),
             rule("date", &["GET"], "/date"),
         ]);
-        assert!(!disagrees(&s, "/static/"));
-        assert!(!disagrees(&s, "/date/"), "no rule takes /date/: default deny");
-        assert_eq!(found(&s, "GET", "/date/"), None);
-        assert!(!disagrees(&s, "/"));
+        assert_eq!(forms(&s, "/static/"), "static");
+        assert_eq!(forms(&s, "/date/"), "", "no rule takes /date/: default deny");
+        assert_eq!(forms(&s, "/"), "");
         let s = set(vec![rule("all", &[], "/**")]);
-        assert!(!disagrees(&s, "/a/"));
+        assert_eq!(forms(&s, "/a/"), "all");
     }
 
     /// An escaped `:` (or `@`, `+`, ...) is matched as the character most

@@ -111,9 +111,17 @@ async fn a_method_override_is_refused_before_any_rule() {
         let r = AuthzRequest::from_parts("POST", "", path, &h, Default::default());
         assert_eq!(e.decide(&r).await.decision, refused, "{path} {h:?}");
     }
-    // Not a POST: no framework runs it as another method.
+    // Any method (Slim, Flask's middleware override a GET too)...
     let h: HashMap<String, String> = [
         ("x-http-method-override".to_string(), "DELETE".to_string()),
+        ("authorization".to_string(), "Bearer reader".to_string()),
+    ]
+    .into();
+    let r = AuthzRequest::from_parts("GET", "", "/date", &h, Default::default());
+    assert_eq!(e.decide(&r).await.decision, refused);
+    // ...but naming its own method changes nothing.
+    let h: HashMap<String, String> = [
+        ("x-http-method-override".to_string(), "GET".to_string()),
         ("authorization".to_string(), "Bearer reader".to_string()),
     ]
     .into();
@@ -122,31 +130,40 @@ async fn a_method_override_is_refused_before_any_rule() {
 }
 
 /// `/admin/` is `/admin` to some upstream routers and a subtree to others:
-/// when the two spellings fall under different rules the check is refused
-/// (400), whichever rule is the weaker.
+/// when the two spellings fall under different rules, a public one yields
+/// to the other (its requirements cover whichever handler runs), and two
+/// non-public ones are refused (400).
 #[tokio::test]
-async fn a_trailing_slash_that_changes_the_rule_is_refused() {
-    let rule = |id: &str, p: &str, public: bool| RuleConfig {
+async fn a_trailing_slash_that_changes_the_rule_is_decided_by_the_stricter_or_refused() {
+    let rule = |id: &str, p: &str, scopes: &[&str], public: bool| RuleConfig {
         id: id.into(),
         methods: vec!["GET".into()],
         path: p.into(),
-        scopes: if public { vec![] } else { vec!["read_date".into()] },
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
         public,
         ..Default::default()
     };
     let config = Config {
-        rules: vec![rule("landing", "/admin", true), rule("admin", "/admin/**", false)],
+        rules: vec![
+            rule("landing", "/admin", &[], true),
+            rule("admin", "/admin/**", &["read_date"], false),
+            rule("user", "/users/{id}", &["post_echo"], false),
+            rule("user-sub", "/users/{id}/**", &["read_date"], false),
+        ],
         ..Default::default()
     };
     let e = Engine::new(config.engine_settings(), Fixed).expect("engine");
     let refused = Decision::Deny(DenyReason::InvalidPath(PathProblem::AmbiguousTrailingSlash));
     for (path, auth, want) in [
-        ("/admin/", None, refused.clone()),
-        ("/admin/", Some("Bearer reader"), refused),
-        // The landing page stays public, the subtree scoped.
+        // The public landing page yields to the scoped subtree.
+        ("/admin/", None, Decision::Deny(DenyReason::MissingToken)),
+        ("/admin/", Some("Bearer reader"), Decision::Allow),
         ("/admin", None, Decision::Allow),
-        ("/admin/users", Some("Bearer reader"), Decision::Allow),
         ("/admin/users", None, Decision::Deny(DenyReason::MissingToken)),
+        // Two scoped rules: neither decides.
+        ("/users/7/", Some("Bearer reader"), refused.clone()),
+        ("/users/7/", Some("Bearer both"), refused),
+        ("/users/7/posts", Some("Bearer reader"), Decision::Allow),
     ] {
         assert_eq!(
             e.decide(&req("GET", path, auth)).await.decision,

@@ -37,18 +37,19 @@ fn is_tchar(b: u8) -> bool {
 /// override from.
 const METHOD_OVERRIDE_HEADERS: [&[u8]; 3] = [b"x-http-method-override", b"x-http-method", b"x-method-override"];
 
-/// Why a `POST` that names another method (in a method override header or
-/// a `_method` query parameter) is refused; `None` when it names none, an
-/// empty one or its own. Only a `POST` is run as another method by the
-/// frameworks that honour overrides (Rack, Symfony and Laravel, ASP.NET
-/// Core, express `method-override`, gorilla), and they ignore an empty one.
+/// Why a request that names another method (in a method override header
+/// or a `_method` query parameter) is refused; `None` when it names none,
+/// an empty one (ignored by the frameworks) or its own (`GET` for a `HEAD`
+/// too). Not only a `POST`: Rack, Symfony and ASP.NET Core override only a
+/// POST, but Slim 3/4, Flask's documented middleware and flask-modus
+/// override any method.
 pub fn method_override(method: &str, headers: &super::headers::Headers, query: &str) -> Option<RequestProblem> {
-    if method != "POST" {
-        return None;
-    }
     let other = |value: &[u8]| {
         let value = value.trim_ascii();
-        !value.is_empty() && !value.eq_ignore_ascii_case(method.as_bytes())
+        let ignored = value.is_empty()
+            || value.eq_ignore_ascii_case(method.as_bytes())
+            || (method == "HEAD" && value.eq_ignore_ascii_case(b"GET"));
+        !ignored
     };
     let overrides = headers.entries().any(|(name, value)| {
         METHOD_OVERRIDE_HEADERS
@@ -181,6 +182,11 @@ mod tests {
             ("POST", h(&[]), "%20_method=DELETE"),
             ("POST", h(&[]), "_method[]=DELETE"),
             ("POST", h(&[]), "_method[x]=DELETE"),
+            // Any method: Slim 3/4, Flask's middleware, flask-modus.
+            ("GET", h(&[("x-http-method-override", "DELETE")]), ""),
+            ("GET", h(&[]), "_method=DELETE"),
+            ("PUT", h(&[("x-http-method-override", "DELETE")]), ""),
+            ("HEAD", h(&[("x-http-method-override", "DELETE")]), ""),
         ];
         for (method, headers, query) in &refused {
             assert_eq!(
@@ -199,9 +205,7 @@ mod tests {
             ("GET", h(&[("accept", "*/*")]), "q=1"),
             // Empty: ignored by the frameworks.
             ("POST", h(&[("x-http-method-override", " ")]), "_method="),
-            // Not a POST: no framework runs it as another method.
-            ("GET", h(&[("x-http-method-override", "DELETE")]), "_method=DELETE"),
-            ("PUT", h(&[("x-http-method-override", "DELETE")]), ""),
+            ("HEAD", h(&[("x-http-method-override", "GET")]), ""),
             ("POST", h(&[]), "x_method=DELETE&_methods=DELETE"),
         ];
         for (method, headers, query) in &passed {
