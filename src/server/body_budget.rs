@@ -8,8 +8,15 @@
 //! check is refused, fail closed) and memory stays bounded.
 //!
 //! A body holds the bytes it has taken until it is dropped: tonic drops it
-//! once the message is decoded, so a check in progress (waiting for Hydra)
-//! holds nothing.
+//! once it has read the body to its end (before the service runs), so a
+//! check in progress (waiting for Hydra) holds nothing; a peer that holds
+//! back the end of its body keeps its bytes until the request timeout. One
+//! body may hold one message at most, so one stream cannot take the whole
+//! budget. What is bounded is bytes received: tonic also reserves a
+//! message's declared length up front, which is address space until bytes
+//! arrive to fill it. A peer that can connect can still spend the budget
+//! and make checks fail (closed): keep `failure_mode_allow` false and let a
+//! NetworkPolicy decide who may connect.
 
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::pin::Pin;
@@ -25,20 +32,34 @@ use tonic::server::NamedService;
 /// held for microseconds), far below a container's memory limit.
 pub const MAX_BUFFERED_CHECK_BYTES: usize = 32 * 1024 * 1024;
 
-/// `S` with every request body counted against `budget`.
+/// One listener's budget, shared by the services it wraps.
+#[derive(Clone)]
+pub struct Budget(Arc<Semaphore>);
+
+impl Budget {
+    pub fn new(bytes: usize) -> Budget {
+        Budget(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
+    }
+
+    /// `inner` with each request body counted against this budget, and
+    /// refused past `per_body` bytes (one message and its 5-byte prefix:
+    /// a unary call's body is one message, and one stream must not take
+    /// the whole budget by sending more).
+    pub fn wrap<S>(&self, inner: S, per_body: usize) -> Budgeted<S> {
+        Budgeted {
+            inner,
+            budget: self.0.clone(),
+            per_body,
+        }
+    }
+}
+
+/// `S` with every request body counted against one [`Budget`].
 #[derive(Clone)]
 pub struct Budgeted<S> {
     inner: S,
     budget: Arc<Semaphore>,
-}
-
-impl<S> Budgeted<S> {
-    pub fn new(inner: S, bytes: usize) -> Budgeted<S> {
-        Budgeted {
-            inner,
-            budget: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))),
-        }
-    }
+    per_body: usize,
 }
 
 impl<S: NamedService> NamedService for Budgeted<S> {
@@ -58,11 +79,13 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let budget = self.budget.clone();
+        let (budget, cap) = (self.budget.clone(), self.per_body);
         self.inner.call(req.map(|body| {
             Body::new(BudgetBody {
                 inner: body,
                 budget,
+                cap,
+                seen: 0,
                 held: None,
             })
         }))
@@ -74,13 +97,17 @@ where
 struct BudgetBody {
     inner: Body,
     budget: Arc<Semaphore>,
+    /// The most this body may hold.
+    cap: usize,
+    /// Bytes received so far.
+    seen: usize,
     held: Option<OwnedSemaphorePermit>,
 }
 
-/// The budget is spent: this stream's bytes cannot be held.
-#[derive(Debug, thiserror::Error)]
-#[error("request bodies in flight on this listener exceed {0} bytes; refused")]
-struct OverBudget(usize);
+/// Refused: RESOURCE_EXHAUSTED (tonic keeps a `Status` a body fails with).
+fn refused(why: &str) -> StdError {
+    Box::new(tonic::Status::resource_exhausted(why))
+}
 
 impl HttpBody for BudgetBody {
     type Data = Bytes;
@@ -95,6 +122,10 @@ impl HttpBody for BudgetBody {
             Poll::Pending => return Poll::Pending,
         };
         if let Some(data) = frame.data_ref() {
+            this.seen = this.seen.saturating_add(data.len());
+            if this.seen > this.cap {
+                return Poll::Ready(Some(Err(refused("a request body larger than one message"))));
+            }
             let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
             match this.budget.clone().try_acquire_many_owned(n) {
                 Ok(p) => match &mut this.held {
@@ -102,8 +133,9 @@ impl HttpBody for BudgetBody {
                     None => this.held = Some(p),
                 },
                 Err(_) => {
-                    let total = this.budget.available_permits() + this.held.as_ref().map_or(0, |h| h.num_permits());
-                    return Poll::Ready(Some(Err(Box::new(OverBudget(total)))));
+                    return Poll::Ready(Some(Err(refused(
+                        "unfinished request bodies on this listener are over their budget; try again",
+                    ))))
                 }
             }
         }
@@ -132,6 +164,8 @@ mod tests {
         let body = |bytes: &'static [u8]| BudgetBody {
             inner: Body::new(http_body_util::Full::new(Bytes::from_static(bytes))),
             budget: budget.clone(),
+            cap: 10,
+            seen: 0,
             held: None,
         };
         let mut first = body(b"123456");
@@ -145,5 +179,18 @@ mod tests {
         assert_eq!(budget.available_permits(), 10, "all given back");
         let mut third = body(b"1234567890");
         assert!(third.frame().await.expect("a frame").is_ok());
+        drop(third);
+        // One body past its own cap is refused, whatever the budget has left.
+        let mut big = BudgetBody {
+            inner: Body::new(http_body_util::Full::new(Bytes::from_static(b"12345"))),
+            budget: budget.clone(),
+            cap: 4,
+            seen: 0,
+            held: None,
+        };
+        let err = big.frame().await.expect("a frame").expect_err("over its cap");
+        let status = err.downcast::<tonic::Status>().expect("a Status");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(budget.available_permits(), 10);
     }
 }

@@ -139,15 +139,19 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     // The health service's requests are a service name: tonic's default
     // 4 MiB per message would let one connection hold gigabytes.
     let health_service = health_service.max_decoding_message_size(MAX_HEALTH_MESSAGE_BYTES);
+    // And all streams of the listener together: bounded memory whatever
+    // the peers do (5 bytes: the gRPC message prefix).
+    let budget = body_budget::Budget::new(body_budget::MAX_BUFFERED_CHECK_BYTES);
     let router = grpc_builder(limits, request_timeout)
-        .add_service(health_service)
-        .add_service(body_budget::Budgeted::new(
-            AuthorizationServer::from_arc(Arc::new(authz::AuthzService::new(engine.clone(), metrics.clone())))
-                // Envoy's own header limit is 60 KiB; tonic's default would take 4 MiB per message.
-                .max_decoding_message_size(MAX_CHECK_MESSAGE_BYTES),
-            // And all streams together: bounded memory whatever the peers do.
-            body_budget::MAX_BUFFERED_CHECK_BYTES,
-        ));
+        .add_service(budget.wrap(health_service, MAX_HEALTH_MESSAGE_BYTES + 5))
+        .add_service(
+            budget.wrap(
+                AuthorizationServer::from_arc(Arc::new(authz::AuthzService::new(engine.clone(), metrics.clone())))
+                    // Envoy's own header limit is 60 KiB; tonic's default would take 4 MiB per message.
+                    .max_decoding_message_size(MAX_CHECK_MESSAGE_BYTES),
+                MAX_CHECK_MESSAGE_BYTES + 5,
+            ),
+        );
     let grpc_server = serve_grpc(router, grpc, tls, limits, closed.clone(), "grpc");
 
     let admin_server = match admin {

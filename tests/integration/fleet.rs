@@ -950,6 +950,71 @@ async fn a_shared_read_suspension_shows_until_an_epoch_starts() {
     }
 }
 
+/// A suspension nobody's purge will end (a captured epoch-0 purge message
+/// published again, after its purge's own retry has long finished) ends on
+/// each replica when it resubscribes: it steps an epoch itself and reads
+/// from there. Until then it stays, and the purged token stays out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_ends_a_suspension_by_its_own_step_when_it_resubscribes() {
+    let fleet = Fleet::start(true).await;
+    let token = fleet.shared_token().await;
+    let prefix = fleet.config.cluster.key_prefix.clone();
+    let mut channel = fleet.redis.subscribe(&format!("{prefix}:purge")).await;
+    fleet.hydra.issuer.revoke_token(&token);
+    let epoch_key = format!("{prefix}:epoch");
+    fleet.redis.command(&["SET", &epoch_key, "4503599627370496"]).await;
+    let e = fleet
+        .admin(0)
+        .await
+        .purge_token(purge_request(Target::Token(token.clone())))
+        .await
+        .expect_err("no epoch started");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    // The epoch-0 message that purge sent.
+    let epoch_zero = channel.next().await;
+    let gauge = |addr: std::net::SocketAddr| async move {
+        let s = support::scrape_parsed(addr).await;
+        support::metric(&s, "hydra_authz_cluster_shared_reads_suspended", &[])
+    };
+    // Repaired: the purge's retry starts an epoch and everyone resumes.
+    fleet.redis.command(&["SET", &epoch_key, "7"]).await;
+    for r in &fleet.replicas {
+        let addr = r.http_addr;
+        wait_for(|| async move { gauge(addr).await == 0.0 }).await;
+    }
+    // The captured message again: every replica suspends, and no retry
+    // is running that would end it.
+    let published = fleet
+        .redis
+        .command(&["PUBLISH", &format!("{prefix}:purge"), &epoch_zero])
+        .await;
+    assert_eq!(
+        published,
+        format!(":{}\r\n", REPLICAS + 1),
+        "every replica (and our subscriber) heard it"
+    );
+    for r in &fleet.replicas {
+        let addr = r.http_addr;
+        wait_for(|| async move { gauge(addr).await == 1.0 }).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for r in &fleet.replicas {
+        assert_eq!(gauge(r.http_addr).await, 1.0, "nothing else ends it");
+    }
+    // Their subscriptions drop and come back: each steps an epoch itself.
+    fleet.redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    for r in &fleet.replicas {
+        let addr = r.http_addr;
+        wait_for(|| async move { gauge(addr).await == 0.0 }).await;
+    }
+    fleet.wait_subscribed(true).await;
+    assert_eq!(
+        fleet.statuses(&token).await,
+        vec![401; REPLICAS],
+        "the purged token stays out"
+    );
+}
+
 /// The issuer refuses a token whose shared entry this replica could not
 /// read (Redis stalled): the entry is removed, so the next read, once
 /// Redis answers again, cannot allow what the issuer just refused.

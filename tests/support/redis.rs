@@ -292,6 +292,19 @@ impl RedisServer {
         )
     }
 
+    /// A connection subscribed to `channel` (after `AUTH`).
+    pub async fn subscribe(&self, channel: &str) -> Subscription {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.expect("connect");
+        let mut request = resp_command(&["AUTH", self.password.as_str()]);
+        request.extend(resp_command(&["SUBSCRIBE", channel]));
+        stream.write_all(&request).await.expect("write");
+        let mut reader = BufReader::new(stream);
+        let auth = read_reply(&mut reader).await.expect("auth");
+        assert_eq!(auth, "+OK\r\n", "redis AUTH failed");
+        read_reply(&mut reader).await.expect("subscribed");
+        Subscription { reader }
+    }
+
     /// Run one command (after `AUTH`) and return its reply as raw RESP text,
     /// e.g. `+OK\r\n`, `$1\r\nv\r\n`, `$-1\r\n` (nil), `:3\r\n`,
     /// `*2\r\n$1\r\na\r\n$1\r\nb\r\n` (`KEYS *`), `-ERR ...\r\n`.
@@ -328,6 +341,27 @@ impl Drop for RedisServer {
 }
 
 /// A command as RESP: an array of bulk strings.
+/// What is published on one channel, as it arrives.
+pub struct Subscription {
+    reader: BufReader<TcpStream>,
+}
+
+impl Subscription {
+    /// The next message's payload (text; 5 s at most).
+    pub async fn next(&mut self) -> String {
+        let raw = tokio::time::timeout(COMMAND_TIMEOUT, read_reply(&mut self.reader))
+            .await
+            .expect("a message within 5 s")
+            .expect("a message");
+        // *3 $7 message $n <channel> $m <payload>: the payload is last.
+        raw.trim_end_matches("\r\n")
+            .rsplit("\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
 fn resp_command(args: &[&str]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for a in args {

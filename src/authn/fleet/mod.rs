@@ -102,7 +102,8 @@ pub struct Fleet {
     /// A purge that could not start a new epoch (the step failed, or
     /// Redis's epoch was set out of range) suspends reads: [`SUSPENDED`]
     /// and the epoch held then. Only a purge that started a later epoch
-    /// ends that, and reads resume from its epoch on.
+    /// (or this replica's own step when it resubscribes) ends that, and
+    /// reads resume from its epoch on.
     l2_barrier: AtomicU64,
     /// Unreadable purge messages acted on at most once per window; those
     /// held back are acted on once when their window ends.
@@ -220,6 +221,11 @@ impl Fleet {
     /// a purge that started a later epoch than the one held now is heard
     /// ([`Fleet::resume_shared_reads`]).
     fn suspend_shared_reads(&self) {
+        // Without a shared cache there is nothing to suspend (and nothing
+        // to show as suspended).
+        if !self.shared_cache {
+            return;
+        }
         // Until the epoch read is the one held: a message adopting a later
         // epoch between the read and the update must not leave the
         // suspension holding an earlier one (a replay of that message
@@ -292,8 +298,9 @@ impl Fleet {
     /// it after the one that could not: the step may have run before it
     /// and been announced late (or not at all), or someone with access to
     /// Redis may have set the key, and that epoch's entries may hold what
-    /// the purge meant to revoke. So only a purge that steps the epoch
-    /// after this sync resumes reads here. Fail safe: the hit rate pays.
+    /// the purge meant to revoke. So only a step after this sync (a
+    /// purge's, or this replica's own in [`Fleet::resume_by_own_step`])
+    /// resumes reads here.
     fn keep_suspension_past(&self, synced: u64) {
         let _ = self.l2_barrier.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
             (b & SUSPENDED != 0).then(|| suspended_at(b, synced))
@@ -685,11 +692,15 @@ mod tests {
 
     /// A fleet whose Redis is never reached (it connects lazily).
     fn lazy_fleet(secret: &tempfile::NamedTempFile) -> Arc<Fleet> {
+        lazy_fleet_sharing(secret, true)
+    }
+
+    fn lazy_fleet_sharing(secret: &tempfile::NamedTempFile, shared_cache: bool) -> Arc<Fleet> {
         std::fs::write(secret.path(), "k".repeat(32)).expect("write");
         let cfg = ClusterConfig {
             redis_url: Some("redis://127.0.0.1:1/0".into()),
             secret_file: Some(secret.path().to_owned()),
-            shared_cache: true,
+            shared_cache,
             ..ClusterConfig::default()
         };
         Fleet::start(&cfg, Arc::new(Metrics::new()))
@@ -793,6 +804,15 @@ mod tests {
         fleet.receive(sealed(&fleet, PurgeTarget::All, 4).as_bytes());
         assert_eq!(fleet.metrics.fleet.shared_reads_suspended.get(), 0);
         assert!(fleet.shared_readable(4) && !fleet.status().contains("suspended"));
+
+        // Without a shared cache there is nothing to suspend or show.
+        let secret = tempfile::NamedTempFile::new().expect("tmp");
+        let fleet = lazy_fleet_sharing(&secret, false);
+        fleet.subscribed.store(true, Ordering::Release);
+        fleet.on_purge(|_| {});
+        fleet.receive(sealed(&fleet, PurgeTarget::All, 0).as_bytes());
+        assert_eq!(fleet.metrics.fleet.shared_reads_suspended.get(), 0);
+        assert!(!fleet.status().contains("suspended"), "{}", fleet.status());
     }
 
     /// A suspended replica that resubscribes and finds a later epoch in
