@@ -346,11 +346,13 @@ pub(crate) fn is_metadata_text(v: &str) -> bool {
 }
 
 /// Scopes whose space-joined form reads back as the same list: each
-/// non-empty, without whitespace, and metadata text.
+/// non-empty, without anything a consumer may split at (Unicode
+/// whitespace, and the BOM and zero-width spaces JavaScript's `\s` or
+/// other splitters count), and metadata text.
 pub(crate) fn scopes_join_unambiguously(scopes: &[std::sync::Arc<str>]) -> bool {
+    let splits = |c: char| c.is_whitespace() || matches!(c, '\u{feff}' | '\u{200b}' | '\u{180e}');
     scopes.iter().all(|s| {
-        !s.is_empty()
-            && (s.bytes().all(|b| b.is_ascii_graphic()) || (!s.chars().any(char::is_whitespace) && is_metadata_text(s)))
+        !s.is_empty() && (s.bytes().all(|b| b.is_ascii_graphic()) || (!s.chars().any(splits) && is_metadata_text(s)))
     })
 }
 
@@ -533,6 +535,24 @@ mod tests {
         cfg.claims_separator = ",".into();
         let h = Responder::new(cfg, "api".into()).upstream_headers(Some(&tenant_identity()));
         assert!(h.set.contains(&("x-groups".into(), "admins,ops,7".into())));
+    }
+
+    /// Anything a consumer may split a scope list at makes it ambiguous.
+    #[test]
+    fn scopes_with_a_splitting_character_do_not_join() {
+        for odd in [
+            "read admin",
+            "read\u{feff}admin",
+            "read\u{200b}admin",
+            "read\u{a0}admin",
+            "",
+            "a\nb",
+        ] {
+            assert!(!scopes_join_unambiguously(&[odd.into()]), "{odd:?}");
+        }
+        for fine in ["read_date", "lecture_\u{e9}t\u{e9}", "https://api.example/read"] {
+            assert!(scopes_join_unambiguously(&[fine.into()]), "{fine:?}");
+        }
     }
 
     /// A list item holding the separator, or a scope with a space, would

@@ -1,5 +1,5 @@
-//! One budget of buffered request-body bytes for all Check streams of a
-//! listener. tonic holds a message's bytes until the whole message is in,
+//! One budget of buffered request-body bytes for all Check and health
+//! streams of a listener. tonic holds a message's bytes until the whole message is in,
 //! per stream, up to the per-message limit: without a budget, one peer
 //! opening `grpc_max_concurrent_streams` streams on each of
 //! `max_connections` connections, each holding most of a message, could
@@ -27,7 +27,7 @@ use tonic::body::Body;
 use tonic::codegen::{http, Bytes, Service, StdError};
 use tonic::server::NamedService;
 
-/// Bytes all Check request bodies of one listener may hold at once: far
+/// Bytes all request bodies of one Check listener may hold at once: far
 /// above what real traffic holds (a check's message is a few KiB and is
 /// held for microseconds), far below a container's memory limit.
 pub const MAX_BUFFERED_CHECK_BYTES: usize = 32 * 1024 * 1024;
