@@ -668,14 +668,14 @@ fn validate_header_name(key: &str, name: &str) -> Result<(), ConfigError> {
     }
     // Every '-'/'_' spelling of the name is removed from requests; past
     // this many separators they are too many to list (2^n).
-    let separators = name.bytes().filter(|b| *b == b'-').count();
-    if separators > crate::respond::MAX_EXPANDED_SEPARATORS as usize {
+    use crate::extract::headers::{separators, MAX_SPELLED_SEPARATORS};
+    let n = separators(name);
+    if n > MAX_SPELLED_SEPARATORS {
         return Err(invalid(
             key,
             format!(
-                "{name:?} has {separators} '-': at most {} (every '-'/'_' spelling a client could smuggle is removed, and \
-                 those of a longer name are too many to list)",
-                crate::respond::MAX_EXPANDED_SEPARATORS
+                "{name:?} has {n} '-': at most {MAX_SPELLED_SEPARATORS} (every '-'/'_' spelling a client could smuggle \
+                 is removed, and those of a longer name are too many to list)"
             ),
         ));
     }

@@ -6,6 +6,16 @@
 use std::fmt;
 use std::ops::Range;
 
+/// The most `-`/`_` a header name may have for all its spellings to be
+/// listed (2^n of them): the bound for names we set, read a token from, or
+/// remove every spelling of (`respond::header_twins`).
+pub const MAX_SPELLED_SEPARATORS: usize = 6;
+
+/// How many `-` and `_` `name` has: its spellings are 2^this.
+pub fn separators(name: &str) -> usize {
+    name.bytes().filter(|b| matches!(b, b'-' | b'_')).count()
+}
+
 /// Whether header name `name` (lower-case, as received) is `wanted` in one
 /// of its `-`/`_` spellings: CGI, WSGI and PHP upstreams read `x_api_token`
 /// as `x-api-token`, so the two are one header to them.

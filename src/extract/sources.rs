@@ -36,9 +36,10 @@ impl TokenSource {
             "header" if name.bytes().any(|b| b.is_ascii_uppercase()) => bad("header names are lower-case"),
             // Every -/_ spelling is read as the token and stripped; past
             // six separators they are too many to list (2^n).
-            "header" if name.bytes().filter(|b| matches!(b, b'-' | b'_')).count() > 6 => {
-                bad("at most six '-' or '_' in a token header's name")
-            }
+            "header" if super::headers::separators(name) > super::headers::MAX_SPELLED_SEPARATORS => bad(&format!(
+                "at most {} '-' or '_' in a token header's name",
+                super::headers::MAX_SPELLED_SEPARATORS
+            )),
             "header" => Ok(TokenSource::Header(name.to_owned())),
             "cookie" => Ok(TokenSource::Cookie(name.to_owned())),
             "query" => Ok(TokenSource::Query(name.to_owned())),

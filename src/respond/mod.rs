@@ -47,22 +47,21 @@ pub struct Responder {
     upstream_jwt: Option<std::sync::Arc<upstream_jwt::Signer>>,
 }
 
-/// Separators beyond this many are not expanded (2^n spellings); such a
-/// header keeps its all-dash and all-underscore twins. The config refuses
-/// header names we set with more (`config::validate_header_name`), so this
-/// only bounds `authorization`-like fixed names and defends in depth.
-pub const MAX_EXPANDED_SEPARATORS: u32 = 6;
-
 /// The spellings of `name` that upstreams may read as `name`: each '-' as
 /// '-' or '_' (CGI, WSGI, PHP, nginx `underscores_in_headers` map '_' to
 /// '-'), lower-case (Envoy compares header names case-insensitively, so
 /// removing the lower-case name removes every case variant). `name` itself
-/// is not included.
+/// is not included. Past [`MAX_SPELLED_SEPARATORS`] separators (2^n
+/// spellings) only the all-dash and all-underscore twins are listed; the
+/// config refuses such names for headers we set or read a token from, so
+/// that only bounds fixed names and defends in depth.
+///
+/// [`MAX_SPELLED_SEPARATORS`]: crate::extract::headers::MAX_SPELLED_SEPARATORS
 pub fn header_twins(name: &str) -> Vec<String> {
     let name = name.to_ascii_lowercase();
     let seps: Vec<usize> = name.match_indices(['-', '_']).map(|(i, _)| i).collect();
-    let n = u32::try_from(seps.len()).unwrap_or(u32::MAX);
-    let mut out: Vec<String> = if n <= MAX_EXPANDED_SEPARATORS {
+    let n = seps.len();
+    let mut out: Vec<String> = if n <= crate::extract::headers::MAX_SPELLED_SEPARATORS {
         (0u32..1 << n)
             .map(|mask| {
                 let mut b = name.clone().into_bytes();
