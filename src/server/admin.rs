@@ -234,12 +234,11 @@ mod tests {
         use crate::admin_proto::PurgeTokenRequest;
         use crate::authn::cache::Purge;
         use crate::authn::fleet::purge::{CacheKey, PurgeTarget};
-        use crate::authn::fleet::{ClusterConfig, Fleet};
+        use crate::authn::fleet::Fleet;
         use crate::authn::{Authenticator, AuthnError, Identity};
         use crate::authorizer::Authorizer;
         use crate::config::Config;
         use crate::extract::credential::Token;
-        use crate::metrics::Metrics;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         use std::sync::{Arc, Mutex, PoisonError};
 
@@ -285,19 +284,6 @@ mod tests {
             a.engine().authenticator()
         }
 
-        /// In a fleet whose Redis cannot be reached: the publication fails.
-        fn unreachable_fleet(secret: &tempfile::NamedTempFile) -> Arc<Fleet> {
-            std::fs::write(secret.path(), "k".repeat(32)).expect("write");
-            let cfg = ClusterConfig {
-                redis_url: Some("redis://127.0.0.1:1/0".into()),
-                secret_file: Some(secret.path().to_owned()),
-                ..ClusterConfig::default()
-            };
-            Fleet::start(&cfg, Arc::new(Metrics::new()))
-                .expect("start")
-                .expect("on")
-        }
-
         async fn purge_token(admin: &AdminService<OneEntry>) {
             let request = tonic::Request::new(PurgeTokenRequest {
                 target: Some(Target::Token("the-token".into())),
@@ -318,7 +304,8 @@ mod tests {
         #[tokio::test]
         async fn admin_purge_survives_a_concurrent_shared_read_or_reload() {
             let secret = tempfile::NamedTempFile::new().expect("tmp");
-            let fleet = unreachable_fleet(&secret);
+            // Redis cannot be reached: the publication fails.
+            let fleet = Fleet::unreachable_for_tests(&secret, false);
 
             let running = holding();
             let engine = Arc::new(arc_swap::ArcSwap::new(running.clone()));

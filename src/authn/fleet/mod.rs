@@ -48,15 +48,15 @@ if n ~= cur then redis.call('SET', KEYS[1], string.format('%d', n)) end return n
 /// epoch this replica held when they were (epochs stay below 2^52).
 const SUSPENDED: u64 = 1 << 63;
 
+/// The epoch a suspended `l2_barrier` holds; `None` when not suspended.
+fn suspension(barrier: u64) -> Option<u64> {
+    (barrier & SUSPENDED != 0).then_some(barrier & !SUSPENDED)
+}
+
 /// `l2_barrier` suspended at the later of `epoch` and the epoch a
 /// suspension already in `barrier` holds.
 fn suspended_at(barrier: u64, epoch: u64) -> u64 {
-    let held = if barrier & SUSPENDED != 0 {
-        barrier & !SUSPENDED
-    } else {
-        0
-    };
-    SUSPENDED | held.max(epoch & !SUSPENDED)
+    SUSPENDED | suspension(barrier).unwrap_or(0).max(epoch & !SUSPENDED)
 }
 
 /// What the local cache does with a purge (set once by whoever owns the
@@ -213,7 +213,7 @@ impl Fleet {
     /// Whether the shared cache may be read at `epoch` (see `l2_barrier`).
     pub fn shared_readable(&self, epoch: u64) -> bool {
         let barrier = self.l2_barrier.load(Ordering::Acquire);
-        barrier & SUSPENDED == 0 && epoch >= barrier
+        suspension(barrier).is_none() && epoch >= barrier
     }
 
     /// A purge went by that started no new epoch: no shared read at all
@@ -245,7 +245,7 @@ impl Fleet {
     /// Whether shared reads are suspended, and at which epoch.
     fn suspended_at_epoch(&self) -> Option<u64> {
         let b = self.l2_barrier.load(Ordering::Acquire);
-        (b & SUSPENDED != 0).then_some(b & !SUSPENDED)
+        suspension(b)
     }
 
     /// A purge started `epoch`. It ends a suspension only if `epoch` is
@@ -262,7 +262,7 @@ impl Fleet {
     /// yet holds, and resumes that replica.
     fn resume_shared_reads(&self, epoch: u64) {
         let resumed = self.l2_barrier.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-            (b & SUSPENDED != 0 && epoch > (b & !SUSPENDED)).then_some(epoch)
+            suspension(b).is_some_and(|held| epoch > held).then_some(epoch)
         });
         if resumed.is_ok() {
             self.metrics.fleet.shared_reads_suspended.set(0);
@@ -303,7 +303,7 @@ impl Fleet {
     /// resumes reads here.
     fn keep_suspension_past(&self, synced: u64) {
         let _ = self.l2_barrier.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-            (b & SUSPENDED != 0).then(|| suspended_at(b, synced))
+            suspension(b).map(|_| suspended_at(b, synced))
         });
     }
 
@@ -650,6 +650,25 @@ impl Throttle {
 }
 
 #[cfg(test)]
+impl Fleet {
+    /// A fleet whose Redis cannot be reached (nothing listens on port 1):
+    /// every command fails, nothing is connected until first use. The
+    /// cluster secret is written to `secret`.
+    pub(crate) fn unreachable_for_tests(secret: &tempfile::NamedTempFile, shared_cache: bool) -> Arc<Fleet> {
+        std::fs::write(secret.path(), "k".repeat(32)).expect("write");
+        let cfg = ClusterConfig {
+            redis_url: Some("redis://127.0.0.1:1/0".into()),
+            secret_file: Some(secret.path().to_owned()),
+            shared_cache,
+            ..ClusterConfig::default()
+        };
+        Fleet::start(&cfg, Arc::new(Metrics::new()))
+            .expect("start")
+            .expect("on")
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -696,16 +715,7 @@ mod tests {
     }
 
     fn lazy_fleet_sharing(secret: &tempfile::NamedTempFile, shared_cache: bool) -> Arc<Fleet> {
-        std::fs::write(secret.path(), "k".repeat(32)).expect("write");
-        let cfg = ClusterConfig {
-            redis_url: Some("redis://127.0.0.1:1/0".into()),
-            secret_file: Some(secret.path().to_owned()),
-            shared_cache,
-            ..ClusterConfig::default()
-        };
-        Fleet::start(&cfg, Arc::new(Metrics::new()))
-            .expect("start")
-            .expect("on")
+        Fleet::unreachable_for_tests(secret, shared_cache)
     }
 
     /// Unreadable messages held back by the throttle are not dropped: one
