@@ -128,6 +128,41 @@ impl Fleet {
         support::admin(&self.replicas[i]).await
     }
 
+    /// `{prefix}:epoch`, the shared cache's epoch key.
+    fn epoch_key(&self) -> String {
+        format!("{}:epoch", self.config.cluster.key_prefix)
+    }
+
+    /// Revoke `token` at the issuer and purge it through replica 0 with
+    /// Redis's epoch pinned out of range, so no epoch can start: the
+    /// operator is told, and every replica that hears it suspends shared
+    /// reads. Repair with `SET <epoch_key> 7`.
+    async fn purge_without_a_new_epoch(&self, token: &str) {
+        self.hydra.issuer.revoke_token(token);
+        let pinned = self
+            .redis
+            .command(&["SET", &self.epoch_key(), "4503599627370496"])
+            .await;
+        assert_eq!(pinned, "+OK\r\n");
+        let e = self
+            .admin(0)
+            .await
+            .purge_token(purge_request(Target::Token(token.to_owned())))
+            .await
+            .expect_err("the operator is told no epoch started");
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        assert!(e.message().contains("no new shared-cache epoch"), "{}", e.message());
+    }
+
+    /// Until `hydra_authz_cluster_shared_reads_suspended` reads `want` on
+    /// every replica (5 s at most).
+    async fn wait_suspended(&self, want: f64) {
+        for r in &self.replicas {
+            let addr = r.http_addr;
+            wait_for(|| async move { shared_reads_suspended(addr).await == want }).await;
+        }
+    }
+
     /// A real Envoy whose `hydra_authz` cluster is the whole fleet (round robin).
     async fn envoy(&self) -> hydra_authz::demo::envoy::Envoy {
         let ports: Vec<u16> = self.replicas.iter().map(|r| r.grpc_addr.port()).collect();
@@ -324,6 +359,12 @@ where
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A replica's `hydra_authz_cluster_shared_reads_suspended` gauge.
+async fn shared_reads_suspended(http_addr: std::net::SocketAddr) -> f64 {
+    let s = support::scrape_parsed(http_addr).await;
+    support::metric(&s, "hydra_authz_cluster_shared_reads_suspended", &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -826,22 +867,10 @@ async fn purge_all_without_a_fleet_still_says_it_is_local() {
 async fn a_purge_without_a_new_epoch_suspends_the_shared_cache_until_one_starts() {
     let fleet = Fleet::start(true).await;
     let issuer = &fleet.hydra.issuer;
-    let prefix = fleet.config.cluster.key_prefix.clone();
     let stored = || fleet.shared_entries();
     let token = fleet.shared_token().await;
 
-    issuer.revoke_token(&token);
-    let epoch_key = format!("{prefix}:epoch");
-    let pinned = fleet.redis.command(&["SET", &epoch_key, "4503599627370496"]).await;
-    assert_eq!(pinned, "+OK\r\n");
-    let e = fleet
-        .admin(0)
-        .await
-        .purge_token(purge_request(Target::Token(token.clone())))
-        .await
-        .expect_err("the operator is told no epoch started");
-    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
-    assert!(e.message().contains("no new shared-cache epoch"), "{}", e.message());
+    fleet.purge_without_a_new_epoch(&token).await;
     // Before any check could delete it: the purge itself did, as a replica
     // started after it would never hear of it.
     assert_eq!(stored().await, 0, "a purge by token deletes its shared entry");
@@ -857,17 +886,12 @@ async fn a_purge_without_a_new_epoch_suspends_the_shared_cache_until_one_starts(
     };
     for r in &fleet.replicas {
         assert!(suspended(r).await >= 1.0, "shared reads suspended on every replica");
-        let s = support::scrape_parsed(r.http_addr).await;
-        assert_eq!(
-            support::metric(&s, "hydra_authz_cluster_shared_reads_suspended", &[]),
-            1.0,
-            "and the gauge says so"
-        );
+        assert_eq!(shared_reads_suspended(r.http_addr).await, 1.0, "and the gauge says so");
     }
 
     // Redis's epoch repaired: the background step succeeds, the purge goes
     // out again with the new epoch, and the shared cache is read again.
-    fleet.redis.command(&["SET", &epoch_key, "7"]).await;
+    fleet.redis.command(&["SET", &fleet.epoch_key(), "7"]).await;
     let started = Instant::now();
     loop {
         let next = issuer.mint("reader", &["read_date"]).expect("mint");
@@ -888,14 +912,7 @@ async fn a_purge_without_a_new_epoch_suspends_the_shared_cache_until_one_starts(
         vec![401; REPLICAS],
         "the purged token stays out"
     );
-    for r in &fleet.replicas {
-        let addr = r.http_addr;
-        wait_for(|| async move {
-            let s = support::scrape_parsed(addr).await;
-            support::metric(&s, "hydra_authz_cluster_shared_reads_suspended", &[]) == 0.0
-        })
-        .await;
-    }
+    fleet.wait_suspended(0.0).await;
 }
 
 /// A suspension of shared reads shows (gauge, `/readyz` detail) while no
@@ -906,20 +923,7 @@ async fn a_purge_without_a_new_epoch_suspends_the_shared_cache_until_one_starts(
 async fn a_shared_read_suspension_shows_until_an_epoch_starts() {
     let fleet = Fleet::start(true).await;
     let token = fleet.shared_token().await;
-    fleet.hydra.issuer.revoke_token(&token);
-    let epoch_key = format!("{}:epoch", fleet.config.cluster.key_prefix);
-    fleet.redis.command(&["SET", &epoch_key, "4503599627370496"]).await;
-    let e = fleet
-        .admin(0)
-        .await
-        .purge_token(purge_request(Target::Token(token.clone())))
-        .await
-        .expect_err("no epoch started");
-    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
-    let gauge = |addr: std::net::SocketAddr| async move {
-        let s = support::scrape_parsed(addr).await;
-        support::metric(&s, "hydra_authz_cluster_shared_reads_suspended", &[])
-    };
+    fleet.purge_without_a_new_epoch(&token).await;
     let readyz = |addr: std::net::SocketAddr| async move {
         let client = reqwest::Client::builder().no_proxy().build().expect("client");
         let r = client
@@ -929,20 +933,18 @@ async fn a_shared_read_suspension_shows_until_an_epoch_starts() {
             .expect("readyz");
         r.text().await.expect("body")
     };
+    fleet.wait_suspended(1.0).await;
     for r in &fleet.replicas {
-        let addr = r.http_addr;
-        wait_for(|| async move { gauge(addr).await == 1.0 }).await;
-        let detail = readyz(addr).await;
+        let detail = readyz(r.http_addr).await;
         assert!(detail.contains("shared reads suspended"), "{detail}");
     }
     // Redis's epoch repaired: a step succeeds (the purge's retry, or a
     // replica's own on its next reconnect) and reads resume everywhere.
-    fleet.redis.command(&["SET", &epoch_key, "7"]).await;
+    fleet.redis.command(&["SET", &fleet.epoch_key(), "7"]).await;
     fleet.redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    fleet.wait_suspended(0.0).await;
     for r in &fleet.replicas {
-        let addr = r.http_addr;
-        wait_for(|| async move { gauge(addr).await == 0.0 }).await;
-        assert!(!readyz(addr).await.contains("shared reads suspended"));
+        assert!(!readyz(r.http_addr).await.contains("shared reads suspended"));
     }
     fleet.wait_subscribed(true).await;
     for c in &fleet.checkers {
@@ -960,28 +962,12 @@ async fn a_replica_ends_a_suspension_by_its_own_step_when_it_resubscribes() {
     let token = fleet.shared_token().await;
     let prefix = fleet.config.cluster.key_prefix.clone();
     let mut channel = fleet.redis.subscribe(&format!("{prefix}:purge")).await;
-    fleet.hydra.issuer.revoke_token(&token);
-    let epoch_key = format!("{prefix}:epoch");
-    fleet.redis.command(&["SET", &epoch_key, "4503599627370496"]).await;
-    let e = fleet
-        .admin(0)
-        .await
-        .purge_token(purge_request(Target::Token(token.clone())))
-        .await
-        .expect_err("no epoch started");
-    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    fleet.purge_without_a_new_epoch(&token).await;
     // The epoch-0 message that purge sent.
     let epoch_zero = channel.next().await;
-    let gauge = |addr: std::net::SocketAddr| async move {
-        let s = support::scrape_parsed(addr).await;
-        support::metric(&s, "hydra_authz_cluster_shared_reads_suspended", &[])
-    };
     // Repaired: the purge's retry starts an epoch and everyone resumes.
-    fleet.redis.command(&["SET", &epoch_key, "7"]).await;
-    for r in &fleet.replicas {
-        let addr = r.http_addr;
-        wait_for(|| async move { gauge(addr).await == 0.0 }).await;
-    }
+    fleet.redis.command(&["SET", &fleet.epoch_key(), "7"]).await;
+    fleet.wait_suspended(0.0).await;
     // The captured message again: every replica suspends, and no retry
     // is running that would end it.
     let published = fleet
@@ -993,20 +979,14 @@ async fn a_replica_ends_a_suspension_by_its_own_step_when_it_resubscribes() {
         format!(":{}\r\n", REPLICAS + 1),
         "every replica (and our subscriber) heard it"
     );
-    for r in &fleet.replicas {
-        let addr = r.http_addr;
-        wait_for(|| async move { gauge(addr).await == 1.0 }).await;
-    }
+    fleet.wait_suspended(1.0).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     for r in &fleet.replicas {
-        assert_eq!(gauge(r.http_addr).await, 1.0, "nothing else ends it");
+        assert_eq!(shared_reads_suspended(r.http_addr).await, 1.0, "nothing else ends it");
     }
     // Their subscriptions drop and come back: each steps an epoch itself.
     fleet.redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
-    for r in &fleet.replicas {
-        let addr = r.http_addr;
-        wait_for(|| async move { gauge(addr).await == 0.0 }).await;
-    }
+    fleet.wait_suspended(0.0).await;
     fleet.wait_subscribed(true).await;
     assert_eq!(
         fleet.statuses(&token).await,
