@@ -64,7 +64,7 @@ thread_local! {
 
 /// Runs `f` with this thread's line buffer, emptied; a fresh buffer when it
 /// is taken (an event logged while a value of another is being formatted).
-fn with_line_buffer(f: impl FnOnce(&mut String) -> fmt::Result) -> fmt::Result {
+pub(super) fn with_line_buffer(f: impl FnOnce(&mut String) -> fmt::Result) -> fmt::Result {
     let mut f = Some(f);
     // Gone (an event from a thread-local destructor) or taken: a fresh one.
     let done = LINE.try_with(|cell| {
@@ -89,7 +89,20 @@ const RESET: &str = "\x1b[0m";
 const DIMMED: &str = "\x1b[2m";
 
 fn compact(w: &mut String, ansi: bool, meta: &tracing::Metadata<'_>, event: &Event<'_>) -> fmt::Result {
-    let (level, colour) = match *meta.level() {
+    compact_head(w, ansi, *meta.level(), meta.target())?;
+    let mut fields = CompactFields {
+        w: &mut *w,
+        first: true,
+        result: Ok(()),
+    };
+    event.record(&mut fields);
+    fields.result?;
+    w.write_char('\n')
+}
+
+/// Timestamp, level and target, up to the first field.
+fn compact_head(w: &mut String, ansi: bool, level: Level, target: &str) -> fmt::Result {
+    let (level, colour) = match level {
         Level::TRACE => ("TRACE", "\x1b[35m"),
         Level::DEBUG => ("DEBUG", "\x1b[34m"),
         Level::INFO => (" INFO", "\x1b[32m"),
@@ -108,26 +121,14 @@ fn compact(w: &mut String, ansi: bool, meta: &tracing::Metadata<'_>, event: &Eve
     w.write_char(' ')?;
     paint(w, DIMMED)?;
     // A `log` crate record's target is a runtime string.
-    Sanitized(&mut *w).write_str(meta.target())?;
+    Sanitized(&mut *w).write_str(target)?;
     w.write_char(':')?;
     paint(w, RESET)?;
-    w.write_char(' ')?;
-    let mut fields = CompactFields {
-        w: &mut *w,
-        first: true,
-        result: Ok(()),
-    };
-    event.record(&mut fields);
-    fields.result?;
-    w.write_char('\n')
+    w.write_char(' ')
 }
 
 fn json(w: &mut String, meta: &tracing::Metadata<'_>, event: &Event<'_>) -> fmt::Result {
-    w.push_str("{\"timestamp\":\"");
-    super::timestamp::write_now(w)?;
-    w.push_str("\",\"level\":\"");
-    w.push_str(meta.level().as_str());
-    w.push('"');
+    json_head(w, *meta.level())?;
     let mut fields = JsonFields {
         w: &mut *w,
         scratch: String::new(),
@@ -135,10 +136,102 @@ fn json(w: &mut String, meta: &tracing::Metadata<'_>, event: &Event<'_>) -> fmt:
     };
     event.record(&mut fields);
     fields.result?;
+    json_tail(w, meta.target())
+}
+
+/// `{"timestamp":..,"level":..`, up to the first field.
+fn json_head(w: &mut String, level: Level) -> fmt::Result {
+    w.push_str("{\"timestamp\":\"");
+    super::timestamp::write_now(w)?;
+    w.push_str("\",\"level\":\"");
+    w.push_str(level.as_str());
+    w.push('"');
+    Ok(())
+}
+
+/// The target and the end of the object.
+fn json_tail(w: &mut String, target: &str) -> fmt::Result {
     w.push_str(",\"target\":");
-    json_string(w, meta.target())?;
+    json_string(w, target)?;
     w.push_str("}\n");
     Ok(())
+}
+
+/// A field of a line written without a tracing event ([`render`]), typed
+/// as the event's field would be, so the line is the same.
+#[derive(Debug, Clone, Copy)]
+pub enum FieldValue<'a> {
+    /// A `&str` field: quoted in the compact format.
+    Str(&'a str),
+    /// A `%Escaped(..)` field: written bare, escaped.
+    Escaped(&'a str),
+    U64(u64),
+    Bool(bool),
+}
+
+/// The line the log layer writes for an event at `level` and `target` with
+/// `message` and `fields`, without the event: what [`super::DirectLines`]
+/// queues for the one line per check, where building the event and visiting
+/// its fields through `dyn Visit` and `fmt` cost more than the line itself.
+/// The tests hold it to the layer's own output.
+pub(super) fn render(
+    format: LineFormat,
+    ansi: bool,
+    level: Level,
+    target: &str,
+    message: &str,
+    fields: &[(&str, FieldValue<'_>)],
+    w: &mut String,
+) -> fmt::Result {
+    match format {
+        LineFormat::Compact => {
+            compact_head(w, ansi, level, target)?;
+            Sanitized(&mut *w).write_str(message)?;
+            for (name, value) in fields {
+                w.push(' ');
+                w.push_str(name);
+                w.push('=');
+                match *value {
+                    FieldValue::Str(v) => compact_str(w, v)?,
+                    FieldValue::Escaped(v) => super::write_escaped(w, v, false)?,
+                    FieldValue::U64(v) => w.push_str(itoa::Buffer::new().format(v)),
+                    FieldValue::Bool(v) => w.push_str(if v { "true" } else { "false" }),
+                }
+            }
+            w.write_char('\n')
+        }
+        LineFormat::Json => {
+            json_head(w, level)?;
+            let mut scratch = String::new();
+            JsonFields::entry(w, "message", |w| json_string(w, message))?;
+            for (name, value) in fields {
+                JsonFields::entry(w, name, |w| match *value {
+                    FieldValue::Str(v) => json_string(w, v),
+                    FieldValue::Escaped(v) => {
+                        scratch.clear();
+                        super::write_escaped(&mut scratch, v, false)?;
+                        json_string(w, &scratch)
+                    }
+                    FieldValue::U64(v) => w.write_str(itoa::Buffer::new().format(v)),
+                    FieldValue::Bool(v) => w.write_str(if v { "true" } else { "false" }),
+                })?;
+            }
+            json_tail(w, target)
+        }
+    }
+}
+
+/// A string field in the compact format: `{:?}`, without the formatting
+/// machinery when it needs no escaping.
+fn compact_str(w: &mut String, value: &str) -> fmt::Result {
+    if needs_no_escaping(value) {
+        w.push('"');
+        w.push_str(value);
+        w.push('"');
+        Ok(())
+    } else {
+        write!(Sanitized(&mut *w), "{value:?}")
+    }
 }
 
 /// Printable ASCII other than `"` and `\\`: what both `{:?}` and a JSON
@@ -194,14 +287,6 @@ impl CompactFields<'_> {
         }
         Ok(())
     }
-
-    /// What `{:?}` writes for a string that needs no escaping, without the
-    /// formatting machinery.
-    fn quoted(&mut self, value: &str) -> fmt::Result {
-        self.w.write_char('"')?;
-        self.w.write_str(value)?;
-        self.w.write_char('"')
-    }
 }
 
 impl Visit for CompactFields<'_> {
@@ -211,10 +296,8 @@ impl Visit for CompactFields<'_> {
         }
         self.result = if field.name() == "message" {
             Sanitized(&mut *self.w).write_str(value)
-        } else if needs_no_escaping(value) {
-            self.quoted(value)
         } else {
-            write!(Sanitized(&mut *self.w), "{value:?}")
+            compact_str(self.w, value)
         };
     }
 

@@ -13,7 +13,7 @@ mod line;
 mod timestamp;
 mod writer;
 
-pub use line::LineFormat;
+pub use line::{FieldValue, LineFormat};
 pub use writer::{LogWriter, LogWriterGuard, FLUSH_INTERVAL};
 
 use anyhow::Context;
@@ -25,7 +25,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{Layer, Registry};
+use tracing_subscriber::Layer;
 
 /// Writes a value that an outsider chose (or that came from the issuer)
 /// with every control character, the Unicode line separators and bidi
@@ -91,7 +91,13 @@ fn cut_at(value: &str) -> Option<usize> {
     value.char_indices().nth(MAX_LOGGED_CHARS).map(|(end, _)| end)
 }
 
-fn write_escaped(f: &mut std::fmt::Formatter<'_>, value: &str, keep_spaces: bool) -> std::fmt::Result {
+fn write_escaped<W: std::fmt::Write + ?Sized>(f: &mut W, value: &str, keep_spaces: bool) -> std::fmt::Result {
+    // Most values (a path, a host, a client id) are short printable ASCII
+    // with nothing to escape: one table look-up per byte, written whole.
+    let bare = if keep_spaces { BARE_TEXT } else { BARE };
+    if value.len() <= MAX_LOGGED_CHARS && value.bytes().all(|b| BARE_BYTES[usize::from(b)] & bare != 0) {
+        return f.write_str(value);
+    }
     let risky = |c: char| c == '\\' || (c == ' ' && !keep_spaces) || line::is_line_breaking(c);
     let (shown, cut) = match cut_at(value) {
         Some(end) => (&value[..end], true),
@@ -109,6 +115,24 @@ fn write_escaped(f: &mut std::fmt::Formatter<'_>, value: &str, keep_spaces: bool
     }
     Ok(())
 }
+
+/// [`BARE_BYTES`] bits: written unescaped by [`Escaped`], by [`EscapedText`].
+const BARE: u8 = 1;
+const BARE_TEXT: u8 = 2;
+
+/// Printable ASCII but `\\` (and, for [`Escaped`], the space): the bytes
+/// [`write_escaped`] writes as they are.
+static BARE_BYTES: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = b' ';
+    while b <= b'~' {
+        if b != b'\\' {
+            table[b as usize] = if b == b' ' { BARE_TEXT } else { BARE | BARE_TEXT };
+        }
+        b += 1;
+    }
+    table
+};
 
 impl std::fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,6 +153,50 @@ static LOG_WRITER: std::sync::OnceLock<LogWriter> = std::sync::OnceLock::new();
 /// neither trace export nor a log format that prints span context. Tests
 /// that install their own OpenTelemetry layer keep the default (on).
 static SPANS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Where [`init`] lets lines skip the tracing event: see [`direct_lines`].
+static DIRECT: std::sync::OnceLock<DirectLines> = std::sync::OnceLock::new();
+
+/// The log queue and line format of the installed log layer, for a caller
+/// that writes its own line ([`line::render`]) instead of emitting an event.
+#[derive(Clone)]
+pub struct DirectLines {
+    format: LineFormat,
+    ansi: bool,
+    out: LogWriter,
+}
+
+impl DirectLines {
+    /// Lines as the layer of [`log_layer`]`(format, out, ansi)` writes them.
+    pub fn new(format: LogFormat, ansi: bool, out: LogWriter) -> DirectLines {
+        DirectLines {
+            format: line_format(format),
+            ansi,
+            out,
+        }
+    }
+
+    /// Queues the line the log layer would write for this event. The caller
+    /// has asked `tracing::enabled!` for its target and level first, so
+    /// `log.level` and `RUST_LOG` filter it as they filter the event.
+    pub fn write(&self, level: tracing::Level, target: &str, message: &str, fields: &[(&str, FieldValue<'_>)]) {
+        line::with_line_buffer(|w| {
+            line::render(self.format, self.ansi, level, target, message, fields, w)?;
+            // One write, one queued line, as the layer's own writes.
+            let _ = std::io::Write::write(&mut &self.out, w.as_bytes());
+            Ok(())
+        })
+        .unwrap_or_default();
+    }
+}
+
+/// Set when the log layer is the only consumer of events (no trace export,
+/// which would attach the event to the check's span): a line written
+/// through it is then the same line, minus the event. `None` in tests that
+/// install their own subscriber, and with tracing on; emit the event then.
+pub fn direct_lines() -> Option<&'static DirectLines> {
+    DIRECT.get()
+}
 
 /// Log lines dropped so far because the output could not keep up.
 pub fn dropped_log_lines() -> u64 {
@@ -181,19 +249,23 @@ impl Telemetry {
 /// the server installs, and what the log-integrity tests capture.
 /// `ansi`: colours in the pretty format, only for a terminal (a container
 /// runtime or log collector would store the escape codes).
-pub fn log_layer<W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<Registry> + Send + Sync>
+pub fn log_layer<S, W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
 where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let shape = match format {
-        LogFormat::Json => LineFormat::Json,
-        LogFormat::Pretty => LineFormat::Compact,
-    };
     tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi)
-        .event_format(shape)
+        .event_format(line_format(format))
         .boxed()
+}
+
+fn line_format(format: LogFormat) -> LineFormat {
+    match format {
+        LogFormat::Json => LineFormat::Json,
+        LogFormat::Pretty => LineFormat::Compact,
+    }
 }
 
 /// Install the global subscriber (logs, and traces when configured) and the
@@ -206,25 +278,39 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
     };
     let (writer, log_writer) = LogWriter::new(std::io::stderr(), log.buffered_lines).context("log writer thread")?;
     let _ = LOG_WRITER.set(writer.clone());
-    let fmt = log_layer(log.format, writer, std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
 
     opentelemetry::global::set_text_map_propagator(propagator(&telemetry.propagators));
     let provider = tracer_provider(telemetry, &process_env)?;
-    let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("hydra-authz"))
-            .with_filter(Targets::new().with_target("hydra_authz", tracing::Level::INFO))
-    });
-
-    tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
-        .with(otel)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
+    let installed = match &provider {
+        // The log layer alone: its filter is the subscriber's, so a check
+        // asking `tracing::enabled!` (the direct decision line) gets the
+        // filter's answer. A per-layer filter always answers yes there and
+        // leaves its verdict behind for the next event on the thread
+        // (tokio-rs/tracing#2704).
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(log_layer(log.format, writer.clone(), ansi))
+            .try_init(),
+        // Spans are filtered independently of the log level, so
+        // `log.level = "warn"` does not silence traces.
+        Some(p) => tracing_subscriber::registry()
+            .with(log_layer(log.format, writer.clone(), ansi).with_filter(filter))
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(p.tracer("hydra-authz"))
+                    .with_filter(Targets::new().with_target("hydra_authz", tracing::Level::INFO)),
+            )
+            .try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
     // Spans feed the trace exporter. The logs need none: JSON leaves span
     // context out, and in the compact format it would only repeat the
     // span's name before each decision line.
     SPANS.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
+    if provider.is_none() {
+        let _ = DIRECT.set(DirectLines::new(log.format, ansi, writer));
+    }
     Ok(Telemetry {
         provider,
         log_writer: Some(log_writer),
