@@ -180,7 +180,7 @@ pub(super) fn render(
     level: Level,
     target: &str,
     message: &str,
-    fields: &[(&str, FieldValue<'_>)],
+    fields: &[(&'static str, FieldValue<'_>)],
     w: &mut String,
 ) -> fmt::Result {
     match format {
@@ -202,19 +202,25 @@ pub(super) fn render(
         }
         LineFormat::Json => {
             json_head(w, level)?;
-            let mut scratch = String::new();
-            JsonFields::entry(w, "message", |w| json_string(w, message))?;
+            w.push_str(",\"message\":");
+            json_string(w, message)?;
             for (name, value) in fields {
-                JsonFields::entry(w, name, |w| match *value {
-                    FieldValue::Str(v) => json_string(w, v),
+                // Our own field names: identifiers, nothing to escape.
+                w.push_str(",\"");
+                w.push_str(name);
+                w.push_str("\":");
+                match *value {
+                    FieldValue::Str(v) => json_string(w, v)?,
+                    // What `Escaped` writes for it is the value itself.
+                    FieldValue::Escaped(v) if super::is_bare(v) => json_string(w, v)?,
                     FieldValue::Escaped(v) => {
-                        scratch.clear();
-                        super::write_escaped(&mut scratch, v, false)?;
-                        json_string(w, &scratch)
+                        let mut escaped = String::new();
+                        super::write_escaped(&mut escaped, v, false)?;
+                        json_string(w, &escaped)?;
                     }
-                    FieldValue::U64(v) => w.write_str(itoa::Buffer::new().format(v)),
-                    FieldValue::Bool(v) => w.write_str(if v { "true" } else { "false" }),
-                })?;
+                    FieldValue::U64(v) => w.push_str(itoa::Buffer::new().format(v)),
+                    FieldValue::Bool(v) => w.push_str(if v { "true" } else { "false" }),
+                }
             }
             json_tail(w, target)
         }

@@ -95,7 +95,7 @@ fn write_escaped<W: std::fmt::Write + ?Sized>(f: &mut W, value: &str, keep_space
     // Most values (a path, a host, a client id) are short printable ASCII
     // with nothing to escape: one table look-up per byte, written whole.
     let bare = if keep_spaces { BARE_TEXT } else { BARE };
-    if value.len() <= MAX_LOGGED_CHARS && value.bytes().all(|b| BARE_BYTES[usize::from(b)] & bare != 0) {
+    if is_bare_as(value, bare) {
         return f.write_str(value);
     }
     let risky = |c: char| c == '\\' || (c == ' ' && !keep_spaces) || line::is_line_breaking(c);
@@ -114,6 +114,15 @@ fn write_escaped<W: std::fmt::Write + ?Sized>(f: &mut W, value: &str, keep_space
         f.write_str("...(truncated)")?;
     }
     Ok(())
+}
+
+/// Whether [`Escaped`] writes `value` as it is.
+fn is_bare(value: &str) -> bool {
+    is_bare_as(value, BARE)
+}
+
+fn is_bare_as(value: &str, bare: u8) -> bool {
+    value.len() <= MAX_LOGGED_CHARS && value.bytes().all(|b| BARE_BYTES[usize::from(b)] & bare != 0)
 }
 
 /// [`BARE_BYTES`] bits: written unescaped by [`Escaped`], by [`EscapedText`].
@@ -179,7 +188,7 @@ impl DirectLines {
     /// Queues the line the log layer would write for this event. The caller
     /// has asked `tracing::enabled!` for its target and level first, so
     /// `log.level` and `RUST_LOG` filter it as they filter the event.
-    pub fn write(&self, level: tracing::Level, target: &str, message: &str, fields: &[(&str, FieldValue<'_>)]) {
+    pub fn write(&self, level: tracing::Level, target: &str, message: &str, fields: &[(&'static str, FieldValue<'_>)]) {
         line::with_line_buffer(|w| {
             line::render(self.format, self.ansi, level, target, message, fields, w)?;
             // One write, one queued line, as the layer's own writes.
