@@ -188,6 +188,7 @@ pub(super) fn render(
             compact_head(w, ansi, level, target)?;
             Sanitized(&mut *w).write_str(message)?;
             for (name, value) in fields {
+                debug_assert!(is_field_name(name), "{name:?}");
                 w.push(' ');
                 w.push_str(name);
                 w.push('=');
@@ -205,6 +206,7 @@ pub(super) fn render(
             w.push_str(",\"message\":");
             json_string(w, message)?;
             for (name, value) in fields {
+                debug_assert!(is_field_name(name), "{name:?}");
                 // Our own field names: identifiers, nothing to escape.
                 w.push_str(",\"");
                 w.push_str(name);
@@ -225,6 +227,11 @@ pub(super) fn render(
             json_tail(w, target)
         }
     }
+}
+
+/// A Rust identifier without `r#`: a field name [`render`] may write as it is.
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b == b'_' || b.is_ascii_alphanumeric())
 }
 
 /// A string field in the compact format: `{:?}`, without the formatting
@@ -570,6 +577,85 @@ mod tests {
         assert_eq!(first["status"], 200);
         assert_eq!(first["stale"], false);
         assert_eq!(first["target"], "hydra_authz::decision");
+    }
+
+    /// Values that hit every branch of both writers: plain ASCII, quotes
+    /// and backslashes, spaces, controls, DEL, C1, bidi controls, line
+    /// separators, non-ASCII, and lengths around the 512-character cap.
+    fn any_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            "[a-z0-9/._-]{0,12}",
+            Just("\"".to_owned()),
+            Just("\\".to_owned()),
+            Just(" ".to_owned()),
+            Just("=".to_owned()),
+            Just("\u{7f}".to_owned()),
+            Just("\u{85}".to_owned()),
+            Just("\u{202e}".to_owned()),
+            Just("\u{2028}".to_owned()),
+            Just("ü".to_owned()),
+            "[\\x00-\\x1f]",
+            Just("x".repeat(510)),
+        ];
+        proptest::collection::vec(piece, 0..6).prop_map(|p| p.concat())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// A line [`super::render`] writes is the line the layer writes for
+        /// the event with the same fields, in both formats, for any values.
+        #[test]
+        fn a_rendered_line_is_the_layers_line(
+            text in any_value(),
+            shown in any_value(),
+            number in proptest::prelude::any::<u64>(),
+            flag in proptest::prelude::any::<bool>(),
+            warn in proptest::prelude::any::<bool>(),
+            ansi in proptest::prelude::any::<bool>(),
+        ) {
+            use super::FieldValue;
+            for (format, shape) in [
+                (crate::config::LogFormat::Pretty, LineFormat::Compact),
+                (crate::config::LogFormat::Json, LineFormat::Json),
+            ] {
+                let buf = Buf::default();
+                let subscriber = tracing_subscriber::registry().with(super::super::log_layer(format, Mutex::new(buf.clone()), ansi));
+                tracing::subscriber::with_default(subscriber, || {
+                    if warn {
+                        tracing::warn!(target: "hydra_authz::decision", text = &*text, shown = %Escaped(&shown), number, flag, "decision");
+                    } else {
+                        tracing::info!(target: "hydra_authz::decision", text = &*text, shown = %Escaped(&shown), number, flag, "decision");
+                    }
+                });
+                let theirs = buf.text();
+                let mut ours = String::new();
+                let level = if warn { tracing::Level::WARN } else { tracing::Level::INFO };
+                super::render(
+                    shape,
+                    ansi,
+                    level,
+                    "hydra_authz::decision",
+                    "decision",
+                    &[
+                        ("text", FieldValue::Str(&text)),
+                        ("shown", FieldValue::Escaped(&shown)),
+                        ("number", FieldValue::U64(number)),
+                        ("flag", FieldValue::Bool(flag)),
+                    ],
+                    &mut ours,
+                )
+                .expect("render");
+                let cut = |l: &str| {
+                    let start = l.find("20").unwrap_or(0);
+                    let end = l[start..].find('Z').map_or(start, |z| start + z + 1);
+                    format!("{}{}", &l[..start], &l[end..])
+                };
+                proptest::prop_assert_eq!(cut(&ours), cut(&theirs), "{:?}", format);
+                proptest::prop_assert_eq!(ours.matches('\n').count(), 1);
+            }
+        }
     }
 
     /// What the crate's compact format lets through (a Display value or a

@@ -294,9 +294,9 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Tele
     let installed = match &provider {
         // The log layer alone: its filter is the subscriber's, so a check
         // asking `tracing::enabled!` (the direct decision line) gets the
-        // filter's answer. A per-layer filter always answers yes there and
-        // leaves its verdict behind for the next event on the thread
-        // (tokio-rs/tracing#2704).
+        // filter's answer. A per-layer filter keeps its verdict in a
+        // thread-local for the event it expects next (tokio-rs/tracing#2704,
+        // #3572), and with `enabled!` no event follows.
         None => tracing_subscriber::registry()
             .with(filter)
             .with(log_layer(log.format, writer.clone(), ansi))

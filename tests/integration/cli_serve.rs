@@ -337,3 +337,77 @@ async fn no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(log.contains("decision"), "{log}");
     assert!(!log.contains('\u{1b}'), "escape codes in a piped log: {log:?}");
 }
+
+/// Without trace export the decision line skips the tracing event and goes
+/// straight to the log queue; the log filter still governs it per target
+/// and per level, on the real binary: the allow's INFO line and the
+/// issuer failure's WARN line (a 503) are kept or dropped as any event
+/// would be, and every line kept is one parseable JSON object.
+#[tokio::test]
+async fn decision_lines_follow_the_log_filter() {
+    let hydra = crate::support::hydra::FakeHydra::start().await;
+    let reader = crate::support::bearer(&hydra.issuer.mint("reader", &["read_date"]).expect("mint"));
+    // (log.level, decision lines at INFO, at WARN, other INFO lines kept)
+    for (level, info, warn, other_info) in [
+        ("info", 1, 1, true),
+        ("info,hydra_authz::decision=off", 0, 0, true),
+        ("info,hydra_authz::decision=warn", 0, 1, true),
+        ("warn", 0, 1, false),
+    ] {
+        let mut config = crate::support::config_for(&hydra.introspection_url());
+        config.log.level = level.into();
+        config.log.format = hydra_authz::config::LogFormat::Json;
+        config.introspection.resilience.max_retries = 0;
+        let mut authz = crate::support::stack::AuthzProcess::start(config).await;
+        let check = crate::support::Checker::connect(([127, 0, 0, 1], authz.grpc_port).into()).await;
+        hydra.set_fault(crate::support::hydra::Fault::None);
+        let allowed = crate::support::Answer::of(&check.check("GET", "/date", &[("authorization", &reader)]).await);
+        assert_eq!(allowed.http_status, 200, "{level}");
+        hydra.set_fault(crate::support::hydra::Fault::Status(500, None));
+        let unknown = crate::support::bearer("not-cached-yet");
+        let failed = crate::support::Answer::of(&check.check("GET", "/date", &[("authorization", &unknown)]).await);
+        assert_eq!(failed.http_status, 503, "{level}");
+        hydra.set_fault(crate::support::hydra::Fault::None);
+        let status = crate::support::sigterm_and_wait(&mut authz.child, Duration::from_secs(15)).await;
+        assert!(status.success(), "{level}: {status}");
+        // The stderr reader may still be draining the closed pipe: wait
+        // until the log stops growing (5 s at most).
+        let mut seen = authz.log().len();
+        for _ in 0..25 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = authz.log().len();
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        let lines: Vec<String> = authz.log().lines().map(str::to_owned).collect();
+        let parsed: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{level}: not one JSON object ({e}): {l:?}")))
+            .collect();
+        let decisions = |lvl: &str| {
+            parsed
+                .iter()
+                .filter(|v| v["target"] == "hydra_authz::decision" && v["level"] == lvl)
+                .count()
+        };
+        assert_eq!(decisions("INFO"), info, "{level}: {lines:#?}");
+        assert_eq!(decisions("WARN"), warn, "{level}: {lines:#?}");
+        let others = parsed
+            .iter()
+            .filter(|v| v["target"] != "hydra_authz::decision" && v["level"] == "INFO")
+            .count();
+        assert_eq!(others > 0, other_info, "{level}: {lines:#?}");
+        if let Some(allow) = parsed.iter().find(|v| v["decision"] == "allow") {
+            assert_eq!(allow["status"], 200);
+            assert_eq!(allow["client_id"], "reader");
+            assert_eq!(allow["path"], "/date", "{allow}");
+            assert!(allow["token_fp"].as_str().is_some_and(|fp| fp.len() == 8), "{allow}");
+        }
+        if let Some(fail) = parsed.iter().find(|v| v["status"] == 503) {
+            assert_eq!(fail["reason"], "introspection_unavailable");
+            assert!(fail["detail"].as_str().is_some_and(|d| d.contains("status")), "{fail}");
+        }
+    }
+}
