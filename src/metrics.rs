@@ -55,6 +55,10 @@ pub struct Metrics {
     log_lines_seen: std::sync::Mutex<u64>,
     /// Allows of identities verified earlier, during an issuer outage.
     pub stale_allows: Counter,
+    /// Check and health streams refused with RESOURCE_EXHAUSTED before a
+    /// decision, by why (`server::body_budget`): each is a check that
+    /// failed closed without a decision line.
+    pub request_bodies_refused: Family<KindLabels, Counter>,
     pub fleet: FleetMetrics,
 }
 
@@ -167,6 +171,14 @@ impl Metrics {
             "Checks allowed on an identity verified earlier while the issuer was unreachable (stale_if_error_ms)",
             stale_allows.clone(),
         );
+        let request_bodies_refused = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "request_bodies_refused",
+            "Check and gRPC health streams refused (RESOURCE_EXHAUSTED) before any decision: kind=budget when \
+             the listener's unfinished request bodies were over their budget, kind=too_large for a body longer \
+             than one message",
+            request_bodies_refused.clone(),
+        );
         let fleet = FleetMetrics::register(registry.sub_registry_with_prefix("cluster"));
         registry.register(
             "build",
@@ -190,6 +202,7 @@ impl Metrics {
             log_lines_dropped,
             log_lines_seen: std::sync::Mutex::new(0),
             stale_allows,
+            request_bodies_refused,
             fleet,
         }
     }

@@ -18,7 +18,10 @@
 //! and make checks fail (closed): keep `failure_mode_allow` false and let a
 //! NetworkPolicy decide who may connect.
 
+use crate::metrics::KindLabels;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -34,11 +37,29 @@ pub const MAX_BUFFERED_CHECK_BYTES: usize = 32 * 1024 * 1024;
 
 /// One listener's budget, shared by the services it wraps.
 #[derive(Clone)]
-pub struct Budget(Arc<Semaphore>);
+pub struct Budget {
+    bytes: Arc<Semaphore>,
+    refused: Refusals,
+}
+
+/// The `request_bodies_refused` series, looked up once.
+#[derive(Clone)]
+struct Refusals {
+    over_budget: Counter,
+    too_large: Counter,
+}
 
 impl Budget {
-    pub fn new(bytes: usize) -> Budget {
-        Budget(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
+    /// `bytes` for all bodies; each refusal counted in `refused` by kind.
+    pub fn new(bytes: usize, refused: &Family<KindLabels, Counter>) -> Budget {
+        // One statement each: `get_or_create`'s read guard lives to the end
+        // of its statement, and creating the next series takes the write lock.
+        let over_budget = refused.get_or_create(&KindLabels { kind: "budget" }).clone();
+        let too_large = refused.get_or_create(&KindLabels { kind: "too_large" }).clone();
+        Budget {
+            bytes: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))),
+            refused: Refusals { over_budget, too_large },
+        }
     }
 
     /// `inner` with each request body counted against this budget, and
@@ -48,7 +69,8 @@ impl Budget {
     pub fn wrap<S>(&self, inner: S, per_body: usize) -> Budgeted<S> {
         Budgeted {
             inner,
-            budget: self.0.clone(),
+            budget: self.bytes.clone(),
+            refused: self.refused.clone(),
             per_body,
         }
     }
@@ -59,6 +81,7 @@ impl Budget {
 pub struct Budgeted<S> {
     inner: S,
     budget: Arc<Semaphore>,
+    refused: Refusals,
     per_body: usize,
 }
 
@@ -79,11 +102,12 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let (budget, cap) = (self.budget.clone(), self.per_body);
+        let (budget, refused, cap) = (self.budget.clone(), self.refused.clone(), self.per_body);
         self.inner.call(req.map(|body| {
             Body::new(BudgetBody {
                 inner: body,
                 budget,
+                refused,
                 cap,
                 seen: 0,
                 held: None,
@@ -97,6 +121,7 @@ where
 struct BudgetBody {
     inner: Body,
     budget: Arc<Semaphore>,
+    refused: Refusals,
     /// The most this body may hold.
     cap: usize,
     /// Bytes received so far.
@@ -124,6 +149,7 @@ impl HttpBody for BudgetBody {
         if let Some(data) = frame.data_ref() {
             this.seen = this.seen.saturating_add(data.len());
             if this.seen > this.cap {
+                this.refused.too_large.inc();
                 return Poll::Ready(Some(Err(refused("a request body larger than one message"))));
             }
             let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
@@ -133,9 +159,10 @@ impl HttpBody for BudgetBody {
                     None => this.held = Some(p),
                 },
                 Err(_) => {
+                    this.refused.over_budget.inc();
                     return Poll::Ready(Some(Err(refused(
                         "unfinished request bodies on this listener are over their budget; try again",
-                    ))))
+                    ))));
                 }
             }
         }
@@ -161,9 +188,13 @@ mod tests {
     async fn bodies_hold_bytes_until_dropped_and_none_past_the_budget() {
         use http_body_util::BodyExt;
         let budget = Arc::new(Semaphore::new(10));
+        let family = Family::<KindLabels, Counter>::default();
+        let refused = Budget::new(10, &family).refused;
+        let count = |kind: &'static str| family.get_or_create(&KindLabels { kind }).get();
         let body = |bytes: &'static [u8]| BudgetBody {
             inner: Body::new(http_body_util::Full::new(Bytes::from_static(bytes))),
             budget: budget.clone(),
+            refused: refused.clone(),
             cap: 10,
             seen: 0,
             held: None,
@@ -172,8 +203,10 @@ mod tests {
         assert!(first.frame().await.expect("a frame").is_ok());
         assert_eq!(budget.available_permits(), 4, "held while the body lives");
         let mut second = body(b"12345");
-        let refused = second.frame().await.expect("a frame");
-        assert!(refused.is_err(), "past the budget");
+        let answer = second.frame().await.expect("a frame");
+        assert!(answer.is_err(), "past the budget");
+        assert_eq!(count("budget"), 1, "counted");
+        assert_eq!(count("too_large"), 0);
         drop(second);
         drop(first);
         assert_eq!(budget.available_permits(), 10, "all given back");
@@ -184,6 +217,7 @@ mod tests {
         let mut big = BudgetBody {
             inner: Body::new(http_body_util::Full::new(Bytes::from_static(b"12345"))),
             budget: budget.clone(),
+            refused: refused.clone(),
             cap: 4,
             seen: 0,
             held: None,
@@ -192,5 +226,7 @@ mod tests {
         let status = err.downcast::<tonic::Status>().expect("a Status");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         assert_eq!(budget.available_permits(), 10);
+        assert_eq!(count("budget"), 1);
+        assert_eq!(count("too_large"), 1);
     }
 }

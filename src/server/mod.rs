@@ -141,7 +141,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let health_service = health_service.max_decoding_message_size(MAX_HEALTH_MESSAGE_BYTES);
     // And all streams of the listener together: bounded memory whatever
     // the peers do (5 bytes: the gRPC message prefix).
-    let budget = body_budget::Budget::new(body_budget::MAX_BUFFERED_CHECK_BYTES);
+    let budget = body_budget::Budget::new(body_budget::MAX_BUFFERED_CHECK_BYTES, &metrics.request_bodies_refused);
     let router = grpc_builder(limits, request_timeout)
         .add_service(budget.wrap(health_service, MAX_HEALTH_MESSAGE_BYTES + 5))
         .add_service(

@@ -678,6 +678,15 @@ async fn streams_holding_partial_messages_cannot_buffer_without_bound() {
         refused_at_once < STREAMS,
         "streams under the budget are held, not refused"
     );
+    // Each refusal fails a check closed without a decision: counted.
+    let scrape = support::scrape_parsed(server.http_addr).await;
+    let counted = |kind| support::metric(&scrape, "hydra_authz_request_bodies_refused_total", &[("kind", kind)]);
+    assert!(
+        (1.0..=STREAMS as f64).contains(&counted("budget")) && counted("budget") >= refused_at_once as f64,
+        "refused {refused_at_once}, counted {}",
+        counted("budget")
+    );
+    assert_eq!(counted("too_large"), 0.0);
     let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
     assert_eq!(status(&check, "GET", "/date", &token).await, 200, "still serving");
 }
