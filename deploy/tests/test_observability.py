@@ -82,6 +82,7 @@ ALERT_NAMES = [
     "HydraAuthzIntrospectionErrors",
     "HydraAuthzIntrospectionSlow",
     "HydraAuthzShedding",
+    "HydraAuthzRequestBodiesRefused",
     "HydraAuthzConfigReloadFailed",
     "HydraAuthzNoDecisions",
 ]
@@ -550,6 +551,8 @@ def test_live_prometheus_reads_dashboard_and_alerts(tmp_path):
             "HydraAuthzIntrospectionErrors": True,
             "HydraAuthzIntrospectionSlow": True,
             "HydraAuthzShedding": True,
+            # Its series exist from start, at 0: nothing was refused.
+            "HydraAuthzRequestBodiesRefused": False,
             "HydraAuthzConfigReloadFailed": True,
             "HydraAuthzNoDecisions": False,
         }
@@ -559,6 +562,7 @@ def test_live_prometheus_reads_dashboard_and_alerts(tmp_path):
         assert got == expect_data
         firing = prom.firing()
         assert must_fire <= firing and "HydraAuthzNoDecisions" not in firing, firing
+        assert "HydraAuthzRequestBodiesRefused" not in firing, firing
         # The rules evaluate without errors.
         for group in prom.get("/api/v1/rules")["data"]["groups"]:
             for r in group["rules"]:
