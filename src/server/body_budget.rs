@@ -37,14 +37,12 @@ pub const MAX_BUFFERED_CHECK_BYTES: usize = 32 * 1024 * 1024;
 
 /// One listener's budget, shared by the services it wraps.
 #[derive(Clone)]
-pub struct Budget {
-    bytes: Arc<Semaphore>,
-    refused: Refusals,
-}
+pub struct Budget(Arc<Shared>);
 
-/// The `request_bodies_refused` series, looked up once.
-#[derive(Clone)]
-struct Refusals {
+/// The bytes and the `request_bodies_refused` series (looked up once),
+/// behind one `Arc` a request clones.
+struct Shared {
+    bytes: Arc<Semaphore>,
     over_budget: Counter,
     too_large: Counter,
 }
@@ -56,10 +54,11 @@ impl Budget {
         // of its statement, and creating the next series takes the write lock.
         let over_budget = refused.get_or_create(&KindLabels { kind: "budget" }).clone();
         let too_large = refused.get_or_create(&KindLabels { kind: "too_large" }).clone();
-        Budget {
+        Budget(Arc::new(Shared {
             bytes: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))),
-            refused: Refusals { over_budget, too_large },
-        }
+            over_budget,
+            too_large,
+        }))
     }
 
     /// `inner` with each request body counted against this budget, and
@@ -69,8 +68,7 @@ impl Budget {
     pub fn wrap<S>(&self, inner: S, per_body: usize) -> Budgeted<S> {
         Budgeted {
             inner,
-            budget: self.bytes.clone(),
-            refused: self.refused.clone(),
+            budget: self.0.clone(),
             per_body,
         }
     }
@@ -80,8 +78,7 @@ impl Budget {
 #[derive(Clone)]
 pub struct Budgeted<S> {
     inner: S,
-    budget: Arc<Semaphore>,
-    refused: Refusals,
+    budget: Arc<Shared>,
     per_body: usize,
 }
 
@@ -102,15 +99,15 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let (budget, refused, cap) = (self.budget.clone(), self.refused.clone(), self.per_body);
+        let (budget, cap) = (self.budget.clone(), self.per_body);
         self.inner.call(req.map(|body| {
             Body::new(BudgetBody {
                 inner: body,
                 budget,
-                refused,
                 cap,
                 seen: 0,
                 held: None,
+                ended: false,
             })
         }))
     }
@@ -120,13 +117,15 @@ where
 /// gives them all back when dropped.
 struct BudgetBody {
     inner: Body,
-    budget: Arc<Semaphore>,
-    refused: Refusals,
+    budget: Arc<Shared>,
     /// The most this body may hold.
     cap: usize,
     /// Bytes received so far.
     seen: usize,
     held: Option<OwnedSemaphorePermit>,
+    /// Refused once: the body is over, so a caller that polls again gets
+    /// its end, not a second refusal (which would be counted twice).
+    ended: bool,
 }
 
 /// Refused: RESOURCE_EXHAUSTED (tonic keeps a `Status` a body fails with).
@@ -140,6 +139,9 @@ impl HttpBody for BudgetBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, StdError>>> {
         let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
         let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
@@ -149,17 +151,19 @@ impl HttpBody for BudgetBody {
         if let Some(data) = frame.data_ref() {
             this.seen = this.seen.saturating_add(data.len());
             if this.seen > this.cap {
-                this.refused.too_large.inc();
+                this.ended = true;
+                this.budget.too_large.inc();
                 return Poll::Ready(Some(Err(refused("a request body larger than one message"))));
             }
             let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
-            match this.budget.clone().try_acquire_many_owned(n) {
+            match this.budget.bytes.clone().try_acquire_many_owned(n) {
                 Ok(p) => match &mut this.held {
                     Some(held) => held.merge(p),
                     None => this.held = Some(p),
                 },
                 Err(_) => {
-                    this.refused.over_budget.inc();
+                    this.ended = true;
+                    this.budget.over_budget.inc();
                     return Poll::Ready(Some(Err(refused(
                         "unfinished request bodies on this listener are over their budget; try again",
                     ))));
@@ -187,17 +191,20 @@ mod tests {
     #[tokio::test]
     async fn bodies_hold_bytes_until_dropped_and_none_past_the_budget() {
         use http_body_util::BodyExt;
-        let budget = Arc::new(Semaphore::new(10));
         let family = Family::<KindLabels, Counter>::default();
-        let refused = Budget::new(10, &family).refused;
+        let shared = Budget::new(10, &family).0;
+        let budget = shared.bytes.clone();
         let count = |kind: &'static str| family.get_or_create(&KindLabels { kind }).get();
+        // Each body sends its bytes twice, in two frames.
         let body = |bytes: &'static [u8]| BudgetBody {
-            inner: Body::new(http_body_util::Full::new(Bytes::from_static(bytes))),
-            budget: budget.clone(),
-            refused: refused.clone(),
-            cap: 10,
+            inner: Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+                [bytes, bytes].map(|b| Ok::<_, tonic::Status>(Frame::data(Bytes::from_static(b)))),
+            ))),
+            budget: shared.clone(),
+            cap: 20,
             seen: 0,
             held: None,
+            ended: false,
         };
         let mut first = body(b"123456");
         assert!(first.frame().await.expect("a frame").is_ok());
@@ -206,21 +213,28 @@ mod tests {
         let answer = second.frame().await.expect("a frame");
         assert!(answer.is_err(), "past the budget");
         assert_eq!(count("budget"), 1, "counted");
+        // Polled again after its refusal: over, and not counted twice.
+        assert!(second.frame().await.is_none(), "ended after the refusal");
+        assert_eq!(count("budget"), 1, "counted once");
         assert_eq!(count("too_large"), 0);
         drop(second);
         drop(first);
         assert_eq!(budget.available_permits(), 10, "all given back");
-        let mut third = body(b"1234567890");
+        let mut third = body(b"12345");
         assert!(third.frame().await.expect("a frame").is_ok());
+        assert!(
+            third.frame().await.expect("a frame").is_ok(),
+            "the whole budget, in two frames"
+        );
         drop(third);
         // One body past its own cap is refused, whatever the budget has left.
         let mut big = BudgetBody {
             inner: Body::new(http_body_util::Full::new(Bytes::from_static(b"12345"))),
-            budget: budget.clone(),
-            refused: refused.clone(),
+            budget: shared.clone(),
             cap: 4,
             seen: 0,
             held: None,
+            ended: false,
         };
         let err = big.frame().await.expect("a frame").expect_err("over its cap");
         let status = err.downcast::<tonic::Status>().expect("a Status");

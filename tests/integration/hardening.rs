@@ -609,6 +609,11 @@ async fn a_grpc_request_that_never_finishes_is_cut_and_health_messages_are_small
     // By the listener's body budget (one message of at most 4 KiB per
     // body), before tonic's own message limit (OUT_OF_RANGE) would.
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    // Counted, as a body longer than one message (the health service is
+    // wrapped by the same budget as Check).
+    let scrape = support::scrape_parsed(server.http_addr).await;
+    let counted = |kind| support::metric(&scrape, "hydra_authz_request_bodies_refused_total", &[("kind", kind)]);
+    assert_eq!((counted("too_large"), counted("budget")), (1.0, 0.0));
 
     let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
     assert_eq!(status(&check, "GET", "/date", &token).await, 200, "still serving");
