@@ -563,6 +563,10 @@ def test_live_prometheus_reads_dashboard_and_alerts(tmp_path):
         firing = prom.firing()
         assert must_fire <= firing and "HydraAuthzNoDecisions" not in firing, firing
         assert "HydraAuthzRequestBodiesRefused" not in firing, firing
+        # Quiet because nothing was refused, not because its series is
+        # missing: both kinds are scraped, at 0.
+        refused = prom.values("sum by (kind) (hydra_authz_request_bodies_refused_total)")
+        assert refused == [0.0, 0.0], refused
         # The rules evaluate without errors.
         for group in prom.get("/api/v1/rules")["data"]["groups"]:
             for r in group["rules"]:
