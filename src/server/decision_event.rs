@@ -269,15 +269,6 @@ mod tests {
         ]
     }
 
-    fn without_timestamp(line: &str) -> String {
-        // `2026-12-01T05:53:31.719414Z`, the first "20" of either format.
-        let Some(start) = line.find("20") else {
-            return line.to_owned();
-        };
-        let end = line[start..].find('Z').map_or(start, |z| start + z + 1);
-        format!("{}{}", &line[..start], &line[end..])
-    }
-
     /// The line queued directly is the line the log layer writes for the
     /// event, byte for byte but the time, in both formats, with and without
     /// colours, at INFO and at WARN.
@@ -309,7 +300,7 @@ mod tests {
                 for (o, t) in ours.iter().zip(&theirs) {
                     // latency_us differs by when each ran; compare the rest.
                     let cut = |l: &str| {
-                        let l = without_timestamp(l);
+                        let l = crate::telemetry::timestamp_removed(l);
                         let at = l.find("latency_us").expect("latency field");
                         let end = l[at..].find([' ', ',']).map_or(l.len(), |e| at + e);
                         format!("{}{}", &l[..at], &l[end..])

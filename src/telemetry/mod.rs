@@ -57,6 +57,18 @@ impl std::io::Write for TestSink {
     }
 }
 
+/// `line` without its timestamp (`2026-12-01T05:53:31.719414Z`, the first
+/// "20" of either format, after any colour code), for comparing two lines
+/// written at different moments.
+#[cfg(test)]
+pub(crate) fn timestamp_removed(line: &str) -> String {
+    let Some(start) = line.find("20") else {
+        return line.to_owned();
+    };
+    let end = line[start..].find('Z').map_or(start, |z| start + z + 1);
+    format!("{}{}", &line[..start], &line[end..])
+}
+
 #[cfg(test)]
 impl TestSink {
     pub(crate) fn text(&self) -> String {
