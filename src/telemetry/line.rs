@@ -444,10 +444,6 @@ pub(crate) fn is_line_breaking(c: char) -> bool {
 
 impl<W: fmt::Write> fmt::Write for Sanitized<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        // Printable ASCII breaks nothing: a target, a message, most values.
-        if s.bytes().all(|b| (b' '..=b'~').contains(&b)) {
-            return self.0.write_str(s);
-        }
         write_escaping(self.0, s, is_line_breaking, |w, c| {
             write!(w, "\\u{{{:x}}}", u32::from(c))
         })
