@@ -23,6 +23,13 @@ async fn status(check: &Checker, method: &str, path: &str, token: &str) -> i32 {
     Answer::of(&check.check(method, path, &[("authorization", &bearer(token))]).await).http_status
 }
 
+/// `hydra_authz_request_bodies_refused_total` as (`budget`, `too_large`).
+async fn bodies_refused(server: &hydra_authz::server::RunningServer) -> (f64, f64) {
+    let scrape = support::scrape_parsed(server.http_addr).await;
+    let counted = |kind| support::metric(&scrape, "hydra_authz_request_bodies_refused_total", &[("kind", kind)]);
+    (counted("budget"), counted("too_large"))
+}
+
 async fn readyz(server: &hydra_authz::server::RunningServer) -> (u16, String) {
     let r = reqwest::get(format!("http://{}/readyz", server.http_addr))
         .await
@@ -611,9 +618,8 @@ async fn a_grpc_request_that_never_finishes_is_cut_and_health_messages_are_small
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     // Counted, as a body longer than one message (the health service is
     // wrapped by the same budget as Check).
-    let scrape = support::scrape_parsed(server.http_addr).await;
-    let counted = |kind| support::metric(&scrape, "hydra_authz_request_bodies_refused_total", &[("kind", kind)]);
-    assert_eq!((counted("too_large"), counted("budget")), (1.0, 0.0));
+    let (budget, too_large) = bodies_refused(&server).await;
+    assert_eq!((too_large, budget), (1.0, 0.0));
 
     let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
     assert_eq!(status(&check, "GET", "/date", &token).await, 200, "still serving");
@@ -684,14 +690,12 @@ async fn streams_holding_partial_messages_cannot_buffer_without_bound() {
         "streams under the budget are held, not refused"
     );
     // Each refusal fails a check closed without a decision: counted.
-    let scrape = support::scrape_parsed(server.http_addr).await;
-    let counted = |kind| support::metric(&scrape, "hydra_authz_request_bodies_refused_total", &[("kind", kind)]);
+    let (budget, too_large) = bodies_refused(&server).await;
     assert!(
-        (1.0..=STREAMS as f64).contains(&counted("budget")) && counted("budget") >= refused_at_once as f64,
-        "refused {refused_at_once}, counted {}",
-        counted("budget")
+        (1.0..=STREAMS as f64).contains(&budget) && budget >= refused_at_once as f64,
+        "refused {refused_at_once}, counted {budget}"
     );
-    assert_eq!(counted("too_large"), 0.0);
+    assert_eq!(too_large, 0.0);
     let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
     assert_eq!(status(&check, "GET", "/date", &token).await, 200, "still serving");
 }
