@@ -11,7 +11,8 @@
 //! - **gRPC connections live at most `grpc_max_connection_age_ms`**, then
 //!   are closed gracefully (GOAWAY; clients reconnect): HTTP/2 PINGs keep an
 //!   idle connection "active", so the idle timeout alone cannot reclaim one.
-//! - **Closed after `idle_timeout_ms` without a byte either way.** gRPC
+//! - **Closed after `idle_timeout_ms` without a byte either way** (at most
+//!   a quarter more: silence is counted in ticks of a quarter). gRPC
 //!   keep-alive pings keep a live peer above that; HTTP/1 requests are
 //!   additionally bounded by hyper's header-read timeout (slowloris).
 //!
@@ -23,7 +24,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,26 +32,42 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::ReceiverStream;
 
+/// Silent ticks in a row that close a connection: it is closed after
+/// between `idle` and `idle` × 5/4 without a byte either way.
+const SILENT_TICKS: u32 = 4;
+
 /// A connection that owns one of its listener's permits and closes itself
 /// when the peer has been silent for too long.
+///
+/// Reads and writes only set a flag: a clock read per read or write (and a
+/// timer poll per pending read) cost more than the rest of this wrapper,
+/// and idleness is counted in ticks of `idle / 4` instead, each of which
+/// clears the flag or finds it clear.
 pub struct Guarded<IO> {
     io: IO,
     _permit: OwnedSemaphorePermit,
-    idle: Duration,
-    /// Last byte read or written; the timer is moved there lazily, when it fires.
-    last_activity: Instant,
+    tick: Duration,
+    /// A byte was read or written since the last tick.
+    active: bool,
+    /// Ticks in a row that found `active` clear.
+    silent_ticks: u32,
     timer: Pin<Box<Sleep>>,
+    /// The waker the pending timer was polled with: polling it again with
+    /// one that wakes the same task would change nothing.
+    armed_for: Option<Waker>,
 }
 
 impl<IO> Guarded<IO> {
     fn new(io: IO, permit: OwnedSemaphorePermit, idle: Duration) -> Guarded<IO> {
-        let now = Instant::now();
+        let tick = (idle / SILENT_TICKS).max(Duration::from_millis(1));
         Guarded {
             io,
             _permit: permit,
-            idle,
-            last_activity: now,
-            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            tick,
+            active: false,
+            silent_ticks: 0,
+            timer: Box::pin(tokio::time::sleep(tick)),
+            armed_for: None,
         }
     }
 
@@ -58,17 +75,33 @@ impl<IO> Guarded<IO> {
         &self.io
     }
 
-    /// Ready with an error once the connection has been idle for `idle`.
+    /// Ready with an error once the connection has been silent for
+    /// [`SILENT_TICKS`] ticks in a row.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         loop {
-            if self.timer.as_mut().poll(cx).is_pending() {
+            let armed = self.armed_for.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+            // A fired timer has left the wheel and woken the task that
+            // armed it; one that has not needs no second registration.
+            if armed && !self.timer.is_elapsed() {
                 return Poll::Pending;
             }
-            let due = self.last_activity + self.idle;
-            if due <= Instant::now() {
-                return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "idle connection closed"));
+            if !armed && self.timer.as_mut().poll(cx).is_pending() {
+                self.armed_for = Some(cx.waker().clone());
+                return Poll::Pending;
             }
-            self.timer.as_mut().reset(due);
+            self.armed_for = None;
+            if std::mem::take(&mut self.active) {
+                self.silent_ticks = 0;
+            } else {
+                self.silent_ticks += 1;
+                if self.silent_ticks >= SILENT_TICKS {
+                    return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "idle connection closed"));
+                }
+            }
+            // From now, not from the deadline: a tick the runtime was late
+            // for must not be followed at once by another.
+            let next = Instant::now() + self.tick;
+            self.timer.as_mut().reset(next);
         }
     }
 }
@@ -80,7 +113,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
-                    this.last_activity = Instant::now();
+                    this.active = true;
                 }
                 Poll::Ready(r)
             }
@@ -94,7 +127,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.io).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.last_activity = Instant::now();
+            this.active = true;
         }
         r
     }
@@ -107,7 +140,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.last_activity = Instant::now();
+            this.active = true;
         }
         r
     }
@@ -277,4 +310,115 @@ pub async fn serve_http1(
         });
     }
     graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    const IDLE: Duration = Duration::from_secs(60);
+
+    fn guarded() -> (Guarded<DuplexStream>, DuplexStream) {
+        let (ours, peer) = tokio::io::duplex(1024);
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("a permit");
+        (Guarded::new(ours, permit, IDLE), peer)
+    }
+
+    /// Reads until the connection fails; the error and when.
+    /// Bounded (in paused time): a timer that never fires fails, not hangs.
+    async fn read_until_closed(conn: &mut Guarded<DuplexStream>) -> (io::Error, Instant) {
+        let mut buf = [0u8; 64];
+        let read = async {
+            loop {
+                match conn.read(&mut buf).await {
+                    Ok(0) => panic!("the peer closed first"),
+                    Ok(_) => continue,
+                    Err(e) => return (e, Instant::now()),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(3600), read)
+            .await
+            .expect("closed within the hour")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+        let (mut conn, _peer) = guarded();
+        let opened = Instant::now();
+        let (e, at) = read_until_closed(&mut conn).await;
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        let silent = at - opened;
+        assert!(silent >= IDLE && silent <= IDLE + IDLE / 4, "closed after {silent:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_from_the_peer_keep_it_open_and_silence_after_them_closes_it() {
+        let (mut conn, mut peer) = guarded();
+        let talker = tokio::spawn(async move {
+            // A byte every 20 s for 5 minutes: never silent for a whole minute.
+            for _ in 0..15 {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                peer.write_all(b"x").await.expect("write");
+            }
+            (Instant::now(), peer)
+        });
+        let opened = Instant::now();
+        let (e, at) = read_until_closed(&mut conn).await;
+        let (last_byte, _peer) = talker.await.expect("talker");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            at - opened >= Duration::from_secs(300),
+            "closed while the peer talked: {:?}",
+            at - opened
+        );
+        let silent = at - last_byte;
+        assert!(
+            silent >= IDLE && silent <= IDLE + IDLE / 4,
+            "closed {silent:?} after the last byte"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_we_write_count_as_activity() {
+        let (mut conn, mut peer) = guarded();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        // The peer reads what we write and says nothing.
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while peer.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            let _ = done_rx.await;
+        });
+        let opened = Instant::now();
+        let mut last_write = opened;
+        let mut buf = [0u8; 8];
+        let mut writes = 0;
+        let talk = async {
+            loop {
+                tokio::select! {
+                    r = conn.read(&mut buf) => break r.expect_err("the peer sent nothing"),
+                    _ = tokio::time::sleep(Duration::from_secs(20)), if writes < 15 => {
+                        conn.write_all(b"y").await.expect("write");
+                        last_write = Instant::now();
+                        writes += 1;
+                    }
+                }
+            }
+        };
+        let e = tokio::time::timeout(Duration::from_secs(3600), talk)
+            .await
+            .expect("closed within the hour");
+        let at = Instant::now();
+        let _ = done_tx.send(());
+        drop(conn);
+        reader.await.expect("reader");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(writes, 15, "closed while we were writing");
+        let silent = at - last_write;
+        assert!(
+            silent >= IDLE && silent <= IDLE + IDLE / 4,
+            "closed {silent:?} after our last write"
+        );
+    }
 }
