@@ -471,7 +471,11 @@ impl<A: Authenticator> Authenticator for SharedVerifier<A> {
             Cached::Valid(identity) => Ok(identity),
             Cached::Rejected(why) => Err(AuthnError::Rejected(why)),
         };
-        tracing::Span::current().set_attribute("hydra_authz.cache.hit", hit);
+        // Without trace export there is no span to annotate; looking up
+        // the current one still costs a dispatcher round trip per check.
+        if crate::telemetry::spans_enabled() {
+            tracing::Span::current().set_attribute("hydra_authz.cache.hit", hit);
+        }
         if hit {
             self.metrics.cache_hits.inc();
         } else {
