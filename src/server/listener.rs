@@ -11,8 +11,9 @@
 //! - **gRPC connections live at most `grpc_max_connection_age_ms`**, then
 //!   are closed gracefully (GOAWAY; clients reconnect): HTTP/2 PINGs keep an
 //!   idle connection "active", so the idle timeout alone cannot reclaim one.
-//! - **Closed after `idle_timeout_ms` without a byte either way** (at most
-//!   a quarter more: silence is counted in ticks of a quarter). gRPC
+//! - **Closed after `idle_timeout_ms` without a byte either way** (about
+//!   a quarter more at most: silence is counted in ticks of a quarter,
+//!   plus the runtime's timer rounding; ticks of at least 1 ms). gRPC
 //!   keep-alive pings keep a live peer above that; HTTP/1 requests are
 //!   additionally bounded by hyper's header-read timeout (slowloris).
 //!
@@ -24,7 +25,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,16 +34,17 @@ use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::ReceiverStream;
 
 /// Silent ticks in a row that close a connection: it is closed after
-/// between `idle` and `idle` × 5/4 without a byte either way.
+/// between `idle` and about `idle` × 5/4 without a byte either way (each
+/// tick is re-armed when the last one is handled, so a late runtime adds
+/// its delay; never earlier).
 const SILENT_TICKS: u32 = 4;
 
 /// A connection that owns one of its listener's permits and closes itself
 /// when the peer has been silent for too long.
 ///
-/// Reads and writes only set a flag: a clock read per read or write (and a
-/// timer poll per pending read) cost more than the rest of this wrapper,
-/// and idleness is counted in ticks of `idle / 4` instead, each of which
-/// clears the flag or finds it clear.
+/// Reads and writes only set a flag: a clock read per read or write cost
+/// more than the rest of this wrapper, and idleness is counted in ticks of
+/// `idle / 4` instead, each of which clears the flag or finds it clear.
 pub struct Guarded<IO> {
     io: IO,
     _permit: OwnedSemaphorePermit,
@@ -52,9 +54,6 @@ pub struct Guarded<IO> {
     /// Ticks in a row that found `active` clear.
     silent_ticks: u32,
     timer: Pin<Box<Sleep>>,
-    /// The waker the pending timer was polled with: polling it again with
-    /// one that wakes the same task would change nothing.
-    armed_for: Option<Waker>,
 }
 
 impl<IO> Guarded<IO> {
@@ -67,7 +66,6 @@ impl<IO> Guarded<IO> {
             active: false,
             silent_ticks: 0,
             timer: Box::pin(tokio::time::sleep(tick)),
-            armed_for: None,
         }
     }
 
@@ -79,17 +77,13 @@ impl<IO> Guarded<IO> {
     /// [`SILENT_TICKS`] ticks in a row.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         loop {
-            let armed = self.armed_for.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-            // A fired timer has left the wheel and woken the task that
-            // armed it; one that has not needs no second registration.
-            if armed && !self.timer.is_elapsed() {
+            // Polled every time: a Pending from `Sleep::poll` does not mean
+            // our waker is registered (tokio's task budget can refuse the
+            // poll before it registers), so a skipped poll could leave a
+            // silent connection with no timer to wake it.
+            if self.timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            if !armed && self.timer.as_mut().poll(cx).is_pending() {
-                self.armed_for = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            self.armed_for = None;
             if std::mem::take(&mut self.active) {
                 self.silent_ticks = 0;
             } else {
@@ -378,6 +372,33 @@ mod tests {
             silent >= IDLE && silent <= IDLE + IDLE / 4,
             "closed {silent:?} after the last byte"
         );
+    }
+
+    /// A read that comes back Pending because the task's budget ran out
+    /// (a peer that sent a lot at once) must still leave the idle timer
+    /// armed: tokio refuses the timer's poll then too, before it registers.
+    #[tokio::test(start_paused = true)]
+    async fn a_read_refused_for_budget_still_leaves_the_timer_armed() {
+        let (mut conn, _peer) = guarded();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..1000 {
+            tx.send(i).expect("queued");
+        }
+        let opened = Instant::now();
+        std::future::poll_fn(|cx| {
+            // Spend this poll's budget, as a burst of reads would.
+            while let Poll::Ready(Some(_)) = rx.poll_recv(cx) {}
+            assert!(!rx.is_empty(), "the budget ran out before the queue did");
+            let mut buf = [0u8; 8];
+            let mut buf = ReadBuf::new(&mut buf);
+            assert!(Pin::new(&mut conn).poll_read(cx, &mut buf).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        let (e, at) = read_until_closed(&mut conn).await;
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        let silent = at - opened;
+        assert!(silent >= IDLE && silent <= IDLE + IDLE / 4, "closed after {silent:?}");
     }
 
     #[tokio::test(start_paused = true)]
