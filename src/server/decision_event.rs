@@ -333,7 +333,10 @@ mod tests {
                 assert_eq!(theirs.len(), 3, "{theirs:#?}");
                 assert_eq!(ours.len(), theirs.len(), "{ours:#?}");
                 for (o, t) in ours.iter().zip(&theirs) {
-                    assert!(o.contains("1234"), "the latency is written: {o}");
+                    assert!(
+                        o.contains("latency_us=1234") || o.contains("\"latency_us\":1234"),
+                        "the latency is written: {o}"
+                    );
                     assert_eq!(
                         crate::telemetry::timestamp_removed(o),
                         crate::telemetry::timestamp_removed(t),
