@@ -337,14 +337,22 @@ mod tests {
             .expect("closed within the hour")
     }
 
+    /// Closed by the idle guard, after between `IDLE` and `IDLE` × 5/4 of
+    /// silence (paused time: no scheduling delay to allow for).
+    fn assert_closed_for_silence(e: &io::Error, silent: Duration) {
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(
+            silent >= IDLE && silent <= IDLE + IDLE / 4,
+            "closed after {silent:?} of silence"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_silent_connection_is_closed_after_the_idle_timeout() {
         let (mut conn, _peer) = guarded();
         let opened = Instant::now();
         let (e, at) = read_until_closed(&mut conn).await;
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-        let silent = at - opened;
-        assert!(silent >= IDLE && silent <= IDLE + IDLE / 4, "closed after {silent:?}");
+        assert_closed_for_silence(&e, at - opened);
     }
 
     #[tokio::test(start_paused = true)]
@@ -361,17 +369,12 @@ mod tests {
         let opened = Instant::now();
         let (e, at) = read_until_closed(&mut conn).await;
         let (last_byte, _peer) = talker.await.expect("talker");
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         assert!(
             at - opened >= Duration::from_secs(300),
             "closed while the peer talked: {:?}",
             at - opened
         );
-        let silent = at - last_byte;
-        assert!(
-            silent >= IDLE && silent <= IDLE + IDLE / 4,
-            "closed {silent:?} after the last byte"
-        );
+        assert_closed_for_silence(&e, at - last_byte);
     }
 
     /// A read that comes back Pending because the task's budget ran out
@@ -396,9 +399,7 @@ mod tests {
         })
         .await;
         let (e, at) = read_until_closed(&mut conn).await;
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-        let silent = at - opened;
-        assert!(silent >= IDLE && silent <= IDLE + IDLE / 4, "closed after {silent:?}");
+        assert_closed_for_silence(&e, at - opened);
     }
 
     #[tokio::test(start_paused = true)]
@@ -434,12 +435,7 @@ mod tests {
         let _ = done_tx.send(());
         drop(conn);
         reader.await.expect("reader");
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         assert_eq!(writes, 15, "closed while we were writing");
-        let silent = at - last_write;
-        assert!(
-            silent >= IDLE && silent <= IDLE + IDLE / 4,
-            "closed {silent:?} after our last write"
-        );
+        assert_closed_for_silence(&e, at - last_write);
     }
 }
