@@ -36,8 +36,8 @@ pub fn render(
 
 /// OK, the identity headers set and the rest removed, and the dynamic
 /// metadata for Envoy's access log.
-fn allowed(h: &UpstreamHeaders, identity: Option<&Identity>, rule_id: Option<&str>) -> CheckResponse {
-    let names = |list: &[String]| list.iter().map(|n| n.len() + 2).sum::<usize>();
+fn allowed(h: &UpstreamHeaders<'_>, identity: Option<&Identity>, rule_id: Option<&str>) -> CheckResponse {
+    let names = |list: &[std::borrow::Cow<'_, str>]| list.iter().map(|n| n.len() + 2).sum::<usize>();
     let mut w = Writer::with_capacity(
         128 + 2 * pairs_len(&h.set) + pairs_len(&h.claims) + names(&h.remove) + names(&h.query_remove),
     );
@@ -62,8 +62,8 @@ fn allowed(h: &UpstreamHeaders, identity: Option<&Identity>, rule_id: Option<&st
 
 /// Room for name/value pairs in an answer: their text, and about eight
 /// bytes each for field keys and lengths (one allocation for most answers).
-fn pairs_len(pairs: &[(String, String)]) -> usize {
-    pairs.iter().map(|(k, v)| k.len() + v.len() + 8).sum()
+fn pairs_len<K: AsRef<str>>(pairs: &[(K, String)]) -> usize {
+    pairs.iter().map(|(k, v)| k.as_ref().len() + v.len() + 8).sum()
 }
 
 fn denied(responder: &Responder, reason: &DenyReason) -> CheckResponse {
@@ -104,7 +104,12 @@ pub fn grpc_code(reason: &DenyReason) -> tonic::Code {
 /// The `Struct`'s entries: the rule, who called and with which scopes, and
 /// the claim headers' values keyed by header name (a nested struct) for
 /// access logs and later filters.
-fn dynamic_metadata(w: &mut Writer, identity: Option<&Identity>, rule_id: Option<&str>, claims: &[(String, String)]) {
+fn dynamic_metadata<K: AsRef<str>>(
+    w: &mut Writer,
+    identity: Option<&Identity>,
+    rule_id: Option<&str>,
+    claims: &[(K, String)],
+) {
     if let Some(id) = rule_id {
         w.string_entry("rule_id", id);
     }
@@ -125,7 +130,7 @@ fn dynamic_metadata(w: &mut Writer, identity: Option<&Identity>, rule_id: Option
         w.entry("claims", |w| {
             w.message(tag::VALUE_STRUCT, |w| {
                 for (k, v) in claims {
-                    w.string_entry(k, v);
+                    w.string_entry(k.as_ref(), v);
                 }
             })
         });
@@ -264,9 +269,9 @@ mod tests {
             CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption, HttpStatus, OkHttpResponse,
         };
         use envoy_types::pb::google::protobuf::{Struct, Value};
-        let header = |(k, v): (String, String)| HeaderValueOption {
+        let header = |(k, v): (std::borrow::Cow<'_, str>, String)| HeaderValueOption {
             header: Some(HeaderValue {
-                key: k,
+                key: k.into_owned(),
                 value: v,
                 ..Default::default()
             }),
@@ -296,7 +301,7 @@ mod tests {
                     }
                 }
                 if !h.claims.is_empty() {
-                    let fields = h.claims.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+                    let fields = h.claims.iter().map(|(k, v)| (k.to_string(), text(v))).collect();
                     meta.insert(
                         "claims".to_owned(),
                         Value {
@@ -308,8 +313,8 @@ mod tests {
                     status: Some(Default::default()),
                     http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                         headers: h.set.into_iter().map(header).collect(),
-                        headers_to_remove: h.remove,
-                        query_parameters_to_remove: h.query_remove,
+                        headers_to_remove: h.remove.into_iter().map(Into::into).collect(),
+                        query_parameters_to_remove: h.query_remove.into_iter().map(Into::into).collect(),
                         ..Default::default()
                     })),
                     dynamic_metadata: Some(Struct { fields: meta }),
@@ -325,7 +330,11 @@ mod tests {
                     status: Some(HttpStatus {
                         code: i32::from(reason.http_status()),
                     }),
-                    headers: responder.deny_headers(reason).into_iter().map(header).collect(),
+                    headers: responder
+                        .deny_headers(reason)
+                        .into_iter()
+                        .map(|(k, v)| header((k.into(), v)))
+                        .collect(),
                     body: Responder::problem_body(reason),
                 })),
                 dynamic_metadata: None,

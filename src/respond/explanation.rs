@@ -6,6 +6,7 @@ use crate::authn::Authenticator;
 use crate::authorizer::Authorizer;
 use crate::decision::verdict::Decision;
 use crate::extract::AuthzRequest;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,11 +60,11 @@ pub async fn explain<A: Authenticator>(authorizer: &Authorizer<A>, req: &AuthzRe
                 .set
                 .into_iter()
                 .map(|(k, v)| match responder.jwt_header() {
-                    Some(jwt) if jwt == k => (k, "(signed identity JWT, not shown)".to_owned()),
-                    _ => (k, v),
+                    Some(jwt) if jwt == k => (k.into_owned(), "(signed identity JWT, not shown)".to_owned()),
+                    _ => (k.into_owned(), v),
                 })
                 .collect();
-            e.headers_to_remove = h.remove;
+            e.headers_to_remove = h.remove.into_iter().map(Cow::into_owned).collect();
         }
         Decision::Deny(reason) => {
             e.http_status = reason.http_status();

@@ -34,7 +34,7 @@ pub fn forward_auth_response(responder: &Responder, o: &Outcome) -> Response<Bod
     }
 }
 
-fn allow(h: UpstreamHeaders) -> Response<Body> {
+fn allow(h: UpstreamHeaders<'_>) -> Response<Body> {
     let mut r = Response::new(Body::empty());
     insert(&mut r, "cache-control", "no-store");
     for (k, v) in &h.set {
@@ -43,7 +43,7 @@ fn allow(h: UpstreamHeaders) -> Response<Body> {
     let remove: Vec<&str> = h
         .remove
         .iter()
-        .map(String::as_str)
+        .map(|name| name.as_ref())
         .filter(|name| !h.set.iter().any(|(set, _)| set.eq_ignore_ascii_case(name)))
         .collect();
     if !remove.is_empty() {

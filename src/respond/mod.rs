@@ -18,19 +18,24 @@ use crate::authn::Identity;
 use crate::decision::verdict::DenyReason;
 use crate::decision::Outcome;
 use crate::respond::headers::HeadersConfig;
+use std::borrow::Cow;
 
 /// Headers for the upstream on allow, as name/value pairs and names to drop.
+///
+/// Names are borrowed from the responder's config or the outcome: every
+/// allow names a dozen of them, and copying each was most of the
+/// allocations an allow made.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UpstreamHeaders {
-    pub set: Vec<(String, String)>,
-    pub remove: Vec<String>,
+pub struct UpstreamHeaders<'a> {
+    pub set: Vec<(Cow<'a, str>, String)>,
+    pub remove: Vec<Cow<'a, str>>,
     /// The claim headers among `set` (also sent as dynamic metadata).
-    pub claims: Vec<(String, String)>,
+    pub claims: Vec<(Cow<'a, str>, String)>,
     /// Identity and claim headers removed because the value cannot be sent
     /// safely (not plain header text, or a list item holding the separator).
-    pub refused: Vec<String>,
+    pub refused: Vec<Cow<'a, str>>,
     /// Query parameters to remove (a `query:<name>` credential, stripped).
-    pub query_remove: Vec<String>,
+    pub query_remove: Vec<Cow<'a, str>>,
 }
 
 /// Renders outcomes; built once from config, swapped with it on reload.
@@ -129,7 +134,7 @@ impl Responder {
     /// What the upstream learns. Every identity header we own is either set
     /// (overwriting the client's) or removed, so a client cannot smuggle one.
     /// `identity` is `None` on public routes.
-    pub fn upstream_headers(&self, identity: Option<&Identity>) -> UpstreamHeaders {
+    pub fn upstream_headers(&self, identity: Option<&Identity>) -> UpstreamHeaders<'_> {
         let h = &self.headers;
         // A scope with a space in it (a JWT's `scp` item) would read as two
         // to an upstream that splits the header: such a list is refused.
@@ -145,31 +150,39 @@ impl Responder {
             (&h.scopes, scopes),
             (&h.subject, identity.and_then(|i| i.subject.as_deref()).map(text)),
         ];
-        let mut out = UpstreamHeaders::default();
+        // Sized for every name we own, so the lists are allocated once.
+        let owned = values.len() + h.claims.len() + 2;
+        let mut out = UpstreamHeaders {
+            set: Vec::with_capacity(owned),
+            remove: Vec::with_capacity(owned + self.twins.len()),
+            ..UpstreamHeaders::default()
+        };
         for (name, value) in values {
+            let name = Cow::Borrowed(name.as_str());
             match value {
-                Some(Ok(v)) => out.set.push((name.clone(), v)),
+                Some(Ok(v)) => out.set.push((name, v)),
                 Some(Err(())) => {
                     out.remove.push(name.clone());
-                    out.refused.push(name.clone());
+                    out.refused.push(name);
                 }
-                None => out.remove.push(name.clone()),
+                None => out.remove.push(name),
             }
         }
         for (name, path) in &h.claims {
+            let name = Cow::Borrowed(name.as_str());
             match identity
                 .and_then(|i| i.claim(path))
                 .and_then(|v| claim_header_value(&v, &h.claims_separator))
             {
                 Some(Ok(v)) => {
                     out.set.push((name.clone(), v.clone()));
-                    out.claims.push((name.clone(), v));
+                    out.claims.push((name, v));
                 }
                 Some(Err(())) => {
                     out.remove.push(name.clone());
-                    out.refused.push(name.clone());
+                    out.refused.push(name);
                 }
-                None => out.remove.push(name.clone()),
+                None => out.remove.push(name),
             }
         }
         if let Some(signer) = &self.upstream_jwt {
@@ -182,14 +195,14 @@ impl Responder {
                 None => Vec::new(),
             };
             match identity.and_then(|i| signer.sign(i, &claims)) {
-                Some(jwt) => out.set.push((signer.header().to_owned(), jwt)),
-                None => out.remove.push(signer.header().to_owned()),
+                Some(jwt) => out.set.push((Cow::Borrowed(signer.header()), jwt)),
+                None => out.remove.push(Cow::Borrowed(signer.header())),
             }
         }
         if h.strip_authorization {
-            out.remove.push("authorization".into());
+            out.remove.push(Cow::Borrowed("authorization"));
         }
-        out.remove.extend(self.twins.iter().cloned());
+        out.remove.extend(self.twins.iter().map(|t| Cow::Borrowed(t.as_str())));
         out
     }
 
@@ -197,7 +210,7 @@ impl Responder {
     /// itself when `headers.strip_authorization` asks and a rule found it
     /// elsewhere than `Authorization`: its header, its cookie (the other
     /// cookies kept) or its query parameter.
-    pub fn upstream_headers_for(&self, o: &Outcome) -> UpstreamHeaders {
+    pub fn upstream_headers_for<'a>(&'a self, o: &'a Outcome) -> UpstreamHeaders<'a> {
         use crate::extract::sources::TokenSource;
         let mut h = self.upstream_headers(self.identity_of(o));
         if !self.headers.strip_authorization {
@@ -211,19 +224,19 @@ impl Responder {
                 TokenSource::Authorization => {}
                 // Every spelling was read as the token (`sources`): all go.
                 TokenSource::Header(name) => {
-                    h.remove.push(name.clone());
-                    h.remove.extend(header_twins(name));
+                    h.remove.push(Cow::Borrowed(name.as_str()));
+                    h.remove.extend(header_twins(name).into_iter().map(Cow::Owned));
                 }
                 // cookie_rest has every cookie holding the token removed.
                 TokenSource::Cookie(_) if cookie_done => {}
                 TokenSource::Cookie(_) => {
                     cookie_done = true;
                     match &o.cookie_rest {
-                        Some(rest) => h.set.push(("cookie".into(), rest.clone())),
-                        None => h.remove.push("cookie".into()),
+                        Some(rest) => h.set.push((Cow::Borrowed("cookie"), rest.clone())),
+                        None => h.remove.push(Cow::Borrowed("cookie")),
                     }
                 }
-                TokenSource::Query(name) => h.query_remove.push(name.clone()),
+                TokenSource::Query(name) => h.query_remove.push(Cow::Borrowed(name.as_str())),
             }
         }
         h
@@ -236,7 +249,7 @@ impl Responder {
             tracing::warn!(
                 target: "hydra_authz::decision",
                 header = %crate::telemetry::Escaped(name),
-                claim = %crate::telemetry::Escaped(self.headers.claims.get(name).map_or("-", String::as_str)),
+                claim = %crate::telemetry::Escaped(self.headers.claims.get(&**name).map_or("-", String::as_str)),
                 token_fp = o.token_fingerprint.as_deref().unwrap_or("-"),
                 "identity header removed: its value is not a safe header value (control characters, non-ASCII, over 4 KiB, or a list item holding the separator)"
             );
@@ -389,10 +402,12 @@ mod tests {
             client_id: Some("c".into()),
             ..Default::default()
         };
-        let h = responder().upstream_headers(Some(&anon));
+        let owner = responder();
+        let h = owner.upstream_headers(Some(&anon));
         assert_eq!(h.set, vec![("x-client-id".into(), "c".into())]);
         assert_eq!(h.remove[..2], ["x-scopes".to_string(), "x-subject".to_string()]);
-        let public = responder().upstream_headers(None);
+        let owner = responder();
+        let public = owner.upstream_headers(None);
         assert!(public.set.is_empty());
         assert_eq!(public.remove[..3], ["x-client-id", "x-scopes", "x-subject"]);
         for twin in ["x_client_id", "x-client_id", "x_client-id", "x_scopes", "x_subject"] {
@@ -410,7 +425,8 @@ mod tests {
         assert!(responder()
             .upstream_headers(Some(&evil))
             .remove
-            .contains(&"x-client-id".to_string()));
+            .iter()
+            .any(|n| n == "x-client-id"));
     }
 
     #[test]
@@ -437,8 +453,9 @@ mod tests {
             strip_authorization: true,
             ..Default::default()
         };
-        let h = Responder::new(cfg, "r".into()).upstream_headers(Some(&reader()));
-        assert!(h.remove.contains(&"authorization".to_string()));
+        let owner = Responder::new(cfg, "r".into());
+        let h = owner.upstream_headers(Some(&reader()));
+        assert!(h.remove.iter().any(|n| n == "authorization"));
     }
 
     #[test]
@@ -498,7 +515,8 @@ mod tests {
 
     #[test]
     fn claims_become_headers_with_their_value_types() {
-        let h = with_claims().upstream_headers(Some(&tenant_identity()));
+        let owner = with_claims();
+        let h = owner.upstream_headers(Some(&tenant_identity()));
         let get = |name: &str| h.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         assert_eq!(get("x-tenant"), Some("acme"));
         assert_eq!(get("x-groups"), Some("admins ops 7"), "lists space-joined");
@@ -507,11 +525,11 @@ mod tests {
         assert_eq!(get("x-profile"), Some(r#"{"a":1,"b":"x"}"#), "objects as compact JSON");
         assert_eq!(get("x-audience"), Some("api web"));
         assert_eq!(get("x-user"), None, "no username");
-        assert!(h.remove.contains(&"x-user".to_string()));
-        assert!(h.remove.contains(&"x-missing".to_string()));
+        assert!(h.remove.iter().any(|n| n == "x-user"));
+        assert!(h.remove.iter().any(|n| n == "x-missing"));
         assert_eq!(get("x-evil"), None, "CR/LF never reaches a header");
         assert_eq!(h.refused, vec!["x-evil".to_string()]);
-        assert!(h.remove.contains(&"x-evil".to_string()));
+        assert!(h.remove.iter().any(|n| n == "x-evil"));
         for twin in ["x_tenant", "x_groups", "x_evil"] {
             assert!(h.remove.iter().any(|r| r == twin), "{twin}");
         }
@@ -520,7 +538,8 @@ mod tests {
 
     #[test]
     fn public_routes_remove_every_claim_header() {
-        let h = with_claims().upstream_headers(None);
+        let owner = with_claims();
+        let h = owner.upstream_headers(None);
         assert!(h.set.is_empty());
         for name in ["x-tenant", "x_tenant", "x-groups", "x-user"] {
             assert!(h.remove.iter().any(|r| r == name), "{name}");
@@ -532,7 +551,8 @@ mod tests {
         let mut cfg = HeadersConfig::default();
         cfg.claims.insert("x-groups".into(), "ext.groups".into());
         cfg.claims_separator = ",".into();
-        let h = Responder::new(cfg, "api".into()).upstream_headers(Some(&tenant_identity()));
+        let owner = Responder::new(cfg, "api".into());
+        let h = owner.upstream_headers(Some(&tenant_identity()));
         assert!(h.set.contains(&("x-groups".into(), "admins,ops,7".into())));
     }
 
@@ -566,24 +586,27 @@ mod tests {
         i.ext = Some(std::sync::Arc::new(serde_json::json!({"groups": ["viewers admins"]})));
         let h = r.upstream_headers(Some(&i));
         assert!(h.set.iter().all(|(k, _)| k != "x-groups"), "{h:?}");
-        assert!(h.refused.contains(&"x-groups".to_string()) && h.remove.contains(&"x-groups".to_string()));
+        assert!(h.refused.iter().any(|n| n == "x-groups") && h.remove.iter().any(|n| n == "x-groups"));
         // Another separator makes the same list unambiguous.
         cfg.claims_separator = ",".into();
-        let h = Responder::new(cfg, "api".into()).upstream_headers(Some(&i));
+        let owner = Responder::new(cfg, "api".into());
+        let h = owner.upstream_headers(Some(&i));
         assert!(h.set.contains(&("x-groups".into(), "viewers admins".into())), "{h:?}");
 
         let mut i = reader();
         i.scopes = vec!["read_date post_echo".into()].into();
-        let h = responder().upstream_headers(Some(&i));
+        let owner = responder();
+        let h = owner.upstream_headers(Some(&i));
         assert!(h.set.iter().all(|(k, _)| k != "x-scopes"), "{h:?}");
-        assert!(h.refused.contains(&"x-scopes".to_string()));
+        assert!(h.refused.iter().any(|n| n == "x-scopes"));
         assert!(h.set.iter().any(|(k, _)| k == "x-client-id"), "the rest is still sent");
 
         let mut i = reader();
         i.subject = Some("a\r\nx-admin: 1".into());
-        let h = responder().upstream_headers(Some(&i));
+        let owner = responder();
+        let h = owner.upstream_headers(Some(&i));
         assert!(h.set.iter().all(|(k, _)| k != "x-subject"), "{h:?}");
-        assert!(h.refused.contains(&"x-subject".to_string()));
+        assert!(h.refused.iter().any(|n| n == "x-subject"));
     }
 
     #[test]
@@ -615,22 +638,28 @@ mod tests {
             cookie_rest: rest.map(str::to_owned),
             ..Outcome::new()
         };
-        let h = strip.upstream_headers_for(&o(TokenSource::Cookie("session".into()), Some("theme=dark")));
+        let outcome = o(TokenSource::Cookie("session".into()), Some("theme=dark"));
+        let h = strip.upstream_headers_for(&outcome);
         assert!(
             h.set.contains(&("cookie".into(), "theme=dark".into())),
             "other cookies kept"
         );
-        let h = strip.upstream_headers_for(&o(TokenSource::Cookie("session".into()), None));
-        assert!(h.remove.contains(&"cookie".to_string()));
-        let h = strip.upstream_headers_for(&o(TokenSource::Query("access_token".into()), None));
+        let outcome = o(TokenSource::Cookie("session".into()), None);
+        let h = strip.upstream_headers_for(&outcome);
+        assert!(h.remove.iter().any(|n| n == "cookie"));
+        let outcome = o(TokenSource::Query("access_token".into()), None);
+        let h = strip.upstream_headers_for(&outcome);
         assert_eq!(h.query_remove, vec!["access_token".to_string()]);
-        let h = strip.upstream_headers_for(&o(TokenSource::Header("x-api-token".into()), None));
-        assert!(h.remove.contains(&"x-api-token".to_string()));
+        let outcome = o(TokenSource::Header("x-api-token".into()), None);
+        let h = strip.upstream_headers_for(&outcome);
+        assert!(h.remove.iter().any(|n| n == "x-api-token"));
         // And every other spelling, each read as the token by `sources`.
         for twin in ["x_api_token", "x_api-token", "x-api_token"] {
-            assert!(h.remove.contains(&twin.to_string()), "{twin}: {:?}", h.remove);
+            assert!(h.remove.iter().any(|n| n == twin), "{twin}: {:?}", h.remove);
         }
-        let keep = responder().upstream_headers_for(&o(TokenSource::Query("access_token".into()), None));
+        let owner = responder();
+        let outcome = o(TokenSource::Query("access_token".into()), None);
+        let keep = owner.upstream_headers_for(&outcome);
         assert!(keep.query_remove.is_empty(), "kept unless strip_authorization");
     }
 }
