@@ -150,7 +150,8 @@ impl Responder {
             (&h.scopes, scopes),
             (&h.subject, identity.and_then(|i| i.subject.as_deref()).map(text)),
         ];
-        // Sized for every name we own, so the lists are allocated once.
+        // Sized for every name we own: allocated once unless a stripped
+        // credential header adds its own spellings (upstream_headers_for).
         let owned = values.len() + h.claims.len() + 2;
         let mut out = UpstreamHeaders {
             set: Vec::with_capacity(owned),
