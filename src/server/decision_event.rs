@@ -154,22 +154,22 @@ fn log_decision(direct: Option<&DirectLines>, front: Front, req: &AuthzRequest, 
             false if enabled!(Level::INFO) => Level::INFO,
             _ => return,
         };
-        let fields = LineFields::of(o, latency);
+        let built = LineFields::of(o, latency);
         // The same fields, in the same order and of the same kinds, as the event below.
         let fields = [
             ("decision", Str(decision)),
             ("front", Str(front.label())),
             ("status", U64(status.into())),
             ("reason", Str(reason)),
-            ("detail", Str(&fields.detail)),
-            ("rule_id", Shown(fields.rule_id)),
-            ("client_id", Shown(fields.client_id)),
+            ("detail", Str(&built.detail)),
+            ("rule_id", Shown(built.rule_id)),
+            ("client_id", Shown(built.client_id)),
             ("method", Shown(&req.method)),
             ("host", Shown(&req.host)),
             ("path", Shown(&req.path)),
-            ("latency_us", U64(fields.latency_us)),
-            ("token_fp", Str(fields.token_fp)),
-            ("stale", Bool(fields.stale)),
+            ("latency_us", U64(built.latency_us)),
+            ("token_fp", Str(built.token_fp)),
+            ("stale", Bool(built.stale)),
         ];
         direct.write(level, DECISION_TARGET, "decision", &fields);
         return;
@@ -230,13 +230,8 @@ impl<'a> LineFields<'a> {
                 None => r.detail(),
             },
         };
-        // Copied only when cut.
-        let cut = match capped(&detail) {
-            std::borrow::Cow::Owned(cut) => Some(cut),
-            std::borrow::Cow::Borrowed(_) => None,
-        };
         LineFields {
-            detail: cut.unwrap_or(detail),
+            detail: capped(detail),
             rule_id: o.rule_id.as_deref().unwrap_or("-"),
             client_id: o.identity.as_ref().and_then(|i| i.client_id.as_deref()).unwrap_or("-"),
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),

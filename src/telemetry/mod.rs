@@ -83,16 +83,20 @@ impl TestSink {
 /// The longest field value written to a log line, in characters.
 pub const MAX_LOGGED_CHARS: usize = 512;
 
-/// `value` cut at [`MAX_LOGGED_CHARS`] characters (marked), for a field
-/// logged as a string: both line formats quote and escape it, so prose
-/// that may quote an outsider (an issuer's error) can neither leave its
-/// field nor forge another one.
-pub fn capped(value: &str) -> std::borrow::Cow<'_, str> {
-    match cut_at(value) {
-        Some(end) => format!("{}...(truncated)", &value[..end]).into(),
-        None => value.into(),
+/// `value` cut at [`MAX_LOGGED_CHARS`] characters (marked), in place, for
+/// a field logged as a string: both line formats quote and escape it, so
+/// prose that may quote an outsider (an issuer's error) can neither leave
+/// its field nor forge another one.
+pub fn capped(mut value: String) -> String {
+    if let Some(end) = cut_at(&value) {
+        value.truncate(end);
+        value.push_str(TRUNCATED);
     }
+    value
 }
+
+/// What a cut value ends with.
+const TRUNCATED: &str = "...(truncated)";
 
 /// Where `value` is cut to [`MAX_LOGGED_CHARS`] characters, if it is longer.
 fn cut_at(value: &str) -> Option<usize> {
@@ -123,7 +127,7 @@ fn write_escaped<W: std::fmt::Write + ?Sized>(f: &mut W, value: &str, keep_space
         }
     })?;
     if cut {
-        f.write_str("...(truncated)")?;
+        f.write_str(TRUNCATED)?;
     }
     Ok(())
 }
@@ -549,9 +553,9 @@ mod tests {
             shown(&"ü".repeat(MAX_LOGGED_CHARS + 1)),
             format!("{}...(truncated)", "ü".repeat(MAX_LOGGED_CHARS))
         );
-        assert_eq!(capped(&"ü".repeat(MAX_LOGGED_CHARS)), "ü".repeat(MAX_LOGGED_CHARS));
+        assert_eq!(capped("ü".repeat(MAX_LOGGED_CHARS)), "ü".repeat(MAX_LOGGED_CHARS));
         assert_eq!(
-            capped(&"ü".repeat(MAX_LOGGED_CHARS + 1)),
+            capped("ü".repeat(MAX_LOGGED_CHARS + 1)),
             format!("{}...(truncated)", "ü".repeat(MAX_LOGGED_CHARS))
         );
         // Plain ASCII takes the one-piece path: its risky space still escaped.
