@@ -45,14 +45,14 @@ pub(crate) async fn grpc_load(
     for _ in 0..4 {
         channels.push(Channel::from_shared(format!("http://{addr}"))?.connect().await?);
     }
-    let requests: Vec<CheckRequest> = tokens.iter().map(|t| check_request(t)).collect();
+    let requests: Vec<Encoded> = tokens.iter().map(|t| Encoded::of(&check_request(t))).collect();
     let requests = std::sync::Arc::new(requests);
     let deadline = Instant::now() + duration;
     let per_worker_interval = rate.map(|r| Duration::from_secs_f64(concurrency as f64 / r as f64));
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..concurrency {
-        let mut client = AuthorizationClient::new(channels[w % channels.len()].clone());
+        let mut client = LeanClient::new(channels[w % channels.len()].clone());
         let requests = requests.clone();
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
@@ -64,12 +64,12 @@ pub(crate) async fn grpc_load(
                     tokio::time::sleep_until(next.into()).await;
                     next += iv;
                 }
-                let req = requests[i % requests.len()].clone();
+                let req = &requests[i % requests.len()];
                 i += concurrency;
                 let t = Instant::now();
                 let r = client.check(req).await;
                 lat.push(t.elapsed().as_micros() as u32);
-                if !matches!(r, Ok(ref resp) if resp.get_ref().status.as_ref().is_some_and(|s| s.code == 0)) {
+                if !r.is_ok_and(|v| v.allowed()) {
                     denied += 1;
                 }
             }

@@ -39,6 +39,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod envoy;
 mod front_doors;
 mod instructions;
+mod lean_client;
 mod load;
 mod memory;
 mod open_loop;
@@ -49,6 +50,7 @@ mod soak;
 
 pub(crate) use envoy::*;
 pub(crate) use front_doors::*;
+pub(crate) use lean_client::*;
 pub(crate) use load::*;
 pub(crate) use memory::*;
 pub(crate) use open_loop::*;

@@ -24,7 +24,7 @@ pub(crate) async fn open_loop_rows(dir: &Path, noop: &Proc, c: usize, dur: Durat
     let (iss, addrs, _) = timed_issuer(TokenFormat::Opaque, Duration::from_millis(2)).await?;
     let url = addrs.introspection_url();
     let popular_tokens = mint(&iss, TOKENS);
-    let popular: Vec<CheckRequest> = popular_tokens.iter().map(|t| check_request(t)).collect();
+    let popular: Vec<Encoded> = popular_tokens.iter().map(|t| Encoded::of(&check_request(t))).collect();
     let popular = Arc::new(popular);
     let mut rows = Vec::new();
     // The baseline in the same run: the no-op server under the same
@@ -55,9 +55,9 @@ pub(crate) async fn open_loop_rows(dir: &Path, noop: &Proc, c: usize, dur: Durat
                     ("saturation".to_owned(), closed.rps.max(1.0) as u64)
                 }
             };
-            let fresh: Vec<CheckRequest> = mint(&iss, (rate * dur.as_secs()) as usize / NEW_EVERY + 1)
+            let fresh: Vec<Encoded> = mint(&iss, (rate * dur.as_secs()) as usize / NEW_EVERY + 1)
                 .iter()
-                .map(|t| check_request(t))
+                .map(|t| Encoded::of(&check_request(t)))
                 .collect();
             let before = iss.introspections();
             let mut row = open_loop(srv.addr, popular.clone(), fresh, rate, dur).await?;
@@ -81,8 +81,8 @@ enum Rate {
 /// Send `rate` checks/s for `dur` on schedule; latencies from the schedule.
 async fn open_loop(
     addr: SocketAddr,
-    popular: Arc<Vec<CheckRequest>>,
-    fresh: Vec<CheckRequest>,
+    popular: Arc<Vec<Encoded>>,
+    fresh: Vec<Encoded>,
     rate: u64,
     dur: Duration,
 ) -> anyhow::Result<Row> {
@@ -114,11 +114,11 @@ async fn open_loop(
             Some(new) => new,
             None => popular[pick].clone(),
         };
-        let mut client = AuthorizationClient::new(channels[i % channels.len()].clone());
+        let mut client = LeanClient::new(channels[i % channels.len()].clone());
         let tx = tx.clone();
         tokio::spawn(async move {
-            let answer = tokio::time::timeout(REQUEST_TIMEOUT, client.check(request)).await;
-            let allowed = matches!(answer, Ok(Ok(ref r)) if r.get_ref().status.as_ref().is_some_and(|s| s.code == 0));
+            let answer = tokio::time::timeout(REQUEST_TIMEOUT, client.check(&request)).await;
+            let allowed = matches!(answer, Ok(Ok(ref v)) if v.allowed());
             let latency = u32::try_from(at.elapsed().as_micros()).unwrap_or(u32::MAX);
             let _ = tx.send(allowed.then_some(latency));
             drop(permit);
