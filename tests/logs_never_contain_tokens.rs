@@ -62,7 +62,7 @@ async fn no_token_appears_in_logs_at_any_level() {
     let logs = capture.text();
     // The capture really saw the decisions (so an empty log cannot pass)...
     let fp = hydra_authz::extract::credential::fingerprint(&reader);
-    assert!(logs.contains(&fp), "decision lines carry the token fingerprint");
+    assert!(logs.contains(fp.as_str()), "decision lines carry the token fingerprint");
     assert!(logs.contains("insufficient_scope") && logs.contains("introspection_unavailable"));
     assert!(logs.lines().count() > 50, "TRACE output from the stack was captured");
     // ...and never a token.

@@ -50,7 +50,7 @@ pub struct Outcome {
     pub any_of: Vec<Vec<String>>,
     /// The authenticated caller, also when then denied for scope.
     pub identity: Option<Arc<Identity>>,
-    pub token_fingerprint: Option<String>,
+    pub token_fingerprint: Option<crate::extract::credential::Fingerprint>,
     /// Why the token could not be verified (a 503), for the decision's log line.
     pub failure: Option<String>,
     /// Allowed without a token on an optional-authentication rule.

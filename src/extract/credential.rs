@@ -47,24 +47,57 @@ impl Token {
 
     /// First 8 hex digits of SHA-256: enough to correlate log lines, useless
     /// to replay.
-    pub fn fingerprint(&self) -> String {
-        fingerprint_of(self.digest())
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(self.digest())
     }
 }
 
 /// Fingerprint of an arbitrary secret; see [`Token::fingerprint`].
-pub fn fingerprint(secret: &str) -> String {
-    fingerprint_of(&crate::sha256::of(secret.as_bytes()))
+pub fn fingerprint(secret: &str) -> Fingerprint {
+    Fingerprint::of(&crate::sha256::of(secret.as_bytes()))
 }
 
-/// The first four bytes of a digest in hex (`encode_to_slice`: no
-/// per-character iterator, as every decision line carries one).
-fn fingerprint_of(digest: &[u8; 32]) -> String {
-    let mut hex = [0u8; 8];
-    match hex::encode_to_slice(&digest[..4], &mut hex) {
-        Ok(()) => String::from_utf8_lossy(&hex).into_owned(),
-        // Cannot happen (4 bytes, 8 digits); the slow path says the same.
-        Err(_) => hex::encode(&digest[..4]),
+/// The first four bytes of a secret's SHA-256 in hex: what a log line may
+/// carry instead of the secret. A value, not a `String`: every decision
+/// carries one, and it need not cost an allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 8]);
+
+impl Fingerprint {
+    fn of(digest: &[u8; 32]) -> Fingerprint {
+        let mut hex = [b'?'; 8];
+        // Cannot fail (4 bytes, 8 digits); if it did, the `?`s would show it.
+        let _ = hex::encode_to_slice(&digest[..4], &mut hex);
+        Fingerprint(hex)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Hex digits or `?`: always ASCII.
+        std::str::from_utf8(&self.0).unwrap_or("????????")
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({})", self.as_str())
+    }
+}
+
+impl PartialEq<str> for Fingerprint {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Fingerprint {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -213,8 +246,8 @@ mod tests {
         let t = Token::new("super-secret-token");
         let shown = format!("{t:?} {:?}", Credential::Bearer(t.clone()));
         assert!(!shown.contains("super-secret-token"));
-        assert!(shown.contains(&t.fingerprint()));
-        assert_eq!(t.fingerprint().len(), 8);
+        assert!(shown.contains(t.fingerprint().as_str()));
+        assert_eq!(t.fingerprint().as_str().len(), 8);
     }
 
     /// The fingerprint is the first 8 hex digits of SHA-256 (FIPS 180-2's

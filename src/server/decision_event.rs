@@ -235,7 +235,7 @@ impl<'a> LineFields<'a> {
             rule_id: o.rule_id.as_deref().unwrap_or("-"),
             client_id: o.identity.as_ref().and_then(|i| i.client_id.as_deref()).unwrap_or("-"),
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-            token_fp: o.token_fingerprint.as_deref().unwrap_or("-"),
+            token_fp: o.token_fingerprint.as_ref().map_or("-", |f| f.as_str()),
             stale: served_stale(o),
         }
     }
@@ -277,14 +277,14 @@ mod tests {
             decision: Decision::Allow,
             rule_id: Some("read-date".into()),
             identity: who("reader"),
-            token_fingerprint: Some("084628e0".into()),
+            token_fingerprint: Some(crate::extract::credential::fingerprint("reader's token")),
             ..Outcome::new()
         };
         let scope = Outcome {
             decision: Decision::Deny(DenyReason::InsufficientScope(vec!["post_echo".into()])),
             rule_id: Some("rule \"x\"\n\u{1b}[2K".into()),
             identity: who("evil client_id=admin\u{2028}ü"),
-            token_fingerprint: Some("deadbeef".into()),
+            token_fingerprint: Some(crate::extract::credential::fingerprint("evil's token")),
             ..Outcome::new()
         };
         let unavailable = Outcome {

@@ -82,7 +82,7 @@ async fn cache_serves_repeats_until_purged() {
     let fp = hydra_authz::extract::credential::fingerprint(&other);
     admin
         .purge_token(PurgeTokenRequest {
-            target: Some(Target::Fingerprint(fp)),
+            target: Some(Target::Fingerprint(fp.to_string())),
         })
         .await
         .expect("purge by fingerprint");
