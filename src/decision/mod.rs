@@ -43,11 +43,11 @@ pub struct Engine<A> {
 pub struct Outcome {
     pub decision: Decision,
     /// Which rule or route policy applied.
-    pub rule_id: Option<String>,
+    pub rule_id: Option<Arc<str>>,
     pub public: bool,
-    pub required_scopes: Vec<String>,
+    pub required_scopes: Arc<[String]>,
     /// Alternative scope sets, one of which must be granted (OpenAPI-style).
-    pub any_of: Vec<Vec<String>>,
+    pub any_of: Arc<[Vec<String>]>,
     /// The authenticated caller, also when then denied for scope.
     pub identity: Option<Arc<Identity>>,
     pub token_fingerprint: Option<crate::extract::credential::Fingerprint>,
@@ -72,8 +72,8 @@ impl Outcome {
             decision: Decision::Allow,
             rule_id: None,
             public: false,
-            required_scopes: Vec::new(),
-            any_of: Vec::new(),
+            required_scopes: Arc::default(),
+            any_of: Arc::default(),
             identity: None,
             token_fingerprint: None,
             failure: None,

@@ -5,6 +5,7 @@
 use super::rules::{RuleSet, SlashForms};
 use crate::extract::AuthzRequest;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// Rule id reported when per-route `context_extensions` decided.
 pub const FROM_CONTEXT_EXTENSIONS: &str = "context_extensions";
@@ -14,12 +15,12 @@ pub const FROM_ROUTE_METADATA: &str = "route_metadata";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutePolicy {
     /// A `[[rules]]` id, or one of the `FROM_*` constants.
-    pub rule_id: String,
+    pub rule_id: Arc<str>,
     pub public: bool,
     /// All required; empty means any active token will do.
-    pub scopes: Vec<String>,
+    pub scopes: Arc<[String]>,
     /// When non-empty, one of these sets must also be granted in full.
-    pub any_of: Vec<Vec<String>>,
+    pub any_of: Arc<[Vec<String>]>,
     /// No token: allowed anonymously. A token: verified as usual.
     pub optional: bool,
     /// Where the token may be; empty: the `Authorization` header only.
@@ -152,10 +153,10 @@ fn policy(rule_id: &str, public: bool, scopes: Vec<String>) -> Resolution {
         return Resolution::Misconfigured(format!("{rule_id}: a public route cannot also require scopes"));
     }
     Resolution::Policy(RoutePolicy {
-        rule_id: rule_id.to_owned(),
+        rule_id: rule_id.into(),
         public,
-        scopes,
-        any_of: Vec::new(),
+        scopes: scopes.into(),
+        any_of: Arc::default(),
         optional: false,
         conditions: Default::default(),
         token_from: std::sync::Arc::new([]),
@@ -199,7 +200,7 @@ mod tests {
 
     fn scopes_of(r: Resolution) -> (String, bool, Vec<String>) {
         match r {
-            Resolution::Policy(p) => (p.rule_id, p.public, p.scopes),
+            Resolution::Policy(p) => (p.rule_id.to_string(), p.public, p.scopes.to_vec()),
             other => panic!("expected a policy, got {other:?}"),
         }
     }

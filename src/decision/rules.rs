@@ -16,11 +16,13 @@ pub struct RuleError {
 
 #[derive(Debug)]
 pub struct Rule {
-    pub id: String,
+    /// Shared with every decision it makes (`RoutePolicy`, `Outcome`):
+    /// `Arc`s, so a check clones counts, not text.
+    pub id: std::sync::Arc<str>,
     pub host: Option<GlobMatcher>,
     pub methods: Vec<String>,
-    pub scopes: Vec<String>,
-    pub any_of: Vec<Vec<String>>,
+    pub scopes: std::sync::Arc<[String]>,
+    pub any_of: std::sync::Arc<[Vec<String>]>,
     pub public: bool,
     /// No token is fine; a token given must be valid.
     pub optional: bool,
@@ -89,12 +91,12 @@ impl RuleSet {
                     message,
                 })?;
             rules.push(Rule {
-                id: rc.id.clone(),
+                id: rc.id.as_str().into(),
                 host,
                 // Requests are matched upper-case (`extract::canonical`): so are rules.
                 methods: rc.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
-                scopes: rc.scopes.clone(),
-                any_of: rc.any_of.clone(),
+                scopes: rc.scopes.as_slice().into(),
+                any_of: rc.any_of.as_slice().into(),
                 public: rc.public,
                 optional: rc.optional,
                 conditions: std::sync::Arc::new(super::conditions::Conditions::from_rule(rc)),
@@ -139,7 +141,7 @@ impl RuleSet {
                     methods && host
                 });
             if let Some((_, r)) = earlier {
-                out.push((later.id.as_str(), r.id.as_str()));
+                out.push((&*later.id, &*r.id));
             }
         }
         out
@@ -420,7 +422,7 @@ mod tests {
     }
 
     fn found(s: &RuleSet, m: &str, p: &str) -> Option<String> {
-        s.find(m, "api.local", p).map(|r| r.id.clone())
+        s.find(m, "api.local", p).map(|r| r.id.to_string())
     }
 
     #[test]
@@ -466,7 +468,7 @@ mod tests {
         let forms = |s: &RuleSet, p: &str| {
             let found = s.find("GET", "api.local", p);
             match s.trailing_slash("GET", "api.local", p, found) {
-                SlashForms::Agree => found.map(|r| r.id.clone()).unwrap_or_default(),
+                SlashForms::Agree => found.map(|r| r.id.to_string()).unwrap_or_default(),
                 SlashForms::Stricter(r) => format!("stricter {}", r.id),
                 SlashForms::Ambiguous => "ambiguous".into(),
             }

@@ -40,8 +40,8 @@ pub async fn explain<A: Authenticator>(authorizer: &Authorizer<A>, req: &AuthzRe
     let identity = o.identity.clone().unwrap_or_default();
     let mut e = Explanation {
         allowed: o.is_allowed(),
-        rule_id: o.rule_id.clone().unwrap_or_default(),
-        required_scopes: o.required_scopes.clone(),
+        rule_id: o.rule_id.as_deref().unwrap_or_default().to_owned(),
+        required_scopes: o.required_scopes.to_vec(),
         any_of: o.any_of.iter().map(|set| set.join(" ")).collect(),
         granted_scopes: identity.scopes.iter().map(|s| s.to_string()).collect(),
         client_id: identity.client_id.as_deref().unwrap_or_default().to_owned(),

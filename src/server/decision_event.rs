@@ -86,7 +86,7 @@ fn annotate(span: &tracing::Span, front: Front, req: &AuthzRequest, o: &Outcome,
     span.set_attribute("hydra_authz.reason", reason);
     span.set_attribute("http.response.status_code", i64::from(status));
     if let Some(rule) = &o.rule_id {
-        span.set_attribute("hydra_authz.rule_id", rule.clone());
+        span.set_attribute("hydra_authz.rule_id", rule.to_string());
     }
     if let Some(client) = o.identity.as_ref().and_then(|i| i.client_id.clone()) {
         span.set_attribute("hydra_authz.client_id", client);
