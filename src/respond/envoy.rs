@@ -62,8 +62,8 @@ fn allowed(h: &UpstreamHeaders<'_>, identity: Option<&Identity>, rule_id: Option
 
 /// Room for name/value pairs in an answer: their text, and about eight
 /// bytes each for field keys and lengths (one allocation for most answers).
-fn pairs_len<K: AsRef<str>>(pairs: &[(K, String)]) -> usize {
-    pairs.iter().map(|(k, v)| k.as_ref().len() + v.len() + 8).sum()
+fn pairs_len<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> usize {
+    pairs.iter().map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 8).sum()
 }
 
 fn denied(responder: &Responder, reason: &DenyReason) -> CheckResponse {
@@ -104,11 +104,11 @@ pub fn grpc_code(reason: &DenyReason) -> tonic::Code {
 /// The `Struct`'s entries: the rule, who called and with which scopes, and
 /// the claim headers' values keyed by header name (a nested struct) for
 /// access logs and later filters.
-fn dynamic_metadata<K: AsRef<str>>(
+fn dynamic_metadata<K: AsRef<str>, V: AsRef<str>>(
     w: &mut Writer,
     identity: Option<&Identity>,
     rule_id: Option<&str>,
-    claims: &[(K, String)],
+    claims: &[(K, V)],
 ) {
     if let Some(id) = rule_id {
         w.string_entry("rule_id", id);
@@ -130,7 +130,7 @@ fn dynamic_metadata<K: AsRef<str>>(
         w.entry("claims", |w| {
             w.message(tag::VALUE_STRUCT, |w| {
                 for (k, v) in claims {
-                    w.string_entry(k.as_ref(), v);
+                    w.string_entry(k.as_ref(), v.as_ref());
                 }
             })
         });
@@ -269,10 +269,10 @@ mod tests {
             CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption, HttpStatus, OkHttpResponse,
         };
         use envoy_types::pb::google::protobuf::{Struct, Value};
-        let header = |(k, v): (std::borrow::Cow<'_, str>, String)| HeaderValueOption {
+        let header = |(k, v): (std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)| HeaderValueOption {
             header: Some(HeaderValue {
                 key: k.into_owned(),
-                value: v,
+                value: v.into_owned(),
                 ..Default::default()
             }),
             append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
@@ -333,7 +333,7 @@ mod tests {
                     headers: responder
                         .deny_headers(reason)
                         .into_iter()
-                        .map(|(k, v)| header((k.into(), v)))
+                        .map(|(k, v)| header((k.into(), v.into())))
                         .collect(),
                     body: Responder::problem_body(reason),
                 })),

@@ -61,7 +61,7 @@ pub async fn explain<A: Authenticator>(authorizer: &Authorizer<A>, req: &AuthzRe
                 .into_iter()
                 .map(|(k, v)| match responder.jwt_header() {
                     Some(jwt) if jwt == k => (k.into_owned(), "(signed identity JWT, not shown)".to_owned()),
-                    _ => (k.into_owned(), v),
+                    _ => (k.into_owned(), v.into_owned()),
                 })
                 .collect();
             e.headers_to_remove = h.remove.into_iter().map(Cow::into_owned).collect();

@@ -24,13 +24,15 @@ use std::borrow::Cow;
 ///
 /// Names are borrowed from the responder's config or the outcome: every
 /// allow names a dozen of them, and copying each was most of the
-/// allocations an allow made.
+/// allocations an allow made. Values are borrowed from the identity when
+/// they are its text as it is (a client id, a subject, a single scope),
+/// owned when built for this answer (joined scopes, claims, a signed JWT).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpstreamHeaders<'a> {
-    pub set: Vec<(Cow<'a, str>, String)>,
+    pub set: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     pub remove: Vec<Cow<'a, str>>,
     /// The claim headers among `set` (also sent as dynamic metadata).
-    pub claims: Vec<(Cow<'a, str>, String)>,
+    pub claims: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// Identity and claim headers removed because the value cannot be sent
     /// safely (not plain header text, or a list item holding the separator).
     pub refused: Vec<Cow<'a, str>>,
@@ -134,16 +136,14 @@ impl Responder {
     /// What the upstream learns. Every identity header we own is either set
     /// (overwriting the client's) or removed, so a client cannot smuggle one.
     /// `identity` is `None` on public routes.
-    pub fn upstream_headers(&self, identity: Option<&Identity>) -> UpstreamHeaders<'_> {
+    pub fn upstream_headers<'a>(&'a self, identity: Option<&'a Identity>) -> UpstreamHeaders<'a> {
         let h = &self.headers;
         // A scope with a space in it (a JWT's `scp` item) would read as two
         // to an upstream that splits the header: such a list is refused.
-        let scopes = identity.filter(|i| !i.scopes.is_empty()).map(|i| {
-            if i.scopes.iter().all(|s| is_scope_token(s)) {
-                Ok(i.scopes.join(" "))
-            } else {
-                Err(())
-            }
+        let scopes = identity.filter(|i| !i.scopes.is_empty()).map(|i| match &*i.scopes {
+            _ if !i.scopes.iter().all(|s| is_scope_token(s)) => Err(()),
+            [one] => Ok(Cow::Borrowed(&**one)),
+            many => Ok(Cow::Owned(many.join(" "))),
         });
         let values = [
             (&h.client_id, identity.and_then(|i| i.client_id.as_deref()).map(text)),
@@ -176,6 +176,7 @@ impl Responder {
                 .and_then(|v| claim_header_value(&v, &h.claims_separator))
             {
                 Some(Ok(v)) => {
+                    let v = Cow::<str>::Owned(v);
                     out.set.push((name.clone(), v.clone()));
                     out.claims.push((name, v));
                 }
@@ -196,7 +197,7 @@ impl Responder {
                 None => Vec::new(),
             };
             match identity.and_then(|i| signer.sign(i, &claims)) {
-                Some(jwt) => out.set.push((Cow::Borrowed(signer.header()), jwt)),
+                Some(jwt) => out.set.push((Cow::Borrowed(signer.header()), Cow::Owned(jwt))),
                 None => out.remove.push(Cow::Borrowed(signer.header())),
             }
         }
@@ -233,7 +234,7 @@ impl Responder {
                 TokenSource::Cookie(_) => {
                     cookie_done = true;
                     match &o.cookie_rest {
-                        Some(rest) => h.set.push((Cow::Borrowed("cookie"), rest.clone())),
+                        Some(rest) => h.set.push((Cow::Borrowed("cookie"), Cow::Borrowed(rest.as_str()))),
                         None => h.remove.push(Cow::Borrowed("cookie")),
                     }
                 }
@@ -337,9 +338,9 @@ fn claim_header_value(v: &serde_json::Value, sep: &str) -> Option<Result<String,
 }
 
 /// `v` as a header value, or `Err` when it is not plain header text.
-fn text(v: &str) -> Result<String, ()> {
+fn text(v: &str) -> Result<Cow<'_, str>, ()> {
     if is_header_value_safe(v) {
-        Ok(v.to_owned())
+        Ok(Cow::Borrowed(v))
     } else {
         Err(())
     }
@@ -455,8 +456,27 @@ mod tests {
             ..Default::default()
         };
         let owner = Responder::new(cfg, "r".into());
-        let h = owner.upstream_headers(Some(&reader()));
+        let identity = reader();
+        let h = owner.upstream_headers(Some(&identity));
         assert!(h.remove.iter().any(|n| n == "authorization"));
+    }
+
+    /// A cached allow copies nothing the identity already holds as text;
+    /// only what is built for the answer (several scopes joined) is owned.
+    #[test]
+    fn identity_values_are_borrowed_unless_built() {
+        let owner = responder();
+        let one = Identity {
+            scopes: vec!["read_date".into()].into(),
+            ..reader()
+        };
+        let h = owner.upstream_headers(Some(&one));
+        assert_eq!(h.set.len(), 3, "{h:?}");
+        assert!(h.set.iter().all(|(_, v)| matches!(v, Cow::Borrowed(_))), "{h:?}");
+        let two = reader();
+        let h = owner.upstream_headers(Some(&two));
+        let scopes = h.set.iter().find(|(k, _)| k == "x-scopes").map(|(_, v)| v);
+        assert!(matches!(scopes, Some(Cow::Owned(s)) if s == "read_date x"), "{h:?}");
     }
 
     #[test]
@@ -517,8 +537,9 @@ mod tests {
     #[test]
     fn claims_become_headers_with_their_value_types() {
         let owner = with_claims();
-        let h = owner.upstream_headers(Some(&tenant_identity()));
-        let get = |name: &str| h.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let identity = tenant_identity();
+        let h = owner.upstream_headers(Some(&identity));
+        let get = |name: &str| h.set.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref());
         assert_eq!(get("x-tenant"), Some("acme"));
         assert_eq!(get("x-groups"), Some("admins ops 7"), "lists space-joined");
         assert_eq!(get("x-level"), Some("3"));
@@ -553,7 +574,8 @@ mod tests {
         cfg.claims.insert("x-groups".into(), "ext.groups".into());
         cfg.claims_separator = ",".into();
         let owner = Responder::new(cfg, "api".into());
-        let h = owner.upstream_headers(Some(&tenant_identity()));
+        let identity = tenant_identity();
+        let h = owner.upstream_headers(Some(&identity));
         assert!(h.set.contains(&("x-groups".into(), "admins,ops,7".into())));
     }
 
