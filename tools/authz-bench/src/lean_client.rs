@@ -124,22 +124,20 @@ mod tests {
     use envoy_types::ext_authz::v3::pb::{CheckResponse, DeniedHttpResponse, HttpResponse, OkHttpResponse};
     use envoy_types::pb::google::rpc::Status;
 
-    /// The codec's request bytes are the generated client's, and its answer
-    /// reads the status the generated type reads, for an allow with headers
-    /// and a deny.
-    #[test]
-    fn reads_what_the_generated_client_reads() {
-        let request = check_request("t0ken");
-        assert_eq!(Encoded::of(&request).0, request.encode_to_vec());
-        let allow = CheckResponse {
+    /// An allow as hydra-authz sends it: OK, with headers to remove.
+    fn allow() -> CheckResponse {
+        CheckResponse {
             status: Some(Status::default()),
             http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                 headers_to_remove: vec!["x-user".into(); 5],
                 ..Default::default()
             })),
             ..Default::default()
-        };
-        let deny = CheckResponse {
+        }
+    }
+
+    fn deny() -> CheckResponse {
+        CheckResponse {
             status: Some(Status {
                 code: 16,
                 message: "invalid_token".into(),
@@ -150,14 +148,64 @@ mod tests {
                 ..Default::default()
             })),
             ..Default::default()
-        };
+        }
+    }
+
+    /// The verdict reads the status Envoy's type reads; a missing status
+    /// and a cut message are not allows.
+    #[test]
+    fn reads_the_status_envoys_type_reads() {
         let read = |r: &CheckResponse| Verdict::decode(r.encode_to_vec().as_slice()).expect("decodes");
-        assert!(read(&allow).allowed());
-        assert!(!read(&deny).allowed());
+        assert!(read(&allow()).allowed());
+        assert!(!read(&deny()).allowed());
         assert!(!read(&CheckResponse::default()).allowed());
         assert!(
             Verdict::decode(&b"\x0a\x05\x08"[..]).is_err(),
             "a cut message is an error"
         );
+    }
+
+    /// Over a real connection to the floor's own server: the codec, the
+    /// method path and the framing all have to be right for an allow to
+    /// come back; a deny is not one, and a server that is not there is an
+    /// error (so a floor of fast failures cannot pass for a fast floor).
+    #[tokio::test]
+    async fn a_real_check_tells_allow_from_deny_and_failure() {
+        async fn serve(answer: Option<CheckResponse>) -> SocketAddr {
+            let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into()).expect("bind");
+            let addr = incoming.local_addr().expect("local addr");
+            let service = envoy_types::ext_authz::v3::pb::AuthorizationServer::new(crate::Noop(answer));
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(incoming),
+            );
+            addr
+        }
+        let client = |addr: SocketAddr| {
+            LeanClient::new(
+                Channel::from_shared(format!("http://{addr}"))
+                    .expect("uri")
+                    .connect_lazy(),
+            )
+        };
+        let request = Encoded::of(&check_request("t0ken"));
+        fn within<F: std::future::Future>(f: F) -> tokio::time::Timeout<F> {
+            tokio::time::timeout(Duration::from_secs(10), f)
+        }
+        for (answer, allowed) in [(None, true), (Some(allow()), true), (Some(deny()), false)] {
+            let mut c = client(serve(answer).await);
+            let verdict = within(c.check(&request))
+                .await
+                .expect("answered in time")
+                .expect("a gRPC answer");
+            assert_eq!(verdict.allowed(), allowed);
+        }
+        let gone = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let mut c = client(gone);
+        let failed = within(c.check(&request)).await.expect("failed in time");
+        assert!(failed.is_err(), "{failed:?}");
     }
 }

@@ -165,6 +165,16 @@ impl Authorization for Noop {
     }
 }
 
+/// A baseline row whose checks were not all allowed measured something
+/// else (errors come back fast): refused rather than compared against.
+fn floor((row, denied): (Row, u64)) -> anyhow::Result<Row> {
+    anyhow::ensure!(
+        denied == 0,
+        "the floor answered {denied} checks with something other than an allow"
+    );
+    Ok(row)
+}
+
 #[derive(Default, Clone)]
 pub(crate) struct Row {
     pub(crate) name: String,
@@ -258,11 +268,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (opaque, opaque_addrs) = issuer(TokenFormat::Opaque, Duration::ZERO).await?;
     let one = mint(&opaque, 1);
     let noop = spawn_noop(None).await?;
-    let (mut a, _) = load_on(&noop, &one, c, dur, None).await?;
+    let mut a = floor(load_on(&noop, &one, c, dur, None).await?)?;
     a.name = "a. no-op ext_authz (floor)".into();
     rows.push(a.clone());
     // The floor below saturation, at the d' rows' rate: one gRPC round trip.
-    let (mut floor_paced, _) = load_on(&noop, &one, 4, dur, Some(200)).await?;
+    let mut floor_paced = floor(load_on(&noop, &one, 4, dur, Some(200)).await?)?;
     floor_paced.name = "a'. no-op at a fixed 200 checks/s".into();
     rows.push(floor_paced.clone());
 
@@ -419,7 +429,7 @@ async fn jwt_mode_rows(
     // same JWT-carrying requests (a2).
     let (jwt_iss, jwt_addrs) = issuer(TokenFormat::JwtEdDsa, Duration::ZERO).await?;
     let jwt_tokens = mint(&jwt_iss, 1);
-    let (mut a2, _) = load_on(noop, &jwt_tokens, c, dur, None).await?;
+    let mut a2 = floor(load_on(noop, &jwt_tokens, c, dur, None).await?)?;
     a2.name = "a2. no-op, same JWT-carrying requests as c".into();
     rows.push(a2.clone());
     let extra = format!(
