@@ -139,11 +139,17 @@ impl Responder {
     pub fn upstream_headers<'a>(&'a self, identity: Option<&'a Identity>) -> UpstreamHeaders<'a> {
         let h = &self.headers;
         // A scope with a space in it (a JWT's `scp` item) would read as two
-        // to an upstream that splits the header: such a list is refused.
-        let scopes = identity.filter(|i| !i.scopes.is_empty()).map(|i| match &*i.scopes {
-            _ if !i.scopes.iter().all(|s| is_scope_token(s)) => Err(()),
-            [one] => Ok(Cow::Borrowed(&**one)),
-            many => Ok(Cow::Owned(many.join(" "))),
+        // to an upstream that splits the header: such a list is refused, as
+        // is one longer than any identity header may be (4 KiB).
+        let scopes = identity.filter(|i| !i.scopes.is_empty()).map(|i| {
+            let value = match &*i.scopes {
+                [one] => Cow::Borrowed(&**one),
+                many => Cow::Owned(many.join(" ")),
+            };
+            match i.scopes.iter().all(|s| is_scope_token(s)) && is_header_value_safe(&value) {
+                true => Ok(value),
+                false => Err(()),
+            }
         });
         let values = [
             (&h.client_id, identity.and_then(|i| i.client_id.as_deref()).map(text)),
@@ -623,6 +629,22 @@ mod tests {
         assert!(h.set.iter().all(|(k, _)| k != "x-scopes"), "{h:?}");
         assert!(h.refused.iter().any(|n| n == "x-scopes"));
         assert!(h.set.iter().any(|(k, _)| k == "x-client-id"), "the rest is still sent");
+
+        // Scopes that join to more than 4 KiB: refused like any other value.
+        let mut i = reader();
+        i.scopes = (0..400)
+            .map(|n| format!("scope_{n:04}").into())
+            .collect::<Vec<_>>()
+            .into();
+        let h = owner.upstream_headers(Some(&i));
+        assert!(h.set.iter().all(|(k, _)| k != "x-scopes"), "{h:?}");
+        assert!(h.refused.iter().any(|n| n == "x-scopes"));
+        i.scopes = i.scopes[..300].into();
+        let h = owner.upstream_headers(Some(&i));
+        assert!(
+            h.set.iter().any(|(k, v)| k == "x-scopes" && v.len() == 300 * 11 - 1),
+            "{h:?}"
+        );
 
         let mut i = reader();
         i.subject = Some("a\r\nx-admin: 1".into());
