@@ -92,6 +92,12 @@ impl Outcome {
     pub fn is_allowed(&self) -> bool {
         self.decision == Decision::Allow
     }
+
+    /// The token's fingerprint as log lines show it (`token_fp`), `-` when
+    /// no token was read.
+    pub fn token_fp(&self) -> &str {
+        self.token_fingerprint.as_ref().map_or("-", |f| f.as_str())
+    }
 }
 
 impl Default for Outcome {

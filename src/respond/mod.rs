@@ -258,7 +258,7 @@ impl Responder {
                 target: "hydra_authz::decision",
                 header = %crate::telemetry::Escaped(name),
                 claim = %crate::telemetry::Escaped(self.headers.claims.get(&**name).map_or("-", String::as_str)),
-                token_fp = o.token_fingerprint.as_ref().map_or("-", |f| f.as_str()),
+                token_fp = o.token_fp(),
                 "identity header removed: its value is not a safe header value (control characters, non-ASCII, over 4 KiB, or a list item holding the separator)"
             );
         }

@@ -235,7 +235,7 @@ impl<'a> LineFields<'a> {
             rule_id: o.rule_id.as_deref().unwrap_or("-"),
             client_id: o.identity.as_ref().and_then(|i| i.client_id.as_deref()).unwrap_or("-"),
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-            token_fp: o.token_fingerprint.as_ref().map_or("-", |f| f.as_str()),
+            token_fp: o.token_fp(),
             stale: served_stale(o),
         }
     }
