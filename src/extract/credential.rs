@@ -89,12 +89,6 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
-impl PartialEq<str> for Fingerprint {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
 impl PartialEq<&str> for Fingerprint {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
