@@ -130,21 +130,27 @@ fn servers_base_path(doc: &Value, warnings: &mut Vec<String>) -> String {
 /// a segment parameter; a template inside a segment (`{id}.json`,
 /// `{a}-{b}`) becomes a within-segment `*`.
 fn rule_path(template: &str) -> String {
+    // Literal text in the form requests are matched in (`/städte` is
+    // `/st%C3%A4dte`); text it cannot take stays, for the loader to refuse.
+    let literal = |text: &str| crate::extract::path::canonical_pattern_text(text).unwrap_or_else(|| text.to_owned());
     template
         .split('/')
         .map(|seg| {
             let whole = seg.starts_with('{') && seg.ends_with('}') && seg.matches('{').count() == 1;
-            if whole || !seg.contains('{') {
+            if whole {
                 return seg.to_owned();
+            }
+            if !seg.contains('{') {
+                return literal(seg);
             }
             let mut out = String::new();
             let mut rest = seg;
             while let Some(open) = rest.find('{') {
-                out.push_str(&rest[..open]);
+                out.push_str(&literal(&rest[..open]));
                 out.push('*');
                 rest = rest[open..].find('}').map_or("", |close| &rest[open + close + 1..]);
             }
-            out.push_str(rest);
+            out.push_str(&literal(rest));
             out
         })
         .collect::<Vec<_>>()
@@ -387,6 +393,26 @@ mod tests {
         assert_eq!(id("HEAD"), Some(head.id.as_str().into()), "HEAD needs scope a");
         assert_eq!(id("GET"), Some(get.id.as_str().into()), "GET is public");
         assert!(!head.public && get.public);
+    }
+
+    /// A path with non-ASCII or characters a URL escapes becomes a rule in
+    /// the escaped form requests are matched in, whichever way they came.
+    #[test]
+    fn non_ascii_paths_become_rules_requests_can_match() {
+        let i = imported("paths:\n  /st\u{e4}dte/{id}:\n    get: {security: [{oauth: [a]}]}\n  /a|b/x{n}:\n    get: {security: [{oauth: [b]}]}\n");
+        let paths: Vec<_> = i.rules.iter().map(|r| r.path.as_str()).collect();
+        assert!(
+            paths.contains(&"/st%C3%A4dte/{id}") && paths.contains(&"/a%7Cb/x*"),
+            "{paths:?}"
+        );
+        let rules = crate::decision::rules::RuleSet::compile(&i.rules).expect("rules compile");
+        for raw in ["/st\u{e4}dte/1", "/st%c3%a4dte/1", "/a|b/x1", "/a%7cb/x1"] {
+            let path = crate::extract::path::normalize(raw).expect("normalized");
+            assert!(
+                rules.find("GET", "", &path).is_some(),
+                "{raw:?} as {path:?} must meet its rule"
+            );
+        }
     }
 
     #[test]

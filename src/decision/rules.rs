@@ -349,10 +349,14 @@ fn segments_glob(pattern: &str, path: &str) -> Result<String, String> {
                         glob.push('*');
                     }
                     if !crate::extract::path::is_canonical_pattern_text(part) {
+                        let hint = crate::extract::path::canonical_pattern_text(part)
+                            .map(|c| format!(" (here: {c:?})"))
+                            .unwrap_or_default();
                         return Err(format!(
-                            "{pattern:?}: {part:?} is not how request paths are matched: write `!$&'()*+,=:@~` and \
-                             letters, digits, `-._` as themselves (not `%3A`), other escapes in upper-case hex \
-                             (`%C3%A9`), and no `;`, `\\` or control characters"
+                            "{pattern:?}: {part:?} is not how request paths are matched{hint}: write \
+                             `!$&'()*+,=:@~` and letters, digits, `-._` as themselves (not `%3A`), non-ASCII, \
+                             spaces and `\"<>[]^`{{|}}` as upper-case UTF-8 escapes (`é` is `%C3%A9`), \
+                             and no `;`, `\\` or control characters"
                         ));
                     }
                     // `,` separates alternatives, should a glob hold `{...}`.
@@ -541,11 +545,13 @@ mod tests {
 
     #[test]
     fn within_segment_wildcard_and_literal_metachars() {
-        let s = set(vec![rule("json", &[], "/files/*.json"), rule("lit", &[], "/a[b]")]);
+        let s = set(vec![rule("json", &[], "/files/*.json"), rule("lit", &[], "/a%5Bb%5D")]);
         assert!(found(&s, "GET", "/files/x.json").is_some());
         assert!(found(&s, "GET", "/files/x/y.json").is_none());
-        assert_eq!(found(&s, "GET", "/a[b]").as_deref(), Some("lit"));
+        // Requests spell `[` and `]` escaped (extract::path), and so do rules.
+        assert_eq!(found(&s, "GET", "/a%5Bb%5D").as_deref(), Some("lit"));
         assert!(found(&s, "GET", "/ab").is_none());
+        assert!(found(&s, "GET", "/a%5B").is_none());
     }
 
     #[test]
@@ -658,10 +664,21 @@ mod tests {
             "/a;b",
             "/a\\b",
             "/a//b",
+            // Raw, where requests are matched escaped:
+            "/caf\u{e9}",
+            "/a b",
+            "/a|b",
         ] {
             let err = RuleSet::compile(&[rule("r", &[], bad)]).expect_err(bad).to_string();
             assert!(err.contains("rules[0].path"), "{err}");
         }
+        let err = RuleSet::compile(&[rule("r", &[], "/st\u{e4}dte/*")])
+            .expect_err("raw")
+            .to_string();
+        assert!(
+            err.contains("(here: \"st%C3%A4dte\")"),
+            "the message names the form to write: {err}"
+        );
         for good in ["/caf%C3%A9", "/a%3Fb", "/a%20b", "/a/**/b", "/files/*.json", "/files/"] {
             RuleSet::compile(&[rule("r", &[], good)]).expect(good);
         }

@@ -22,8 +22,12 @@
 //!    *starts* with `//` is refused before it gets here, by every front
 //!    door (`AuthzRequest::with_target`: 400 `authority_like_target`).
 //!
+//! 5. characters a path may not hold raw (non-ASCII, space, `"<>[]^`{|}`)
+//!    are escaped, upper-case: `/städte` is `/st%C3%A4dte`, the one form
+//!    whichever way a front door passed it.
+//!
 //! Case is kept: `/DATE` is not `/date`. Non-ASCII look-alikes (`/dаte` with
-//! a Cyrillic а) stay distinct and match no ASCII rule.
+//! a Cyrillic а, `/d%D0%B0te`) stay distinct and match no ASCII rule.
 
 use super::refusal::PathProblem;
 
@@ -63,15 +67,22 @@ fn decode_unreserved(path: &str) -> Result<String, PathProblem> {
         if b != b'%' {
             // Safe: we only split at ASCII bytes, so multi-byte UTF-8 stays whole.
             let next = path[i..].find('%').map_or(path.len(), |n| i + n);
-            for c in path[i..next].chars() {
+            let run = &path[i..next];
+            let mut kept = 0;
+            for (at, c) in run.char_indices() {
                 if c.is_control() {
                     return Err(PathProblem::ControlCharacters);
                 }
                 if c == '\\' || c == ';' {
                     check_char(c as u8)?;
                 }
+                if escaped_in_paths(c) {
+                    out.push_str(&run[kept..at]);
+                    push_escaped(&mut out, c);
+                    kept = at + c.len_utf8();
+                }
             }
-            out.push_str(&path[i..next]);
+            out.push_str(&run[kept..]);
             i = next;
             continue;
         }
@@ -90,6 +101,26 @@ fn decode_unreserved(path: &str) -> Result<String, PathProblem> {
         i += 3;
     }
     Ok(out)
+}
+
+/// Characters a path may not hold raw (RFC 3986 §3.3): non-ASCII, space
+/// and `"<>[]^`{|}`. A door that passes them raw (nginx's `$request_uri`,
+/// Envoy without `normalize_path`) and one that escapes them reach the
+/// same upstream route, so both are matched as the escape: `/städte` and
+/// `/st%C3%A4dte` are one path here, as they are to the upstream.
+fn escaped_in_paths(c: char) -> bool {
+    !c.is_ascii() || matches!(c, ' ' | '"' | '<' | '>' | '[' | ']' | '^' | '`' | '{' | '|' | '}')
+}
+
+/// `c`'s UTF-8 bytes as upper-case `%XX` escapes.
+fn push_escaped(out: &mut String, c: char) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut utf8 = [0; 4];
+    for b in c.encode_utf8(&mut utf8).bytes() {
+        out.push('%');
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
 }
 
 /// Unreserved characters, sub-delimiters (`;` is refused before this),
@@ -123,6 +154,12 @@ pub fn is_canonical_pattern_text(text: &str) -> bool {
     decode_unreserved(text).is_ok_and(|d| d == text)
 }
 
+/// The form [`is_canonical_pattern_text`] wants for `text`, if it has one
+/// (for the loader's error message and the OpenAPI import).
+pub fn canonical_pattern_text(text: &str) -> Option<String> {
+    decode_unreserved(text).ok()
+}
+
 fn check_char(b: u8) -> Result<(), PathProblem> {
     match b {
         b'\\' => Err(PathProblem::EncodedSlash),
@@ -150,7 +187,11 @@ mod tests {
             ("/", "/"),
             ("/DATE", "/DATE"),
             ("/%2564ate", "/%2564ate"),
-            ("/d\u{0430}te", "/d\u{0430}te"),
+            ("/d\u{0430}te", "/d%D0%B0te"),
+            ("/d%d0%b0te", "/d%D0%B0te"),
+            ("/st\u{e4}dte/1", "/st%C3%A4dte/1"),
+            ("/a b|c\"<>[]^`{}", "/a%20b%7Cc%22%3C%3E%5B%5D%5E%60%7B%7D"),
+            ("/\u{1F600}", "/%F0%9F%98%80"),
             ("/caf%C3%A9", "/caf%C3%A9"),
             ("/a%3fb", "/a%3Fb"),
             ("/a%2a", "/a*"),
@@ -190,5 +231,23 @@ mod tests {
             assert!(normalize(raw).is_err(), "{raw:?} must be refused");
         }
         assert!(normalize(&format!("/{}", "a".repeat(MAX_PATH_LEN))).is_err());
+    }
+
+    /// A character passed raw by one front door and escaped by another is
+    /// one path, and that path is its own normal form.
+    #[test]
+    fn raw_and_escaped_spellings_are_one_path() {
+        for (raw, escaped) in [
+            ("/st\u{e4}dte/1", "/st%c3%a4dte/1"),
+            ("/a|b", "/a%7Cb"),
+            ("/a b", "/a%20b"),
+            ("/x[1]{2}", "/x%5B1%5D%7B2%7D"),
+        ] {
+            let (a, b) = (normalize(raw), normalize(escaped));
+            assert_eq!(a, b, "{raw:?} and {escaped:?}");
+            let a = a.expect("normalized");
+            assert_eq!(normalize(&a).as_deref(), Ok(a.as_str()));
+            assert!(is_canonical_pattern_text(&a) && !is_canonical_pattern_text(raw));
+        }
     }
 }

@@ -111,6 +111,22 @@ fn forward_auth_config(introspection_url: &str) -> Config {
         public: true,
         ..Default::default()
     });
+    // A path a URL may not hold raw (`|`), before a public glob that its
+    // raw spelling would otherwise fall to.
+    c.rules.push(RuleConfig {
+        id: "pipe-admin".into(),
+        methods: vec!["GET".into()],
+        path: "/x%7Cy".into(),
+        scopes: vec!["admin".into()],
+        ..Default::default()
+    });
+    c.rules.push(RuleConfig {
+        id: "x-public".into(),
+        methods: vec!["GET".into()],
+        path: "/x*".into(),
+        public: true,
+        ..Default::default()
+    });
     c
 }
 
@@ -631,6 +647,21 @@ async fn seed_scenario_through(b: KitBehaviour) {
             token.is_some()
         );
     }
+
+    // `|` raw (as the client sent it; nginx passes $request_uri as is) or
+    // escaped is one path to the upstream, and to the rules: never the
+    // public glob's.
+    for path in ["/x|y", "/x%7Cy", "/x%7cy"] {
+        let hits = upstream.hits();
+        let r = send(Method::GET, &url(path), &[("authorization", &reader)]).await;
+        assert!(!r.status.is_success(), "{name}: {path}: {} {}", r.status, r.text);
+        if b.passes_problem_body || r.status == StatusCode::FORBIDDEN {
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{name}: {path}: {}", r.text);
+        }
+        assert_eq!(upstream.hits(), hits, "{name}: {path}: reached the upstream");
+    }
+    let r = send(Method::GET, &url("/xz"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{name}: the public glob itself: {}", r.text);
 
     // Revoked at the OAuth2 server: refused on the very next request (no cache).
     oauth2.revoke("reader", &reader_token).await;
