@@ -70,7 +70,7 @@ pub fn method_override(method: &str, headers: &super::headers::Headers, query: &
 /// `$_GET`): leading spaces dropped, a `[...]` suffix dropped, and `.`,
 /// ` ` and an unmatched `[` made `_` (`.method`, `[method`, `_method[]`
 /// are all `_method` there).
-fn as_php_reads_it(name: &str) -> String {
+pub(super) fn as_php_reads_it(name: &str) -> String {
     let name = name.trim_start_matches(' ');
     let base = match name.find('[') {
         Some(i) if name[i..].contains(']') => &name[..i],

@@ -156,8 +156,9 @@ pub(crate) fn query_has_access_token(raw_path: &str) -> bool {
         return false;
     };
     let query = query.split('#').next().unwrap_or_default();
-    // Also after a ';', which Rack 2 and older Python servers split at.
+    // Also after a ';', which Rack 2 and older Python servers split at,
+    // and in the spellings PHP reads as `access_token` (`access.token`).
     query
         .split(';')
-        .any(|part| form_urlencoded::parse(part.as_bytes()).any(|(k, _)| k == "access_token"))
+        .any(|part| form_urlencoded::parse(part.as_bytes()).any(|(k, _)| sources::reads_as(&k, "access_token")))
 }

@@ -154,9 +154,10 @@ fn cookies<'r>(req: &'r AuthzRequest, name: &'r str) -> Result<impl Iterator<Ite
 }
 
 /// Every value of query parameter `name`. The name must be spelled as is:
-/// Envoy's `query_parameters_to_remove` matches raw names, so a
-/// percent-encoded spelling (`access%5Ftoken`) would be authorized here
-/// and then not stripped. Such a request is refused.
+/// Envoy's `query_parameters_to_remove` matches raw names, so another
+/// spelling an upstream reads as the same name would be authorized here
+/// and then not stripped: percent-encoded (`access%5Ftoken`), or as PHP
+/// reads it (`access.token`, `access_token[]`). Such a request is refused.
 fn query(req: &AuthzRequest, name: &str) -> Result<Vec<String>, CredentialProblem> {
     let mut values = Vec::new();
     // Rack 2 and older Python servers split a query at ';' too: a token
@@ -165,7 +166,7 @@ fn query(req: &AuthzRequest, name: &str) -> Result<Vec<String>, CredentialProble
     if req
         .query
         .split('&')
-        .any(|p| p.split(';').skip(1).any(|q| query_key(q) == name))
+        .any(|p| p.split(';').skip(1).any(|q| reads_as(&query_key(q), name)))
     {
         return Err(CredentialProblem::SemicolonQuery);
     }
@@ -174,7 +175,7 @@ fn query(req: &AuthzRequest, name: &str) -> Result<Vec<String>, CredentialProble
         let Some((key, value)) = form_urlencoded::parse(pair.as_bytes()).next() else {
             continue;
         };
-        if key != name {
+        if !reads_as(&key, name) {
             continue;
         }
         if raw_key != name {
@@ -183,6 +184,12 @@ fn query(req: &AuthzRequest, name: &str) -> Result<Vec<String>, CredentialProble
         values.push(value.into_owned());
     }
     Ok(values)
+}
+
+/// Whether an upstream reads the decoded query name `key` as `name`:
+/// itself, or the name PHP makes of it (`$_GET`; Symfony, Laravel).
+pub(super) fn reads_as(key: &str, name: &str) -> bool {
+    key == name || (key.contains([' ', '.', '[']) && super::canonical::as_php_reads_it(key) == name)
 }
 
 /// A query pair's name, decoded as a server would read it.
@@ -432,5 +439,30 @@ mod tests {
             Ok(Some(("t0k".into(), "query:access_token".into())))
         );
         assert!(crate::extract::query_has_access_token("/date?x=1;access_token=evil"));
+        // PHP (`$_GET`) reads these as `access_token`: the last one wins
+        // there, and Envoy's query_parameters_to_remove would not strip it.
+        for spelt in [
+            "access.token",
+            "access+token",
+            "access%20token",
+            "+access_token",
+            "access_token[]",
+            "access[token",
+        ] {
+            let q = format!("access_token=good&{spelt}=evil");
+            let r = req(&[], &q, None);
+            assert_eq!(
+                token(find(&r, &sources(&["query:access_token"]))),
+                Err(CredentialProblem::EncodedQueryName),
+                "{q}"
+            );
+            assert!(
+                crate::extract::query_has_access_token(&format!("/date?{spelt}=evil")),
+                "{spelt}"
+            );
+        }
+        assert!(!crate::extract::query_has_access_token(
+            "/date?access.tokens=x&access_token_x=y"
+        ));
     }
 }
