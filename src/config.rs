@@ -535,6 +535,18 @@ impl Config {
                 ));
             }
         }
+        // Every header the upstream is told, by name: one name, one meaning.
+        let mut told: Vec<&str> = vec![&h.client_id, &h.scopes, &h.subject];
+        told.extend(h.claims.keys().map(String::as_str));
+        if self.upstream_jwt.enabled {
+            if told.contains(&self.upstream_jwt.header.as_str()) {
+                return Err(invalid(
+                    "upstream_jwt.header",
+                    "already an identity or claim header (client_id, scopes, subject, headers.claims)",
+                ));
+            }
+            told.push(&self.upstream_jwt.header);
+        }
         if h.claims_separator.is_empty() || !h.claims_separator.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
             return Err(invalid("headers.claims_separator", "must be visible ASCII or spaces"));
         }
@@ -588,8 +600,18 @@ impl Config {
                 }
             }
             for (i, source) in rule.token_from.iter().enumerate() {
-                crate::extract::sources::TokenSource::parse(source)
+                let source = crate::extract::sources::TokenSource::parse(source)
                     .map_err(|why| invalid(format!("{key}.token_from[{i}]"), why))?;
+                // A header we set for the upstream cannot also carry the
+                // caller's token (in any '-'/'_' spelling).
+                if let crate::extract::sources::TokenSource::Header(name) = &source {
+                    if told.contains(&name.replace('_', "-").as_str()) {
+                        return Err(invalid(
+                            format!("{key}.token_from[{i}]"),
+                            format!("{name:?} is a header hydra-authz sets for the upstream"),
+                        ));
+                    }
+                }
             }
             if rule.public && rule.optional {
                 return Err(invalid(
@@ -651,19 +673,66 @@ pub const MIN_JWKS_REFRESH_INTERVAL_MS: u64 = 100;
 /// entered as 86400) would quietly keep expired tokens alive.
 pub const MAX_LEEWAY_S: u64 = 300;
 
+/// Header names no identity or claim header may take: a token's claim
+/// would choose their value. Credentials, framing and hop-by-hop headers,
+/// the proxies' own control and forwarded facts (which the front doors set
+/// and the upstream trusts), cache control (the forward-auth answer's
+/// `no-store`), the challenge, and the method overrides an upstream
+/// framework obeys.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+    "host",
+    "cookie",
+    "set-cookie",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "expect",
+    "forwarded",
+    "via",
+    "x-real-ip",
+    "x-request-id",
+    "cache-control",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Prefixes of reserved names: Envoy's control headers and the forwarded
+/// facts of every front door (`x-forwarded-uri`, `x-original-method`).
+const RESERVED_HEADER_PREFIXES: &[&str] = &["x-envoy-", "x-forwarded-", "x-original-"];
+
+fn is_reserved_header(name: &str) -> bool {
+    RESERVED_HEADERS.contains(&name) || RESERVED_HEADER_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 fn validate_header_name(key: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !matches!(
-            name,
-            "authorization" | "host" | "cookie" | "content-length" | "transfer-encoding"
-        );
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !ok {
         return Err(invalid(
             key,
-            format!("{name:?} must be a lower-case header name (a-z, 0-9, '-') that is not a reserved header"),
+            format!("{name:?} must be a lower-case header name (a-z, 0-9, '-')"),
+        ));
+    }
+    if is_reserved_header(name) {
+        return Err(invalid(
+            key,
+            format!(
+                "{name:?} is a reserved header (credentials, framing, hop-by-hop, proxy control, forwarded facts, \
+                 cache control or a method override): a token's claims must not choose its value"
+            ),
         ));
     }
     // Every '-'/'_' spelling of the name is removed from requests; past

@@ -179,6 +179,63 @@ fn bad_values_are_errors_naming_the_key() {
     }
 }
 
+/// A header whose value a token's claim would choose, or one name told
+/// two things: refused, with the key and why.
+#[test]
+fn reserved_and_colliding_header_names_are_refused() {
+    for name in [
+        "connection",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+        "cache-control",
+        "forwarded",
+        "x-forwarded-for",
+        "x-envoy-original-path",
+        "x-original-uri",
+        "x-http-method-override",
+        "content-type",
+    ] {
+        let e = load_err(&format!("[headers.claims]\n\"{name}\" = \"ext.tenant\"\n"));
+        assert!(
+            e.contains(&format!("headers.claims.{name}")) && e.contains("reserved header"),
+            "{name}: {e}"
+        );
+        let e = load_err(&format!("[headers]\nsubject = \"{name}\"\n"));
+        assert!(
+            e.contains("headers.subject") && e.contains("reserved header"),
+            "{name}: {e}"
+        );
+    }
+    let jwt = "[upstream_jwt]\nenabled = true\nkey_file = \"k.pem\"\nissuer = \"i\"\naudience = \"a\"\n";
+    for toml in [
+        format!("{jwt}header = \"x-subject\"\n"),
+        format!("{jwt}header = \"x-tenant\"\n[headers.claims]\n\"x-tenant\" = \"ext.tenant\"\n"),
+    ] {
+        let e = load_err(&toml);
+        assert!(
+            e.contains("upstream_jwt.header") && e.contains("already an identity or claim header"),
+            "{toml:?}: {e}"
+        );
+    }
+    for source in ["header:x-client-id", "header:x_scopes"] {
+        let e = load_err(&format!(
+            "[[rules]]\nid = \"a\"\npath = \"/a\"\ntoken_from = [\"{source}\"]\n"
+        ));
+        assert!(
+            e.contains("rules[0].token_from[0]") && e.contains("sets for the upstream"),
+            "{source}: {e}"
+        );
+    }
+    // Not reserved: a header merely starting like one.
+    let ok = "[headers.claims]\n\"x-tenant\" = \"ext.tenant\"\n\"x-forwarder-team\" = \"ext.team\"\n";
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", ok)?;
+        Config::load(Path::new("c.toml")).expect("valid config");
+        Ok(())
+    });
+}
+
 #[test]
 fn missing_file_is_an_error() {
     let e = Config::load(Path::new("/nonexistent/hydra-authz.toml")).expect_err("missing");
