@@ -634,8 +634,11 @@ impl Config {
                 }
             }
             for s in rule.scopes.iter().chain(rule.any_of.iter().flatten()) {
-                if s.is_empty() || s.contains(char::is_whitespace) {
-                    return Err(invalid(format!("{key}.scopes"), format!("{s:?} is not a valid scope")));
+                if !crate::decision::scopes::is_scope_token(s) {
+                    return Err(invalid(
+                        format!("{key}.scopes"),
+                        format!("{s:?} is not a scope token (visible ASCII but '\"' and '\\', RFC 6749 §3.3)"),
+                    ));
                 }
             }
         }

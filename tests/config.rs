@@ -135,6 +135,15 @@ fn bad_values_are_errors_naming_the_key() {
             "[[rules]]\nid = \"a\"\npath = \"/a\"\nhost = \"h:80\"\n",
             "rules[0].host",
         ),
+        // Quoted in the challenge as written: no '"' or '\\'.
+        (
+            "[[rules]]\nid = \"a\"\npath = \"/a\"\nscopes = [\"a\\\" error=\\\"x\"]\n",
+            "rules[0].scopes",
+        ),
+        (
+            "[[rules]]\nid = \"a\"\npath = \"/a\"\nany_of = [[\"a\\\\b\"]]\n",
+            "rules[0].scopes",
+        ),
         // Refused by `config check` too, not only when the server starts.
         ("[log]\nlevel = \"info,hyper=loud\"\n", "log.level"),
         (

@@ -100,13 +100,25 @@ fn from_context_extensions(req: &AuthzRequest) -> Option<Resolution> {
     if !public && scopes.is_none() {
         return None;
     }
-    Some(policy(
-        FROM_CONTEXT_EXTENSIONS,
-        public,
-        scopes
-            .map(|s| s.split_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default(),
-    ))
+    let scopes = match scopes.map(|s| scope_list(s)) {
+        None => Vec::new(),
+        Some(Some(list)) => list,
+        Some(None) => {
+            return Some(Resolution::Misconfigured(
+                "context_extensions required_scopes must be scope tokens separated by spaces".into(),
+            ))
+        }
+    };
+    Some(policy(FROM_CONTEXT_EXTENSIONS, public, scopes))
+}
+
+/// Space-separated scope tokens (RFC 6749 §3.3), or `None` when one is not
+/// a scope token: it would be quoted in the challenge as it is.
+fn scope_list(s: &str) -> Option<Vec<String>> {
+    s.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(|s| crate::decision::scopes::is_scope_token(s).then(|| s.to_owned()))
+        .collect()
 }
 
 fn from_metadata(meta: &Map<String, Value>) -> Option<Resolution> {
@@ -121,15 +133,22 @@ fn from_metadata(meta: &Map<String, Value>) -> Option<Resolution> {
     };
     let scopes = match meta.get("required_scopes") {
         None => None,
-        Some(Value::String(s)) => Some(s.split_whitespace().map(str::to_owned).collect()),
+        Some(Value::String(s)) => match scope_list(s) {
+            Some(list) => Some(list),
+            None => {
+                return Some(Resolution::Misconfigured(
+                    "route metadata hydra_authz.required_scopes must be scope tokens separated by spaces".into(),
+                ))
+            }
+        },
         Some(Value::Array(list)) => {
             let mut out = Vec::with_capacity(list.len());
             for v in list {
                 match v {
-                    Value::String(s) if !s.is_empty() && !s.contains(char::is_whitespace) => out.push(s.clone()),
+                    Value::String(s) if crate::decision::scopes::is_scope_token(s) => out.push(s.clone()),
                     _ => {
                         return Some(Resolution::Misconfigured(
-                            "route metadata hydra_authz.required_scopes must list non-empty strings".into(),
+                            "route metadata hydra_authz.required_scopes must list scope tokens".into(),
                         ))
                     }
                 }
@@ -251,6 +270,14 @@ mod tests {
             req(&[("public", "true"), ("required_scopes", "a")], None),
             req(&[], Some(meta(vec![("public", s("true"))]))),
             req(&[], Some(meta(vec![("required_scopes", json!(1.0))]))),
+            // Quoted in the challenge as they are: a quote, a backslash or
+            // a control character would break (or forge) its parameters.
+            req(&[("required_scopes", "a\" error=\"x")], None),
+            req(&[("required_scopes", "a\\b")], None),
+            req(&[("required_scopes", "a\r\nx: y")], None),
+            req(&[], Some(meta(vec![("required_scopes", s("read \"x"))]))),
+            req(&[], Some(meta(vec![("required_scopes", json!(["ok", "a\"b"]))]))),
+            req(&[], Some(meta(vec![("required_scopes", json!(["caf\u{e9}"]))]))),
         ] {
             assert!(matches!(resolve(&r, &rules()), Resolution::Misconfigured(_)), "{r:?}");
         }

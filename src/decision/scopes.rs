@@ -3,6 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// An RFC 6749 §3.3 scope-token: visible ASCII but `"` and `\\`, no space.
+/// Required scopes (rules, route metadata) must be one: they are quoted in
+/// the `WWW-Authenticate` challenge.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScopeStrategy {

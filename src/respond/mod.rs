@@ -146,7 +146,7 @@ impl Responder {
                 [one] => Cow::Borrowed(&**one),
                 many => Cow::Owned(many.join(" ")),
             };
-            match i.scopes.iter().all(|s| is_scope_token(s)) && is_header_value_safe(&value) {
+            match i.scopes.iter().all(|s| crate::decision::scopes::is_scope_token(s)) && is_header_value_safe(&value) {
                 true => Ok(value),
                 false => Err(()),
             }
@@ -374,11 +374,6 @@ pub(crate) fn scopes_join_unambiguously(scopes: &[std::sync::Arc<str>]) -> bool 
     scopes.iter().all(|s| {
         !s.is_empty() && (s.bytes().all(|b| b.is_ascii_graphic()) || (!s.chars().any(splits) && is_metadata_text(s)))
     })
-}
-
-/// An RFC 6749 §3.3 scope-token: visible ASCII but `"` and `\\`, no space.
-pub(crate) fn is_scope_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
 /// Values come from the introspection answer; refuse anything that is not a

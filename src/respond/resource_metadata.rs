@@ -37,6 +37,18 @@ impl ResourceMetadataConfig {
         let Some(resource) = &self.resource else {
             return Ok(());
         };
+        // `Url::parse` drops CR, LF and tabs silently; these go into a
+        // header and a JSON document as written, so the text itself is checked.
+        for s in std::iter::once(resource)
+            .chain(&self.authorization_servers)
+            .chain(&self.metadata_url)
+        {
+            if !s.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "{s:?}: a URL here is visible ASCII (no spaces or control characters)"
+                ));
+            }
+        }
         let url = reqwest::Url::parse(resource).map_err(|e| format!("resource: {e}"))?;
         if url.fragment().is_some() || !matches!(url.scheme(), "https" | "http") {
             return Err("resource must be an http(s) URL without a fragment (RFC 9728 §1.2)".into());
@@ -47,7 +59,7 @@ impl ResourceMetadataConfig {
         if let Some(bad) = self
             .scopes_supported
             .iter()
-            .find(|s| s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\'))
+            .find(|s| !crate::decision::scopes::is_scope_token(s))
         {
             return Err(format!("scopes_supported: {bad:?} is not a scope token"));
         }
@@ -135,6 +147,16 @@ mod tests {
         assert!(cfg("not a url").validate().is_err());
         let mut c = cfg("https://api.example.com");
         c.scopes_supported.push("a b".into());
+        assert!(c.validate().is_err());
+        // Url::parse would drop the CR/LF and pass it; it goes into a header.
+        for bad in ["https://api.example.com/\r\nx: y", "https://api.example.com/a\tb"] {
+            let mut c = cfg("https://api.example.com");
+            c.metadata_url = Some(bad.into());
+            assert!(c.validate().is_err(), "{bad:?}");
+            assert!(cfg(bad).validate().is_err(), "{bad:?}");
+        }
+        let mut c = cfg("https://api.example.com");
+        c.scopes_supported.push("a\"b".into());
         assert!(c.validate().is_err());
     }
 }
