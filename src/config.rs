@@ -92,6 +92,11 @@ pub struct ServerConfig {
 pub struct ListenerLimits {
     /// Open connections per listener; at the limit new ones wait in the backlog.
     pub max_connections: usize,
+    /// Open connections from one address on the probe and metrics listener
+    /// (`http_addr`), past which a new one is closed at once, so that no
+    /// one peer can hold every connection and fail the kubelet's probes.
+    /// 0: no limit.
+    pub http_max_connections_per_peer: usize,
     /// A connection must send its first bytes (or finish the TLS handshake)
     /// within this, and an HTTP/1 request its headers.
     pub header_read_timeout_ms: u64,
@@ -113,6 +118,7 @@ impl Default for ListenerLimits {
     fn default() -> Self {
         ListenerLimits {
             max_connections: 4096,
+            http_max_connections_per_peer: 64,
             header_read_timeout_ms: 5_000,
             idle_timeout_ms: 60_000,
             grpc_max_concurrent_streams: 1024,

@@ -17,14 +17,23 @@
 //!   keep-alive pings keep a live peer above that; HTTP/1 requests are
 //!   additionally bounded by hyper's header-read timeout (slowloris).
 //!
-//! Everything is released by ownership: the permit when the connection is
-//! dropped, however that happens.
+//! - **At most `http_max_connections_per_peer` from one address** on the
+//!   probe and metrics listener, whose rightful peers (the kubelet,
+//!   Prometheus) hold a few: one pod holding them all would fail every
+//!   probe and take the replica out of service. A connection past it is
+//!   closed at once.
+//!
+//! Everything is released by ownership: the permit and the peer's slot
+//! when the connection is dropped, however that happens.
 
 use crate::config::ListenerLimits;
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -48,6 +57,7 @@ const SILENT_TICKS: u32 = 4;
 pub struct Guarded<IO> {
     io: IO,
     _permit: OwnedSemaphorePermit,
+    _peer: Option<PeerSlot>,
     tick: Duration,
     /// A byte was read or written since the last tick.
     active: bool,
@@ -57,11 +67,12 @@ pub struct Guarded<IO> {
 }
 
 impl<IO> Guarded<IO> {
-    fn new(io: IO, permit: OwnedSemaphorePermit, idle: Duration) -> Guarded<IO> {
+    fn new(io: IO, permit: OwnedSemaphorePermit, peer: Option<PeerSlot>, idle: Duration) -> Guarded<IO> {
         let tick = (idle / SILENT_TICKS).max(Duration::from_millis(1));
         Guarded {
             io,
             _permit: permit,
+            _peer: peer,
             tick,
             active: false,
             silent_ticks: 0,
@@ -195,6 +206,57 @@ pub async fn h2_preface(tcp: TcpStream) -> io::Result<TcpStream> {
     }
 }
 
+/// Open connections per peer address on one listener.
+#[derive(Clone)]
+pub struct PerPeer {
+    max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One peer's connection, counted until dropped.
+pub struct PeerSlot {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerPeer {
+    /// At most `max` connections from one address; 0: no limit.
+    pub fn new(max: usize) -> PerPeer {
+        PerPeer {
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for a connection from `ip`, or `None` when it has `max` open.
+    /// (An IPv4 peer seen through an IPv6 socket is the same peer.)
+    fn admit(&self, ip: IpAddr) -> Option<PeerSlot> {
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            ip,
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Connections from `listener`, each through `handshake` (TLS, or waiting
 /// for the first bytes) within the header-read timeout, concurrently (a
 /// slow client never holds up the next), until `stopped`; then the listener
@@ -203,6 +265,7 @@ pub fn incoming<IO, F, Fut>(
     name: &'static str,
     listener: TcpListener,
     limits: &ListenerLimits,
+    per_peer: Option<PerPeer>,
     stopped: watch::Receiver<bool>,
     handshake: F,
 ) -> ReceiverStream<io::Result<Guarded<IO>>>
@@ -233,14 +296,26 @@ where
                     "connection limit reached: not accepting until one closes"
                 );
             }
-            let tcp = tokio::select! {
+            let (tcp, peer) = tokio::select! {
                 _ = &mut stop => return,
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // E.g. out of file descriptors: back off instead of spinning.
                         tracing::warn!(listener = name, "accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let slot = match &per_peer {
+                None => None,
+                Some(per_peer) => match per_peer.admit(peer.ip()) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        // Closed at once (with its permit); debug only, as a
+                        // flood of these must not become a flood of lines.
+                        tracing::debug!(listener = name, "connection limit per peer reached: closed");
                         continue;
                     }
                 },
@@ -251,7 +326,7 @@ where
             tokio::spawn(async move {
                 match tokio::time::timeout(first_byte, handshake).await {
                     Ok(Ok(io)) => {
-                        let _ = tx.send(Ok(Guarded::new(io, permit, idle))).await;
+                        let _ = tx.send(Ok(Guarded::new(io, permit, slot, idle))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(listener = name, "connection dropped before its first request: {e}"),
                     Err(_) => tracing::debug!(listener = name, "connection silent past header_read_timeout_ms: closed"),
@@ -316,7 +391,27 @@ mod tests {
     fn guarded() -> (Guarded<DuplexStream>, DuplexStream) {
         let (ours, peer) = tokio::io::duplex(1024);
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("a permit");
-        (Guarded::new(ours, permit, IDLE), peer)
+        (Guarded::new(ours, permit, None, IDLE), peer)
+    }
+
+    /// A peer's slots are counted per address (an IPv4 peer seen through
+    /// an IPv6 socket is the same one) and come back when dropped.
+    #[test]
+    fn per_peer_slots_are_bounded_and_released_by_drop() {
+        let per_peer = PerPeer::new(2);
+        let v4: IpAddr = "10.0.0.1".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+        let a = per_peer.admit(v4).expect("first");
+        let b = per_peer.admit(mapped).expect("second");
+        assert!(per_peer.admit(v4).is_none(), "a third from the same address");
+        assert!(
+            per_peer.admit("10.0.0.2".parse().expect("ip")).is_some(),
+            "another address"
+        );
+        drop(a);
+        let c = per_peer.admit(v4).expect("a slot came back");
+        drop((b, c));
+        assert!(per_peer.open.lock().expect("lock").is_empty(), "nothing left behind");
     }
 
     /// Reads until the connection fails; the error and when.

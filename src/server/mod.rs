@@ -191,7 +191,15 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         }
     };
 
-    let http_incoming = listener::incoming("http", http, limits, closed.clone(), listener::first_bytes);
+    let http_incoming = listener::incoming(
+        "http",
+        http,
+        limits,
+        (limits.http_max_connections_per_peer > 0)
+            .then(|| listener::PerPeer::new(limits.http_max_connections_per_peer)),
+        closed.clone(),
+        listener::first_bytes,
+    );
     let http_server = listener::serve_http1(
         http_incoming,
         http::router(readiness.clone(), metrics.clone(), engine.clone()),
@@ -202,7 +210,14 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         tracing::warn!("{warning}");
     }
     let forward_server = forward.map(|listener| {
-        let incoming = listener::incoming("forward_auth", listener, limits, closed.clone(), listener::first_bytes);
+        let incoming = listener::incoming(
+            "forward_auth",
+            listener,
+            limits,
+            None,
+            closed.clone(),
+            listener::first_bytes,
+        );
         listener::serve_http1(
             incoming,
             forward_auth::router(engine.clone(), metrics.clone(), config.forward_auth.clone()),
@@ -437,11 +452,11 @@ fn serve_grpc(
     let shutdown = wait_for(closed.clone());
     match tls {
         Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
-            listener::incoming(name, listener, limits, closed, tls.handshake()),
+            listener::incoming(name, listener, limits, None, closed, tls.handshake()),
             shutdown,
         )),
         None => Box::pin(router.serve_with_incoming_shutdown(
-            listener::incoming(name, listener, limits, closed, listener::h2_preface),
+            listener::incoming(name, listener, limits, None, closed, listener::h2_preface),
             shutdown,
         )),
     }

@@ -273,6 +273,57 @@ async fn connection_limit_and_idle_timeout() {
     );
 }
 
+/// One peer holding connections to the probe port cannot take them all:
+/// past `http_max_connections_per_peer` its connections are closed at once,
+/// and the kubelet (another address; 127.0.0.2 is loopback too) is served.
+#[tokio::test]
+async fn one_peer_cannot_hold_every_probe_connection() {
+    let (_hydra, server, check) = setup(|c| {
+        c.server.limits.max_connections = 6;
+        c.server.limits.http_max_connections_per_peer = 4;
+    })
+    .await;
+    let from = |ip: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::from((ip, 0)))
+            .expect("bind a loopback address");
+        socket.connect(server.http_addr).await.expect("connect")
+    };
+    // The flood: every connection it can get, each kept alive.
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(from([127, 0, 0, 1]).await);
+    }
+    let mut served = 0;
+    for conn in &mut held {
+        if tokio::time::timeout(Duration::from_secs(2), http_request(conn, "/healthz"))
+            .await
+            .is_ok_and(|r| r.contains("200"))
+        {
+            served += 1;
+        }
+    }
+    assert_eq!(served, 4, "one address holds at most its share");
+    // The kubelet, from another address: served at once, twice.
+    for _ in 0..2 {
+        let mut probe = from([127, 0, 0, 2]).await;
+        let r = tokio::time::timeout(Duration::from_secs(2), http_request(&mut probe, "/readyz"))
+            .await
+            .expect("the probe is served while one peer floods");
+        assert!(r.contains("200"), "{r}");
+    }
+    // The flood's share comes back as its connections close.
+    drop(held);
+    let mut again = from([127, 0, 0, 1]).await;
+    let r = tokio::time::timeout(Duration::from_secs(2), http_request(&mut again, "/healthz"))
+        .await
+        .expect("served once its connections closed");
+    assert!(r.contains("200"), "{r}");
+    let answer = Answer::of(&check.check("GET", "/date", &[]).await);
+    assert_eq!(answer.http_status, 401, "still serving checks");
+}
+
 // ---- The admin API --------------------------------------------------------
 
 /// Not on the Check port at all; on its own port only with the token.
