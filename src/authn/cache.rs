@@ -265,10 +265,12 @@ impl<A: Authenticator> SharedVerifier<A> {
         // in: an entry verified before a broad purge never lands after it.
         let epoch = self.fleet.as_ref().map_or(0, |f| f.epoch());
         let fp = fingerprint(token);
+        let mut unkept = false;
         let (verdict, shared_for) = match self.shared_get(key, epoch, trusted).await {
             SharedRead::Hit(identity, left) => (Cached::Valid(identity), Some(left)),
             read => {
-                let verdict = self.verify(key, token, fp, purges).await;
+                let (verdict, fresh_refusal) = self.verify(key, token, fp, purges).await;
+                unkept = fresh_refusal;
                 // Refused as no longer valid (revoked, expired), where a
                 // shared entry may be stored unseen: remove it, so a later
                 // read cannot say yes where the issuer said no. Only these:
@@ -284,7 +286,11 @@ impl<A: Authenticator> SharedVerifier<A> {
                 (verdict, None)
             }
         };
-        let mut ttl = self.lifetimes.of(&verdict);
+        let mut ttl = if unkept {
+            Duration::ZERO
+        } else {
+            self.lifetimes.of(&verdict)
+        };
         if let Some(left) = shared_for {
             ttl = ttl.min(left);
         }
@@ -344,16 +350,18 @@ impl<A: Authenticator> SharedVerifier<A> {
 
     /// Ask the layer below; remember verified identities for
     /// stale-if-error, and fall back on one while the issuer is unreachable.
-    async fn verify(&self, key: &Key, token: &Token, fp: [u8; 4], purges: u64) -> Cached {
+    /// `true` with a refusal that must not be remembered (see below).
+    async fn verify(&self, key: &Key, token: &Token, fp: [u8; 4], purges: u64) -> (Cached, bool) {
         let result = self.inner.authenticate(token).await;
         let Some(stale) = &self.stale else {
-            return match result {
+            let verdict = match result {
                 Ok(identity) => Cached::Valid(identity),
                 Err(AuthnError::Rejected(why)) => Cached::Rejected(why),
                 Err(e) => Cached::Failed(e),
             };
+            return (verdict, false);
         };
-        match result {
+        let verdict = match result {
             Ok(identity) => {
                 let s = Stale {
                     identity: identity.clone(),
@@ -373,8 +381,15 @@ impl<A: Authenticator> SharedVerifier<A> {
             }
             Err(AuthnError::Rejected(why)) => {
                 // The issuer says no: nothing stale may say yes.
-                stale.entries.remove(key);
-                Cached::Rejected(why)
+                let was_active = stale.entries.remove(key).is_some_and(|(_, s)| Instant::now() < s.until);
+                // Hydra answers `active: false` for its own storage errors
+                // too (fosite wraps every introspection error as an
+                // inactive token): for a token it called active within the
+                // stale window, that may be an outage, not a revocation.
+                // Refused now either way, but not remembered
+                // (negative_ttl_ms), so it cannot outlive the outage.
+                let outage_like = was_active && matches!(why, ClaimFailure::Inactive);
+                return (Cached::Rejected(why), outage_like);
             }
             // Trust read now: the subscription may have gone while we asked.
             Err(e) if self.trusted() && issuer_unreachable(&e) => {
@@ -396,7 +411,8 @@ impl<A: Authenticator> SharedVerifier<A> {
                 }
             }
             Err(e) => Cached::Failed(e),
-        }
+        };
+        (verdict, false)
     }
 
     /// The usable entry for `key`, loading it unless one is stored or
@@ -589,6 +605,45 @@ mod tests {
             assert!(
                 matches!(got, Err(AuthnError::Rejected(ClaimFailure::Inactive))),
                 "an inactive token is remembered: {got:?}"
+            );
+        }
+    }
+
+    /// Hydra answers `active: false` for its own storage errors too. For a
+    /// token it called active within the stale window the refusal stands
+    /// (it may be a revocation) but is not remembered, so an outage cannot
+    /// outlive itself by negative_ttl_ms; a token never seen active is
+    /// remembered as before.
+    #[tokio::test]
+    async fn inactive_after_recently_active_is_refused_but_not_remembered() {
+        let cfg = CacheConfig {
+            enabled: true,
+            ttl_ms: 1,
+            negative_ttl_ms: 60_000,
+            stale_if_error_ms: 60_000,
+            ..Default::default()
+        };
+        let inactive = || Err(AuthnError::Rejected(ClaimFailure::Inactive));
+        let answers = Answers::new(vec![Ok(Arc::new(Identity::default())), inactive()]);
+        let cache = SharedVerifier::new(answers, &cfg, Duration::ZERO, Arc::new(Metrics::new()));
+        let token = Token::new("t");
+        assert!(cache.authenticate(&token).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let got = cache.authenticate(&token).await;
+        assert!(
+            matches!(got, Err(AuthnError::Rejected(ClaimFailure::Inactive))),
+            "{got:?}"
+        );
+        let got = cache.authenticate(&token).await;
+        assert!(got.is_ok(), "the refusal was remembered past the outage: {got:?}");
+
+        let answers = Answers::new(vec![inactive(), Ok(Arc::new(Identity::default()))]);
+        let cache = SharedVerifier::new(answers, &cfg, Duration::ZERO, Arc::new(Metrics::new()));
+        for _ in 0..2 {
+            let got = cache.authenticate(&Token::new("never-active")).await;
+            assert!(
+                matches!(got, Err(AuthnError::Rejected(ClaimFailure::Inactive))),
+                "never seen active: remembered: {got:?}"
             );
         }
     }

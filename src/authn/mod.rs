@@ -186,6 +186,17 @@ impl FailureKind {
         }
     }
 
+    /// Whether this failure counts towards opening the circuit breaker: an
+    /// issuer fault, but not an answer too large or unreadable. Those can be
+    /// one token's own (its `ext`, filled by a consent app or token hook from
+    /// user-editable data, over `max_response_bytes` or nested past the JSON
+    /// parser's limit): its holder gets 503, but must not be able to open
+    /// the circuit for everyone by repeating it. Hydra, having answered, is
+    /// not struggling; stale-if-error still counts them as issuer faults.
+    pub fn opens_circuit(self) -> bool {
+        self.is_issuer_fault() && !matches!(self, FailureKind::TooLarge | FailureKind::Parse)
+    }
+
     /// Failures the breaker and the shedder announce themselves (one line per
     /// state change), so the per-check log line need not shout about them.
     pub fn is_announced(self) -> bool {

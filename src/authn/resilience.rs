@@ -414,7 +414,7 @@ impl<A: Authenticator> Authenticator for Resilient<A> {
         // circuit (as a probe) nor reset the failure count.
         let verdict = match &result {
             _ if !asks_issuer => None,
-            Err(AuthnError::Unavailable { kind, .. }) if !kind.is_issuer_fault() => None,
+            Err(AuthnError::Unavailable { kind, .. }) if !kind.opens_circuit() => None,
             Err(AuthnError::Unavailable { .. }) => Some(false),
             Ok(identity) if identity.verified_locally => None,
             Ok(_) => Some(true),

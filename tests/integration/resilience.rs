@@ -148,6 +148,41 @@ async fn breaker_opens_then_a_probe_closes_it() {
     assert!(metrics.contains("hydra_authz_circuit_open 0"), "{metrics}");
 }
 
+/// An answer too large or unreadable can be one token's own (its `ext`
+/// from user-editable data): 503 for it, but repeating it must not open
+/// the circuit for everyone. Hydra is still asked each time, and a good
+/// answer right after is decided normally (no cool-down to wait out).
+#[tokio::test]
+async fn unreadable_answers_cannot_open_the_circuit() {
+    let (hydra, check, server) = setup(|c| {
+        c.introspection.resilience.max_retries = 0;
+        c.introspection.resilience.breaker_failures = 3;
+        c.introspection.resilience.breaker_cooldown_ms = 60_000;
+    })
+    .await;
+    let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    let mut asked = 0;
+    for fault in [Fault::Huge(256 * 1024), Fault::Garbage, Fault::ArrayBody] {
+        hydra.set_fault(fault.clone());
+        for _ in 0..5 {
+            assert_eq!(status(&check, &token).await, 503, "{fault:?}");
+        }
+        asked += 5;
+        assert_eq!(hydra.requests(), asked, "{fault:?}: every check still asks Hydra");
+    }
+    let metrics = support::scrape(server.http_addr).await;
+    assert!(metrics.contains("hydra_authz_circuit_open 0"), "{metrics}");
+    hydra.set_fault(Fault::None);
+    assert_eq!(status(&check, &token).await, 200);
+    // A fault of Hydra's own still opens it.
+    hydra.set_fault(Fault::Status(500, None));
+    for _ in 0..3 {
+        assert_eq!(status(&check, &token).await, 503);
+    }
+    let metrics = support::scrape(server.http_addr).await;
+    assert!(metrics.contains("hydra_authz_circuit_open 1"), "{metrics}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_to_hydra_is_bounded_and_excess_is_shed() {
     let (hydra, check, _s) = setup(|c| {
