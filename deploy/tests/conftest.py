@@ -142,9 +142,10 @@ def tls_from_secrets_values() -> dict:
 
 def admin_existing_secret_values() -> dict:
     """The admin API with a bearer token from an existing Secret only (no
-    mTLS, no Service), behind a NetworkPolicy that names nobody for it."""
+    mTLS, no Service), behind a NetworkPolicy that names nobody for it; in
+    clear text, as inside a mesh that encrypts pod traffic (admin.plaintext)."""
     return {
-        "admin": {"enabled": True, "existingSecret": "hydra-authz-admin-token", "tokenKey": "bearer"},
+        "admin": {"enabled": True, "existingSecret": "hydra-authz-admin-token", "tokenKey": "bearer", "plaintext": True},
         "networkPolicy": {"enabled": True},
     }
 

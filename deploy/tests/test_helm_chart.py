@@ -697,7 +697,8 @@ def test_admin_mtls_only():
 
 def test_admin_service_is_cluster_internal_whatever_service_type():
     r = render({"service": {"type": "LoadBalancer"},
-                "admin": {"enabled": True, "existingSecret": "hydra-authz-admin", "service": {"enabled": True}}})
+                "admin": {"enabled": True, "existingSecret": "hydra-authz-admin", "plaintext": True,
+                          "service": {"enabled": True}}})
     assert r.service["spec"]["type"] == "LoadBalancer"
     assert r.named("Service", f"{RELEASE}-admin")["spec"]["type"] == "ClusterIP"
     assert {p["name"] for p in r.service["spec"]["ports"]} == {"grpc-authz", "http-admin"}
@@ -709,6 +710,9 @@ def test_admin_service_is_cluster_internal_whatever_service_type():
         ({"admin": {"enabled": True}}, "admin.enabled needs credentials"),
         ({"admin": {"enabled": True, "token": "t" * 16, "existingSecret": "s"}}, "admin.existingSecret or admin.token, not both"),
         ({"admin": {"enabled": True, "clientCaSecret": "ca"}}, "admin.clientCaSecret (mTLS) needs serverTls.existingSecret"),
+        # A bearer token in clear text: TLS, or an explicit plaintext.
+        ({"admin": {"enabled": True, "token": "t" * 16}}, "admin: a bearer token over plain gRPC"),
+        ({"admin": {"enabled": True, "existingSecret": "s"}}, "admin: a bearer token over plain gRPC"),
         ({"admin": {"service": {"enabled": True}}}, "admin.service.enabled needs admin.enabled"),
         ({"config": {"server": {"limits": {"idle_timeout_ms": 40000}}}}, "idle_timeout_ms must exceed"),
     ],

@@ -198,6 +198,9 @@ render with the values to fix.
 {{- if and $a.existingSecret $a.token }}
 {{- fail "admin: set admin.existingSecret or admin.token, not both" }}
 {{- end }}
+{{- if and (or $a.existingSecret $a.token) (not .Values.serverTls.existingSecret) (not $a.plaintext) }}
+{{- fail "admin: a bearer token over plain gRPC can be read off the network; set serverTls.existingSecret (TLS on the admin listener too), or admin.plaintext: true where the pod network is encrypted (a mesh with mTLS)" }}
+{{- end }}
 {{- if and $a.clientCaSecret (not .Values.serverTls.existingSecret) }}
 {{- fail "admin.clientCaSecret (mTLS) needs serverTls.existingSecret: the admin listener presents the server certificate" }}
 {{- end }}
