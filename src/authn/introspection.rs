@@ -200,7 +200,10 @@ impl HydraIntrospector {
             builder = builder.header(reqwest::header::AUTHORIZATION, h.clone());
         }
         let mut request = builder.build().map_err(transport_error)?;
-        let cx = span.context();
+        // The trace context goes on to Hydra, but not the caller's baggage:
+        // that is text of the caller's choosing, and Hydra is another
+        // trust domain (the `baggage` propagator reads it for our spans).
+        let cx = opentelemetry::baggage::BaggageExt::with_cleared_baggage(&span.context());
         opentelemetry::global::get_text_map_propagator(|p| {
             p.inject_context(&cx, &mut opentelemetry_http::HeaderInjector(request.headers_mut()))
         });

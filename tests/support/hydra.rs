@@ -102,6 +102,7 @@ impl FakeHydra {
             requests: Default::default(),
             last_auth: Default::default(),
             last_traceparent: Default::default(),
+            last_baggage: Default::default(),
             budget: Arc::new(AtomicI64::new(-1)),
             in_flight: Default::default(),
             max_in_flight: Default::default(),
@@ -172,6 +173,11 @@ impl FakeHydra {
     pub fn last_traceparent(&self) -> Option<String> {
         self.state.last_traceparent.lock().expect("lock").clone()
     }
+
+    /// The `baggage` header of the last introspection request, if any.
+    pub fn last_baggage(&self) -> Option<String> {
+        self.state.last_baggage.lock().expect("lock").clone()
+    }
 }
 
 #[derive(Clone)]
@@ -181,6 +187,7 @@ struct Conn {
     requests: Arc<AtomicU64>,
     last_auth: Arc<Mutex<Option<String>>>,
     last_traceparent: Arc<Mutex<Option<String>>>,
+    last_baggage: Arc<Mutex<Option<String>>>,
     budget: Arc<AtomicI64>,
     in_flight: Arc<AtomicI64>,
     max_in_flight: Arc<AtomicI64>,
@@ -260,6 +267,12 @@ impl Conn {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         *self.last_traceparent.lock().expect("lock") = tp;
+        let baggage = req
+            .headers()
+            .get("baggage")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        *self.last_baggage.lock().expect("lock") = baggage;
         let fault = self.take_fault();
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);

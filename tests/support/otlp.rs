@@ -186,11 +186,15 @@ pub async fn trace_round_trip(
                 ("authorization", &auth),
                 ("traceparent", &traceparent),
                 ("tracestate", tracestate),
+                ("baggage", "tenant=evil,user.id=admin"),
             ],
         )
         .await;
     assert_eq!(allow.status.map(|s| s.code), Some(0));
     let hydra_traceparent = hydra.last_traceparent().expect("traceparent propagated to Hydra");
+    // The caller's baggage is its own text: read (for our spans), never
+    // carried on to the issuer.
+    assert_eq!(hydra.last_baggage(), None, "the caller's baggage reached Hydra");
     let deny_parent = "00-11111111111111111111111111111111-2222222222222222-01";
     check
         .check(
