@@ -24,6 +24,9 @@ fuzz_target!(|data: &str| {
     let Ok(p) = normalize(data) else { return };
     assert_eq!(normalize(&p).as_deref(), Ok(p.as_str()), "idempotent");
     assert!(!p.contains("//") && !p.contains('\\') && !p.contains(';'));
+    // One spelling per path: what a URL may not hold raw is escaped.
+    assert!(p.bytes().all(|b| b.is_ascii_graphic()), "raw byte in {p:?}");
+    assert!(!p.contains(['"', '<', '>', '[', ']', '^', '`', '{', '|', '}']), "{p:?}");
     assert!(p.split('/').all(|s| s != "." && s != ".."));
     match rules().find("GET", "h", &p).map(|r| &*r.id) {
         Some("date") => assert_eq!(p, "/date"),

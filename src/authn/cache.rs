@@ -110,13 +110,19 @@ struct Stale {
     identity: Arc<Identity>,
     fp: [u8; 4],
     until: Instant,
+    /// The issuer has since answered `active: false`: never served again,
+    /// kept only so later refusals within the window know (see `verify`).
+    refused: bool,
 }
 
 /// Failures during which a recently verified identity may be served: the
 /// issuer is unreachable or broken, or the breaker says so. Not our own
 /// shedding, the caller's deadline, or a rejection.
+/// Not an answer too large or unreadable either: that can be the token's
+/// own (its `ext`), and its holder must not be able to choose to be served
+/// an older identity (see `FailureKind::opens_circuit`).
 fn issuer_unreachable(e: &AuthnError) -> bool {
-    matches!(e, AuthnError::Unavailable { kind, .. } if kind.is_issuer_fault() || *kind == FailureKind::CircuitOpen)
+    matches!(e, AuthnError::Unavailable { kind, .. } if kind.opens_circuit() || *kind == FailureKind::CircuitOpen)
 }
 
 /// How long a freshly produced verdict stays usable.
@@ -367,6 +373,7 @@ impl<A: Authenticator> SharedVerifier<A> {
                     identity: identity.clone(),
                     fp,
                     until: Instant::now() + stale.window,
+                    refused: false,
                 };
                 // Not if a purge went by while we asked (it may have meant
                 // this token); checked again after, as the purge may land
@@ -380,22 +387,40 @@ impl<A: Authenticator> SharedVerifier<A> {
                 Cached::Valid(identity)
             }
             Err(AuthnError::Rejected(why)) => {
-                // The issuer says no: nothing stale may say yes.
-                let was_active = stale.entries.remove(key).is_some_and(|(_, s)| Instant::now() < s.until);
                 // Hydra answers `active: false` for its own storage errors
                 // too (fosite wraps every introspection error as an
                 // inactive token): for a token it called active within the
                 // stale window, that may be an outage, not a revocation.
                 // Refused now either way, but not remembered
                 // (negative_ttl_ms), so it cannot outlive the outage.
-                let outage_like = was_active && matches!(why, ClaimFailure::Inactive);
-                return (Cached::Rejected(why), outage_like);
+                let now = Instant::now();
+                let seen_active = stale
+                    .entries
+                    .get(key)
+                    .filter(|s| now < s.until && matches!(why, ClaimFailure::Inactive));
+                match seen_active {
+                    // The issuer says no: nothing stale may say yes. The
+                    // record stays, marked, for the next refusal to know.
+                    Some(mut s) if self.purges.load(Ordering::Acquire) == purges => {
+                        s.refused = true;
+                        stale.entries.insert(*key, s);
+                        if self.purges.load(Ordering::Acquire) != purges {
+                            stale.entries.remove(key);
+                        }
+                        return (Cached::Rejected(why), true);
+                    }
+                    _ => {
+                        stale.entries.remove(key);
+                    }
+                }
+                Cached::Rejected(why)
             }
             // Trust read now: the subscription may have gone while we asked.
             Err(e) if self.trusted() && issuer_unreachable(&e) => {
                 let now = Instant::now();
                 let fresh = stale.entries.get(key).filter(|s| {
-                    now < s.until
+                    !s.refused
+                        && now < s.until
                         && s.identity
                             .expires_at
                             .is_none_or(|exp| exp > super::introspection::now_unix())
@@ -624,18 +649,71 @@ mod tests {
             ..Default::default()
         };
         let inactive = || Err(AuthnError::Rejected(ClaimFailure::Inactive));
-        let answers = Answers::new(vec![Ok(Arc::new(Identity::default())), inactive()]);
+        let answers = Answers::new(vec![
+            Ok(Arc::new(Identity::default())),
+            inactive(),
+            inactive(),
+            inactive(),
+        ]);
+        let cache = SharedVerifier::new(answers, &cfg, Duration::ZERO, Arc::new(Metrics::new()));
+        let token = Token::new("t");
+        assert!(cache.authenticate(&token).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // An outage that sees the token three times: each refusal asks again.
+        for _ in 0..3 {
+            let got = cache.authenticate(&token).await;
+            assert!(
+                matches!(got, Err(AuthnError::Rejected(ClaimFailure::Inactive))),
+                "{got:?}"
+            );
+        }
+        let got = cache.authenticate(&token).await;
+        assert!(got.is_ok(), "the refusal was remembered past the outage: {got:?}");
+
+        // The record kept after a refusal is a marker, never served: Hydra
+        // unreachable next is a 503, not the identity it refused. Nor may
+        // an answer the token's holder can shape (too large, unreadable)
+        // fall back on an older identity.
+        let answers = Answers::new(vec![
+            Ok(Arc::new(Identity::default())),
+            inactive(),
+            Err(AuthnError::unavailable(FailureKind::Connect, "x")),
+        ]);
+        let cache = SharedVerifier::new(answers, &cfg, Duration::ZERO, Arc::new(Metrics::new()));
+        let token = Token::new("t");
+        assert!(cache.authenticate(&token).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(cache.authenticate(&token).await.is_err());
+        let got = cache.authenticate(&token).await;
+        assert!(
+            matches!(
+                got,
+                Err(AuthnError::Unavailable {
+                    kind: FailureKind::Connect,
+                    ..
+                })
+            ),
+            "a refused identity was served stale: {got:?}"
+        );
+        let answers = Answers::new(vec![
+            Ok(Arc::new(Identity::default())),
+            Err(AuthnError::unavailable(FailureKind::TooLarge, "x")),
+        ]);
         let cache = SharedVerifier::new(answers, &cfg, Duration::ZERO, Arc::new(Metrics::new()));
         let token = Token::new("t");
         assert!(cache.authenticate(&token).await.is_ok());
         tokio::time::sleep(Duration::from_millis(20)).await;
         let got = cache.authenticate(&token).await;
         assert!(
-            matches!(got, Err(AuthnError::Rejected(ClaimFailure::Inactive))),
-            "{got:?}"
+            matches!(
+                got,
+                Err(AuthnError::Unavailable {
+                    kind: FailureKind::TooLarge,
+                    ..
+                })
+            ),
+            "a too-large answer is not bridged with the stale identity: {got:?}"
         );
-        let got = cache.authenticate(&token).await;
-        assert!(got.is_ok(), "the refusal was remembered past the outage: {got:?}");
 
         let answers = Answers::new(vec![inactive(), Ok(Arc::new(Identity::default()))]);
         let cache = SharedVerifier::new(answers, &cfg, Duration::ZERO, Arc::new(Metrics::new()));

@@ -165,8 +165,8 @@ impl FailureKind {
     }
 
     /// Whether the issuer (Hydra, its JWKS) failed, as opposed to a limit of
-    /// ours or the caller's own deadline. Only these count towards opening
-    /// the circuit breaker: a caller must not be able to open it for everyone.
+    /// ours or the caller's own deadline: a caller must not be able to open
+    /// the circuit for everyone. [`Self::opens_circuit`] narrows it further.
     pub fn is_issuer_fault(self) -> bool {
         match self {
             FailureKind::Timeout
@@ -192,7 +192,8 @@ impl FailureKind {
     /// user-editable data, over `max_response_bytes` or nested past the JSON
     /// parser's limit): its holder gets 503, but must not be able to open
     /// the circuit for everyone by repeating it. Hydra, having answered, is
-    /// not struggling; stale-if-error still counts them as issuer faults.
+    /// not struggling. Nor do they let stale-if-error serve an older
+    /// identity: the holder could choose that.
     pub fn opens_circuit(self) -> bool {
         self.is_issuer_fault() && !matches!(self, FailureKind::TooLarge | FailureKind::Parse)
     }
