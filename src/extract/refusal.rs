@@ -45,7 +45,7 @@ refusals! {
         RepeatedHeader => "repeated_header", "more than one Authorization header";
         NotText => "not_text", "a header that may carry the credential is not valid text";
         TwoCredentials => "two_credentials", "two different credentials in one request";
-        EncodedQueryName => "encoded_query_name", "the token's query parameter name is spelt another way (percent-encoded, or as PHP reads it: `access.token`)";
+        EncodedQueryName => "encoded_query_name", "the token's query parameter name is spelt another way an upstream reads as it (percent-encoded, another case, or as PHP reads it: `access.token`)";
         SemicolonQuery => "semicolon_query", "the token's query parameter follows a ';' (some servers split the query there)";
         UnexpectedAuthorization => "unexpected_authorization", "this route does not take its token from the Authorization header";
     }

@@ -187,9 +187,13 @@ fn query(req: &AuthzRequest, name: &str) -> Result<Vec<String>, CredentialProble
 }
 
 /// Whether an upstream reads the decoded query name `key` as `name`:
-/// itself, or the name PHP makes of it (`$_GET`; Symfony, Laravel).
+/// itself; in another case (ASP.NET Core's query collection ignores it);
+/// or the name PHP makes of it (`$_GET`; Symfony, Laravel), which also
+/// ends at a NUL byte.
 pub(super) fn reads_as(key: &str, name: &str) -> bool {
-    key == name || (key.contains([' ', '.', '[']) && super::canonical::as_php_reads_it(key) == name)
+    let key = key.split('\0').next().unwrap_or(key);
+    key.eq_ignore_ascii_case(name)
+        || (key.contains([' ', '.', '[']) && super::canonical::as_php_reads_it(key).eq_ignore_ascii_case(name))
 }
 
 /// A query pair's name, decoded as a server would read it.
@@ -448,6 +452,10 @@ mod tests {
             "+access_token",
             "access_token[]",
             "access[token",
+            "access_token%00",
+            "access_token%00x",
+            "ACCESS_TOKEN",
+            "Access.Token",
         ] {
             let q = format!("access_token=good&{spelt}=evil");
             let r = req(&[], &q, None);
