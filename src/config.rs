@@ -95,7 +95,8 @@ pub struct ListenerLimits {
     /// Open connections from one address on the probe and metrics listener
     /// (`http_addr`), past which a new one is closed at once, so that no
     /// one peer can hold every connection and fail the kubelet's probes.
-    /// 0: no limit.
+    /// A proxy in front of this port (an Istio sidecar: every inbound
+    /// connection from 127.0.0.6) is one peer. 0: no limit.
     pub http_max_connections_per_peer: usize,
     /// A connection must send its first bytes (or finish the TLS handshake)
     /// within this, and an HTTP/1 request its headers.
@@ -118,7 +119,7 @@ impl Default for ListenerLimits {
     fn default() -> Self {
         ListenerLimits {
             max_connections: 4096,
-            http_max_connections_per_peer: 64,
+            http_max_connections_per_peer: 128,
             header_read_timeout_ms: 5_000,
             idle_timeout_ms: 60_000,
             grpc_max_concurrent_streams: 1024,

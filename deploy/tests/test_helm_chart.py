@@ -385,7 +385,7 @@ DEFAULT_RESILIENCE = {
 # The contract of [server.limits] (hydra-authz's defaults).
 DEFAULT_LIMITS = {
     "max_connections": 4096,
-    "http_max_connections_per_peer": 64,
+    "http_max_connections_per_peer": 128,
     "header_read_timeout_ms": 5000,
     "idle_timeout_ms": 60000,
     "grpc_max_concurrent_streams": 1024,

@@ -216,13 +216,16 @@ pub fn routes(bootstrap: &Value) -> Vec<Route> {
 }
 
 /// Routes whose requests no rule can ever allow: `(virtual host, match)`.
+/// A route's path is compared in the form requests are matched in
+/// (`/städte` is `/st%C3%A4dte`, `/%64ate` is `/date`).
 pub fn uncovered(routes: &[Route], rules: &RuleSet) -> Vec<String> {
+    let matched = |p: &str| crate::extract::path::canonical_pattern_text(p).unwrap_or_else(|| p.to_owned());
     routes
         .iter()
         .filter(|r| !r.own_policy)
         .filter(|r| match &r.matcher {
-            RouteMatch::Exact(p) => !METHODS.iter().any(|m| rules.covers_on_some_host(m, p)),
-            RouteMatch::Prefix(p) => !rules.patterns().any(|pattern| may_overlap(p, pattern)),
+            RouteMatch::Exact(p) => !METHODS.iter().any(|m| rules.covers_on_some_host(m, &matched(p))),
+            RouteMatch::Prefix(p) => !rules.patterns().any(|pattern| may_overlap(&matched(p), pattern)),
         })
         .map(|r| match &r.matcher {
             RouteMatch::Exact(p) => format!("virtual host {:?}, path {p:?}", r.virtual_host),
@@ -345,5 +348,13 @@ mod tests {
                 "virtual host \"v\", prefix \"/admin\"".to_string()
             ]
         );
+        // Raw or needlessly escaped in the route, escaped in the rule.
+        let r = rules(&["/st%C3%A4dte/**", "/a%7Cb"]);
+        let routes = vec![
+            route(RouteMatch::Prefix("/st\u{e4}dte/".into())),
+            route(RouteMatch::Exact("/a|b".into())),
+            route(RouteMatch::Exact("/%61%7cb".into())),
+        ];
+        assert!(uncovered(&routes, &r).is_empty(), "{:?}", uncovered(&routes, &r));
     }
 }

@@ -104,8 +104,8 @@ fn decode_unreserved(path: &str) -> Result<String, PathProblem> {
 }
 
 /// Characters a path may not hold raw (RFC 3986 §3.3): non-ASCII, space
-/// and `"<>[]^`{|}`. A door that passes them raw (nginx's `$request_uri`,
-/// Envoy without `normalize_path`) and one that escapes them reach the
+/// and `"<>[]^`{|}`. A door that passes them raw (nginx's `$request_uri`
+/// passes `|`, Envoy a UTF-8 path) and one that escapes them reach the
 /// same upstream route, so both are matched as the escape: `/städte` and
 /// `/st%C3%A4dte` are one path here, as they are to the upstream.
 fn escaped_in_paths(c: char) -> bool {

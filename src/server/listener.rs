@@ -19,9 +19,9 @@
 //!
 //! - **At most `http_max_connections_per_peer` from one address** on the
 //!   probe and metrics listener, whose rightful peers (the kubelet,
-//!   Prometheus) hold a few: one pod holding them all would fail every
-//!   probe and take the replica out of service. A connection past it is
-//!   closed at once.
+//!   Prometheus, a proxy serving the RFC 9728 document) hold a few to a
+//!   hundred: one pod holding them all would fail every probe and take
+//!   the replica out of service. A connection past it is closed at once.
 //!
 //! Everything is released by ownership: the permit and the peer's slot
 //! when the connection is dropped, however that happens.
@@ -220,7 +220,8 @@ pub struct PeerSlot {
 }
 
 impl PerPeer {
-    /// At most `max` connections from one address; 0: no limit.
+    /// At most `max` connections from one address (at least 1: with no
+    /// limit there is no `PerPeer`).
     pub fn new(max: usize) -> PerPeer {
         PerPeer {
             max,

@@ -21,6 +21,12 @@ fn segment() -> impl Strategy<Value = String> {
         Just("42%3Apublish".to_string()),
         Just("%40me".to_string()),
         Just("a%2cb%3f".to_string()),
+        // Raw where a URL may not hold them, and their escapes.
+        Just("st\u{e4}dte".to_string()),
+        Just("st%c3%a4dte".to_string()),
+        Just("a|b".to_string()),
+        Just("a%7Cb".to_string()),
+        Just("[x]".to_string()),
     ]
 }
 
@@ -53,6 +59,21 @@ proptest! {
             prop_assert!(!p.contains("//"));
             prop_assert!(!p.contains('\\') && !p.contains(';'));
             prop_assert!(p.split('/').all(|s| s != "." && s != ".."));
+            // One spelling: nothing a URL may not hold raw.
+            prop_assert!(p.bytes().all(|b| b.is_ascii_graphic()), "{}", p);
+            prop_assert!(!p.contains(['"', '<', '>', '[', ']', '^', '`', '{', '|', '}']), "{}", p);
+        }
+    }
+
+    /// A rule written escaped meets the raw spelling of its path too.
+    #[test]
+    fn escaped_rules_meet_raw_spellings(raw in raw_path()) {
+        let set = rules("/**/st%C3%A4dte/**");
+        if let Ok(p) = normalize(&raw) {
+            let spelt = raw.contains("st\u{e4}dte/") || raw.contains("st%c3%a4dte/");
+            if spelt && !p.ends_with("dte") {
+                prop_assert!(set.find("GET", "h", &p).is_some(), "{} from {}", p, raw);
+            }
         }
     }
 
