@@ -52,6 +52,30 @@ async fn seed_scenario_through_real_envoy_and_oauth2_server() {
         None,
         "oidc-provider sends no sub for client_credentials"
     );
+    // Forwarded facts the client wrote itself never reach the upstream (the
+    // rules saw :authority; an upstream routing on X-Forwarded-Host would
+    // serve another host), and X-Forwarded-For is the peer Envoy saw.
+    let forged = [
+        ("x-forwarded-host", "admin.example.com"),
+        ("forwarded", "host=admin.example.com"),
+        ("x-original-uri", "/admin"),
+        ("x-forwarded-uri", "/admin"),
+    ];
+    let mut headers = vec![("authorization", auth_r.as_str()), ("x-forwarded-for", "10.9.8.7")];
+    headers.extend_from_slice(&forged);
+    let r = send(&stack, Method::GET, "/date", &headers).await;
+    // Appended to, as an edge does: the last hop is the peer Envoy saw.
+    let xff = upstream_header(&r, "x-forwarded-for").and_then(Value::as_str);
+    assert!(xff.is_some_and(|x| !x.ends_with("10.9.8.7")), "{xff:?}");
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    for (k, v) in forged {
+        let got = upstream_header(&r, k).and_then(Value::as_str);
+        assert!(
+            !got.is_some_and(|g| g.contains(v)),
+            "the client's {k} reached the upstream: {:?}",
+            r.body
+        );
+    }
 
     // Reader may not POST /echo.
     let r = send(&stack, Method::POST, "/echo", &[("authorization", &auth_r)]).await;

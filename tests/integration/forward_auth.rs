@@ -648,6 +648,32 @@ async fn seed_scenario_through(b: KitBehaviour) {
         );
     }
 
+    // Forwarded facts the client wrote itself never reach the upstream: it
+    // would route on X-Forwarded-Host for a request authorized under the
+    // Host the proxy saw, or read the auth subrequest's conventions.
+    let forged = [
+        ("X-Forwarded-Host", "admin.example.com"),
+        ("Forwarded", "host=admin.example.com;proto=https"),
+        ("X-Original-URI", "/admin"),
+        ("X-Original-Method", "DELETE"),
+        ("X-Forwarded-Uri", "/admin"),
+        ("X-Forwarded-Method", "DELETE"),
+    ];
+    let mut headers = vec![("authorization", reader.as_str())];
+    headers.extend_from_slice(&forged);
+    let r = send(Method::GET, &url("/date"), &headers).await;
+    assert_eq!(r.status, StatusCode::OK, "{name}: {}", r.text);
+    let echo = r.json();
+    let seen = echo["headers"].as_object().expect("echo headers");
+    for (k, v) in forged {
+        let got = seen.get(&k.to_ascii_lowercase()).and_then(Value::as_str);
+        assert_ne!(got, Some(v), "{name}: the client's {k} reached the upstream: {echo}");
+        assert!(
+            !got.is_some_and(|g| g.contains("admin")),
+            "{name}: the client's {k} reached the upstream: {echo}"
+        );
+    }
+
     // `|` raw (as the client sent it; nginx passes $request_uri as is) or
     // escaped is one path to the upstream, and to the rules: never the
     // public glob's.
