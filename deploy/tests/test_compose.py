@@ -104,6 +104,19 @@ def test_depends_on_names_real_services(compose):
             assert dep in compose["services"], f"{name} depends on unknown service {dep}"
 
 
+def test_hydra_admin_is_reachable_from_hydra_authz_only(compose):
+    """Hydra's admin API (4445) has no auth: no service but hydra-authz
+    shares a network with Hydra, and that network is internal."""
+    services = compose["services"]
+    nets = {name: set(svc.get("networks", ["default"])) for name, svc in services.items()}
+    sharing = {name for name, n in nets.items() if name != "hydra" and n & nets["hydra"]}
+    assert sharing == {"hydra-authz"}, nets
+    for net in nets["hydra"] & nets["hydra-authz"]:
+        assert compose["networks"][net].get("internal") is True, net
+    # Envoy still reaches what its clusters name.
+    assert nets["envoy"] & nets["hydra-authz"] and nets["envoy"] & nets["api"]
+
+
 def test_published_ports_are_loopback_only(compose):
     for name, svc in compose["services"].items():
         for p in published(svc):
