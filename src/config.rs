@@ -554,6 +554,17 @@ impl Config {
             }
             told.push(&self.upstream_jwt.header);
         }
+        let fa = &self.forward_auth;
+        for name in fa.method_headers.iter().chain(&fa.uri_headers).chain(&fa.host_headers) {
+            if told.contains(&name.to_ascii_lowercase().replace('_', "-").as_str()) {
+                return Err(invalid(
+                    "forward_auth",
+                    format!(
+                        "{name:?} names the original request, and is also a header hydra-authz sets for the upstream"
+                    ),
+                ));
+            }
+        }
         if h.claims_separator.is_empty() || !h.claims_separator.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
             return Err(invalid("headers.claims_separator", "must be visible ASCII or spaces"));
         }

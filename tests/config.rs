@@ -236,6 +236,8 @@ fn reserved_and_colliding_header_names_are_refused() {
             "{source}: {e}"
         );
     }
+    let e = load_err("[forward_auth]\nuri_headers = [\"x-subject\"]\n");
+    assert!(e.contains("forward_auth") && e.contains("sets for the upstream"), "{e}");
     // Not reserved: a header merely starting like one.
     let ok = "[headers.claims]\n\"x-tenant\" = \"ext.tenant\"\n\"x-forwarder-team\" = \"ext.team\"\n";
     Jail::expect_with(|jail| {
