@@ -69,6 +69,7 @@ pub fn resolve(req: &AuthzRequest, rules: &RuleSet) -> Resolution {
     match rules.trailing_slash(&req.method, &req.host, &req.path, found) {
         SlashForms::Agree => {}
         SlashForms::Stricter(rule) => found = Some(rule),
+        SlashForms::Unruled => found = None,
         SlashForms::Ambiguous => return Resolution::AmbiguousTrailingSlash,
     }
     match found {

@@ -50,6 +50,9 @@ pub enum SlashForms<'a> {
     Agree,
     /// The bare form's rule decides: the one sent is public, this one not.
     Stricter(&'a Rule),
+    /// The one sent is public and no rule covers the bare form: no rule
+    /// decides (default deny), as a handler for the bare path may serve it.
+    Unruled,
     /// Two different non-public rules: refused.
     Ambiguous,
 }
@@ -191,9 +194,14 @@ impl RuleSet {
         match self.find(method, host, bare) {
             Some(other) if !std::ptr::eq(other, found) => match (found.public, other.public) {
                 (true, false) => SlashForms::Stricter(other),
-                (false, true) => SlashForms::Agree,
-                _ => SlashForms::Ambiguous,
+                // Both public: either handler may serve it, anonymously.
+                (false, true) | (true, true) => SlashForms::Agree,
+                (false, false) => SlashForms::Ambiguous,
             },
+            // A public subtree (`/files/**`) and no rule for `/files`: the
+            // bare form is denied by default, so its spelling with a
+            // slash must not be the way in to a handler that serves both.
+            None if found.public => SlashForms::Unruled,
             _ => SlashForms::Agree,
         }
     }
@@ -474,6 +482,7 @@ mod tests {
             match s.trailing_slash("GET", "api.local", p, found) {
                 SlashForms::Agree => found.map(|r| r.id.to_string()).unwrap_or_default(),
                 SlashForms::Stricter(r) => format!("stricter {}", r.id),
+                SlashForms::Unruled => "unruled".into(),
                 SlashForms::Ambiguous => "ambiguous".into(),
             }
         };
@@ -511,6 +520,22 @@ mod tests {
         assert_eq!(forms(&s, "/"), "");
         let s = set(vec![rule("all", &[], "/**")]);
         assert_eq!(forms(&s, "/a/"), "all");
+        // A public subtree with no rule for its bare path: /files is denied
+        // by default, so /files/ (served as /files by Express, Rails,
+        // Django) is too; /files/x is the subtree's.
+        let mut files = rule("files", &["GET"], "/files/**");
+        files.public = true;
+        let s = set(vec![files]);
+        assert_eq!(forms(&s, "/files/"), "unruled");
+        assert_eq!(forms(&s, "/files/x"), "files");
+        assert_eq!(forms(&s, "/files/x/"), "files", "the bare form is the same rule's");
+        // Two public rules: either serves it anonymously, no doubt.
+        let mut docs = rule("docs", &["GET"], "/docs");
+        docs.public = true;
+        let mut docs_sub = rule("docs-sub", &["GET"], "/docs/**");
+        docs_sub.public = true;
+        let s = set(vec![docs, docs_sub]);
+        assert_eq!(forms(&s, "/docs/"), "docs-sub");
     }
 
     /// An escaped `:` (or `@`, `+`, ...) is matched as the character most

@@ -131,8 +131,8 @@ async fn a_method_override_is_refused_before_any_rule() {
 
 /// `/admin/` is `/admin` to some upstream routers and a subtree to others:
 /// when the two spellings fall under different rules, a public one yields
-/// to the other (its requirements cover whichever handler runs), and two
-/// non-public ones are refused (400).
+/// to the other (its requirements cover whichever handler runs), or to no
+/// rule at all (default deny), and two non-public ones are refused (400).
 #[tokio::test]
 async fn a_trailing_slash_that_changes_the_rule_is_decided_by_the_stricter_or_refused() {
     let rule = |id: &str, p: &str, scopes: &[&str], public: bool| RuleConfig {
@@ -149,6 +149,7 @@ async fn a_trailing_slash_that_changes_the_rule_is_decided_by_the_stricter_or_re
             rule("admin", "/admin/**", &["read_date"], false),
             rule("user", "/users/{id}", &["post_echo"], false),
             rule("user-sub", "/users/{id}/**", &["read_date"], false),
+            rule("files", "/files/**", &[], true),
         ],
         ..Default::default()
     };
@@ -164,6 +165,10 @@ async fn a_trailing_slash_that_changes_the_rule_is_decided_by_the_stricter_or_re
         ("/users/7/", Some("Bearer reader"), refused.clone()),
         ("/users/7/", Some("Bearer both"), refused),
         ("/users/7/posts", Some("Bearer reader"), Decision::Allow),
+        // A public subtree, no rule for its bare path: /files/ may be
+        // served as /files, which no rule allows.
+        ("/files/", None, Decision::Deny(DenyReason::NoRule)),
+        ("/files/a", None, Decision::Allow),
     ] {
         assert_eq!(
             e.decide(&req("GET", path, auth)).await.decision,
