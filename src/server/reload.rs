@@ -107,6 +107,20 @@ impl LiveEngine {
         // next reload still sees the difference, and nothing is recorded as
         // applied that is not).
         let (new, pending) = keep_restart_only(&config, new);
+        // The file passed alone; what will run is checked as a whole, as at
+        // start: a rule across sections (a claim header that the running
+        // [forward_auth] reads as the original request) may fail only with
+        // the running sections put back.
+        new.validate().map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (with the sections that need a restart as they run: {}); keeping the running configuration",
+                if pending.is_empty() {
+                    "none differ".to_string()
+                } else {
+                    pending.join(", ")
+                }
+            )
+        })?;
         if !pending.is_empty() {
             // [forward_auth] and [cluster] included: their listener and
             // Redis connection are set up at start, so say so rather than

@@ -211,6 +211,37 @@ async fn the_binary_reloads_on_file_change_and_sighup() {
     let _ = child.start_kill();
 }
 
+/// A reload is validated as it will run: the file alone may pass while,
+/// with the restart-only sections put back as they run, it would not.
+#[tokio::test]
+async fn a_reload_is_validated_with_the_running_restart_only_sections() {
+    let hydra = FakeHydra::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    let url = hydra.introspection_url();
+    write_config(
+        &path,
+        &url,
+        "read_date",
+        "[forward_auth]\nuri_headers = [\"x-my-uri\"]\n",
+    );
+    let server = start_authz(&hydra_authz::config::Config::load(&path).expect("config")).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    let reader = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
+    // Alone, valid: x-my-uri is not forward-auth's in this file. As it
+    // would run ([forward_auth] needs a restart), one header told two things.
+    write_config(
+        &path,
+        &url,
+        "admin",
+        "[headers.claims]\n\"x-my-uri\" = \"ext.tenant\"\n",
+    );
+    hydra_authz::config::Config::load(&path).expect("valid alone");
+    let err = server.live.reload_file(&path).expect_err("refused as it would run");
+    assert!(err.to_string().contains("sets for the upstream"), "{err}");
+    assert_eq!(status(&check, &reader).await, 200, "the running rules stay");
+}
+
 /// A section read only at start ([server], [forward_auth], ...) changed in
 /// the file is not recorded as applied: the running config keeps the
 /// section as it runs (so every later reload still warns), while the rest
