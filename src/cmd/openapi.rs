@@ -147,7 +147,10 @@ fn rule_path(template: &str) -> String {
             let mut rest = seg;
             while let Some(open) = rest.find('{') {
                 out.push_str(&literal(&rest[..open]));
-                out.push('*');
+                // `{a}{b}` is one wildcard, never `**` (any depth).
+                if !out.ends_with('*') {
+                    out.push('*');
+                }
                 rest = rest[open..].find('}').map_or("", |close| &rest[open + close + 1..]);
             }
             out.push_str(&literal(rest));
@@ -467,14 +470,20 @@ mod tests {
     #[test]
     fn templates_become_loadable_patterns() {
         let i = imported(
-            "paths:\n  /users/{user-id}:\n    get: {security: [{oauth: [a]}]}\n  /files/{name}.json:\n    get: {security: [{oauth: [a]}]}\n  /r/{a}-{b}/x:\n    get: {security: [{oauth: [a]}]}\n",
+            "paths:\n  /users/{user-id}:\n    get: {security: [{oauth: [a]}]}\n  /files/{name}.json:\n    get: {security: [{oauth: [a]}]}\n  /r/{a}-{b}/x:\n    get: {security: [{oauth: [a]}]}\n  /v1/{digest}{suffix}/acl:\n    get: {security: [{oauth: [a]}]}\n",
         );
         let paths: Vec<&str> = i.rules.iter().map(|r| r.path.as_str()).collect();
-        assert_eq!(paths, vec!["/users/{user-id}", "/files/*.json", "/r/*-*/x"]);
+        assert_eq!(
+            paths,
+            vec!["/users/{user-id}", "/files/*.json", "/r/*-*/x", "/v1/*/acl"]
+        );
         let set = crate::decision::rules::RuleSet::compile(&i.rules).expect("generated rules load");
         assert!(set.find("GET", "", "/files/report.json").is_some());
         assert!(set.find("GET", "", "/r/1-2/x").is_some());
         assert!(set.find("GET", "", "/users/42").is_some());
+        // Adjacent templates are one segment, never `**` (any depth).
+        assert!(set.find("GET", "", "/v1/abc.sig/acl").is_some());
+        assert!(set.find("GET", "", "/v1/a/b/acl").is_none());
     }
 
     #[test]
