@@ -668,7 +668,13 @@ impl Config {
     /// name only, and credentials embedded in the URL are masked.
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
-        for url in [&mut shown.introspection.url, &mut shown.introspection.jwt.jwks_url] {
+        let urls = [
+            Some(&mut shown.introspection.url),
+            Some(&mut shown.introspection.jwt.jwks_url),
+            Some(&mut shown.telemetry.otlp_endpoint),
+            shown.cluster.redis_url.as_mut(),
+        ];
+        for url in urls.into_iter().flatten() {
             if let Ok(mut parsed) = reqwest::Url::parse(url) {
                 if !parsed.username().is_empty() {
                     let _ = parsed.set_username("REDACTED");

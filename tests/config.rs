@@ -299,6 +299,17 @@ fn config_check_prints_the_effective_config_redacted() {
             "{stdout}"
         );
         assert!(stdout.contains("api_key=REDACTED"), "{stdout}");
+
+        // The OTLP endpoint's credentials too (a vendor key in the URL).
+        let out = config_check_of(
+            "[telemetry]\notlp_endpoint = \"https://tenant:OTLPKEY789@otlp.vendor.example/v1?token=OTLPQ321\"\n",
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            !stdout.contains("OTLPKEY789") && !stdout.contains("OTLPQ321"),
+            "{stdout}"
+        );
     })
 }
 
