@@ -639,8 +639,9 @@ mod tests {
     /// (it may be a revocation) but is not remembered, so an outage cannot
     /// outlive itself by negative_ttl_ms; a token never seen active is
     /// remembered as before.
-    #[tokio::test]
-    async fn inactive_after_recently_active_is_refused_but_not_remembered() {
+    /// A stale-if-error cache whose inner authenticator first allows the
+    /// token (kept for 1 ms, recorded for 60 s), then answers `then` in turn.
+    async fn after_an_allow(then: Vec<Result<Arc<Identity>, AuthnError>>) -> (SharedVerifier<Answers>, Token) {
         let cfg = CacheConfig {
             enabled: true,
             ttl_ms: 1,
@@ -648,17 +649,28 @@ mod tests {
             stale_if_error_ms: 60_000,
             ..Default::default()
         };
-        let inactive = || Err(AuthnError::Rejected(ClaimFailure::Inactive));
-        let answers = Answers::new(vec![
-            Ok(Arc::new(Identity::default())),
-            inactive(),
-            inactive(),
-            inactive(),
-        ]);
-        let cache = SharedVerifier::new(answers, &cfg, Duration::ZERO, Arc::new(Metrics::new()));
+        let mut answers = vec![Ok(Arc::new(Identity::default()))];
+        answers.extend(then);
+        let cache = SharedVerifier::new(Answers::new(answers), &cfg, Duration::ZERO, Arc::new(Metrics::new()));
         let token = Token::new("t");
         assert!(cache.authenticate(&token).await.is_ok());
         tokio::time::sleep(Duration::from_millis(20)).await;
+        (cache, token)
+    }
+
+    fn failed_with(got: &Result<Arc<Identity>, AuthnError>, want: FailureKind) -> bool {
+        matches!(got, Err(AuthnError::Unavailable { kind, .. }) if *kind == want)
+    }
+
+    /// Hydra answers `active: false` for its own storage errors too. For a
+    /// token it called active within the stale window the refusal stands
+    /// (it may be a revocation) but is not remembered, so an outage cannot
+    /// outlive itself by negative_ttl_ms; a token never seen active is
+    /// remembered as before.
+    #[tokio::test]
+    async fn inactive_after_recently_active_is_refused_but_not_remembered() {
+        let inactive = || Err(AuthnError::Rejected(ClaimFailure::Inactive));
+        let (cache, token) = after_an_allow(vec![inactive(), inactive(), inactive()]).await;
         // An outage that sees the token three times: each refusal asks again.
         for _ in 0..3 {
             let got = cache.authenticate(&token).await;
@@ -671,50 +683,31 @@ mod tests {
         assert!(got.is_ok(), "the refusal was remembered past the outage: {got:?}");
 
         // The record kept after a refusal is a marker, never served: Hydra
-        // unreachable next is a 503, not the identity it refused. Nor may
-        // an answer the token's holder can shape (too large, unreadable)
-        // fall back on an older identity.
-        let answers = Answers::new(vec![
-            Ok(Arc::new(Identity::default())),
-            inactive(),
-            Err(AuthnError::unavailable(FailureKind::Connect, "x")),
-        ]);
-        let cache = SharedVerifier::new(answers, &cfg, Duration::ZERO, Arc::new(Metrics::new()));
-        let token = Token::new("t");
-        assert!(cache.authenticate(&token).await.is_ok());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // unreachable next is a 503, not the identity it refused.
+        let connect = Err(AuthnError::unavailable(FailureKind::Connect, "x"));
+        let (cache, token) = after_an_allow(vec![inactive(), connect]).await;
         assert!(cache.authenticate(&token).await.is_err());
         let got = cache.authenticate(&token).await;
         assert!(
-            matches!(
-                got,
-                Err(AuthnError::Unavailable {
-                    kind: FailureKind::Connect,
-                    ..
-                })
-            ),
+            failed_with(&got, FailureKind::Connect),
             "a refused identity was served stale: {got:?}"
         );
-        let answers = Answers::new(vec![
-            Ok(Arc::new(Identity::default())),
-            Err(AuthnError::unavailable(FailureKind::TooLarge, "x")),
-        ]);
-        let cache = SharedVerifier::new(answers, &cfg, Duration::ZERO, Arc::new(Metrics::new()));
-        let token = Token::new("t");
-        assert!(cache.authenticate(&token).await.is_ok());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Nor may an answer the holder can shape (too large, unreadable)
+        // fall back on an older identity.
+        let too_large = Err(AuthnError::unavailable(FailureKind::TooLarge, "x"));
+        let (cache, token) = after_an_allow(vec![too_large]).await;
         let got = cache.authenticate(&token).await;
         assert!(
-            matches!(
-                got,
-                Err(AuthnError::Unavailable {
-                    kind: FailureKind::TooLarge,
-                    ..
-                })
-            ),
-            "a too-large answer is not bridged with the stale identity: {got:?}"
+            failed_with(&got, FailureKind::TooLarge),
+            "bridged with the stale identity: {got:?}"
         );
 
+        let cfg = CacheConfig {
+            enabled: true,
+            negative_ttl_ms: 60_000,
+            stale_if_error_ms: 60_000,
+            ..Default::default()
+        };
         let answers = Answers::new(vec![inactive(), Ok(Arc::new(Identity::default()))]);
         let cache = SharedVerifier::new(answers, &cfg, Duration::ZERO, Arc::new(Metrics::new()));
         for _ in 0..2 {
