@@ -198,10 +198,11 @@ impl RuleSet {
                 (false, true) | (true, true) => SlashForms::Agree,
                 (false, false) => SlashForms::Ambiguous,
             },
-            // A public subtree (`/files/**`) and no rule for `/files`: the
-            // bare form is denied by default, so its spelling with a
-            // slash must not be the way in to a handler that serves both.
-            None if found.public => SlashForms::Unruled,
+            // A public or optional subtree (`/files/**`: anonymous callers
+            // pass) and no rule for `/files`: the bare form is denied by
+            // default, so its spelling with a slash must not be the way in
+            // to a handler that serves both.
+            None if found.public || found.optional => SlashForms::Unruled,
             _ => SlashForms::Agree,
         }
     }
@@ -529,6 +530,12 @@ mod tests {
         assert_eq!(forms(&s, "/files/"), "unruled");
         assert_eq!(forms(&s, "/files/x"), "files");
         assert_eq!(forms(&s, "/files/x/"), "files", "the bare form is the same rule's");
+        // The same for a subtree anonymous callers may enter (optional).
+        let mut feed = rule("feed", &["GET"], "/feed/**");
+        feed.optional = true;
+        let s = set(vec![feed]);
+        assert_eq!(forms(&s, "/feed/"), "unruled");
+        assert_eq!(forms(&s, "/feed/x"), "feed");
         // Two public rules: either serves it anonymously, no doubt.
         let mut docs = rule("docs", &["GET"], "/docs");
         docs.public = true;

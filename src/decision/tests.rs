@@ -176,6 +176,12 @@ async fn a_trailing_slash_that_changes_the_rule_is_decided_by_the_stricter_or_re
             "{path} {auth:?}"
         );
     }
+    // Explain says why the matching subtree rule did not decide.
+    let (_, steps) = e.explain(&req("GET", "/files/", None)).await;
+    assert!(
+        steps.iter().any(|s| s.contains("/files/ may be served as /files")),
+        "{steps:#?}"
+    );
 }
 
 /// Path tricks never reach a rule they should not: each input and its answer.
