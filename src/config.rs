@@ -676,6 +676,15 @@ impl Config {
         ];
         for url in urls.into_iter().flatten() {
             if let Ok(mut parsed) = reqwest::Url::parse(url) {
+                // Shown as written unless something in it is masked (a
+                // reparsed URL gains a '/' path, which would read as a change).
+                let secret = !parsed.username().is_empty()
+                    || parsed.password().is_some()
+                    || parsed.query().is_some()
+                    || parsed.fragment().is_some();
+                if !secret {
+                    continue;
+                }
                 if !parsed.username().is_empty() {
                     let _ = parsed.set_username("REDACTED");
                 }
