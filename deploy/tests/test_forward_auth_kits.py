@@ -651,6 +651,10 @@ def test_traefik_dynamic_config_shape():
     wanted = {"x_client_id", "x_client-id", "x-client_id", "x_scopes", "x_subject"}
     for name in METHOD_OVERRIDES:
         wanted |= underscore_spellings(name)
+    # Forwarded facts Traefik's entry point leaves (it strips X-Forwarded-*
+    # and X-Real-Ip only) and the request-URI headers frameworks route on.
+    wanted |= {"forwarded", "x-original-uri", "x-original-method", "x-original-url", "x-rewrite-url"}
+    wanted |= underscore_spellings("x-forwarded-host")
     assert {k.lower() for k in removed} == wanted
     (server,) = http["services"][router["service"]]["loadBalancer"]["servers"]
     assert server["url"] == f"http://127.0.0.1:{UPSTREAM_PORT}"

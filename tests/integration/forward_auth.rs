@@ -658,6 +658,8 @@ async fn seed_scenario_through(b: KitBehaviour) {
         ("X-Original-Method", "DELETE"),
         ("X-Forwarded-Uri", "/admin"),
         ("X-Forwarded-Method", "DELETE"),
+        ("X-Original-Url", "/admin"),
+        ("X-Rewrite-Url", "/admin"),
     ];
     let mut headers = vec![("authorization", reader.as_str())];
     headers.extend_from_slice(&forged);
