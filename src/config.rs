@@ -554,9 +554,11 @@ impl Config {
             }
             told.push(&self.upstream_jwt.header);
         }
+        // In any '-'/'_' spelling (the names are lower-case already).
+        let is_told = |name: &str| told.contains(&name.replace('_', "-").as_str());
         let fa = &self.forward_auth;
         for name in fa.method_headers.iter().chain(&fa.uri_headers).chain(&fa.host_headers) {
-            if told.contains(&name.to_ascii_lowercase().replace('_', "-").as_str()) {
+            if is_told(name) {
                 return Err(invalid(
                     "forward_auth",
                     format!(
@@ -621,9 +623,9 @@ impl Config {
                 let source = crate::extract::sources::TokenSource::parse(source)
                     .map_err(|why| invalid(format!("{key}.token_from[{i}]"), why))?;
                 // A header we set for the upstream cannot also carry the
-                // caller's token (in any '-'/'_' spelling).
+                // caller's token.
                 if let crate::extract::sources::TokenSource::Header(name) = &source {
-                    if told.contains(&name.replace('_', "-").as_str()) {
+                    if is_told(name) {
                         return Err(invalid(
                             format!("{key}.token_from[{i}]"),
                             format!("{name:?} is a header hydra-authz sets for the upstream"),

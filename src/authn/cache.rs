@@ -271,12 +271,11 @@ impl<A: Authenticator> SharedVerifier<A> {
         // in: an entry verified before a broad purge never lands after it.
         let epoch = self.fleet.as_ref().map_or(0, |f| f.epoch());
         let fp = fingerprint(token);
-        let mut unkept = false;
-        let (verdict, shared_for) = match self.shared_get(key, epoch, trusted).await {
-            SharedRead::Hit(identity, left) => (Cached::Valid(identity), Some(left)),
+        // `unkept`: a refusal that must not be remembered (see `verify`).
+        let (verdict, shared_for, unkept) = match self.shared_get(key, epoch, trusted).await {
+            SharedRead::Hit(identity, left) => (Cached::Valid(identity), Some(left), false),
             read => {
-                let (verdict, fresh_refusal) = self.verify(key, token, fp, purges).await;
-                unkept = fresh_refusal;
+                let (verdict, unkept) = self.verify(key, token, fp, purges).await;
                 // Refused as no longer valid (revoked, expired), where a
                 // shared entry may be stored unseen: remove it, so a later
                 // read cannot say yes where the issuer said no. Only these:
@@ -289,7 +288,7 @@ impl<A: Authenticator> SharedVerifier<A> {
                 if let (true, SharedRead::Unread, Some(fleet)) = (gone, &read, &self.fleet) {
                     fleet.shared_forget(*key, epoch);
                 }
-                (verdict, None)
+                (verdict, None, unkept)
             }
         };
         let mut ttl = if unkept {
@@ -634,11 +633,6 @@ mod tests {
         }
     }
 
-    /// Hydra answers `active: false` for its own storage errors too. For a
-    /// token it called active within the stale window the refusal stands
-    /// (it may be a revocation) but is not remembered, so an outage cannot
-    /// outlive itself by negative_ttl_ms; a token never seen active is
-    /// remembered as before.
     /// A stale-if-error cache whose inner authenticator first allows the
     /// token (kept for 1 ms, recorded for 60 s), then answers `then` in turn.
     async fn after_an_allow(then: Vec<Result<Arc<Identity>, AuthnError>>) -> (SharedVerifier<Answers>, Token) {

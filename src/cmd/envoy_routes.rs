@@ -219,7 +219,7 @@ pub fn routes(bootstrap: &Value) -> Vec<Route> {
 /// A route's path is compared in the form requests are matched in
 /// (`/städte` is `/st%C3%A4dte`, `/%64ate` is `/date`).
 pub fn uncovered(routes: &[Route], rules: &RuleSet) -> Vec<String> {
-    let matched = |p: &str| crate::extract::path::canonical_pattern_text(p).unwrap_or_else(|| p.to_owned());
+    use crate::extract::path::in_matched_form as matched;
     routes
         .iter()
         .filter(|r| !r.own_policy)

@@ -132,7 +132,7 @@ fn servers_base_path(doc: &Value, warnings: &mut Vec<String>) -> String {
 fn rule_path(template: &str) -> String {
     // Literal text in the form requests are matched in (`/städte` is
     // `/st%C3%A4dte`); text it cannot take stays, for the loader to refuse.
-    let literal = |text: &str| crate::extract::path::canonical_pattern_text(text).unwrap_or_else(|| text.to_owned());
+    use crate::extract::path::in_matched_form as literal;
     template
         .split('/')
         .map(|seg| {

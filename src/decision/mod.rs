@@ -264,16 +264,16 @@ impl<A: Authenticator> Engine<A> {
         let policy = match route::resolve(req, &self.rules) {
             Resolution::Policy(p) => p,
             Resolution::NoRule => {
-                let bare = req.path.strip_suffix('/').filter(|b| !b.is_empty());
-                if let (Some(_), Some(bare)) = (steps.as_ref(), bare) {
-                    if self.rules.find(&req.method, &req.host, &req.path).is_some() {
-                        note!(
-                            steps,
-                            "{} may be served as {bare} (Express, Rails, Django), which no rule covers: that decides",
-                            req.path
-                        );
-                    }
-                }
+                note!(steps, "no rule matches: default deny");
+                return Err(DenyReason::NoRule);
+            }
+            Resolution::NoRuleForBareForm => {
+                note!(
+                    steps,
+                    "{} may be served as {} (Express, Rails, Django), which no rule covers: that decides",
+                    req.path,
+                    req.path.trim_end_matches('/')
+                );
                 note!(steps, "no rule matches: default deny");
                 return Err(DenyReason::NoRule);
             }

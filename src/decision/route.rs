@@ -51,6 +51,10 @@ pub enum Resolution {
     Policy(RoutePolicy),
     /// Nothing describes this route: default deny.
     NoRule,
+    /// A public or optional subtree matched the path with its trailing `/`,
+    /// but no rule covers the bare form a router may serve it as
+    /// ([`SlashForms::Unruled`]): default deny, as for the bare path.
+    NoRuleForBareForm,
     /// The route carries policy we cannot read; deny rather than guess.
     Misconfigured(String),
     /// The path with and without its trailing `/` falls under different
@@ -69,7 +73,7 @@ pub fn resolve(req: &AuthzRequest, rules: &RuleSet) -> Resolution {
     match rules.trailing_slash(&req.method, &req.host, &req.path, found) {
         SlashForms::Agree => {}
         SlashForms::Stricter(rule) => found = Some(rule),
-        SlashForms::Unruled => found = None,
+        SlashForms::Unruled => return Resolution::NoRuleForBareForm,
         SlashForms::Ambiguous => return Resolution::AmbiguousTrailingSlash,
     }
     match found {

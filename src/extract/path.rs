@@ -155,9 +155,16 @@ pub fn is_canonical_pattern_text(text: &str) -> bool {
 }
 
 /// The form [`is_canonical_pattern_text`] wants for `text`, if it has one
-/// (for the loader's error message and the OpenAPI import).
+/// (for the loader's error message).
 pub fn canonical_pattern_text(text: &str) -> Option<String> {
     decode_unreserved(text).ok()
+}
+
+/// `text` in that form, or as it is when it has none (a pattern the rule
+/// loader will then refuse, naming why): for paths read from elsewhere,
+/// an OpenAPI document or an Envoy route table.
+pub fn in_matched_form(text: &str) -> String {
+    canonical_pattern_text(text).unwrap_or_else(|| text.to_owned())
 }
 
 fn check_char(b: u8) -> Result<(), PathProblem> {

@@ -223,17 +223,21 @@ async fn silent_and_slow_connections_are_closed_on_every_listener() {
 
 /// One keep-alive HTTP/1 request on a raw connection; returns the status line.
 async fn http_request(stream: &mut TcpStream, path: &str) -> String {
+    try_http_request(stream, path).await.expect("request")
+}
+
+/// [`http_request`], with a connection the server closed or reset as an error.
+async fn try_http_request(stream: &mut TcpStream, path: &str) -> std::io::Result<String> {
     stream
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
+        .await?;
     let mut buf = vec![0u8; 4096];
-    let n = stream.read(&mut buf).await.expect("read");
-    String::from_utf8_lossy(&buf[..n])
+    let n = stream.read(&mut buf).await?;
+    Ok(String::from_utf8_lossy(&buf[..n])
         .lines()
         .next()
         .unwrap_or_default()
-        .to_owned()
+        .to_owned())
 }
 
 /// At `max_connections`, a new connection waits until one closes; an idle
@@ -298,13 +302,7 @@ async fn one_peer_cannot_hold_every_probe_connection() {
     // Whether /healthz is answered 200 on `conn`; a connection past the
     // cap was closed (or reset) by the server: false, not a panic.
     async fn healthy(conn: &mut TcpStream) -> bool {
-        let status = tokio::time::timeout(Duration::from_secs(2), async {
-            conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await?;
-            let mut buf = vec![0u8; 4096];
-            let n = conn.read(&mut buf).await?;
-            Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
-        })
-        .await;
+        let status = tokio::time::timeout(Duration::from_secs(2), try_http_request(conn, "/healthz")).await;
         matches!(status, Ok(Ok(ref r)) if r.starts_with("HTTP/1.1 200"))
     }
     let mut served = 0;
