@@ -332,6 +332,43 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A TOML syntax error without the excerpt of the file the toml crate adds
+/// (`1 | url = "https://id:secret@...`): the line may hold a credential, and
+/// the error reaches logs. Line and column stay.
+fn without_source_excerpt(message: &str) -> String {
+    let excerpt = |line: &str| {
+        let rest = line.trim_start().trim_start_matches(|c: char| c.is_ascii_digit());
+        rest.trim_start().starts_with('|')
+    };
+    let kept: Vec<&str> = message
+        .lines()
+        .filter(|l| !excerpt(l) && !l.trim().is_empty())
+        .collect();
+    kept.join(" ")
+}
+
+/// Whether `key` (a `HYDRA_AUTHZ_` variable without the prefix) is one of
+/// the service-link variables Kubernetes sets for a Service whose name
+/// starts with `hydra-authz`: `[NAME_]SERVICE_HOST`, `[NAME_]SERVICE_PORT[_P]`,
+/// `[NAME_]PORT`, `[NAME_]PORT_<n>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR]`.
+/// Our own keys nest with `__`, which a service link never holds, so a
+/// misspelt key of ours is still refused.
+fn is_service_link(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    if key.contains("__") {
+        return false;
+    }
+    let parts: Vec<&str> = key.split('_').collect();
+    let is_proto = |p: &str| matches!(p, "tcp" | "udp" | "sctp");
+    let is_number = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    (0..parts.len()).any(|at| match &parts[at..] {
+        ["service", "host"] | ["service", "port", ..] | ["port"] => true,
+        ["port", n, proto] => is_number(n) && is_proto(proto),
+        ["port", n, proto, "proto" | "port" | "addr"] => is_number(n) && is_proto(proto),
+        _ => false,
+    })
+}
+
 impl Config {
     /// Defaults, then `path` (which must exist), then the environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -348,10 +385,22 @@ impl Config {
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
         // HYDRA_AUTHZ_CONFIG names the file itself; it is not a config key.
-        let figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
+        // Kubernetes (and Docker links) inject `HYDRA_AUTHZ_SERVICE_HOST`,
+        // `HYDRA_AUTHZ_PORT_9191_TCP` ... for a Service named `hydra-authz`:
+        // they are not config keys, and refusing them would stop every pod.
+        let env = Env::prefixed(ENV_PREFIX)
+            .ignore(&["config"])
+            .filter(|key| !is_service_link(key.as_str()))
+            .split("__");
+        let figment = figment.merge(env);
         let config: Config = figment.extract().map_err(|e| {
             // figment reports every error with its key path and source; show all.
-            ConfigError::Parse(e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+            ConfigError::Parse(
+                e.into_iter()
+                    .map(|e| without_source_excerpt(&e.to_string()))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
         })?;
         config.validate()?;
         Ok(config)

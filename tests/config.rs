@@ -94,6 +94,49 @@ fn unknown_keys_are_errors_naming_the_key() {
     });
 }
 
+/// A TOML syntax error names the line and column, never the line's text:
+/// it may hold a credential (a URL's userinfo), and the error is logged.
+#[test]
+fn syntax_errors_do_not_echo_the_file() {
+    let e = load_err("[introspection]\nurl = \"https://id:s3cret-pw@hydra:4445/x\n");
+    assert!(!e.contains("s3cret"), "{e}");
+    assert!(e.contains("line 2"), "{e}");
+}
+
+/// A Service named `hydra-authz` (the chart's default name) makes Kubernetes
+/// inject service-link variables under our prefix; they must not stop the
+/// start, while a misspelt key of ours still does.
+#[test]
+fn kubernetes_service_links_are_not_config_keys() {
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", "")?;
+        for (name, value) in [
+            ("HYDRA_AUTHZ_SERVICE_HOST", "10.0.0.7"),
+            ("HYDRA_AUTHZ_SERVICE_PORT", "9191"),
+            ("HYDRA_AUTHZ_SERVICE_PORT_GRPC", "9191"),
+            ("HYDRA_AUTHZ_PORT", "tcp://10.0.0.7:9191"),
+            ("HYDRA_AUTHZ_PORT_9191_TCP", "tcp://10.0.0.7:9191"),
+            ("HYDRA_AUTHZ_PORT_9191_TCP_PROTO", "tcp"),
+            ("HYDRA_AUTHZ_PORT_9191_TCP_PORT", "9191"),
+            ("HYDRA_AUTHZ_PORT_9191_TCP_ADDR", "10.0.0.7"),
+            ("HYDRA_AUTHZ_METRICS_SERVICE_HOST", "10.0.0.8"),
+            ("HYDRA_AUTHZ_METRICS_PORT_9192_TCP_ADDR", "10.0.0.8"),
+        ] {
+            jail.set_env(name, value);
+        }
+        jail.set_env("HYDRA_AUTHZ_SERVER__GRPC_ADDR", "127.0.0.1:7001");
+        let config = Config::load(Path::new("c.toml")).expect("service links are not keys");
+        assert_eq!(config.server.grpc_addr.port(), 7001);
+        // Not a service link: still refused.
+        jail.set_env("HYDRA_AUTHZ_SERVICE_HOSTNAME", "x");
+        let e = Config::load(Path::new("c.toml"))
+            .expect_err("not a service link")
+            .to_string();
+        assert!(e.contains("service_hostname"), "{e}");
+        Ok(())
+    });
+}
+
 #[test]
 fn bad_values_are_errors_naming_the_key() {
     let cases = [

@@ -216,6 +216,8 @@ def assert_hardened(r: Rendered):
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert sc.get("privileged", False) is False
     assert r.pod_spec["automountServiceAccountToken"] is False
+    # A Service named hydra-authz would otherwise inject HYDRA_AUTHZ_* variables.
+    assert r.pod_spec["enableServiceLinks"] is False
 
 
 def test_security_context_default(default_render: Rendered):
