@@ -688,13 +688,16 @@ mod tests {
         );
         // Nor may an answer the holder can shape (too large, unreadable)
         // fall back on an older identity.
-        let too_large = Err(AuthnError::unavailable(FailureKind::TooLarge, "x"));
-        let (cache, token) = after_an_allow(vec![too_large]).await;
-        let got = cache.authenticate(&token).await;
-        assert!(
-            failed_with(&got, FailureKind::TooLarge),
-            "bridged with the stale identity: {got:?}"
-        );
+        // Nor a 429: a flood of made-up tokens from the holder can spend
+        // the issuer's quota.
+        for kind in [FailureKind::TooLarge, FailureKind::RateLimited] {
+            let (cache, token) = after_an_allow(vec![Err(AuthnError::unavailable(kind, "x"))]).await;
+            let got = cache.authenticate(&token).await;
+            assert!(
+                failed_with(&got, kind),
+                "{kind}: bridged with the stale identity: {got:?}"
+            );
+        }
 
         let cfg = CacheConfig {
             enabled: true,

@@ -67,10 +67,7 @@ impl Introspection {
     }
 
     pub fn scopes(&self) -> Vec<&str> {
-        self.scope
-            .as_deref()
-            .map(|s| s.split_whitespace().collect())
-            .unwrap_or_default()
+        self.scope.as_deref().map(scope_items).unwrap_or_default()
     }
 
     pub fn identity(&self) -> Identity {
@@ -227,7 +224,10 @@ impl HydraIntrospector {
                 _ => false,
             };
             return Err(AuthnError::Unavailable {
-                kind: FailureKind::Status,
+                kind: match status.as_u16() {
+                    429 => FailureKind::RateLimited,
+                    _ => FailureKind::Status,
+                },
                 detail: format!("introspection answered HTTP {}", status.as_u16()),
                 retryable,
                 retry_after,
@@ -270,6 +270,14 @@ impl Authenticator for HydraIntrospector {
     async fn authenticate(&self, token: &Token) -> Result<Arc<Identity>, AuthnError> {
         self.verify(token).await.map(|i| Arc::new(i.identity()))
     }
+}
+
+/// The items of an RFC 6749 `scope` string: separated by U+0020 alone
+/// (§3.3; fosite and Hydra join with it). Splitting on any other
+/// whitespace (no-break space, tab) would grant `admin` to a token Hydra
+/// issued the single scope `files.x\u{a0}admin`.
+pub fn scope_items(scope: &str) -> Vec<&str> {
+    scope.split(' ').filter(|s| !s.is_empty()).collect()
 }
 
 pub fn now_unix() -> i64 {
@@ -369,6 +377,20 @@ mod tests {
         assert!(i.active);
         assert_eq!(i.scopes(), vec!["read_date", "other"]);
         assert_eq!(i.identity().client_id.as_deref(), Some("reader"));
+    }
+
+    /// RFC 6749 §3.3: scopes are separated by U+0020 only. A no-break
+    /// space, a tab or a line feed inside one scope Hydra granted never
+    /// makes another scope (`admin`) out of it.
+    #[test]
+    fn scope_string_splits_on_the_space_alone() {
+        let i = Introspection::parse(br#"{"active":true,"scope":" read  files.x\u00a0admin other\tadmin x\nadmin "}"#)
+            .expect("parses");
+        assert_eq!(
+            i.scopes(),
+            vec!["read", "files.x\u{a0}admin", "other\tadmin", "x\nadmin"]
+        );
+        assert!(!i.identity().scopes.iter().any(|s| &**s == "admin"));
     }
 
     #[test]

@@ -389,6 +389,18 @@ impl JwtVerifier {
         self.prefetched.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// One fetch now (unless one ran within `refresh_min_interval_ms`).
+    pub async fn fetch_keys(&self) {
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "JWKS fetch failed; not ready until a key set is fetched");
+        }
+    }
+
+    /// `refresh_min_interval_ms`: the pause between fetches.
+    pub fn retry_interval(&self) -> Duration {
+        self.refresh_every
+    }
+
     /// Whether [`JwtVerifier::prefetch`] has finished.
     pub fn prefetched(&self) -> bool {
         self.prefetched.load(std::sync::atomic::Ordering::SeqCst)
@@ -486,7 +498,7 @@ impl JwtVerifier {
             .map_err(AuthnError::Rejected)?;
         let scopes = match (&c.scp, &c.scope) {
             (Some(list), _) => intern::list(list),
-            (None, Some(s)) => intern::list(&s.split_whitespace().collect::<Vec<_>>()),
+            (None, Some(s)) => intern::list(&super::introspection::scope_items(s)),
             (None, None) => intern::list::<&str>(&[]),
         };
         Ok(Arc::new(Identity {
@@ -561,6 +573,14 @@ mod tests {
             });
             Token::new(jsonwebtoken::encode(&header, &claims, &self.signing).expect("sign"))
         }
+
+        /// A token with exactly these claims and header `kid` / `typ`.
+        fn sign_with(&self, kid: Option<&str>, typ: Option<&str>, claims: serde_json::Value) -> Token {
+            let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+            header.kid = kid.map(str::to_owned);
+            header.typ = typ.map(str::to_owned);
+            Token::new(jsonwebtoken::encode(&header, &claims, &self.signing).expect("sign"))
+        }
     }
 
     /// Serve `jwks` on a loopback port; its URL.
@@ -624,6 +644,70 @@ mod tests {
         let jwks = serve_jwks(serde_json::json!({ "keys": [signing] })).await;
         let got = verifier(&jwks, |_| {}).verify(&key.sign("k")).await;
         assert!(got.is_ok(), "{got:?}");
+    }
+
+    /// Each refusal the verifier promises, one token apiece, against the
+    /// same key that verifies the well-formed token: a missing kid, a
+    /// missing exp, an nbf ahead, a `typ` that is not an access token's.
+    /// A `scope` string (no `scp`) splits on U+0020 alone: a tab or a
+    /// no-break space inside one scope never yields another scope.
+    #[tokio::test]
+    async fn each_refusal_and_the_scope_string() {
+        let key = TestKey::generate();
+        let signing = key.jwk(serde_json::json!({"kid": "k", "use": "sig", "alg": "EdDSA"}));
+        let jwks = serve_jwks(serde_json::json!({ "keys": [signing] })).await;
+        let v = verifier(&jwks, |_| {});
+        let now = crate::authn::introspection::now_unix();
+        let good = serde_json::json!({"client_id": "reader", "sub": "reader", "iat": now, "exp": now + 300});
+        let with = |more: serde_json::Value| {
+            let mut claims = good.clone();
+            if let (Some(all), serde_json::Value::Object(more)) = (claims.as_object_mut(), more) {
+                all.extend(more);
+            }
+            claims
+        };
+        let ok = v.verify(&key.sign_with(Some("k"), Some("at+jwt"), good.clone())).await;
+        assert!(ok.is_ok(), "{ok:?}");
+        let mut no_exp = good.clone();
+        no_exp.as_object_mut().map(|c| c.remove("exp"));
+        for (what, token, expected) in [
+            (
+                "no kid",
+                key.sign_with(None, None, good.clone()),
+                ClaimFailure::UnknownKey,
+            ),
+            (
+                "no exp",
+                key.sign_with(Some("k"), None, no_exp),
+                ClaimFailure::MalformedJwt,
+            ),
+            (
+                "nbf ahead",
+                key.sign_with(Some("k"), None, with(serde_json::json!({"nbf": now + 3_600}))),
+                ClaimFailure::NotYetValid,
+            ),
+            (
+                "an ID token's typ",
+                key.sign_with(Some("k"), Some("JWT+id"), good.clone()),
+                ClaimFailure::NotAnAccessToken,
+            ),
+        ] {
+            let got = v.verify(&token).await;
+            assert!(
+                matches!(&got, Err(AuthnError::Rejected(f)) if *f == expected),
+                "{what}: {got:?}"
+            );
+        }
+        let scoped = v
+            .verify(&key.sign_with(
+                Some("k"),
+                None,
+                with(serde_json::json!({"scope": "read  files.x\u{a0}admin\tdelete"})),
+            ))
+            .await
+            .expect("verifies");
+        let scopes: Vec<&str> = scoped.scopes.iter().map(|s| &**s).collect();
+        assert_eq!(scopes, ["read", "files.x\u{a0}admin\tdelete"]);
     }
 
     #[test]

@@ -116,8 +116,12 @@ pub enum FailureKind {
     Connect,
     /// The connection broke mid-way.
     Transport,
-    /// A status other than 200.
+    /// A status other than 200 and 429.
     Status,
+    /// 429: the issuer's rate limit. Callers can cause it (a flood of
+    /// made-up tokens, each one introspection), so it neither opens the
+    /// circuit nor lets stale-if-error serve an older identity.
+    RateLimited,
     /// Not `application/json`.
     ContentType,
     /// Answer larger than `max_response_bytes`.
@@ -151,6 +155,7 @@ impl FailureKind {
             FailureKind::Connect => "connect",
             FailureKind::Transport => "transport",
             FailureKind::Status => "status",
+            FailureKind::RateLimited => "rate_limited",
             FailureKind::ContentType => "content_type",
             FailureKind::TooLarge => "too_large",
             FailureKind::Parse => "parse",
@@ -173,6 +178,7 @@ impl FailureKind {
             | FailureKind::Connect
             | FailureKind::Transport
             | FailureKind::Status
+            | FailureKind::RateLimited
             | FailureKind::ContentType
             | FailureKind::TooLarge
             | FailureKind::Parse
@@ -194,8 +200,15 @@ impl FailureKind {
     /// the circuit for everyone by repeating it. Hydra, having answered, is
     /// not struggling. Nor do they let stale-if-error serve an older
     /// identity: the holder could choose that.
+    /// A 429 neither: callers who flood us with made-up tokens spend the
+    /// issuer's quota, and must not thereby open the circuit or be served
+    /// the older identity of a token revoked since.
     pub fn opens_circuit(self) -> bool {
-        self.is_issuer_fault() && !matches!(self, FailureKind::TooLarge | FailureKind::Parse)
+        self.is_issuer_fault()
+            && !matches!(
+                self,
+                FailureKind::TooLarge | FailureKind::Parse | FailureKind::RateLimited
+            )
     }
 
     /// Failures the breaker and the shedder announce themselves (one line per

@@ -96,7 +96,7 @@ async fn every_failure_mode_is_unavailable_never_active() {
         (Fault::Status(500, None), "status"),
         (Fault::Status(502, None), "status"),
         (Fault::Status(503, Some(1)), "status"),
-        (Fault::Status(429, Some(1)), "status"),
+        (Fault::Status(429, Some(1)), "rate_limited"),
         (Fault::Status(401, None), "status"),
         (Fault::Garbage, "parse"),
         (Fault::ActiveAsString, "parse"),

@@ -150,7 +150,9 @@ async fn breaker_opens_then_a_probe_closes_it() {
 
 /// An answer too large or unreadable can be one token's own (its `ext`
 /// from user-editable data): 503 for it, but repeating it must not open
-/// the circuit for everyone. Hydra is still asked each time, and a good
+/// the circuit for everyone. Nor can a 429, which a flood of made-up
+/// tokens causes (and an open circuit would let stale-if-error serve a
+/// token revoked since). Hydra is still asked each time, and a good
 /// answer right after is decided normally (no cool-down to wait out).
 #[tokio::test]
 async fn unreadable_answers_cannot_open_the_circuit() {
@@ -162,7 +164,12 @@ async fn unreadable_answers_cannot_open_the_circuit() {
     .await;
     let token = hydra.issuer.mint("reader", &["read_date"]).expect("mint");
     let mut asked = 0;
-    for fault in [Fault::Huge(256 * 1024), Fault::Garbage, Fault::ArrayBody] {
+    for fault in [
+        Fault::Huge(256 * 1024),
+        Fault::Garbage,
+        Fault::ArrayBody,
+        Fault::Status(429, None),
+    ] {
         hydra.set_fault(fault.clone());
         for _ in 0..5 {
             assert_eq!(status(&check, &token).await, 503, "{fault:?}");
