@@ -39,7 +39,7 @@ use crate::authn::config::CacheConfig;
 use crate::extract::credential::Token;
 use crate::metrics::Metrics;
 use quick_cache::sync::{Cache, DefaultLifecycle, EntryAction, EntryResult, PlaceholderGuard};
-use quick_cache::{DefaultHashBuilder, UnitWeighter};
+use quick_cache::{DefaultHashBuilder, Weighter};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,7 +47,55 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 type Key = CacheKey;
 /// The right to load `Key`: checks arriving meanwhile wait for its result.
-type LoadGuard<'a> = PlaceholderGuard<'a, Key, Entry, UnitWeighter, DefaultHashBuilder, DefaultLifecycle<Key, Entry>>;
+type LoadGuard<'a> = PlaceholderGuard<'a, Key, Entry, ByWeight, DefaultHashBuilder, DefaultLifecycle<Key, Entry>>;
+
+/// Entries weigh 1, plus 1 per KiB of the identity they hold (its `ext`,
+/// scopes, audience): `max_entries` then bounds memory as well as count.
+/// Counted alike, 100,000 tokens whose `ext` a token hook filled with 64
+/// KiB each would hold 6.5 GB.
+#[derive(Debug, Clone, Copy)]
+struct ByWeight;
+
+impl Weighter<Key, Entry> for ByWeight {
+    fn weight(&self, _: &Key, e: &Entry) -> u64 {
+        u64::from(e.weight)
+    }
+}
+
+impl Weighter<Key, Stale> for ByWeight {
+    fn weight(&self, _: &Key, s: &Stale) -> u64 {
+        u64::from(s.weight)
+    }
+}
+
+/// 1 + the identity's size in KiB, computed once when it is stored (the
+/// weigher runs during eviction, and a weight must never change).
+fn weight_of(identity: &Identity) -> u32 {
+    struct Counted(usize);
+    impl std::io::Write for Counted {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let text = |s: &Option<Arc<str>>| s.as_deref().map_or(0, str::len);
+    let list = |l: &[Arc<str>]| l.iter().map(|s| s.len() + 16).sum::<usize>();
+    let mut ext = Counted(0);
+    if let Some(v) = &identity.ext {
+        let _ = serde_json::to_writer(&mut ext, &**v);
+    }
+    let bytes = text(&identity.client_id)
+        + text(&identity.subject)
+        + text(&identity.issuer)
+        + text(&identity.username)
+        + list(&identity.scopes)
+        + list(&identity.audience)
+        + ext.0;
+    1 + u32::try_from(bytes / 1024).unwrap_or(u32::MAX - 1)
+}
 
 #[derive(Debug, Clone)]
 enum Cached {
@@ -66,6 +114,8 @@ struct Entry {
     /// The token's fingerprint (`token_fp`), for purges by fingerprint:
     /// with a cluster secret the key is not the plain digest.
     fp: [u8; 4],
+    /// See [`ByWeight`].
+    weight: u32,
 }
 
 impl Entry {
@@ -101,7 +151,7 @@ fn fingerprint(token: &Token) -> [u8; 4] {
 /// Identities verified recently, for stale-if-error: kept apart from the
 /// cache (and with the cache off) for `window` after each verification.
 struct StaleStore {
-    entries: Cache<Key, Stale>,
+    entries: Cache<Key, Stale, ByWeight>,
     window: Duration,
 }
 
@@ -113,6 +163,8 @@ struct Stale {
     /// The issuer has since answered `active: false`: never served again,
     /// kept only so later refusals within the window know (see `verify`).
     refused: bool,
+    /// See [`ByWeight`].
+    weight: u32,
 }
 
 /// Failures during which a recently verified identity may be served: the
@@ -165,7 +217,7 @@ impl Lifetimes {
 
 pub struct SharedVerifier<A> {
     inner: A,
-    cache: Cache<Key, Entry>,
+    cache: Cache<Key, Entry, ByWeight>,
     lifetimes: Lifetimes,
     metrics: Arc<Metrics>,
     /// Counts purges: a load that saw one go by while it ran hands its
@@ -191,7 +243,7 @@ impl<A> SharedVerifier<A> {
         let capacity = usize::try_from(cfg.max_entries).unwrap_or(usize::MAX).max(1);
         SharedVerifier {
             inner,
-            cache: Cache::new(capacity),
+            cache: Cache::with_weighter(capacity, cfg.max_entries.max(1), ByWeight),
             lifetimes: Lifetimes {
                 positive,
                 negative,
@@ -200,7 +252,7 @@ impl<A> SharedVerifier<A> {
             metrics,
             purges: AtomicU64::new(0),
             stale: (cfg.stale_if_error_ms > 0).then(|| StaleStore {
-                entries: Cache::new(capacity),
+                entries: Cache::with_weighter(capacity, cfg.max_entries.max(1), ByWeight),
                 window: Duration::from_millis(cfg.stale_if_error_ms),
             }),
             fleet: None,
@@ -311,10 +363,15 @@ impl<A: Authenticator> SharedVerifier<A> {
                 }
             }
         }
+        let weight = match &verdict {
+            Cached::Valid(identity) => weight_of(identity),
+            _ => 1,
+        };
         let entry = Entry {
             verdict,
             until: (keep && !ttl.is_zero()).then(|| Instant::now() + ttl),
             fp,
+            weight,
         };
         if let Cached::Failed(AuthnError::Unavailable {
             kind: FailureKind::CallerDeadline,
@@ -369,6 +426,7 @@ impl<A: Authenticator> SharedVerifier<A> {
         let verdict = match result {
             Ok(identity) => {
                 let s = Stale {
+                    weight: weight_of(&identity),
                     identity: identity.clone(),
                     fp,
                     until: Instant::now() + stale.window,
@@ -498,6 +556,7 @@ fn unexpected() -> Entry {
         verdict: Cached::Failed(AuthnError::unavailable(FailureKind::Cache, "unexpected cache state")),
         until: None,
         fp: [0; 4],
+        weight: 1,
     }
 }
 
@@ -597,6 +656,45 @@ mod tests {
             let next = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
             next.unwrap_or_else(|| Ok(Arc::new(Identity::default())))
         }
+    }
+
+    /// Identities with an 8 KiB `ext` (what a token hook may add) count
+    /// nine times against `max_entries`, small ones once: a flood of fat
+    /// identities cannot hold more than about `max_entries` KiB.
+    #[tokio::test]
+    async fn large_identities_weigh_what_they_hold() {
+        struct Fat(bool);
+        impl Authenticator for Fat {
+            async fn authenticate(&self, _token: &Token) -> Result<Arc<Identity>, AuthnError> {
+                let ext = self
+                    .0
+                    .then(|| Arc::new(serde_json::json!({"blob": "x".repeat(8 * 1024)})));
+                Ok(Arc::new(Identity {
+                    scopes: vec!["read_date".into()].into(),
+                    ext,
+                    ..Identity::default()
+                }))
+            }
+        }
+        let cfg = CacheConfig {
+            enabled: true,
+            max_entries: 1_000,
+            stale_if_error_ms: 60_000,
+            ..Default::default()
+        };
+        let fat = SharedVerifier::new(Fat(true), &cfg, Duration::ZERO, Arc::new(Metrics::new()));
+        let thin = SharedVerifier::new(Fat(false), &cfg, Duration::ZERO, Arc::new(Metrics::new()));
+        for n in 0..500 {
+            let token = Token::new(format!("token-{n}"));
+            assert!(fat.authenticate(&token).await.is_ok());
+            assert!(thin.authenticate(&token).await.is_ok());
+        }
+        let stale = |c: &SharedVerifier<Fat>| c.stale.as_ref().map(|s| (s.entries.len(), s.entries.weight()));
+        for (len, weight) in [(fat.cache.len(), fat.cache.weight()), stale(&fat).expect("stale store")] {
+            assert!(weight <= 1_000 && len <= 1_000 / 9 + 1, "{len} entries weigh {weight}");
+        }
+        assert_eq!(thin.cache.len(), 500, "small identities count once each");
+        assert_eq!(stale(&thin), Some((500, 500)));
     }
 
     fn with_negative_cache(first: Vec<Result<Arc<Identity>, AuthnError>>) -> SharedVerifier<Answers> {

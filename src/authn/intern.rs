@@ -12,6 +12,12 @@ use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 const CAPACITY: usize = 16_384;
 
+/// Longer strings, and lists of more items, are returned unshared: kept for
+/// the process's life, 16,384 values of 64 KiB each (a subject a caller
+/// chose) would hold a gigabyte. Claim values worth sharing are short.
+const LONGEST_SHARED: usize = 256;
+const MOST_ITEMS_SHARED: usize = 64;
+
 type Table<T> = LazyLock<RwLock<HashSet<Arc<T>>>>;
 
 static STRINGS: Table<str> = LazyLock::new(RwLock::default);
@@ -38,6 +44,9 @@ fn intern_in<T: ?Sized + Eq + std::hash::Hash>(
 
 /// The shared copy of `s`.
 pub fn string(s: &str) -> Arc<str> {
+    if s.len() > LONGEST_SHARED {
+        return Arc::from(s);
+    }
     intern_in(&STRINGS, s, || Arc::from(s))
 }
 
@@ -50,12 +59,31 @@ pub fn non_empty(s: Option<&str>) -> Option<Arc<str>> {
 /// The shared copy of a list of strings (scopes, audiences), each shared too.
 pub fn list<S: AsRef<str>>(list: &[S]) -> Arc<[Arc<str>]> {
     let owned: Vec<Arc<str>> = list.iter().map(|s| string(s.as_ref())).collect();
+    if owned.len() > MOST_ITEMS_SHARED {
+        return Arc::from(owned);
+    }
     intern_in(&LISTS, &owned[..], || Arc::from(owned.clone()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_not_kept() {
+        let long = "s".repeat(LONGEST_SHARED + 1);
+        let a = string(&long);
+        assert!(!Arc::ptr_eq(&a, &string(&long)), "a long value was kept");
+        let short = "a-short-claim-value-for-this-test";
+        assert!(Arc::ptr_eq(&string(short), &string(short)));
+        let many: Vec<String> = (0..=MOST_ITEMS_SHARED).map(|i| format!("scope-{i}")).collect();
+        assert!(!Arc::ptr_eq(&list(&many), &list(&many)), "a long list was kept");
+        assert!(STRINGS
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(long.as_str())
+            .is_none());
+    }
 
     #[test]
     fn equal_values_share_one_allocation() {
