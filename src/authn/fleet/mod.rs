@@ -493,9 +493,20 @@ impl Fleet {
         self.metrics.fleet.purges_received.inc();
         match Message::open(&self.keys.message, payload) {
             Ok(m) => {
-                self.epoch.fetch_max(m.epoch, Ordering::AcqRel);
+                let held = self.epoch.fetch_max(m.epoch, Ordering::AcqRel);
                 if m.epoch == 0 {
                     self.suspend_shared_reads();
+                } else if m.epoch < held && self.shared_cache {
+                    // The purge started an epoch behind the one read here:
+                    // Redis lost its epoch key (evicted, flushed, set by
+                    // hand) and the purging replica started from what was
+                    // left. Entries of the epoch held here may predate the
+                    // purge: no shared read until an epoch after it is
+                    // started, here at once (or a replayed old message; it
+                    // costs the shared entries, never a revoked token).
+                    self.suspend_shared_reads();
+                    let fleet = self.clone();
+                    tokio::spawn(async move { fleet.resume_by_own_step().await });
                 } else {
                     self.resume_shared_reads(m.epoch);
                 }
@@ -784,10 +795,43 @@ mod tests {
             !fleet.shared_readable(7),
             "not in the epoch the failed purge meant to end"
         );
-        // Nor does an old message lower the barrier once reads resumed.
+        // Nor does an old message lower the barrier once reads resumed: it
+        // names an epoch behind the one held, which is what a purge from a
+        // replica that lost the fleet's epoch looks like, so reads stop
+        // until a later epoch is started (Redis is unreachable here).
         fleet.receive(sealed(&fleet, PurgeTarget::Subject("x".into()), 5).as_bytes());
         assert!(!fleet.shared_readable(7));
+        tokio::task::yield_now().await;
+        assert!(!fleet.shared_readable(8) && !fleet.shared_readable(9));
+        fleet.receive(sealed(&fleet, PurgeTarget::All, 9).as_bytes());
         assert!(fleet.shared_readable(9));
+    }
+
+    /// Redis lost its epoch key (evicted, flushed, deleted) while replicas
+    /// read at epoch 10; a replica that started since purges at epoch 1.
+    /// Entries stored at epoch 10 may hold the purged token: a replica
+    /// that hears the purge stops reading them at once (and steps an
+    /// epoch of its own when Redis answers). Before, it kept its epoch and
+    /// read the purged identity back from the shared cache.
+    #[tokio::test]
+    async fn a_purge_behind_the_epoch_held_stops_shared_reads() {
+        let secret = tempfile::NamedTempFile::new().expect("tmp");
+        let fleet = lazy_fleet(&secret);
+        fleet.on_purge(|_| {});
+        fleet.epoch.store(10, Ordering::Release);
+        assert!(fleet.shared_readable(10));
+        fleet.receive(sealed(&fleet, PurgeTarget::Key([1; 32]), 1).as_bytes());
+        assert!(!fleet.shared_readable(fleet.epoch()), "read pre-purge entries");
+        assert_eq!(fleet.metrics.fleet.shared_reads_suspended.get(), 1);
+        // The replica's own purge, heard back at the epoch it stepped to,
+        // is the usual case and suspends nothing.
+        let fleet = lazy_fleet(&secret);
+        fleet.on_purge(|_| {});
+        fleet.epoch.store(10, Ordering::Release);
+        fleet.receive(sealed(&fleet, PurgeTarget::Key([1; 32]), 10).as_bytes());
+        assert!(fleet.shared_readable(10));
+        fleet.receive(sealed(&fleet, PurgeTarget::Key([1; 32]), 11).as_bytes());
+        assert!(fleet.shared_readable(11) && fleet.epoch() == 11);
     }
 
     /// A suspension shows (gauge, status line) until a purge that stepped
