@@ -69,10 +69,34 @@ pub fn build(
     let stack = crate::authn::stack::build(&config.introspection, metrics, fleet)?;
     let authorizer = Arc::new(Authorizer::new(config, stack)?);
     if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        let warming = authorizer.clone();
-        rt.spawn(async move { verifier_of(&warming).prefetch().await });
+        rt.spawn(warm_up(Arc::downgrade(&authorizer)));
     }
     Ok(authorizer)
+}
+
+/// Fetch the key set before the first check needs it, then, while none is
+/// held, again every `refresh_min_interval_ms`: readiness waits for keys,
+/// and an unready replica gets no checks that would fetch them. Weak, so a
+/// configuration a reload replaced stops trying.
+async fn warm_up(authorizer: std::sync::Weak<Authorizer<ServerAuthn>>) {
+    let Some(pause) = authorizer.upgrade().map(|a| verifier_of(&a).retry_interval()) else {
+        return;
+    };
+    let mut first = true;
+    loop {
+        let Some(a) = authorizer.upgrade() else {
+            return;
+        };
+        let verifier = verifier_of(&a);
+        match first {
+            true => verifier.prefetch().await,
+            false if verifier.has_keys() => return,
+            false => verifier.fetch_keys().await,
+        }
+        first = false;
+        drop(a);
+        tokio::time::sleep(pause).await;
+    }
 }
 
 /// The innermost layer of the server's stack: how tokens are verified.

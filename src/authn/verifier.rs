@@ -41,6 +41,22 @@ impl Verifier {
         }
     }
 
+    /// One more try at the key set (logged when it fails): for a replica
+    /// that started without one.
+    pub async fn fetch_keys(&self) {
+        if let Verifier::Jwt(jwt) | Verifier::Auto { jwt, .. } = self {
+            jwt.fetch_keys().await;
+        }
+    }
+
+    /// How long to wait between such tries.
+    pub fn retry_interval(&self) -> std::time::Duration {
+        match self {
+            Verifier::Introspect(_) => std::time::Duration::from_secs(1),
+            Verifier::Jwt(jwt) | Verifier::Auto { jwt, .. } => jwt.retry_interval(),
+        }
+    }
+
     /// Whether [`Verifier::prefetch`] has finished (readiness waits for it).
     pub fn prefetched(&self) -> bool {
         match self {

@@ -286,6 +286,70 @@ async fn jwks_unreachable_is_503() {
     assert_eq!(get(&check, "/date", &token).await.http_status, 503);
 }
 
+/// A replica that cannot fetch a key set at start is not ready (every JWT
+/// would be a 503), and keeps trying with no check to prompt it: ready,
+/// and allowing, once the JWKS answers. Before, `/readyz` turned 200
+/// after the first four tries failed.
+#[tokio::test]
+async fn not_ready_until_a_key_set_is_fetched() {
+    let (issuer, addrs) = jwt_issuer(TokenFormat::JwtEdDsa).await;
+    // Bound but not yet answering: fetches wait and time out.
+    let jwks_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let jwks_url = format!(
+        "http://{}/.well-known/jwks.json",
+        jwks_listener.local_addr().expect("addr")
+    );
+    let mut c = config_for("http://127.0.0.1:1/x");
+    c.introspection.mode = VerifyMode::Jwt;
+    c.introspection.timeout_ms = 200;
+    c.introspection.jwt.jwks_url = jwks_url;
+    c.introspection.jwt.refresh_min_interval_ms = 200;
+    let server = start_authz(&c).await;
+    let check = Checker::connect(server.grpc_addr).await;
+    let readyz = format!("http://{}/readyz", server.http_addr);
+    let ready = || async { reqwest::get(&readyz).await.expect("readyz") };
+    // The start-up tries (about 2.5 s here) end without keys: still not ready.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = ready().await;
+        assert_eq!(r.status(), 503);
+        if r.text().await.unwrap_or_default().contains("no key set fetched yet") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the prefetch never ended");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let token = issuer.mint("reader", &["read_date"]).expect("mint");
+    assert_eq!(get(&check, "/date", &token).await.http_status, 503);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(ready().await.status(), 503, "still no keys");
+    // The JWKS comes up: the issuer's key set, served on that port.
+    let keys = reqwest::get(addrs.jwks_url())
+        .await
+        .expect("jwks")
+        .text()
+        .await
+        .expect("body");
+    let app = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || {
+            let keys = keys.clone();
+            async move { ([("content-type", "application/json")], keys) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(jwks_listener, app).await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ready().await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready after the JWKS came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&check, "/date", &token).await.http_status, 200);
+    server.shutdown().await.expect("shutdown");
+}
+
 /// An ID token signed by the same issuer with the same JWKS (as Hydra does)
 /// is not an access token, in jwt and in auto mode; and a JWT access token
 /// whose `typ` says something else is refused too.
