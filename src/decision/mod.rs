@@ -226,6 +226,17 @@ impl<A: Authenticator> Engine<A> {
             }
         };
         let Some(token) = token else {
+            if optional && crate::extract::query_names_access_token(&req.query) {
+                // Let in anonymously, the upstream would still find a token
+                // nobody checked (RFC 6750 §2.3 upstreams read it).
+                note!(
+                    steps,
+                    "no token read, but the query holds one: refused, never anonymous"
+                );
+                return out.deny(DenyReason::InvalidRequest(
+                    crate::extract::refusal::CredentialProblem::UnreadQueryToken,
+                ));
+            }
             if optional {
                 note!(
                     steps,
@@ -288,6 +299,15 @@ impl<A: Authenticator> Engine<A> {
                 );
                 return Err(DenyReason::InvalidPath(
                     crate::extract::refusal::PathProblem::AmbiguousTrailingSlash,
+                ));
+            }
+            Resolution::AmbiguousLetterCase => {
+                note!(
+                    steps,
+                    "the path and its lower-case spelling (case-insensitive routers) fall under different rules: refused"
+                );
+                return Err(DenyReason::InvalidPath(
+                    crate::extract::refusal::PathProblem::AmbiguousLetterCase,
                 ));
             }
         };

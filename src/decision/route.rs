@@ -60,6 +60,9 @@ pub enum Resolution {
     /// The path with and without its trailing `/` falls under different
     /// non-public rules ([`RuleSet::trailing_slash`]): refused, not guessed.
     AmbiguousTrailingSlash,
+    /// The path and its lower-case spelling fall under different non-public
+    /// rules ([`RuleSet::letter_case`]): refused, not guessed.
+    AmbiguousLetterCase,
 }
 
 pub fn resolve(req: &AuthzRequest, rules: &RuleSet) -> Resolution {
@@ -75,6 +78,11 @@ pub fn resolve(req: &AuthzRequest, rules: &RuleSet) -> Resolution {
         SlashForms::Stricter(rule) => found = Some(rule),
         SlashForms::Unruled => return Resolution::NoRuleForBareForm,
         SlashForms::Ambiguous => return Resolution::AmbiguousTrailingSlash,
+    }
+    match rules.letter_case(&req.method, &req.host, &req.path, found) {
+        SlashForms::Agree | SlashForms::Unruled => {}
+        SlashForms::Stricter(rule) => found = Some(rule),
+        SlashForms::Ambiguous => return Resolution::AmbiguousLetterCase,
     }
     match found {
         Some(rule) => Resolution::Policy(RoutePolicy {

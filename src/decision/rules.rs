@@ -57,6 +57,39 @@ pub enum SlashForms<'a> {
     Ambiguous,
 }
 
+impl<'a> SlashForms<'a> {
+    /// `found` matched the path as sent, `other` another spelling of it.
+    fn between(found: &'a Rule, other: &'a Rule) -> SlashForms<'a> {
+        match (found.public, other.public) {
+            (true, false) => SlashForms::Stricter(other),
+            // Both public: either handler may serve it, anonymously.
+            (false, true) | (true, true) => SlashForms::Agree,
+            (false, false) => SlashForms::Ambiguous,
+        }
+    }
+}
+
+/// `path` with ASCII letters in lower case, but not the hex digits of its
+/// escapes (kept upper-case, the form rules match).
+fn lower_case_outside_escapes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut hex_left = 0;
+    for c in path.chars() {
+        match c {
+            '%' => {
+                hex_left = 2;
+                out.push(c);
+            }
+            _ if hex_left > 0 => {
+                hex_left -= 1;
+                out.push(c);
+            }
+            _ => out.push(c.to_ascii_lowercase()),
+        }
+    }
+    out
+}
+
 /// Why a rule did not apply, for `Explain`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mismatch {
@@ -192,17 +225,34 @@ impl RuleSet {
             return SlashForms::Agree;
         };
         match self.find(method, host, bare) {
-            Some(other) if !std::ptr::eq(other, found) => match (found.public, other.public) {
-                (true, false) => SlashForms::Stricter(other),
-                // Both public: either handler may serve it, anonymously.
-                (false, true) | (true, true) => SlashForms::Agree,
-                (false, false) => SlashForms::Ambiguous,
-            },
+            Some(other) if !std::ptr::eq(other, found) => SlashForms::between(found, other),
             // A public or optional subtree (`/files/**`: anonymous callers
             // pass) and no rule for `/files`: the bare form is denied by
             // default, so its spelling with a slash must not be the way in
             // to a handler that serves both.
             None if found.public || found.optional => SlashForms::Unruled,
+            _ => SlashForms::Agree,
+        }
+    }
+
+    /// The rule that decides `path` when it holds capitals and its
+    /// lower-case spelling falls under another rule than `found`. Express
+    /// (by default), ASP.NET Core and IIS route case-insensitively, so
+    /// `/Admin/users` runs the handler of `/admin/users`, and must not pass
+    /// under a weaker catch-all. As for a trailing slash, a public rule
+    /// yields to the other and two non-public ones are refused. A
+    /// lower-case spelling no rule covers changes nothing: a rule written
+    /// with capitals matches as written. A path without capitals (nearly
+    /// every one) costs one byte scan.
+    pub fn letter_case<'a>(&'a self, method: &str, host: &str, path: &str, found: Option<&'a Rule>) -> SlashForms<'a> {
+        let Some(found) = found else {
+            return SlashForms::Agree;
+        };
+        if !path.bytes().any(|b| b.is_ascii_uppercase()) {
+            return SlashForms::Agree;
+        }
+        match self.find(method, host, &lower_case_outside_escapes(path)) {
+            Some(other) if !std::ptr::eq(other, found) => SlashForms::between(found, other),
             _ => SlashForms::Agree,
         }
     }

@@ -4,7 +4,7 @@ use super::*;
 use crate::authn::ClaimFailure;
 use crate::config::{Config, RuleConfig};
 use crate::extract::credential::{self, Token};
-use crate::extract::refusal::{PathProblem, RequestProblem};
+use crate::extract::refusal::{CredentialProblem, PathProblem, RequestProblem};
 use crate::extract::sources::TokenSource;
 use std::collections::HashMap;
 
@@ -127,6 +127,79 @@ async fn a_method_override_is_refused_before_any_rule() {
     .into();
     let r = AuthzRequest::from_parts("GET", "", "/date", &h, Default::default());
     assert_eq!(e.decide(&r).await.decision, Decision::Allow);
+}
+
+/// Express (by default), ASP.NET Core and IIS route `/Admin/users` to the
+/// handler of `/admin/users`: a capitalised spelling must not pass under a
+/// weaker catch-all. A public rule yields to the lower-case spelling's
+/// rule, two non-public rules are refused (400), and a spelling no rule
+/// covers in lower case (a rule written with capitals) is left alone.
+#[tokio::test]
+async fn a_capitalised_path_never_reaches_a_weaker_rule() {
+    let rule = |id: &str, p: &str, scopes: &[&str], public: bool| RuleConfig {
+        id: id.into(),
+        methods: vec!["GET".into()],
+        path: p.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        public,
+        ..Default::default()
+    };
+    let engine = |rules: Vec<RuleConfig>| {
+        let config = Config {
+            rules,
+            ..Default::default()
+        };
+        Engine::new(config.engine_settings(), Fixed).expect("engine")
+    };
+    let e = engine(vec![
+        rule("admin", "/admin/**", &["post_echo"], false),
+        rule("Reports", "/Reports/**", &["read_date"], false),
+        rule("escaped", "/a%7Cb", &["post_echo"], false),
+        rule("app", "/api/**", &["read_date"], false),
+        rule("open", "/**", &[], true),
+    ]);
+    let decide = |path: &'static str, auth: Option<&'static str>| {
+        let e = &e;
+        async move { e.decide(&req("GET", path, auth)).await.decision }
+    };
+    // Public catch-all: the protected rule of the lower-case spelling decides.
+    assert_eq!(
+        decide("/Admin/users", None).await,
+        Decision::Deny(DenyReason::MissingToken)
+    );
+    assert!(matches!(
+        decide("/ADMIN/users", Some("Bearer reader")).await,
+        Decision::Deny(DenyReason::InsufficientScope(_))
+    ));
+    // A rule written with capitals matches as written.
+    assert_eq!(decide("/Reports/q1", Some("Bearer reader")).await, Decision::Allow);
+    // Escapes keep their upper-case hex digits: /A%7Cb is /a%7Cb's.
+    assert_eq!(decide("/A%7Cb", None).await, Decision::Deny(DenyReason::MissingToken));
+    // The same rule either way: nothing changes.
+    assert_eq!(decide("/Api/x", Some("Bearer reader")).await, Decision::Allow);
+    assert_eq!(decide("/Anything", None).await, Decision::Allow);
+
+    // Two non-public rules: refused, before any token is looked at.
+    let e = engine(vec![
+        rule("admin", "/admin/**", &["post_echo"], false),
+        rule("any", "/**", &["read_date"], false),
+    ]);
+    let refused = Decision::Deny(DenyReason::InvalidPath(PathProblem::AmbiguousLetterCase));
+    for auth in [Some("Bearer reader"), None] {
+        assert_eq!(e.decide(&req("GET", "/Admin/users", auth)).await.decision, refused);
+    }
+    assert!(matches!(
+        e.decide(&req("GET", "/admin/users", Some("Bearer reader")))
+            .await
+            .decision,
+        Decision::Deny(DenyReason::InsufficientScope(_))
+    ));
+    assert_eq!(
+        e.decide(&req("GET", "/Other", Some("Bearer reader"))).await.decision,
+        Decision::Allow
+    );
+    let (_, steps) = e.explain(&req("GET", "/Admin/users", None)).await;
+    assert!(steps.iter().any(|s| s.contains("lower-case spelling")), "{steps:?}");
 }
 
 /// `/admin/` is `/admin` to some upstream routers and a subtree to others:
@@ -334,6 +407,25 @@ async fn optional_authentication_never_downgrades_a_bad_token() {
     ));
     let (_, steps) = e.explain(&req("GET", "/feed", None)).await;
     assert!(steps.iter().any(|s| s.contains("allow anonymously")), "{steps:?}");
+    // A token in the query, which this rule does not read: never let in
+    // anonymously with a token nobody checked on its way upstream (in
+    // every spelling an upstream reads as `access_token`).
+    for path in [
+        "/feed?access_token=revoked",
+        "/feed?x=1&ACCESS_TOKEN=revoked",
+        "/feed?access.token=revoked",
+        "/feed?a=1;access_token=revoked",
+    ] {
+        let r = AuthzRequest::from_parts("GET", "api", path, &HashMap::new(), HashMap::new());
+        assert_eq!(
+            e.decide(&r).await.decision,
+            Decision::Deny(DenyReason::InvalidRequest(CredentialProblem::UnreadQueryToken)),
+            "{path}"
+        );
+    }
+    let r = AuthzRequest::from_parts("GET", "api", "/feed?token_hint=x", &HashMap::new(), HashMap::new());
+    let o = e.decide(&r).await;
+    assert!(o.is_allowed() && o.anonymous, "another parameter is not a token: {o:?}");
 }
 
 #[test]
@@ -487,7 +579,6 @@ async fn authorization_outside_token_from_is_not_ignored() {
             headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         AuthzRequest::from_parts("GET", "api", "/feed", &h, Default::default())
     };
-    use crate::extract::refusal::CredentialProblem;
     assert_eq!(
         e.decide(&with(&[("authorization", "Bearer revoked")])).await.decision,
         Decision::Deny(DenyReason::InvalidRequest(CredentialProblem::UnexpectedAuthorization)),

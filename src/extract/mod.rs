@@ -152,9 +152,13 @@ pub(crate) fn header_extent<'a>(headers: impl Iterator<Item = (&'a [u8], &'a [u8
 
 /// Whether the query carries an `access_token` parameter (RFC 6750 §2.3).
 pub(crate) fn query_has_access_token(raw_path: &str) -> bool {
-    let Some((_, query)) = raw_path.split_once('?') else {
-        return false;
-    };
+    raw_path
+        .split_once('?')
+        .is_some_and(|(_, query)| query_names_access_token(query))
+}
+
+/// Whether a raw query (no '?') carries an `access_token` parameter.
+pub(crate) fn query_names_access_token(query: &str) -> bool {
     let query = query.split('#').next().unwrap_or_default();
     // Also after a ';', which Rack 2 and older Python servers split at,
     // and in the spellings PHP reads as `access_token` (`access.token`).

@@ -48,6 +48,7 @@ refusals! {
         EncodedQueryName => "encoded_query_name", "the token's query parameter name is spelt another way an upstream reads as it (percent-encoded, another case, or as PHP reads it: `access.token`)";
         SemicolonQuery => "semicolon_query", "the token's query parameter follows a ';' (some servers split the query there)";
         UnexpectedAuthorization => "unexpected_authorization", "this route does not take its token from the Authorization header";
+        UnreadQueryToken => "unread_query_token", "the query holds a token (access_token), which this route does not read";
     }
 }
 
@@ -62,6 +63,7 @@ refusals! {
         Parameters => "parameters", "path parameters (';') are not allowed";
         BadPercentEncoding => "bad_percent_encoding", "malformed percent-encoding in the path";
         AmbiguousTrailingSlash => "ambiguous_trailing_slash", "the path with and without its trailing '/' falls under different rules; send the form the API documents";
+        AmbiguousLetterCase => "ambiguous_letter_case", "the path and its lower-case spelling fall under different rules; send the form the API documents";
     }
 }
 
