@@ -149,8 +149,15 @@ fn cookies<'r>(req: &'r AuthzRequest, name: &'r str) -> Result<impl Iterator<Ite
             let (k, v) = pair.trim().split_once('=')?;
             // `session =x` is `session` to most cookie parsers (npm
             // `cookie`, Python's, Go's): compared trimmed, as they do.
-            (k.trim() == name).then(|| v.trim().trim_matches('"'))
+            cookie_reads_as(k.trim(), name).then(|| v.trim().trim_matches('"'))
         }))
+}
+
+/// Whether an upstream reads cookie `key` as `name`: itself, or as PHP
+/// names it in `$_COOKIE` (`session.id` and `session id` are `session_id`;
+/// the first of them wins there). Case-sensitive, as cookie names are.
+fn cookie_reads_as(key: &str, name: &str) -> bool {
+    key == name || (key.contains([' ', '.', '[']) && super::canonical::as_php_reads_it(key) == name)
 }
 
 /// Every value of query parameter `name`. The name must be spelled as is:
@@ -231,7 +238,9 @@ pub fn cookie_without(header: &str, name: &str) -> Option<String> {
     let kept: Vec<&str> = header
         .split([';', ','])
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && pair.split_once('=').map_or(*pair, |(k, _)| k).trim() != name)
+        .filter(|pair| {
+            !pair.is_empty() && !cookie_reads_as(pair.split_once('=').map_or(*pair, |(k, _)| k).trim(), name)
+        })
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
 }
@@ -299,6 +308,28 @@ mod tests {
         assert!(find(&r, &sources(&["cookie:session"])).is_ok(), "the same one twice");
         let r = req(&[("cookie", "session=bad token")], "", None);
         assert!(find(&r, &sources(&["cookie:session"])).is_err(), "not a b64token");
+        // PHP reads `session.id` (and `session id`, `session[id`) as
+        // `session_id`, the first one winning: another value under such a
+        // spelling is a second credential, and stripping drops every copy.
+        for spelling in ["session.id", "session id", "session[id"] {
+            let header = format!("{spelling}=forged; session_id=t0k");
+            let r = req(&[("cookie", &header)], "", None);
+            assert_eq!(
+                token(find(&r, &sources(&["cookie:session_id"]))),
+                Err(CredentialProblem::TwoCredentials),
+                "{spelling}"
+            );
+            assert_eq!(
+                cookie_without(&format!("{header}; a=1"), "session_id").as_deref(),
+                Some("a=1")
+            );
+        }
+        let r = req(&[("cookie", "Session_Id=other; session_id=t0k")], "", None);
+        assert_eq!(
+            token(find(&r, &sources(&["cookie:session_id"]))),
+            Ok(Some(("t0k".into(), "cookie:session_id".into()))),
+            "cookie names are case-sensitive"
+        );
     }
 
     #[test]
