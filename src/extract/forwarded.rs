@@ -111,7 +111,20 @@ pub fn from_forward_auth(cfg: &ForwardAuthConfig, peer_trusted: bool, headers: &
         let method = one_of(headers, &cfg.method_headers)?.ok_or(MISSING)?;
         let uri = one_of(headers, &cfg.uri_headers)?.ok_or(MISSING)?;
         let host = match one_of(headers, &cfg.host_headers)? {
-            Some(h) => h,
+            Some(h) => {
+                // nginx's convention alone (X-Original-URI, the host in
+                // Host): nginx passes the client's headers to the auth
+                // subrequest, so an X-Forwarded-Host the proxy did not set
+                // is the client's, naming another host's rules. It must
+                // agree with Host (the nginx kit sets both).
+                if headers.contains_key("x-original-uri") && !headers.contains_key("x-forwarded-uri") {
+                    let real = single(headers, "host")?.unwrap_or_default();
+                    if !same_host(real, h) {
+                        return Err(CONFLICTING);
+                    }
+                }
+                h
+            }
             None => single(headers, "host")?.unwrap_or_default(),
         };
         Ok((method, host, uri))
@@ -201,6 +214,15 @@ fn one_of<'h>(headers: &'h HeaderMap, names: &[String]) -> Result<Option<&'h str
     Ok(found)
 }
 
+/// Whether two Host values name the same host (case, port and a trailing
+/// dot aside); an invalid one agrees only with itself.
+fn same_host(a: &str, b: &str) -> bool {
+    match (super::canonical::host(a), super::canonical::host(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, RequestProblem> {
     let mut values = headers.get_all(name).iter();
     let Some(v) = values.next() else { return Ok(None) };
@@ -275,6 +297,29 @@ mod tests {
             ("POST", "api.local", "/echo")
         );
         assert_eq!(r.credential, Credential::Missing);
+        // nginx's convention alone, and an X-Forwarded-Host nginx did not
+        // set (the client's, passed through to the subrequest): it must
+        // not name another host's rules. Agreeing (the kit sets both), or
+        // beside X-Forwarded-Uri (Traefik's, Caddy's way), it counts.
+        let nginx = |xfh: &str, more: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![
+                ("x-original-method", "GET"),
+                ("x-original-uri", "/admin"),
+                ("host", "admin.example.com"),
+                ("x-forwarded-host", xfh),
+            ];
+            pairs.extend_from_slice(more);
+            from_forward_auth(&cfg(), true, &headers(&pairs))
+        };
+        let r = nginx("public.example.com", &[]);
+        assert_eq!(r.malformed, Some(RequestProblem::ForwardedConflict), "{r:?}");
+        let r = nginx("Admin.Example.com.", &[]);
+        assert_eq!((r.malformed, r.host.as_str()), (None, "admin.example.com"));
+        let r = nginx(
+            "public.example.com",
+            &[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/admin")],
+        );
+        assert_eq!((r.malformed, r.host.as_str()), (None, "public.example.com"));
     }
 
     #[test]
