@@ -331,7 +331,12 @@ fn claim_header_value(v: &serde_json::Value, sep: &str) -> Option<Result<String,
             if parts.is_empty() {
                 return None;
             }
-            let ambiguous = !sep.is_empty() && parts.iter().any(|p| p.contains(sep));
+            // With a separator like ", ", an item holding "," alone reads
+            // as two to an upstream that splits at ',' and trims.
+            let ambiguous = !sep.is_empty()
+                && parts
+                    .iter()
+                    .any(|p| p.contains(sep) || sep.chars().any(|c| c != ' ' && p.contains(c)));
             (parts.join(sep), ambiguous)
         }
         _ => (claim_text(v, sep)?, false),
@@ -378,8 +383,14 @@ pub(crate) fn scopes_join_unambiguously(scopes: &[std::sync::Arc<str>]) -> bool 
 
 /// Values come from the introspection answer; refuse anything that is not a
 /// plain visible-ASCII header value rather than let Envoy reject the response.
+/// Nor a space at either end: HTTP parsers trim it (RFC 9110 §5.5), so the
+/// upstream would read `admin` where the identity says `" admin"`.
 pub(crate) fn is_header_value_safe(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 4096 && v.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+    !v.is_empty()
+        && v.len() <= 4096
+        && !v.starts_with(' ')
+        && !v.ends_with(' ')
+        && v.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
 }
 
 #[cfg(test)]
@@ -602,6 +613,20 @@ mod tests {
     /// read as more items to an upstream that splits the header: the
     /// header is removed (and said in the log), never sent ambiguous.
     #[test]
+    fn values_with_a_space_at_either_end_are_refused() {
+        for v in [" admin", "admin ", " ", "a  b "] {
+            assert!(!is_header_value_safe(v), "{v:?}");
+        }
+        assert!(is_header_value_safe("a  b"));
+        let mut i = reader();
+        i.subject = Some(" admin".into());
+        let r = responder();
+        let h = r.upstream_headers(Some(&i));
+        assert!(h.set.iter().all(|(k, _)| k != "x-subject"), "{h:?}");
+        assert!(h.refused.iter().any(|n| n == "x-subject") && h.remove.iter().any(|n| n == "x-subject"));
+    }
+
+    #[test]
     fn list_items_holding_the_separator_are_refused() {
         let mut cfg = HeadersConfig::default();
         cfg.claims.insert("x-groups".into(), "ext.groups".into());
@@ -613,9 +638,21 @@ mod tests {
         assert!(h.refused.iter().any(|n| n == "x-groups") && h.remove.iter().any(|n| n == "x-groups"));
         // Another separator makes the same list unambiguous.
         cfg.claims_separator = ",".into();
-        let owner = Responder::new(cfg, "api".into());
+        let owner = Responder::new(cfg.clone(), "api".into());
         let h = owner.upstream_headers(Some(&i));
         assert!(h.set.contains(&("x-groups".into(), "viewers admins".into())), "{h:?}");
+        // A separator of several characters: an item holding any of its
+        // visible characters splits for an upstream that splits at ',' and trims.
+        cfg.claims_separator = ", ".into();
+        let owner = Responder::new(cfg, "api".into());
+        i.ext = Some(std::sync::Arc::new(serde_json::json!({"groups": ["viewers,admins"]})));
+        let h = owner.upstream_headers(Some(&i));
+        assert!(h.refused.iter().any(|n| n == "x-groups"), "{h:?}");
+        i.ext = Some(std::sync::Arc::new(
+            serde_json::json!({"groups": ["viewers", "admins"]}),
+        ));
+        let h = owner.upstream_headers(Some(&i));
+        assert!(h.set.contains(&("x-groups".into(), "viewers, admins".into())), "{h:?}");
 
         let mut i = reader();
         i.scopes = vec!["read_date post_echo".into()].into();
