@@ -19,34 +19,67 @@ use tonic::{Request, Response, Status};
 /// The admin listener's bearer-token check (mTLS, when configured, is
 /// enforced by the TLS layer before a request gets here). Only a digest of
 /// the token is kept, and digests are compared, so neither the token nor
-/// its length leaks through timing.
+/// its length leaks through timing. A token from a file is re-read (see
+/// [`AdminAuth::watch`]): rotating the Secret ends the old token without a
+/// restart.
 #[derive(Clone)]
 pub struct AdminAuth {
-    token_digest: Option<[u8; 32]>,
+    token_digest: Arc<arc_swap::ArcSwapOption<[u8; 32]>>,
 }
 
 impl AdminAuth {
     pub fn from_config(server: &crate::config::ServerConfig) -> anyhow::Result<AdminAuth> {
-        use anyhow::Context;
-        let token = match (&server.admin_token_env, &server.admin_token_file) {
-            (None, None) => None,
-            (env, file) => Some(
-                crate::secret::read(env.as_deref(), file.as_deref())
-                    .context("server.admin_token: cannot read the admin token")?,
-            ),
-        };
-        if let Some(t) = &token {
-            anyhow::ensure!(
-                t.len() >= MIN_ADMIN_TOKEN_BYTES,
-                "server.admin_token: {} bytes, at least {MIN_ADMIN_TOKEN_BYTES} are needed (e.g. `openssl rand -hex 32`): \
-                 the token is all that stands between the network and every token's identity and the cache",
-                t.len()
-            );
-        }
+        let digest = read_token(server)?;
         Ok(AdminAuth {
-            token_digest: token.map(|t| digest(&t)),
+            token_digest: Arc::new(arc_swap::ArcSwapOption::new(digest.map(Arc::new))),
         })
     }
+
+    /// Re-read `server.admin_token_file` every `every` while the listener
+    /// runs: a changed token replaces the old one at once; a file that
+    /// cannot be read or holds too short a token keeps the current one
+    /// (logged). Ends when the listener's last copy of this is dropped.
+    pub fn watch(&self, server: &crate::config::ServerConfig, every: std::time::Duration) {
+        if server.admin_token_file.is_none() || server.admin_token_env.is_some() {
+            return;
+        }
+        let server = server.clone();
+        let current = Arc::downgrade(&self.token_digest);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(current) = current.upgrade() else { return };
+                match read_token(&server) {
+                    Ok(Some(now)) if current.load().as_deref() != Some(&now) => {
+                        current.store(Some(Arc::new(now)));
+                        tracing::info!("admin API: the admin token file changed; the new token is in use");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "admin API: keeping the current admin token"),
+                }
+            }
+        });
+    }
+}
+
+/// The admin token's digest, `None` when no token is configured.
+fn read_token(server: &crate::config::ServerConfig) -> anyhow::Result<Option<[u8; 32]>> {
+    use anyhow::Context;
+    let token = match (&server.admin_token_env, &server.admin_token_file) {
+        (None, None) => return Ok(None),
+        (env, file) => crate::secret::read(env.as_deref(), file.as_deref())
+            .context("server.admin_token: cannot read the admin token")?,
+    };
+    anyhow::ensure!(
+        token.len() >= MIN_ADMIN_TOKEN_BYTES,
+        "server.admin_token: {} bytes, at least {MIN_ADMIN_TOKEN_BYTES} are needed (e.g. `openssl rand -hex 32`): \
+         the token is all that stands between the network and every token's identity and the cache",
+        token.len()
+    );
+    Ok(Some(digest(&token)))
 }
 
 /// The shortest admin token we serve with. The admin port answers every
@@ -60,7 +93,8 @@ fn digest(v: &str) -> [u8; 32] {
 
 impl tonic::service::Interceptor for AdminAuth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.token_digest else {
+        let expected = self.token_digest.load();
+        let Some(expected) = expected.as_deref() else {
             return Ok(request);
         };
         let given = request
@@ -224,7 +258,7 @@ mod tests {
         // Surrounding whitespace (a file's newline) does not count toward it.
         assert!(with_token(&format!("  {short}  ")).is_err());
         let ok = with_token(&"a".repeat(MIN_ADMIN_TOKEN_BYTES)).expect("long enough");
-        assert!(ok.token_digest.is_some());
+        assert!(ok.token_digest.load().is_some());
     }
 
     mod purge_races {

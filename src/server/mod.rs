@@ -157,6 +157,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let admin_server = match admin {
         Some(listener) => {
             let auth = admin::AdminAuth::from_config(server)?;
+            auth.watch(server, Duration::from_millis(server.tls.reload_interval_ms.max(100)));
             if server.tls.cert_file.is_none() && !server.admin_addr.ip().is_loopback() {
                 tracing::warn!(admin_addr = %server.admin_addr, "admin API without TLS on a non-loopback address: the bearer token crosses the network in clear unless the mesh encrypts it; set [server.tls]");
             }

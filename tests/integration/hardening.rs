@@ -340,6 +340,47 @@ async fn one_peer_cannot_hold_every_probe_connection() {
 
 // ---- The admin API --------------------------------------------------------
 
+/// The admin token file is re-read while serving: after a rotation (a new
+/// Secret, no restart) the old token is refused and the new one works; a
+/// file that then holds too short a token keeps the current one.
+#[tokio::test]
+async fn a_rotated_admin_token_replaces_the_old_one() {
+    let (_hydra, server, _check) = setup(|c| c.server.tls.reload_interval_ms = 100).await;
+    let admin = server.admin_addr.expect("admin on");
+    let with = move |token: &'static str| async move {
+        AdminClient::with_interceptor(support::channel(admin).await, move |mut r: tonic::Request<()>| {
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().expect("value"));
+            Ok(r)
+        })
+        .purge_all(PurgeAllRequest {})
+        .await
+        .map(|_| ())
+        .map_err(|e| e.code())
+    };
+    const NEW: &str = "a-rotated-admin-token-0123456789";
+    assert_eq!(with(support::ADMIN_TOKEN).await, Ok(()));
+    assert_eq!(with(NEW).await, Err(tonic::Code::Unauthenticated));
+    let file = server
+        .live
+        .running_config()
+        .server
+        .admin_token_file
+        .expect("token file");
+    std::fs::write(&file, format!("{NEW}\n")).expect("rotate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while with(NEW).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the new token never took effect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(with(support::ADMIN_TOKEN).await, Err(tonic::Code::Unauthenticated));
+    // Too short to serve with: the current token stays.
+    std::fs::write(&file, "short").expect("write");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(with(NEW).await, Ok(()));
+    assert_eq!(with("short").await, Err(tonic::Code::Unauthenticated));
+}
+
 /// Not on the Check port at all; on its own port only with the token.
 #[tokio::test]
 async fn admin_api_needs_its_own_port_and_credentials() {
