@@ -225,18 +225,20 @@ impl<A: Authenticator> Engine<A> {
                 found.map(|f| &f.token)
             }
         };
+        // A token in the query that no source read: let in (anonymously, or
+        // on another credential), the upstream would still find a token
+        // nobody checked (RFC 6750 §2.3 upstreams read it). Without a
+        // token on a required rule it is a 401 anyway.
+        if (token.is_some() || optional)
+            && crate::extract::query_names_access_token(&req.query)
+            && !token_from.iter().any(TokenSource::is_query_access_token)
+        {
+            note!(steps, "the query holds a token no source of this rule reads: refused");
+            return out.deny(DenyReason::InvalidRequest(
+                crate::extract::refusal::CredentialProblem::UnreadQueryToken,
+            ));
+        }
         let Some(token) = token else {
-            if optional && crate::extract::query_names_access_token(&req.query) {
-                // Let in anonymously, the upstream would still find a token
-                // nobody checked (RFC 6750 §2.3 upstreams read it).
-                note!(
-                    steps,
-                    "no token read, but the query holds one: refused, never anonymous"
-                );
-                return out.deny(DenyReason::InvalidRequest(
-                    crate::extract::refusal::CredentialProblem::UnreadQueryToken,
-                ));
-            }
             if optional {
                 note!(
                     steps,

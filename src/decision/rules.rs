@@ -38,6 +38,9 @@ pub struct Rule {
 pub struct RuleSet {
     rules: Vec<Rule>,
     paths: GlobSet,
+    /// The patterns in lower case, for [`RuleSet::letter_case`]; `None`
+    /// when no pattern holds a capital (then `paths` is that set).
+    folded: Option<GlobSet>,
     /// Host patterns as written, for the shadowing lint.
     hosts: Vec<Option<String>>,
 }
@@ -101,6 +104,8 @@ pub enum Mismatch {
 impl RuleSet {
     pub fn compile(configs: &[RuleConfig]) -> Result<RuleSet, RuleError> {
         let mut paths = GlobSetBuilder::new();
+        let mut folded = GlobSetBuilder::new();
+        let mut any_capital = false;
         let mut rules = Vec::with_capacity(configs.len());
         for (n, rc) in configs.iter().enumerate() {
             let glob = path_glob(&rc.path).map_err(|message| RuleError {
@@ -108,6 +113,12 @@ impl RuleSet {
                 message,
             })?;
             paths.add(glob);
+            let lower = lower_case_outside_escapes(&rc.path);
+            any_capital |= lower != rc.path;
+            folded.add(path_glob(&lower).map_err(|message| RuleError {
+                key: format!("rules[{n}].path"),
+                message,
+            })?);
             if rc.public && rc.optional {
                 return Err(RuleError {
                     key: format!("rules[{n}].optional"),
@@ -143,15 +154,24 @@ impl RuleSet {
                 path: rc.path.clone(),
             });
         }
-        let paths = paths.build().map_err(|e| RuleError {
-            key: "rules".into(),
-            message: e.to_string(),
-        })?;
+        let build = |set: GlobSetBuilder| {
+            set.build().map_err(|e| RuleError {
+                key: "rules".into(),
+                message: e.to_string(),
+            })
+        };
+        let paths = build(paths)?;
+        let folded = any_capital.then(|| build(folded)).transpose()?;
         let hosts = configs
             .iter()
             .map(|c| c.host.as_ref().map(|h| h.to_ascii_lowercase()))
             .collect();
-        Ok(RuleSet { rules, paths, hosts })
+        Ok(RuleSet {
+            rules,
+            paths,
+            folded,
+            hosts,
+        })
     }
 
     /// Rules that can never match because an earlier rule matches every
@@ -193,9 +213,13 @@ impl RuleSet {
 
     /// First rule, in file order, whose path, method and host all match.
     pub fn find(&self, method: &str, host: &str, path: &str) -> Option<&Rule> {
+        self.find_in(&self.paths, method, host, path)
+    }
+
+    fn find_in(&self, paths: &GlobSet, method: &str, host: &str, path: &str) -> Option<&Rule> {
         let host = strip_port(host);
         // `matches` returns indices in ascending order, i.e. file order.
-        self.paths
+        paths
             .matches(path)
             .into_iter()
             .map(|i| &self.rules[i])
@@ -235,26 +259,38 @@ impl RuleSet {
         }
     }
 
-    /// The rule that decides `path` when it holds capitals and its
-    /// lower-case spelling falls under another rule than `found`. Express
-    /// (by default), ASP.NET Core and IIS route case-insensitively, so
-    /// `/Admin/users` runs the handler of `/admin/users`, and must not pass
-    /// under a weaker catch-all. As for a trailing slash, a public rule
-    /// yields to the other and two non-public ones are refused. A
-    /// lower-case spelling no rule covers changes nothing: a rule written
-    /// with capitals matches as written. A path without capitals (nearly
-    /// every one) costs one byte scan.
+    /// The rule that decides `path` for a router that ignores case:
+    /// Express (by default), ASP.NET Core and IIS run `/Admin/users` as the
+    /// route `/admin/users` (and `/admin/x` as a route written `/Admin/**`),
+    /// so the path and the patterns are compared in lower case too (the
+    /// bare form as well, when the path ends in `/`: Express ignores both).
+    /// When that finds another rule than `found`: a public rule yields to
+    /// it, two non-public ones are refused, as for a trailing slash. With
+    /// no capital in the path or any pattern, one byte scan.
     pub fn letter_case<'a>(&'a self, method: &str, host: &str, path: &str, found: Option<&'a Rule>) -> SlashForms<'a> {
         let Some(found) = found else {
             return SlashForms::Agree;
         };
-        if !path.bytes().any(|b| b.is_ascii_uppercase()) {
+        if self.folded.is_none() && !path.bytes().any(|b| b.is_ascii_uppercase()) {
             return SlashForms::Agree;
         }
-        match self.find(method, host, &lower_case_outside_escapes(path)) {
-            Some(other) if !std::ptr::eq(other, found) => SlashForms::between(found, other),
-            _ => SlashForms::Agree,
+        let folded = self.folded.as_ref().unwrap_or(&self.paths);
+        let lower = lower_case_outside_escapes(path);
+        let bare = lower.strip_suffix('/').filter(|p| !p.is_empty());
+        let mut verdict = SlashForms::Agree;
+        for form in std::iter::once(lower.as_str()).chain(bare) {
+            let next = match self.find_in(folded, method, host, form) {
+                Some(other) if !std::ptr::eq(other, found) => SlashForms::between(found, other),
+                _ => SlashForms::Agree,
+            };
+            verdict = match (verdict, next) {
+                (SlashForms::Ambiguous, _) | (_, SlashForms::Ambiguous) => SlashForms::Ambiguous,
+                (SlashForms::Stricter(a), SlashForms::Stricter(b)) if !std::ptr::eq(a, b) => SlashForms::Ambiguous,
+                (SlashForms::Stricter(a), _) | (_, SlashForms::Stricter(a)) => SlashForms::Stricter(a),
+                _ => SlashForms::Agree,
+            };
         }
+        verdict
     }
 
     /// The rules' path patterns, as written, in file order.

@@ -171,8 +171,14 @@ async fn a_capitalised_path_never_reaches_a_weaker_rule() {
         decide("/ADMIN/users", Some("Bearer reader")).await,
         Decision::Deny(DenyReason::InsufficientScope(_))
     ));
-    // A rule written with capitals matches as written.
+    // A rule written with capitals matches as written, and its lower-case
+    // spelling (the same route to a router that ignores case) too.
     assert_eq!(decide("/Reports/q1", Some("Bearer reader")).await, Decision::Allow);
+    assert_eq!(
+        decide("/reports/q1", None).await,
+        Decision::Deny(DenyReason::MissingToken)
+    );
+    assert_eq!(decide("/reports/q1", Some("Bearer reader")).await, Decision::Allow);
     // Escapes keep their upper-case hex digits: /A%7Cb is /a%7Cb's.
     assert_eq!(decide("/A%7Cb", None).await, Decision::Deny(DenyReason::MissingToken));
     // The same rule either way: nothing changes.
@@ -200,6 +206,40 @@ async fn a_capitalised_path_never_reaches_a_weaker_rule() {
     );
     let (_, steps) = e.explain(&req("GET", "/Admin/users", None)).await;
     assert!(steps.iter().any(|s| s.contains("lower-case spelling")), "{steps:?}");
+
+    // Case and a trailing slash at once (Express ignores both): /Account/
+    // is /account's, not the public catch-all's.
+    let e = engine(vec![
+        rule("account", "/account", &["read_date"], false),
+        rule("open", "/**", &[], true),
+    ]);
+    for path in ["/Account/", "/ACCOUNT", "/account"] {
+        assert_eq!(
+            e.decide(&req("GET", path, None)).await.decision,
+            Decision::Deny(DenyReason::MissingToken),
+            "{path}"
+        );
+    }
+    // A rule written with capitals before a non-public catch-all: sent as
+    // written it meets its own rule either way (no false refusal); sent in
+    // lower case, the catch-all and the rule both claim it: refused.
+    let e = engine(vec![
+        rule("Reports", "/Reports/**", &["read_date"], false),
+        rule("any", "/**", &["post_echo"], false),
+    ]);
+    assert_eq!(
+        e.decide(&req("GET", "/Reports/q1", Some("Bearer reader")))
+            .await
+            .decision,
+        Decision::Allow,
+        "no refusal: the lower-case spelling meets the same rule"
+    );
+    assert_eq!(
+        e.decide(&req("GET", "/reports/q1", Some("Bearer reader")))
+            .await
+            .decision,
+        refused
+    );
 }
 
 /// `/admin/` is `/admin` to some upstream routers and a subtree to others:
@@ -602,4 +642,31 @@ async fn authorization_outside_token_from_is_not_ignored() {
         .is_allowed());
     let o = e.decide(&with(&[])).await;
     assert!(o.is_allowed() && o.anonymous);
+    // Nor a query token next to the cookie this rule reads: it would reach
+    // the upstream unchecked (found in review of session 20's fix).
+    let h: std::collections::HashMap<String, String> = [("cookie".to_owned(), "session=reader".to_owned())].into();
+    let r = AuthzRequest::from_parts("GET", "api", "/feed?access_token=revoked", &h, Default::default());
+    assert_eq!(
+        e.decide(&r).await.decision,
+        Decision::Deny(DenyReason::InvalidRequest(CredentialProblem::UnreadQueryToken))
+    );
+    // A rule that reads the query's access_token takes it from there.
+    let config = Config {
+        rules: vec![RuleConfig {
+            id: "query".into(),
+            path: "/feed".into(),
+            token_from: vec!["query:access_token".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let e = Engine::new(config.engine_settings(), Fixed).expect("engine");
+    let r = AuthzRequest::from_parts(
+        "GET",
+        "api",
+        "/feed?access_token=reader",
+        &HashMap::new(),
+        HashMap::new(),
+    );
+    assert!(e.decide(&r).await.is_allowed());
 }

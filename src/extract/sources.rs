@@ -19,6 +19,12 @@ pub enum TokenSource {
 }
 
 impl TokenSource {
+    /// Whether this source reads the query's `access_token` (in a
+    /// spelling an upstream reads as it).
+    pub fn is_query_access_token(&self) -> bool {
+        matches!(self, TokenSource::Query(name) if reads_as(name, "access_token"))
+    }
+
     /// `"header"`, `"header:<name>"`, `"cookie:<name>"`, `"query:<name>"`.
     pub fn parse(s: &str) -> Result<TokenSource, String> {
         let bad = |why: &str| Err(format!("{s:?}: {why}"));
@@ -153,11 +159,13 @@ fn cookies<'r>(req: &'r AuthzRequest, name: &'r str) -> Result<impl Iterator<Ite
         }))
 }
 
-/// Whether an upstream reads cookie `key` as `name`: itself, or as PHP
-/// names it in `$_COOKIE` (`session.id` and `session id` are `session_id`;
-/// the first of them wins there). Case-sensitive, as cookie names are.
+/// Whether an upstream reads cookie `key` as `name`: itself; in another
+/// case (ASP.NET Core's cookie collection ignores case); or as PHP names
+/// it in `$_COOKIE` (`session.id` and `session id` are `session_id`; the
+/// first of them wins there).
 fn cookie_reads_as(key: &str, name: &str) -> bool {
-    key == name || (key.contains([' ', '.', '[']) && super::canonical::as_php_reads_it(key) == name)
+    key.eq_ignore_ascii_case(name)
+        || (key.contains([' ', '.', '[']) && super::canonical::as_php_reads_it(key).eq_ignore_ascii_case(name))
 }
 
 /// Every value of query parameter `name`. The name must be spelled as is:
@@ -327,8 +335,12 @@ mod tests {
         let r = req(&[("cookie", "Session_Id=other; session_id=t0k")], "", None);
         assert_eq!(
             token(find(&r, &sources(&["cookie:session_id"]))),
-            Ok(Some(("t0k".into(), "cookie:session_id".into()))),
-            "cookie names are case-sensitive"
+            Err(CredentialProblem::TwoCredentials),
+            "ASP.NET Core reads cookie names in any case"
+        );
+        assert_eq!(
+            cookie_without("Session_Id=x; a=1", "session_id").as_deref(),
+            Some("a=1")
         );
     }
 
