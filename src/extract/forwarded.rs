@@ -112,12 +112,13 @@ pub fn from_forward_auth(cfg: &ForwardAuthConfig, peer_trusted: bool, headers: &
         let uri = one_of(headers, &cfg.uri_headers)?.ok_or(MISSING)?;
         let host = match one_of(headers, &cfg.host_headers)? {
             Some(h) => {
-                // nginx's convention alone (X-Original-URI, the host in
-                // Host): nginx passes the client's headers to the auth
-                // subrequest, so an X-Forwarded-Host the proxy did not set
-                // is the client's, naming another host's rules. It must
-                // agree with Host (the nginx kit sets both).
-                if headers.contains_key("x-original-uri") && !headers.contains_key("x-forwarded-uri") {
+                // nginx's convention (X-Original-URI, the host in Host):
+                // nginx passes the client's headers to the auth subrequest,
+                // so an X-Forwarded-Host the proxy did not set is the
+                // client's, naming another host's rules. It must agree
+                // with Host (the nginx kit sets both). Whatever else came
+                // along: a client can add an X-Forwarded-Uri too.
+                if headers.contains_key("x-original-uri") {
                     let real = single(headers, "host")?.unwrap_or_default();
                     if !same_host(real, h) {
                         return Err(CONFLICTING);
@@ -297,10 +298,11 @@ mod tests {
             ("POST", "api.local", "/echo")
         );
         assert_eq!(r.credential, Credential::Missing);
-        // nginx's convention alone, and an X-Forwarded-Host nginx did not
-        // set (the client's, passed through to the subrequest): it must
-        // not name another host's rules. Agreeing (the kit sets both), or
-        // beside X-Forwarded-Uri (Traefik's, Caddy's way), it counts.
+        // nginx's convention, and an X-Forwarded-Host nginx did not set
+        // (the client's, passed through to the subrequest): it must not
+        // name another host's rules, even beside an X-Forwarded-Uri the
+        // client added. Agreeing (the kit sets both), it counts; without
+        // X-Original-URI (Traefik's, Caddy's way) X-Forwarded-Host decides.
         let nginx = |xfh: &str, more: &[(&'static str, &'static str)]| {
             let mut pairs = vec![
                 ("x-original-method", "GET"),
@@ -318,6 +320,17 @@ mod tests {
         let r = nginx(
             "public.example.com",
             &[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/admin")],
+        );
+        assert_eq!(r.malformed, Some(RequestProblem::ForwardedConflict), "{r:?}");
+        let r = from_forward_auth(
+            &cfg(),
+            true,
+            &headers(&[
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/admin"),
+                ("x-forwarded-host", "public.example.com"),
+                ("host", "hydra-authz:9194"),
+            ]),
         );
         assert_eq!((r.malformed, r.host.as_str()), (None, "public.example.com"));
     }
