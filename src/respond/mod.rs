@@ -333,10 +333,13 @@ fn claim_header_value(v: &serde_json::Value, sep: &str) -> Option<Result<String,
             }
             // With a separator like ", ", an item holding "," alone reads
             // as two to an upstream that splits at ',' and trims.
-            let ambiguous = !sep.is_empty()
-                && parts
-                    .iter()
-                    .any(|p| p.contains(sep) || sep.chars().any(|c| c != ' ' && p.contains(c)));
+            // An item with a space at either end is another item to an
+            // upstream that trims each (" admin" reads as "admin").
+            let ambiguous = parts.iter().any(|p| p.starts_with(' ') || p.ends_with(' '))
+                || (!sep.is_empty()
+                    && parts
+                        .iter()
+                        .any(|p| p.contains(sep) || sep.chars().any(|c| c != ' ' && p.contains(c))));
             (parts.join(sep), ambiguous)
         }
         _ => (claim_text(v, sep)?, false),
@@ -653,6 +656,12 @@ mod tests {
         ));
         let h = owner.upstream_headers(Some(&i));
         assert!(h.set.contains(&("x-groups".into(), "viewers, admins".into())), "{h:?}");
+        // An item an upstream would trim into another value.
+        i.ext = Some(std::sync::Arc::new(
+            serde_json::json!({"groups": ["viewers", " admin"]}),
+        ));
+        let h = owner.upstream_headers(Some(&i));
+        assert!(h.refused.iter().any(|n| n == "x-groups"), "{h:?}");
 
         let mut i = reader();
         i.scopes = vec!["read_date post_echo".into()].into();
