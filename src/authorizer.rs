@@ -74,10 +74,11 @@ pub fn build(
     Ok(authorizer)
 }
 
-/// Fetch the key set before the first check needs it, then, while none is
-/// held, again every `refresh_min_interval_ms`: readiness waits for keys,
-/// and an unready replica gets no checks that would fetch them. Weak, so a
-/// configuration a reload replaced stops trying.
+/// Fetch the key set before the first check needs it, then again every
+/// `refresh_min_interval_ms` while jwt mode has no usable one (none yet,
+/// or past `max_stale_key_age_ms`): readiness waits for one, and an
+/// unready replica gets no checks that would fetch it. Auto mode until it
+/// holds one. Weak, so a configuration a reload replaced stops.
 async fn warm_up(authorizer: std::sync::Weak<Authorizer<ServerAuthn>>) {
     let Some(pause) = authorizer.upgrade().map(|a| verifier_of(&a).retry_interval()) else {
         return;
@@ -88,10 +89,11 @@ async fn warm_up(authorizer: std::sync::Weak<Authorizer<ServerAuthn>>) {
             return;
         };
         let verifier = verifier_of(&a);
-        match first {
-            true => verifier.prefetch().await,
-            false if verifier.has_keys() => return,
-            false => verifier.fetch_keys().await,
+        match (first, verifier.wants_keys()) {
+            (true, _) => verifier.prefetch().await,
+            (false, None) => return,
+            (false, Some(true)) => verifier.fetch_keys().await,
+            (false, Some(false)) => {}
         }
         first = false;
         drop(a);

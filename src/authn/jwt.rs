@@ -298,6 +298,11 @@ impl JwtVerifier {
         self.key_age().is_some_and(|age| age >= self.max_key_age)
     }
 
+    /// Held, and not past `max_stale_key_age`.
+    pub fn has_usable_keys(&self) -> bool {
+        self.has_keys() && !self.keys_are_too_old()
+    }
+
     /// Fetched longer ago than `max_stale_key_age`: not to be trusted
     /// until a fetch succeeds.
     fn keys_are_too_old(&self) -> bool {

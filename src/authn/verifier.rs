@@ -41,6 +41,27 @@ impl Verifier {
         }
     }
 
+    /// Whether checks can be verified at all (readiness): in jwt mode only
+    /// with a key set that is held and not past `max_stale_key_age_ms`.
+    /// Auto mode still verifies opaque tokens by introspection without one.
+    pub fn can_verify(&self) -> bool {
+        match self {
+            Verifier::Jwt(jwt) => jwt.has_usable_keys(),
+            Verifier::Introspect(_) | Verifier::Auto { .. } => true,
+        }
+    }
+
+    /// Whether the warm-up should fetch now: jwt mode without usable keys,
+    /// auto mode without any. `None`: never again (introspection, or auto
+    /// mode once it holds keys: its checks fetch from then on).
+    pub fn wants_keys(&self) -> Option<bool> {
+        match self {
+            Verifier::Introspect(_) => None,
+            Verifier::Jwt(jwt) => Some(!jwt.has_usable_keys()),
+            Verifier::Auto { jwt, .. } => (!jwt.has_keys()).then_some(true),
+        }
+    }
+
     /// One more try at the key set (logged when it fails): for a replica
     /// that started without one.
     pub async fn fetch_keys(&self) {

@@ -154,12 +154,14 @@ pub fn readiness<A>(started: bool, layer: &Resilient<A>) -> (bool, String) {
 /// and gRPC health both ask this.
 fn serving_readiness(started: bool, engine: &Authorizer<ServerAuthn>) -> (bool, String) {
     let cache = engine.engine().authenticator();
-    // In jwt and auto mode: not until a key set is held (every JWT
-    // would be a 503), however the first fetches went.
+    // In jwt mode: not without a usable key set (every check would be a
+    // 503), however the first fetches went.
     let verifier = crate::authorizer::verifier_of(engine);
-    let (ready, mut detail) = readiness(started && verifier.prefetched() && verifier.has_keys(), cache.inner());
-    if verifier.prefetched() && !verifier.has_keys() {
-        detail.push_str("no key set fetched yet (introspection.jwt.jwks_url)\n");
+    let (ready, mut detail) = readiness(started && verifier.prefetched() && verifier.can_verify(), cache.inner());
+    if verifier.prefetched() && !verifier.can_verify() {
+        detail.push_str(
+            "no usable key set: none fetched yet, or older than max_stale_key_age_ms (introspection.jwt.jwks_url)\n",
+        );
     }
     // A fleet without its purge subscription still serves (every check
     // verified afresh), so it stays ready; the detail says why it is slower.

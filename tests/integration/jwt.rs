@@ -313,7 +313,7 @@ async fn not_ready_until_a_key_set_is_fetched() {
     loop {
         let r = ready().await;
         assert_eq!(r.status(), 503);
-        if r.text().await.unwrap_or_default().contains("no key set fetched yet") {
+        if r.text().await.unwrap_or_default().contains("no usable key set") {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "the prefetch never ended");
