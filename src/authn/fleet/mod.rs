@@ -26,7 +26,7 @@ use anyhow::Context;
 use aws_lc_rs::hmac;
 use purge::{CacheKey, Message, PurgeTarget};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::Duration;
 
 pub use config::ClusterConfig;
@@ -96,6 +96,10 @@ pub struct Fleet {
     keys: Keys,
     shared_cache: bool,
     subscribed: AtomicBool,
+    /// A step for a purge behind the epoch held is pending or running
+    /// (see [`Fleet::step_past_a_purge_behind`]); when the last one began.
+    stepping_past: AtomicBool,
+    last_step_past: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// The shared cache's current epoch (see [`shared_cache`]).
     epoch: AtomicU64,
     /// The shared cache is read only at epochs from this one on (0: any).
@@ -186,6 +190,8 @@ impl Fleet {
             keys: Keys::derive(secret.as_bytes()),
             shared_cache: cfg.shared_cache,
             subscribed: AtomicBool::new(false),
+            stepping_past: AtomicBool::new(false),
+            last_step_past: std::sync::Mutex::new(None),
             epoch: AtomicU64::new(0),
             l2_barrier: AtomicU64::new(0),
             unreadable: std::sync::Mutex::new(Throttle::new(UNREADABLE_WINDOW)),
@@ -290,6 +296,51 @@ impl Fleet {
             }
             Err(e) => tracing::warn!(error = %e, "shared reads stay suspended: no new epoch could be started"),
         }
+    }
+
+    /// A purge named an epoch behind the one read here. Redis may have
+    /// lost its epoch key (evicted, flushed, deleted) and a replica started
+    /// since purged from what was left: entries of the epoch held here may
+    /// predate the purge, so reads stopped (the caller suspended them), and
+    /// an epoch past the one held is started here, after which they resume.
+    /// The message may as well be old (overtaken by a later purge, or
+    /// replayed by someone who may PUBLISH): the wire cannot tell, so that
+    /// costs the shared entries until the fleet's next purge too, never a
+    /// revoked token. One step at a time and at most one a second (released
+    /// by `Drop`), so a flood of replays is not a flood of scripts.
+    fn step_past_a_purge_behind(self: &Arc<Self>) {
+        /// The `stepping_past` flag, released when dropped (a task ended
+        /// by the runtime's shutdown included).
+        struct Stepping<'a>(&'a AtomicBool);
+        impl Drop for Stepping<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        if self.stepping_past.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                let stepping = Stepping(&fleet.stepping_past);
+                let last = *fleet.last_step_past.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(last) = last {
+                    tokio::time::sleep_until(last + Duration::from_secs(1)).await;
+                }
+                *fleet.last_step_past.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(tokio::time::Instant::now());
+                fleet.resume_by_own_step().await;
+                drop(stepping);
+                // A purge behind that came while this stepped found the
+                // flag set and left the step to us; if Redis could not
+                // step (down), a resubscription steps later.
+                if fleet.suspended_at_epoch().is_none() || fleet.stepping_past.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+            }
+            fleet.stepping_past.store(false, Ordering::Release);
+        });
     }
 
     /// After a resubscription found (and adopted) `synced`: a suspension
@@ -497,16 +548,8 @@ impl Fleet {
                 if m.epoch == 0 {
                     self.suspend_shared_reads();
                 } else if m.epoch < held && self.shared_cache {
-                    // The purge started an epoch behind the one read here:
-                    // Redis lost its epoch key (evicted, flushed, set by
-                    // hand) and the purging replica started from what was
-                    // left. Entries of the epoch held here may predate the
-                    // purge: no shared read until an epoch after it is
-                    // started, here at once (or a replayed old message; it
-                    // costs the shared entries, never a revoked token).
                     self.suspend_shared_reads();
-                    let fleet = self.clone();
-                    tokio::spawn(async move { fleet.resume_by_own_step().await });
+                    self.step_past_a_purge_behind();
                 } else {
                     self.resume_shared_reads(m.epoch);
                 }
@@ -832,6 +875,39 @@ mod tests {
         assert!(fleet.shared_readable(10));
         fleet.receive(sealed(&fleet, PurgeTarget::Key([1; 32]), 11).as_bytes());
         assert!(fleet.shared_readable(11) && fleet.epoch() == 11);
+    }
+
+    /// A flood of purges behind the epoch held (replays of one old sealed
+    /// message, by anyone who may PUBLISH) costs one step at a time and at
+    /// most one a second, not a script per message; Redis being down here,
+    /// three tries, then reads stay stopped (a resubscription steps later).
+    #[tokio::test]
+    async fn purges_behind_step_one_at_a_time() {
+        let secret = tempfile::NamedTempFile::new().expect("tmp");
+        let fleet = lazy_fleet(&secret);
+        fleet.on_purge(|_| {});
+        fleet.epoch.store(10, Ordering::Release);
+        let old = sealed(&fleet, PurgeTarget::Key([1; 32]), 3);
+        let steps = |f: &Fleet| {
+            f.metrics
+                .fleet
+                .redis_errors
+                .get_or_create(&crate::metrics::KindLabels { kind: "eval" })
+                .get()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+        while tokio::time::Instant::now() < deadline {
+            for _ in 0..50 {
+                fleet.receive(old.as_bytes());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let tried = steps(&fleet);
+        assert!((1..=5).contains(&tried), "{tried} steps for 4,000 replays in 4 s");
+        assert!(
+            !fleet.shared_readable(fleet.epoch()),
+            "no step succeeded: reads stay stopped"
+        );
     }
 
     /// A suspension shows (gauge, status line) until a purge that stepped
