@@ -347,24 +347,37 @@ fn without_source_excerpt(message: &str) -> String {
     kept.join(" ")
 }
 
-/// Whether `key` (a `HYDRA_AUTHZ_` variable without the prefix) is one of
-/// the service-link variables Kubernetes sets for a Service whose name
-/// starts with `hydra-authz`: `[NAME_]SERVICE_HOST`, `[NAME_]SERVICE_PORT[_P]`,
-/// `[NAME_]PORT`, `[NAME_]PORT_<n>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR]`.
-/// Our own keys nest with `__`, which a service link never holds, so a
-/// misspelt key of ours is still refused.
-fn is_service_link(key: &str) -> bool {
+/// Whether `key` (a `HYDRA_AUTHZ_` variable without the prefix) with
+/// `value` is one of the service-link variables the kubelet sets for a
+/// Service whose name starts with `hydra-authz`: `[NAME_]SERVICE_HOST`
+/// (an address), `[NAME_]SERVICE_PORT[_P]` (a number), `[NAME_]PORT` and
+/// `[NAME_]PORT_<n>_<PROTO>` (`tcp://…`), and `…_PROTO`, `…_PORT`,
+/// `…_ADDR` after that. Both name and value must fit, and our own keys
+/// nest with `__`, which a service link never holds: a misspelt key of
+/// ours (`SERVER_GRPC_PORT=9191`) is still refused.
+fn is_service_link(key: &str, value: &str) -> bool {
     let key = key.to_ascii_lowercase();
     if key.contains("__") {
         return false;
     }
     let parts: Vec<&str> = key.split('_').collect();
     let is_proto = |p: &str| matches!(p, "tcp" | "udp" | "sctp");
-    let is_number = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let is_number = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    let is_address = |v: &str| v.parse::<std::net::IpAddr>().is_ok();
+    let is_url = |proto: &str| {
+        value
+            .strip_prefix(proto)
+            .and_then(|v| v.strip_prefix("://"))
+            .is_some_and(|rest| rest.parse::<std::net::SocketAddr>().is_ok())
+    };
     (0..parts.len()).any(|at| match &parts[at..] {
-        ["service", "host"] | ["service", "port", ..] | ["port"] => true,
-        ["port", n, proto] => is_number(n) && is_proto(proto),
-        ["port", n, proto, "proto" | "port" | "addr"] => is_number(n) && is_proto(proto),
+        ["service", "host"] => is_address(value),
+        ["service", "port", ..] => is_number(value),
+        ["port"] => ["tcp", "udp", "sctp"].iter().any(|p| is_url(p)),
+        ["port", n, proto] => is_number(n) && is_proto(proto) && is_url(proto),
+        ["port", n, proto, "proto"] => is_number(n) && is_proto(proto) && value == *proto,
+        ["port", n, proto, "port"] => is_number(n) && is_proto(proto) && value == *n,
+        ["port", n, proto, "addr"] => is_number(n) && is_proto(proto) && is_address(value),
         _ => false,
     })
 }
@@ -385,12 +398,18 @@ impl Config {
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
         // HYDRA_AUTHZ_CONFIG names the file itself; it is not a config key.
-        // Kubernetes (and Docker links) inject `HYDRA_AUTHZ_SERVICE_HOST`,
+        // Kubernetes injects `HYDRA_AUTHZ_SERVICE_HOST`,
         // `HYDRA_AUTHZ_PORT_9191_TCP` ... for a Service named `hydra-authz`:
         // they are not config keys, and refusing them would stop every pod.
+        let links: Vec<String> = std::env::vars()
+            .filter_map(|(name, value)| {
+                let key = name.get(ENV_PREFIX.len()..).filter(|_| name.starts_with(ENV_PREFIX))?;
+                is_service_link(key, &value).then(|| key.to_owned())
+            })
+            .collect();
         let env = Env::prefixed(ENV_PREFIX)
             .ignore(&["config"])
-            .filter(|key| !is_service_link(key.as_str()))
+            .filter(move |key| !links.iter().any(|l| key.as_str().eq_ignore_ascii_case(l)))
             .split("__");
         let figment = figment.merge(env);
         let config: Config = figment.extract().map_err(|e| {

@@ -127,12 +127,19 @@ fn kubernetes_service_links_are_not_config_keys() {
         jail.set_env("HYDRA_AUTHZ_SERVER__GRPC_ADDR", "127.0.0.1:7001");
         let config = Config::load(Path::new("c.toml")).expect("service links are not keys");
         assert_eq!(config.server.grpc_addr.port(), 7001);
-        // Not a service link: still refused.
-        jail.set_env("HYDRA_AUTHZ_SERVICE_HOSTNAME", "x");
-        let e = Config::load(Path::new("c.toml"))
-            .expect_err("not a service link")
-            .to_string();
-        assert!(e.contains("service_hostname"), "{e}");
+        // Not a service link: still refused, by name or by value (each
+        // error names its key; earlier ones stay set).
+        for (name, value, key) in [
+            ("HYDRA_AUTHZ_SERVICE_HOSTNAME", "x", "service_hostname"),
+            ("HYDRA_AUTHZ_SERVER_GRPC_PORT", "9191", "server_grpc_port"),
+            ("HYDRA_AUTHZ_LOG_PORT", "9191", "log_port"),
+        ] {
+            jail.set_env(name, value);
+            let e = Config::load(Path::new("c.toml"))
+                .expect_err("not a service link")
+                .to_string();
+            assert!(e.contains(key), "{name}: {e}");
+        }
         Ok(())
     });
 }
