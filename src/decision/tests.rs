@@ -129,21 +129,25 @@ async fn a_method_override_is_refused_before_any_rule() {
     assert_eq!(e.decide(&r).await.decision, Decision::Allow);
 }
 
-/// Express (by default), ASP.NET Core and IIS route `/Admin/users` to the
-/// handler of `/admin/users`: a capitalised spelling must not pass under a
-/// weaker catch-all. A public rule yields to the lower-case spelling's
-/// rule, two non-public rules are refused (400), and a spelling no rule
-/// covers in lower case (a rule written with capitals) is left alone.
-#[tokio::test]
-async fn a_capitalised_path_never_reaches_a_weaker_rule() {
-    let rule = |id: &str, p: &str, scopes: &[&str], public: bool| RuleConfig {
+/// A GET rule for the path-spelling tests.
+fn rule(id: &str, path: &str, scopes: &[&str], public: bool) -> RuleConfig {
+    RuleConfig {
         id: id.into(),
         methods: vec!["GET".into()],
-        path: p.into(),
+        path: path.into(),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         public,
         ..Default::default()
-    };
+    }
+}
+
+/// Express (by default), ASP.NET Core and IIS route `/Admin/users` to the
+/// handler of `/admin/users` (and `/admin/x` to a route written
+/// `/Admin/**`): no spelling may pass under a weaker catch-all. Path and
+/// patterns are compared in lower case too; a public rule yields to the
+/// rule that finds, two non-public rules are refused (400).
+#[tokio::test]
+async fn a_capitalised_path_never_reaches_a_weaker_rule() {
     let engine = |rules: Vec<RuleConfig>| {
         let config = Config {
             rules,
@@ -248,14 +252,6 @@ async fn a_capitalised_path_never_reaches_a_weaker_rule() {
 /// rule at all (default deny), and two non-public ones are refused (400).
 #[tokio::test]
 async fn a_trailing_slash_that_changes_the_rule_is_decided_by_the_stricter_or_refused() {
-    let rule = |id: &str, p: &str, scopes: &[&str], public: bool| RuleConfig {
-        id: id.into(),
-        methods: vec!["GET".into()],
-        path: p.into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        public,
-        ..Default::default()
-    };
     let config = Config {
         rules: vec![
             rule("landing", "/admin", &[], true),
