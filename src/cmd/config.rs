@@ -33,6 +33,12 @@ pub fn lint(config: &Config, openapi: Option<&Path>, envoy: Option<&Path>) -> an
         .map(|(later, earlier)| {
             format!("rule {later:?} can never match: rule {earlier:?} comes first and matches all its requests")
         })
+        .chain(rules.shadowed_ignoring_case().into_iter().map(|(later, earlier)| {
+            format!(
+                "rule {later:?} is decided by rule {earlier:?} for routers that ignore case (Express, ASP.NET \
+                 Core): that rule comes first and matches all its requests in lower case; put {later:?} first"
+            )
+        }))
         .collect();
     if let Some(path) = openapi {
         let doc = super::openapi::parse(&std::fs::read_to_string(path)?)?;

@@ -72,6 +72,19 @@ impl<'a> SlashForms<'a> {
     }
 }
 
+/// Whether `pattern` differs from its `lower` spelling outside `{name}`s.
+fn has_capital_outside_braces(lower: &str, pattern: &str) -> bool {
+    let mut depth = 0u32;
+    lower.bytes().zip(pattern.bytes()).any(|(l, p)| {
+        match p {
+            b'{' => depth += 1,
+            b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        depth == 0 && l != p
+    })
+}
+
 /// `path` with ASCII letters in lower case, but not the hex digits of its
 /// escapes (kept upper-case, the form rules match).
 fn lower_case_outside_escapes(path: &str) -> String {
@@ -114,7 +127,8 @@ impl RuleSet {
             })?;
             paths.add(glob);
             let lower = lower_case_outside_escapes(&rc.path);
-            any_capital |= lower != rc.path;
+            // `{petId}` matches what `{petid}` does: no capital of a route's.
+            any_capital |= has_capital_outside_braces(&lower, &rc.path);
             folded.add(path_glob(&lower).map_err(|message| RuleError {
                 key: format!("rules[{n}].path"),
                 message,
@@ -178,12 +192,33 @@ impl RuleSet {
     /// request they would: `(shadowed id, earlier id)`. A lint, not a proof:
     /// it samples each `*`/`{name}`/`**` of the later pattern.
     pub fn shadowed(&self) -> Vec<(&str, &str)> {
+        self.shadowed_in(&self.paths, |p| p.to_owned())
+    }
+
+    /// The same for a router that ignores case (see
+    /// [`RuleSet::letter_case`]): a rule written with capitals that an
+    /// earlier rule covers in lower case is decided by that rule for every
+    /// spelling there (`/api/**` before `/API/Admin/**`). Pairs
+    /// [`RuleSet::shadowed`] reports are left out.
+    pub fn shadowed_ignoring_case(&self) -> Vec<(&str, &str)> {
+        let Some(folded) = &self.folded else {
+            return Vec::new();
+        };
+        let plain = self.shadowed();
+        self.shadowed_in(folded, lower_case_outside_escapes)
+            .into_iter()
+            .filter(|pair| !plain.contains(pair))
+            .collect()
+    }
+
+    fn shadowed_in(&self, paths: &GlobSet, spell: impl Fn(&str) -> String) -> Vec<(&str, &str)> {
         let mut out = Vec::new();
         for (j, later) in self.rules.iter().enumerate() {
             // The compiled set answers for every earlier rule at once: an earlier
             // rule covers the later one if it matches both samples of its pattern.
-            let deep = self.paths.matches(later.path.replace("**", "__seg__/__seg__"));
-            let one = self.paths.matches(later.path.replace("**", "__seg__"));
+            let path = spell(&later.path);
+            let deep = paths.matches(path.replace("**", "__seg__/__seg__"));
+            let one = paths.matches(path.replace("**", "__seg__"));
             let earlier = deep
                 .iter()
                 .take_while(|i| **i < j)
@@ -762,6 +797,24 @@ mod tests {
             s.shadowed().is_empty(),
             "a method-restricted rule does not shadow an any-method rule"
         );
+    }
+
+    /// `/api/**` before `/API/Admin/**`: to a router that ignores case,
+    /// every spelling of an admin request is the earlier rule's, so the
+    /// lint says so; a capital inside `{petId}` is no capital of a route's
+    /// (no folded set is built, no per-request cost).
+    #[test]
+    fn rules_shadowed_for_routers_that_ignore_case_are_found() {
+        let s = set(vec![
+            rule("api", &[], "/api/**"),
+            rule("admin", &[], "/API/Admin/**"),
+            rule("reports", &[], "/Reports/**"),
+        ]);
+        assert!(s.shadowed().is_empty());
+        assert_eq!(s.shadowed_ignoring_case(), [("admin", "api")]);
+        let s = set(vec![rule("pet", &[], "/pets/{petId}"), rule("all", &[], "/**")]);
+        assert!(s.folded.is_none() && s.shadowed_ignoring_case().is_empty());
+        assert!(set(vec![rule("escaped", &[], "/a%7Cb")]).folded.is_none());
     }
 
     #[test]
