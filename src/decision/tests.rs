@@ -665,4 +665,28 @@ async fn authorization_outside_token_from_is_not_ignored() {
         HashMap::new(),
     );
     assert!(e.decide(&r).await.is_allowed());
+    // A source named access.token does not read the plain access_token
+    // (to PHP the later of the two wins): that one is unread.
+    let config = Config {
+        rules: vec![RuleConfig {
+            id: "dotted".into(),
+            path: "/feed".into(),
+            optional: true,
+            token_from: vec!["query:access.token".into()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let e = Engine::new(config.engine_settings(), Fixed).expect("engine");
+    let r = AuthzRequest::from_parts(
+        "GET",
+        "api",
+        "/feed?access_token=revoked",
+        &HashMap::new(),
+        HashMap::new(),
+    );
+    assert_eq!(
+        e.decide(&r).await.decision,
+        Decision::Deny(DenyReason::InvalidRequest(CredentialProblem::UnreadQueryToken))
+    );
 }

@@ -19,10 +19,11 @@ pub enum TokenSource {
 }
 
 impl TokenSource {
-    /// Whether this source reads the query's `access_token` (in a
-    /// spelling an upstream reads as it).
+    /// Whether this source reads the query's `access_token` itself (a
+    /// source named `access.token` does not: the plain name is another
+    /// parameter to it, and PHP's `$_GET['access_token']` to an upstream).
     pub fn is_query_access_token(&self) -> bool {
-        matches!(self, TokenSource::Query(name) if reads_as(name, "access_token"))
+        matches!(self, TokenSource::Query(name) if name == "access_token")
     }
 
     /// `"header"`, `"header:<name>"`, `"cookie:<name>"`, `"query:<name>"`.
