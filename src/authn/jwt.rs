@@ -298,6 +298,11 @@ impl JwtVerifier {
         self.key_age().is_some_and(|age| age >= self.max_key_age)
     }
 
+    /// None held, or held past `max_key_age`: time to fetch.
+    pub fn keys_due(&self) -> bool {
+        !self.has_keys() || self.keys_are_stale()
+    }
+
     /// Held, and not past `max_stale_key_age`.
     pub fn has_usable_keys(&self) -> bool {
         self.has_keys() && !self.keys_are_too_old()

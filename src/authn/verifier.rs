@@ -51,13 +51,15 @@ impl Verifier {
         }
     }
 
-    /// Whether the warm-up should fetch now: jwt mode without usable keys,
-    /// auto mode without any. `None`: never again (introspection, or auto
-    /// mode once it holds keys: its checks fetch from then on).
+    /// Whether the warm-up should fetch now: jwt mode without keys or
+    /// with keys due a re-fetch (past `max_key_age_ms`: a replica with no
+    /// checks to prompt one must not drift past `max_stale_key_age_ms` and
+    /// go unready), auto mode without any. `None`: never again
+    /// (introspection, or auto mode once it holds keys: its checks fetch).
     pub fn wants_keys(&self) -> Option<bool> {
         match self {
             Verifier::Introspect(_) => None,
-            Verifier::Jwt(jwt) => Some(!jwt.has_usable_keys()),
+            Verifier::Jwt(jwt) => Some(jwt.keys_due()),
             Verifier::Auto { jwt, .. } => (!jwt.has_keys()).then_some(true),
         }
     }
