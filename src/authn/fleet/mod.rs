@@ -100,6 +100,9 @@ pub struct Fleet {
     /// (see [`Fleet::step_past_a_purge_behind`]); when the last one began.
     stepping_past: AtomicBool,
     last_step_past: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Purges behind the epoch held, heard so far: a step answers those
+    /// heard before it began, not one that came while it ran.
+    purges_behind: AtomicU64,
     /// The shared cache's current epoch (see [`shared_cache`]).
     epoch: AtomicU64,
     /// The shared cache is read only at epochs from this one on (0: any).
@@ -191,6 +194,7 @@ impl Fleet {
             shared_cache: cfg.shared_cache,
             subscribed: AtomicBool::new(false),
             stepping_past: AtomicBool::new(false),
+            purges_behind: AtomicU64::new(0),
             last_step_past: std::sync::Mutex::new(None),
             epoch: AtomicU64::new(0),
             l2_barrier: AtomicU64::new(0),
@@ -330,12 +334,20 @@ impl Fleet {
                 }
                 *fleet.last_step_past.lock().unwrap_or_else(PoisonError::into_inner) =
                     Some(tokio::time::Instant::now());
+                let answered = fleet.purges_behind.load(Ordering::Acquire);
                 fleet.resume_by_own_step().await;
+                // One that came while this stepped found the flag set and
+                // left the step to us; the step may have lifted its
+                // suspension (an epoch begun before it): stop reads again
+                // and step once more. If Redis could not step (down), reads
+                // stay stopped and a resubscription steps later.
+                let more = fleet.purges_behind.load(Ordering::Acquire) != answered;
+                if more {
+                    fleet.suspend_shared_reads();
+                }
                 drop(stepping);
-                // A purge behind that came while this stepped found the
-                // flag set and left the step to us; if Redis could not
-                // step (down), a resubscription steps later.
-                if fleet.suspended_at_epoch().is_none() || fleet.stepping_past.swap(true, Ordering::AcqRel) {
+                let done = !more && fleet.suspended_at_epoch().is_none();
+                if done || fleet.stepping_past.swap(true, Ordering::AcqRel) {
                     return;
                 }
             }
@@ -548,6 +560,7 @@ impl Fleet {
                 if m.epoch == 0 {
                     self.suspend_shared_reads();
                 } else if m.epoch < held && self.shared_cache {
+                    self.purges_behind.fetch_add(1, Ordering::AcqRel);
                     self.suspend_shared_reads();
                     self.step_past_a_purge_behind();
                 } else {
