@@ -401,10 +401,12 @@ impl Config {
         // Kubernetes injects `HYDRA_AUTHZ_SERVICE_HOST`,
         // `HYDRA_AUTHZ_PORT_9191_TCP` ... for a Service named `hydra-authz`:
         // they are not config keys, and refusing them would stop every pod.
-        let links: Vec<String> = std::env::vars()
+        // `vars_os`: `vars` panics on any variable that is not UTF-8.
+        let links: Vec<String> = std::env::vars_os()
             .filter_map(|(name, value)| {
-                let key = name.get(ENV_PREFIX.len()..).filter(|_| name.starts_with(ENV_PREFIX))?;
-                is_service_link(key, &value).then(|| key.to_owned())
+                let (name, value) = (name.to_str()?, value.to_str()?);
+                let key = name.strip_prefix(ENV_PREFIX)?;
+                is_service_link(key, value).then(|| key.to_owned())
             })
             .collect();
         let env = Env::prefixed(ENV_PREFIX)

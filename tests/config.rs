@@ -94,6 +94,26 @@ fn unknown_keys_are_errors_naming_the_key() {
     });
 }
 
+/// A variable that is not UTF-8 anywhere in the environment (not ours)
+/// does not stop the start: the service-link scan reads names and values
+/// as bytes (`std::env::vars` would panic).
+#[test]
+fn a_variable_that_is_not_text_is_no_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    Jail::expect_with(|jail| {
+        jail.create_file("c.toml", "")?;
+        let name = "HYDRA_AUTHZ_TEST_NOT_TEXT_ELSEWHERE";
+        std::env::set_var("NOT_TEXT_FOR_HYDRA_AUTHZ", std::ffi::OsStr::from_bytes(b"\xff\xfe"));
+        std::env::set_var(std::ffi::OsStr::from_bytes(b"X_\xff"), "1");
+        let loaded = std::panic::catch_unwind(|| Config::load(Path::new("c.toml")));
+        std::env::remove_var("NOT_TEXT_FOR_HYDRA_AUTHZ");
+        std::env::remove_var(std::ffi::OsStr::from_bytes(b"X_\xff"));
+        let loaded = loaded.expect("no panic");
+        assert!(loaded.is_ok(), "{name}: {:?}", loaded.err());
+        Ok(())
+    });
+}
+
 /// A TOML syntax error names the line and column, never the line's text:
 /// it may hold a credential (a URL's userinfo), and the error is logged.
 #[test]
