@@ -298,9 +298,12 @@ impl JwtVerifier {
         self.key_age().is_some_and(|age| age >= self.max_key_age)
     }
 
-    /// None held, or held past `max_key_age`: time to fetch.
+    /// For a fetch without a check to prompt it: none held, or held for
+    /// half of `max_stale_key_age` (checks re-fetch past `max_key_age`
+    /// themselves; an idle replica must not drift past the stale bound).
     pub fn keys_due(&self) -> bool {
-        !self.has_keys() || self.keys_are_stale()
+        self.key_age()
+            .is_none_or(|age| age >= self.max_key_age.max(self.max_stale_key_age / 2))
     }
 
     /// Held, and not past `max_stale_key_age`.

@@ -52,9 +52,9 @@ impl Verifier {
     }
 
     /// Whether the warm-up should fetch now: jwt mode without keys or
-    /// with keys due a re-fetch (past `max_key_age_ms`: a replica with no
-    /// checks to prompt one must not drift past `max_stale_key_age_ms` and
-    /// go unready), auto mode without any. `None`: never again
+    /// with keys held for half of `max_stale_key_age_ms` (a replica with
+    /// no checks to prompt a re-fetch must not drift past it and go
+    /// unready), auto mode without any. `None`: never again
     /// (introspection, or auto mode once it holds keys: its checks fetch).
     pub fn wants_keys(&self) -> Option<bool> {
         match self {
