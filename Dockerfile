@@ -34,7 +34,8 @@ COPY --from=builder /src/target/release/hydra-authz /usr/local/bin/hydra-authz
 # (the Helm chart mounts a ConfigMap over /etc/hydra-authz).
 COPY config/hydra-authz.toml /etc/hydra-authz/hydra-authz.toml
 USER 65532:65532
-# 9191: gRPC (Envoy ext_authz, grpc.health.v1.Health, admin Explain)
+# 9191: gRPC (Envoy ext_authz, grpc.health.v1.Health; the admin API is on
+#       its own port, 9193, off unless credentials are configured)
 # 9192: HTTP (GET /healthz, GET /readyz, GET /metrics)
 EXPOSE 9191 9192
 # No shell or curl here, so the binary probes itself (exec form):

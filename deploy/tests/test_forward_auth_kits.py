@@ -617,6 +617,7 @@ def test_istio_http_provider_fields():
     spec = policy["spec"]
     assert spec["action"] == "CUSTOM" and spec["provider"]["name"] == provider["name"]
     assert spec["rules"] and spec["selector"]["matchLabels"]
+    assert spec["rules"] == [{}], "every request, no path left to the caller's own headers"
 
 
 def test_istio_http_policy_matches_istio_crd_schema():
@@ -651,10 +652,12 @@ def test_traefik_dynamic_config_shape():
     wanted = {"x_client_id", "x_client-id", "x-client_id", "x_scopes", "x_subject"}
     for name in METHOD_OVERRIDES:
         wanted |= underscore_spellings(name)
-    # Forwarded facts Traefik's entry point leaves (it strips X-Forwarded-*
-    # and X-Real-Ip only) and the request-URI headers frameworks route on.
+    # Forwarded facts Traefik's entry point leaves (it strips its own list of
+    # X-Forwarded-* and X-Real-Ip) and the request-URI headers frameworks route on.
     wanted |= {"forwarded", "x-original-uri", "x-original-method", "x-original-url", "x-rewrite-url"}
     wanted |= underscore_spellings("x-forwarded-host")
+    # Scheme headers frameworks trust that are not in the entry point's list.
+    wanted |= {"x-forwarded-ssl", "x-forwarded-scheme", "front-end-https", "x-url-scheme"}
     assert {k.lower() for k in removed} == wanted
     (server,) = http["services"][router["service"]]["loadBalancer"]["servers"]
     assert server["url"] == f"http://127.0.0.1:{UPSTREAM_PORT}"

@@ -90,6 +90,9 @@ def test_authorization_policy_fields():
     assert spec["provider"]["name"] == provider()["name"] == PROVIDER_NAME
     # A CUSTOM policy only sends requests matching a rule; no rules = nothing checked.
     assert spec.get("rules"), "a CUSTOM policy without rules authorizes nothing"
+    # Every request: a path, host or port left out reaches the workload
+    # unchecked, with the caller's own identity headers.
+    assert spec["rules"] == [{}], spec["rules"]
     assert spec["selector"]["matchLabels"], "scope the policy to the protected workload"
 
 

@@ -62,6 +62,14 @@ async fn seed_scenario_through_real_envoy_and_oauth2_server() {
         ("x-forwarded-uri", "/admin"),
         ("x-original-url", "/admin"),
         ("x-rewrite-url", "/admin"),
+        // Scheme, port, prefix and address headers frameworks trust.
+        ("x-forwarded-ssl", "on-admin"),
+        ("x-forwarded-scheme", "https-admin"),
+        ("x-forwarded-port", "8443"),
+        ("x-forwarded-prefix", "/admin"),
+        ("x-real-ip", "10.9.8.7"),
+        ("front-end-https", "on-admin"),
+        ("x-url-scheme", "https-admin"),
     ];
     let mut headers = vec![("authorization", auth_r.as_str()), ("x-forwarded-for", "10.9.8.7")];
     headers.extend_from_slice(&forged);

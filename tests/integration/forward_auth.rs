@@ -660,6 +660,15 @@ async fn seed_scenario_through(b: KitBehaviour) {
         ("X-Forwarded-Method", "DELETE"),
         ("X-Original-Url", "/admin"),
         ("X-Rewrite-Url", "/admin"),
+        // Scheme, port, prefix and address headers frameworks trust (Rack
+        // reads X-Forwarded-Ssl before X-Forwarded-Proto).
+        ("X-Forwarded-Ssl", "on-admin"),
+        ("X-Forwarded-Scheme", "https-admin"),
+        ("X-Forwarded-Port", "8443"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("X-Real-IP", "10.9.8.7"),
+        ("Front-End-Https", "on-admin"),
+        ("X-Url-Scheme", "https-admin"),
     ];
     let mut headers = vec![("authorization", reader.as_str())];
     headers.extend_from_slice(&forged);
