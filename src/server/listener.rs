@@ -211,12 +211,16 @@ pub async fn h2_preface(tcp: TcpStream) -> io::Result<TcpStream> {
 pub struct PerPeer {
     max: usize,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// Peers the cap does not apply to (the forward-auth door's trusted
+    /// proxies, which carry every client's checks).
+    exempt: Option<Arc<dyn Fn(IpAddr) -> bool + Send + Sync>>,
 }
 
-/// One peer's connection, counted until dropped.
+/// One peer's connection, counted until dropped (`open` is `None` for an
+/// exempt peer: nothing counted, nothing to give back).
 pub struct PeerSlot {
     ip: IpAddr,
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    open: Option<Arc<Mutex<HashMap<IpAddr, usize>>>>,
 }
 
 impl PerPeer {
@@ -226,6 +230,15 @@ impl PerPeer {
         PerPeer {
             max,
             open: Arc::default(),
+            exempt: None,
+        }
+    }
+
+    /// The same, but peers for which `exempt` holds are not counted.
+    pub fn except(self, exempt: impl Fn(IpAddr) -> bool + Send + Sync + 'static) -> PerPeer {
+        PerPeer {
+            exempt: Some(Arc::new(exempt)),
+            ..self
         }
     }
 
@@ -233,6 +246,9 @@ impl PerPeer {
     /// (An IPv4 peer seen through an IPv6 socket is the same peer.)
     fn admit(&self, ip: IpAddr) -> Option<PeerSlot> {
         let ip = ip.to_canonical();
+        if self.exempt.as_ref().is_some_and(|exempt| exempt(ip)) {
+            return Some(PeerSlot { ip, open: None });
+        }
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(ip).or_insert(0);
         if *n >= self.max {
@@ -241,14 +257,15 @@ impl PerPeer {
         *n += 1;
         Some(PeerSlot {
             ip,
-            open: self.open.clone(),
+            open: Some(self.open.clone()),
         })
     }
 }
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(open) = &self.open else { return };
+        let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = open.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -411,6 +428,14 @@ mod tests {
         );
         drop(a);
         let c = per_peer.admit(v4).expect("a slot came back");
+        // An exempt peer (a trusted proxy) is never counted nor refused.
+        let trusted: IpAddr = "10.0.0.9".parse().expect("ip");
+        let with_exempt = PerPeer::new(1).except(move |ip| ip == trusted);
+        let many: Vec<_> = (0..5).map(|_| with_exempt.admit(trusted).expect("exempt")).collect();
+        assert!(with_exempt.open.lock().expect("lock").is_empty());
+        let one = with_exempt.admit(v4).expect("first");
+        assert!(with_exempt.admit(v4).is_none(), "others are still capped");
+        drop((many, one));
         drop((b, c));
         assert!(per_peer.open.lock().expect("lock").is_empty(), "nothing left behind");
     }

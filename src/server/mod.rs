@@ -76,6 +76,10 @@ impl RunningServer {
 
 pub use crate::authorizer::ServerAuthn;
 
+/// Connections one peer outside `forward_auth.trusted_proxies` may hold
+/// open on the forward-auth listener (each is answered 400).
+pub const UNTRUSTED_FORWARD_AUTH_CONNECTIONS: usize = 8;
+
 /// Bind the listeners (port 0 allowed) and serve until shut down.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let metrics = Arc::new(Metrics::new());
@@ -211,11 +215,17 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         tracing::warn!("{warning}");
     }
     let forward_server = forward.map(|listener| {
+        // A peer outside trusted_proxies only ever gets 400: a few
+        // connections each, so no one holds the listener's memory (each
+        // unfinished request head may buffer up to 128 KiB). The proxies
+        // themselves carry every client's checks: not capped.
+        let trusted = config.forward_auth.clone();
+        let per_peer = listener::PerPeer::new(UNTRUSTED_FORWARD_AUTH_CONNECTIONS).except(move |ip| trusted.trusts(ip));
         let incoming = listener::incoming(
             "forward_auth",
             listener,
             limits,
-            None,
+            Some(per_peer),
             closed.clone(),
             listener::first_bytes,
         );

@@ -277,6 +277,42 @@ async fn connection_limit_and_idle_timeout() {
     );
 }
 
+/// A peer outside `forward_auth.trusted_proxies` (only ever answered 400)
+/// holds at most a few connections to the forward-auth port, so it cannot
+/// hold the listener's memory in unfinished request heads; a trusted proxy,
+/// which carries every client's checks, is not capped.
+#[tokio::test]
+async fn an_untrusted_peer_holds_few_forward_auth_connections() {
+    let (_hydra, server, _check) = setup(|c| {
+        c.forward_auth.addr = Some(support::lo0());
+        c.forward_auth.trusted_proxies = vec!["127.0.0.2/32".parse().expect("net")];
+    })
+    .await;
+    let addr = server.forward_auth_addr.expect("forward-auth on");
+    let from = |ip: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::from((ip, 0)))
+            .expect("bind a loopback address");
+        socket.connect(addr).await.expect("connect")
+    };
+    let cap = hydra_authz::server::UNTRUSTED_FORWARD_AUTH_CONNECTIONS;
+    for (ip, want) in [([127, 0, 0, 1], cap), ([127, 0, 0, 2], cap + 4)] {
+        let mut held = Vec::new();
+        for _ in 0..cap + 4 {
+            held.push(from(ip).await);
+        }
+        let mut answered = 0;
+        for conn in &mut held {
+            let r = tokio::time::timeout(Duration::from_secs(2), try_http_request(conn, "/forward-auth")).await;
+            if matches!(r, Ok(Ok(ref line)) if line.starts_with("HTTP/1.1 4")) {
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, want, "{ip:?}");
+    }
+}
+
 /// One peer holding connections to the probe port cannot take them all:
 /// past `http_max_connections_per_peer` its connections are closed at once,
 /// and the kubelet (another address; 127.0.0.2 is loopback too) is served.
