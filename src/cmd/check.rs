@@ -69,13 +69,25 @@ impl Exit {
     }
 }
 
+/// A header as the server receives it: a repeated name joined with ','
+/// (as Envoy passes it), so two credentials stay two and are refused.
+fn add_header(headers: &mut HashMap<String, String>, name: String, value: &str) {
+    headers
+        .entry(name)
+        .and_modify(|v| {
+            v.push(',');
+            v.push_str(value);
+        })
+        .or_insert_with(|| value.to_owned());
+}
+
 pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<Exit> {
     let mut headers = HashMap::new();
     for h in &args.headers {
         let (k, v) = h
             .split_once(':')
             .ok_or_else(|| anyhow::anyhow!("--header {h:?}: expected 'Name: value'"))?;
-        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        add_header(&mut headers, k.trim().to_ascii_lowercase(), v.trim());
     }
     let token = match (&args.token, &args.token_env, &args.token_file) {
         (Some(t), _, _) => Some(t.clone()),
@@ -83,7 +95,7 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<Exit> {
         (None, env, file) => Some(crate::secret::read(env.as_deref(), file.as_deref())?),
     };
     if let Some(t) = token {
-        headers.insert("authorization".into(), format!("Bearer {t}"));
+        add_header(&mut headers, "authorization".into(), &format!("Bearer {t}"));
     }
     let mut ext = HashMap::new();
     for kv in &args.context_extensions {
@@ -94,6 +106,13 @@ pub async fn run(config: &Config, args: CheckArgs) -> anyhow::Result<Exit> {
     }
     let engine = crate::authorizer::build(config, Default::default(), None)?;
     let method = args.method.to_ascii_uppercase();
+    if method != args.method {
+        eprintln!(
+            "note: method {:?} checked as {method:?}; Envoy and the forward-auth door send it as the client wrote it, \
+             and a lower-case method is refused (400 bad_request)",
+            args.method
+        );
+    }
     let req = AuthzRequest::from_parts(&method, &args.host, &args.path, &headers, ext);
     let explained = crate::respond::explanation::explain(&engine, &req).await;
     match args.output {
@@ -201,6 +220,26 @@ pub fn to_text(e: &Explanation, config: &Config) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    /// Two credentials given stay two (joined as Envoy joins a repeated
+    /// header), so the explanation is the server's refusal, not the last one.
+    #[tokio::test]
+    async fn repeated_credentials_are_refused_as_the_server_does() {
+        let mut headers = HashMap::new();
+        add_header(&mut headers, "authorization".into(), "Bearer a");
+        add_header(&mut headers, "authorization".into(), "Bearer b");
+        assert_eq!(headers["authorization"], "Bearer a,Bearer b");
+        let config = Config::from_toml_str(crate::demo::DEFAULT_CONFIG).expect("config");
+        let engine = crate::authorizer::build(&config, Default::default(), None).expect("engine");
+        let req = AuthzRequest::from_parts("GET", "api", "/date", &headers, HashMap::new());
+        let explained = crate::respond::explanation::explain(&engine, &req).await;
+        assert_eq!(
+            (explained.http_status, explained.reason.as_str()),
+            (400, "invalid_request"),
+            "{}",
+            explained.detail
+        );
+    }
 
     #[derive(Parser)]
     struct Cli {

@@ -208,8 +208,13 @@ pub fn import(doc: &Value, scheme: Option<&str>, base_path: Option<&str>) -> Res
     }
     // OpenAPI matches concrete paths before templated ones (`/users/me` before
     // `/users/{id}`); rules are first-match, so order them that way (stable).
-    out.rules
-        .sort_by_key(|r| r.path.split('/').filter(|s| s.contains(['{', '*'])).count());
+    // A `**` (springdoc writes `/files/**`) matches any depth: after every
+    // pattern without one, or `/files/**` (public) would come before
+    // `/files/{id}/acl` (scoped) and decide it.
+    out.rules.sort_by_key(|r| {
+        let any_depth = r.path.split('/').any(|s| s == "**");
+        (any_depth, r.path.split('/').filter(|s| s.contains(['{', '*'])).count())
+    });
     Ok(out)
 }
 
@@ -237,13 +242,18 @@ fn alternatives(reqs: &[Value], scheme: &str, what: &str, warnings: &mut Vec<Str
                         "{what}: also requires {others:?}, which hydra-authz does not check"
                     ));
                 }
-                let scopes: Vec<String> = scopes
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect();
+                // Not a list of strings (`admin`, `~`, `[42]`): never read
+                // as "no scopes", which would let any valid token pass.
+                let Some(scopes) = scopes.as_array().and_then(|list| {
+                    list.iter()
+                        .map(|s| s.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                }) else {
+                    warnings.push(format!(
+                        "{what}: the scopes of {scheme:?} are not a list of strings; alternative dropped"
+                    ));
+                    continue;
+                };
                 if !sets.contains(&scopes) {
                     sets.push(scopes);
                 }
@@ -382,6 +392,28 @@ mod tests {
                 ("GET", "/health", vec![], true),
             ]
         );
+    }
+
+    /// Scopes that are not a list of strings are never "no scopes" (any
+    /// valid token); and a `**` path key (springdoc's `/files/**`) comes
+    /// after the templated paths it would otherwise decide.
+    #[test]
+    fn odd_scopes_and_any_depth_keys_never_weaken_a_rule() {
+        for odd in ["admin", "~", "[42]"] {
+            let i = imported(&format!("paths:\n  /x:\n    get: {{security: [{{oauth: {odd}}}]}}\n"));
+            assert!(i.rules.is_empty(), "{odd}: {:?}", i.rules);
+            assert!(
+                i.warnings.iter().any(|w| w.contains("not a list of strings")),
+                "{odd}: {:?}",
+                i.warnings
+            );
+        }
+        let i = imported(
+            "paths:\n  /files/**:\n    get: {security: []}\n  /files/{id}/acl:\n    get: {security: [{oauth: [admin]}]}\n",
+        );
+        let set = crate::decision::rules::RuleSet::compile(&i.rules).expect("rules");
+        let rule = set.find("GET", "", "/files/1/acl").expect("a rule");
+        assert_eq!(rule.scopes.as_ref(), ["admin".to_string()], "{:?}", i.rules);
     }
 
     /// A HEAD operation secured differently from GET keeps its own policy:

@@ -68,6 +68,14 @@ pub async fn run(config: &Config, args: &PurgeArgs) -> anyhow::Result<()> {
     let addr = super::health::reachable(server.admin_addr);
     // The admin listener serves TLS whenever [server.tls] has a certificate.
     let tls = server.tls.cert_file.is_some();
+    if !tls && !addr.ip().is_loopback() {
+        // As the server warns at start: the bearer token would cross the
+        // network in clear unless the mesh encrypts it.
+        eprintln!(
+            "warning: the admin API at {addr} has no TLS ([server.tls]): the admin token crosses the network in clear \
+             unless the mesh encrypts it"
+        );
+    }
     let mut endpoint = Endpoint::from_shared(format!("{}://{addr}", if tls { "https" } else { "http" }))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10));

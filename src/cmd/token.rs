@@ -47,6 +47,21 @@ pub async fn run(args: &TokenArgs) -> anyhow::Result<String> {
     if !audience.is_empty() {
         form.push(("audience", audience));
     }
+    if let Ok(url) = reqwest::Url::parse(&args.token_url) {
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let loopback =
+            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if url.scheme() == "http" && !loopback {
+            eprintln!(
+                "warning: {} is plain http: the client secret crosses the network in clear",
+                url.origin().ascii_serialization()
+            );
+        }
+    }
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
