@@ -646,47 +646,30 @@ async fn authorization_outside_token_from_is_not_ignored() {
         e.decide(&r).await.decision,
         Decision::Deny(DenyReason::InvalidRequest(CredentialProblem::UnreadQueryToken))
     );
-    // A rule that reads the query's access_token takes it from there.
-    let config = Config {
-        rules: vec![RuleConfig {
-            id: "query".into(),
-            path: "/feed".into(),
-            token_from: vec!["query:access_token".into()],
+    // A rule that reads the query's access_token takes it from there; one
+    // whose source is named access.token does not read the plain
+    // access_token (to PHP the later of the two wins): that one is unread.
+    let query_rule = |source: &str, optional: bool| {
+        let config = Config {
+            rules: vec![RuleConfig {
+                id: "query".into(),
+                path: "/feed".into(),
+                optional,
+                token_from: vec![source.into()],
+                ..Default::default()
+            }],
             ..Default::default()
-        }],
-        ..Default::default()
+        };
+        Engine::new(config.engine_settings(), Fixed).expect("engine")
     };
-    let e = Engine::new(config.engine_settings(), Fixed).expect("engine");
-    let r = AuthzRequest::from_parts(
-        "GET",
-        "api",
-        "/feed?access_token=reader",
-        &HashMap::new(),
-        HashMap::new(),
-    );
-    assert!(e.decide(&r).await.is_allowed());
-    // A source named access.token does not read the plain access_token
-    // (to PHP the later of the two wins): that one is unread.
-    let config = Config {
-        rules: vec![RuleConfig {
-            id: "dotted".into(),
-            path: "/feed".into(),
-            optional: true,
-            token_from: vec!["query:access.token".into()],
-            ..Default::default()
-        }],
-        ..Default::default()
+    let feed = |query: &str| {
+        AuthzRequest::from_parts("GET", "api", &format!("/feed?{query}"), &HashMap::new(), HashMap::new())
     };
-    let e = Engine::new(config.engine_settings(), Fixed).expect("engine");
-    let r = AuthzRequest::from_parts(
-        "GET",
-        "api",
-        "/feed?access_token=revoked",
-        &HashMap::new(),
-        HashMap::new(),
-    );
+    let e = query_rule("query:access_token", false);
+    assert!(e.decide(&feed("access_token=reader")).await.is_allowed());
+    let e = query_rule("query:access.token", true);
     assert_eq!(
-        e.decide(&r).await.decision,
+        e.decide(&feed("access_token=revoked")).await.decision,
         Decision::Deny(DenyReason::InvalidRequest(CredentialProblem::UnreadQueryToken))
     );
 }
