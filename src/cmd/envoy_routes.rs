@@ -12,12 +12,14 @@
 //! with the extAuth SecurityPolicy that applies (route-level, else the
 //! Gateway's); `contextExtensions` naming `required_scopes` or `public` is
 //! the route's own policy. An HTTPRoute no extAuth policy covers is
-//! reported as unprotected.
+//! reported as unprotected, and so is one whose own policy (which replaces
+//! the Gateway's) has no extAuth.
 
 use crate::decision::rules::RuleSet;
 use serde_json::Value;
 
 const EXT_AUTHZ: &str = "envoy.filters.http.ext_authz";
+const EXT_AUTHZ_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
 /// How a route is matched, as far as the lint can tell.
@@ -70,9 +72,12 @@ pub fn read(text: &str) -> anyhow::Result<Found> {
     }
 }
 
-/// An Envoy Gateway SecurityPolicy with `extAuth`, reduced to what the lint needs.
+/// An Envoy Gateway SecurityPolicy, reduced to what the lint needs.
 struct Policy {
     namespace: String,
+    /// It configures `extAuth`. One targeting a route without it still
+    /// wins over the Gateway's (no merge): that route has no ext_authz.
+    ext_auth: bool,
     /// `(kind, name)` of each target.
     targets: Vec<(String, String)>,
     /// `contextExtensions` name `required_scopes` or `public`: the routes it
@@ -98,7 +103,7 @@ pub fn gateway_routes(docs: &[Value]) -> Found {
     let kind = |d: &Value| text(d, "kind").unwrap_or_default().to_owned();
     let policies: Vec<Policy> = docs
         .iter()
-        .filter(|d| kind(d) == "SecurityPolicy" && d.pointer("/spec/extAuth").is_some())
+        .filter(|d| kind(d) == "SecurityPolicy")
         .map(|d| {
             let spec = d.get("spec").unwrap_or(&Value::Null);
             let targets = array(spec, "targetRefs")
@@ -113,15 +118,19 @@ pub fn gateway_routes(docs: &[Value]) -> Found {
                 .any(|e| matches!(text(e, "name"), Some("required_scopes" | "public")));
             Policy {
                 namespace: namespace_of(d),
+                ext_auth: d.pointer("/spec/extAuth").is_some(),
                 targets,
                 own_policy,
             }
         })
         .collect();
+    // One with extAuth first, should two target the same object.
     let targeting = |kind: &str, name: &str, ns: &str| {
-        policies
+        let mut at = policies
             .iter()
-            .find(|p| p.namespace == ns && p.targets.iter().any(|(k, n)| k == kind && n == name))
+            .filter(|p| p.namespace == ns && p.targets.iter().any(|(k, n)| k == kind && n == name));
+        let first = at.clone().next();
+        at.find(|p| p.ext_auth).or(first)
     };
     let mut found = Found {
         routes: Vec::new(),
@@ -138,7 +147,7 @@ pub fn gateway_routes(docs: &[Value]) -> Found {
             })
         });
         let label = format!("HTTPRoute {ns}/{name}");
-        let Some(policy) = policy else {
+        let Some(policy) = policy.filter(|p| p.ext_auth) else {
             found.unprotected.push(label);
             continue;
         };
@@ -180,11 +189,16 @@ pub fn routes(bootstrap: &Value) -> Vec<Route> {
             let Some(hcm) = filter.get("typed_config") else {
                 continue;
             };
-            let runs_ext_authz =
-                array(hcm, "http_filters").any(|f| f.get("name").and_then(Value::as_str) == Some(EXT_AUTHZ));
-            if !runs_ext_authz {
+            // The filter by its name or, named otherwise (`authz`), by its
+            // type; per-route settings are keyed by the name it was given.
+            let ext_authz = array(hcm, "http_filters").find_map(|f| {
+                let name = f.get("name").and_then(Value::as_str)?;
+                let typed = f.pointer("/typed_config/@type").and_then(Value::as_str);
+                (name == EXT_AUTHZ || typed == Some(EXT_AUTHZ_TYPE)).then_some(name)
+            });
+            let Some(ext_authz) = ext_authz else {
                 continue;
-            }
+            };
             for vh in hcm
                 .pointer("/route_config/virtual_hosts")
                 .and_then(Value::as_array)
@@ -192,7 +206,7 @@ pub fn routes(bootstrap: &Value) -> Vec<Route> {
                 .flatten()
             {
                 let name = vh.get("name").and_then(Value::as_str).unwrap_or("?").to_owned();
-                let vh_policy = has_own_policy(vh);
+                let vh_policy = has_own_policy(vh, ext_authz);
                 for route in array(vh, "routes") {
                     let m = route.get("match");
                     let text = |k: &str| m.and_then(|m| m.get(k)).and_then(Value::as_str).map(str::to_owned);
@@ -206,7 +220,7 @@ pub fn routes(bootstrap: &Value) -> Vec<Route> {
                     out.push(Route {
                         virtual_host: name.clone(),
                         matcher,
-                        own_policy: vh_policy || has_own_policy(route),
+                        own_policy: vh_policy || has_own_policy(route, ext_authz),
                     });
                 }
             }
@@ -246,8 +260,8 @@ fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
 }
 
 /// Per-route (or per-virtual-host) ext_authz settings or our metadata namespace.
-fn has_own_policy(v: &Value) -> bool {
-    let per_filter = v.pointer("/typed_per_filter_config").and_then(|t| t.get(EXT_AUTHZ));
+fn has_own_policy(v: &Value, filter: &str) -> bool {
+    let per_filter = v.pointer("/typed_per_filter_config").and_then(|t| t.get(filter));
     let disabled = per_filter.and_then(|f| f.get("disabled")).and_then(Value::as_bool) == Some(true);
     let ext = per_filter.and_then(|f| f.pointer("/check_settings/context_extensions"));
     let ext_policy = ext.is_some_and(|e| e.get("required_scopes").is_some() || e.get("public").is_some());
@@ -314,6 +328,15 @@ mod tests {
             vec!["virtual host \"HTTPRoute demo/admin\", prefix \"/admin\"".to_string()]
         );
         assert!(uncovered(&found.routes, &rules(&["/admin/**"])).is_empty());
+
+        // The route's own SecurityPolicy without extAuth (only CORS) wins
+        // over the Gateway's: that route is served without authorization.
+        let cors = "\n---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: SecurityPolicy\nmetadata: {name: admin-cors, namespace: demo}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: admin}]\n  cors: {allowOrigins: ['*']}\n";
+        let found = read(&format!("{text}{extra}{cors}")).expect("manifests");
+        assert_eq!(
+            found.unprotected,
+            vec!["HTTPRoute demo/admin".to_string(), "HTTPRoute other/open".to_string()]
+        );
     }
 
     #[test]
@@ -323,6 +346,28 @@ mod tests {
         assert!(
             read("a: 1\n---\nb: 2\n").is_err(),
             "two documents that are not manifests"
+        );
+    }
+
+    /// An ext_authz filter named otherwise (`authz`) is found by its type,
+    /// and per-route settings under that name count: before, the whole
+    /// connection manager was skipped and its routes never judged.
+    #[test]
+    fn an_ext_authz_filter_is_found_by_its_type() {
+        let bootstrap = serde_json::json!({"static_resources": {"listeners": [{"filter_chains": [{"filters": [{
+            "typed_config": {
+                "http_filters": [{"name": "authz", "typed_config": {"@type": EXT_AUTHZ_TYPE}}],
+                "route_config": {"virtual_hosts": [{"name": "api", "routes": [
+                    {"match": {"prefix": "/admin"}},
+                    {"match": {"prefix": "/metadata"}, "typed_per_filter_config": {"authz": {"disabled": true}}}
+                ]}]}
+            }
+        }]}]}]}});
+        let found = routes(&bootstrap);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            uncovered(&found, &rules(&["/date"])),
+            vec!["virtual host \"api\", prefix \"/admin\"".to_string()]
         );
     }
 

@@ -192,11 +192,24 @@ pub fn import(doc: &Value, scheme: Option<&str>, base_path: Option<&str>) -> Res
                 path: rule_path(path),
                 ..Default::default()
             };
-            match alternatives(requirements, &scheme, &what, &mut out.warnings) {
-                Requirement::Public => rule.public = true,
-                Requirement::Scopes(mut sets) if sets.len() == 1 => rule.scopes = sets.remove(0),
-                Requirement::Scopes(sets) if !sets.is_empty() => rule.any_of = sets,
-                Requirement::Scopes(_) => {
+            let sets = match alternatives(requirements, &scheme, &what, &mut out.warnings) {
+                Requirement::Public => {
+                    rule.public = true;
+                    None
+                }
+                // `{}` beside requirements: anonymous callers pass, and a
+                // token, if given, must meet one of them (never ignored).
+                Requirement::Optional(sets) => {
+                    rule.optional = true;
+                    Some(sets)
+                }
+                Requirement::Scopes(sets) => Some(sets),
+            };
+            match sets {
+                None => {}
+                Some(mut sets) if sets.len() == 1 => rule.scopes = sets.remove(0),
+                Some(sets) if !sets.is_empty() => rule.any_of = sets,
+                Some(_) => {
                     out.warnings.push(format!(
                         "{what}: no requirement uses scheme {scheme:?}; no rule emitted"
                     ));
@@ -220,6 +233,8 @@ pub fn import(doc: &Value, scheme: Option<&str>, base_path: Option<&str>) -> Res
 
 enum Requirement {
     Public,
+    /// `{}` and at least one requirement of the scheme.
+    Optional(Vec<Vec<String>>),
     Scopes(Vec<Vec<String>>),
 }
 
@@ -228,11 +243,13 @@ fn alternatives(reqs: &[Value], scheme: &str, what: &str, warnings: &mut Vec<Str
         return Requirement::Public;
     }
     let mut sets = Vec::new();
+    let mut anonymous = false;
     for req in reqs {
         let Some(obj) = req.as_object() else { continue };
         if obj.is_empty() {
             // `{}`: authentication is optional for this operation.
-            return Requirement::Public;
+            anonymous = true;
+            continue;
         }
         match obj.get(scheme) {
             Some(scopes) => {
@@ -266,9 +283,13 @@ fn alternatives(reqs: &[Value], scheme: &str, what: &str, warnings: &mut Vec<Str
     }
     // An alternative with no scopes means any valid token passes.
     if sets.iter().any(Vec::is_empty) {
-        return Requirement::Scopes(vec![Vec::new()]);
+        sets = vec![Vec::new()];
     }
-    Requirement::Scopes(sets)
+    match (anonymous, sets.is_empty()) {
+        (true, true) => Requirement::Public,
+        (true, false) => Requirement::Optional(sets),
+        (false, _) => Requirement::Scopes(sets),
+    }
 }
 
 fn pick_scheme(doc: &Value, wanted: Option<&str>) -> Result<String, OpenApiError> {
@@ -394,6 +415,19 @@ mod tests {
         );
     }
 
+    /// `[{}, {oauth: [a]}]`: anonymous callers pass, and a token, if given,
+    /// must be valid and carry `a`: an optional rule, not a public one
+    /// (which would pass a revoked token on unverified).
+    #[test]
+    fn anonymous_beside_a_requirement_is_optional() {
+        let i = imported("paths:\n  /feed:\n    get: {security: [{}, {oauth: [a]}]}\n");
+        let r = &i.rules[0];
+        assert!(r.optional && !r.public, "{r:?}");
+        assert_eq!(r.scopes, ["a".to_string()]);
+        let i = imported("paths:\n  /open:\n    get: {security: [{}]}\n");
+        assert!(i.rules[0].public && !i.rules[0].optional);
+    }
+
     /// Scopes that are not a list of strings are never "no scopes" (any
     /// valid token); and a `**` path key (springdoc's `/files/**`) comes
     /// after the templated paths it would otherwise decide.
@@ -470,10 +504,10 @@ mod tests {
     }
 
     #[test]
-    fn optional_auth_is_public_and_concrete_paths_come_first() {
+    fn optional_auth_is_optional_and_concrete_paths_come_first() {
         let i = imported("paths:\n  /u/{id}:\n    get: {security: [{oauth: [a]}]}\n  /u/me:\n    get: {security: [{}, {oauth: [a]}]}\n");
         assert_eq!(i.rules[0].path, "/u/me");
-        assert!(i.rules[0].public);
+        assert!(i.rules[0].optional && !i.rules[0].public);
         assert_eq!(i.rules[1].path, "/u/{id}");
     }
 
