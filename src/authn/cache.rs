@@ -363,13 +363,16 @@ impl<A: Authenticator> SharedVerifier<A> {
                 }
             }
         }
-        let weight = match &verdict {
-            Cached::Valid(identity) => weight_of(identity),
+        let until = (keep && !ttl.is_zero()).then(|| Instant::now() + ttl);
+        // Only a kept entry is weighed: one handed to the waiting checks and
+        // removed (every check with the cache off) costs no serialization.
+        let weight = match (&verdict, until) {
+            (Cached::Valid(identity), Some(_)) => weight_of(identity),
             _ => 1,
         };
         let entry = Entry {
             verdict,
-            until: (keep && !ttl.is_zero()).then(|| Instant::now() + ttl),
+            until,
             fp,
             weight,
         };
