@@ -294,23 +294,9 @@ impl<A: Authenticator> Engine<A> {
                 note!(steps, "route policy unreadable: {why}");
                 return Err(DenyReason::RouteMisconfigured(why));
             }
-            Resolution::AmbiguousTrailingSlash => {
-                note!(
-                    steps,
-                    "the path with and without its trailing '/' falls under different rules: refused"
-                );
-                return Err(DenyReason::InvalidPath(
-                    crate::extract::refusal::PathProblem::AmbiguousTrailingSlash,
-                ));
-            }
-            Resolution::AmbiguousLetterCase => {
-                note!(
-                    steps,
-                    "the path and its lower-case spelling (case-insensitive routers) fall under different rules: refused"
-                );
-                return Err(DenyReason::InvalidPath(
-                    crate::extract::refusal::PathProblem::AmbiguousLetterCase,
-                ));
+            Resolution::Ambiguous(problem) => {
+                note!(steps, "{problem}: refused");
+                return Err(DenyReason::InvalidPath(problem));
             }
         };
         note!(steps, "policy from {:?}: {}", policy.rule_id, policy.describe());

@@ -3,6 +3,7 @@
 //! our own `[[rules]]`. The first source that speaks decides.
 
 use super::rules::{RuleSet, SlashForms};
+use crate::extract::refusal::PathProblem;
 use crate::extract::AuthzRequest;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -57,12 +58,11 @@ pub enum Resolution {
     NoRuleForBareForm,
     /// The route carries policy we cannot read; deny rather than guess.
     Misconfigured(String),
-    /// The path with and without its trailing `/` falls under different
-    /// non-public rules ([`RuleSet::trailing_slash`]): refused, not guessed.
-    AmbiguousTrailingSlash,
-    /// The path and its lower-case spelling fall under different non-public
-    /// rules ([`RuleSet::letter_case`]): refused, not guessed.
-    AmbiguousLetterCase,
+    /// Two spellings a router may serve as one fall under different
+    /// non-public rules: with and without the trailing `/`
+    /// ([`RuleSet::trailing_slash`]), or in lower case
+    /// ([`RuleSet::letter_case`]). Refused, not guessed.
+    Ambiguous(PathProblem),
 }
 
 pub fn resolve(req: &AuthzRequest, rules: &RuleSet) -> Resolution {
@@ -77,12 +77,12 @@ pub fn resolve(req: &AuthzRequest, rules: &RuleSet) -> Resolution {
         SlashForms::Agree => {}
         SlashForms::Stricter(rule) => found = Some(rule),
         SlashForms::Unruled => return Resolution::NoRuleForBareForm,
-        SlashForms::Ambiguous => return Resolution::AmbiguousTrailingSlash,
+        SlashForms::Ambiguous => return Resolution::Ambiguous(PathProblem::AmbiguousTrailingSlash),
     }
     match rules.letter_case(&req.method, &req.host, &req.path, found) {
         SlashForms::Agree | SlashForms::Unruled => {}
         SlashForms::Stricter(rule) => found = Some(rule),
-        SlashForms::Ambiguous => return Resolution::AmbiguousLetterCase,
+        SlashForms::Ambiguous => return Resolution::Ambiguous(PathProblem::AmbiguousLetterCase),
     }
     match found {
         Some(rule) => Resolution::Policy(RoutePolicy {
