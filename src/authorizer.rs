@@ -80,24 +80,22 @@ pub fn build(
 /// unready replica gets no checks that would fetch it. Auto mode until it
 /// holds one. Weak, so a configuration a reload replaced stops.
 async fn warm_up(authorizer: std::sync::Weak<Authorizer<ServerAuthn>>) {
-    let Some(pause) = authorizer.upgrade().map(|a| verifier_of(&a).retry_interval()) else {
+    let Some(a) = authorizer.upgrade() else {
         return;
     };
-    let mut first = true;
+    let pause = verifier_of(&a).retry_interval();
+    verifier_of(&a).prefetch().await;
+    drop(a);
     loop {
+        tokio::time::sleep(pause).await;
         let Some(a) = authorizer.upgrade() else {
             return;
         };
-        let verifier = verifier_of(&a);
-        match (first, verifier.wants_keys()) {
-            (true, _) => verifier.prefetch().await,
-            (false, None) => return,
-            (false, Some(true)) => verifier.fetch_keys().await,
-            (false, Some(false)) => {}
+        match verifier_of(&a).wants_keys() {
+            None => return,
+            Some(true) => verifier_of(&a).fetch_keys().await,
+            Some(false) => {}
         }
-        first = false;
-        drop(a);
-        tokio::time::sleep(pause).await;
     }
 }
 

@@ -157,8 +157,9 @@ fn serving_readiness(started: bool, engine: &Authorizer<ServerAuthn>) -> (bool, 
     // In jwt mode: not without a usable key set (every check would be a
     // 503), however the first fetches went.
     let verifier = crate::authorizer::verifier_of(engine);
-    let (ready, mut detail) = readiness(started && verifier.prefetched() && verifier.can_verify(), cache.inner());
-    if verifier.prefetched() && !verifier.can_verify() {
+    let (warmed, keys) = (verifier.prefetched(), verifier.can_verify());
+    let (ready, mut detail) = readiness(started && warmed && keys, cache.inner());
+    if warmed && !keys {
         detail.push_str(
             "no usable key set: none fetched yet, or older than max_stale_key_age_ms (introspection.jwt.jwks_url)\n",
         );
