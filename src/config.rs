@@ -361,7 +361,8 @@ fn is_service_link(key: &str, value: &str) -> bool {
         return false;
     }
     let parts: Vec<&str> = key.split('_').collect();
-    let is_proto = |p: &str| matches!(p, "tcp" | "udp" | "sctp");
+    const PROTOS: [&str; 3] = ["tcp", "udp", "sctp"];
+    let is_proto = |p: &str| PROTOS.contains(&p);
     let is_number = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
     let is_address = |v: &str| v.parse::<std::net::IpAddr>().is_ok();
     let is_url = |proto: &str| {
@@ -373,7 +374,7 @@ fn is_service_link(key: &str, value: &str) -> bool {
     (0..parts.len()).any(|at| match &parts[at..] {
         ["service", "host"] => is_address(value),
         ["service", "port", ..] => is_number(value),
-        ["port"] => ["tcp", "udp", "sctp"].iter().any(|p| is_url(p)),
+        ["port"] => PROTOS.iter().any(|p| is_url(p)),
         ["port", n, proto] => is_number(n) && is_proto(proto) && is_url(proto),
         ["port", n, proto, "proto"] => is_number(n) && is_proto(proto) && value == *proto,
         ["port", n, proto, "port"] => is_number(n) && is_proto(proto) && value == *n,

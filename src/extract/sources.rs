@@ -156,17 +156,8 @@ fn cookies<'r>(req: &'r AuthzRequest, name: &'r str) -> Result<impl Iterator<Ite
             let (k, v) = pair.trim().split_once('=')?;
             // `session =x` is `session` to most cookie parsers (npm
             // `cookie`, Python's, Go's): compared trimmed, as they do.
-            cookie_reads_as(k.trim(), name).then(|| v.trim().trim_matches('"'))
+            reads_as(k.trim(), name).then(|| v.trim().trim_matches('"'))
         }))
-}
-
-/// Whether an upstream reads cookie `key` as `name`: itself; in another
-/// case (ASP.NET Core's cookie collection ignores case); or as PHP names
-/// it in `$_COOKIE` (`session.id` and `session id` are `session_id`; the
-/// first of them wins there).
-fn cookie_reads_as(key: &str, name: &str) -> bool {
-    key.eq_ignore_ascii_case(name)
-        || (key.contains([' ', '.', '[']) && super::canonical::as_php_reads_it(key).eq_ignore_ascii_case(name))
 }
 
 /// Every value of query parameter `name`. The name must be spelled as is:
@@ -202,9 +193,10 @@ fn query(req: &AuthzRequest, name: &str) -> Result<Vec<String>, CredentialProble
     Ok(values)
 }
 
-/// Whether an upstream reads the decoded query name `key` as `name`:
-/// itself; in another case (ASP.NET Core's query collection ignores it);
-/// or the name PHP makes of it (`$_GET`; Symfony, Laravel), which also
+/// Whether an upstream reads the decoded query name (or cookie name) `key`
+/// as `name`: itself; in another case (ASP.NET Core's query and cookie
+/// collections ignore it); or the name PHP makes of it (`$_GET`,
+/// `$_COOKIE`: `session.id` is `session_id`; Symfony, Laravel), which also
 /// ends at a NUL byte.
 pub(super) fn reads_as(key: &str, name: &str) -> bool {
     let key = key.split('\0').next().unwrap_or(key);
@@ -247,9 +239,7 @@ pub fn cookie_without(header: &str, name: &str) -> Option<String> {
     let kept: Vec<&str> = header
         .split([';', ','])
         .map(str::trim)
-        .filter(|pair| {
-            !pair.is_empty() && !cookie_reads_as(pair.split_once('=').map_or(*pair, |(k, _)| k).trim(), name)
-        })
+        .filter(|pair| !pair.is_empty() && !reads_as(pair.split_once('=').map_or(*pair, |(k, _)| k).trim(), name))
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
 }
