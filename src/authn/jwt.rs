@@ -578,13 +578,11 @@ mod tests {
 
         /// An access token as Hydra's jwt strategy signs one, naming `kid`.
         fn sign(&self, kid: &str) -> Token {
-            let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
-            header.kid = Some(kid.to_owned());
             let now = crate::authn::introspection::now_unix();
             let claims = serde_json::json!({
                 "client_id": "reader", "sub": "reader", "scp": ["read"], "iat": now, "exp": now + 300
             });
-            Token::new(jsonwebtoken::encode(&header, &claims, &self.signing).expect("sign"))
+            self.sign_with(Some(kid), None, claims)
         }
 
         /// A token with exactly these claims and header `kid` / `typ`.

@@ -863,6 +863,14 @@ mod tests {
         assert!(fleet.shared_readable(9));
     }
 
+    /// A fleet (Redis unreachable) that applies purges, reading at epoch 10.
+    fn purging_at_epoch_10(secret: &tempfile::NamedTempFile) -> Arc<Fleet> {
+        let fleet = lazy_fleet(secret);
+        fleet.on_purge(|_| {});
+        fleet.epoch.store(10, Ordering::Release);
+        fleet
+    }
+
     /// Redis lost its epoch key (evicted, flushed, deleted) while replicas
     /// read at epoch 10; a replica that started since purges at epoch 1.
     /// Entries stored at epoch 10 may hold the purged token: a replica
@@ -872,18 +880,14 @@ mod tests {
     #[tokio::test]
     async fn a_purge_behind_the_epoch_held_stops_shared_reads() {
         let secret = tempfile::NamedTempFile::new().expect("tmp");
-        let fleet = lazy_fleet(&secret);
-        fleet.on_purge(|_| {});
-        fleet.epoch.store(10, Ordering::Release);
+        let fleet = purging_at_epoch_10(&secret);
         assert!(fleet.shared_readable(10));
         fleet.receive(sealed(&fleet, PurgeTarget::Key([1; 32]), 1).as_bytes());
         assert!(!fleet.shared_readable(fleet.epoch()), "read pre-purge entries");
         assert_eq!(fleet.metrics.fleet.shared_reads_suspended.get(), 1);
         // The replica's own purge, heard back at the epoch it stepped to,
         // is the usual case and suspends nothing.
-        let fleet = lazy_fleet(&secret);
-        fleet.on_purge(|_| {});
-        fleet.epoch.store(10, Ordering::Release);
+        let fleet = purging_at_epoch_10(&secret);
         fleet.receive(sealed(&fleet, PurgeTarget::Key([1; 32]), 10).as_bytes());
         assert!(fleet.shared_readable(10));
         fleet.receive(sealed(&fleet, PurgeTarget::Key([1; 32]), 11).as_bytes());
@@ -897,9 +901,7 @@ mod tests {
     #[tokio::test]
     async fn purges_behind_step_one_at_a_time() {
         let secret = tempfile::NamedTempFile::new().expect("tmp");
-        let fleet = lazy_fleet(&secret);
-        fleet.on_purge(|_| {});
-        fleet.epoch.store(10, Ordering::Release);
+        let fleet = purging_at_epoch_10(&secret);
         let old = sealed(&fleet, PurgeTarget::Key([1; 32]), 3);
         let steps = |f: &Fleet| {
             f.metrics
