@@ -105,6 +105,11 @@ pub struct Fleet {
     purges_behind: AtomicU64,
     /// The shared cache's current epoch (see [`shared_cache`]).
     epoch: AtomicU64,
+    /// The last epoch this replica started itself ([`Fleet::step_epoch`]):
+    /// a purge heard at the epoch already held is our own echo only if it
+    /// is this one; from anyone else it was started a second time, after
+    /// Redis lost its key, and is as behind as a lower one.
+    started: AtomicU64,
     /// The shared cache is read only at epochs from this one on (0: any).
     /// A purge that could not start a new epoch (the step failed, or
     /// Redis's epoch was set out of range) suspends reads: [`SUSPENDED`]
@@ -197,6 +202,7 @@ impl Fleet {
             purges_behind: AtomicU64::new(0),
             last_step_past: std::sync::Mutex::new(None),
             epoch: AtomicU64::new(0),
+            started: AtomicU64::new(0),
             l2_barrier: AtomicU64::new(0),
             unreadable: std::sync::Mutex::new(Throttle::new(UNREADABLE_WINDOW)),
             on_purge: OnceLock::new(),
@@ -483,6 +489,7 @@ impl Fleet {
                     .arg(local),
             )
             .await?;
+        self.started.fetch_max(e, Ordering::AcqRel);
         self.epoch.fetch_max(e, Ordering::AcqRel);
         Ok(e)
     }
@@ -557,9 +564,10 @@ impl Fleet {
         match Message::open(&self.keys.message, payload) {
             Ok(m) => {
                 let held = self.epoch.fetch_max(m.epoch, Ordering::AcqRel);
+                let ours = m.epoch == self.started.load(Ordering::Acquire);
                 if m.epoch == 0 {
                     self.suspend_shared_reads();
-                } else if m.epoch < held && self.shared_cache {
+                } else if (m.epoch < held || (m.epoch == held && !ours)) && self.shared_cache {
                     self.purges_behind.fetch_add(1, Ordering::AcqRel);
                     self.suspend_shared_reads();
                     self.step_past_a_purge_behind();
@@ -888,10 +896,38 @@ mod tests {
         // The replica's own purge, heard back at the epoch it stepped to,
         // is the usual case and suspends nothing.
         let fleet = purging_at_epoch_10(&secret);
+        fleet.started.store(10, Ordering::Release);
         fleet.receive(sealed(&fleet, PurgeTarget::Key([1; 32]), 10).as_bytes());
         assert!(fleet.shared_readable(10));
         fleet.receive(sealed(&fleet, PurgeTarget::Key([1; 32]), 11).as_bytes());
         assert!(fleet.shared_readable(11) && fleet.epoch() == 11);
+    }
+
+    /// The same loss, one epoch closer: this replica started epoch 10 with
+    /// a purge another replica missed (it held 9); Redis then lost its
+    /// key, and that replica's purge started "10" a second time. Entries
+    /// stored here at 10 may hold what it purged: hearing a purge at the
+    /// epoch held, started elsewhere, stops reads like one behind it.
+    /// Before, only a lower epoch did, and the purged identity was read
+    /// back from the shared cache.
+    #[tokio::test]
+    async fn a_purge_at_the_epoch_held_but_started_elsewhere_stops_shared_reads() {
+        let secret = tempfile::NamedTempFile::new().expect("tmp");
+        let fleet = purging_at_epoch_10(&secret);
+        fleet.started.store(10, Ordering::Release);
+        // Our own purge's echo first: reads go on.
+        fleet.receive(sealed(&fleet, PurgeTarget::Key([1; 32]), 10).as_bytes());
+        assert!(fleet.shared_readable(10));
+        // A replica that reached 10 by hearing it, then hears it again.
+        let fleet = purging_at_epoch_10(&secret);
+        fleet.started.store(9, Ordering::Release);
+        fleet.receive(sealed(&fleet, PurgeTarget::Subject("s".into()), 10).as_bytes());
+        assert!(!fleet.shared_readable(10), "read entries stored before the purge");
+        assert_eq!(fleet.purges_behind.load(Ordering::Acquire), 1);
+        assert_eq!(fleet.metrics.fleet.shared_reads_suspended.get(), 1);
+        // A later purge (a step past it) resumes reads from its epoch on.
+        fleet.receive(sealed(&fleet, PurgeTarget::All, 11).as_bytes());
+        assert!(fleet.shared_readable(11) && !fleet.shared_readable(10));
     }
 
     /// A flood of purges behind the epoch held (replays of one old sealed
