@@ -5,7 +5,7 @@
 //! between minutes (steal time), a single a-then-b pass compares two
 //! different machines; interleaving compares neighbours.
 
-use crate::{context_switches, load_on, LogSetting, Proc};
+use crate::{context_switches, io_syscalls, load_on, LogSetting, Proc};
 use std::time::Duration;
 
 /// One server measured against the floor, round after round.
@@ -26,16 +26,27 @@ pub(crate) async fn interleaved(
     per_row: Duration,
     rounds: usize,
 ) -> anyhow::Result<String> {
-    // One measurement of one server: its row and its context switches per check.
+    // One measurement of one server: its row, its context switches and
+    // its socket system calls per check.
     struct Sample {
         row: crate::Row,
         switches: f64,
+        syscalls: f64,
     }
     async fn measure(p: &Proc, tokens: &[String], c: usize, d: Duration) -> anyhow::Result<(Sample, u64)> {
-        let before = context_switches(p.pid());
+        let (switched, called) = (context_switches(p.pid()), io_syscalls(p.pid()));
         let (row, denied) = load_on(p, tokens, c, d, None).await?;
-        let switches = (context_switches(p.pid()) - before) as f64 / (row.rps * d.as_secs_f64()).max(1.0);
-        Ok((Sample { row, switches }, denied))
+        let checks = (row.rps * d.as_secs_f64()).max(1.0);
+        let switches = context_switches(p.pid()).saturating_sub(switched) as f64 / checks;
+        let syscalls = io_syscalls(p.pid()).saturating_sub(called) as f64 / checks;
+        Ok((
+            Sample {
+                row,
+                switches,
+                syscalls,
+            },
+            denied,
+        ))
     }
     // samples[0]: the floor; samples[i + 1]: contender i; one per round.
     let mut samples: Vec<Vec<Sample>> = (0..=contenders.len()).map(|_| Vec::new()).collect();
@@ -53,6 +64,7 @@ pub(crate) async fn interleaved(
     let rps = |k: usize| series(k, |s| s.row.rps);
     let cpu = |k: usize| median(&series(k, |s| s.row.cpu_us.unwrap_or(f64::NAN)));
     let switches = |k: usize| median(&series(k, |s| s.switches));
+    let syscalls = |k: usize| median(&series(k, |s| s.syscalls));
     let load_cpu = |k: usize| median(&series(k, |s| s.row.load_cpu_us.unwrap_or(f64::NAN)));
     let floor_rps = rps(0);
     // Each round's throughput against the reference's of the same round.
@@ -69,7 +81,7 @@ pub(crate) async fn interleaved(
     let mut out = format!(
         "\nInterleaved: {rounds} rounds of [a, {}], {}s each; ratios to the floor of the same round \
          (floor: median {:.0} checks/s, {:.0}–{:.0}).\n\n\
-         | row | median × a | min–max × a | median × {second_name} | median server CPU µs/check (a: {:.1}) | median server context switches per check (a: {:.2}) | median load generator CPU µs/check (a: {:.1}) |\n|---|---:|---:|---:|---:|---:|---:|\n",
+         | row | median × a | min–max × a | median × {second_name} | median server CPU µs/check (a: {:.1}) | median server context switches per check (a: {:.2}) | median server read+write syscalls per check (a: {:.2}) | median load generator CPU µs/check (a: {:.1}) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
         contenders
             .iter()
             .map(|c| c.name.as_str())
@@ -81,11 +93,12 @@ pub(crate) async fn interleaved(
         max(&floor_rps),
         cpu(0),
         switches(0),
+        syscalls(0),
         load_cpu(0),
     );
     for (i, c) in contenders.iter().enumerate() {
         out.push_str(&format!(
-            "| {} | {:.2} | {:.2}–{:.2} | {} | {:.1} | {:.2} | {:.1} |\n",
+            "| {} | {:.2} | {:.2}–{:.2} | {} | {:.1} | {:.2} | {:.2} | {:.1} |\n",
             c.name,
             median(&ratios[i]),
             min(&ratios[i]),
@@ -93,6 +106,7 @@ pub(crate) async fn interleaved(
             to_second(i),
             cpu(i + 1),
             switches(i + 1),
+            syscalls(i + 1),
             load_cpu(i + 1)
         ));
     }

@@ -256,6 +256,19 @@ pub(crate) fn context_switches(pid: u32) -> u64 {
         .sum()
 }
 
+/// Read and write system calls (`syscr` + `syscw` of `/proc/PID/io`, all
+/// the process's threads) so far: each costs a kernel entry that callgrind
+/// does not count, so two servers with equal instructions can still differ
+/// by how they batch their socket reads and writes.
+pub(crate) fn io_syscalls(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("syscr:") || l.starts_with("syscw:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
 /// hydra-authz's `/metrics` text.
 pub(crate) async fn scrape(http: SocketAddr) -> Option<String> {
     reqwest::get(format!("http://{http}/metrics"))
