@@ -201,7 +201,20 @@ impl Config {
             authorization: &self.authorization,
             rules: &self.rules,
             claim_checks: crate::authn::ClaimChecks::from_config(&self.introspection),
+            owned_headers: self.owned_headers(),
         }
+    }
+
+    /// Every header an allow sets on the upstream request: the identity
+    /// headers, the claim headers and, when on, the identity JWT's.
+    pub fn owned_headers(&self) -> Vec<String> {
+        let h = &self.headers;
+        let mut names = vec![h.client_id.clone(), h.scopes.clone(), h.subject.clone()];
+        names.extend(h.claims.keys().cloned());
+        if self.upstream_jwt.enabled {
+            names.push(self.upstream_jwt.header.clone());
+        }
+        names
     }
 }
 

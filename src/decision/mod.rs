@@ -36,6 +36,9 @@ pub struct Engine<A> {
     /// Shared so a config reload that leaves `[introspection]` alone keeps
     /// the same client pool and cache.
     authn: Arc<A>,
+    /// The headers we set on allow, lower-case: a request spelling one
+    /// with dots is refused ([`admit`]).
+    owned_headers: Box<[Box<[u8]>]>,
 }
 
 /// Everything a decision found out, for the response, the log line and explanations.
@@ -125,6 +128,8 @@ pub struct Settings<'a> {
     pub rules: &'a [config::RuleConfig],
     /// The claim checks `[introspection]` asks for (shown in explanations).
     pub claim_checks: ClaimChecks,
+    /// Every header an allow sets (identity, claims, the identity JWT).
+    pub owned_headers: Vec<String>,
 }
 
 impl<A: Authenticator> Engine<A> {
@@ -138,6 +143,11 @@ impl<A: Authenticator> Engine<A> {
             strategy: settings.authorization.scope_strategy,
             claim_checks: settings.claim_checks,
             authn,
+            owned_headers: settings
+                .owned_headers
+                .iter()
+                .map(|n| n.to_ascii_lowercase().into_bytes().into_boxed_slice())
+                .collect(),
         })
     }
 
@@ -164,7 +174,7 @@ impl<A: Authenticator> Engine<A> {
     async fn run(&self, req: &AuthzRequest, steps: &mut Notes) -> Outcome {
         let mut out = Outcome::new();
         note!(steps, "request: {} {} (host {:?})", req.method, req.path, req.host);
-        let token = match admit(req, steps) {
+        let token = match admit(req, &self.owned_headers, steps) {
             Ok(token) => token,
             Err(reason) => return out.deny(reason),
         };
@@ -410,8 +420,10 @@ fn authorization_agrees(
 }
 
 /// Admit: is the request well-formed enough to decide on at all. A malformed
-/// credential is refused even on public routes: it is never an allow.
-fn admit<'r>(req: &'r AuthzRequest, steps: &mut Notes) -> Result<Option<&'r Token>, DenyReason> {
+/// credential is refused even on public routes: it is never an allow. So
+/// is a dotted spelling of a header we set (`owned`): on a public route we
+/// set none, and behind a PHP upstream it would be read as ours.
+fn admit<'r>(req: &'r AuthzRequest, owned: &[Box<[u8]>], steps: &mut Notes) -> Result<Option<&'r Token>, DenyReason> {
     let token = match &req.credential {
         Credential::Malformed(why) => {
             note!(steps, "authorization header is malformed: {why}");
@@ -423,6 +435,11 @@ fn admit<'r>(req: &'r AuthzRequest, steps: &mut Notes) -> Result<Option<&'r Toke
     if let Some(why) = req
         .malformed
         .or_else(|| crate::extract::canonical::method_override(&req.method, &req.headers, &req.query))
+        .or_else(|| {
+            req.headers
+                .spells_with_a_dot(owned)
+                .then_some(crate::extract::refusal::RequestProblem::DottedIdentityHeader)
+        })
     {
         note!(steps, "request refused: {why}");
         return Err(DenyReason::BadRequest(why));

@@ -129,6 +129,83 @@ async fn a_method_override_is_refused_before_any_rule() {
     assert_eq!(e.decide(&r).await.decision, Decision::Allow);
 }
 
+/// PHP reads `X.Client.Id` as `X-Client-Id` (`.` becomes `_` in
+/// `$_SERVER`), and no proxy removes the dotted spellings of the headers
+/// we set: a request carrying one is refused, on a public route too (where
+/// we set none, so the forged one would be all the upstream sees). A
+/// dotted method override is an override. Before, both went through.
+#[tokio::test]
+async fn a_dotted_spelling_of_a_header_we_set_is_refused() {
+    let mut config = Config {
+        rules: vec![
+            RuleConfig {
+                id: "date".into(),
+                methods: vec!["GET".into()],
+                path: "/date".into(),
+                scopes: vec!["read_date".into()],
+                ..Default::default()
+            },
+            RuleConfig {
+                id: "health".into(),
+                methods: vec!["GET".into()],
+                path: "/health".into(),
+                public: true,
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    config.headers.claims.insert("x-tenant-id".into(), "ext.tenant".into());
+    config.upstream_jwt.enabled = true;
+    let e = Engine::new(config.engine_settings(), Fixed).expect("engine");
+    let check = |path: &str, extra: (&str, &str)| {
+        let h: HashMap<String, String> = [
+            (extra.0.to_string(), extra.1.to_string()),
+            ("authorization".to_string(), "Bearer reader".to_string()),
+        ]
+        .into();
+        AuthzRequest::from_parts("GET", "", path, &h, Default::default())
+    };
+    let refused = Decision::Deny(DenyReason::BadRequest(RequestProblem::DottedIdentityHeader));
+    for path in ["/date", "/health"] {
+        for name in [
+            "X.Client.Id",
+            "x.client-id",
+            "x_client.id",
+            "x.scopes",
+            "X.Subject",
+            "x.tenant.id",
+            "x.identity-jwt",
+        ] {
+            assert_eq!(
+                e.decide(&check(path, (name, "admin"))).await.decision,
+                refused,
+                "{path} {name}"
+            );
+        }
+        // Our own spellings are overwritten or removed, not refused; other dotted names pass.
+        for name in [
+            "x-client-id",
+            "x_client_id",
+            "x.client.identity",
+            "x.requested.with",
+            "xclient.id",
+        ] {
+            assert_eq!(
+                e.decide(&check(path, (name, "admin"))).await.decision,
+                Decision::Allow,
+                "{path} {name}"
+            );
+        }
+    }
+    assert_eq!(
+        e.decide(&check("/date", ("X.HTTP.Method.Override", "DELETE")))
+            .await
+            .decision,
+        Decision::Deny(DenyReason::BadRequest(RequestProblem::MethodOverride))
+    );
+}
+
 /// A GET rule for the path-spelling tests.
 fn rule(id: &str, path: &str, scopes: &[&str], public: bool) -> RuleConfig {
     RuleConfig {

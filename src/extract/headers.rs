@@ -17,14 +17,18 @@ pub fn separators(name: &str) -> usize {
 }
 
 /// Whether header name `name` (lower-case, as received) is `wanted` in one
-/// of its `-`/`_` spellings: CGI, WSGI and PHP upstreams read `x_api_token`
-/// as `x-api-token`, so the two are one header to them.
+/// of its `-`/`_`/`.` spellings: CGI, WSGI and PHP upstreams read
+/// `x_api_token` as `x-api-token`, and PHP's variable registration turns
+/// `.` into `_` as well (`X.Api.Token` is `$_SERVER['HTTP_X_API_TOKEN']`
+/// behind Caddy's `php_fastcgi` or FrankenPHP), so all are one header to
+/// them.
 pub(crate) fn same_name_any_separator(name: &[u8], wanted: &[u8]) -> bool {
+    let separator = |c: &u8| matches!(c, b'-' | b'_' | b'.');
     name.len() == wanted.len()
         && name
             .iter()
             .zip(wanted)
-            .all(|(a, b)| a == b || (matches!(a, b'-' | b'_') && matches!(b, b'-' | b'_')))
+            .all(|(a, b)| a == b || (separator(a) && separator(b)))
 }
 
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -36,6 +40,10 @@ pub struct Headers {
     bytes: Vec<u8>,
     /// (name, value) as ranges of `bytes`, in the order received.
     entries: Vec<(Range<usize>, Range<usize>)>,
+    /// Some name has a `.`: only then can one spell a header we set
+    /// ([`Headers::spells_with_a_dot`]); noted while copying, so a request
+    /// without one pays no second scan.
+    dotted: bool,
 }
 
 impl Headers {
@@ -51,6 +59,7 @@ impl Headers {
         let mut h = Headers {
             bytes: Vec::with_capacity(size),
             entries: Vec::with_capacity(count),
+            dotted: false,
         };
         for (k, v) in pairs {
             h.push(k, v);
@@ -88,6 +97,7 @@ impl Headers {
     }
 
     fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.dotted |= name.contains(&b'.');
         let start = self.bytes.len();
         self.bytes.extend_from_slice(name);
         let middle = self.bytes.len();
@@ -125,6 +135,18 @@ impl Headers {
         self.entries
             .iter()
             .map(|(k, v)| (&self.bytes[k.clone()], &self.bytes[v.clone()]))
+    }
+
+    /// Whether a header name with a `.` is one of `names` (lower-case) in
+    /// another spelling: `x.client.id` for `x-client-id`. A proxy removes
+    /// (or we overwrite) the names we set and their `_` spellings, but no
+    /// proxy knows the dotted ones, which PHP upstreams read as the same
+    /// header ([`same_name_any_separator`]).
+    pub fn spells_with_a_dot<N: AsRef<[u8]>>(&self, names: &[N]) -> bool {
+        self.dotted
+            && self.entries().any(|(name, _)| {
+                name.contains(&b'.') && names.iter().any(|n| same_name_any_separator(name, n.as_ref()))
+            })
     }
 
     /// Every entry whose name and value are text.

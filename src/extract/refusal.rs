@@ -81,6 +81,7 @@ refusals! {
         FragmentInTarget => "fragment_in_target", "a request target has no fragment ('#')";
         AuthorityLikeTarget => "authority_like_target", "the path must not start with '//'";
         MethodOverride => "method_override", "a method override (X-HTTP-Method-Override, _method) naming another method is not accepted: send the real method";
+        DottedIdentityHeader => "dotted_identity_header", "a header spelled with '.' for one the authorizer sets (X.Client.Id for X-Client-Id) is not accepted";
     }
 }
 

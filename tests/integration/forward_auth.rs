@@ -461,6 +461,11 @@ struct KitBehaviour {
     /// A request with a header name containing `_`: `Some(status)` when the
     /// proxy rejects it (Envoy), `None` when it drops the header and goes on.
     underscore_rejected: Option<u16>,
+    /// A dotted spelling of an identity header (`X.Client.Id`, which PHP
+    /// reads as `X-Client-Id`): `Some(status)` when it reaches hydra-authz,
+    /// which refuses it (Envoy forwards dotted names to it), `None` when
+    /// the proxy drops it (nginx: an invalid name; Caddy: the kit).
+    dotted_refused: Option<u16>,
     /// What the client gets when hydra-authz is down.
     down_status: u16,
 }
@@ -471,7 +476,7 @@ fn identity_seen(echo: &Value) -> Vec<(String, Value)> {
     let headers = echo["headers"].as_object().expect("echo headers");
     let mut seen: Vec<(String, Value)> = headers
         .iter()
-        .filter(|(k, _)| IDENTITY.contains(&k.replace('_', "-").as_str()))
+        .filter(|(k, _)| IDENTITY.contains(&k.replace(['_', '.'], "-").as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     seen.sort_by(|a, b| a.0.cmp(&b.0));
@@ -629,6 +634,36 @@ async fn seed_scenario_through(b: KitBehaviour) {
         }
     }
 
+    // Dotted twins: refused by hydra-authz where the proxy passes them,
+    // dropped where it does not; never at the upstream either way.
+    let dotted: [(&str, &str); 3] = [("X.Client.Id", "admin"), ("x.scopes", "admin"), ("x-client.id", "root")];
+    for (path, token) in [("/date", Some(reader.as_str())), ("/public", None)] {
+        for twin in dotted {
+            let mut headers = vec![twin];
+            headers.extend(token.map(|t| ("authorization", t)));
+            let hits = upstream.hits();
+            let r = send(Method::GET, &url(path), &headers).await;
+            match b.dotted_refused {
+                Some(status) => {
+                    assert_eq!(r.status.as_u16(), status, "{name}: {path} {twin:?}: {}", r.text);
+                    assert_eq!(
+                        upstream.hits(),
+                        hits,
+                        "{name}: {path}: refused, yet reached the upstream"
+                    );
+                }
+                None => {
+                    assert_eq!(r.status, StatusCode::OK, "{name}: {path} {twin:?}: {}", r.text);
+                    let want = match token {
+                        Some(_) => identity("reader", "read_date"),
+                        None => Vec::new(),
+                    };
+                    assert_eq!(identity_seen(&r.json()), want, "{name}: {path} {twin:?}: {}", r.text);
+                }
+            }
+        }
+    }
+
     // A public route: allowed without a token, and no identity header at
     // all reaches the upstream, whatever the client sent (with or without
     // a valid token of its own).
@@ -735,6 +770,7 @@ async fn seed_scenario_through_real_nginx() {
         kit: Kit::Nginx,
         passes_problem_body: false,
         underscore_rejected: None,
+        dotted_refused: None,
         // The kit's error page: no answer from hydra-authz is 503.
         down_status: 503,
     })
@@ -747,6 +783,7 @@ async fn seed_scenario_through_real_caddy() {
         kit: Kit::Caddy,
         passes_problem_body: true,
         underscore_rejected: None,
+        dotted_refused: None,
         // forward_auth cannot reach hydra-authz: Caddy's own 502.
         down_status: 502,
     })
@@ -760,6 +797,8 @@ async fn seed_scenario_through_real_envoy_http_service() {
         passes_problem_body: true,
         // headers_with_underscores_action: REJECT_REQUEST.
         underscore_rejected: Some(400),
+        // allowed_headers passes every dotted name; hydra-authz answers 400.
+        dotted_refused: Some(400),
         // failure_mode_allow: false, status_on_error: 503.
         down_status: 503,
     })
