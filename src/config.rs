@@ -201,19 +201,38 @@ impl Config {
             authorization: &self.authorization,
             rules: &self.rules,
             claim_checks: crate::authn::ClaimChecks::from_config(&self.introspection),
-            owned_headers: self.owned_headers(),
+            guarded_headers: self.guarded_headers(),
         }
     }
 
-    /// Every header an allow sets on the upstream request: the identity
-    /// headers, the claim headers and, when on, the identity JWT's.
-    pub fn owned_headers(&self) -> Vec<String> {
+    /// The headers a request may not spell with a separator other than
+    /// `-`/`_`: every header an allow sets on the upstream request (the
+    /// identity headers, the claim headers and, when on, the identity
+    /// JWT's), every header a rule reads a token from, and the forwarded
+    /// facts frameworks trust from their proxy.
+    pub fn guarded_headers(&self) -> Vec<String> {
         let h = &self.headers;
         let mut names = vec![h.client_id.clone(), h.scopes.clone(), h.subject.clone()];
         names.extend(h.claims.keys().cloned());
         if self.upstream_jwt.enabled {
             names.push(self.upstream_jwt.header.clone());
         }
+        for rule in &self.rules {
+            for source in &rule.token_from {
+                if let Ok(crate::extract::sources::TokenSource::Header(name)) =
+                    crate::extract::sources::TokenSource::parse(source)
+                {
+                    names.push(name.to_ascii_lowercase());
+                }
+            }
+        }
+        names.extend(
+            crate::extract::headers::TRUSTED_BY_FRAMEWORKS
+                .iter()
+                .map(|n| n.to_string()),
+        );
+        names.sort();
+        names.dedup();
         names
     }
 }

@@ -36,9 +36,9 @@ pub struct Engine<A> {
     /// Shared so a config reload that leaves `[introspection]` alone keeps
     /// the same client pool and cache.
     authn: Arc<A>,
-    /// The headers we set on allow, lower-case: a request spelling one
-    /// with dots is refused ([`admit`]).
-    owned_headers: Box<[Box<[u8]>]>,
+    /// The headers a request may not spell with another separator,
+    /// lower-case ([`admit`], [`Settings::guarded_headers`]).
+    guarded_headers: crate::extract::headers::Guarded,
 }
 
 /// Everything a decision found out, for the response, the log line and explanations.
@@ -128,8 +128,9 @@ pub struct Settings<'a> {
     pub rules: &'a [config::RuleConfig],
     /// The claim checks `[introspection]` asks for (shown in explanations).
     pub claim_checks: ClaimChecks,
-    /// Every header an allow sets (identity, claims, the identity JWT).
-    pub owned_headers: Vec<String>,
+    /// Every header an allow sets (identity, claims, the identity JWT), a
+    /// rule reads a token from, or frameworks trust from their proxy.
+    pub guarded_headers: Vec<String>,
 }
 
 impl<A: Authenticator> Engine<A> {
@@ -143,11 +144,7 @@ impl<A: Authenticator> Engine<A> {
             strategy: settings.authorization.scope_strategy,
             claim_checks: settings.claim_checks,
             authn,
-            owned_headers: settings
-                .owned_headers
-                .iter()
-                .map(|n| n.to_ascii_lowercase().into_bytes().into_boxed_slice())
-                .collect(),
+            guarded_headers: crate::extract::headers::Guarded::new(&settings.guarded_headers),
         })
     }
 
@@ -174,7 +171,7 @@ impl<A: Authenticator> Engine<A> {
     async fn run(&self, req: &AuthzRequest, steps: &mut Notes) -> Outcome {
         let mut out = Outcome::new();
         note!(steps, "request: {} {} (host {:?})", req.method, req.path, req.host);
-        let token = match admit(req, &self.owned_headers, steps) {
+        let token = match admit(req, &self.guarded_headers, steps) {
             Ok(token) => token,
             Err(reason) => return out.deny(reason),
         };
@@ -421,9 +418,14 @@ fn authorization_agrees(
 
 /// Admit: is the request well-formed enough to decide on at all. A malformed
 /// credential is refused even on public routes: it is never an allow. So
-/// is a dotted spelling of a header we set (`owned`): on a public route we
-/// set none, and behind a PHP upstream it would be read as ours.
-fn admit<'r>(req: &'r AuthzRequest, owned: &[Box<[u8]>], steps: &mut Notes) -> Result<Option<&'r Token>, DenyReason> {
+/// is another spelling of a `guarded` header (`X.Client.Id`): on a public
+/// route we set none, and behind a PHP or lighttpd upstream it would be
+/// read as ours.
+fn admit<'r>(
+    req: &'r AuthzRequest,
+    guarded: &crate::extract::headers::Guarded,
+    steps: &mut Notes,
+) -> Result<Option<&'r Token>, DenyReason> {
     let token = match &req.credential {
         Credential::Malformed(why) => {
             note!(steps, "authorization header is malformed: {why}");
@@ -437,8 +439,8 @@ fn admit<'r>(req: &'r AuthzRequest, owned: &[Box<[u8]>], steps: &mut Notes) -> R
         .or_else(|| crate::extract::canonical::method_override(&req.method, &req.headers, &req.query))
         .or_else(|| {
             req.headers
-                .spells_with_a_dot(owned)
-                .then_some(crate::extract::refusal::RequestProblem::DottedIdentityHeader)
+                .respells(guarded)
+                .then_some(crate::extract::refusal::RequestProblem::HeaderSpelling)
         })
     {
         note!(steps, "request refused: {why}");

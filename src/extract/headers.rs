@@ -17,18 +17,83 @@ pub fn separators(name: &str) -> usize {
 }
 
 /// Whether header name `name` (lower-case, as received) is `wanted` in one
-/// of its `-`/`_`/`.` spellings: CGI, WSGI and PHP upstreams read
-/// `x_api_token` as `x-api-token`, and PHP's variable registration turns
-/// `.` into `_` as well (`X.Api.Token` is `$_SERVER['HTTP_X_API_TOKEN']`
-/// behind Caddy's `php_fastcgi` or FrankenPHP), so all are one header to
-/// them.
+/// of its spellings: the same letters and digits, any other byte where
+/// `wanted` has one. CGI, WSGI and PHP upstreams read `x_api_token` as
+/// `x-api-token`; PHP's variable registration turns `.` and ` ` into `_`
+/// as well (`X.Api.Token` is `$_SERVER['HTTP_X_API_TOKEN']` behind Caddy's
+/// `php_fastcgi` or FrankenPHP), and lighttpd's CGI/FastCGI/SCGI encoding
+/// turns every byte that is not a letter or digit into `_`
+/// (`X+Api+Token`). All are one header to them.
 pub(crate) fn same_name_any_separator(name: &[u8], wanted: &[u8]) -> bool {
-    let separator = |c: &u8| matches!(c, b'-' | b'_' | b'.');
+    let separator = |c: &u8| !c.is_ascii_alphanumeric();
     name.len() == wanted.len()
         && name
             .iter()
             .zip(wanted)
             .all(|(a, b)| a == b || (separator(a) && separator(b)))
+}
+
+/// Forwarded facts and request-URI headers frameworks trust from their
+/// proxy: the kits set or clear these by name, so a spelling with another
+/// separator (`X.Forwarded.Host`) would pass every kit and reach a PHP or
+/// lighttpd upstream as the real one ([`Headers::respells`]).
+pub const TRUSTED_BY_FRAMEWORKS: &[&str] = &[
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-for",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-original-url",
+    "x-original-uri",
+    "x-original-method",
+    "x-rewrite-url",
+    "x-real-ip",
+    "front-end-https",
+    "x-url-scheme",
+];
+
+/// Header names no request may spell with another separator (see
+/// [`Headers::respells`]), with their lengths as a bit set: a request's
+/// name of no guarded length (nearly all) costs one bit test.
+#[derive(Debug, Clone, Default)]
+pub struct Guarded {
+    names: Box<[Box<[u8]>]>,
+    /// Bit n: some name is n bytes long; bit 127 stands for every length
+    /// from 127 on.
+    lengths: u128,
+}
+
+impl Guarded {
+    pub fn new<N: AsRef<str>>(names: &[N]) -> Guarded {
+        let names: Box<[Box<[u8]>]> = names
+            .iter()
+            .map(|n| n.as_ref().to_ascii_lowercase().into_bytes().into_boxed_slice())
+            .collect();
+        let lengths = names.iter().fold(0u128, |set, n| set | Guarded::bit(n.len()));
+        Guarded { names, lengths }
+    }
+
+    fn bit(len: usize) -> u128 {
+        1u128 << len.min(127)
+    }
+
+    /// `name` is a guarded name in another spelling: the same letters and
+    /// digits, and some separator other than `-`/`_`. The guarded spelling
+    /// itself is the header (a `token_from` header may have a '.').
+    fn respelled_by(&self, name: &[u8]) -> bool {
+        self.lengths & Guarded::bit(name.len()) != 0
+            && self
+                .names
+                .iter()
+                .any(|n| name != &n[..] && same_name_any_separator(name, n))
+            && name
+                .iter()
+                .any(|c| !(c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_'))
+    }
 }
 
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -131,16 +196,14 @@ impl Headers {
             .map(|(k, v)| (&self.bytes[k.clone()], &self.bytes[v.clone()]))
     }
 
-    /// Whether a header name with a `.` is one of `names` (lower-case) in
-    /// another spelling: `x.client.id` for `x-client-id`. A proxy removes
-    /// (or we overwrite) the names we set and their `_` spellings, but no
-    /// proxy knows the dotted ones, which PHP upstreams read as the same
-    /// header ([`same_name_any_separator`]).
-    pub fn spells_with_a_dot<N: AsRef<[u8]>>(&self, names: &[N]) -> bool {
-        // Lengths first (a compare per name we set): most requests have no
-        // name of the same length with a '.' in it, and pay no byte scan.
-        self.entries()
-            .any(|(name, _)| names.iter().any(|n| same_name_any_separator(name, n.as_ref())) && name.contains(&b'.'))
+    /// Whether a header name is one of `guarded` spelled with a separator
+    /// other than `-` or `_`: `x.client.id` or `x+client+id` for
+    /// `x-client-id`. Proxies remove (or we overwrite) the names we set and
+    /// their `_` spellings, but none knows the others, which PHP and
+    /// lighttpd upstreams read as the same header
+    /// ([`same_name_any_separator`]).
+    pub fn respells(&self, guarded: &Guarded) -> bool {
+        self.entries().any(|(name, _)| guarded.respelled_by(name))
     }
 
     /// Every entry whose name and value are text.
@@ -186,6 +249,36 @@ impl opentelemetry::propagation::Extractor for Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another separator than '-'/'_' in a guarded name is caught; the
+    /// guarded spelling itself (a token header named with a '.') and names
+    /// of another length or other letters are not.
+    #[test]
+    fn respellings_of_guarded_names() {
+        let guarded = Guarded::new(&["x-client-id", "x.api.token"]);
+        let has = |name: &str| Headers::from_entries([(name.as_bytes(), &b"v"[..])]).respells(&guarded);
+        for name in [
+            "x.client.id",
+            "x+client+id",
+            "x client id",
+            "x-client~id",
+            "x-api-token.",
+            "x+api+token",
+        ] {
+            let expected = name.len() == 11;
+            assert_eq!(has(name), expected, "{name}");
+        }
+        for name in [
+            "x-client-id",
+            "x_client_id",
+            "x.api.token",
+            "x-api-token",
+            "x.client.idx",
+            "y.client.id",
+        ] {
+            assert!(!has(name), "{name}");
+        }
+    }
 
     #[test]
     fn the_last_entry_wins_and_non_text_values_are_absent() {

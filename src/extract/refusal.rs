@@ -81,7 +81,7 @@ refusals! {
         FragmentInTarget => "fragment_in_target", "a request target has no fragment ('#')";
         AuthorityLikeTarget => "authority_like_target", "the path must not start with '//'";
         MethodOverride => "method_override", "a method override (X-HTTP-Method-Override, _method) naming another method is not accepted: send the real method";
-        DottedIdentityHeader => "dotted_identity_header", "a header spelled with '.' for one the authorizer sets (X.Client.Id for X-Client-Id) is not accepted";
+        HeaderSpelling => "header_spelling", "a header the authorizer sets or reads a token from, or a forwarded header, spelled with a separator other than '-' or '_' (X.Client.Id, X+Forwarded+Host) is not accepted";
     }
 }
 
