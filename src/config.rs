@@ -205,24 +205,30 @@ impl Config {
         }
     }
 
+    /// Every header the upstream is told by an allow: the identity and
+    /// claim headers and, when on, the identity JWT's.
+    pub fn told_headers(&self) -> Vec<&str> {
+        let mut told: Vec<&str> = self.headers.set_names().collect();
+        if self.upstream_jwt.enabled {
+            told.push(&self.upstream_jwt.header);
+        }
+        told
+    }
+
     /// The headers a request may not spell with a separator other than
     /// `-`/`_`: every header an allow sets on the upstream request (the
     /// identity headers, the claim headers and, when on, the identity
     /// JWT's), every header a rule reads a token from, and the forwarded
     /// facts frameworks trust from their proxy.
     pub fn guarded_headers(&self) -> Vec<String> {
-        let h = &self.headers;
-        let mut names = vec![h.client_id.clone(), h.scopes.clone(), h.subject.clone()];
-        names.extend(h.claims.keys().cloned());
-        if self.upstream_jwt.enabled {
-            names.push(self.upstream_jwt.header.clone());
-        }
+        let mut names: Vec<String> = self.told_headers().into_iter().map(str::to_owned).collect();
         for rule in &self.rules {
             for source in &rule.token_from {
+                // Token header names are lower-case (`TokenSource::parse`).
                 if let Ok(crate::extract::sources::TokenSource::Header(name)) =
                     crate::extract::sources::TokenSource::parse(source)
                 {
-                    names.push(name.to_ascii_lowercase());
+                    names.push(name);
                 }
             }
         }
@@ -646,17 +652,13 @@ impl Config {
             }
         }
         // Every header the upstream is told, by name: one name, one meaning.
-        let mut told: Vec<&str> = vec![&h.client_id, &h.scopes, &h.subject];
-        told.extend(h.claims.keys().map(String::as_str));
-        if self.upstream_jwt.enabled {
-            if told.contains(&self.upstream_jwt.header.as_str()) {
-                return Err(invalid(
-                    "upstream_jwt.header",
-                    "already an identity or claim header (client_id, scopes, subject, headers.claims)",
-                ));
-            }
-            told.push(&self.upstream_jwt.header);
+        if self.upstream_jwt.enabled && h.set_names().any(|n| n == self.upstream_jwt.header) {
+            return Err(invalid(
+                "upstream_jwt.header",
+                "already an identity or claim header (client_id, scopes, subject, headers.claims)",
+            ));
         }
+        let told = self.told_headers();
         // In any '-'/'_' spelling (the names are lower-case already).
         let is_told = |name: &str| told.contains(&name.replace('_', "-").as_str());
         let fa = &self.forward_auth;

@@ -524,7 +524,7 @@ def test_envoy_http_service_kit_fields():
     assert len(regexes) == 1
     assert all(re.fullmatch(regexes[0], n) for n in ["x.client.id", "x-client.id", "x+client+id", "x~forwarded~host", "."])
     assert not any(re.fullmatch(regexes[0], n) for n in ["x-client-id", "x_client_id", "authorization", "x-request-id"])
-    assert len(allowed["patterns"]) == len(exact(allowed)) + 1, "nothing else than exact names and the dot pattern"
+    assert len(allowed["patterns"]) == len(exact(allowed)) + 1, "nothing else than exact names and the separator pattern"
     assert exact(http["authorization_response"]["allowed_upstream_headers"]) == list(IDENTITY)
     assert set(exact(http["authorization_response"]["allowed_client_headers"])) == {"www-authenticate", "content-type", "cache-control"}
     clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}

@@ -22,6 +22,16 @@ pub struct HeadersConfig {
     pub claims_separator: String,
 }
 
+impl HeadersConfig {
+    /// The headers an allow sets from the identity: client id, scopes,
+    /// subject, then the claim headers.
+    pub fn set_names(&self) -> impl Iterator<Item = &str> {
+        [self.client_id.as_str(), &self.scopes, &self.subject]
+            .into_iter()
+            .chain(self.claims.keys().map(String::as_str))
+    }
+}
+
 impl Default for HeadersConfig {
     fn default() -> Self {
         HeadersConfig {

@@ -89,12 +89,7 @@ pub fn header_twins(name: &str) -> Vec<String> {
 
 impl Responder {
     pub fn new(headers: HeadersConfig, realm: String) -> Responder {
-        let mut owned = vec![
-            headers.client_id.clone(),
-            headers.scopes.clone(),
-            headers.subject.clone(),
-        ];
-        owned.extend(headers.claims.keys().cloned());
+        let mut owned: Vec<String> = headers.set_names().map(str::to_owned).collect();
         if headers.strip_authorization {
             owned.push("authorization".into());
         }
